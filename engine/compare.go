@@ -1,0 +1,241 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/sourcegraph/conc/pool"
+)
+
+// bucketHash is the aggregate of one range on one node: a row count and two additive lanes of
+// row hashes. Addition cannot cancel the way XOR does when a row appears twice.
+type bucketHash struct {
+	count      int64
+	lane1, lane2 string // exact numeric sums, compared as text
+}
+
+// onAllNodes runs fn for every node at once and waits for all of them.
+func (d *differ) onAllNodes(ctx context.Context, fn func(ctx context.Context, i int) error) error {
+	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+	for i := range d.nodes {
+		p.Go(func(ctx context.Context) error { return fn(ctx, i) })
+	}
+	return p.Wait()
+}
+
+// hashBuckets hashes range r on every node, grouped into the pieces cut by bounds.
+func (d *differ) hashBuckets(ctx context.Context, r Range, bounds [][]string) ([]map[int]bucketHash, error) {
+	var args []any
+	where := d.keys.where(r, &args)
+	bucket := "0"
+	if len(bounds) > 0 {
+		bucket = fmt.Sprintf("width_bucket(%s, %s)", d.keys.keyExpr(), d.keys.paramKeyArray(len(args)+1))
+		args = appendKeyArrays(args, bounds, len(d.keys.cols))
+	}
+	sql := fmt.Sprintf(`SELECT %s, count(*), sum("?ace_h?")::text, sum(hashint8extended("?ace_h?", 1))::text
+		FROM (SELECT %s, %s AS "?ace_h?" FROM %s WHERE %s AND %s) s GROUP BY 1`,
+		bucket, d.keyColumns(), d.hashExpr, d.table.Qualified(), where, d.filter)
+	out := make([]map[int]bucketHash, len(d.nodes))
+	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, sql, args...)
+			if err != nil {
+				return fmt.Errorf("hash range %s: %w", r, err)
+			}
+			out[i] = map[int]bucketHash{}
+			var b int
+			var h bucketHash
+			_, err = pgx.ForEachRow(rows, []any{&b, &h.count, &h.lane1, &h.lane2}, func() error {
+				out[i][b] = h
+				return nil
+			})
+			return err
+		})
+	})
+	return out, err
+}
+
+// String renders a range for error messages.
+func (r Range) String() string {
+	lo, hi := "-inf", "+inf"
+	if r.Lo != nil {
+		lo = "(" + strings.Join(r.Lo, ", ") + ")"
+	}
+	if r.Hi != nil {
+		hi = "(" + strings.Join(r.Hi, ", ") + ")"
+	}
+	return "[" + lo + ", " + hi + ")"
+}
+
+// mismatchedBuckets returns the buckets whose hashes differ between nodes, with the row
+// count of each node in them.
+func mismatchedBuckets(hashes []map[int]bucketHash, n int) map[int][]int64 {
+	out := map[int][]int64{}
+	for b := 0; b <= n; b++ {
+		first := hashes[0][b]
+		same := true
+		counts := make([]int64, len(hashes))
+		for i, h := range hashes {
+			counts[i] = h[b].count
+			same = same && h[b] == first
+		}
+		if !same {
+			out[b] = counts
+		}
+	}
+	return out
+}
+
+func (d *differ) diffBlock(ctx context.Context, b block) error {
+	hashes, err := d.hashBuckets(ctx, b.rng, b.bounds)
+	if err != nil {
+		return err
+	}
+	var hashed int64
+	for i, h := range hashes {
+		var rows int64
+		for _, agg := range h {
+			rows += agg.count
+		}
+		d.mu.Lock()
+		d.rowsPerNode[i] += rows
+		d.mu.Unlock()
+		hashed += rows
+	}
+	d.mu.Lock()
+	d.prog.RowsHashed += hashed
+	d.mu.Unlock()
+	for leaf, counts := range mismatchedBuckets(hashes, len(b.bounds)) {
+		d.mu.Lock()
+		d.mismatched++
+		d.mu.Unlock()
+		if err := d.narrow(ctx, b.leafRange(leaf), counts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// narrow finds the differing keys of a mismatched range. Small ranges are compared row by row;
+// larger ones are cut by the keys of the node with the most rows there, hashed again piece by
+// piece, and only the mismatched pieces are followed.
+func (d *differ) narrow(ctx context.Context, r Range, counts []int64) error {
+	if d.allPairsLimited() {
+		return errLimitReached
+	}
+	most := 0
+	for i, c := range counts {
+		if c > counts[most] {
+			most = i
+		}
+	}
+	if counts[most] <= int64(2*d.opts.CompareUnitSize) {
+		return d.compareRows(ctx, r)
+	}
+	// Cut into at most ~256 pieces, none smaller than a compare unit.
+	step := max(int64(d.opts.CompareUnitSize), counts[most]/256+1)
+	bounds, err := d.splitKeys(ctx, most, r, int(step))
+	if err != nil {
+		return fmt.Errorf("split range %s: %w", r, err)
+	}
+	hashes, err := d.hashBuckets(ctx, r, bounds)
+	if err != nil {
+		return err
+	}
+	sub := block{rng: r, bounds: bounds}
+	for piece, pieceCounts := range mismatchedBuckets(hashes, len(bounds)) {
+		if err := d.narrow(ctx, sub.leafRange(piece), pieceCounts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyHash is one row's key and hash on one node.
+type keyHash struct {
+	key  []string
+	hash int64
+}
+
+// compareRows fetches the keys and row hashes of r from every node and reports the keys whose
+// rows are not identical everywhere.
+func (d *differ) compareRows(ctx context.Context, r Range) error {
+	var args []any
+	where := d.keys.where(r, &args)
+	sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s AND %s`, d.keys.keyText(), d.hashExpr, d.table.Qualified(), where, d.filter)
+	perNode := make([]map[string]keyHash, len(d.nodes))
+	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, sql, args...)
+			if err != nil {
+				return fmt.Errorf("read row hashes in %s: %w", r, err)
+			}
+			perNode[i], err = collectKeyHashes(rows, len(d.keys.cols))
+			return err
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return d.reportKeys(ctx, differingKeys(perNode))
+}
+
+func collectKeyHashes(rows pgx.Rows, nkey int) (map[string]keyHash, error) {
+	defer rows.Close()
+	out := map[string]keyHash{}
+	for rows.Next() {
+		kh := keyHash{key: make([]string, nkey)}
+		dest := make([]any, 0, nkey+1)
+		for i := range kh.key {
+			dest = append(dest, &kh.key[i])
+		}
+		if err := rows.Scan(append(dest, &kh.hash)...); err != nil {
+			return nil, err
+		}
+		out[keyString(kh.key)] = kh
+	}
+	return out, rows.Err()
+}
+
+// keyString joins key values into a map key. PostgreSQL text cannot hold NUL, so NUL cannot be
+// forged by a value.
+func keyString(key []string) string { return strings.Join(key, "\x00") }
+
+// keyDiff is a key whose row differs somewhere: which nodes have it and with which hash.
+type keyDiff struct {
+	key     []string
+	present []bool
+	hashes  []int64
+}
+
+// differingKeys returns the keys not present with the same hash on every node.
+func differingKeys(perNode []map[string]keyHash) []keyDiff {
+	seen := map[string]bool{}
+	var out []keyDiff
+	for _, m := range perNode {
+		for k, kh := range m {
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			kd := keyDiff{key: kh.key, present: make([]bool, len(perNode)), hashes: make([]int64, len(perNode))}
+			same := true
+			for i, other := range perNode {
+				okh, ok := other[k]
+				kd.present[i], kd.hashes[i] = ok, okh.hash
+				same = same && ok && okh.hash == kh.hash
+			}
+			if !same {
+				out = append(out, kd)
+			}
+		}
+	}
+	return out
+}
+
+// differs reports whether nodes i and j disagree about this key.
+func (k keyDiff) differs(i, j int) bool {
+	return k.present[i] != k.present[j] || (k.present[i] && k.hashes[i] != k.hashes[j])
+}

@@ -1,0 +1,77 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Kinds of differing rows.
+const (
+	KindMissing  = "missing"  // absent on at least one node
+	KindModified = "modified" // present everywhere, not identical everywhere
+)
+
+// DiffRow is one primary key whose row is not the same on every compared node.
+type DiffRow struct {
+	PK   json.RawMessage            `json:"pk"`   // the key as a JSON object
+	Kind string                     `json:"kind"` // KindMissing or KindModified
+	Rows map[string]json.RawMessage `json:"rows"` // node -> row as a JSON object, or JSON null where absent
+	Meta map[string]RowMeta         `json:"meta,omitempty"`
+}
+
+// RowMeta is what a node knows about the transaction that last wrote a row.
+type RowMeta struct {
+	CommitTS   *time.Time `json:"commit_ts"`
+	NodeOrigin *string    `json:"node_origin"`
+}
+
+// Sink receives differing rows as they are found, in batches.
+type Sink interface {
+	WriteDiffRows(ctx context.Context, rows []DiffRow) error
+}
+
+// Progress is how far a diff has come.
+type Progress struct {
+	Phase         string `json:"phase"`
+	BlocksTotal   int    `json:"blocks_total"`
+	BlocksDone    int    `json:"blocks_done"`
+	RowsHashed    int64  `json:"rows_hashed"`
+	DifferingKeys int64  `json:"differing_keys"`
+}
+
+// ProgressFunc is told about progress; it must not block for long.
+type ProgressFunc func(Progress)
+
+// DiffSummary is a table-diff's outcome. The keys shared with ACE's diff-file summary have the
+// same names and meanings, except total_rows_checked, which is a real count.
+type DiffSummary struct {
+	Schema                string           `json:"schema"`
+	Table                 string           `json:"table"`
+	TableName             string           `json:"table_name"`
+	TableFilter           string           `json:"table_filter,omitempty"`
+	Nodes                 []string         `json:"nodes"`
+	BlockSize             int              `json:"block_size"`
+	CompareUnitSize       int              `json:"compare_unit_size"`
+	ConcurrencyFactor     float64          `json:"concurrency_factor"`
+	MaxDiffRows           int64            `json:"max_diff_rows"`
+	StartTime             time.Time        `json:"start_time"`
+	EndTime               time.Time        `json:"end_time"`
+	TimeTaken             string           `json:"time_taken"`
+	TimeTakenSeconds      float64          `json:"time_taken_seconds"`
+	DiffRowsCount         map[string]int64 `json:"diff_rows_count"`
+	DiffRowLimitReached   bool             `json:"diff_row_limit_reached"`
+	TotalRowsChecked      int64            `json:"total_rows_checked"`
+	RowsPerNode           map[string]int64 `json:"rows_per_node"`
+	InitialRangesCount    int              `json:"initial_ranges_count"`
+	MismatchedRangesCount int              `json:"mismatched_ranges_count"`
+	PrimaryKey            []string         `json:"primary_key"`
+	Columns               []string         `json:"columns"`
+	DifferingKeys         int64            `json:"differing_keys"`
+	HashMode              HashMode         `json:"hash_mode"`
+	HashVersion           int              `json:"hash_version"`
+	Warnings              []string         `json:"warnings,omitempty"`
+}
+
+// InSync reports whether no differences were found.
+func (s *DiffSummary) InSync() bool { return s.DifferingKeys == 0 }

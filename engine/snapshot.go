@@ -1,0 +1,63 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// session reads one node at one point in time: a READ ONLY transaction exports its snapshot and
+// every query of the diff imports it, so hashing, narrowing and row fetching all see the same
+// rows even though they run on several connections.
+type session struct {
+	node     *Node
+	holder   *pgxpool.Conn
+	tx       pgx.Tx
+	snapshot string
+}
+
+func openSession(ctx context.Context, n *Node) (*session, error) {
+	conn, err := n.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: connect: %w", n.Name, err)
+	}
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("node %s: begin snapshot: %w", n.Name, err)
+	}
+	s := &session{node: n, holder: conn, tx: tx}
+	if err := tx.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&s.snapshot); err != nil {
+		s.close(ctx)
+		return nil, fmt.Errorf("node %s: export snapshot: %w", n.Name, err)
+	}
+	return s, nil
+}
+
+func (s *session) close(ctx context.Context) {
+	_ = s.tx.Rollback(context.WithoutCancel(ctx))
+	s.holder.Release()
+}
+
+// read runs fn in a READ ONLY transaction on the session's snapshot.
+func (s *session) read(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	conn, err := s.node.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("node %s: connect: %w", s.node.Name, err)
+	}
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("node %s: begin: %w", s.node.Name, err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(s.snapshot)); err != nil {
+		return fmt.Errorf("node %s: import snapshot: %w", s.node.Name, err)
+	}
+	if err := fn(tx); err != nil {
+		return fmt.Errorf("node %s: %w", s.node.Name, err)
+	}
+	return tx.Commit(ctx)
+}

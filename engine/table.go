@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Column is one column of the compared table as a node describes it.
+type Column struct {
+	Name     string
+	Type     string // format_type, e.g. numeric(12,2)
+	BaseType string // the type behind domains, schema-qualified when not in pg_catalog
+	Category string // pg_type.typcategory of the base type (A = array, E = enum, S = string, …)
+	ElemType string // element base type of an array, else ""
+	Collate  string // identifies the column's collation and whether it is deterministic; "" when not collatable
+	PKPos    int    // 1-based position in the primary key, 0 when not part of it
+}
+
+// Table is the compared table's shape. It must be identical on every node.
+type Table struct {
+	Schema, Name string
+	Columns      []Column
+	PK           []Column // primary key columns in key order
+	ServerMajor  int
+	CommitTS     bool // track_commit_timestamp is on
+}
+
+// Qualified returns the quoted schema-qualified name.
+func (t *Table) Qualified() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+
+// Display returns schema.table as a user wrote it.
+func (t *Table) Display() string { return t.Schema + "." + t.Name }
+
+// ColumnNames lists the columns in ordinal order.
+func (t *Table) ColumnNames() []string {
+	names := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// PKNames lists the primary key columns in key order.
+func (t *Table) PKNames() []string {
+	names := make([]string, len(t.PK))
+	for i, c := range t.PK {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// ErrNoTable means the table is missing on a node.
+var ErrNoTable = errors.New("table does not exist")
+
+// SplitTableName splits "schema.table" (either part may be double-quoted) into its parts.
+// A name without a schema is taken to be in public.
+func SplitTableName(name string) (schema, table string, err error) {
+	parts, err := splitIdent(name)
+	if err != nil {
+		return "", "", fmt.Errorf("table name %q: %w", name, err)
+	}
+	switch len(parts) {
+	case 1:
+		return "public", parts[0], nil
+	case 2:
+		return parts[0], parts[1], nil
+	}
+	return "", "", fmt.Errorf("table name %q: want schema.table", name)
+}
+
+func splitIdent(s string) ([]string, error) {
+	var parts []string
+	var cur strings.Builder
+	quoted, wasQuoted := false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quoted && c == '"' && i+1 < len(s) && s[i+1] == '"':
+			cur.WriteByte('"')
+			i++
+		case c == '"':
+			quoted = !quoted
+			wasQuoted = true
+		case !quoted && c == '.':
+			parts = append(parts, finishIdent(cur.String(), wasQuoted))
+			cur.Reset()
+			wasQuoted = false
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if quoted {
+		return nil, errors.New("unterminated quoted identifier")
+	}
+	parts = append(parts, finishIdent(cur.String(), wasQuoted))
+	for _, p := range parts {
+		if p == "" {
+			return nil, errors.New("empty identifier")
+		}
+	}
+	return parts, nil
+}
+
+// finishIdent folds an unquoted identifier to lower case, as PostgreSQL does.
+func finishIdent(s string, quoted bool) string {
+	if quoted {
+		return s
+	}
+	return strings.ToLower(strings.TrimSpace(s))
+}
+
+// LoadTable reads the table's shape from one node.
+func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error) {
+	t := &Table{Schema: schema, Name: name}
+	var relid uint32
+	err := n.Pool.QueryRow(ctx, `
+		SELECT c.oid, current_setting('server_version_num')::int / 10000, current_setting('track_commit_timestamp') = 'on'
+		FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+		WHERE s.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).
+		Scan(&relid, &t.ServerMajor, &t.CommitTS)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s on node %s", ErrNoTable, t.Display(), n.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up table %s on node %s: %w", t.Display(), n.Name, err)
+	}
+	rows, err := n.Pool.Query(ctx, `
+		SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+		       CASE WHEN bs.nspname = 'pg_catalog' THEN bt.typname ELSE format('%I.%I', bs.nspname, bt.typname) END,
+		       bt.typcategory,
+		       coalesce((SELECT CASE WHEN es.nspname = 'pg_catalog' THEN e.typname ELSE format('%I.%I', es.nspname, e.typname) END
+		                 FROM pg_type e JOIN pg_namespace es ON es.oid = e.typnamespace WHERE e.oid = bt.typelem AND bt.typcategory = 'A'), ''),
+		       CASE WHEN a.attcollation = 0 THEN ''
+		            ELSE coalesce((SELECT format('%s/%s/%s/%s', co.collname, co.collprovider, co.collisdeterministic,
+		                                         CASE WHEN co.collname = 'default' THEN (SELECT d.datcollate FROM pg_database d WHERE d.datname = current_database())
+		                                              ELSE coalesce(co.collcollate, '') END)
+		                           FROM pg_collation co WHERE co.oid = a.attcollation), '') END,
+		       coalesce(array_position(i.indkey::int2[], a.attnum) + 1, 0)
+		FROM pg_attribute a
+		JOIN LATERAL (SELECT CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END AS oid FROM pg_type t0 WHERE t0.oid = a.atttypid) b ON true
+		JOIN pg_type bt ON bt.oid = b.oid
+		JOIN pg_namespace bs ON bs.oid = bt.typnamespace
+		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+		ORDER BY a.attnum`, relid)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.Display(), n.Name, err)
+	}
+	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
+		var c Column
+		err := r.Scan(&c.Name, &c.Type, &c.BaseType, &c.Category, &c.ElemType, &c.Collate, &c.PKPos)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.Display(), n.Name, err)
+	}
+	t.Columns = cols
+	t.PK = pkColumns(cols)
+	if len(t.PK) == 0 {
+		return nil, fmt.Errorf("table %s has no primary key on node %s", t.Display(), n.Name)
+	}
+	return t, nil
+}
+
+func pkColumns(cols []Column) []Column {
+	var pk []Column
+	for pos := 1; ; pos++ {
+		found := false
+		for _, c := range cols {
+			if c.PKPos == pos {
+				pk = append(pk, c)
+				found = true
+			}
+		}
+		if !found {
+			return pk
+		}
+	}
+}
+
+// SameShape returns an error naming the first difference between two nodes' views of the
+// table: column names, order, types or primary key.
+func SameShape(a, b *Table, nameA, nameB string) error {
+	mismatch := func(format string, args ...any) error {
+		return fmt.Errorf("table %s differs between nodes %s and %s: %s", a.Display(), nameA, nameB, fmt.Sprintf(format, args...))
+	}
+	if len(a.Columns) != len(b.Columns) {
+		return mismatch("%d columns (%s) vs %d columns (%s)", len(a.Columns), strings.Join(a.ColumnNames(), ", "),
+			len(b.Columns), strings.Join(b.ColumnNames(), ", "))
+	}
+	for i := range a.Columns {
+		ca, cb := a.Columns[i], b.Columns[i]
+		if ca.Name != cb.Name {
+			return mismatch("column %d is %q on %s but %q on %s", i+1, ca.Name, nameA, cb.Name, nameB)
+		}
+		if ca.Type != cb.Type {
+			return mismatch("column %q is %s on %s but %s on %s", ca.Name, ca.Type, nameA, cb.Type, nameB)
+		}
+	}
+	if strings.Join(a.PKNames(), ",") != strings.Join(b.PKNames(), ",") {
+		return mismatch("primary key (%s) on %s but (%s) on %s", strings.Join(a.PKNames(), ", "), nameA,
+			strings.Join(b.PKNames(), ", "), nameB)
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+// Command devcluster starts, reports and stops a local PostgreSQL cluster for
+// development (make cluster-up / make cluster-down).
+//
+//	go run ./internal/devcluster up     --dir .cluster --nodes 3
+//	go run ./internal/devcluster status --dir .cluster
+//	go run ./internal/devcluster down   --dir .cluster
+//
+// up writes DIR/env.sh with one ACE_<NODE>_DSN export per node. Errors exit with code 2.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/ace-agent/ace-agent/internal/localpg"
+)
+
+const usage = "usage: devcluster up|down|status [--dir DIR] [--nodes N]"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "devcluster: %v\n", err)
+		os.Exit(2)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	dir := fs.String("dir", ".cluster", "cluster directory (holds state, data dirs and env.sh)")
+	nodes := fs.Int("nodes", 3, "number of nodes (up only)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; %s", fs.Args(), usage)
+	}
+	nodesSet := false
+	fs.Visit(func(f *flag.Flag) { nodesSet = nodesSet || f.Name == "nodes" })
+	// Ctrl-C during up lets localpg.Start clean up instead of leaving servers behind.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	switch args[0] {
+	case "up":
+		return up(ctx, out, *dir, *nodes, nodesSet)
+	case "down":
+		return down(ctx, out, *dir)
+	case "status":
+		return status(ctx, out, *dir)
+	default:
+		return fmt.Errorf("unknown command %q; %s", args[0], usage)
+	}
+}
+
+// up reuses an existing cluster (restarting stopped nodes, e.g. after a reboot) or starts a new one.
+func up(ctx context.Context, out io.Writer, dir string, nodes int, nodesSet bool) error {
+	c, err := localpg.Open(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		c, err = localpg.Start(ctx, localpg.Options{Nodes: nodes, Dir: dir, Log: os.Stderr})
+		if err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		if err := startAll(ctx, c); err != nil {
+			return err
+		}
+		if nodesSet && len(c.Nodes) != nodes {
+			fmt.Fprintf(os.Stderr, "devcluster: %s already has %d nodes; run down first to change that\n", c.Dir, len(c.Nodes))
+		}
+	}
+	envPath, err := writeEnv(c)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "source %s\n", envPath)
+	printNodes(out, c)
+	return nil
+}
+
+func startAll(ctx context.Context, c *localpg.Cluster) error {
+	for _, n := range c.Nodes {
+		if err := n.Start(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeEnv(c *localpg.Cluster) (string, error) {
+	var b strings.Builder
+	b.WriteString("# written by devcluster; source it to reach the local cluster\n")
+	for _, n := range c.Nodes {
+		fmt.Fprintf(&b, "export ACE_%s_DSN='%s'\n", strings.ToUpper(n.Name), n.DSN("postgres"))
+	}
+	path := filepath.Join(c.Dir, "env.sh")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return "", fmt.Errorf("write env file: %w", err)
+	}
+	return path, nil
+}
+
+func printNodes(out io.Writer, c *localpg.Cluster) {
+	for _, n := range c.Nodes {
+		fmt.Fprintf(out, "%s  %s\n", n.Name, n.DSN("postgres"))
+	}
+}
+
+func down(ctx context.Context, out io.Writer, dir string) error {
+	c, err := localpg.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return removeIfEmpty(out, dir)
+	}
+	if err != nil {
+		return err
+	}
+	if err := c.Stop(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "stopped %d nodes, removed %s\n", len(c.Nodes), c.Dir)
+	return nil
+}
+
+// removeIfEmpty never deletes a non-empty directory without a state file:
+// it may not be ours (think --dir .).
+func removeIfEmpty(out io.Writer, dir string) error {
+	err := os.Remove(dir)
+	switch {
+	case err == nil, errors.Is(err, os.ErrNotExist):
+		fmt.Fprintf(out, "no cluster in %s\n", dir)
+		return nil
+	default:
+		return fmt.Errorf("%s has no %s, refusing to delete it: %w", dir, localpg.StateFile, err)
+	}
+}
+
+func status(ctx context.Context, out io.Writer, dir string) error {
+	c, err := localpg.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(out, "no cluster in %s\n", dir)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, n := range c.Nodes {
+		running, err := n.Running(ctx)
+		if err != nil {
+			return err
+		}
+		state := "stopped"
+		if running {
+			state = "running"
+		}
+		fmt.Fprintf(out, "%s  %-7s  %s\n", n.Name, state, n.DSN("postgres"))
+	}
+	return nil
+}
