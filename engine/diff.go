@@ -246,7 +246,7 @@ func (d *differ) summary(start time.Time) *DiffSummary {
 		TimeTaken: end.Sub(start).Round(time.Millisecond).String(), TimeTakenSeconds: end.Sub(start).Seconds(),
 		DiffRowsCount: map[string]int64{}, DiffRowLimitReached: d.limitHit, RowsPerNode: map[string]int64{},
 		InitialRangesCount: d.blocks, MismatchedRangesCount: d.mismatched,
-		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(),
+		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(), ColumnTypes: d.table.ColumnTypes(),
 		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: HashVersion, Warnings: d.warnings,
 	}
 	for i, n := range d.nodes {

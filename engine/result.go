@@ -17,6 +17,9 @@ type DiffRow struct {
 	PK   json.RawMessage            `json:"pk"`   // the key as a JSON object
 	Kind string                     `json:"kind"` // KindMissing or KindModified
 	Rows map[string]json.RawMessage `json:"rows"` // node -> row as a JSON object, or JSON null where absent
+	// Versions groups the nodes that hold the row: nodes with the same number hold identical
+	// rows (by the row hash, so 3000.0 and 3000.00 are one version). Absent nodes are left out.
+	Versions map[string]int `json:"versions"`
 	Meta map[string]RowMeta         `json:"meta,omitempty"`
 }
 
@@ -67,6 +70,7 @@ type DiffSummary struct {
 	MismatchedRangesCount int              `json:"mismatched_ranges_count"`
 	PrimaryKey            []string         `json:"primary_key"`
 	Columns               []string         `json:"columns"`
+	ColumnTypes           []string         `json:"column_types"`
 	DifferingKeys         int64            `json:"differing_keys"`
 	HashMode              HashMode         `json:"hash_mode"`
 	HashVersion           int              `json:"hash_version"`

@@ -173,8 +173,9 @@ func (d *differ) collectRows(rows pgx.Rows, withMeta bool) (map[string]fetchedRo
 }
 
 func (d *differ) diffRow(k keyDiff, perNode []map[string]fetchedRow) DiffRow {
-	dr := DiffRow{Kind: KindModified, Rows: map[string]json.RawMessage{}}
+	dr := DiffRow{Kind: KindModified, Rows: map[string]json.RawMessage{}, Versions: map[string]int{}}
 	ks := keyString(k.key)
+	version := map[int64]int{}
 	for i, n := range d.nodes {
 		f, ok := perNode[i][ks]
 		if !ok {
@@ -184,6 +185,12 @@ func (d *differ) diffRow(k keyDiff, perNode []map[string]fetchedRow) DiffRow {
 		}
 		dr.PK = f.pk
 		dr.Rows[n.Name] = f.row
+		v, seen := version[k.hashes[i]]
+		if !seen {
+			v = len(version) + 1
+			version[k.hashes[i]] = v
+		}
+		dr.Versions[n.Name] = v
 		if f.meta != nil {
 			if dr.Meta == nil {
 				dr.Meta = map[string]RowMeta{}

@@ -44,6 +44,15 @@ func (t *Table) ColumnNames() []string {
 	return names
 }
 
+// ColumnTypes lists the columns' types in ordinal order.
+func (t *Table) ColumnTypes() []string {
+	types := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		types[i] = c.Type
+	}
+	return types
+}
+
 // PKNames lists the primary key columns in key order.
 func (t *Table) PKNames() []string {
 	names := make([]string, len(t.PK))

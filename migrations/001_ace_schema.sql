@@ -70,6 +70,7 @@ CREATE TABLE ace.diff_results (
     pk      jsonb NOT NULL,
     kind    text NOT NULL CONSTRAINT diff_kind CHECK (kind IN ('missing', 'modified')),
     rows    jsonb NOT NULL,   -- node name -> row as a JSON object, or null where absent
+    versions jsonb,           -- node name -> version number; equal numbers mean identical rows
     meta    jsonb,            -- node name -> {commit_ts, node_origin}
     PRIMARY KEY (task_id, row_no)
 );

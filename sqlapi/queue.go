@@ -28,6 +28,7 @@ type Run struct {
 	agentID string
 	mu      sync.Mutex
 	conn    *pgx.Conn
+	rowNo   int64 // last diff_results row number written
 }
 
 // Claim takes the oldest queued task on conn's node, if any, marks it RUNNING for agentID and

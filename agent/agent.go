@@ -1,0 +1,213 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/sourcegraph/conc"
+
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// Version is the agent's version, recorded in ace.agents.
+var Version = "dev"
+
+// Agent runs the tasks submitted on its node.
+type Agent struct {
+	cfg  Config
+	id   string
+	log  *slog.Logger
+	pool *pgxpool.Pool
+
+	mu      sync.Mutex
+	running map[uuid.UUID]*runningTask
+}
+
+type runningTask struct {
+	run    *sqlapi.Run
+	cancel context.CancelCauseFunc
+}
+
+// Causes for stopping a task early.
+var (
+	errShutdown  = errors.New("agent is shutting down")
+	errCancelled = errors.New("cancelled by request")
+)
+
+// New prepares an agent; Run starts it.
+func New(cfg Config, log *slog.Logger) *Agent {
+	host, _ := os.Hostname()
+	suffix := make([]byte, 3)
+	_, _ = rand.Read(suffix)
+	return &Agent{
+		cfg:     cfg,
+		id:      fmt.Sprintf("%s@%s:%d:%s", cfg.Node, host, os.Getpid(), hex.EncodeToString(suffix)),
+		log:     log,
+		running: map[uuid.UUID]*runningTask{},
+	}
+}
+
+// ID is the agent's identity in ace.agents and ace.tasks.claimed_by.
+func (a *Agent) ID() string { return a.id }
+
+// Run works until ctx is cancelled, then stops claiming, lets running tasks finish for
+// ShutdownGrace, hands back the rest, and returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	pcfg, err := pgxpool.ParseConfig(a.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("parse ACE_DSN: %w", err)
+	}
+	pcfg.MaxConns = int32(a.cfg.MaxTasks + 3)
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "ace-agent"
+	a.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return fmt.Errorf("connect to local node: %w", err)
+	}
+	defer a.pool.Close()
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	a.log.Info("agent started", "agent", a.id, "node", a.cfg.Node, "max_tasks", a.cfg.MaxTasks)
+
+	wake := make(chan struct{}, 1)
+	var bg conc.WaitGroup
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	bg.Go(func() { a.listen(bgCtx, wake) })
+	bg.Go(func() { a.heartbeatLoop(bgCtx) })
+
+	var tasks conc.WaitGroup
+	a.claimLoop(ctx, wake, &tasks)
+	a.shutdown(&tasks)
+	stopBG()
+	bg.Wait()
+	a.unregister()
+	a.log.Info("agent stopped", "agent", a.id)
+	return nil
+}
+
+func (a *Agent) register(ctx context.Context) error {
+	var node string
+	err := a.pool.QueryRow(ctx, `SELECT node_name FROM ace.nodes WHERE node_name = $1`, a.cfg.Node).Scan(&node)
+	if errors.Is(err, pgx.ErrNoRows) {
+		a.log.Warn("this node is not in ace.nodes yet; register it with ace.add_node(name, conninfo)", "node", a.cfg.Node)
+	} else if err != nil {
+		return fmt.Errorf("read ace.nodes (is the schema installed? run 'ace-agent install'): %w", err)
+	}
+	host, _ := os.Hostname()
+	_, err = a.pool.Exec(ctx, `INSERT INTO ace.agents (agent_id, node_name, hostname, os_pid, version, max_tasks)
+		VALUES ($1, $2, $3, $4, $5, $6)`, a.id, a.cfg.Node, host, os.Getpid(), Version, a.cfg.MaxTasks)
+	if err != nil {
+		return fmt.Errorf("register agent in ace.agents: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) unregister() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.pool.Exec(ctx, `UPDATE ace.agents SET stopped_at = clock_timestamp(), running = 0 WHERE agent_id = $1`, a.id); err != nil {
+		a.log.Warn("could not mark agent stopped", "err", err)
+	}
+}
+
+// claimLoop claims tasks while there is room, then sleeps until a notification, a finished
+// task or the poll interval, until ctx ends.
+func (a *Agent) claimLoop(ctx context.Context, wake chan struct{}, tasks *conc.WaitGroup) {
+	for ctx.Err() == nil {
+		for a.runningCount() < a.cfg.MaxTasks && a.tryClaim(ctx, tasks, wake) {
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-time.After(a.cfg.PollInterval):
+		}
+	}
+}
+
+func (a *Agent) runningCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.running)
+}
+
+// tryClaim claims one task on a dedicated connection and starts it. The connection holds the
+// task's claim lock until the task ends.
+func (a *Agent) tryClaim(ctx context.Context, tasks *conc.WaitGroup, wake chan struct{}) bool {
+	conn, err := a.pool.Acquire(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Error("cannot reach the local node", "err", err)
+		}
+		return false
+	}
+	run, err := sqlapi.Claim(ctx, conn.Conn(), a.id)
+	if err != nil || run == nil {
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("claim failed", "err", err)
+		}
+		conn.Release()
+		return false
+	}
+	taskCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	a.mu.Lock()
+	a.running[run.Task.ID] = &runningTask{run: run, cancel: cancel}
+	a.mu.Unlock()
+	tasks.Go(func() {
+		defer conn.Release()
+		a.execute(taskCtx, conn, run)
+		cancel(nil)
+		a.mu.Lock()
+		delete(a.running, run.Task.ID)
+		a.mu.Unlock()
+		notify(wake)
+	})
+	return true
+}
+
+// shutdown waits for running tasks for the grace period, then stops them; they hand their
+// tasks back to the queue.
+func (a *Agent) shutdown(tasks *conc.WaitGroup) {
+	if a.runningCount() > 0 {
+		a.log.Info("waiting for running tasks", "count", a.runningCount(), "grace", a.cfg.ShutdownGrace)
+	}
+	done := make(chan struct{})
+	go func() { tasks.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(a.cfg.ShutdownGrace):
+	}
+	a.mu.Lock()
+	for _, t := range a.running {
+		t.cancel(errShutdown)
+	}
+	a.mu.Unlock()
+	<-done
+}
+
+// cancelTask stops a running task at a user's request.
+func (a *Agent) cancelTask(id uuid.UUID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t, ok := a.running[id]; ok {
+		t.cancel(errCancelled)
+	}
+}
+
+// notify wakes the claim loop without blocking; one pending wake-up is enough.
+func notify(wake chan struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}

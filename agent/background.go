@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// listen holds one connection that LISTENs for new and cancelled tasks. NOTIFY is only a
+// wake-up: if the connection drops, the poll interval still finds the work.
+func (a *Agent) listen(ctx context.Context, wake chan struct{}) {
+	for ctx.Err() == nil {
+		if err := a.listenOnce(ctx, wake); err != nil && ctx.Err() == nil {
+			a.log.Warn("listen connection lost; polling until it is back", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(a.cfg.PollInterval):
+			}
+		}
+	}
+}
+
+func (a *Agent) listenOnce(ctx context.Context, wake chan struct{}) error {
+	conn, err := pgx.Connect(ctx, a.cfg.DSN)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, ch := range []string{"ace_task", "ace_task_cancel"} {
+		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
+			return err
+		}
+	}
+	// Anything queued before LISTEN took effect is found by this first wake-up.
+	notify(wake)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		switch n.Channel {
+		case "ace_task":
+			notify(wake)
+		case "ace_task_cancel":
+			if id, err := uuid.Parse(n.Payload); err == nil {
+				a.cancelTask(id)
+			}
+		}
+	}
+}
+
+// heartbeatLoop records that the agent is alive and recovers tasks whose agents are not.
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	a.recover(ctx)
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := a.pool.Exec(ctx, `UPDATE ace.agents SET heartbeat_at = clock_timestamp(), running = $2 WHERE agent_id = $1`,
+			a.id, a.runningCount()); err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat failed", "err", err)
+		}
+		a.recover(ctx)
+	}
+}
+
+func (a *Agent) recover(ctx context.Context) {
+	conn, err := a.pool.Acquire(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Release()
+	orphans, err := sqlapi.RecoverOrphans(ctx, conn.Conn(), int(a.cfg.StaleAfter.Seconds()))
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("recovery sweep failed", "err", err)
+		}
+		return
+	}
+	for _, o := range orphans {
+		a.log.Warn("recovered task of a stopped agent", "task", o.TaskID, "agent", o.ClaimedBy, "requeued", o.Requeued)
+	}
+}

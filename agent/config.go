@@ -1,0 +1,48 @@
+// Package agent is the ace-agent daemon: it listens for tasks on its node, claims them with
+// SKIP LOCKED, runs a bounded number at once, heartbeats, recovers tasks whose agent died, and
+// shuts down gracefully. The algorithms themselves live in engine.
+package agent
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is the agent's configuration, read from ACE_* environment variables.
+type Config struct {
+	DSN               string        `envconfig:"DSN" required:"true" desc:"connection string of the local node"`
+	Node              string        `envconfig:"NODE" required:"true" desc:"this node's name in ace.nodes"`
+	MaxTasks          int           `envconfig:"MAX_TASKS" default:"4" desc:"tasks run at once"`
+	DiffWorkers       int           `envconfig:"DIFF_WORKERS" default:"0" desc:"blocks a diff hashes at once (0 = number of CPUs)"`
+	PollInterval      time.Duration `envconfig:"POLL_INTERVAL" default:"2s" desc:"how often to look for tasks without a notification"`
+	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"5s" desc:"how often to heartbeat and look for orphaned tasks"`
+	StaleAfter        time.Duration `envconfig:"STALE_AFTER" default:"60s" desc:"heartbeat age after which a task's agent counts as hung"`
+	ShutdownGrace     time.Duration `envconfig:"SHUTDOWN_GRACE" default:"20s" desc:"on SIGTERM, how long running tasks may finish before being handed back"`
+	ProgressInterval  time.Duration `envconfig:"PROGRESS_INTERVAL" default:"500ms" desc:"minimum time between progress updates of a task"`
+	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// LoadConfig reads the configuration from the environment.
+func LoadConfig() (Config, error) {
+	var c Config
+	if err := envconfig.Process("ACE", &c); err != nil {
+		return c, fmt.Errorf("read configuration: %w (see 'ace-agent help run' for the ACE_* variables)", err)
+	}
+	if c.MaxTasks < 1 {
+		return c, fmt.Errorf("ACE_MAX_TASKS must be at least 1, got %d", c.MaxTasks)
+	}
+	return c, nil
+}
+
+// Usage describes the configuration variables with their defaults.
+func Usage() string {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
+	_ = envconfig.Usagef("ACE", &Config{}, tw, "  {{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}")
+	_ = tw.Flush()
+	return b.String()
+}

@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// finishTimeout bounds the final writes about a task after its context has ended.
+const finishTimeout = 10 * time.Second
+
+// execute runs one claimed task to a terminal status, or hands it back on shutdown.
+func (a *Agent) execute(ctx context.Context, conn *pgxpool.Conn, run *sqlapi.Run) {
+	log := a.log.With("task", run.Task.ID, "type", run.Task.Type, "attempt", run.Task.Attempts)
+	log.Info("task started", "submitted_by", run.Task.SubmittedBy)
+	result, err := a.dispatch(ctx, run)
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	var endErr error
+	switch cause := context.Cause(ctx); {
+	case err == nil:
+		endErr = run.Complete(endCtx, result)
+		log.Info("task completed")
+	case errors.Is(cause, errShutdown):
+		endErr = run.HandBack(endCtx)
+		log.Info("task handed back for another agent", "reason", cause)
+	case errors.Is(cause, errCancelled):
+		endErr = run.Cancel(endCtx, "cancelled by request")
+		log.Info("task cancelled")
+	case errors.Is(err, sqlapi.ErrLostClaim):
+		log.Warn("task was recovered by another agent; result discarded")
+		return
+	default:
+		endErr = run.Fail(endCtx, err)
+		log.Warn("task failed", "err", err)
+	}
+	if endErr != nil {
+		log.Error("could not record the task's end", "err", endErr)
+		// The claim lock may still be held on this connection: drop it so the recovery sweep
+		// can take the task over.
+		_ = conn.Conn().Close(endCtx)
+	}
+}
+
+func (a *Agent) dispatch(ctx context.Context, run *sqlapi.Run) (any, error) {
+	switch run.Task.Type {
+	case sqlapi.TypeTableDiff:
+		return a.tableDiff(ctx, run)
+	}
+	return nil, fmt.Errorf("this agent (version %s) cannot run %q tasks", Version, run.Task.Type)
+}
+
+func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
+	var args sqlapi.TableDiffArgs
+	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
+		return nil, fmt.Errorf("decode table-diff arguments: %w", err)
+	}
+	if err := run.ResetResults(ctx); err != nil {
+		return nil, err
+	}
+	workers := a.cfg.DiffWorkers
+	nodes, err := a.openNodes(ctx, run, args.Nodes, int32(max(workers, 4)+2))
+	if err != nil {
+		return nil, err
+	}
+	defer closeNodes(nodes)
+	progress, stop := a.progressReporter(ctx, run)
+	defer stop()
+	return engine.TableDiff(ctx, nodes, engine.TableDiffOptions{
+		Table:           args.TableName,
+		BlockSize:       args.BlockSize,
+		CompareUnitSize: args.CompareUnitSize,
+		TableFilter:     args.TableFilter,
+		MaxDiffRows:     args.MaxDiffRows,
+		Workers:         workers,
+	}, run, progress)
+}
+
+// openNodes connects to the named nodes as the task's submitter. The local node is reached
+// through ACE_DSN, the others through their ace.nodes connection strings.
+func (a *Agent) openNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]*engine.Node, error) {
+	registered, err := sqlapi.Nodes(ctx, a.pool)
+	if err != nil {
+		return nil, err
+	}
+	conninfo := map[string]string{}
+	for _, n := range registered {
+		conninfo[n.Name] = n.ConnInfo
+	}
+	conninfo[a.cfg.Node] = a.cfg.DSN
+	nodes := make([]*engine.Node, len(names))
+	p := pool.New().WithErrors().WithContext(ctx)
+	for i, name := range names {
+		ci, ok := conninfo[name]
+		if !ok {
+			return nil, fmt.Errorf("node %s is not registered in ace.nodes any more", name)
+		}
+		p.Go(func(ctx context.Context) error {
+			n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: ci, Role: run.Task.SubmittedBy, MaxConns: maxConns})
+			nodes[i] = n
+			return err
+		})
+	}
+	if err := p.Wait(); err != nil {
+		closeNodes(nodes)
+		return nil, err
+	}
+	return nodes, nil
+}
+
+func closeNodes(nodes []*engine.Node) {
+	for _, n := range nodes {
+		if n != nil {
+			n.Close()
+		}
+	}
+}
+
+// progressReporter returns an engine progress callback that writes at most one update per
+// ProgressInterval, and cancels the task when a user asked for it.
+func (a *Agent) progressReporter(ctx context.Context, run *sqlapi.Run) (engine.ProgressFunc, func()) {
+	var mu sync.Mutex
+	var latest *engine.Progress
+	flush := func() {
+		mu.Lock()
+		p := latest
+		latest = nil
+		mu.Unlock()
+		if p == nil {
+			return
+		}
+		cancel, err := run.SetProgress(ctx, p)
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("progress update failed", "task", run.Task.ID, "err", err)
+		}
+		if cancel {
+			a.cancelTask(run.Task.ID)
+		}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(a.cfg.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				flush()
+				return
+			case <-t.C:
+				flush()
+			}
+		}
+	}()
+	report := func(p engine.Progress) {
+		mu.Lock()
+		latest = &p
+		mu.Unlock()
+	}
+	return report, func() { close(done); wg.Wait() }
+}

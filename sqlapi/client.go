@@ -1,0 +1,115 @@
+package sqlapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Querier is what reading functions need: a *pgx.Conn, a pool or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Submit queues a task. The same checks run as for ace.table_diff(...): they live in the
+// insert trigger, so an invalid task is refused here with the trigger's message.
+func Submit(ctx context.Context, q Querier, typ TaskType, args any) (uuid.UUID, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("encode %s arguments: %w", typ, err)
+	}
+	var id uuid.UUID
+	if err := q.QueryRow(ctx, `INSERT INTO ace.tasks (task_type, args) VALUES ($1, $2) RETURNING task_id`, typ, raw).Scan(&id); err != nil {
+		return uuid.Nil, fmt.Errorf("submit %s: %w", typ, err)
+	}
+	return id, nil
+}
+
+// ErrNoTask means no visible task has the given id.
+var ErrNoTask = errors.New("no such task")
+
+// GetTask reads one task.
+func GetTask(ctx context.Context, q Querier, id uuid.UUID) (Task, error) {
+	t, err := scanTask(q.QueryRow(ctx, `SELECT `+taskColumns+` FROM ace.tasks WHERE task_id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, fmt.Errorf("task %s: %w", id, ErrNoTask)
+	}
+	if err != nil {
+		return t, fmt.Errorf("read task %s: %w", id, err)
+	}
+	return t, nil
+}
+
+// Wait blocks until the task is terminal and returns it. It listens for the task's
+// notifications and re-reads the row at least every pollEvery, since NOTIFY is only a wake-up.
+// onChange, if set, sees every new version of the row it reads.
+func Wait(ctx context.Context, conn *pgx.Conn, id uuid.UUID, pollEvery time.Duration, onChange func(Task)) (Task, error) {
+	for _, ch := range []string{"ace_task_done", "ace_task_progress"} {
+		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
+			return Task{}, fmt.Errorf("listen on %s: %w", ch, err)
+		}
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "UNLISTEN *")
+	}()
+	var last json.RawMessage
+	var lastStatus Status
+	for {
+		t, err := GetTask(ctx, conn, id)
+		if err != nil {
+			return t, err
+		}
+		if onChange != nil && (string(t.Progress) != string(last) || t.Status != lastStatus) {
+			onChange(t)
+			last, lastStatus = t.Progress, t.Status
+		}
+		if t.Status.Terminal() {
+			return t, nil
+		}
+		waitCtx, cancel := context.WithTimeout(ctx, pollEvery)
+		_, err = conn.WaitForNotification(waitCtx)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return t, ctx.Err()
+		}
+	}
+}
+
+// Node is one row of ace.nodes.
+type Node struct {
+	Name     string `json:"node_name"`
+	ConnInfo string `json:"conninfo"`
+	Cluster  string `json:"cluster_name"`
+}
+
+// Nodes lists the registered nodes by name.
+func Nodes(ctx context.Context, q Querier) ([]Node, error) {
+	rows, err := q.Query(ctx, `SELECT node_name, conninfo, cluster_name FROM ace.nodes ORDER BY node_name`)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Node, error) {
+		var n Node
+		err := r.Scan(&n.Name, &n.ConnInfo, &n.Cluster)
+		return n, err
+	})
+}
+
+// AddNode registers or updates a node on the node q is connected to.
+func AddNode(ctx context.Context, q Querier, n Node) error {
+	if n.Cluster == "" {
+		n.Cluster = "default"
+	}
+	if _, err := q.Exec(ctx, `SELECT ace.add_node($1, $2, $3)`, n.Name, n.ConnInfo, n.Cluster); err != nil {
+		return fmt.Errorf("add node %s: %w", n.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package sqlapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// ResetResults deletes what an earlier attempt of this task stored, so a re-run starts clean.
+func (r *Run) ResetResults(ctx context.Context) error {
+	return r.withConn(func(conn *pgx.Conn) error {
+		if _, err := conn.Exec(ctx, `DELETE FROM ace.diff_results WHERE task_id = $1`, r.Task.ID); err != nil {
+			return fmt.Errorf("clear earlier results of task %s: %w", r.Task.ID, err)
+		}
+		return nil
+	})
+}
+
+// WriteDiffRows stores differing rows with COPY. It implements engine.Sink, and is fenced by the
+// claim like every other write of the run.
+func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	data := make([][]any, len(rows))
+	for i, row := range rows {
+		rowsJSON, err := json.Marshal(row.Rows)
+		if err != nil {
+			return fmt.Errorf("encode differing row: %w", err)
+		}
+		var meta []byte
+		if row.Meta != nil {
+			if meta, err = json.Marshal(row.Meta); err != nil {
+				return fmt.Errorf("encode row metadata: %w", err)
+			}
+		}
+		versions, err := json.Marshal(row.Versions)
+		if err != nil {
+			return fmt.Errorf("encode row versions: %w", err)
+		}
+		r.rowNo++
+		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), row.Kind, rowsJSON, versions, meta}
+	}
+	return r.withConn(func(conn *pgx.Conn) error {
+		var mine bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ace.tasks WHERE task_id = $1 AND claimed_by = $2
+			AND attempts = $3 AND status = 'RUNNING')`, r.Task.ID, r.agentID, r.Task.Attempts).Scan(&mine); err != nil {
+			return fmt.Errorf("check claim of task %s: %w", r.Task.ID, err)
+		}
+		if !mine {
+			return ErrLostClaim
+		}
+		_, err := conn.CopyFrom(ctx, pgx.Identifier{"ace", "diff_results"},
+			[]string{"task_id", "row_no", "pk", "kind", "rows", "versions", "meta"}, pgx.CopyFromRows(data))
+		if err != nil {
+			return fmt.Errorf("store %d differing rows of task %s: %w", len(rows), r.Task.ID, err)
+		}
+		return nil
+	})
+}
+
+// ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key.
+func ReadDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
+	rows, err := q.Query(ctx, `SELECT pk, kind, rows, versions, meta FROM ace.diff_results WHERE task_id = $1 ORDER BY pk, row_no`, taskID)
+	if err != nil {
+		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d engine.DiffRow
+		var rowsJSON, versions, meta []byte
+		if err := rows.Scan(&d.PK, &d.Kind, &rowsJSON, &versions, &meta); err != nil {
+			return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
+		}
+		if err := json.Unmarshal(rowsJSON, &d.Rows); err != nil {
+			return fmt.Errorf("decode differing row of task %s: %w", taskID, err)
+		}
+		if err := json.Unmarshal(versions, &d.Versions); err != nil {
+			return fmt.Errorf("decode row versions of task %s: %w", taskID, err)
+		}
+		if meta != nil {
+			if err := json.Unmarshal(meta, &d.Meta); err != nil {
+				return fmt.Errorf("decode row metadata of task %s: %w", taskID, err)
+			}
+		}
+		if err := fn(d); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
