@@ -12,7 +12,7 @@ import (
 // bucketHash is the aggregate of one range on one node: a row count and two additive lanes of
 // row hashes. Addition cannot cancel the way XOR does when a row appears twice.
 type bucketHash struct {
-	count      int64
+	count        int64
 	lane1, lane2 string // exact numeric sums, compared as text
 }
 

@@ -19,8 +19,8 @@ type DiffRow struct {
 	Rows map[string]json.RawMessage `json:"rows"` // node -> row as a JSON object, or JSON null where absent
 	// Versions groups the nodes that hold the row: nodes with the same number hold identical
 	// rows (by the row hash, so 3000.0 and 3000.00 are one version). Absent nodes are left out.
-	Versions map[string]int `json:"versions"`
-	Meta map[string]RowMeta         `json:"meta,omitempty"`
+	Versions map[string]int     `json:"versions"`
+	Meta     map[string]RowMeta `json:"meta,omitempty"`
 }
 
 // RowMeta is what a node knows about the transaction that last wrote a row.

@@ -60,7 +60,7 @@ func columnHashInput(c Column, mode HashMode) string {
 }
 
 // rowHashExpr is a bigint hash of the whole row. Each column's hash input sits in its own
-// record field, so NULL (hashed as 0) differs from '' and no separator can be forged by a value.
+// record field, so NULL (hashed as 0) differs from ” and no separator can be forged by a value.
 func rowHashExpr(t *Table, mode HashMode) string {
 	parts := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
