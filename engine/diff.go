@@ -10,7 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/sourcegraph/conc/pool"
 )
 
@@ -64,12 +66,12 @@ func TableDiff(ctx context.Context, nodes []*Node, opts TableDiffOptions, sink S
 	start := time.Now()
 	nodes = sortedNodes(nodes)
 	d := &differ{opts: opts, nodes: nodes, sink: sink, progress: progress, pairs: map[string]int64{}}
+	defer d.closeSessions(ctx)
 	if err := d.prepare(ctx); err != nil {
 		return nil, err
 	}
-	defer d.closeSessions(ctx)
 	if err := d.run(ctx); err != nil && !errors.Is(err, errLimitReached) {
-		return nil, err
+		return nil, d.explain(err)
 	}
 	return d.summary(start), nil
 }
@@ -154,7 +156,6 @@ func (d *differ) openSessions(ctx context.Context, tables []*Table) error {
 	for i, n := range d.nodes {
 		s, err := openSession(ctx, n)
 		if err != nil {
-			d.closeSessions(ctx)
 			return err
 		}
 		d.sessions[i] = s
@@ -170,14 +171,22 @@ func (d *differ) closeSessions(ctx context.Context) {
 	}
 }
 
-// checkFilter plans the filtered query on every node without running it. The extended protocol
-// refuses a second statement, and the READ ONLY transactions refuse writes, so a filter can
-// only ever select.
+// explain names the filter as the culprit when a query failed because something tried to write.
+func (d *differ) explain(err error) error {
+	var pgErr *pgconn.PgError
+	if d.filter != "true" && errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ReadOnlySQLTransaction {
+		return fmt.Errorf("table_filter %q tried to write, and diffs only read: %w", d.opts.TableFilter, err)
+	}
+	return err
+}
+
+// checkFilter runs the filtered query for one row on every node. The extended protocol refuses
+// a second statement and the READ ONLY transactions refuse writes, so a filter can only select.
 func (d *differ) checkFilter(ctx context.Context) error {
 	if d.filter == "true" {
 		return nil
 	}
-	sql := "EXPLAIN SELECT 1 FROM " + d.table.Qualified() + " WHERE " + d.filter
+	sql := "SELECT 1 FROM " + d.table.Qualified() + " WHERE " + d.filter + " LIMIT 1"
 	for _, s := range d.sessions {
 		err := s.read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql)
@@ -188,7 +197,7 @@ func (d *differ) checkFilter(ctx context.Context) error {
 			return rows.Err()
 		})
 		if err != nil {
-			return fmt.Errorf("invalid table_filter %q: %w", d.opts.TableFilter, err)
+			return fmt.Errorf("invalid table_filter %q: %w", d.opts.TableFilter, d.explain(err))
 		}
 	}
 	return nil

@@ -1,0 +1,82 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/internal/testcluster"
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// diffEnv is a test database on three nodes with an agent on every node.
+type diffEnv struct {
+	*testcluster.Env
+	t *testing.T
+}
+
+func setup(t *testing.T, ddl string) *diffEnv {
+	t.Helper()
+	e := testcluster.New(t)
+	if ddl != "" {
+		e.ExecAll(ddl)
+	}
+	for _, n := range e.Nodes {
+		n.StartAgent(t)
+	}
+	return &diffEnv{Env: e, t: t}
+}
+
+// diff submits ace.table_diff on n1 with the given SQL arguments and waits for it.
+func (e *diffEnv) diff(args string, params ...any) (uuid.UUID, sqlapi.Task) {
+	e.t.Helper()
+	n1 := e.Node("n1")
+	var id uuid.UUID
+	require.NoError(e.t, n1.Pool.QueryRow(context.Background(), `SELECT ace.table_diff(`+args+`)`, params...).Scan(&id))
+	return id, n1.Wait(e.t, id)
+}
+
+// completedDiff runs a diff that must complete, and returns its summary and rows by key.
+func (e *diffEnv) completedDiff(args string, params ...any) (*engine.DiffSummary, map[string]diffRow) {
+	e.t.Helper()
+	id, task := e.diff(args, params...)
+	require.Equal(e.t, sqlapi.StatusCompleted, task.Status, "task error: %v", task.Error)
+	var s engine.DiffSummary
+	require.NoError(e.t, json.Unmarshal(task.Result, &s))
+	return &s, e.diffRows(id)
+}
+
+type diffRow struct {
+	Kind string
+	Rows map[string]map[string]any // node -> row, nil where absent
+}
+
+// diffRows reads ace.diff_rows keyed by the key's JSON text.
+func (e *diffEnv) diffRows(id uuid.UUID) map[string]diffRow {
+	e.t.Helper()
+	rows, err := e.Node("n1").Pool.Query(context.Background(), `SELECT pk::text, kind, rows FROM ace.diff_rows($1)`, id)
+	require.NoError(e.t, err)
+	out := map[string]diffRow{}
+	for rows.Next() {
+		var pk string
+		var r diffRow
+		require.NoError(e.t, rows.Scan(&pk, &r.Kind, &r.Rows))
+		out[pk] = r
+	}
+	require.NoError(e.t, rows.Err())
+	return out
+}
+
+func keys(m map[string]diffRow) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

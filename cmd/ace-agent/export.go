@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+func newDiffCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "diff",
+		Short: "Work with the results of table-diff tasks",
+	}
+	cmd.AddCommand(newDiffExportCmd(g))
+	return cmd
+}
+
+type exportOpts struct {
+	format string
+	output string
+}
+
+func newDiffExportCmd(g *globals) *cobra.Command {
+	var o exportOpts
+	cmd := &cobra.Command{
+		Use:   "export TASK_ID",
+		Short: "Write a completed table-diff's differing rows as an ACE diff file",
+		Long: `Write a completed table-diff's differing rows in the diff-file format of pgEdge ACE, for ACE's
+table-repair and table-rerun or any tool that reads them. The default file name is ACE's:
+<schema>_<table>_diffs-<YYYYMMDDHHMMSS>.json in the current directory, stamped with the time
+the diff finished. -o - writes to stdout.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runExport(cmd, g, o, args[0])
+		},
+	}
+	cmd.Flags().StringVar(&o.format, "format", "json", "output format; only json (ACE's diff file) for now")
+	cmd.Flags().StringVarP(&o.output, "output", "o", "", "file to write, or - for stdout (default: ACE's file name)")
+	return cmd
+}
+
+func runExport(cmd *cobra.Command, g *globals, o exportOpts, idArg string) error {
+	if o.format != "json" {
+		return fmt.Errorf("unsupported format %q: only json is supported", o.format)
+	}
+	id, err := parseTaskID(idArg)
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	conn, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	task, summary, err := loadCompletedDiff(ctx, conn, id)
+	if err != nil {
+		return err
+	}
+	name := o.output
+	if name == "" {
+		name = defaultExportName(summary, task)
+	}
+	rows, err := exportTo(ctx, conn, id, summary, name, cmd.OutOrStdout())
+	if err != nil {
+		return err
+	}
+	if name == "-" {
+		name = "stdout"
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "diff written to %s (%d %s)\n", name, rows, plural(int64(rows), "row", "rows"))
+	return nil
+}
+
+func parseTaskID(s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("invalid task id %q: %w", s, err)
+	}
+	return id, nil
+}
+
+// loadCompletedDiff reads a table-diff task that completed, and its summary.
+func loadCompletedDiff(ctx context.Context, q sqlapi.Querier, id uuid.UUID) (sqlapi.Task, *engine.DiffSummary, error) {
+	task, err := sqlapi.GetTask(ctx, q, id)
+	if errors.Is(err, sqlapi.ErrNoTask) {
+		return task, nil, fmt.Errorf("task %s does not exist", id)
+	}
+	if err != nil {
+		return task, nil, err
+	}
+	if task.Type != sqlapi.TypeTableDiff {
+		return task, nil, fmt.Errorf("task %s is a %s task, not a table-diff", id, task.Type)
+	}
+	if task.Status != sqlapi.StatusCompleted {
+		return task, nil, withHint(fmt.Errorf("task %s is %s, not COMPLETED", id, task.Status),
+			"only a completed table-diff can be exported; 'ace-agent task show "+id.String()+"' shows the task")
+	}
+	var s engine.DiffSummary
+	if err := json.Unmarshal(task.Result, &s); err != nil {
+		return task, nil, fmt.Errorf("decode the result of task %s: %w", id, err)
+	}
+	if len(s.Columns) == 0 || len(s.Columns) != len(s.ColumnTypes) {
+		return task, nil, fmt.Errorf("the result of task %s does not list the table's columns", id)
+	}
+	return task, &s, nil
+}
+
+// defaultExportName is ACE's file name for a diff: <schema>_<table>_diffs-<YYYYMMDDHHMMSS>.json,
+// stamped with the time the diff finished.
+func defaultExportName(s *engine.DiffSummary, t sqlapi.Task) string {
+	at := s.EndTime
+	if t.FinishedAt != nil {
+		at = *t.FinishedAt
+	}
+	safe := strings.NewReplacer(".", "_", "/", "_", `\`, "_", "\x00", "_")
+	return fmt.Sprintf("%s_%s_diffs-%s.json", safe.Replace(s.Schema), safe.Replace(s.Table), at.Local().Format("20060102150405"))
+}
+
+// exportTo writes the diff file to name ("-" = stdout) and returns how many rows differ. A file
+// appears only once it is complete.
+func exportTo(ctx context.Context, conn *pgx.Conn, id uuid.UUID, s *engine.DiffSummary, name string, stdout io.Writer) (int, error) {
+	// One snapshot for the several passes over the rows.
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return 0, fmt.Errorf("read the rows of task %s: %w", id, err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var rows int
+	write := func(w io.Writer) error {
+		rows, err = writeDiffFile(ctx, w, tx, id, s)
+		return err
+	}
+	if name == "-" {
+		return rows, writeBuffered(stdout, write)
+	}
+	return rows, writeFileAtomic(name, write)
+}
+
+func writeBuffered(w io.Writer, fn func(io.Writer) error) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	if err := fn(bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write diff: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes a temporary file beside path and renames it into place. The file is
+// readable by its owner only: it holds table data.
+func writeFileAtomic(path string, fn func(io.Writer) error) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("create diff file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if err := writeBuffered(tmp, fn); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write diff file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("create diff file: %w", err)
+	}
+	return nil
+}

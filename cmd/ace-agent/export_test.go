@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ace-agent/ace-agent/internal/testcluster"
+)
+
+// ordered is a JSON object with its keys in the order they were written.
+type ordered struct {
+	keys   []string
+	values map[string]json.RawMessage
+}
+
+func decodeOrdered(t *testing.T, raw []byte) ordered {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	tok, err := dec.Token()
+	require.NoError(t, err)
+	require.Equal(t, json.Delim('{'), tok, "not an object: %s", raw)
+	o := ordered{values: map[string]json.RawMessage{}}
+	for dec.More() {
+		tok, err := dec.Token()
+		require.NoError(t, err)
+		key := tok.(string)
+		var v json.RawMessage
+		require.NoError(t, dec.Decode(&v))
+		o.keys = append(o.keys, key)
+		o.values[key] = v
+	}
+	return o
+}
+
+func (o ordered) object(t *testing.T, key string) ordered {
+	t.Helper()
+	require.Contains(t, o.values, key)
+	return decodeOrdered(t, o.values[key])
+}
+
+func (o ordered) list(t *testing.T, key string) []ordered {
+	t.Helper()
+	var raws []json.RawMessage
+	require.NoError(t, json.Unmarshal(o.values[key], &raws), "%s is not a list", key)
+	out := make([]ordered, len(raws))
+	for i, r := range raws {
+		out[i] = decodeOrdered(t, r)
+	}
+	return out
+}
+
+func (o ordered) value(t *testing.T, key string) any {
+	t.Helper()
+	var v any
+	require.NoError(t, json.Unmarshal(o.values[key], &v))
+	return v
+}
+
+var exportColumns = []string{"id", "name", "amount", "created", "ts", "day", "flag", "note"}
+
+func TestDiffExport(t *testing.T) {
+	t.Parallel()
+	e := testcluster.New(t)
+	e.ExecAll(`CREATE TABLE t (id bigint PRIMARY KEY, name text, amount numeric(12,2), created timestamptz,
+		ts timestamp(3), day date, flag boolean, note text)`)
+	e.ExecAll(`INSERT INTO t SELECT g, 'name ' || g, g * 1.5, timestamptz '2024-01-02 03:04:05.123456+00' + g * interval '1 minute',
+		timestamp '2024-01-02 03:04:05.5', date '2024-01-02' + g::int, g % 2 = 0, NULL FROM generate_series(1, 1000) g`)
+	e.Node("n2").Exec(t, `UPDATE t SET name = 'changed' WHERE id = 500`)
+	e.Node("n3").Exec(t, `DELETE FROM t WHERE id = 7`)
+	n1 := e.Node("n1")
+	n1.StartAgent(t)
+	r := ace(t, n1.DSN, "table-diff", "-q", "public.t")
+	require.Equal(t, exitDiffers, r.code, r)
+	id := submittedID(t, r)
+
+	dir := t.TempDir()
+	r = aceIn(t, dir, n1.DSN, "diff", "export", id.String())
+	require.Equal(t, exitOK, r.code, r)
+	m := regexp.MustCompile(`^diff written to (public_t_diffs-\d{14}\.json) \(2 rows\)\n$`).FindStringSubmatch(r.stderr)
+	require.NotNil(t, m, r)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "only the diff file, no temporary left")
+	raw, err := os.ReadFile(filepath.Join(dir, m[1]))
+	require.NoError(t, err)
+
+	file := decodeOrdered(t, raw)
+	require.Equal(t, []string{"diffs", "summary"}, file.keys)
+	checkExportedPairs(t, file.object(t, "diffs"))
+	checkExportedRow(t, file.object(t, "diffs").object(t, "n1/n2").object(t, "rows").list(t, "n1")[0])
+	checkExportedSummary(t, file.object(t, "summary"))
+	require.Equal(t, idsInDiffRows(t, n1, id), idsInExport(t, file.object(t, "diffs")))
+
+	// The same document on stdout.
+	r = ace(t, n1.DSN, "diff", "export", id.String(), "-o", "-")
+	require.Equal(t, exitOK, r.code, r)
+	require.Equal(t, string(raw), r.stdout)
+	require.Equal(t, "diff written to stdout (2 rows)\n", r.stderr)
+}
+
+// checkExportedPairs checks which node lists hold which rows: id 7 is missing on n3, and n2's
+// id 500 differs from n1's and n3's.
+func checkExportedPairs(t *testing.T, diffs ordered) {
+	t.Helper()
+	require.Equal(t, []string{"n1/n2", "n1/n3", "n2/n3"}, diffs.keys)
+	want := map[string]map[string][]float64{
+		"n1/n2": {"n1": {500}, "n2": {500}},
+		"n1/n3": {"n1": {7}, "n3": {}},
+		"n2/n3": {"n2": {7, 500}, "n3": {500}},
+	}
+	for pair, lists := range want {
+		p := diffs.object(t, pair)
+		require.Equal(t, []string{"rows"}, p.keys)
+		rows := p.object(t, "rows")
+		require.Equal(t, []string{pair[:2], pair[3:]}, rows.keys, pair)
+		for node, ids := range lists {
+			got := []float64{}
+			for _, row := range rows.list(t, node) {
+				got = append(got, row.value(t, "id").(float64))
+			}
+			require.Equal(t, ids, got, "%s list of %s", pair, node)
+		}
+	}
+	require.Equal(t, "changed", diffs.object(t, "n1/n2").object(t, "rows").list(t, "n2")[0].value(t, "name"))
+}
+
+// checkExportedRow checks n1's row 500: columns in table order with ACE's value forms, then
+// the metadata.
+func checkExportedRow(t *testing.T, row ordered) {
+	t.Helper()
+	require.Equal(t, append(append([]string{}, exportColumns...), "_spock_metadata_"), row.keys)
+	require.Equal(t, `500`, string(row.values["id"]))
+	require.Equal(t, "name 500", row.value(t, "name"))
+	require.Equal(t, "750.00", row.value(t, "amount"))
+	require.Equal(t, "2024-01-02T11:24:05.123456Z", row.value(t, "created"))
+	require.Equal(t, "2024-01-02T03:04:05.5Z", row.value(t, "ts"))
+	require.Equal(t, "2025-05-16T00:00:00Z", row.value(t, "day"))
+	require.Equal(t, true, row.value(t, "flag"))
+	require.Nil(t, row.value(t, "note"))
+	meta := row.object(t, "_spock_metadata_")
+	require.Equal(t, []string{"commit_ts", "node_origin"}, meta.keys)
+	ts, err := time.Parse(time.RFC3339Nano, meta.value(t, "commit_ts").(string))
+	require.NoError(t, err)
+	require.WithinDuration(t, time.Now(), ts, 10*time.Minute)
+	require.Equal(t, "local", meta.value(t, "node_origin"))
+}
+
+func checkExportedSummary(t *testing.T, s ordered) {
+	t.Helper()
+	require.Equal(t, []string{"schema", "table", "nodes", "block_size", "compare_unit_size", "concurrency_factor",
+		"max_diff_rows", "start_time", "end_time", "time_taken", "diff_rows_count", "diff_row_limit_reached",
+		"total_rows_checked", "initial_ranges_count", "mismatched_ranges_count", "primary_key"}, s.keys)
+	require.Equal(t, "public", s.value(t, "schema"))
+	require.Equal(t, "t", s.value(t, "table"))
+	require.Equal(t, []any{"n1", "n2", "n3"}, s.value(t, "nodes"))
+	require.Equal(t, map[string]any{"n1/n2": 1.0, "n1/n3": 1.0, "n2/n3": 2.0}, s.value(t, "diff_rows_count"))
+	require.Equal(t, 1000.0, s.value(t, "total_rows_checked"))
+	require.Equal(t, []any{"id"}, s.value(t, "primary_key"))
+	_, err := time.Parse(time.RFC3339, s.value(t, "start_time").(string))
+	require.NoError(t, err)
+}
+
+func idsInDiffRows(t *testing.T, n *testcluster.Node, id uuid.UUID) []float64 {
+	t.Helper()
+	rows, err := n.Pool.Query(context.Background(), `SELECT (pk->>'id')::float8 FROM ace.diff_rows($1)`, id)
+	require.NoError(t, err)
+	var ids []float64
+	for rows.Next() {
+		var v float64
+		require.NoError(t, rows.Scan(&v))
+		ids = append(ids, v)
+	}
+	require.NoError(t, rows.Err())
+	return ids
+}
+
+func idsInExport(t *testing.T, diffs ordered) []float64 {
+	t.Helper()
+	seen := map[float64]bool{}
+	for _, pair := range diffs.keys {
+		rows := diffs.object(t, pair).object(t, "rows")
+		for _, node := range rows.keys {
+			for _, row := range rows.list(t, node) {
+				seen[row.value(t, "id").(float64)] = true
+			}
+		}
+	}
+	ids := []float64{}
+	for v := range seen {
+		ids = append(ids, v)
+	}
+	sort.Float64s(ids)
+	return ids
+}
+
+func TestDiffExportErrors(t *testing.T) {
+	t.Parallel()
+	e := testcluster.New(t)
+	createTable(e, 10)
+	n1 := e.Node("n1") // no agent: submitted tasks stay queued
+	queued := submitDiff(t, n1, "public.t")
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"diff", "export", "nope"}, `ace-agent: invalid task id "nope"`},
+		{[]string{"diff", "export", uuid.NewString()}, "does not exist"},
+		{[]string{"diff", "export", queued.String()}, "ace-agent: task " + queued.String() + " is QUEUED, not COMPLETED\nhint: only a completed"},
+		{[]string{"diff", "export", "--format", "csv", queued.String()}, `unsupported format "csv"`},
+	} {
+		r := ace(t, n1.DSN, c.args...)
+		require.Equal(t, exitError, r.code, r)
+		require.Contains(t, r.stderr, c.want, r)
+	}
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+type tableDiffOpts struct {
+	nodes           string
+	blockSize       int
+	compareUnitSize int
+	tableFilter     string
+	maxDiffRows     int64
+	quiet           bool
+	json            bool
+}
+
+func newTableDiffCmd(g *globals) *cobra.Command {
+	var o tableDiffOpts
+	cmd := &cobra.Command{
+		Use:   "table-diff [flags] schema.table",
+		Short: "Compare a table across the cluster's nodes",
+		Long: `Compare a table across the cluster's nodes. The diff is submitted to the local node, whose
+agent runs it; this command shows its progress and prints the verdict. The differing rows stay
+in the local node's ace schema: query them with ace.diff_rows(task_id), or write an ACE diff
+file with 'ace-agent diff export'.
+
+Exit codes: 0 the tables match, 1 they differ, 2 error.`,
+		Example: `  ace-agent table-diff public.orders
+  ace-agent table-diff public.orders --nodes n1,n2 --table-filter "created_at > now() - interval '1 day'"`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runTableDiff(cmd, g, &o, args[0])
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.nodes, "nodes", "n", "all", "nodes to compare: a comma-separated list, or all")
+	f.IntVarP(&o.blockSize, "block-size", "b", 0, "rows per initial block (default: the agent's)")
+	f.IntVarP(&o.compareUnitSize, "compare-unit-size", "u", 0, "rows per block compared row by row (default: the agent's)")
+	f.StringVarP(&o.tableFilter, "table-filter", "F", "", "SQL predicate: compare only the rows it matches")
+	f.Int64Var(&o.maxDiffRows, "max-diff-rows", 0, "stop once a node pair has this many differing rows (default: no limit)")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "show no progress")
+	f.BoolVar(&o.json, "json", false, "print the result as JSON instead of the verdict")
+	return cmd
+}
+
+func (o *tableDiffOpts) args(table string) sqlapi.TableDiffArgs {
+	return sqlapi.TableDiffArgs{
+		TableName:       table,
+		Nodes:           parseNodes(o.nodes),
+		BlockSize:       o.blockSize,
+		CompareUnitSize: o.compareUnitSize,
+		TableFilter:     o.tableFilter,
+		MaxDiffRows:     o.maxDiffRows,
+	}
+}
+
+// parseNodes reads a comma-separated node list; "all" or nothing means every registered node.
+func parseNodes(s string) []string {
+	var nodes []string
+	for _, n := range strings.Split(s, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			nodes = append(nodes, n)
+		}
+	}
+	if len(nodes) == 1 && nodes[0] == "all" {
+		return nil
+	}
+	return nodes
+}
+
+func runTableDiff(cmd *cobra.Command, g *globals, o *tableDiffOpts, table string) error {
+	ctx := cmd.Context()
+	stderr := cmd.ErrOrStderr()
+	conn, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableDiff, o.args(table))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "table-diff task %s submitted\n", id)
+	if !o.quiet {
+		if err := warnIfNoAgent(ctx, conn, stderr); err != nil {
+			return err
+		}
+	}
+	task, err := waitForTask(ctx, conn, id, o.quiet, stderr)
+	if err != nil {
+		return err
+	}
+	return reportDiff(cmd.OutOrStdout(), stderr, task, o.json)
+}
+
+// waitForTask waits for the task to end, showing its progress unless quiet. When interrupted,
+// it says that the task goes on and how to cancel it.
+func waitForTask(ctx context.Context, conn *pgx.Conn, id uuid.UUID, quiet bool, stderr io.Writer) (sqlapi.Task, error) {
+	var onChange func(sqlapi.Task)
+	if !quiet {
+		p := newProgressPrinter(stderr)
+		defer p.finish()
+		onChange = p.update
+	}
+	task, err := sqlapi.Wait(ctx, conn, id, time.Second, onChange)
+	if err != nil && ctx.Err() != nil {
+		return task, withHint(fmt.Errorf("interrupted: task %s keeps running on the node", id),
+			fmt.Sprintf("cancel it with SELECT ace.cancel('%s'); or: ace-agent task cancel %s", id, id))
+	}
+	if err != nil {
+		return task, fmt.Errorf("wait for task %s: %w", id, err)
+	}
+	return task, nil
+}
+
+// warnIfNoAgent tells the user when no agent has heartbeaten on this node lately: the task
+// waits in the queue until one runs.
+func warnIfNoAgent(ctx context.Context, conn *pgx.Conn, w io.Writer) error {
+	var alive bool
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ace.agents
+		WHERE stopped_at IS NULL AND heartbeat_at > clock_timestamp() - interval '2 minutes')`).Scan(&alive)
+	if err != nil {
+		return fmt.Errorf("look for a running agent: %w", err)
+	}
+	if !alive {
+		fmt.Fprintln(w, "warning: no agent is running on this node; the task waits until one starts ('ace-agent run')")
+	}
+	return nil
+}
+
+// errTaskEnded reports a task that did not complete.
+func errTaskEnded(t sqlapi.Task) error {
+	reason := "no reason recorded"
+	if t.Error != nil {
+		reason = *t.Error
+	}
+	if t.Status == sqlapi.StatusCancelled {
+		return fmt.Errorf("%s task %s was cancelled: %s", t.Type, t.ID, reason)
+	}
+	return fmt.Errorf("%s task %s %s: %s", t.Type, t.ID, strings.ToLower(string(t.Status)), reason)
+}

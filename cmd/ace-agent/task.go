@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+func newTaskCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "task",
+		Short: "Show or cancel a task",
+	}
+	cmd.AddCommand(newTaskShowCmd(g), newTaskCancelCmd(g))
+	return cmd
+}
+
+func newTaskShowCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show TASK_ID",
+		Short: "Print a task's row of ace.tasks as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseTaskID(args[0])
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			conn, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeConn(conn)
+			task, err := sqlapi.GetTask(ctx, conn, id)
+			if errors.Is(err, sqlapi.ErrNoTask) {
+				return fmt.Errorf("task %s does not exist", id)
+			}
+			if err != nil {
+				return err
+			}
+			raw, err := json.Marshal(task)
+			if err != nil {
+				return fmt.Errorf("encode task %s: %w", id, err)
+			}
+			return printJSON(cmd.OutOrStdout(), raw)
+		},
+	}
+}
+
+func newTaskCancelCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel TASK_ID",
+		Short: "Cancel a task: at once if it is queued, at its next step if it is running",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseTaskID(args[0])
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			conn, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeConn(conn)
+			var outcome string
+			if err := conn.QueryRow(ctx, `SELECT ace.cancel($1)`, id).Scan(&outcome); err != nil {
+				return fmt.Errorf("cancel task %s: %w", id, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "task %s: %s\n", id, outcome)
+			return nil
+		},
+	}
+}
