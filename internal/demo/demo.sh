@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# make demo: three local PostgreSQL 15 nodes, the ace schema and an agent on each, drift planted
+# on purpose, and a DBA finding it from psql.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CLUSTER_DIR=${CLUSTER_DIR:-.cluster}
+BIN=./bin/ace-agent
+DB=demo
+ROWS=${DEMO_ROWS:-200000}
+
+bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '\033[36m$ %s\033[0m\n' "$*"; }
+
+bold "Starting 3 PostgreSQL 15 nodes in $CLUSTER_DIR"
+if [ -f "$CLUSTER_DIR/agents.pid" ]; then kill $(cat "$CLUSTER_DIR/agents.pid") 2>/dev/null || true; fi
+go run ./internal/devcluster down --dir "$CLUSTER_DIR" >/dev/null
+go run ./internal/devcluster up --dir "$CLUSTER_DIR" --nodes 3
+# shellcheck disable=SC1091
+source "$CLUSTER_DIR/env.sh"
+
+admin_dsn() { # admin_dsn NODE -> the node's connection string for the postgres database
+  local var="ACE_$(echo "$1" | tr a-z A-Z)_DSN"
+  echo "${!var}"
+}
+dsn() { # dsn NODE -> the node's connection string for the demo database
+  local admin
+  admin=$(admin_dsn "$1")
+  echo "${admin/dbname=postgres/dbname=$DB}"
+}
+psql_on() { # psql_on NODE SQL...
+  local node=$1; shift
+  psql "$(dsn "$node")" -X -q -v ON_ERROR_STOP=1 -P pager=off "$@"
+}
+
+bold "Creating database '$DB', installing the ace schema and registering the nodes on every node"
+for n in n1 n2 n3; do
+  psql "$(admin_dsn $n)" -X -q -c "CREATE DATABASE $DB" >/dev/null
+done
+for n in n1 n2 n3; do
+  show "ACE_DSN='$(dsn $n)' ace-agent install"
+  ACE_DSN="$(dsn $n)" $BIN install
+  for peer in n1 n2 n3; do
+    ACE_DSN="$(dsn $n)" $BIN node add "$peer" "$(dsn $peer)" --cluster demo >/dev/null
+  done
+done
+psql_on n1 -c "SELECT node_name, cluster_name, conninfo FROM ace.nodes"
+
+bold "Starting an agent beside each node"
+: >"$CLUSTER_DIR/agents.pid"
+for n in n1 n2 n3; do
+  ACE_DSN="$(dsn $n)" ACE_NODE=$n ACE_POLL_INTERVAL=1s $BIN run >"$CLUSTER_DIR/agent-$n.log" 2>&1 &
+  echo $! >>"$CLUSTER_DIR/agents.pid"
+  echo "agent $n: pid $!, log $CLUSTER_DIR/agent-$n.log"
+done
+
+bold "Loading public.orders ($ROWS rows) identically on every node"
+for n in n1 n2 n3; do
+  psql_on $n <<SQL
+CREATE TYPE order_state AS ENUM ('new', 'paid', 'shipped');
+CREATE TABLE public.orders (
+    id       bigint PRIMARY KEY,
+    customer text,
+    note     text,
+    amount   numeric(12,2),
+    placed   timestamptz,
+    state    order_state,
+    tags     text[],
+    details  jsonb
+);
+INSERT INTO orders
+SELECT g, 'customer ' || (g % 997), CASE WHEN g % 5 = 0 THEN NULL ELSE 'note ' || g END, (g % 10000) * 1.25,
+       '2025-01-01 00:00:00+00'::timestamptz + g * interval '1 minute', (ARRAY['new','paid','shipped']::order_state[])[g % 3 + 1],
+       ARRAY['a', 'b|c'], jsonb_build_object('sku', g % 100, 'qty', g % 7)
+FROM generate_series(1, $ROWS) g;
+ANALYZE orders;
+SQL
+done
+
+bold "Planting drift: the kind replication lag, conflicts and manual fixes leave behind"
+show "n2: UPDATE orders SET amount = amount + 0.01 WHERE id = 4242"
+psql_on n2 -c "UPDATE orders SET amount = amount + 0.01 WHERE id = 4242"
+show "n3: DELETE FROM orders WHERE id IN (17, 150000)"
+psql_on n3 -c "DELETE FROM orders WHERE id IN (17, 150000)"
+show "n1: INSERT INTO orders (id, customer) VALUES ($((ROWS + 1)), 'only on n1')"
+psql_on n1 -c "INSERT INTO orders (id, customer) VALUES ($((ROWS + 1)), 'only on n1')"
+show "n2: UPDATE orders SET note = '' WHERE id = 5   -- NULL on the others"
+psql_on n2 -c "UPDATE orders SET note = '' WHERE id = 5"
+show "n3: UPDATE orders SET amount = 3000.0 WHERE id = 2400  -- 3000.00 elsewhere: equal, not drift"
+psql_on n3 -c "UPDATE orders SET amount = 3000.0 WHERE id = 2400"
+
+bold "A DBA on n1 runs the diff from psql"
+show "psql -c \"CALL ace.run_table_diff('public.orders')\""
+psql_on n1 -c "CALL ace.run_table_diff('public.orders')" -x
+TASK=$(psql_on n1 -At -c "SELECT task_id FROM ace.tasks ORDER BY submitted_at DESC LIMIT 1")
+
+bold "The differing rows, as rows"
+show "SELECT pk, kind FROM ace.diff_rows('$TASK')"
+psql_on n1 -c "SELECT pk, kind FROM ace.diff_rows('$TASK')"
+show "SELECT jsonb_pretty(rows) FROM ace.diff_rows('$TASK') WHERE pk = '{\"id\": 5}'   -- NULL vs ''"
+psql_on n1 -c "SELECT jsonb_pretty(rows) FROM ace.diff_rows('$TASK') WHERE pk = '{\"id\": 5}'"
+show "SELECT pk, kind, rows->'n1'->>'amount' AS n1, rows->'n2'->>'amount' AS n2, rows->'n3'->>'amount' AS n3 ..."
+psql_on n1 -c "SELECT pk->>'id' AS id, kind, rows->'n1'->>'amount' AS n1_amount, rows->'n2'->>'amount' AS n2_amount, rows->'n3'->>'amount' AS n3_amount FROM ace.diff_rows('$TASK')"
+
+bold "The same diff from the command line, with an exit code for scripts"
+show "ace-agent table-diff public.orders --nodes n1,n3"
+set +e
+ACE_DSN="$(dsn n1)" $BIN table-diff public.orders --nodes n1,n3
+echo "exit code: $? (0 = in sync, 1 = differences, 2 = error)"
+set -e
+show "ace-agent diff export $TASK -o $CLUSTER_DIR/orders_diffs.json"
+ACE_DSN="$(dsn n1)" $BIN diff export "$TASK" -o "$CLUSTER_DIR/orders_diffs.json"
+
+bold "Done"
+cat <<EOF
+The cluster and its agents are still running. Try it yourself:
+  psql "$(dsn n1)"
+  SELECT ace.table_diff('public.orders', nodes => ARRAY['n1','n2']);
+  SELECT status, result FROM ace.wait('<task id>');
+Stop everything with: make cluster-down
+EOF
