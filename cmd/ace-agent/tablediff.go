@@ -91,32 +91,29 @@ func runTableDiff(cmd *cobra.Command, g *globals, o *tableDiffOpts, table string
 		return err
 	}
 	fmt.Fprintf(stderr, "table-diff task %s submitted\n", id)
-	if !o.quiet {
-		if err := warnIfNoAgent(ctx, conn, stderr); err != nil {
-			return err
-		}
+	task, err := followTask(ctx, conn, id, o.quiet, stderr)
+	if err != nil && ctx.Err() != nil {
+		return withHint(fmt.Errorf("interrupted: task %s keeps running on the node", id),
+			fmt.Sprintf("cancel it with SELECT ace.cancel('%s'); or: ace-agent task cancel %s", id, id))
 	}
-	task, err := waitForTask(ctx, conn, id, o.quiet, stderr)
 	if err != nil {
 		return err
 	}
 	return reportDiff(cmd.OutOrStdout(), stderr, task, o.json)
 }
 
-// waitForTask waits for the task to end, showing its progress unless quiet. When interrupted,
-// it says that the task goes on and how to cancel it.
-func waitForTask(ctx context.Context, conn *pgx.Conn, id uuid.UUID, quiet bool, stderr io.Writer) (sqlapi.Task, error) {
+// followTask waits for a submitted task to end, showing its progress unless quiet.
+func followTask(ctx context.Context, conn *pgx.Conn, id uuid.UUID, quiet bool, stderr io.Writer) (sqlapi.Task, error) {
 	var onChange func(sqlapi.Task)
 	if !quiet {
+		if err := warnIfNoAgent(ctx, conn, stderr); err != nil {
+			return sqlapi.Task{}, err
+		}
 		p := newProgressPrinter(stderr)
 		defer p.finish()
 		onChange = p.update
 	}
 	task, err := sqlapi.Wait(ctx, conn, id, time.Second, onChange)
-	if err != nil && ctx.Err() != nil {
-		return task, withHint(fmt.Errorf("interrupted: task %s keeps running on the node", id),
-			fmt.Sprintf("cancel it with SELECT ace.cancel('%s'); or: ace-agent task cancel %s", id, id))
-	}
 	if err != nil {
 		return task, fmt.Errorf("wait for task %s: %w", id, err)
 	}

@@ -105,7 +105,8 @@ func TestTableDiffInterrupted(t *testing.T) {
 	n1 := e.Node("n1") // no agent: the task stays queued
 
 	p := startProc(t, cliEnv(n1.DSN), "table-diff", "public.t")
-	require.Eventually(t, func() bool { return submittedRE.MatchString(p.out.String()) }, time.Minute, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(p.out.String(), "queued, waiting for an agent") },
+		time.Minute, 20*time.Millisecond)
 	p.signal(t, syscall.SIGINT)
 	require.Equal(t, exitError, p.wait(t, 30*time.Second), p.out.String())
 	out := p.out.String()
