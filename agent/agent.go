@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/sourcegraph/conc"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -63,9 +64,9 @@ func (a *Agent) ID() string { return a.id }
 // Run works until ctx is cancelled, then stops claiming, lets running tasks finish for
 // ShutdownGrace, hands back the rest, and returns nil.
 func (a *Agent) Run(ctx context.Context) error {
-	pcfg, err := pgxpool.ParseConfig(a.cfg.DSN)
+	pcfg, err := engine.ParsePoolConfig(a.cfg.DSN)
 	if err != nil {
-		return fmt.Errorf("parse ACE_DSN: %w", err)
+		return fmt.Errorf("ACE_DSN: %w", err)
 	}
 	pcfg.MaxConns = int32(a.cfg.MaxTasks + 3)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "ace-agent"

@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -25,7 +26,11 @@ func (a *Agent) listen(ctx context.Context, wake chan struct{}) {
 }
 
 func (a *Agent) listenOnce(ctx context.Context, wake chan struct{}) error {
-	conn, err := pgx.Connect(ctx, a.cfg.DSN)
+	pcfg, err := engine.ParsePoolConfig(a.cfg.DSN)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.ConnectConfig(ctx, pcfg.ConnConfig)
 	if err != nil {
 		return err
 	}

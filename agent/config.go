@@ -42,7 +42,7 @@ func LoadConfig() (Config, error) {
 func Usage() string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
-	_ = envconfig.Usagef("ACE", &Config{}, tw, "  {{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}")
+	_ = envconfig.Usagef("ACE", &Config{}, tw, "{{range .}}  {{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}")
 	_ = tw.Flush()
 	return b.String()
 }

@@ -40,9 +40,9 @@ type NodeOptions struct {
 // OpenNode connects to a node and checks that the connection works, so an unreachable or
 // misconfigured node is reported by name before any work starts.
 func OpenNode(ctx context.Context, o NodeOptions) (*Node, error) {
-	cfg, err := pgxpool.ParseConfig(o.ConnInfo)
+	cfg, err := ParsePoolConfig(o.ConnInfo)
 	if err != nil {
-		return nil, fmt.Errorf("node %s: parse connection string: %w", o.Name, err)
+		return nil, fmt.Errorf("node %s: %w", o.Name, err)
 	}
 	for k, v := range PinnedSettings {
 		cfg.ConnConfig.RuntimeParams[k] = v
@@ -72,3 +72,18 @@ func OpenNode(ctx context.Context, o NodeOptions) (*Node, error) {
 
 // Close releases the node's connections.
 func (n *Node) Close() { n.Pool.Close() }
+
+// ParsePoolConfig parses a libpq connection string for pgx. libpq's hostaddr, which pgx does not
+// know (it would send it to the server as a setting), becomes the address every host name
+// resolves to, so host still names the server for TLS.
+func ParsePoolConfig(conninfo string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(conninfo)
+	if err != nil {
+		return nil, fmt.Errorf("parse connection string: %w", err)
+	}
+	if addr, ok := cfg.ConnConfig.RuntimeParams["hostaddr"]; ok {
+		delete(cfg.ConnConfig.RuntimeParams, "hostaddr")
+		cfg.ConnConfig.LookupFunc = func(context.Context, string) ([]string, error) { return []string{addr}, nil }
+	}
+	return cfg, nil
+}

@@ -84,7 +84,7 @@ func (d *differ) reportKeys(ctx context.Context, diffs []keyDiff) error {
 
 // fetchedRow is one node's version of a differing row.
 type fetchedRow struct {
-	pk, row json.RawMessage
+	pk, pkSort, row json.RawMessage
 	meta    *RowMeta
 }
 
@@ -133,8 +133,8 @@ func (d *differ) rowFetchSQL(i int, keys [][]string) (string, []any) {
 	if d.tables[i].CommitTS {
 		meta = `pg_xact_commit_timestamp(xmin), ` + originNameSQL
 	}
-	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s WHERE %s AND %s`,
-		d.keys.keyText(), jsonObjectExpr(d.table.PK), jsonObjectExpr(d.table.Columns), meta,
+	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s, %s FROM %s WHERE %s AND %s`,
+		d.keys.keyText(), jsonObjectExpr(d.table.PK), jsonArrayExpr(d.table.PK), jsonObjectExpr(d.table.Columns), meta,
 		d.table.Qualified(), match, d.filter)
 	return sql, args
 }
@@ -161,7 +161,7 @@ func (d *differ) collectRows(rows pgx.Rows, withMeta bool) (map[string]fetchedRo
 		var f fetchedRow
 		var ts *time.Time
 		var origin *string
-		if err := rows.Scan(append(dest, &f.pk, &f.row, &ts, &origin)...); err != nil {
+		if err := rows.Scan(append(dest, &f.pk, &f.pkSort, &f.row, &ts, &origin)...); err != nil {
 			return nil, err
 		}
 		if withMeta {
@@ -183,7 +183,7 @@ func (d *differ) diffRow(k keyDiff, perNode []map[string]fetchedRow) DiffRow {
 			dr.Rows[n.Name] = json.RawMessage("null")
 			continue
 		}
-		dr.PK = f.pk
+		dr.PK, dr.PKSort = f.pk, f.pkSort
 		dr.Rows[n.Name] = f.row
 		v, seen := version[k.hashes[i]]
 		if !seen {

@@ -99,6 +99,15 @@ func jsonObjectExpr(cols []Column) string {
 	return strings.Join(chunks, " || ")
 }
 
+// jsonArrayExpr builds a jsonb array of the given columns' values, in order.
+func jsonArrayExpr(cols []Column) string {
+	vals := make([]string, len(cols))
+	for i, c := range cols {
+		vals[i] = jsonValue(c)
+	}
+	return "jsonb_build_array(" + strings.Join(vals, ", ") + ")"
+}
+
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // keyOrder describes how primary keys are compared on every node: the same order everywhere, or

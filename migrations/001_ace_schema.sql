@@ -68,6 +68,7 @@ CREATE TABLE ace.diff_results (
     task_id uuid NOT NULL REFERENCES ace.tasks ON DELETE CASCADE,
     row_no  bigint NOT NULL,
     pk      jsonb NOT NULL,
+    pk_sort jsonb NOT NULL,   -- the key's values as an array in key order, for ORDER BY
     kind    text NOT NULL CONSTRAINT diff_kind CHECK (kind IN ('missing', 'modified')),
     rows    jsonb NOT NULL,   -- node name -> row as a JSON object, or null where absent
     versions jsonb,           -- node name -> version number; equal numbers mean identical rows
@@ -306,7 +307,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM ace.tasks t WHERE t.task_id = diff_rows.task_id) THEN
         RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN QUERY SELECT d.pk, d.kind, d.rows FROM ace.diff_results d WHERE d.task_id = diff_rows.task_id ORDER BY d.pk;
+    RETURN QUERY SELECT d.pk, d.kind, d.rows FROM ace.diff_results d WHERE d.task_id = diff_rows.task_id ORDER BY d.pk_sort, d.row_no;
 END $$;
 
 -- A one-line account of a diff's summary, for NOTICEs and the CLI.

@@ -58,7 +58,9 @@ func Wait(ctx context.Context, conn *pgx.Conn, id uuid.UUID, pollEvery time.Dura
 		}
 	}
 	defer func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), "UNLISTEN *")
+		unlistenCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.Exec(unlistenCtx, "UNLISTEN *")
 	}()
 	var last json.RawMessage
 	var lastStatus Status

@@ -44,7 +44,7 @@ func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 			return fmt.Errorf("encode row versions: %w", err)
 		}
 		r.rowNo++
-		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), row.Kind, rowsJSON, versions, meta}
+		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), []byte(row.PKSort), row.Kind, rowsJSON, versions, meta}
 	}
 	return r.withConn(func(conn *pgx.Conn) error {
 		var mine bool
@@ -56,7 +56,7 @@ func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 			return ErrLostClaim
 		}
 		_, err := conn.CopyFrom(ctx, pgx.Identifier{"ace", "diff_results"},
-			[]string{"task_id", "row_no", "pk", "kind", "rows", "versions", "meta"}, pgx.CopyFromRows(data))
+			[]string{"task_id", "row_no", "pk", "pk_sort", "kind", "rows", "versions", "meta"}, pgx.CopyFromRows(data))
 		if err != nil {
 			return fmt.Errorf("store %d differing rows of task %s: %w", len(rows), r.Task.ID, err)
 		}
@@ -66,7 +66,7 @@ func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 
 // ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key.
 func ReadDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
-	rows, err := q.Query(ctx, `SELECT pk, kind, rows, versions, meta FROM ace.diff_results WHERE task_id = $1 ORDER BY pk, row_no`, taskID)
+	rows, err := q.Query(ctx, `SELECT pk, kind, rows, versions, meta FROM ace.diff_results WHERE task_id = $1 ORDER BY pk_sort, row_no`, taskID)
 	if err != nil {
 		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
 	}
