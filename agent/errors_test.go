@@ -175,3 +175,32 @@ func TestConcurrentInstallsAreSafe(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 }
+
+func TestApplicationInsertAndCompletionNotify(t *testing.T) {
+	t.Parallel()
+	e := setup(t, `CREATE TABLE t (id int PRIMARY KEY)`)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.Node("n1").DSN)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `LISTEN ace_task_done`)
+	require.NoError(t, err)
+	var id uuid.UUID
+	require.NoError(t, conn.QueryRow(ctx, `INSERT INTO ace.tasks (task_type, args)
+		VALUES ('table-diff', '{"table_name": "t", "nodes": ["n1", "n2"]}') RETURNING task_id`).Scan(&id))
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	n, err := conn.WaitForNotification(waitCtx)
+	require.NoError(t, err)
+	require.Equal(t, id.String(), n.Payload)
+	task, err := sqlapi.GetTask(ctx, conn, id)
+	require.NoError(t, err)
+	require.Equal(t, sqlapi.StatusCompleted, task.Status)
+	require.JSONEq(t, `{"table_name": "public.t", "nodes": ["n1", "n2"]}`, string(task.Args), "args are normalised on insert")
+
+	_, err = conn.Exec(ctx, `INSERT INTO ace.tasks (task_type) VALUES ('table-dif')`)
+	var pgErr *pgconn.PgError
+	require.True(t, errors.As(err, &pgErr))
+	require.Equal(t, `unknown task type "table-dif"`, pgErr.Message)
+	require.Contains(t, pgErr.Hint, "table-diff")
+}
