@@ -31,14 +31,14 @@ func TestTableDiffRejectsBadInputAtOnce(t *testing.T) {
 	e := testcluster.New(t)
 	e.ExecAll(`CREATE TABLE nopk (id int, v text); CREATE TABLE ok (id int PRIMARY KEY); CREATE VIEW v AS SELECT 1 AS x`)
 	cases := map[string]string{
-		`'public.missing'`:                           `table "public.missing" does not exist on this node`,
-		`'public.nopk'`:                              `table nopk has no primary key`,
-		`'public.v'`:                                 `"public.v" is not a table`,
-		`'public.ok', nodes => ARRAY['n1', 'nine']`:  `unknown node(s): nine`,
-		`'public.ok', nodes => ARRAY['n1']`:          `a diff needs at least 2 nodes, got n1`,
-		`'public.ok', block_size => 0`:               `block_size must be a positive integer, got 0`,
-		`'public.ok', max_diff_rows => -1`:           `max_diff_rows must be a positive integer, got -1`,
-		`'not a "valid name'`:                        `invalid table name`,
+		`'public.missing'`: `table "public.missing" does not exist on this node`,
+		`'public.nopk'`:    `table nopk has no primary key`,
+		`'public.v'`:       `"public.v" is not a table`,
+		`'public.ok', nodes => ARRAY['n1', 'nine']`: `unknown node(s): nine`,
+		`'public.ok', nodes => ARRAY['n1']`:         `a diff needs at least 2 nodes, got n1`,
+		`'public.ok', block_size => 0`:              `block_size must be a positive integer, got 0`,
+		`'public.ok', max_diff_rows => -1`:          `max_diff_rows must be a positive integer, got -1`,
+		`'not a "valid name'`:                       `invalid table name`,
 	}
 	for args, msg := range cases {
 		require.Contains(t, submitErr(t, e, args).Message, msg, args)

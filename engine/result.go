@@ -14,12 +14,12 @@ const (
 
 // DiffRow is one primary key whose row is not the same on every compared node.
 type DiffRow struct {
-	PK   json.RawMessage            `json:"pk"`   // the key as a JSON object
+	PK json.RawMessage `json:"pk"` // the key as a JSON object
 	// PKSort is the key's values as a JSON array in key order; jsonb orders arrays element by
 	// element, so sorting by it sorts by the key (jsonb orders object keys by length first).
-	PKSort json.RawMessage `json:"pk_sort"`
-	Kind string                     `json:"kind"` // KindMissing or KindModified
-	Rows map[string]json.RawMessage `json:"rows"` // node -> row as a JSON object, or JSON null where absent
+	PKSort json.RawMessage            `json:"pk_sort"`
+	Kind   string                     `json:"kind"` // KindMissing or KindModified
+	Rows   map[string]json.RawMessage `json:"rows"` // node -> row as a JSON object, or JSON null where absent
 	// Versions groups the nodes that hold the row: nodes with the same number hold identical
 	// rows (by the row hash, so 3000.0 and 3000.00 are one version). Absent nodes are left out.
 	Versions map[string]int     `json:"versions"`

@@ -85,7 +85,7 @@ func (d *differ) reportKeys(ctx context.Context, diffs []keyDiff) error {
 // fetchedRow is one node's version of a differing row.
 type fetchedRow struct {
 	pk, pkSort, row json.RawMessage
-	meta    *RowMeta
+	meta            *RowMeta
 }
 
 func (d *differ) fetchRows(ctx context.Context, diffs []keyDiff) ([]DiffRow, error) {
