@@ -60,12 +60,8 @@ func TableDiff(ctx context.Context, nodes []*Node, opts TableDiffOptions, sink S
 		return nil, fmt.Errorf("table-diff needs at least 2 nodes, got %d", len(nodes))
 	}
 	opts.setDefaults()
-	if progress == nil {
-		progress = func(Progress) {}
-	}
 	start := time.Now()
-	nodes = sortedNodes(nodes)
-	d := &differ{opts: opts, nodes: nodes, sink: sink, progress: progress, pairs: map[string]int64{}}
+	d := newDiffer(opts, nodes, sink, progress)
 	defer d.closeSessions(ctx)
 	if err := d.prepare(ctx); err != nil {
 		return nil, err
@@ -74,6 +70,13 @@ func TableDiff(ctx context.Context, nodes []*Node, opts TableDiffOptions, sink S
 		return nil, d.explain(err)
 	}
 	return d.summary(start), nil
+}
+
+func newDiffer(opts TableDiffOptions, nodes []*Node, sink Sink, progress ProgressFunc) *differ {
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	return &differ{opts: opts, nodes: sortedNodes(nodes), sink: sink, progress: progress, pairs: map[string]int64{}}
 }
 
 func sortedNodes(nodes []*Node) []*Node {

@@ -4,8 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
-	"time"
+		"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -118,17 +117,7 @@ func (d *differ) fetchRows(ctx context.Context, diffs []keyDiff) ([]DiffRow, err
 // rowFetchSQL selects the given keys' rows on node i, with the commit metadata where the node
 // tracks commit timestamps.
 func (d *differ) rowFetchSQL(i int, keys [][]string) (string, []any) {
-	args := appendKeyArrays(nil, keys, len(d.keys.cols))
-	var match string
-	if len(d.keys.cols) == 1 {
-		match = d.keys.keyExpr() + " = ANY(" + d.keys.paramKeyArray(1) + ")"
-	} else {
-		var arrays []string
-		for j, c := range d.keys.cols {
-			arrays = append(arrays, fmt.Sprintf("$%d::text[]::%s[]", j+1, c.Type))
-		}
-		match = "(" + d.keys.orderBy() + ") IN (SELECT * FROM unnest(" + strings.Join(arrays, ", ") + "))"
-	}
+	match, args := d.keys.matchKeys(keys)
 	meta := "NULL::timestamptz, NULL::text"
 	if d.tables[i].CommitTS {
 		meta = `pg_xact_commit_timestamp(xmin), ` + originNameSQL

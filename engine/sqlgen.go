@@ -238,3 +238,16 @@ func appendKeyArrays(args []any, keys [][]string, ncols int) []any {
 	}
 	return args
 }
+
+// matchKeys is a predicate selecting exactly the given keys, with its parameters ($1 on).
+func (k keyOrder) matchKeys(keys [][]string) (string, []any) {
+	args := appendKeyArrays(nil, keys, len(k.cols))
+	if len(k.cols) == 1 {
+		return k.keyExpr() + " = ANY(" + k.paramKeyArray(1) + ")", args
+	}
+	arrays := make([]string, len(k.cols))
+	for j, c := range k.cols {
+		arrays[j] = fmt.Sprintf("$%d::text[]::%s[]", j+1, c.Type)
+	}
+	return "(" + k.orderBy() + ") IN (SELECT * FROM unnest(" + strings.Join(arrays, ", ") + "))", args
+}
