@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-		"time"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
