@@ -92,7 +92,7 @@ func TestTableDiffFindsExactlyThePlantedDifferences(t *testing.T) {
 			e := setup(t, typesDDL)
 			e.ExecAll(typesRows)
 			want := plantTypeDrift(e)
-			s, rows := e.completedDiff(`'public.t', block_size => $1, compare_unit_size => $2`, sizes.block, sizes.unit)
+			s, rows := e.completedDiff(`'public.t', block_size => $1, compare_unit_size => $2, override_block_size => true`, sizes.block, sizes.unit)
 			require.Equal(t, want, keys(rows))
 			require.EqualValues(t, len(want), s.DifferingKeys)
 			require.EqualValues(t, 2001, s.TotalRowsChecked)
@@ -124,7 +124,7 @@ func TestTableDiffCompositeKey(t *testing.T) {
 	e.Node("n1").Exec(t, `INSERT INTO c VALUES ('zz', 1, '2030-01-01', 'beyond the last range'), ('', 0, '1999-01-01', 'before the first')`)
 	e.Node("n3").Exec(t, `UPDATE c SET v = NULL WHERE region = 'q"x' AND seq = 1`)
 	for _, unit := range []int{100, 3} {
-		s, rows := e.completedDiff(`'public.c', compare_unit_size => $1, block_size => 50`, unit)
+		s, rows := e.completedDiff(`'public.c', compare_unit_size => $1, block_size => 50, override_block_size => true`, unit)
 		require.Equal(t, []string{
 			`{"at": "1999-01-01", "seq": 0, "region": ""}`,
 			`{"at": "2024-01-02", "seq": 1, "region": "q\"x"}`,

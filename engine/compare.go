@@ -25,18 +25,20 @@ func (d *differ) onAllNodes(ctx context.Context, fn func(ctx context.Context, i 
 	return p.Wait()
 }
 
-// hashBuckets hashes range r on every node, grouped into the pieces cut by bounds.
-func (d *differ) hashBuckets(ctx context.Context, r Range, bounds [][]string) ([]map[int]bucketHash, error) {
+// hashBuckets hashes block b on every node, one aggregate per leaf.
+//
+// The subquery selects clock_timestamp(), which nobody reads, because a subquery with a
+// volatile output is not flattened into its parent: flattened, the row-hash expression would
+// be evaluated once for each aggregate that uses it, doubling the cost. clock_timestamp() is
+// parallel safe, so the scan can still run in parallel workers.
+func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash, error) {
 	var args []any
-	where := d.keys.where(r, &args)
-	bucket := "0"
-	if len(bounds) > 0 {
-		bucket = fmt.Sprintf("width_bucket(%s, %s)", d.keys.keyExpr(), d.keys.paramKeyArray(len(args)+1))
-		args = appendKeyArrays(args, bounds, len(d.keys.cols))
-	}
+	where := d.keys.where(b.rng, &args)
+	bucket := d.bucketExpr(b, &args)
 	sql := fmt.Sprintf(`SELECT %s, count(*), sum("?ace_h?")::text, sum(hashint8extended("?ace_h?", 1))::text
-		FROM (SELECT %s, %s AS "?ace_h?" FROM %s WHERE %s AND %s) s GROUP BY 1`,
+		FROM (SELECT %s, %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s WHERE %s AND %s) s GROUP BY 1`,
 		bucket, d.keyColumns(), d.hashExpr, d.table.Qualified(), where, d.filter)
+	r := b.rng
 	out := make([]map[int]bucketHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
@@ -89,7 +91,7 @@ func mismatchedBuckets(hashes []map[int]bucketHash, n int) map[int][]int64 {
 }
 
 func (d *differ) diffBlock(ctx context.Context, b block) error {
-	hashes, err := d.hashBuckets(ctx, b.rng, b.bounds)
+	hashes, err := d.hashBuckets(ctx, b)
 	if err != nil {
 		return err
 	}
@@ -140,11 +142,11 @@ func (d *differ) narrow(ctx context.Context, r Range, counts []int64) error {
 	if err != nil {
 		return fmt.Errorf("split range %s: %w", r, err)
 	}
-	hashes, err := d.hashBuckets(ctx, r, bounds)
+	sub := block{rng: r, bounds: bounds}
+	hashes, err := d.hashBuckets(ctx, sub)
 	if err != nil {
 		return err
 	}
-	sub := block{rng: r, bounds: bounds}
 	for piece, pieceCounts := range mismatchedBuckets(hashes, len(bounds)) {
 		if err := d.narrow(ctx, sub.leafRange(piece), pieceCounts); err != nil {
 			return err

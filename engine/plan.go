@@ -11,7 +11,12 @@ import (
 type block struct {
 	rng    Range
 	bounds [][]string // leaf boundaries strictly inside rng, ascending
+	// step, when set, says the bounds are lo+w, lo+2w, … of an integer key, so a row's leaf is
+	// computed arithmetically instead of searched for in an array.
+	step *intStep
 }
+
+type intStep struct{ lo, w int64 }
 
 // leafRange returns the i-th leaf of b: [bounds[i-1], bounds[i]), open where b is.
 func (b block) leafRange(i int) Range {
@@ -25,54 +30,92 @@ func (b block) leafRange(i int) Range {
 	return r
 }
 
+// maxSearchedBounds caps the bounds searched with width_bucket per row: its cost grows with
+// the array, so keys that are not integers get more, smaller blocks.
+const maxSearchedBounds = 63
+
 // planBlocks splits the key space into blocks of about BlockSize rows and leaves of about
-// CompareUnitSize rows, using the keys of the node that holds the most rows. The ranges are
-// applied unchanged to every node.
+// CompareUnitSize rows. The ranges are applied unchanged to every node.
 func (d *differ) planBlocks(ctx context.Context) ([]block, error) {
-	ref, err := d.largestNode(ctx)
+	estimates, err := d.estimateRows(ctx)
 	if err != nil {
 		return nil, err
 	}
-	bounds, err := d.splitKeys(ctx, ref, Range{}, d.opts.CompareUnitSize)
+	if d.integerKey() {
+		blocks, ok, err := d.planIntegerBlocks(ctx, estimates)
+		if err != nil || ok {
+			return blocks, err
+		}
+	}
+	ref := 0
+	for i, e := range estimates {
+		if e > estimates[ref] {
+			ref = i
+		}
+	}
+	bounds, err := d.sampleBounds(ctx, ref, estimates[ref])
 	if err != nil {
 		return nil, fmt.Errorf("plan ranges: %w", err)
 	}
-	leavesPerBlock := max(1, d.opts.BlockSize/d.opts.CompareUnitSize)
+	leavesPerBlock := min(max(1, d.opts.BlockSize/d.opts.CompareUnitSize), maxSearchedBounds+1)
+	return groupLeaves(bounds, leavesPerBlock), nil
+}
+
+// groupLeaves makes blocks of leavesPerBlock consecutive leaves; len(bounds) bounds make
+// len(bounds)+1 leaves, the first open below and the last open above.
+func groupLeaves(bounds [][]string, leavesPerBlock int) []block {
 	var blocks []block
-	// len(bounds) bounds make len(bounds)+1 leaves; each block takes leavesPerBlock of them.
 	for first := 0; first <= len(bounds); first += leavesPerBlock {
 		last := min(first+leavesPerBlock, len(bounds)+1) // exclusive leaf index
-		b := block{}
+		b := block{bounds: bounds[first : last-1]}
 		if first > 0 {
 			b.rng.Lo = bounds[first-1]
 		}
 		if last <= len(bounds) {
 			b.rng.Hi = bounds[last-1]
 		}
-		b.bounds = bounds[first : last-1]
 		blocks = append(blocks, b)
 	}
-	return blocks, nil
+	return blocks
 }
 
-// largestNode picks the node with the most rows by the planner's estimate, counting partitions.
-func (d *differ) largestNode(ctx context.Context) (int, error) {
-	best, bestRows := 0, -1.0
-	for i, s := range d.sessions {
-		var rows float64
-		err := s.read(ctx, func(tx pgx.Tx) error {
+// estimateRows reads each node's planner estimate of the table's rows, partitions included.
+func (d *differ) estimateRows(ctx context.Context) ([]float64, error) {
+	out := make([]float64, len(d.nodes))
+	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			return tx.QueryRow(ctx, `
 				SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
-				FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid`, d.table.Qualified()).Scan(&rows)
+				FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid`, d.table.Qualified()).Scan(&out[i])
 		})
-		if err != nil {
-			return 0, fmt.Errorf("estimate rows: %w", err)
-		}
-		if rows > bestRows {
-			best, bestRows = i, rows
-		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("estimate rows: %w", err)
 	}
-	return best, nil
+	return out, nil
+}
+
+// sampleBounds returns leaf boundaries from node i: every key when the table is small, else a
+// Bernoulli sample of about one key per CompareUnitSize rows, which costs far less than reading
+// the keys in order.
+func (d *differ) sampleBounds(ctx context.Context, i int, estimate float64) ([][]string, error) {
+	const exactBelow = 200_000
+	if estimate < exactBelow {
+		return d.splitKeys(ctx, i, Range{}, d.opts.CompareUnitSize)
+	}
+	pct := 100 / float64(d.opts.CompareUnitSize)
+	sql := fmt.Sprintf(`SELECT %s FROM (SELECT DISTINCT %s FROM %s TABLESAMPLE BERNOULLI ($1) WHERE %s) s ORDER BY %s`,
+		d.keys.keyText(), d.keyColumns(), d.table.Qualified(), d.filter, d.keys.orderBy())
+	var keys [][]string
+	err := d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, pct)
+		if err != nil {
+			return err
+		}
+		keys, err = pgx.CollectRows(rows, scanKey(len(d.keys.cols)))
+		return err
+	})
+	return keys, err
 }
 
 // splitKeys returns every step-th key in r on node i, in key order: boundaries that cut r into

@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// integerKey reports whether the key is one integer column, whose leaves can be computed by
+// arithmetic.
+func (d *differ) integerKey() bool {
+	if len(d.keys.cols) != 1 {
+		return false
+	}
+	switch d.keys.cols[0].BaseType {
+	case "int2", "int4", "int8":
+		return true
+	}
+	return false
+}
+
+// planIntegerBlocks cuts [min, max] of the key over all nodes into equal-width leaves of about
+// CompareUnitSize rows (if the keys were dense) and groups them into blocks. The first block is
+// open below and the last open above, like every plan. It returns ok = false when the key span
+// does not fit the arithmetic, and the caller samples bounds instead.
+func (d *differ) planIntegerBlocks(ctx context.Context, estimates []float64) ([]block, bool, error) {
+	lo, hi, found, err := d.keySpan(ctx)
+	if err != nil || !found {
+		return []block{{}}, err == nil, err
+	}
+	span := new(big.Int).Sub(big.NewInt(hi), big.NewInt(lo))
+	span.Add(span, big.NewInt(1))
+	if !span.IsInt64() {
+		return nil, false, nil
+	}
+	rows := 0.0
+	for _, e := range estimates {
+		rows = max(rows, e)
+	}
+	if rows < 1 {
+		rows = float64(span.Int64()) // never analysed: assume dense keys
+	}
+	w := int64(math.Ceil(float64(span.Int64()) * float64(d.opts.CompareUnitSize) / rows))
+	w = max(w, 1)
+	leaves := (span.Int64()-1)/w + 1
+	perBlock := int64(max(1, d.opts.BlockSize/d.opts.CompareUnitSize))
+	var blocks []block
+	for first := int64(0); first < leaves; first += perBlock {
+		n := min(perBlock, leaves-first) // leaves in this block
+		b := block{step: &intStep{lo: lo + first*w, w: w}}
+		if first > 0 {
+			b.rng.Lo = []string{strconv.FormatInt(lo+first*w, 10)}
+		}
+		if first+n < leaves {
+			b.rng.Hi = []string{strconv.FormatInt(lo+(first+n)*w, 10)}
+		}
+		for i := int64(1); i < n; i++ {
+			b.bounds = append(b.bounds, []string{strconv.FormatInt(lo+(first+i)*w, 10)})
+		}
+		blocks = append(blocks, b)
+	}
+	return blocks, true, nil
+}
+
+// keySpan returns the smallest and largest key over all nodes, read at the diff's snapshots.
+func (d *differ) keySpan(ctx context.Context) (lo, hi int64, found bool, err error) {
+	col := d.keys.cols[0]
+	sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8 FROM %[2]s WHERE %[3]s`, ident(col.Name), d.table.Qualified(), d.filter)
+	mins := make([]*int64, len(d.nodes))
+	maxs := make([]*int64, len(d.nodes))
+	err = d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, sql).Scan(&mins[i], &maxs[i])
+		})
+	})
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("read key span: %w", err)
+	}
+	for i := range mins {
+		if mins[i] == nil {
+			continue
+		}
+		if !found || *mins[i] < lo {
+			lo = *mins[i]
+		}
+		if !found || *maxs[i] > hi {
+			hi = *maxs[i]
+		}
+		found = true
+	}
+	return lo, hi, found, nil
+}
+
+// bucketExpr is the SQL that puts a row of block b into its leaf (0 … len(b.bounds)), with its
+// parameters appended to args.
+func (d *differ) bucketExpr(b block, args *[]any) string {
+	switch {
+	case len(b.bounds) == 0:
+		return "0"
+	case b.step != nil:
+		// The CASE keeps k - lo from overflowing for keys far outside the block.
+		n := int64(len(b.bounds))
+		k := ident(d.keys.cols[0].Name)
+		first := len(*args) + 1
+		*args = append(*args, b.step.lo+b.step.w, b.step.lo+n*b.step.w, b.step.lo, b.step.w)
+		return fmt.Sprintf("CASE WHEN %[1]s < $%[2]d::int8 THEN 0 WHEN %[1]s >= $%[3]d::int8 THEN %[6]d ELSE (%[1]s::int8 - $%[4]d::int8) / $%[5]d::int8 END",
+			k, first, first+1, first+2, first+3, n)
+	}
+	expr := fmt.Sprintf("width_bucket(%s, %s)", d.keys.keyExpr(), d.keys.paramKeyArray(len(*args)+1))
+	*args = appendKeyArrays(*args, b.bounds, len(d.keys.cols))
+	return expr
+}

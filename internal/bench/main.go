@@ -1,0 +1,325 @@
+// Command bench measures table-diff against the cost of one hashing pass over each node's
+// table (make bench). It starts 3 local nodes, loads identical rows, runs the diff on identical
+// tables and again with scattered differences, and reports both as ratios of the one-pass cost
+// measured in the same run, with rows per second and the agent's peak RSS.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/internal/localpg"
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+type options struct {
+	rows, diffs, repeat int
+	bin, out           string
+}
+
+// Result is what one benchmark run writes as JSON.
+type Result struct {
+	Rows             int       `json:"rows"`
+	Diffs            int       `json:"diffs"`
+	Nodes            int       `json:"nodes"`
+	OnePassSeconds   []float64 `json:"one_pass_seconds"`
+	IdenticalSeconds []float64 `json:"identical_seconds"`
+	DriftSeconds     []float64 `json:"drift_seconds"`
+	IdenticalRatio   float64   `json:"identical_ratio"`
+	DriftRatio       float64   `json:"drift_ratio"`
+	RowsPerSecond    float64   `json:"rows_per_second"`
+	DifferencesFound int64     `json:"differences_found"`
+	AgentPeakRSSMB   float64   `json:"agent_peak_rss_mb"`
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.rows, "rows", 1_000_000, "rows per node")
+	flag.IntVar(&o.diffs, "diffs", 100, "differences planted, scattered over the key space")
+	flag.IntVar(&o.repeat, "repeat", 3, "measurements of each kind; ratios use the medians")
+	flag.StringVar(&o.bin, "bin", "bin/ace-agent", "the ace-agent binary")
+	flag.StringVar(&o.out, "out", "bench-results/bench.json", "where to write the results")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	c, err := localpg.Start(ctx, localpg.Options{Nodes: 3, Settings: map[string]string{"shared_buffers": "512MB"}})
+	if err != nil {
+		return err
+	}
+	defer c.Stop(context.WithoutCancel(ctx))
+	conns, err := prepare(ctx, c, o)
+	if err != nil {
+		return err
+	}
+	agent, err := startAgent(ctx, o.bin, c.Nodes[0].DSN("bench"))
+	if err != nil {
+		return err
+	}
+	defer agent.stop()
+	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(conns)}
+	if err := measure(ctx, conns, o, &r); err != nil {
+		return err
+	}
+	r.AgentPeakRSSMB = agent.peakRSSMB()
+	return report(r, o.out)
+}
+
+func measure(ctx context.Context, conns []*pgx.Conn, o options, r *Result) error {
+	// A warm-up pass loads the tables into shared buffers for every measurement alike.
+	if _, err := onePass(ctx, conns); err != nil {
+		return err
+	}
+	for range o.repeat {
+		d, err := onePass(ctx, conns)
+		if err != nil {
+			return err
+		}
+		r.OnePassSeconds = append(r.OnePassSeconds, d.Seconds())
+		d, _, err = diff(ctx, conns[0])
+		if err != nil {
+			return err
+		}
+		r.IdenticalSeconds = append(r.IdenticalSeconds, d.Seconds())
+	}
+	step("planting %d differences", o.diffs)
+	if err := plant(ctx, conns, o); err != nil {
+		return err
+	}
+	for range o.repeat {
+		d, found, err := diff(ctx, conns[0])
+		if err != nil {
+			return err
+		}
+		r.DriftSeconds = append(r.DriftSeconds, d.Seconds())
+		r.DifferencesFound = found
+	}
+	pass := median(r.OnePassSeconds)
+	r.IdenticalRatio = median(r.IdenticalSeconds) / pass
+	r.DriftRatio = median(r.DriftSeconds) / pass
+	r.RowsPerSecond = float64(o.rows*len(conns)) / median(r.IdenticalSeconds)
+	return nil
+}
+
+func step(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+const tableDDL = `CREATE TABLE public.bench (
+    id       bigint PRIMARY KEY,
+    customer text,
+    email    text,
+    amount   numeric(12,2),
+    qty      int,
+    created  timestamptz,
+    active   boolean,
+    tags     text[],
+    attrs    jsonb,
+    note     text
+)`
+
+// loadSQL fills the table with rows of about 200 bytes of mixed types.
+const loadSQL = `INSERT INTO public.bench
+SELECT g, 'customer ' || (g % 100000), 'user' || g || '@example.com', (g % 100000) * 1.37, g % 97,
+       '2025-01-01 00:00:00+00'::timestamptz + g * interval '17 seconds', g % 3 = 0,
+       ARRAY['tag' || (g % 10), 'tag' || (g % 7)], jsonb_build_object('sku', g % 1000, 'color', 'blue', 'size', g % 5),
+       md5(g::text) || ' ' || (g % 1000)
+FROM generate_series(1, $1) g`
+
+func prepare(ctx context.Context, c *localpg.Cluster, o options) ([]*pgx.Conn, error) {
+	var conns []*pgx.Conn
+	for _, n := range c.Nodes {
+		admin, err := pgx.Connect(ctx, n.DSN("postgres"))
+		if err != nil {
+			return nil, err
+		}
+		_, err = admin.Exec(ctx, "CREATE DATABASE bench")
+		admin.Close(ctx)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := pgx.Connect(ctx, n.DSN("bench"))
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, conn)
+	}
+	for i, conn := range conns {
+		step("loading %d rows on %s", o.rows, c.Nodes[i].Name)
+		if _, err := sqlapi.Install(ctx, conn); err != nil {
+			return nil, err
+		}
+		for _, n := range c.Nodes {
+			if err := sqlapi.AddNode(ctx, conn, sqlapi.Node{Name: n.Name, ConnInfo: n.DSN("bench")}); err != nil {
+				return nil, err
+			}
+		}
+		for _, sql := range []string{tableDDL, loadSQL, "VACUUM ANALYZE public.bench"} {
+			var args []any
+			if strings.Contains(sql, "$1") {
+				args = append(args, o.rows)
+			}
+			if _, err := conn.Exec(ctx, sql, args...); err != nil {
+				return nil, fmt.Errorf("load %s: %w", c.Nodes[i].Name, err)
+			}
+		}
+	}
+	return conns, nil
+}
+
+// onePass is the reference cost: on each node in turn, one hashing pass over the table's text.
+func onePass(ctx context.Context, conns []*pgx.Conn) (time.Duration, error) {
+	start := time.Now()
+	for _, conn := range conns {
+		var n int64
+		var sum string
+		if err := conn.QueryRow(ctx, `SELECT count(*), sum(hashtextextended(t::text, 0))::text FROM public.bench t`).Scan(&n, &sum); err != nil {
+			return 0, fmt.Errorf("one-pass reference: %w", err)
+		}
+	}
+	d := time.Since(start)
+	step("one pass over 3 nodes: %.3fs", d.Seconds())
+	return d, nil
+}
+
+func diff(ctx context.Context, conn *pgx.Conn) (time.Duration, int64, error) {
+	start := time.Now()
+	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableDiff, sqlapi.TableDiffArgs{TableName: "public.bench"})
+	if err != nil {
+		return 0, 0, err
+	}
+	t, err := sqlapi.Wait(ctx, conn, id, 50*time.Millisecond, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	d := time.Since(start)
+	if t.Status != sqlapi.StatusCompleted {
+		return 0, 0, fmt.Errorf("diff %s ended %s: %v", id, t.Status, deref(t.Error))
+	}
+	var s struct {
+		DifferingKeys int64 `json:"differing_keys"`
+	}
+	if err := json.Unmarshal(t.Result, &s); err != nil {
+		return 0, 0, err
+	}
+	step("table-diff: %.3fs, %d differing rows", d.Seconds(), s.DifferingKeys)
+	return d, s.DifferingKeys, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// plant spreads updates (n2), deletes (n3) and inserts beyond nothing (n1) over the key space.
+func plant(ctx context.Context, conns []*pgx.Conn, o options) error {
+	for i := range o.diffs {
+		id := int64(i)*int64(o.rows)/int64(o.diffs) + 1 + int64(i%7)
+		var sql string
+		var conn *pgx.Conn
+		switch i % 3 {
+		case 0:
+			conn, sql = conns[1], `UPDATE public.bench SET note = 'drift' WHERE id = $1`
+		case 1:
+			conn, sql = conns[2], `DELETE FROM public.bench WHERE id = $1`
+		default:
+			conn, sql = conns[0], `UPDATE public.bench SET amount = amount + 0.01 WHERE id = $1`
+		}
+		if _, err := conn.Exec(ctx, sql, id); err != nil {
+			return fmt.Errorf("plant difference at %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+type agentProc struct {
+	cmd *exec.Cmd
+	pid int
+}
+
+func startAgent(ctx context.Context, bin, dsn string) (*agentProc, error) {
+	cmd := exec.CommandContext(ctx, bin, "run")
+	cmd.Env = append(os.Environ(), "ACE_DSN="+dsn, "ACE_NODE=n1", "ACE_POLL_INTERVAL=100ms", "ACE_LOG_LEVEL=warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start agent %s (run make build first): %w", bin, err)
+	}
+	return &agentProc{cmd: cmd, pid: cmd.Process.Pid}, nil
+}
+
+// peakRSSMB reads the agent's high-water resident set size from /proc.
+func (a *agentProc) peakRSSMB() float64 {
+	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(a.pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func (a *agentProc) stop() {
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	_ = a.cmd.Wait()
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func report(r Result, out string) error {
+	fmt.Printf("rows per node:            %d (3 nodes), %d differences planted, %d found\n", r.Rows, r.Diffs, r.DifferencesFound)
+	fmt.Printf("one-pass cost (median):   %.3fs   runs %v\n", median(r.OnePassSeconds), fmtSeconds(r.OnePassSeconds))
+	fmt.Printf("identical tables:         %.3fs   ratio %.2f   runs %v\n", median(r.IdenticalSeconds), r.IdenticalRatio, fmtSeconds(r.IdenticalSeconds))
+	fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))
+	fmt.Printf("rows hashed per second:   %.0f\n", r.RowsPerSecond)
+	fmt.Printf("agent peak RSS:           %.1f MB\n", r.AgentPeakRSSMB)
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	raw, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("written to %s\n", out)
+	return os.WriteFile(out, append(raw, '\n'), 0o644)
+}
+
+func fmtSeconds(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.FormatFloat(x, 'f', 3, 64)
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
