@@ -27,7 +27,7 @@ import (
 
 type options struct {
 	rows, diffs, repeat int
-	bin, out           string
+	bin, out            string
 }
 
 // Result is what one benchmark run writes as JSON.
@@ -322,4 +322,3 @@ func fmtSeconds(xs []float64) string {
 	}
 	return "[" + strings.Join(parts, " ") + "]"
 }
-
