@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"runtime"
 	"sync"
 	"time"
 
@@ -55,6 +57,12 @@ func (a *Agent) dispatch(ctx context.Context, run *sqlapi.Run) (any, error) {
 	switch run.Task.Type {
 	case sqlapi.TypeTableDiff:
 		return a.tableDiff(ctx, run)
+	case sqlapi.TypeTableRepair:
+		return a.tableRepair(ctx, run)
+	case sqlapi.TypeTableRerun:
+		return a.tableRerun(ctx, run)
+	case sqlapi.TypeDiffImport:
+		return a.diffImport(ctx, run)
 	}
 	return nil, fmt.Errorf("this agent (version %s) cannot run %q tasks", Version, run.Task.Type)
 }
@@ -67,22 +75,48 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}
-	workers := a.cfg.DiffWorkers
-	nodes, err := a.openNodes(ctx, run, args.Nodes, int32(max(workers, 4)+2))
+	opts, err := a.diffOptions(args)
+	if err != nil {
+		return nil, err
+	}
+	// One connection holds each node's snapshot; the others hash blocks.
+	nodes, err := a.openNodes(ctx, run, args.Nodes, int32(opts.Workers+1))
 	if err != nil {
 		return nil, err
 	}
 	defer closeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	return engine.TableDiff(ctx, nodes, engine.TableDiffOptions{
-		Table:           args.TableName,
-		BlockSize:       args.BlockSize,
-		CompareUnitSize: args.CompareUnitSize,
-		TableFilter:     args.TableFilter,
-		MaxDiffRows:     args.MaxDiffRows,
-		Workers:         workers,
-	}, run, progress)
+	return engine.TableDiff(ctx, nodes, opts, run, progress)
+}
+
+// diffOptions turns a task's arguments into engine options. concurrency_factor scales the
+// blocks hashed at once by the CPUs (ACE's meaning); max_connections caps them per node.
+func (a *Agent) diffOptions(args sqlapi.TableDiffArgs) (engine.TableDiffOptions, error) {
+	workers := a.cfg.DiffWorkers
+	if args.ConcurrencyFactor > 0 {
+		workers = int(math.Round(float64(runtime.NumCPU()) * args.ConcurrencyFactor))
+	}
+	if workers <= 0 {
+		workers = max(2, runtime.NumCPU())
+	}
+	workers = max(workers, 1)
+	if args.MaxConnections > 0 {
+		workers = max(1, min(workers, args.MaxConnections-1))
+	}
+	recheck, err := args.RecheckAfterDuration()
+	if err != nil {
+		return engine.TableDiffOptions{}, err
+	}
+	until, err := args.UntilTime()
+	if err != nil {
+		return engine.TableDiffOptions{}, err
+	}
+	return engine.TableDiffOptions{
+		Table: args.TableName, BlockSize: args.BlockSize, CompareUnitSize: args.CompareUnitSize,
+		TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows, Workers: workers,
+		AgainstOrigin: args.AgainstOrigin, Until: until, RecheckAfter: recheck,
+	}, nil
 }
 
 // openNodes connects to the named nodes as the task's submitter. The local node is reached

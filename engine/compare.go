@@ -35,12 +35,12 @@ func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash
 	var args []any
 	where := d.keys.where(b.rng, &args)
 	bucket := d.bucketExpr(b, &args)
-	sql := fmt.Sprintf(`SELECT %s, count(*), sum("?ace_h?")::text, sum(hashint8extended("?ace_h?", 1))::text
-		FROM (SELECT %s, %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s WHERE %s AND %s) s GROUP BY 1`,
-		bucket, d.keyColumns(), d.hashExpr, d.table.Qualified(), where, d.filter)
 	r := b.rng
 	out := make([]map[int]bucketHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		sql := fmt.Sprintf(`SELECT %s, count(*), sum("?ace_h?")::text, sum(hashint8extended("?ace_h?", 1))::text
+			FROM (SELECT %s, %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s WHERE %s AND %s) s GROUP BY 1`,
+			bucket, d.keyColumns(), d.hashExpr, d.table.Qualified(), where, d.filterFor(i))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
@@ -166,9 +166,9 @@ type keyHash struct {
 func (d *differ) compareRows(ctx context.Context, r Range) error {
 	var args []any
 	where := d.keys.where(r, &args)
-	sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s AND %s`, d.keys.keyText(), d.hashExpr, d.table.Qualified(), where, d.filter)
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s AND %s`, d.keys.keyText(), d.hashExpr, d.table.Qualified(), where, d.filterFor(i))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {

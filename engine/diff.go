@@ -30,6 +30,15 @@ type TableDiffOptions struct {
 	TableFilter     string // SQL predicate applied on every node
 	MaxDiffRows     int64  // per node pair; 0 = no limit
 	Workers         int    // blocks hashed at once
+	// AgainstOrigin limits the diff to rows whose last write came from this node (a node name,
+	// or a replication origin's name or id): written there, or replicated from it.
+	AgainstOrigin string
+	// Until limits the diff to rows committed at or before this time; rows without a commit
+	// timestamp (frozen, or older than track_commit_timestamp) always count.
+	Until *time.Time
+	// RecheckAfter, when set, compares the differing keys again after this long, at fresh
+	// snapshots, and reports only the differences that persisted.
+	RecheckAfter time.Duration
 }
 
 func (o *TableDiffOptions) setDefaults() {
@@ -62,12 +71,18 @@ func TableDiff(ctx context.Context, nodes []*Node, opts TableDiffOptions, sink S
 	opts.setDefaults()
 	start := time.Now()
 	d := newDiffer(opts, nodes, sink, progress)
+	d.holdKeys = opts.RecheckAfter > 0
 	defer d.closeSessions(ctx)
 	if err := d.prepare(ctx); err != nil {
 		return nil, err
 	}
 	if err := d.run(ctx); err != nil && !errors.Is(err, errLimitReached) {
 		return nil, d.explain(err)
+	}
+	if opts.RecheckAfter > 0 {
+		if err := d.recheckPersisting(ctx); err != nil && !errors.Is(err, errLimitReached) {
+			return nil, d.explain(err)
+		}
 	}
 	return d.summary(start), nil
 }
@@ -95,8 +110,18 @@ type differ struct {
 	mode     HashMode
 	hashExpr string
 	filter   string
-	sink     Sink
-	progress ProgressFunc
+	untilSQL string
+	// originSQL is each node's against_origin predicate; originIDs the ids it resolved to.
+	originSQL []string
+	originIDs map[string][]uint32
+	sink      Sink
+	progress  ProgressFunc
+
+	// holdKeys makes a first pass remember differing keys (heldKeys) for a recheck instead of
+	// reporting them.
+	holdKeys  bool
+	heldKeys  [][]string
+	transient int64
 
 	mu          sync.Mutex
 	sinkMu      sync.Mutex
@@ -149,6 +174,9 @@ func (d *differ) prepare(ctx context.Context) error {
 		d.filter = "(" + f + ")"
 	}
 	if err := d.openSessions(ctx, tables); err != nil {
+		return err
+	}
+	if err := d.prepareFences(ctx); err != nil {
 		return err
 	}
 	return d.checkFilter(ctx)
@@ -260,6 +288,11 @@ func (d *differ) summary(start time.Time) *DiffSummary {
 		InitialRangesCount: d.blocks, MismatchedRangesCount: d.mismatched,
 		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(), ColumnTypes: d.table.ColumnTypes(),
 		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: HashVersion, Warnings: d.warnings,
+		AgainstOrigin: d.opts.AgainstOrigin, OriginIDs: d.originIDs, OriginOnly: d.opts.AgainstOrigin != "",
+		Until: d.opts.Until, TransientDiffs: d.transient,
+	}
+	if d.opts.RecheckAfter > 0 {
+		s.RecheckAfter = d.opts.RecheckAfter.String()
 	}
 	for i, n := range d.nodes {
 		s.Nodes = append(s.Nodes, n.Name)

@@ -69,10 +69,10 @@ func (d *differ) planIntegerBlocks(ctx context.Context, estimates []float64) ([]
 // keySpan returns the smallest and largest key over all nodes, read at the diff's snapshots.
 func (d *differ) keySpan(ctx context.Context) (lo, hi int64, found bool, err error) {
 	col := d.keys.cols[0]
-	sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8 FROM %[2]s WHERE %[3]s`, ident(col.Name), d.table.Qualified(), d.filter)
 	mins := make([]*int64, len(d.nodes))
 	maxs := make([]*int64, len(d.nodes))
 	err = d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8 FROM %[2]s WHERE %[3]s`, ident(col.Name), d.table.Qualified(), d.filterFor(i))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			return tx.QueryRow(ctx, sql).Scan(&mins[i], &maxs[i])
 		})

@@ -41,8 +41,10 @@ func RecheckKeys(ctx context.Context, nodes []*Node, opts RecheckOptions, sink S
 // recheck compares the keys batch by batch and reports those that differ.
 func (d *differ) recheck(ctx context.Context, keys [][]string) error {
 	d.mu.Lock()
-	d.prog = Progress{Phase: "rechecking", BlocksTotal: (len(keys) + fetchBatch - 1) / fetchBatch}
-	d.blocks = d.prog.BlocksTotal
+	d.prog = Progress{Phase: "rechecking", BlocksTotal: (len(keys) + fetchBatch - 1) / fetchBatch, RowsHashed: d.prog.RowsHashed}
+	if d.blocks == 0 {
+		d.blocks = d.prog.BlocksTotal
+	}
 	d.mu.Unlock()
 	d.report()
 	for start := 0; start < len(keys); start += fetchBatch {
@@ -65,9 +67,9 @@ func (d *differ) recheck(ctx context.Context, keys [][]string) error {
 // keyHashes reads the row hashes of the given keys on every node.
 func (d *differ) keyHashes(ctx context.Context, keys [][]string) ([]map[string]keyHash, error) {
 	match, args := d.keys.matchKeys(keys)
-	sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s AND %s`, d.keys.keyText(), d.hashExpr, d.table.Qualified(), match, d.filter)
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s AND %s`, d.keys.keyText(), d.hashExpr, d.table.Qualified(), match, d.filterFor(i))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
@@ -107,4 +109,30 @@ func KeyFromJSON(pkSort json.RawMessage) ([]string, error) {
 		}
 	}
 	return key, nil
+}
+
+// recheckPersisting waits RecheckAfter, then compares the keys the first pass found at fresh
+// snapshots. Differences that replication lag had in flight are gone by then and are counted
+// as transient; the ones that persist are reported as drift.
+func (d *differ) recheckPersisting(ctx context.Context) error {
+	d.setPhase(fmt.Sprintf("waiting %s to recheck %d differing keys", d.opts.RecheckAfter, len(d.heldKeys)))
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d.opts.RecheckAfter):
+	}
+	d.closeSessions(ctx)
+	if err := d.openSessions(ctx, d.tables); err != nil {
+		return err
+	}
+	keys := d.heldKeys
+	firstPass := append([]int64(nil), d.rowsPerNode...)
+	d.holdKeys, d.heldKeys = false, nil
+	err := d.recheck(ctx, keys)
+	d.mu.Lock()
+	// Rows checked are the first pass's; the recheck only re-reads the suspects.
+	d.rowsPerNode = firstPass
+	d.transient = int64(len(keys)) - d.prog.DifferingKeys
+	d.mu.Unlock()
+	return err
 }

@@ -60,7 +60,17 @@ func (d *differ) admit(diffs []keyDiff) []keyDiff {
 }
 
 // reportKeys fetches the full rows of differing keys from every node and hands them to the sink.
+// In a first pass before a recheck it only remembers the keys.
 func (d *differ) reportKeys(ctx context.Context, diffs []keyDiff) error {
+	if d.holdKeys {
+		d.mu.Lock()
+		for _, k := range diffs {
+			d.heldKeys = append(d.heldKeys, k.key)
+		}
+		d.prog.DifferingKeys += int64(len(diffs))
+		d.mu.Unlock()
+		return nil
+	}
 	kept := d.admit(diffs)
 	for start := 0; start < len(kept); start += fetchBatch {
 		batch := kept[start:min(start+fetchBatch, len(kept))]
@@ -124,7 +134,7 @@ func (d *differ) rowFetchSQL(i int, keys [][]string) (string, []any) {
 	}
 	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s, %s FROM %s WHERE %s AND %s`,
 		d.keys.keyText(), jsonObjectExpr(d.table.PK), jsonArrayExpr(d.table.PK), jsonObjectExpr(d.table.Columns), meta,
-		d.table.Qualified(), match, d.filter)
+		d.table.Qualified(), match, d.filterFor(i))
 	return sql, args
 }
 

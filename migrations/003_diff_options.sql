@@ -35,7 +35,10 @@ BEGIN
         RAISE EXCEPTION 'concurrency_factor must be greater than 0 and at most 4, got %', args->'concurrency_factor'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    FOREACH key_name IN ARRAY ARRAY['table_filter', 'against_origin', 'output', 'until', 'recheck_after'] LOOP
+    IF jsonb_typeof(args->'recheck_after') = 'number' THEN
+        args := args || jsonb_build_object('recheck_after', (args->>'recheck_after') || ' seconds');
+    END IF;
+    FOREACH key_name IN ARRAY ARRAY['table_filter', 'against_origin', 'output', 'until'] LOOP
         IF jsonb_typeof(args->key_name) NOT IN ('string', 'null') THEN
             RAISE EXCEPTION '% must be a string', key_name USING ERRCODE = 'invalid_parameter_value';
         END IF;
@@ -43,8 +46,17 @@ BEGIN
     IF coalesce(args->>'output', 'json') NOT IN ('json', 'html', 'csv') THEN
         RAISE EXCEPTION 'output must be json, html or csv, got "%"', args->>'output' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Normalised here so the agent reads one form: until as ISO 8601, recheck_after as seconds.
     BEGIN
-        PERFORM (args->>'until')::timestamptz, (args->>'recheck_after')::interval;
+        IF args->>'until' IS NOT NULL THEN
+            args := args || jsonb_build_object('until', (args->>'until')::timestamptz);
+        END IF;
+        IF args->>'recheck_after' IS NOT NULL THEN
+            args := args || jsonb_build_object('recheck_after', extract(epoch FROM (args->>'recheck_after')::interval));
+            IF (args->>'recheck_after')::numeric < 0 THEN
+                RAISE EXCEPTION 'recheck_after must not be negative' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END IF;
     EXCEPTION WHEN data_exception THEN
         RAISE EXCEPTION 'invalid until or recheck_after: %', SQLERRM
             USING ERRCODE = 'invalid_parameter_value',
