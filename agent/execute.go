@@ -57,12 +57,6 @@ func (a *Agent) dispatch(ctx context.Context, run *sqlapi.Run) (any, error) {
 	switch run.Task.Type {
 	case sqlapi.TypeTableDiff:
 		return a.tableDiff(ctx, run)
-	case sqlapi.TypeTableRepair:
-		return a.tableRepair(ctx, run)
-	case sqlapi.TypeTableRerun:
-		return a.tableRerun(ctx, run)
-	case sqlapi.TypeDiffImport:
-		return a.diffImport(ctx, run)
 	}
 	return nil, fmt.Errorf("this agent (version %s) cannot run %q tasks", Version, run.Task.Type)
 }
