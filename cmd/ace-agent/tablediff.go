@@ -15,13 +15,20 @@ import (
 )
 
 type tableDiffOpts struct {
-	nodes           string
-	blockSize       int
-	compareUnitSize int
-	tableFilter     string
-	maxDiffRows     int64
-	quiet           bool
-	json            bool
+	nodes             string
+	blockSize         int
+	compareUnitSize   int
+	tableFilter       string
+	maxDiffRows       int64
+	concurrencyFactor float64
+	maxConnections    int
+	againstOrigin     string
+	until             string
+	output            string
+	recheckAfter      time.Duration
+	overrideBlockSize bool
+	quiet             bool
+	json              bool
 }
 
 func newTableDiffCmd(g *globals) *cobra.Command {
@@ -48,6 +55,13 @@ Exit codes: 0 the tables match, 1 they differ, 2 error.`,
 	f.IntVarP(&o.compareUnitSize, "compare-unit-size", "u", 0, "rows per block compared row by row (default: the agent's)")
 	f.StringVarP(&o.tableFilter, "table-filter", "F", "", "SQL predicate: compare only the rows it matches")
 	f.Int64Var(&o.maxDiffRows, "max-diff-rows", 0, "stop once a node pair has this many differing rows (default: no limit)")
+	f.Float64VarP(&o.concurrencyFactor, "concurrency-factor", "c", 0, "blocks hashed at once per node = CPUs × this, in (0, 4] (default: the agent's)")
+	f.IntVarP(&o.maxConnections, "max-connections", "M", 0, "cap on connections per node (default: derived)")
+	f.StringVar(&o.againstOrigin, "against-origin", "", "only rows whose last write came from this node (needs track_commit_timestamp)")
+	f.StringVar(&o.until, "until", "", "only rows committed at or before this RFC 3339 time (needs track_commit_timestamp)")
+	f.StringVarP(&o.output, "output", "o", "", "also write a report when the diff ends: json, html or csv (in the agent's ACE_REPORT_DIR)")
+	f.DurationVar(&o.recheckAfter, "recheck-after", 0, "recheck the differences after this long and report only those that persist, e.g. 30s")
+	f.BoolVarP(&o.overrideBlockSize, "override-block-size", "B", false, "allow a block size outside 1000..1000000")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "show no progress")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON instead of the verdict")
 	return cmd
@@ -61,7 +75,23 @@ func (o *tableDiffOpts) args(table string) sqlapi.TableDiffArgs {
 		CompareUnitSize: o.compareUnitSize,
 		TableFilter:     o.tableFilter,
 		MaxDiffRows:     o.maxDiffRows,
+
+		ConcurrencyFactor: o.concurrencyFactor,
+		MaxConnections:    o.maxConnections,
+		AgainstOrigin:     o.againstOrigin,
+		Until:             o.until,
+		Output:            o.output,
+		RecheckAfter:      recheckSeconds(o.recheckAfter),
+		OverrideBlockSize: o.overrideBlockSize,
 	}
+}
+
+// recheckSeconds sends recheck_after as seconds, or leaves it out.
+func recheckSeconds(d time.Duration) any {
+	if d <= 0 {
+		return nil
+	}
+	return d.Seconds()
 }
 
 // parseNodes reads a comma-separated node list; "all" or nothing means every registered node.
