@@ -16,6 +16,7 @@ var PinnedSettings = map[string]string{
 	"IntervalStyle":      "postgres",
 	"extra_float_digits": "3",
 	"bytea_output":       "hex",
+	"lc_monetary":        "C", // money's text form follows it
 	"search_path":        "pg_catalog, public",
 	"application_name":   "ace-agent",
 	"statement_timeout":  "0",
