@@ -5,7 +5,10 @@ BIN         := bin/ace-agent
 CLUSTER_DIR ?= .cluster
 NODES       ?= 3
 
-.PHONY: build test vet demo cluster-up cluster-down clean
+ROWS        ?= 1000000
+DIFFS       ?= 100
+
+.PHONY: build test vet demo bench cluster-up cluster-down clean
 
 build: $(BIN)
 
@@ -22,6 +25,11 @@ test: vet
 # The whole story on 3 local nodes: cluster, schema, agents, drift, and the diff from psql.
 demo: build
 	CLUSTER_DIR=$(CLUSTER_DIR) ./internal/demo/demo.sh
+
+# Times table-diff against one hashing pass over each node's table, in the same run, on 3 local
+# nodes (ROWS rows each, DIFFS planted differences); writes bench-results/bench.json.
+bench: build
+	$(GO) run ./internal/bench -rows $(ROWS) -diffs $(DIFFS) -bin $(BIN) -out bench-results/bench.json
 
 cluster-up:
 	$(GO) run ./internal/devcluster up --dir $(CLUSTER_DIR) --nodes $(NODES)

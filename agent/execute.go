@@ -57,6 +57,12 @@ func (a *Agent) dispatch(ctx context.Context, run *sqlapi.Run) (any, error) {
 	switch run.Task.Type {
 	case sqlapi.TypeTableDiff:
 		return a.tableDiff(ctx, run)
+	case sqlapi.TypeTableRepair:
+		return a.tableRepair(ctx, run)
+	case sqlapi.TypeTableRerun:
+		return a.tableRerun(ctx, run)
+	case sqlapi.TypeDiffImport:
+		return a.diffImport(ctx, run)
 	}
 	return nil, fmt.Errorf("this agent (version %s) cannot run %q tasks", Version, run.Task.Type)
 }
@@ -81,7 +87,14 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 	defer closeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	return engine.TableDiff(ctx, nodes, opts, run, progress)
+	summary, err := engine.TableDiff(ctx, nodes, opts, run, progress)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.writeReport(ctx, run, args.Output, summary); err != nil {
+		return nil, err
+	}
+	return summary, nil
 }
 
 // diffOptions turns a task's arguments into engine options. concurrency_factor scales the

@@ -3,6 +3,8 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,5 +131,21 @@ func TestTableDiffConcurrencyOptions(t *testing.T) {
 		s, rows := e.completedDiff(args)
 		require.Equal(t, []string{`{"id": 1}`, `{"id": 2500}`, `{"id": 5000}`}, keys(rows), args)
 		require.InDelta(t, 5, s.InitialRangesCount, 1, "blocks of about 1000 rows: %s", args)
+	}
+}
+
+func TestTableDiffWritesTheOutputReport(t *testing.T) {
+	t.Parallel()
+	e := setup(t, `CREATE TABLE rep (id int PRIMARY KEY, v text)`)
+	e.ExecAll(`INSERT INTO rep SELECT g, 'v' FROM generate_series(1, 50) g`)
+	e.Node("n2").Exec(t, `UPDATE rep SET v = '<changed>' WHERE id = 5`)
+	for _, format := range []string{"html", "csv", "json"} {
+		s, _ := e.completedDiff(`'public.rep', output => $1`, format)
+		require.FileExists(t, s.ReportFile)
+		require.True(t, strings.HasSuffix(s.ReportFile, "."+format), s.ReportFile)
+		raw, err := os.ReadFile(s.ReportFile)
+		require.NoError(t, err)
+		require.Contains(t, string(raw), "changed>", format)
+		require.NoError(t, os.Remove(s.ReportFile))
 	}
 }

@@ -53,7 +53,13 @@ func (d *differ) planBlocks(ctx context.Context) ([]block, error) {
 			ref = i
 		}
 	}
-	bounds, err := d.sampleBounds(ctx, ref, estimates[ref])
+	estimate := estimates[ref]
+	if estimate < 1 {
+		if estimate, err = d.countRows(ctx); err != nil {
+			return nil, err
+		}
+	}
+	bounds, err := d.sampleBounds(ctx, ref, estimate)
 	if err != nil {
 		return nil, fmt.Errorf("plan ranges: %w", err)
 	}

@@ -42,11 +42,18 @@ func (d *differ) planIntegerBlocks(ctx context.Context, estimates []float64) ([]
 		rows = max(rows, e)
 	}
 	if rows < 1 {
-		rows = float64(span.Int64()) // never analysed: assume dense keys
+		// Never analysed: count, since assuming dense keys would plan a leaf for every
+		// possible key of a sparse table.
+		if rows, err = d.countRows(ctx); err != nil {
+			return nil, false, err
+		}
 	}
-	w := int64(math.Ceil(float64(span.Int64()) * float64(d.opts.CompareUnitSize) / rows))
+	w := int64(math.Ceil(float64(span.Int64()) * float64(d.opts.CompareUnitSize) / max(rows, 1)))
 	w = max(w, 1)
 	leaves := (span.Int64()-1)/w + 1
+	if float64(leaves) > 4*(rows/float64(d.opts.CompareUnitSize)+1) {
+		return nil, false, nil // the estimate is far off: sample bounds instead
+	}
 	perBlock := int64(max(1, d.opts.BlockSize/d.opts.CompareUnitSize))
 	var blocks []block
 	for first := int64(0); first < leaves; first += perBlock {
@@ -64,6 +71,23 @@ func (d *differ) planIntegerBlocks(ctx context.Context, estimates []float64) ([]
 		blocks = append(blocks, b)
 	}
 	return blocks, true, nil
+}
+
+// countRows counts the rows of the largest node.
+func (d *differ) countRows(ctx context.Context) (float64, error) {
+	counts := make([]float64, len(d.nodes))
+	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		sql := fmt.Sprintf(`SELECT count(*)::float8 FROM %s WHERE %s`, d.table.Qualified(), d.filterFor(i))
+		return d.sessions[i].read(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, sql).Scan(&counts[i]) })
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count rows: %w", err)
+	}
+	most := 0.0
+	for _, c := range counts {
+		most = max(most, c)
+	}
+	return most, nil
 }
 
 // keySpan returns the smallest and largest key over all nodes, read at the diff's snapshots.

@@ -84,6 +84,7 @@ type DiffSummary struct {
 	HashMode              HashMode            `json:"hash_mode"`
 	HashVersion           int                 `json:"hash_version"`
 	Warnings              []string            `json:"warnings,omitempty"`
+	ReportFile            string              `json:"report_file,omitempty"` // the output report, on the agent\'s host
 }
 
 // InSync reports whether no differences were found.

@@ -209,7 +209,7 @@ func RecoverOrphans(ctx context.Context, conn *pgx.Conn, staleSeconds int) ([]Or
 }
 
 // rerunnableTypes are read-only, so running them again after a crash changes nothing.
-var rerunnableTypes = []string{string(TypeTableDiff)}
+var rerunnableTypes = []string{string(TypeTableDiff), string(TypeTableRerun), string(TypeDiffImport)}
 
 func recoverOne(ctx context.Context, conn *pgx.Conn, o Orphan) (bool, error) {
 	var locked bool

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/google/uuid"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/report"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -37,24 +39,31 @@ func newDiffExportCmd(g *globals) *cobra.Command {
 	var o exportOpts
 	cmd := &cobra.Command{
 		Use:   "export TASK_ID",
-		Short: "Write a completed table-diff's differing rows as an ACE diff file",
-		Long: `Write a completed table-diff's differing rows in the diff-file format of pgEdge ACE, for ACE's
-table-repair and table-rerun or any tool that reads them. The default file name is ACE's:
-<schema>_<table>_diffs-<YYYYMMDDHHMMSS>.json in the current directory, stamped with the time
-the diff finished. -o - writes to stdout.`,
+		Short: "Write a completed table-diff's differing rows as an ACE diff file, an HTML report or CSV",
+		Long: `Write a completed table-diff's differing rows in one of these formats:
+
+  json  the diff-file format of pgEdge ACE, for ACE's table-repair and table-rerun or any
+        tool that reads them (the default)
+  html  one self-contained page for people: a summary, then per node pair the value
+        differences (changed parts highlighted) and the missing rows
+  csv   one record per row of each node list of the ACE diff file: node_pair, node,
+        diff_type, the table's columns, commit timestamp and origin; NULL is \N
+
+The default file name is ACE's: <schema>_<table>_diffs-<YYYYMMDDHHMMSS>.<format> in the
+current directory, stamped with the time the diff finished. -o - writes to stdout.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runExport(cmd, g, o, args[0])
 		},
 	}
-	cmd.Flags().StringVar(&o.format, "format", "json", "output format; only json (ACE's diff file) for now")
+	cmd.Flags().StringVar(&o.format, "format", "json", "output format: "+strings.Join(report.Formats, ", "))
 	cmd.Flags().StringVarP(&o.output, "output", "o", "", "file to write, or - for stdout (default: ACE's file name)")
 	return cmd
 }
 
 func runExport(cmd *cobra.Command, g *globals, o exportOpts, idArg string) error {
-	if o.format != "json" {
-		return fmt.Errorf("unsupported format %q: only json is supported", o.format)
+	if !slices.Contains(report.Formats, o.format) {
+		return fmt.Errorf("unsupported format %q: use one of %s", o.format, strings.Join(report.Formats, ", "))
 	}
 	id, err := parseTaskID(idArg)
 	if err != nil {
@@ -72,16 +81,16 @@ func runExport(cmd *cobra.Command, g *globals, o exportOpts, idArg string) error
 	}
 	name := o.output
 	if name == "" {
-		name = defaultExportName(summary, task)
+		name = defaultExportName(summary, task, o.format)
 	}
-	rows, err := exportTo(ctx, conn, id, summary, name, cmd.OutOrStdout())
+	rows, err := exportTo(ctx, conn, id, summary, o.format, name, cmd.OutOrStdout())
 	if err != nil {
 		return err
 	}
 	if name == "-" {
 		name = "stdout"
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "diff written to %s (%d %s)\n", name, rows, plural(int64(rows), "row", "rows"))
+	fmt.Fprintf(cmd.ErrOrStderr(), "diff written to %s (%d %s)\n", name, rows, plural(rows, "row", "rows"))
 	return nil
 }
 
@@ -119,35 +128,65 @@ func loadCompletedDiff(ctx context.Context, q sqlapi.Querier, id uuid.UUID) (sql
 	return task, &s, nil
 }
 
-// defaultExportName is ACE's file name for a diff: <schema>_<table>_diffs-<YYYYMMDDHHMMSS>.json,
-// stamped with the time the diff finished.
-func defaultExportName(s *engine.DiffSummary, t sqlapi.Task) string {
+// defaultExportName is ACE's file name for a diff: <schema>_<table>_diffs-<YYYYMMDDHHMMSS>.<format>,
+// stamped with the time the diff finished, in local time as ACE does.
+func defaultExportName(s *engine.DiffSummary, t sqlapi.Task, format string) string {
 	at := s.EndTime
 	if t.FinishedAt != nil {
 		at = *t.FinishedAt
 	}
-	safe := strings.NewReplacer(".", "_", "/", "_", `\`, "_", "\x00", "_")
-	return fmt.Sprintf("%s_%s_diffs-%s.json", safe.Replace(s.Schema), safe.Replace(s.Table), at.Local().Format("20060102150405"))
+	return report.FileName(s, format, at.Local())
 }
 
-// exportTo writes the diff file to name ("-" = stdout) and returns how many rows differ. A file
-// appears only once it is complete.
-func exportTo(ctx context.Context, conn *pgx.Conn, id uuid.UUID, s *engine.DiffSummary, name string, stdout io.Writer) (int, error) {
+// exportTo writes the diff in format to name ("-" = stdout) and returns how many rows differ.
+// A file appears only once it is complete.
+func exportTo(ctx context.Context, conn *pgx.Conn, id uuid.UUID, s *engine.DiffSummary, format, name string, stdout io.Writer) (int64, error) {
 	// One snapshot for the several passes over the rows.
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return 0, fmt.Errorf("read the rows of task %s: %w", id, err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	var rows int
-	write := func(w io.Writer) error {
-		rows, err = writeDiffFile(ctx, w, tx, id, s)
-		return err
-	}
+	c := &rowCounter{read: func(fn func(engine.DiffRow) error) error { return sqlapi.ReadDiffRows(ctx, tx, id, fn) }}
+	write := func(w io.Writer) error { return report.Write(ctx, w, format, s, c.rows) }
 	if name == "-" {
-		return rows, writeBuffered(stdout, write)
+		err = writeBuffered(stdout, write)
+	} else {
+		err = writeFileAtomic(name, write)
 	}
-	return rows, writeFileAtomic(name, write)
+	if err != nil {
+		return 0, err
+	}
+	return c.total()
+}
+
+// rowCounter reads the stored rows for report.Write and counts them on the way, so telling
+// how many rows differ costs no pass of its own unless the report made no complete pass.
+type rowCounter struct {
+	read     report.Rows
+	complete bool
+	n        int64
+}
+
+func (c *rowCounter) rows(fn func(engine.DiffRow) error) error {
+	var n int64
+	err := c.read(func(r engine.DiffRow) error {
+		n++
+		return fn(r)
+	})
+	if err == nil && !c.complete {
+		c.complete, c.n = true, n
+	}
+	return err
+}
+
+func (c *rowCounter) total() (int64, error) {
+	if !c.complete {
+		if err := c.rows(func(engine.DiffRow) error { return nil }); err != nil {
+			return 0, err
+		}
+	}
+	return c.n, nil
 }
 
 func writeBuffered(w io.Writer, fn func(io.Writer) error) error {

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,6 +108,57 @@ func TestDiffExport(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r)
 	require.Equal(t, string(raw), r.stdout)
 	require.Equal(t, "diff written to stdout (2 rows)\n", r.stderr)
+
+	checkExportedCSV(t, n1, id)
+	checkExportedHTML(t, n1, id)
+}
+
+// checkExportedCSV checks the CSV export: one record per row of each node list of the diff file.
+func checkExportedCSV(t *testing.T, n1 *testcluster.Node, id uuid.UUID) {
+	t.Helper()
+	r := ace(t, n1.DSN, "diff", "export", "--format", "csv", "-o", "-", id.String())
+	require.Equal(t, exitOK, r.code, r)
+	require.Equal(t, "diff written to stdout (2 rows)\n", r.stderr)
+	records, err := csv.NewReader(strings.NewReader(r.stdout)).ReadAll()
+	require.NoError(t, err, r.stdout)
+	require.Equal(t, append(append([]string{"node_pair", "node", "diff_type"}, exportColumns...),
+		"_spock_metadata_.commit_ts", "_spock_metadata_.node_origin"), records[0])
+	var got [][4]string
+	for _, rec := range records[1:] {
+		got = append(got, [4]string{rec[0], rec[1], rec[2], rec[3]})
+	}
+	require.Equal(t, [][4]string{
+		{"n1/n2", "n1", "row_mismatch", "500"},
+		{"n1/n2", "n2", "row_mismatch", "500"},
+		{"n1/n3", "n1", "missing_on_n3", "7"},
+		{"n2/n3", "n2", "missing_on_n3", "7"},
+		{"n2/n3", "n2", "row_mismatch", "500"},
+		{"n2/n3", "n3", "row_mismatch", "500"},
+	}, got)
+	// PostgreSQL's text forms, NULL as \N.
+	require.Equal(t, []string{"name 500", "750.00", "2024-01-02 11:24:05.123456+00", "2024-01-02 03:04:05.5", "2025-05-16", "true", `\N`},
+		records[1][4:11])
+	require.Equal(t, "changed", records[2][4])
+}
+
+// checkExportedHTML checks the HTML export under ACE's file name.
+func checkExportedHTML(t *testing.T, n1 *testcluster.Node, id uuid.UUID) {
+	t.Helper()
+	dir := t.TempDir()
+	r := aceIn(t, dir, n1.DSN, "diff", "export", "--format", "html", id.String())
+	require.Equal(t, exitOK, r.code, r)
+	m := regexp.MustCompile(`^diff written to (public_t_diffs-\d{14}\.html) \(2 rows\)\n$`).FindStringSubmatch(r.stderr)
+	require.NotNil(t, m, r)
+	raw, err := os.ReadFile(filepath.Join(dir, m[1]))
+	require.NoError(t, err)
+	page := string(raw)
+	require.Contains(t, page, "<title>Diff report: public.t</title>")
+	for _, pair := range []string{"n1 and n2", "n1 and n3", "n2 and n3"} {
+		require.Contains(t, page, "<h2>Differences between "+pair+" ")
+	}
+	require.Contains(t, page, `<td class="value-diff"><span class="diff-chunk">changed</span></td>`)
+	require.Contains(t, page, `<td class="key-column">500</td>`)
+	require.Equal(t, 2, strings.Count(page, `<strong>MISSING</strong> <span class="why">no row with this key on n3</span>`))
 }
 
 // checkExportedPairs checks which node lists hold which rows: id 7 is missing on n3, and n2's
@@ -218,7 +271,7 @@ func TestDiffExportErrors(t *testing.T) {
 		{[]string{"diff", "export", "nope"}, `ace-agent: invalid task id "nope"`},
 		{[]string{"diff", "export", uuid.NewString()}, "does not exist"},
 		{[]string{"diff", "export", queued.String()}, "ace-agent: task " + queued.String() + " is QUEUED, not COMPLETED\nhint: only a completed"},
-		{[]string{"diff", "export", "--format", "csv", queued.String()}, `unsupported format "csv"`},
+		{[]string{"diff", "export", "--format", "xml", queued.String()}, `unsupported format "xml": use one of json, html, csv`},
 	} {
 		r := ace(t, n1.DSN, c.args...)
 		require.Equal(t, exitError, r.code, r)

@@ -29,26 +29,6 @@ func TestGroupDigits(t *testing.T) {
 	}
 }
 
-func TestConvertTime(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct{ typ, in, want string }{
-		{"timestamp with time zone", `"2024-01-02 03:04:05.123456+00"`, `"2024-01-02T03:04:05.123456Z"`},
-		{"timestamp with time zone", `"2024-01-02 03:04:05+05:30"`, `"2024-01-01T21:34:05Z"`},
-		{"timestamp(3) with time zone", `"2024-01-02 03:04:05.1-03"`, `"2024-01-02T06:04:05.1Z"`},
-		{"timestamp without time zone", `"2024-01-02 03:04:05"`, `"2024-01-02T03:04:05Z"`},
-		{"date", `"2024-01-02"`, `"2024-01-02T00:00:00Z"`},
-		{"date", `"infinity"`, `"infinity"`},
-		{"timestamp with time zone", `"-infinity"`, `"-infinity"`},
-		{"date", `"0044-03-15 BC"`, `"0044-03-15 BC"`},
-		{"date", `null`, `null`},
-		{"text", `"2024-01-02"`, `"2024-01-02"`},
-		{"numeric(12,2)", `"3000.00"`, `"3000.00"`},
-		{"bigint", `9007199254740993`, `9007199254740993`},
-	} {
-		require.Equal(t, c.want, string(converterFor(c.typ)(json.RawMessage(c.in))), "%s %s", c.typ, c.in)
-	}
-}
-
 func TestProgressPrinter(t *testing.T) {
 	t.Parallel()
 	running := func(done int) sqlapi.Task {
@@ -95,25 +75,4 @@ func TestClusterNodes(t *testing.T) {
 	nodes, _, err = clusterNodes(f, "c", "other db")
 	require.NoError(t, err)
 	require.Equal(t, "host=h2 port=5433 dbname='other db'", nodes[1].ConnInfo)
-}
-
-func TestPairDiffersAndMeta(t *testing.T) {
-	t.Parallel()
-	// n1 and n3 hold the same version, n2 another, n4 none.
-	r := engine.DiffRow{Versions: map[string]int{"n1": 1, "n2": 2, "n3": 1}}
-	for pair, want := range map[[2]string]bool{
-		{"n1", "n2"}: true, {"n1", "n3"}: false, {"n2", "n3"}: true, {"n1", "n4"}: true, {"n4", "n5"}: false,
-	} {
-		require.Equal(t, want, pairDiffers(r, pair), "%v", pair)
-	}
-	require.Equal(t, [][2]string{{"a", "b"}, {"a", "c"}, {"b", "c"}}, nodePairs([]string{"c", "a", "b"}))
-
-	raw, err := json.Marshal(aceMetaOf(nil, "n1"))
-	require.NoError(t, err)
-	require.Equal(t, `{"commit_ts":null,"node_origin":null}`, string(raw))
-	ts := time.Date(2024, 1, 2, 3, 4, 5, 120000000, time.FixedZone("x", 3600))
-	origin := "n2"
-	raw, err = json.Marshal(aceMetaOf(map[string]engine.RowMeta{"n1": {CommitTS: &ts, NodeOrigin: &origin}}, "n1"))
-	require.NoError(t, err)
-	require.Equal(t, `{"commit_ts":"2024-01-02T02:04:05.12Z","node_origin":"n2"}`, string(raw))
 }

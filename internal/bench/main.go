@@ -28,6 +28,7 @@ import (
 type options struct {
 	rows, diffs, repeat int
 	bin, out            string
+	emptyNode           bool
 }
 
 // Result is what one benchmark run writes as JSON.
@@ -43,6 +44,10 @@ type Result struct {
 	RowsPerSecond    float64   `json:"rows_per_second"`
 	DifferencesFound int64     `json:"differences_found"`
 	AgentPeakRSSMB   float64   `json:"agent_peak_rss_mb"`
+	// EmptyNode* measure a diff of a full node against an empty one: every row differs.
+	EmptyNodeSeconds float64 `json:"empty_node_seconds,omitempty"`
+	EmptyNodeDiffs   int64   `json:"empty_node_differences,omitempty"`
+	EmptyNodeRSSMB   float64 `json:"empty_node_agent_peak_rss_mb,omitempty"`
 }
 
 func main() {
@@ -52,6 +57,7 @@ func main() {
 	flag.IntVar(&o.repeat, "repeat", 3, "measurements of each kind; ratios use the medians")
 	flag.StringVar(&o.bin, "bin", "bin/ace-agent", "the ace-agent binary")
 	flag.StringVar(&o.out, "out", "bench-results/bench.json", "where to write the results")
+	flag.BoolVar(&o.emptyNode, "empty-node", true, "also diff a full node against an empty one, with a fresh agent, for its peak RSS")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -81,7 +87,33 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	r.AgentPeakRSSMB = agent.peakRSSMB()
+	agent.stop()
+	if o.emptyNode {
+		if err := measureEmptyNode(ctx, c, conns, o, &r); err != nil {
+			return err
+		}
+	}
 	return report(r, o.out)
+}
+
+// measureEmptyNode empties n3 and diffs n1 against it with a fresh agent, so its peak RSS is
+// that diff's alone.
+func measureEmptyNode(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o options, r *Result) error {
+	step("emptying n3 for the every-row-differs diff")
+	if _, err := conns[2].Exec(ctx, "TRUNCATE public.bench"); err != nil {
+		return err
+	}
+	agent, err := startAgent(ctx, o.bin, c.Nodes[0].DSN("bench"))
+	if err != nil {
+		return err
+	}
+	defer agent.stop()
+	d, found, err := diffNodes(ctx, conns[0], []string{"n1", "n3"})
+	if err != nil {
+		return err
+	}
+	r.EmptyNodeSeconds, r.EmptyNodeDiffs, r.EmptyNodeRSSMB = d.Seconds(), found, agent.peakRSSMB()
+	return nil
 }
 
 func measure(ctx context.Context, conns []*pgx.Conn, o options, r *Result) error {
@@ -202,8 +234,12 @@ func onePass(ctx context.Context, conns []*pgx.Conn) (time.Duration, error) {
 }
 
 func diff(ctx context.Context, conn *pgx.Conn) (time.Duration, int64, error) {
+	return diffNodes(ctx, conn, nil)
+}
+
+func diffNodes(ctx context.Context, conn *pgx.Conn, nodes []string) (time.Duration, int64, error) {
 	start := time.Now()
-	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableDiff, sqlapi.TableDiffArgs{TableName: "public.bench"})
+	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableDiff, sqlapi.TableDiffArgs{TableName: "public.bench", Nodes: nodes})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -284,6 +320,9 @@ func (a *agentProc) peakRSSMB() float64 {
 }
 
 func (a *agentProc) stop() {
+	if a.cmd.ProcessState != nil {
+		return
+	}
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	_ = a.cmd.Wait()
 }
@@ -304,6 +343,9 @@ func report(r Result, out string) error {
 	fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))
 	fmt.Printf("rows hashed per second:   %.0f\n", r.RowsPerSecond)
 	fmt.Printf("agent peak RSS:           %.1f MB\n", r.AgentPeakRSSMB)
+	if r.EmptyNodeDiffs > 0 {
+		fmt.Printf("full node vs empty node:  %.3fs, %d differing rows, agent peak RSS %.1f MB\n", r.EmptyNodeSeconds, r.EmptyNodeDiffs, r.EmptyNodeRSSMB)
+	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -151,6 +152,7 @@ func (n *Node) AgentConfig() agent.Config {
 		DSN: n.DSN, Node: n.Name, MaxTasks: 4, DiffWorkers: 2,
 		PollInterval: 200 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
 		StaleAfter: 5 * time.Second, ShutdownGrace: 5 * time.Second, ProgressInterval: 50 * time.Millisecond,
+		ReportDir: filepath.Join(os.TempDir(), "ace-agent-test-reports"),
 	}
 }
 

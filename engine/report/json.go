@@ -1,18 +1,13 @@
-package main
+package report
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/ace-agent/ace-agent/engine"
-	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
 // Indentation of the parts of an ACE diff file, as json.Encoder writes it with a two-space indent.
@@ -22,50 +17,38 @@ const (
 	indentRow  = "          "
 )
 
-// diffFile streams a table-diff's rows into ACE's diff-file format:
+// diffFile streams a diff's rows into ACE's diff-file format:
 //
 //	{"diffs": {"n1/n2": {"rows": {"n1": [row…], "n2": [row…]}}, …}, "summary": {…}}
 //
 // A row is listed under a node pair when the two nodes differ on it, in the list of each node
-// that has it. Each list is one pass over the stored rows in primary-key order, so memory does
-// not grow with the size of the diff.
+// that has it. Each list is one pass over the rows in primary-key order.
 type diffFile struct {
-	ctx  context.Context
-	w    io.Writer
-	q    sqlapi.Querier
-	id   uuid.UUID
+	out  errWriter
+	rows Rows
 	sum  *engine.DiffSummary
 	conv []valueConverter // per column of sum.Columns
 }
 
-// writeDiffFile writes the diff file and returns how many rows differ.
-func writeDiffFile(ctx context.Context, w io.Writer, q sqlapi.Querier, id uuid.UUID, s *engine.DiffSummary) (int, error) {
-	f := &diffFile{ctx: ctx, w: w, q: q, id: id, sum: s, conv: converters(s.ColumnTypes)}
-	rows, err := f.countRows()
-	if err != nil {
-		return 0, err
-	}
-	if err := f.write(); err != nil {
-		return 0, err
-	}
-	return rows, nil
+func writeJSON(w io.Writer, s *engine.DiffSummary, rows Rows) error {
+	f := &diffFile{out: errWriter{w: w}, rows: rows, sum: s, conv: converters(s.ColumnTypes)}
+	return f.write()
 }
 
 func (f *diffFile) write() error {
-	var out errWriter
-	out.w = f.w
+	out := &f.out
 	out.str("{\n  \"diffs\": {")
 	for i, pair := range nodePairs(f.sum.Nodes) {
 		if i > 0 {
 			out.str(",")
 		}
-		out.str("\n" + indentPair + jsonString(pair[0]+"/"+pair[1]) + ": {\n      \"rows\": {")
+		out.str("\n" + indentPair + jsonString(pairKey(pair)) + ": {\n      \"rows\": {")
 		for j, node := range pair {
 			if j > 0 {
 				out.str(",")
 			}
 			out.str("\n" + indentNode + jsonString(node) + ": [")
-			if err := f.writeList(&out, node, pair); err != nil {
+			if err := f.writeList(node, pair); err != nil {
 				return err
 			}
 		}
@@ -85,10 +68,11 @@ func (f *diffFile) write() error {
 }
 
 // writeList writes the rows node holds that differ between the pair's two nodes.
-func (f *diffFile) writeList(out *errWriter, node string, pair [2]string) error {
+func (f *diffFile) writeList(node string, pair [2]string) error {
+	out := &f.out
 	n := 0
-	err := sqlapi.ReadDiffRows(f.ctx, f.q, f.id, func(r engine.DiffRow) error {
-		if _, present := r.Versions[node]; !present || !pairDiffers(r, pair) {
+	err := f.rows(func(r engine.DiffRow) error {
+		if !has(r, node) || !pairDiffers(r, pair) {
 			return nil
 		}
 		row, err := f.rowObject(r, node)
@@ -113,18 +97,12 @@ func (f *diffFile) writeList(out *errWriter, node string, pair [2]string) error 
 	return nil
 }
 
-func (f *diffFile) countRows() (int, error) {
-	n := 0
-	err := sqlapi.ReadDiffRows(f.ctx, f.q, f.id, func(engine.DiffRow) error { n++; return nil })
-	return n, err
-}
-
 // rowObject renders node's version of the row as ACE does: the table's columns in order, then
 // "_spock_metadata_", indented for its place in the file.
 func (f *diffFile) rowObject(r engine.DiffRow, node string) ([]byte, error) {
-	var values map[string]json.RawMessage
-	if err := json.Unmarshal(r.Rows[node], &values); err != nil {
-		return nil, fmt.Errorf("decode the row %s of node %s: %w", r.PK, node, err)
+	values, err := rowValues(r, node)
+	if err != nil {
+		return nil, err
 	}
 	var b bytes.Buffer
 	b.WriteByte('{')
@@ -149,27 +127,6 @@ func (f *diffFile) rowObject(r engine.DiffRow, node string) ([]byte, error) {
 		return nil, fmt.Errorf("format the row %s of node %s: %w", r.PK, node, err)
 	}
 	return out.Bytes(), nil
-}
-
-// pairDiffers reports whether the pair's nodes differ on the row: one has it and the other not,
-// or both have different versions of it.
-func pairDiffers(r engine.DiffRow, pair [2]string) bool {
-	va, okA := r.Versions[pair[0]]
-	vb, okB := r.Versions[pair[1]]
-	return okA != okB || (okA && va != vb)
-}
-
-// nodePairs lists the pairs of nodes, each pair and the list sorted by name.
-func nodePairs(nodes []string) [][2]string {
-	sorted := append([]string(nil), nodes...)
-	sort.Strings(sorted)
-	var pairs [][2]string
-	for i, a := range sorted {
-		for _, b := range sorted[i+1:] {
-			pairs = append(pairs, [2]string{a, b})
-		}
-	}
-	return pairs
 }
 
 // aceMeta is ACE's "_spock_metadata_" of a row.
@@ -231,24 +188,4 @@ func aceSummaryOf(s *engine.DiffSummary) aceSummary {
 		out.PrimaryKey = []string{}
 	}
 	return out
-}
-
-// errWriter remembers the first write error, so a long sequence of writes checks it once.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) bytes(b []byte) {
-	if e.err == nil {
-		_, e.err = e.w.Write(b)
-	}
-}
-
-func (e *errWriter) str(s string) { e.bytes([]byte(s)) }
-
-// jsonString quotes s as a JSON string.
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }

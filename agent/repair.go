@@ -1,0 +1,221 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/google/uuid"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// tableRepair runs a table-repair task: it reads the diff the task refers to and has the engine
+// change the target nodes, recording every action in ace.repair_actions.
+func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
+	var args sqlapi.TableRepairArgs
+	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
+		return nil, fmt.Errorf("decode table-repair arguments: %w", err)
+	}
+	diff, err := a.diffSummary(ctx, args.DiffTask)
+	if err != nil {
+		return nil, err
+	}
+	targets := args.Nodes
+	if len(targets) == 0 {
+		targets = slices.DeleteFunc(slices.Clone(diff.Nodes), func(n string) bool { return n == args.SourceOfTruth })
+	}
+	nodes, err := a.openRepairNodes(ctx, targets)
+	if err != nil {
+		return nil, err
+	}
+	defer closeNodes(nodes)
+	sink, err := run.RepairActions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	progress, stop := a.progressReporter(ctx, run)
+	defer stop()
+	summary, err := engine.Repair(ctx, nodes, a.repairOptions(run, args, diff), sink, progress)
+	if err != nil {
+		return nil, err
+	}
+	if args.GenerateReport {
+		if summary.RepairReport, err = a.repairReport(ctx, run, args, summary); err != nil {
+			return nil, err
+		}
+	}
+	return summary, nil
+}
+
+func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) engine.RepairOptions {
+	return engine.RepairOptions{
+		ID:   run.Task.ID.String(),
+		Diff: diff,
+		Rows: func(ctx context.Context, fn func(engine.DiffRow) error) error {
+			return sqlapi.ReadDiffRowsWithKeys(ctx, a.pool, args.DiffTask, fn)
+		},
+		Role:           run.Task.SubmittedBy,
+		SourceOfTruth:  args.SourceOfTruth,
+		Strategy:       args.Strategy,
+		Targets:        args.Nodes,
+		DryRun:         args.DryRun,
+		UpsertOnly:     args.UpsertOnly,
+		InsertOnly:     args.InsertOnly,
+		Bidirectional:  args.Bidirectional,
+		FixNulls:       args.FixNulls,
+		FireTriggers:   args.FireTriggers,
+		Atomic:         args.Atomic,
+		CheckUnchanged: args.CheckUnchanged,
+	}
+}
+
+// repairReport renders the recorded actions as ACE's repair report.
+func (a *Agent) repairReport(ctx context.Context, run *sqlapi.Run, args sqlapi.TableRepairArgs, s *engine.RepairSummary) (json.RawMessage, error) {
+	actions, err := sqlapi.ReadRepairActions(ctx, a.pool, run.Task.ID)
+	if err != nil {
+		return nil, err
+	}
+	return engine.ACERepairReport(args.ReportArgs(run.Task.ID), s, actions)
+}
+
+// diffSummary reads the summary of the completed diff a repair or rerun refers to. The
+// submitter's right to see it was checked when the task was submitted.
+func (a *Agent) diffSummary(ctx context.Context, id uuid.UUID) (*engine.DiffSummary, error) {
+	t, err := sqlapi.GetTask(ctx, a.pool, id)
+	if err != nil {
+		return nil, fmt.Errorf("read diff task: %w", err)
+	}
+	if t.Status != sqlapi.StatusCompleted {
+		return nil, fmt.Errorf("diff task %s is %s, not COMPLETED", id, t.Status)
+	}
+	var s engine.DiffSummary
+	if err := json.Unmarshal(t.Result, &s); err != nil {
+		return nil, fmt.Errorf("decode the summary of diff task %s: %w", id, err)
+	}
+	return &s, nil
+}
+
+// openRepairNodes connects to the nodes a repair changes, without a role: the engine takes the
+// session settings that need the agent's own privileges first, and then switches to the
+// submitter's role in every transaction. Each repair holds one connection per node.
+func (a *Agent) openRepairNodes(ctx context.Context, names []string) ([]*engine.Node, error) {
+	conninfo, err := a.conninfos(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var nodes []*engine.Node
+	for _, name := range names {
+		ci, ok := conninfo[name]
+		if !ok {
+			closeNodes(nodes)
+			return nil, fmt.Errorf("node %s is not registered in ace.nodes any more", name)
+		}
+		n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: ci, MaxConns: 2})
+		if err != nil {
+			closeNodes(nodes)
+			return nil, err
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, nil
+}
+
+// conninfos maps every registered node to its connection string; the local node is reached
+// through ACE_DSN.
+func (a *Agent) conninfos(ctx context.Context) (map[string]string, error) {
+	registered, err := sqlapi.Nodes(ctx, a.pool)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, n := range registered {
+		out[n.Name] = n.ConnInfo
+	}
+	out[a.cfg.Node] = a.cfg.DSN
+	return out, nil
+}
+
+// tableRerun rechecks exactly the keys of a diff on the diff's nodes, and stores the keys that
+// still differ as a diff of its own.
+func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run) (any, error) {
+	var args sqlapi.TableRerunArgs
+	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
+		return nil, fmt.Errorf("decode table-rerun arguments: %w", err)
+	}
+	keys, err := a.diffKeys(ctx, args.DiffTask)
+	if err != nil {
+		return nil, err
+	}
+	if err := run.ResetResults(ctx); err != nil {
+		return nil, err
+	}
+	nodes, err := a.openNodes(ctx, run, args.Nodes, 6)
+	if err != nil {
+		return nil, err
+	}
+	defer closeNodes(nodes)
+	progress, stop := a.progressReporter(ctx, run)
+	defer stop()
+	s, err := engine.RecheckKeys(ctx, nodes, engine.RecheckOptions{
+		Table: args.TableName, Keys: keys, TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows,
+	}, run, progress)
+	if err != nil {
+		return nil, err
+	}
+	return rerunResult{DiffSummary: s, RerunOf: args.DiffTask, KeysRechecked: len(keys)}, nil
+}
+
+// rerunResult is a table-rerun's result: a diff summary, and which diff it rechecked.
+type rerunResult struct {
+	*engine.DiffSummary
+	RerunOf       uuid.UUID `json:"rerun_of"`
+	KeysRechecked int       `json:"keys_rechecked"`
+}
+
+// diffKeys reads the keys a diff found, as the engine takes them.
+func (a *Agent) diffKeys(ctx context.Context, id uuid.UUID) ([][]string, error) {
+	var keys [][]string
+	err := sqlapi.ReadDiffRowsWithKeys(ctx, a.pool, id, func(d engine.DiffRow) error {
+		k, err := engine.KeyFromJSON(d.PKSort)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the keys of diff task %s: %w", id, err)
+	}
+	return keys, nil
+}
+
+// diffImport stores an ACE diff file's rows as the result of a diff task, so a repair or a
+// rerun can refer to it.
+func (a *Agent) diffImport(ctx context.Context, run *sqlapi.Run) (any, error) {
+	var args sqlapi.DiffImportArgs
+	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
+		return nil, fmt.Errorf("decode diff-import arguments: %w", err)
+	}
+	if err := run.ResetResults(ctx); err != nil {
+		return nil, err
+	}
+	nodes, err := a.openNodes(ctx, run, []string{a.cfg.Node}, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer closeNodes(nodes)
+	s, err := engine.ImportACEDiff(ctx, nodes[0], args.Diff, run)
+	if err != nil {
+		return nil, err
+	}
+	return importResult{DiffSummary: s, ImportedFrom: args.FileName}, nil
+}
+
+// importResult is a diff-import's result: the file's summary in a diff's form.
+type importResult struct {
+	*engine.DiffSummary
+	ImportedFrom string `json:"imported_from,omitempty"`
+}

@@ -1,0 +1,258 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Actions a repair takes on a row of a node.
+const (
+	ActionInsert = "insert"
+	ActionUpdate = "update"
+	ActionDelete = "delete"
+	ActionSkip   = "skip"
+)
+
+// Reasons for leaving a row alone. The first group are differences a repair was asked to fix
+// and could not safely; the second are differences its mode leaves on purpose.
+const (
+	ReasonChangedSinceDiff    = "changed_since_diff"   // the node's row is no longer what the diff saw
+	ReasonCommitTSTie         = "commit_ts_tie"        // latest_commit: two versions committed at the same instant
+	ReasonMissingCommitTS     = "missing_commit_ts"    // latest_commit: a version has no commit timestamp
+	ReasonConflictingVersions = "conflicting_versions" // bidirectional: the nodes that have the row disagree
+	ReasonConflictingValues   = "conflicting_values"   // fix_nulls: the other nodes disagree on a NULL column's value
+
+	ReasonAlreadyInSync = "already_in_sync" // the node already holds what the repair would write
+	ReasonInsertOnly    = "insert_only"     // the mode never updates or deletes
+	ReasonUpsertOnly    = "upsert_only"     // the mode never deletes
+	ReasonBidirectional = "bidirectional"   // the mode only inserts missing rows
+	ReasonFixNulls      = "fix_nulls"       // the mode only fills NULLs of rows the node has
+)
+
+// unresolvedReasons are the skips that leave a difference the repair was meant to remove.
+var unresolvedReasons = map[string]bool{
+	ReasonChangedSinceDiff: true, ReasonCommitTSTie: true, ReasonMissingCommitTS: true,
+	ReasonConflictingVersions: true, ReasonConflictingValues: true,
+}
+
+// StrategyLatestCommit picks, for each key, the version with the latest commit timestamp.
+const StrategyLatestCommit = "latest_commit"
+
+// DefaultRepairOrigin is the replication origin repairs write under, so that logical
+// replication set up not to forward other origins' changes (pglogical's forward_origins = '{}')
+// does not echo them to the other nodes.
+const DefaultRepairOrigin = "ace_repair"
+
+// RepairAction is what a repair did, or would do, to one key on one node.
+type RepairAction struct {
+	Node    string          `json:"node"`
+	Action  string          `json:"action"` // ActionInsert, ActionUpdate, ActionDelete or ActionSkip
+	PK      json.RawMessage `json:"pk"`
+	PKSort  json.RawMessage `json:"pk_sort"`
+	Source  string          `json:"source,omitempty"` // the node whose version was copied
+	Before  json.RawMessage `json:"before"`           // the node's row before; null when absent
+	After   json.RawMessage `json:"after"`            // its row after (for a skip: what it would have been)
+	Reason  string          `json:"reason,omitempty"`
+	Applied bool            `json:"applied"` // committed on the node
+}
+
+// RepairSink records a repair's actions as they are decided, and learns which nodes committed.
+type RepairSink interface {
+	WriteRepairActions(ctx context.Context, actions []RepairAction) error
+	MarkApplied(ctx context.Context, node string) error
+}
+
+// DiffSource streams the stored rows of a diff, in key order, with DiffRow.PKSort set.
+type DiffSource func(ctx context.Context, fn func(DiffRow) error) error
+
+// RepairOptions are the inputs of Repair.
+type RepairOptions struct {
+	ID            string       // names the repair's prepared transactions (atomic)
+	Diff          *DiffSummary // the summary of the diff being repaired
+	Rows          DiffSource
+	Role          string   // SET LOCAL ROLE to this in every transaction; "" keeps the login role
+	SourceOfTruth string   // the node whose rows win; "" with Strategy, Bidirectional or FixNulls
+	Strategy      string   // "" or StrategyLatestCommit
+	Targets       []string // nodes to change; default every diff node but the source of truth
+	DryRun        bool
+	UpsertOnly    bool
+	InsertOnly    bool
+	Bidirectional bool
+	FixNulls      bool
+	FireTriggers  bool
+	Atomic        bool
+	// CheckUnchanged changes a row only if the node still holds what the diff saw there.
+	CheckUnchanged bool
+	Origin         string // replication origin; default DefaultRepairOrigin
+	BatchSize      int    // keys per statement; default 500
+}
+
+// Check rejects incompatible options with the reason, as the SQL validator does.
+func (o *RepairOptions) Check() error {
+	type combo struct {
+		a, b bool
+		msg  string
+	}
+	for _, c := range []combo{
+		{o.Bidirectional, o.UpsertOnly, "bidirectional and upsert_only"},
+		{o.Bidirectional, o.FixNulls, "bidirectional and fix_nulls"},
+		{o.FixNulls, o.InsertOnly, "fix_nulls and insert_only"},
+		{o.FixNulls, o.UpsertOnly, "fix_nulls and upsert_only"},
+		{o.InsertOnly, o.UpsertOnly, "insert_only and upsert_only"},
+		{o.Strategy != "" && o.SourceOfTruth != "", true, "strategy and source_of_truth"},
+		{o.Strategy != "", o.Bidirectional || o.FixNulls, "strategy and bidirectional or fix_nulls"},
+	} {
+		if c.a && c.b {
+			return fmt.Errorf("%s cannot be combined", c.msg)
+		}
+	}
+	if o.Strategy != "" && o.Strategy != StrategyLatestCommit {
+		return fmt.Errorf("unknown strategy %q: the only strategy is %s", o.Strategy, StrategyLatestCommit)
+	}
+	if o.SourceOfTruth == "" && o.Strategy == "" && !o.Bidirectional && !o.FixNulls {
+		return errors.New("a source of truth is required unless strategy, bidirectional or fix_nulls is given")
+	}
+	if o.Diff == nil || o.Rows == nil {
+		return errors.New("a repair needs the diff's summary and rows")
+	}
+	if o.SourceOfTruth != "" && !slices.Contains(o.Diff.Nodes, o.SourceOfTruth) {
+		return fmt.Errorf("source of truth %s is not one of the diff's nodes (%s)", o.SourceOfTruth, strings.Join(o.Diff.Nodes, ", "))
+	}
+	return nil
+}
+
+// Mode names what decides the rows a repair writes.
+func (o *RepairOptions) Mode() string {
+	switch {
+	case o.FixNulls:
+		return "fix_nulls"
+	case o.Bidirectional:
+		return "bidirectional"
+	case o.Strategy != "":
+		return o.Strategy
+	}
+	return "source_of_truth"
+}
+
+// Node repair outcomes.
+const (
+	NodeRepaired   = "repaired"    // committed (possibly with nothing to change)
+	NodeFailed     = "failed"      // its transaction failed and was rolled back
+	NodeRolledBack = "rolled_back" // atomic: rolled back because another node failed
+	NodePlanned    = "dry_run"     // dry run: nothing changed
+)
+
+// NodeRepair is the outcome of a repair on one node.
+type NodeRepair struct {
+	Status          string           `json:"status"`
+	Inserted        int64            `json:"inserted"`
+	Updated         int64            `json:"updated"`
+	Deleted         int64            `json:"deleted"`
+	Skipped         int64            `json:"skipped"`
+	SkippedByReason map[string]int64 `json:"skipped_by_reason,omitempty"`
+	Error           string           `json:"error,omitempty"`
+}
+
+// RepairSummary is a repair's outcome: the result of a table-repair task.
+type RepairSummary struct {
+	TableName        string                 `json:"table_name"`
+	Mode             string                 `json:"mode"`
+	SourceOfTruth    string                 `json:"source_of_truth,omitempty"`
+	DryRun           bool                   `json:"dry_run"`
+	Atomic           bool                   `json:"atomic"`
+	InsertOnly       bool                   `json:"insert_only"`
+	UpsertOnly       bool                   `json:"upsert_only"`
+	FireTriggers     bool                   `json:"fire_triggers"`
+	CheckUnchanged   bool                   `json:"check_unchanged"`
+	Nodes            map[string]*NodeRepair `json:"nodes"`
+	RepairedNodes    []string               `json:"repaired_nodes"`
+	FailedNodes      []string               `json:"failed_nodes"`
+	KeysChecked      int64                  `json:"keys_checked"`
+	Inserted         int64                  `json:"inserted"`
+	Updated          int64                  `json:"updated"`
+	Deleted          int64                  `json:"deleted"`
+	Skipped          int64                  `json:"skipped"`
+	SkippedByReason  map[string]int64       `json:"skipped_by_reason"`
+	Unresolved       int64                  `json:"unresolved"` // skips that leave a difference the repair was meant to remove
+	FullyRepaired    bool                   `json:"fully_repaired"`
+	StartTime        time.Time              `json:"start_time"`
+	EndTime          time.Time              `json:"end_time"`
+	TimeTaken        string                 `json:"time_taken"`
+	TimeTakenSeconds float64                `json:"time_taken_seconds"`
+	Warnings         []string               `json:"warnings,omitempty"`
+	RepairReport     json.RawMessage        `json:"repair_report,omitempty"` // ACE's report, with generate_report
+}
+
+// RepairError is a repair that failed on at least one node. Summary says what every node got.
+type RepairError struct {
+	Summary *RepairSummary
+}
+
+func (e *RepairError) Error() string {
+	s := e.Summary
+	var failed, others []string
+	for _, name := range sortedKeys(s.Nodes) {
+		n := s.Nodes[name]
+		switch n.Status {
+		case NodeFailed:
+			failed = append(failed, fmt.Sprintf("%s: %s", name, n.Error))
+		case NodeRepaired:
+			others = append(others, fmt.Sprintf("%s repaired (%d inserted, %d updated, %d deleted, %d skipped)",
+				name, n.Inserted, n.Updated, n.Deleted, n.Skipped))
+		default:
+			others = append(others, fmt.Sprintf("%s %s, unchanged", name, strings.ReplaceAll(n.Status, "_", " ")))
+		}
+	}
+	msg := fmt.Sprintf("repair of %s failed on %s", s.TableName, strings.Join(failed, "; "))
+	if s.Atomic {
+		msg = "atomic " + msg + "; every node was left unchanged"
+	}
+	if len(others) > 0 {
+		msg += "; " + strings.Join(others, "; ")
+	}
+	return msg
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Repair makes the target nodes agree as the options say, using the rows the diff stored. Each
+// target is changed in its own transaction (all of them or none with Atomic), and only where
+// its row is still what the diff saw (with CheckUnchanged). Every decision is sent to sink.
+// nodes are the target nodes. A failure on some node returns the summary and a *RepairError.
+func Repair(ctx context.Context, nodes []*Node, opts RepairOptions, sink RepairSink, progress ProgressFunc) (*RepairSummary, error) {
+	if err := opts.Check(); err != nil {
+		return nil, err
+	}
+	r, err := newRepairer(nodes, opts, sink, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close(ctx)
+	if err := r.prepare(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.run(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.finish(ctx); err != nil {
+		return nil, err
+	}
+	s := r.summary()
+	if len(s.FailedNodes) > 0 {
+		return s, &RepairError{Summary: s}
+	}
+	return s, nil
+}

@@ -1,0 +1,333 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// decided is a planned action after looking at the node's row as it is now.
+type decided struct {
+	RepairAction
+	key  []string
+	fill map[string]json.RawMessage
+}
+
+// applyBatch reads the batch's rows on the node (locking those it will change), decides each
+// action against what is there now, and applies them unless this is a dry run.
+func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []planned) ([]RepairAction, error) {
+	var out []RepairAction
+	var work []planned
+	for _, p := range plans {
+		if p.Action == ActionSkip {
+			p.Before = p.expect
+			if p.After == nil {
+				p.After = jsonNull
+			}
+			out = append(out, p.RepairAction)
+			continue
+		}
+		work = append(work, p)
+	}
+	if len(work) == 0 {
+		return out, nil
+	}
+	current, err := r.currentRows(ctx, s, work)
+	if err != nil {
+		return nil, err
+	}
+	var ops []decided
+	for _, p := range work {
+		d, err := r.decide(p, current[keyString(p.key)])
+		if err != nil {
+			return nil, err
+		}
+		if d.Action == ActionSkip || r.opts.DryRun {
+			out = append(out, d.RepairAction)
+			continue
+		}
+		ops = append(ops, d)
+	}
+	applied, err := r.apply(ctx, s, ops)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, applied...), nil
+}
+
+// currentRows reads the node's current version of the keys: locked (FOR UPDATE) where the repair
+// will update or delete, plain where it will insert (there is nothing to lock, and the role may
+// only be allowed to insert).
+func (r *repairer) currentRows(ctx context.Context, s *repairSession, work []planned) (map[string]json.RawMessage, error) {
+	var lockKeys, plainKeys [][]string
+	for _, p := range work {
+		if p.Action == ActionInsert {
+			plainKeys = append(plainKeys, p.key)
+		} else {
+			lockKeys = append(lockKeys, p.key)
+		}
+	}
+	out := map[string]json.RawMessage{}
+	for _, part := range []struct {
+		keys [][]string
+		lock bool
+	}{{lockKeys, !r.opts.DryRun}, {plainKeys, false}} {
+		if len(part.keys) == 0 {
+			continue
+		}
+		match, args := r.keys.matchKeys(part.keys)
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s`, r.keys.keyText(), jsonObjectExpr(r.table.Columns), r.table.Qualified(), match)
+		if part.lock {
+			sql += " FOR UPDATE"
+		}
+		if err := r.collect(ctx, s, sql, args, out); err != nil {
+			return nil, fmt.Errorf("read the rows to repair: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// collect runs a query returning key text columns and a row's JSON, into out by key.
+func (r *repairer) collect(ctx context.Context, s *repairSession, sql string, args []any, out map[string]json.RawMessage) error {
+	rows, err := s.conn.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	n := len(r.keys.cols)
+	for rows.Next() {
+		key := make([]string, n)
+		dest := make([]any, 0, n+1)
+		for i := range key {
+			dest = append(dest, &key[i])
+		}
+		var row []byte
+		if err := rows.Scan(append(dest, &row)...); err != nil {
+			return err
+		}
+		out[keyString(key)] = row
+	}
+	return rows.Err()
+}
+
+// decide turns a planned action into what to do given the node's row now (cur): nothing when the
+// node already holds the wanted row, a skip when the row moved on since the diff (and the check is
+// on), else the insert, update or delete that gets it there.
+func (r *repairer) decide(p planned, cur json.RawMessage) (decided, error) {
+	if cur == nil {
+		cur = jsonNull
+	}
+	d := decided{RepairAction: p.RepairAction, key: p.key, fill: p.fill}
+	d.Before = cur
+	want := p.After
+	if p.fill != nil {
+		if isNull(cur) {
+			return d.skipped(ReasonChangedSinceDiff, jsonNull), nil
+		}
+		merged, err := mergeFill(cur, p.fill)
+		if err != nil {
+			return d, fmt.Errorf("fill the row %s: %w", p.PK, err)
+		}
+		want = merged
+	} else if p.Action == ActionDelete {
+		want = jsonNull
+	}
+	d.After = want
+	switch {
+	case sameJSON(cur, want):
+		return d.skipped(ReasonAlreadyInSync, want), nil
+	case r.opts.CheckUnchanged && !sameJSON(cur, p.expect):
+		return d.skipped(ReasonChangedSinceDiff, want), nil
+	case p.fill != nil:
+		d.Action = ActionUpdate
+	case isNull(want):
+		d.Action = ActionDelete
+	case isNull(cur):
+		d.Action = ActionInsert
+	case r.opts.Bidirectional:
+		return d.skipped(ReasonBidirectional, want), nil
+	case r.opts.InsertOnly:
+		return d.skipped(ReasonInsertOnly, want), nil
+	default:
+		d.Action = ActionUpdate
+	}
+	return d, nil
+}
+
+func (d decided) skipped(reason string, after json.RawMessage) decided {
+	d.Action, d.Reason, d.After = ActionSkip, reason, after
+	d.fill = nil
+	return d
+}
+
+// apply runs the decided inserts, updates, fills and deletes on the node and returns them with
+// the rows as they are afterwards. A row a statement did not touch (it changed under the repair)
+// becomes a changed_since_diff skip.
+func (r *repairer) apply(ctx context.Context, s *repairSession, ops []decided) ([]RepairAction, error) {
+	groups := map[string][]decided{}
+	for _, d := range ops {
+		kind := d.Action
+		if d.fill != nil {
+			kind = "fill"
+		}
+		groups[kind] = append(groups[kind], d)
+	}
+	var out []RepairAction
+	for _, kind := range []string{ActionDelete, ActionUpdate, "fill", ActionInsert} {
+		group := groups[kind]
+		if len(group) == 0 {
+			continue
+		}
+		sql, args, err := r.statement(kind, group)
+		if err != nil {
+			return nil, err
+		}
+		after := map[string]json.RawMessage{}
+		if err := r.collect(ctx, s, sql, args, after); err != nil {
+			return nil, fmt.Errorf("%s %d rows: %w", strings.TrimSuffix(kind, "e")+"ing", len(group), err)
+		}
+		out = append(out, r.outcomes(kind, group, after)...)
+	}
+	return out, nil
+}
+
+func (r *repairer) outcomes(kind string, group []decided, after map[string]json.RawMessage) []RepairAction {
+	out := make([]RepairAction, 0, len(group))
+	for _, d := range group {
+		row, ok := after[keyString(d.key)]
+		switch {
+		case !ok:
+			d = d.skipped(ReasonChangedSinceDiff, d.After)
+		case kind == ActionDelete:
+			d.After = jsonNull
+		default:
+			d.After = row
+		}
+		out = append(out, d.RepairAction)
+	}
+	return out
+}
+
+// statement builds the SQL of one kind of change for a group of rows. Values travel as one jsonb
+// array and are cast column by column to the column's type, so every type takes its own text
+// form and a jsonb column is not mistaken for a JSON string.
+func (r *repairer) statement(kind string, group []decided) (string, []any, error) {
+	if kind == ActionDelete {
+		keys := make([][]string, len(group))
+		for i, d := range group {
+			keys[i] = d.key
+		}
+		match, args := r.keys.matchKeys(keys)
+		return fmt.Sprintf(`DELETE FROM %s WHERE %s RETURNING %s, %s`, r.table.Qualified(), match,
+			r.keys.keyText(), jsonObjectExpr(r.table.Columns)), args, nil
+	}
+	elems := make([]json.RawMessage, len(group))
+	for i, d := range group {
+		elems[i] = d.After
+		if d.fill != nil {
+			var err error
+			if elems[i], err = fillElement(d.PK, d.fill); err != nil {
+				return "", nil, err
+			}
+		}
+	}
+	arg, err := json.Marshal(elems)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode rows to write: %w", err)
+	}
+	returning := " RETURNING " + r.keys.keyText() + ", " + jsonObjectExpr(r.table.Columns)
+	switch kind {
+	case ActionInsert:
+		return r.insertSQL() + returning, []any{string(arg)}, nil
+	case ActionUpdate:
+		return r.updateSQL(false) + returning, []any{string(arg)}, nil
+	}
+	return r.updateSQL(true) + returning, []any{string(arg)}, nil
+}
+
+// Names inside repair statements that no table column can clash with.
+const (
+	elemAlias  = `"?ace_r?"`
+	elemColumn = `"?ace_v?"`
+	tableAlias = `"?ace_t?"`
+)
+
+// cast is the value of column c in the current jsonb element, as c's type.
+func cast(c Column) string {
+	return fmt.Sprintf("(%s->>%s)::%s", elemColumn, quoteLiteral(c.Name), c.Type)
+}
+
+func (r *repairer) insertSQL() string {
+	var cols, vals []string
+	for _, c := range r.writable {
+		cols = append(cols, ident(c.Name))
+		vals = append(vals, cast(c))
+	}
+	return fmt.Sprintf(`INSERT INTO %s AS %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM jsonb_array_elements($1::jsonb) AS %s(%s)
+		ON CONFLICT (%s) DO NOTHING`, r.table.Qualified(), tableAlias, strings.Join(cols, ", "), strings.Join(vals, ", "),
+		elemAlias, elemColumn, r.keys.keyColumnList())
+}
+
+// updateSQL sets every written column to the element's value, or with fill only fills the
+// columns the element names and only where they are still NULL.
+func (r *repairer) updateSQL(fill bool) string {
+	var sets []string
+	for _, c := range r.writable {
+		if c.PKPos > 0 {
+			continue
+		}
+		col := ident(c.Name)
+		if fill {
+			sets = append(sets, fmt.Sprintf("%s = CASE WHEN %s ? %s THEN coalesce(%s.%s, %s) ELSE %s.%s END",
+				col, elemColumn, quoteLiteral(c.Name), tableAlias, col, cast(c), tableAlias, col))
+		} else {
+			sets = append(sets, col+" = "+cast(c))
+		}
+	}
+	if len(sets) == 0 {
+		// Only key columns: nothing to change, but the statement still returns the rows.
+		sets = append(sets, ident(r.table.PK[0].Name)+" = "+tableAlias+"."+ident(r.table.PK[0].Name))
+	}
+	var lhs, rhs []string
+	for _, c := range r.table.PK {
+		lhs = append(lhs, tableAlias+"."+ident(c.Name))
+		rhs = append(rhs, cast(c))
+	}
+	return fmt.Sprintf(`UPDATE %s AS %s SET %s FROM jsonb_array_elements($1::jsonb) AS %s(%s) WHERE (%s) = (%s)`,
+		r.table.Qualified(), tableAlias, strings.Join(sets, ", "), elemAlias, elemColumn,
+		strings.Join(lhs, ", "), strings.Join(rhs, ", "))
+}
+
+// keyColumnList lists the key columns for ON CONFLICT.
+func (k keyOrder) keyColumnList() string {
+	names := make([]string, len(k.cols))
+	for i, c := range k.cols {
+		names[i] = ident(c.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// fillElement is a fix_nulls element: the key's columns and the values to fill.
+func fillElement(pk json.RawMessage, fill map[string]json.RawMessage) (json.RawMessage, error) {
+	fields, err := rowFields(pk)
+	if err != nil {
+		return nil, fmt.Errorf("decode key %s: %w", pk, err)
+	}
+	if fields == nil {
+		fields = map[string]json.RawMessage{}
+	}
+	for c, v := range fill {
+		fields[c] = v
+	}
+	return json.Marshal(fields)
+}
+
+// isCode reports whether err is a PostgreSQL error with the given SQLSTATE.
+func isCode(err error, code string) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == code
+}

@@ -1,0 +1,319 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// aceDiffFile is the diff-file format of pgEdge ACE (its table-diff's JSON output).
+type aceDiffFile struct {
+	Diffs   map[string]aceDiffPair `json:"diffs"`
+	Summary aceFileSummary         `json:"summary"`
+}
+
+type aceDiffPair struct {
+	Rows map[string][]json.RawMessage `json:"rows"`
+}
+
+type aceFileSummary struct {
+	Schema              string   `json:"schema"`
+	Table               string   `json:"table"`
+	TableFilter         string   `json:"table_filter"`
+	Nodes               []string `json:"nodes"`
+	BlockSize           int      `json:"block_size"`
+	CompareUnitSize     int      `json:"compare_unit_size"`
+	ConcurrencyFactor   float64  `json:"concurrency_factor"`
+	MaxDiffRows         int64    `json:"max_diff_rows"`
+	StartTime           string   `json:"start_time"`
+	EndTime             string   `json:"end_time"`
+	TimeTaken           string   `json:"time_taken"`
+	DiffRowLimitReached bool     `json:"diff_row_limit_reached"`
+	TotalRowsChecked    int64    `json:"total_rows_checked"`
+	InitialRangesCount  int      `json:"initial_ranges_count"`
+	PrimaryKey          []string `json:"primary_key"`
+}
+
+// aceMetaKey is the key of a row's commit metadata in ACE's diff files.
+const aceMetaKey = "_spock_metadata_"
+
+// importedKey gathers one key's versions from every list of the file.
+type importedKey struct {
+	rows    map[string]json.RawMessage // node -> the row as ACE wrote it, without metadata
+	meta    map[string]RowMeta
+	covered map[string]bool // nodes of the pairs that list this key
+}
+
+// ImportACEDiff reads an ACE diff file and streams its differing keys into sink as DiffRows,
+// with every value re-encoded by node n (where the table must exist) exactly as a table-diff
+// stores it, so a repair can compare them with the rows on the nodes. It returns the file's
+// summary in the form of a diff's.
+func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink) (*DiffSummary, error) {
+	var f aceDiffFile
+	dec := json.NewDecoder(bytes.NewReader(file))
+	dec.UseNumber()
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("read the ACE diff file: %w", err)
+	}
+	t, err := LoadTable(ctx, n, f.Summary.Schema, f.Summary.Table)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Equal(t.PKNames(), f.Summary.PrimaryKey) {
+		return nil, fmt.Errorf("the diff file's primary key (%s) is not the primary key of %s (%s)",
+			strings.Join(f.Summary.PrimaryKey, ", "), t.Display(), strings.Join(t.PKNames(), ", "))
+	}
+	keys, order, err := gatherKeys(&f, t)
+	if err != nil {
+		return nil, err
+	}
+	im := &importer{node: n, table: t, nodes: sortedCopy(f.Summary.Nodes), pairs: map[string]int64{}}
+	for start := 0; start < len(order); start += fetchBatch {
+		batch := order[start:min(start+fetchBatch, len(order))]
+		rows, err := im.diffRows(ctx, keys, batch)
+		if err != nil {
+			return nil, err
+		}
+		if err := sink.WriteDiffRows(ctx, rows); err != nil {
+			return nil, fmt.Errorf("store imported rows: %w", err)
+		}
+	}
+	return im.summary(&f, int64(len(order))), nil
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	sort.Strings(out)
+	return out
+}
+
+// gatherKeys collects every listed row by key (the key columns' JSON as ACE wrote them).
+func gatherKeys(f *aceDiffFile, t *Table) (map[string]*importedKey, []string, error) {
+	keys := map[string]*importedKey{}
+	var order []string
+	for _, pairName := range sortedKeys(f.Diffs) {
+		pair := strings.SplitN(pairName, "/", 2)
+		for _, node := range sortedKeys(f.Diffs[pairName].Rows) {
+			for i, raw := range f.Diffs[pairName].Rows[node] {
+				fields, meta, err := splitACERow(raw)
+				if err != nil {
+					return nil, nil, fmt.Errorf("row %d of node %s in pair %s: %w", i+1, node, pairName, err)
+				}
+				k, err := aceKey(fields, t)
+				if err != nil {
+					return nil, nil, fmt.Errorf("row %d of node %s in pair %s: %w", i+1, node, pairName, err)
+				}
+				ik := keys[k]
+				if ik == nil {
+					ik = &importedKey{rows: map[string]json.RawMessage{}, meta: map[string]RowMeta{}, covered: map[string]bool{}}
+					keys[k] = ik
+					order = append(order, k)
+				}
+				ik.rows[node], _ = json.Marshal(fields)
+				if meta != nil {
+					ik.meta[node] = *meta
+				}
+				for _, p := range pair {
+					ik.covered[p] = true
+				}
+			}
+		}
+	}
+	return keys, order, nil
+}
+
+// splitACERow separates a row's columns from its "_spock_metadata_".
+func splitACERow(raw json.RawMessage) (map[string]json.RawMessage, *RowMeta, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, nil, err
+	}
+	m, ok := fields[aceMetaKey]
+	delete(fields, aceMetaKey)
+	if !ok || isNull(m) {
+		return fields, nil, nil
+	}
+	var aceMeta struct {
+		CommitTS   *string `json:"commit_ts"`
+		NodeOrigin *string `json:"node_origin"`
+	}
+	if err := json.Unmarshal(m, &aceMeta); err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", aceMetaKey, err)
+	}
+	meta := &RowMeta{NodeOrigin: aceMeta.NodeOrigin}
+	if aceMeta.CommitTS != nil {
+		ts, err := time.Parse(time.RFC3339Nano, *aceMeta.CommitTS)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read commit_ts %q: %w", *aceMeta.CommitTS, err)
+		}
+		meta.CommitTS = &ts
+	}
+	return fields, meta, nil
+}
+
+func aceKey(fields map[string]json.RawMessage, t *Table) (string, error) {
+	parts := make([]string, len(t.PK))
+	for i, c := range t.PK {
+		v, ok := fields[c.Name]
+		if !ok || isNull(v) {
+			return "", fmt.Errorf("no value for key column %s", c.Name)
+		}
+		var b bytes.Buffer
+		if err := json.Compact(&b, v); err != nil {
+			return "", err
+		}
+		parts[i] = b.String()
+	}
+	return strings.Join(parts, "\x00"), nil
+}
+
+// importer turns gathered keys into DiffRows.
+type importer struct {
+	node      *Node
+	table     *Table
+	nodes     []string
+	pairs     map[string]int64
+	ambiguous int64
+}
+
+// normalized is one row re-encoded by PostgreSQL.
+type normalized struct {
+	pk, pkSort, row json.RawMessage
+}
+
+func (im *importer) diffRows(ctx context.Context, keys map[string]*importedKey, batch []string) ([]DiffRow, error) {
+	type ref struct{ key, node string }
+	var refs []ref
+	var elems []json.RawMessage
+	for _, k := range batch {
+		for _, n := range sortedKeys(keys[k].rows) {
+			refs = append(refs, ref{k, n})
+			elems = append(elems, keys[k].rows[n])
+		}
+	}
+	norm, err := im.normalize(ctx, elems)
+	if err != nil {
+		return nil, err
+	}
+	byKey := map[string]map[string]normalized{}
+	for i, rf := range refs {
+		if byKey[rf.key] == nil {
+			byKey[rf.key] = map[string]normalized{}
+		}
+		byKey[rf.key][rf.node] = norm[i]
+	}
+	out := make([]DiffRow, 0, len(batch))
+	for _, k := range batch {
+		out = append(out, im.diffRow(keys[k], byKey[k]))
+	}
+	return out, nil
+}
+
+// normalize casts each element's values to the table's column types on the node and renders
+// them as a table-diff does.
+func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]normalized, error) {
+	arg, err := json.Marshal(elems)
+	if err != nil {
+		return nil, fmt.Errorf("encode rows: %w", err)
+	}
+	casts := make([]string, len(im.table.Columns))
+	for i, c := range im.table.Columns {
+		casts[i] = cast(c) + " AS " + ident(c.Name)
+	}
+	sql := fmt.Sprintf(`SELECT %s, %s, %s FROM (SELECT "?ace_o?", %s FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS %s(%s, "?ace_o?")) s
+		ORDER BY "?ace_o?"`, jsonObjectExpr(im.table.PK), jsonArrayExpr(im.table.PK), jsonObjectExpr(im.table.Columns),
+		strings.Join(casts, ", "), elemAlias, elemColumn)
+	rows, err := im.node.Pool.Query(ctx, sql, string(arg))
+	if err != nil {
+		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
+	}
+	defer rows.Close()
+	out := make([]normalized, 0, len(elems))
+	for rows.Next() {
+		var n normalized
+		var pk, pkSort, row []byte
+		if err := rows.Scan(&pk, &pkSort, &row); err != nil {
+			return nil, fmt.Errorf("read normalised rows: %w", err)
+		}
+		n.pk, n.pkSort, n.row = pk, pkSort, row
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
+	}
+	return out, nil
+}
+
+// diffRow builds the stored form of one key: every node's row (null where the file shows the
+// node lacks it), versions by identical rows, and the commit metadata.
+func (im *importer) diffRow(k *importedKey, rows map[string]normalized) DiffRow {
+	d := DiffRow{Kind: KindModified, Rows: map[string]json.RawMessage{}, Versions: map[string]int{}}
+	versionOf := map[string]int{}
+	for _, n := range im.nodes {
+		row, ok := rows[n]
+		if !ok {
+			d.Kind = KindMissing
+			d.Rows[n] = jsonNull
+			if !k.covered[n] {
+				im.ambiguous++
+			}
+			continue
+		}
+		d.PK, d.PKSort, d.Rows[n] = row.pk, row.pkSort, row.row
+		v, seen := versionOf[string(row.row)]
+		if !seen {
+			v = len(versionOf) + 1
+			versionOf[string(row.row)] = v
+		}
+		d.Versions[n] = v
+		if m, ok := k.meta[n]; ok {
+			if d.Meta == nil {
+				d.Meta = map[string]RowMeta{}
+			}
+			d.Meta[n] = m
+		}
+	}
+	im.countPairs(d)
+	return d
+}
+
+func (im *importer) countPairs(d DiffRow) {
+	for i, a := range im.nodes {
+		for _, b := range im.nodes[i+1:] {
+			va, okA := d.Versions[a]
+			vb, okB := d.Versions[b]
+			if okA != okB || (okA && va != vb) {
+				im.pairs[pairKey(a, b)]++
+			}
+		}
+	}
+}
+
+func (im *importer) summary(f *aceDiffFile, keys int64) *DiffSummary {
+	s := f.Summary
+	out := &DiffSummary{
+		Schema: im.table.Schema, Table: im.table.Name, TableName: im.table.Display(), TableFilter: s.TableFilter,
+		Nodes: im.nodes, BlockSize: s.BlockSize, CompareUnitSize: s.CompareUnitSize, ConcurrencyFactor: s.ConcurrencyFactor,
+		MaxDiffRows: s.MaxDiffRows, TimeTaken: s.TimeTaken, DiffRowsCount: map[string]int64{},
+		DiffRowLimitReached: s.DiffRowLimitReached, TotalRowsChecked: s.TotalRowsChecked,
+		InitialRangesCount: s.InitialRangesCount, PrimaryKey: im.table.PKNames(), Columns: im.table.ColumnNames(),
+		ColumnTypes: im.table.ColumnTypes(), DifferingKeys: keys,
+	}
+	out.StartTime, _ = time.Parse(time.RFC3339, s.StartTime)
+	out.EndTime, _ = time.Parse(time.RFC3339, s.EndTime)
+	for i, a := range im.nodes {
+		for _, b := range im.nodes[i+1:] {
+			out.DiffRowsCount[pairKey(a, b)] = im.pairs[pairKey(a, b)]
+		}
+	}
+	if im.ambiguous > 0 {
+		out.Warnings = append(out.Warnings, fmt.Sprintf("for %d key/node combinations the file does not say what the node holds; "+
+			"they are taken as absent (a repair checks each row before changing it)", im.ambiguous))
+	}
+	return out
+}

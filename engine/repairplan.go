@@ -1,0 +1,260 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// planned is a repair's intention for one key on one node, before the node is looked at.
+type planned struct {
+	RepairAction                            // Action is what to do; After what the row should become
+	key          []string                   // the key as text values
+	expect       json.RawMessage            // what the diff saw on the node ("null": absent)
+	fill         map[string]json.RawMessage // fix_nulls: column -> value for columns that are NULL
+}
+
+// plan decides, for every target node, what to do with one differing key.
+func (r *repairer) plan(d DiffRow) ([]planned, error) {
+	key, err := KeyFromJSON(d.PKSort)
+	if err != nil {
+		return nil, err
+	}
+	var out []planned
+	switch {
+	case r.opts.FixNulls:
+		out, err = r.planFixNulls(d)
+	case r.opts.Bidirectional:
+		out = r.planBidirectional(d)
+	default:
+		out = r.planFromSource(d)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].key = key
+		out[i].PK, out[i].PKSort = d.PK, d.PKSort
+		out[i].expect = rowOf(d, out[i].Node)
+	}
+	return out, nil
+}
+
+func rowOf(d DiffRow, node string) json.RawMessage {
+	if raw, ok := d.Rows[node]; ok && !isNull(raw) {
+		return raw
+	}
+	return jsonNull
+}
+
+func present(d DiffRow, node string) bool {
+	_, ok := d.Versions[node]
+	return ok
+}
+
+func (r *repairer) skip(node, reason string) planned {
+	return planned{RepairAction: RepairAction{Node: node, Action: ActionSkip, Reason: reason}}
+}
+
+// planFromSource copies one node's version (the source of truth's, or the latest committed
+// one) to every target that differs from it.
+func (r *repairer) planFromSource(d DiffRow) []planned {
+	src, reason := r.opts.SourceOfTruth, ""
+	if r.opts.Strategy == StrategyLatestCommit {
+		src, reason = latestCommit(d)
+	}
+	var out []planned
+	for _, t := range r.targets {
+		if t == src || (src != "" && present(d, t) && present(d, src) && d.Versions[t] == d.Versions[src]) {
+			continue
+		}
+		if reason != "" {
+			out = append(out, r.skip(t, reason))
+			continue
+		}
+		if p, ok := r.copyAction(d, src, t); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// copyAction is what makes target t hold src's version of the row.
+func (r *repairer) copyAction(d DiffRow, src, t string) (planned, bool) {
+	srcHas, tHas := present(d, src), present(d, t)
+	p := planned{RepairAction: RepairAction{Node: t, Source: src, After: rowOf(d, src)}}
+	switch {
+	case !srcHas && !tHas:
+		return p, false
+	case !srcHas && r.opts.InsertOnly:
+		p.Action, p.Reason = ActionSkip, ReasonInsertOnly
+	case !srcHas && r.opts.UpsertOnly:
+		p.Action, p.Reason = ActionSkip, ReasonUpsertOnly
+	case !srcHas:
+		p.Action = ActionDelete
+	case !tHas:
+		p.Action = ActionInsert
+	case r.opts.InsertOnly:
+		p.Action, p.Reason = ActionSkip, ReasonInsertOnly
+	default:
+		p.Action = ActionUpdate
+	}
+	return p, true
+}
+
+// latestCommit picks the node whose version was committed last. A version without a commit
+// timestamp, or two different versions committed at the same instant, is an error for the key,
+// returned as a skip reason.
+func latestCommit(d DiffRow) (winner, reason string) {
+	var best time.Time
+	nodes := sortedKeys(d.Versions)
+	for _, n := range nodes {
+		m, ok := d.Meta[n]
+		if !ok || m.CommitTS == nil {
+			return "", ReasonMissingCommitTS
+		}
+		if winner == "" || m.CommitTS.After(best) {
+			winner, best = n, *m.CommitTS
+		}
+	}
+	for _, n := range nodes {
+		if d.Meta[n].CommitTS.Equal(best) && d.Versions[n] != d.Versions[winner] {
+			return "", ReasonCommitTSTie
+		}
+	}
+	return winner, ""
+}
+
+// planBidirectional inserts a missing row on every target from the nodes that have it, when
+// they agree (or the source of truth has it). Rows every node has are left as they are.
+func (r *repairer) planBidirectional(d DiffRow) []planned {
+	holders := sortedKeys(d.Versions)
+	versions := map[int]bool{}
+	for _, n := range holders {
+		versions[d.Versions[n]] = true
+	}
+	src := ""
+	switch {
+	case len(versions) == 1:
+		src = holders[0]
+	case r.opts.SourceOfTruth != "" && present(d, r.opts.SourceOfTruth):
+		src = r.opts.SourceOfTruth
+	}
+	var out []planned
+	for _, t := range r.targets {
+		switch {
+		case !present(d, t) && src != "":
+			out = append(out, planned{RepairAction: RepairAction{Node: t, Action: ActionInsert, Source: src, After: rowOf(d, src)}})
+		case !present(d, t):
+			out = append(out, r.skip(t, ReasonConflictingVersions))
+		case len(versions) > 1:
+			out = append(out, r.skip(t, ReasonBidirectional))
+		}
+	}
+	return out
+}
+
+// planFixNulls fills, on every target that has the row, the columns that are NULL there and
+// not NULL on another node: from the source of truth when it has a value, else from the other
+// nodes when they agree.
+func (r *repairer) planFixNulls(d DiffRow) ([]planned, error) {
+	rows := map[string]map[string]json.RawMessage{}
+	for _, n := range sortedKeys(d.Versions) {
+		f, err := rowFields(rowOf(d, n))
+		if err != nil {
+			return nil, fmt.Errorf("decode the row %s of node %s: %w", d.PK, n, err)
+		}
+		rows[n] = f
+	}
+	var out []planned
+	for _, t := range r.targets {
+		if rows[t] == nil {
+			if len(rows) > 0 {
+				out = append(out, r.skip(t, ReasonFixNulls))
+			}
+			continue
+		}
+		if p, ok := r.fillNulls(rows, t); ok {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (r *repairer) fillNulls(rows map[string]map[string]json.RawMessage, t string) (planned, bool) {
+	fill := map[string]json.RawMessage{}
+	conflict := false
+	for _, c := range r.writable {
+		if c.PKPos > 0 || !isNull(rows[t][c.Name]) {
+			continue
+		}
+		v, ok := r.fillValue(rows, t, c.Name)
+		if ok {
+			fill[c.Name] = v
+		}
+		conflict = conflict || (!ok && v != nil)
+	}
+	switch {
+	case len(fill) > 0:
+		p := planned{RepairAction: RepairAction{Node: t, Action: ActionUpdate, Source: fillSource(rows, t, fill)}, fill: fill}
+		if conflict {
+			p.Reason = ReasonConflictingValues
+		}
+		return p, true
+	case conflict:
+		return r.skip(t, ReasonConflictingValues), true
+	}
+	return planned{}, false
+}
+
+// fillValue is the value for column c of target t: the source of truth's if it has one, else
+// the one value the other nodes agree on. A nil value with false means nobody has one; a
+// non-nil value with false means they disagree.
+func (r *repairer) fillValue(rows map[string]map[string]json.RawMessage, t, c string) (json.RawMessage, bool) {
+	if sot := rows[r.opts.SourceOfTruth]; sot != nil && !isNull(sot[c]) {
+		return sot[c], true
+	}
+	var found json.RawMessage
+	for _, n := range sortedKeys(rows) {
+		v := rows[n][c]
+		if n == t || isNull(v) {
+			continue
+		}
+		if found != nil && !sameJSON(found, v) {
+			return found, false
+		}
+		found = v
+	}
+	return found, found != nil
+}
+
+// fillSource names a node that holds the filled values, for the report.
+func fillSource(rows map[string]map[string]json.RawMessage, t string, fill map[string]json.RawMessage) string {
+	for _, n := range sortedKeys(rows) {
+		if n == t {
+			continue
+		}
+		all := true
+		for c, v := range fill {
+			all = all && sameJSON(rows[n][c], v)
+		}
+		if all {
+			return n
+		}
+	}
+	return ""
+}
+
+// mergeFill returns row with the given columns set where they are NULL.
+func mergeFill(row json.RawMessage, fill map[string]json.RawMessage) (json.RawMessage, error) {
+	fields, err := rowFields(row)
+	if err != nil || fields == nil {
+		return row, err
+	}
+	for c, v := range fill {
+		if isNull(fields[c]) {
+			fields[c] = v
+		}
+	}
+	return json.Marshal(fields)
+}

@@ -1,0 +1,423 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/sourcegraph/conc/pool"
+)
+
+// finishTimeout bounds commits and rollbacks, which run even after the context ended.
+const finishTimeout = 30 * time.Second
+
+// repairer is one run of Repair.
+type repairer struct {
+	opts     RepairOptions
+	targets  []string
+	nodes    map[string]*Node
+	sink     RepairSink
+	progress ProgressFunc
+	start    time.Time
+
+	table    *Table
+	keys     keyOrder
+	writable []Column // columns a repair writes: all but generated ones
+	sessions map[string]*repairSession
+
+	mu       sync.Mutex
+	stats    map[string]*NodeRepair
+	keysDone int64
+	warnings []string
+}
+
+// repairSession is a target node's connection and open transaction.
+type repairSession struct {
+	node      *Node
+	conn      *pgxpool.Conn
+	inTx      bool
+	committed bool
+	failed    error
+}
+
+func newRepairer(nodes []*Node, opts RepairOptions, sink RepairSink, progress ProgressFunc) (*repairer, error) {
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	if opts.Origin == "" {
+		opts.Origin = DefaultRepairOrigin
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = 500
+	}
+	r := &repairer{opts: opts, nodes: map[string]*Node{}, sink: sink, progress: progress, start: time.Now(),
+		sessions: map[string]*repairSession{}, stats: map[string]*NodeRepair{}}
+	for _, n := range nodes {
+		r.nodes[n.Name] = n
+	}
+	r.targets = slices.Clone(opts.Targets)
+	if len(r.targets) == 0 {
+		for _, n := range opts.Diff.Nodes {
+			if n != opts.SourceOfTruth {
+				r.targets = append(r.targets, n)
+			}
+		}
+	}
+	slices.Sort(r.targets)
+	for _, t := range r.targets {
+		if r.nodes[t] == nil {
+			return nil, fmt.Errorf("no connection to target node %s", t)
+		}
+		if !slices.Contains(opts.Diff.Nodes, t) {
+			return nil, fmt.Errorf("node %s is not one of the diff's nodes (%s)", t, strings.Join(opts.Diff.Nodes, ", "))
+		}
+		r.stats[t] = &NodeRepair{SkippedByReason: map[string]int64{}}
+	}
+	return r, nil
+}
+
+// prepare checks that the table still has the diff's shape on every target, then opens a
+// transaction on each.
+func (r *repairer) prepare(ctx context.Context) error {
+	r.report("checking table")
+	if err := r.loadTable(ctx); err != nil {
+		return err
+	}
+	if r.opts.Atomic && !r.opts.DryRun {
+		if err := r.checkPrepared(ctx); err != nil {
+			return err
+		}
+	}
+	// One node after the other, in name order: two repairs waiting for each other's replication
+	// origin sessions always take them in the same order, so they cannot deadlock.
+	for _, t := range r.targets {
+		s, err := r.openSession(ctx, r.nodes[t])
+		if err != nil && r.opts.Atomic {
+			r.sessions[t] = &repairSession{node: r.nodes[t], failed: err}
+			return nil
+		}
+		if err != nil {
+			s = &repairSession{node: r.nodes[t], failed: err}
+		}
+		r.sessions[t] = s
+	}
+	return nil
+}
+
+func (r *repairer) loadTable(ctx context.Context) error {
+	schema, name := r.opts.Diff.Schema, r.opts.Diff.Table
+	tables := make([]*Table, len(r.targets))
+	for i, t := range r.targets {
+		tbl, err := LoadTable(ctx, r.nodes[t], schema, name)
+		if err != nil {
+			return err
+		}
+		if err := r.sameAsDiff(tbl, t); err != nil {
+			return err
+		}
+		tables[i] = tbl
+	}
+	r.table = tables[0]
+	r.keys = newKeyOrder(tables)
+	generated, err := generatedColumns(ctx, r.nodes[r.targets[0]], r.table)
+	if err != nil {
+		return err
+	}
+	for _, c := range r.table.Columns {
+		if !generated[c.Name] {
+			r.writable = append(r.writable, c)
+		}
+	}
+	return nil
+}
+
+// sameAsDiff checks that a node's table still has the columns, types and key the diff saw.
+func (r *repairer) sameAsDiff(t *Table, node string) error {
+	d := r.opts.Diff
+	if len(d.Columns) > 0 && (!slices.Equal(t.ColumnNames(), d.Columns) || (len(d.ColumnTypes) > 0 && !slices.Equal(t.ColumnTypes(), d.ColumnTypes))) {
+		return fmt.Errorf("table %s on node %s no longer has the columns the diff saw (now %s; diff: %s): diff it again",
+			t.Display(), node, strings.Join(t.ColumnNames(), ", "), strings.Join(d.Columns, ", "))
+	}
+	if len(d.PrimaryKey) > 0 && !slices.Equal(t.PKNames(), d.PrimaryKey) {
+		return fmt.Errorf("table %s on node %s has primary key (%s), the diff (%s): diff it again",
+			t.Display(), node, strings.Join(t.PKNames(), ", "), strings.Join(d.PrimaryKey, ", "))
+	}
+	return nil
+}
+
+func generatedColumns(ctx context.Context, n *Node, t *Table) (map[string]bool, error) {
+	rows, err := n.Pool.Query(ctx, `SELECT attname::text FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''`, t.Qualified())
+	if err != nil {
+		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.Display(), n.Name, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.Display(), n.Name, err)
+	}
+	out := map[string]bool{}
+	for _, name := range names {
+		out[name] = true
+	}
+	return out, nil
+}
+
+// checkPrepared makes sure every target can PREPARE TRANSACTION.
+func (r *repairer) checkPrepared(ctx context.Context) error {
+	for _, t := range r.targets {
+		var max int
+		if err := r.nodes[t].Pool.QueryRow(ctx, `SELECT current_setting('max_prepared_transactions')::int`).Scan(&max); err != nil {
+			return fmt.Errorf("node %s: read max_prepared_transactions: %w", t, err)
+		}
+		if max == 0 {
+			return fmt.Errorf("an atomic repair needs two-phase commit, but max_prepared_transactions is 0 on node %s: "+
+				"set it above 0 in postgresql.conf on every node and restart them, or repair without atomic", t)
+		}
+	}
+	return nil
+}
+
+// openSession takes a connection to the node, prepares it to write without echoing through
+// replication, and opens the repair's transaction on it as the submitting role.
+func (r *repairer) openSession(ctx context.Context, n *Node) (*repairSession, error) {
+	conn, err := n.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	s := &repairSession{node: n, conn: conn}
+	if err := r.beginSession(ctx, s); err != nil {
+		s.discard(ctx)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (r *repairer) beginSession(ctx context.Context, s *repairSession) error {
+	spock := false
+	if !r.opts.DryRun {
+		var err error
+		if spock, err = r.setupSession(ctx, s); err != nil {
+			return err
+		}
+	}
+	begin := "BEGIN"
+	if r.opts.DryRun {
+		begin = "BEGIN READ ONLY"
+	}
+	if _, err := s.conn.Exec(ctx, begin); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	s.inTx = true
+	if spock {
+		if _, err := s.conn.Exec(ctx, "SELECT spock.repair_mode(true)"); err != nil {
+			return fmt.Errorf("enter spock repair mode: %w", err)
+		}
+	}
+	if r.opts.Role != "" {
+		if _, err := s.conn.Exec(ctx, "SET LOCAL ROLE "+ident(r.opts.Role)); err != nil {
+			return fmt.Errorf("set role %s: %w", r.opts.Role, err)
+		}
+	}
+	return nil
+}
+
+// setupSession sets session_replication_role and the replication origin (both need the login
+// role's privileges, before the switch to the submitter), and reports whether Spock is here.
+func (r *repairer) setupSession(ctx context.Context, s *repairSession) (spock bool, err error) {
+	role := "replica"
+	if r.opts.FireTriggers {
+		role = "local"
+	}
+	if _, err := s.conn.Exec(ctx, "SET session_replication_role = "+role); err != nil {
+		return false, fmt.Errorf("set session_replication_role = %s (the agent's login role must be a superuser to repair): %w", role, err)
+	}
+	if err := r.setupOrigin(ctx, s); err != nil {
+		return false, err
+	}
+	if err := s.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'spock')`).Scan(&spock); err != nil {
+		return false, fmt.Errorf("look for spock: %w", err)
+	}
+	return spock, nil
+}
+
+// setupOrigin makes the session's writes carry the repair's replication origin. An origin
+// serves one session at a time, so a repair waits for another one on the same node.
+func (r *repairer) setupOrigin(ctx context.Context, s *repairSession) error {
+	_, err := s.conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, r.opts.Origin)
+	if err != nil && !isCode(err, "23505") {
+		return fmt.Errorf("create replication origin %s: %w", r.opts.Origin, err)
+	}
+	for {
+		_, err := s.conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, r.opts.Origin)
+		if err == nil || !isCode(err, "55006") {
+			if err != nil {
+				return fmt.Errorf("use replication origin %s: %w", r.opts.Origin, err)
+			}
+			return nil
+		}
+		r.report("waiting for another repair on node " + s.node.Name)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for replication origin %s: %w", r.opts.Origin, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// discard rolls back and closes the session's connection, so no session setting or origin
+// outlives the repair.
+func (s *repairSession) discard(ctx context.Context) {
+	if s.conn == nil {
+		return
+	}
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	if s.inTx {
+		_, _ = s.conn.Exec(endCtx, "ROLLBACK")
+		s.inTx = false
+	}
+	_ = s.conn.Hijack().Close(endCtx)
+	s.conn = nil
+}
+
+func (r *repairer) close(ctx context.Context) {
+	for _, s := range r.sessions {
+		s.discard(ctx)
+	}
+}
+
+// live lists the sessions still able to take changes.
+func (r *repairer) live() []*repairSession {
+	var out []*repairSession
+	for _, t := range r.targets {
+		if s := r.sessions[t]; s != nil && s.failed == nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// aborted reports whether an atomic repair already lost a node.
+func (r *repairer) aborted() bool {
+	return r.opts.Atomic && len(r.live()) < len(r.targets)
+}
+
+var errStopRows = errors.New("stop reading rows")
+
+// run reads the diff's rows in batches and applies each batch to every live target.
+func (r *repairer) run(ctx context.Context) error {
+	batch := make([]DiffRow, 0, r.opts.BatchSize)
+	flush := func() error {
+		err := r.processBatch(ctx, batch)
+		batch = batch[:0]
+		if err == nil && (r.aborted() || len(r.live()) == 0) {
+			return errStopRows
+		}
+		return err
+	}
+	if r.aborted() || len(r.live()) == 0 {
+		return nil
+	}
+	err := r.opts.Rows(ctx, func(d DiffRow) error {
+		batch = append(batch, d)
+		if len(batch) < r.opts.BatchSize {
+			return nil
+		}
+		return flush()
+	})
+	if err == nil && len(batch) > 0 {
+		err = flush()
+	}
+	if errors.Is(err, errStopRows) {
+		return nil
+	}
+	return err
+}
+
+// processBatch plans a batch, applies it on every live target at once, and records the actions.
+func (r *repairer) processBatch(ctx context.Context, batch []DiffRow) error {
+	perNode := map[string][]planned{}
+	for _, d := range batch {
+		plans, err := r.plan(d)
+		if err != nil {
+			return err
+		}
+		for _, p := range plans {
+			perNode[p.Node] = append(perNode[p.Node], p)
+		}
+	}
+	live := r.live()
+	results := make([][]RepairAction, len(live))
+	p := pool.New().WithContext(ctx)
+	for i, s := range live {
+		p.Go(func(ctx context.Context) error {
+			actions, err := r.applyBatch(ctx, s, perNode[s.node.Name])
+			if err != nil {
+				s.failed = err
+				return nil
+			}
+			results[i] = actions
+			return nil
+		})
+	}
+	_ = p.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var all []RepairAction
+	for i, s := range live {
+		if s.failed == nil {
+			all = append(all, results[i]...)
+		}
+	}
+	r.count(all)
+	if err := r.sink.WriteRepairActions(ctx, all); err != nil {
+		return fmt.Errorf("record repair actions: %w", err)
+	}
+	r.mu.Lock()
+	r.keysDone += int64(len(batch))
+	r.mu.Unlock()
+	r.report("repairing")
+	return nil
+}
+
+func (r *repairer) count(actions []RepairAction) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, a := range actions {
+		st := r.stats[a.Node]
+		switch a.Action {
+		case ActionInsert:
+			st.Inserted++
+		case ActionUpdate:
+			st.Updated++
+		case ActionDelete:
+			st.Deleted++
+		case ActionSkip:
+			st.Skipped++
+		}
+		if a.Reason != "" {
+			st.SkippedByReason[a.Reason]++
+		}
+	}
+}
+
+func (r *repairer) report(phase string) {
+	r.mu.Lock()
+	done := r.keysDone
+	r.mu.Unlock()
+	if phase == "repairing" {
+		verb := "repairing"
+		if r.opts.DryRun {
+			verb = "planning (dry run)"
+		}
+		phase = fmt.Sprintf("%s: %d of %d differing keys", verb, done, r.opts.Diff.DifferingKeys)
+	}
+	r.progress(Progress{Phase: phase})
+}

@@ -1,0 +1,210 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// ordered is a JSON object with its keys in the order they were written.
+type ordered struct {
+	keys   []string
+	values map[string]json.RawMessage
+}
+
+func decodeOrdered(t *testing.T, raw []byte) ordered {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	tok, err := dec.Token()
+	require.NoError(t, err)
+	require.Equal(t, json.Delim('{'), tok, "not an object: %s", raw)
+	o := ordered{values: map[string]json.RawMessage{}}
+	for dec.More() {
+		tok, err := dec.Token()
+		require.NoError(t, err)
+		key := tok.(string)
+		var v json.RawMessage
+		require.NoError(t, dec.Decode(&v))
+		o.keys = append(o.keys, key)
+		o.values[key] = v
+	}
+	return o
+}
+
+func (o ordered) object(t *testing.T, key string) ordered {
+	t.Helper()
+	require.Contains(t, o.values, key)
+	return decodeOrdered(t, o.values[key])
+}
+
+func (o ordered) list(t *testing.T, key string) []ordered {
+	t.Helper()
+	var raws []json.RawMessage
+	require.NoError(t, json.Unmarshal(o.values[key], &raws), "%s is not a list", key)
+	out := make([]ordered, len(raws))
+	for i, r := range raws {
+		out[i] = decodeOrdered(t, r)
+	}
+	return out
+}
+
+func (o ordered) value(t *testing.T, key string) any {
+	t.Helper()
+	var v any
+	require.NoError(t, json.Unmarshal(o.values[key], &v))
+	return v
+}
+
+func TestJSONDiffFile(t *testing.T) {
+	t.Parallel()
+	raw := render(t, "json")
+
+	// Laid out exactly as json.Encoder with a two-space indent writes it, as ACE does.
+	var compact, indented bytes.Buffer
+	require.NoError(t, json.Compact(&compact, raw))
+	require.NoError(t, json.Indent(&indented, compact.Bytes(), "", "  "))
+	require.Equal(t, indented.String()+"\n", string(raw))
+
+	file := decodeOrdered(t, raw)
+	require.Equal(t, []string{"diffs", "summary"}, file.keys)
+	diffs := file.object(t, "diffs")
+	require.Equal(t, []string{"n1/n2", "n1/n3", "n2/n3"}, diffs.keys)
+	type key struct {
+		Region string
+		ID     float64
+	}
+	want := map[string]map[string][]key{
+		"n1/n2": {"n1": {{"eu", 1}, {"eu", 3}, {"eu", 4}}, "n2": {{"eu", 1}, {"eu", 3}, {"eu", 4}, {"us", 5}}},
+		"n1/n3": {"n1": {{"eu", 2}, {"eu", 3}, {"eu", 4}}, "n3": {{"eu", 3}, {"eu", 4}}},
+		"n2/n3": {"n2": {{"eu", 1}, {"eu", 2}, {"us", 5}}, "n3": {{"eu", 1}}},
+	}
+	for pair, lists := range want {
+		p := diffs.object(t, pair)
+		require.Equal(t, []string{"rows"}, p.keys)
+		rows := p.object(t, "rows")
+		require.Equal(t, []string{pair[:2], pair[3:]}, rows.keys, pair)
+		for node, keys := range lists {
+			got := []key{}
+			for _, r := range rows.list(t, node) {
+				got = append(got, key{r.value(t, "region").(string), r.value(t, "id").(float64)})
+			}
+			require.Equal(t, keys, got, "%s list of %s", pair, node)
+		}
+	}
+
+	// n1's eu/1: the columns in table order with ACE's value forms, then the metadata.
+	r := diffs.object(t, "n1/n2").object(t, "rows").list(t, "n1")[0]
+	require.Equal(t, append(append([]string{}, testColumns...), "_spock_metadata_"), r.keys)
+	require.Equal(t, changedOld, r.value(t, "name"))
+	require.Equal(t, `"3000.50"`, string(r.values["amount"]), "numeric stays a string, scale kept")
+	require.Equal(t, "2024-01-02T03:04:05.5Z", r.value(t, "created"))
+	require.Equal(t, true, r.value(t, "flag"))
+	meta := r.object(t, "_spock_metadata_")
+	require.Equal(t, []string{"commit_ts", "node_origin"}, meta.keys)
+	require.Equal(t, "2025-07-22T12:00:00.123456Z", meta.value(t, "commit_ts"))
+	require.Equal(t, "local", meta.value(t, "node_origin"))
+	// NULL and '' stay apart; a row without metadata has nulls.
+	r = diffs.object(t, "n1/n2").object(t, "rows").list(t, "n1")[1]
+	require.Equal(t, "null", string(r.values["note"]))
+	require.Equal(t, `{"commit_ts":null,"node_origin":null}`, compactJSON(t, r.values["_spock_metadata_"]))
+	r = diffs.object(t, "n1/n2").object(t, "rows").list(t, "n2")[1]
+	require.Equal(t, `""`, string(r.values["note"]))
+	r = diffs.object(t, "n1/n2").object(t, "rows").list(t, "n1")[2]
+	require.Equal(t, markup, r.value(t, "note"))
+
+	// The summary has the keys of a diff file written by ACE 2.1.1, in its order.
+	sample, err := os.ReadFile("../../testdata/ace-diff-sample.json")
+	require.NoError(t, err)
+	sampleKeys := decodeOrdered(t, sample).object(t, "summary").keys
+	s := file.object(t, "summary")
+	require.Equal(t, withKeyAfter(sampleKeys, "table", "table_filter"), s.keys)
+	require.Equal(t, "id < 1000", s.value(t, "table_filter"))
+	require.Equal(t, map[string]any{"n1/n2": 4.0, "n1/n3": 3.0, "n2/n3": 3.0}, s.value(t, "diff_rows_count"))
+	require.Equal(t, "2025-07-22T12:03:51Z", s.value(t, "start_time"))
+	require.Equal(t, "1.92s", s.value(t, "time_taken"))
+	require.Equal(t, []any{"region", "id"}, s.value(t, "primary_key"))
+}
+
+// withKeyAfter inserts key after the key after in keys, unless it is there already.
+func withKeyAfter(keys []string, after, key string) []string {
+	var out []string
+	for _, k := range keys {
+		if k == key {
+			return keys
+		}
+		out = append(out, k)
+		if k == after {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+func compactJSON(t *testing.T, raw []byte) string {
+	t.Helper()
+	var b bytes.Buffer
+	require.NoError(t, json.Compact(&b, raw))
+	return b.String()
+}
+
+func TestJSONEmptyDiff(t *testing.T) {
+	t.Parallel()
+	s := testSummary()
+	s.Nodes = []string{"n2", "n1"}
+	s.DiffRowsCount, s.PrimaryKey = nil, nil
+	var b bytes.Buffer
+	require.NoError(t, writeJSON(&b, s, sliceRows(nil, nil)))
+	file := decodeOrdered(t, b.Bytes())
+	rows := file.object(t, "diffs").object(t, "n1/n2").object(t, "rows")
+	require.Equal(t, "[]", string(rows.values["n1"]))
+	require.Equal(t, "[]", string(rows.values["n2"]))
+	require.Equal(t, map[string]any{}, file.object(t, "summary").value(t, "diff_rows_count"))
+	require.Equal(t, []any{}, file.object(t, "summary").value(t, "primary_key"))
+}
+
+func TestConvertTime(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ typ, in, want string }{
+		{"timestamp with time zone", `"2024-01-02 03:04:05.123456+00"`, `"2024-01-02T03:04:05.123456Z"`},
+		{"timestamp with time zone", `"2024-01-02 03:04:05+05:30"`, `"2024-01-01T21:34:05Z"`},
+		{"timestamp(3) with time zone", `"2024-01-02 03:04:05.1-03"`, `"2024-01-02T06:04:05.1Z"`},
+		{"timestamp without time zone", `"2024-01-02 03:04:05"`, `"2024-01-02T03:04:05Z"`},
+		{"date", `"2024-01-02"`, `"2024-01-02T00:00:00Z"`},
+		{"date", `"infinity"`, `"infinity"`},
+		{"timestamp with time zone", `"-infinity"`, `"-infinity"`},
+		{"date", `"0044-03-15 BC"`, `"0044-03-15 BC"`},
+		{"date", `null`, `null`},
+		{"text", `"2024-01-02"`, `"2024-01-02"`},
+		{"numeric(12,2)", `"3000.00"`, `"3000.00"`},
+		{"bigint", `9007199254740993`, `9007199254740993`},
+	} {
+		require.Equal(t, c.want, string(converterFor(c.typ)(json.RawMessage(c.in))), "%s %s", c.typ, c.in)
+	}
+}
+
+func TestPairDiffersAndMeta(t *testing.T) {
+	t.Parallel()
+	// n1 and n3 hold the same version, n2 another, n4 none.
+	r := engine.DiffRow{Versions: map[string]int{"n1": 1, "n2": 2, "n3": 1}}
+	for pair, want := range map[[2]string]bool{
+		{"n1", "n2"}: true, {"n1", "n3"}: false, {"n2", "n3"}: true, {"n1", "n4"}: true, {"n4", "n5"}: false,
+	} {
+		require.Equal(t, want, pairDiffers(r, pair), "%v", pair)
+	}
+	require.Equal(t, [][2]string{{"a", "b"}, {"a", "c"}, {"b", "c"}}, nodePairs([]string{"c", "a", "b"}))
+
+	raw, err := json.Marshal(aceMetaOf(nil, "n1"))
+	require.NoError(t, err)
+	require.Equal(t, `{"commit_ts":null,"node_origin":null}`, string(raw))
+	ts := time.Date(2024, 1, 2, 3, 4, 5, 120000000, time.FixedZone("x", 3600))
+	origin := "n2"
+	raw, err = json.Marshal(aceMetaOf(map[string]engine.RowMeta{"n1": {CommitTS: &ts, NodeOrigin: &origin}}, "n1"))
+	require.NoError(t, err)
+	require.Equal(t, `{"commit_ts":"2024-01-02T02:04:05.12Z","node_origin":"n2"}`, string(raw))
+}

@@ -1,0 +1,70 @@
+package report
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+func TestFileName(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2025, 7, 22, 12, 3, 51, 0, time.FixedZone("x", 7200))
+	s := &engine.DiffSummary{Schema: "my.schema", Table: "a.b/c"}
+	require.Equal(t, "my_schema_a_b_c_diffs-20250722120351.json", FileName(s, "json", at))
+	require.Equal(t, "my_schema_a_b_c_diffs-20250722100351.html", FileName(s, "html", at.UTC()))
+	require.Equal(t, "public_t_diffs-20250722120351.csv", FileName(testSummary(), "csv", at))
+}
+
+func TestWriteErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var b bytes.Buffer
+	err := Write(ctx, &b, "xml", testSummary(), sliceRows(testRows(), nil))
+	require.EqualError(t, err, `unsupported report format "xml": use json, html, csv`)
+
+	s := testSummary()
+	s.ColumnTypes = s.ColumnTypes[1:]
+	require.ErrorContains(t, Write(ctx, &b, "json", s, sliceRows(nil, nil)), "does not list the table's columns")
+
+	boom := errors.New("boom")
+	failing := func(func(engine.DiffRow) error) error { return boom }
+	for _, f := range Formats {
+		require.ErrorIs(t, Write(ctx, &b, f, testSummary(), failing), boom, f)
+	}
+
+	// A cancelled context stops a pass.
+	cctx, cancel := context.WithCancel(ctx)
+	passes := 0
+	rows := func(fn func(engine.DiffRow) error) error {
+		cancel()
+		return sliceRows(testRows(), &passes)(fn)
+	}
+	for _, f := range Formats {
+		require.ErrorIs(t, Write(cctx, &b, f, testSummary(), rows), context.Canceled, f)
+	}
+
+	// A row that is not a JSON object.
+	bad := testRows()[:1]
+	bad[0].Rows["n1"] = []byte(`[1]`)
+	for _, f := range Formats {
+		require.ErrorContains(t, Write(ctx, &b, f, testSummary(), sliceRows(bad, nil)), "decode the row", f)
+	}
+}
+
+// TestPasses checks that every format streams: it reads the rows a fixed number of times,
+// whatever their number.
+func TestPasses(t *testing.T) {
+	t.Parallel()
+	for format, want := range map[string]int{"json": 6, "csv": 6, "html": 1 + 3*3} {
+		passes := 0
+		var b bytes.Buffer
+		require.NoError(t, Write(context.Background(), &b, format, testSummary(), sliceRows(testRows(), &passes)))
+		require.LessOrEqual(t, passes, want, format)
+	}
+}

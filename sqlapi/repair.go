@@ -1,0 +1,222 @@
+package sqlapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// Task types of repairs and of the diffs they act on.
+const (
+	TypeTableRepair TaskType = "table-repair"
+	TypeTableRerun  TaskType = "table-rerun"
+	TypeDiffImport  TaskType = "diff-import"
+)
+
+// TableRepairArgs are a table-repair task's arguments, named as the arguments of
+// ace.table_repair(...). The validator fills TableName, Nodes (the nodes to repair) and
+// DiffNodes from the diff, and every flag, so the agent always reads them all.
+type TableRepairArgs struct {
+	DiffTask       uuid.UUID `json:"diff_task"`
+	TableName      string    `json:"table_name,omitempty"`
+	SourceOfTruth  string    `json:"source_of_truth,omitempty"`
+	Strategy       string    `json:"strategy,omitempty"`
+	Nodes          []string  `json:"nodes,omitempty"`
+	DiffNodes      []string  `json:"diff_nodes,omitempty"`
+	DryRun         bool      `json:"dry_run"`
+	UpsertOnly     bool      `json:"upsert_only"`
+	InsertOnly     bool      `json:"insert_only"`
+	Bidirectional  bool      `json:"bidirectional"`
+	FixNulls       bool      `json:"fix_nulls"`
+	FireTriggers   bool      `json:"fire_triggers"`
+	GenerateReport bool      `json:"generate_report"`
+	Atomic         bool      `json:"atomic"`
+	CheckUnchanged bool      `json:"check_unchanged"`
+}
+
+// ReportArgs are the repair's arguments as its ACE repair report lists them.
+func (a TableRepairArgs) ReportArgs(id uuid.UUID) engine.ReportArgs {
+	return engine.ReportArgs{
+		TaskID: id.String(), DiffTask: a.DiffTask.String(), SourceOfTruth: a.SourceOfTruth, TableName: a.TableName,
+		DryRun: a.DryRun, InsertOnly: a.InsertOnly, UpsertOnly: a.UpsertOnly, FireTriggers: a.FireTriggers,
+		GenerateReport: a.GenerateReport, Bidirectional: a.Bidirectional, FixNulls: a.FixNulls,
+		Strategy: a.Strategy, Atomic: a.Atomic, CheckUnchanged: a.CheckUnchanged,
+	}
+}
+
+// TableRerunArgs are a table-rerun task's arguments; the validator fills all but DiffTask
+// from the diff.
+type TableRerunArgs struct {
+	DiffTask    uuid.UUID `json:"diff_task"`
+	TableName   string    `json:"table_name,omitempty"`
+	Nodes       []string  `json:"nodes,omitempty"`
+	TableFilter string    `json:"table_filter,omitempty"`
+	MaxDiffRows int64     `json:"max_diff_rows,omitempty"`
+}
+
+// DiffImportArgs are a diff-import task's arguments: an ACE diff file, as JSON.
+type DiffImportArgs struct {
+	Diff      json.RawMessage `json:"diff"`
+	FileName  string          `json:"file_name,omitempty"`
+	TableName string          `json:"table_name,omitempty"`
+	Nodes     []string        `json:"nodes,omitempty"`
+}
+
+// ReadDiffRowsWithKeys is ReadDiffRows with each row's PKSort filled in, which repairs and
+// rechecks need to address the rows.
+func ReadDiffRowsWithKeys(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
+	rows, err := q.Query(ctx, `SELECT pk, pk_sort, kind, rows, versions, meta FROM ace.diff_results
+		WHERE task_id = $1 ORDER BY pk_sort, row_no`, taskID)
+	if err != nil {
+		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var d engine.DiffRow
+		var pk, pkSort, rowsJSON, versions, meta []byte
+		if err := rows.Scan(&pk, &pkSort, &d.Kind, &rowsJSON, &versions, &meta); err != nil {
+			return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
+		}
+		d.PK, d.PKSort = pk, pkSort
+		if err := decodeDiffRow(&d, rowsJSON, versions, meta); err != nil {
+			return fmt.Errorf("decode a differing row of task %s: %w", taskID, err)
+		}
+		if err := fn(d); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
+	}
+	return nil
+}
+
+func decodeDiffRow(d *engine.DiffRow, rowsJSON, versions, meta []byte) error {
+	if err := json.Unmarshal(rowsJSON, &d.Rows); err != nil {
+		return err
+	}
+	if versions != nil {
+		if err := json.Unmarshal(versions, &d.Versions); err != nil {
+			return err
+		}
+	}
+	if meta != nil {
+		return json.Unmarshal(meta, &d.Meta)
+	}
+	return nil
+}
+
+// RepairActions records a repair's actions in ace.repair_actions. It implements
+// engine.RepairSink; every write is fenced by the run's claim.
+type RepairActions struct {
+	run   *Run
+	rowNo int64
+}
+
+// RepairActions returns the writer of this run's repair actions. Rows of earlier attempts are
+// kept (they may describe changes that were committed), so numbering continues after them.
+func (r *Run) RepairActions(ctx context.Context) (*RepairActions, error) {
+	w := &RepairActions{run: r}
+	err := r.withConn(func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT coalesce(max(row_no), 0) FROM ace.repair_actions WHERE task_id = $1`, r.Task.ID).Scan(&w.rowNo)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read earlier repair actions of task %s: %w", r.Task.ID, err)
+	}
+	return w, nil
+}
+
+// WriteRepairActions stores actions with COPY, as not applied.
+func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []engine.RepairAction) error {
+	if len(actions) == 0 {
+		return nil
+	}
+	r := w.run
+	data := make([][]any, len(actions))
+	for i, a := range actions {
+		w.rowNo++
+		data[i] = []any{r.Task.ID, w.rowNo, r.Task.Attempts, a.Node, a.Action, []byte(a.PK), []byte(a.PKSort),
+			nullString(a.Source), nullJSON(a.Before), nullJSON(a.After), nullString(a.Reason)}
+	}
+	return r.withConn(func(conn *pgx.Conn) error {
+		if err := r.checkClaim(ctx, conn); err != nil {
+			return err
+		}
+		_, err := conn.CopyFrom(ctx, pgx.Identifier{"ace", "repair_actions"},
+			[]string{"task_id", "row_no", "attempt", "node", "action", "pk", "pk_sort", "source", "before", "after", "reason"},
+			pgx.CopyFromRows(data))
+		if err != nil {
+			return fmt.Errorf("store %d repair actions of task %s: %w", len(actions), r.Task.ID, err)
+		}
+		return nil
+	})
+}
+
+// MarkApplied records that the changes this attempt made on node are committed.
+func (w *RepairActions) MarkApplied(ctx context.Context, node string) error {
+	r := w.run
+	return r.withConn(func(conn *pgx.Conn) error {
+		if err := r.checkClaim(ctx, conn); err != nil {
+			return err
+		}
+		_, err := conn.Exec(ctx, `UPDATE ace.repair_actions SET applied = true
+			WHERE task_id = $1 AND attempt = $2 AND node = $3 AND action <> 'skip'`, r.Task.ID, r.Task.Attempts, node)
+		if err != nil {
+			return fmt.Errorf("record the committed repair of node %s for task %s: %w", node, r.Task.ID, err)
+		}
+		return nil
+	})
+}
+
+// checkClaim fails with ErrLostClaim when the run's task is no longer this agent's.
+func (r *Run) checkClaim(ctx context.Context, conn *pgx.Conn) error {
+	var mine bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ace.tasks WHERE task_id = $1 AND claimed_by = $2
+		AND attempts = $3 AND status = 'RUNNING')`, r.Task.ID, r.agentID, r.Task.Attempts).Scan(&mine); err != nil {
+		return fmt.Errorf("check claim of task %s: %w", r.Task.ID, err)
+	}
+	if !mine {
+		return ErrLostClaim
+	}
+	return nil
+}
+
+// ReadRepairActions returns a repair's recorded actions, by node and key.
+func ReadRepairActions(ctx context.Context, q Querier, taskID uuid.UUID) ([]engine.RepairAction, error) {
+	rows, err := q.Query(ctx, `SELECT node, action, pk, pk_sort, coalesce(source, ''), before, after, coalesce(reason, ''), applied
+		FROM ace.repair_actions WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
+	if err != nil {
+		return nil, fmt.Errorf("read repair actions of task %s: %w", taskID, err)
+	}
+	actions, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (engine.RepairAction, error) {
+		var a engine.RepairAction
+		var pk, pkSort, before, after []byte
+		err := row.Scan(&a.Node, &a.Action, &pk, &pkSort, &a.Source, &before, &after, &a.Reason, &a.Applied)
+		a.PK, a.PKSort, a.Before, a.After = pk, pkSort, before, after
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read repair actions of task %s: %w", taskID, err)
+	}
+	return actions, nil
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// nullJSON stores an absent row as SQL NULL.
+func nullJSON(raw json.RawMessage) []byte {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
