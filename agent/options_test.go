@@ -145,7 +145,7 @@ func TestTableDiffWritesTheOutputReport(t *testing.T) {
 		require.True(t, strings.HasSuffix(s.ReportFile, "."+format), s.ReportFile)
 		raw, err := os.ReadFile(s.ReportFile)
 		require.NoError(t, err)
-		require.Contains(t, string(raw), "changed>", format)
+		require.Contains(t, string(raw), "changed", format)
 		require.NoError(t, os.Remove(s.ReportFile))
 	}
 }
