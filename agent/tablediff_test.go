@@ -187,3 +187,29 @@ func TestTableDiffFilterCannotWrite(t *testing.T) {
 		require.Equal(t, 100, count, "rows on %s", n.Name)
 	}
 }
+
+func TestTableDiffFilterCannotEscapeTheSubmittersRole(t *testing.T) {
+	t.Parallel()
+	e := setup(t, `CREATE TABLE fe (id int PRIMARY KEY, region text, at timestamptz DEFAULT '2030-01-01');
+		CREATE TABLE secret (v text);
+		CREATE FUNCTION public.becomes_superuser() RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN RESET ROLE; RETURN true; END $$;
+		CREATE FUNCTION public.harmless_sql(int) RETURNS boolean LANGUAGE sql AS 'SELECT $1 > 0';
+		CREATE OPERATOR public.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq)`)
+	e.ExecAll(`INSERT INTO fe SELECT g, 'eu' FROM generate_series(1, 10) g`)
+	refused := map[string]string{
+		`public.becomes_superuser()`:                           "not built in",
+		`public.harmless_sql(id)`:                              "not built in",
+		`id OPERATOR(public.===) 1`:                            "not built in",
+		`set_config('role', 'postgres', true) IS NOT NULL`:     "set_config()",
+		`query_to_xml('select 1', true, true, '') IS NOT NULL`: "query_to_xml()",
+		`id IN (SELECT length(v) FROM secret)`:                 "reads public.secret",
+		`pg_read_file('/etc/hostname') <> ''`:                  "pg_read_file()",
+	}
+	for filter, why := range refused {
+		_, task := e.diff(`'public.fe', table_filter => $1`, filter)
+		require.Equal(t, "FAILED", string(task.Status), filter)
+		require.Contains(t, *task.Error, why, filter)
+	}
+	_, rows := e.completedDiff(`'public.fe', table_filter => $1`, `region = 'eu' AND lower(region) LIKE 'e%' AND at > now() - interval '1 day' AND id = ANY(ARRAY[1, 2, 3]) AND coalesce(region, '') <> ''`)
+	require.Empty(t, rows)
+}

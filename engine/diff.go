@@ -218,7 +218,10 @@ func (d *differ) checkFilter(ctx context.Context) error {
 		return nil
 	}
 	sql := "SELECT 1 FROM " + d.table.Qualified() + " WHERE " + d.filter + " LIMIT 1"
-	for _, s := range d.sessions {
+	for i, s := range d.sessions {
+		if err := d.checkFilterIsSafe(ctx, i); err != nil {
+			return fmt.Errorf("table_filter %q refused on node %s: %w", d.opts.TableFilter, d.nodes[i].Name, d.explain(err))
+		}
 		err := s.read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql)
 			if err != nil {
