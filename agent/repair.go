@@ -55,7 +55,7 @@ func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff
 		ID:   run.Task.ID.String(),
 		Diff: diff,
 		Rows: func(ctx context.Context, fn func(engine.DiffRow) error) error {
-			return sqlapi.ReadDiffRowsWithKeys(ctx, a.pool, args.DiffTask, fn)
+			return sqlapi.ReadDiffRows(ctx, a.pool, args.DiffTask, fn)
 		},
 		Role:           run.Task.SubmittedBy,
 		SourceOfTruth:  args.SourceOfTruth,
@@ -178,7 +178,7 @@ type rerunResult struct {
 // diffKeys reads the keys a diff found, as the engine takes them.
 func (a *Agent) diffKeys(ctx context.Context, id uuid.UUID) ([][]string, error) {
 	var keys [][]string
-	err := sqlapi.ReadDiffRowsWithKeys(ctx, a.pool, id, func(d engine.DiffRow) error {
+	err := sqlapi.ReadDiffRows(ctx, a.pool, id, func(d engine.DiffRow) error {
 		k, err := engine.KeyFromJSON(d.PKSort)
 		if err != nil {
 			return err

@@ -67,35 +67,6 @@ type DiffImportArgs struct {
 	Nodes     []string        `json:"nodes,omitempty"`
 }
 
-// ReadDiffRowsWithKeys is ReadDiffRows with each row's PKSort filled in, which repairs and
-// rechecks need to address the rows.
-func ReadDiffRowsWithKeys(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
-	rows, err := q.Query(ctx, `SELECT pk, pk_sort, kind, rows, versions, meta FROM ace.diff_results
-		WHERE task_id = $1 ORDER BY pk_sort, row_no`, taskID)
-	if err != nil {
-		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var d engine.DiffRow
-		var pk, pkSort, rowsJSON, versions, meta []byte
-		if err := rows.Scan(&pk, &pkSort, &d.Kind, &rowsJSON, &versions, &meta); err != nil {
-			return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
-		}
-		d.PK, d.PKSort = pk, pkSort
-		if err := decodeDiffRow(&d, rowsJSON, versions, meta); err != nil {
-			return fmt.Errorf("decode a differing row of task %s: %w", taskID, err)
-		}
-		if err := fn(d); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
-	}
-	return nil
-}
-
 func decodeDiffRow(d *engine.DiffRow, rowsJSON, versions, meta []byte) error {
 	if err := json.Unmarshal(rowsJSON, &d.Rows); err != nil {
 		return err

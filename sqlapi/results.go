@@ -66,31 +66,28 @@ func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 
 // ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key.
 func ReadDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
-	rows, err := q.Query(ctx, `SELECT pk, kind, rows, versions, meta FROM ace.diff_results WHERE task_id = $1 ORDER BY pk_sort, row_no`, taskID)
+	rows, err := q.Query(ctx, `SELECT pk, pk_sort, kind, rows, versions, meta FROM ace.diff_results
+		WHERE task_id = $1 ORDER BY pk_sort, row_no`, taskID)
 	if err != nil {
 		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var d engine.DiffRow
-		var rowsJSON, versions, meta []byte
-		if err := rows.Scan(&d.PK, &d.Kind, &rowsJSON, &versions, &meta); err != nil {
+		var pk, pkSort, rowsJSON, versions, meta []byte
+		if err := rows.Scan(&pk, &pkSort, &d.Kind, &rowsJSON, &versions, &meta); err != nil {
 			return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
 		}
-		if err := json.Unmarshal(rowsJSON, &d.Rows); err != nil {
-			return fmt.Errorf("decode differing row of task %s: %w", taskID, err)
-		}
-		if err := json.Unmarshal(versions, &d.Versions); err != nil {
-			return fmt.Errorf("decode row versions of task %s: %w", taskID, err)
-		}
-		if meta != nil {
-			if err := json.Unmarshal(meta, &d.Meta); err != nil {
-				return fmt.Errorf("decode row metadata of task %s: %w", taskID, err)
-			}
+		d.PK, d.PKSort = pk, pkSort
+		if err := decodeDiffRow(&d, rowsJSON, versions, meta); err != nil {
+			return fmt.Errorf("decode a differing row of task %s: %w", taskID, err)
 		}
 		if err := fn(d); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
+	}
+	return nil
 }
