@@ -165,3 +165,12 @@ BEGIN
         RAISE WARNING '% task % %: %', t.task_type, task_id, t.status, t.error;
     END IF;
 END $$;
+
+-- Progress in one line; parts a task type does not report are left out.
+CREATE OR REPLACE FUNCTION ace.describe_progress(progress jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT concat_ws(', ', progress->>'phase',
+        CASE WHEN (progress->>'blocks_total')::bigint > 0 THEN format('%s/%s blocks', progress->>'blocks_done', progress->>'blocks_total') END,
+        CASE WHEN (progress->>'rows_hashed')::bigint > 0 THEN format('%s rows hashed', progress->>'rows_hashed') END,
+        CASE WHEN (progress->>'differing_keys')::bigint > 0 THEN format('%s differing row(s) so far', progress->>'differing_keys') END)
+$$;

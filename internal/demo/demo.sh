@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: three local PostgreSQL 15 nodes, the ace schema and an agent on each, drift planted
-# on purpose, and a DBA finding it from psql.
+# on purpose, and a DBA finding and repairing it from psql.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -110,6 +110,20 @@ echo "exit code: $? (0 = in sync, 1 = differences, 2 = error)"
 set -e
 show "ace-agent diff export $TASK -o $CLUSTER_DIR/orders_diffs.json"
 ACE_DSN="$(dsn n1)" $BIN diff export "$TASK" -o "$CLUSTER_DIR/orders_diffs.json"
+
+bold "Repairing from psql: n1 is the source of truth"
+show "CALL ace.run_table_repair('$TASK', source_of_truth => 'n1')"
+psql_on n1 -c "CALL ace.run_table_repair('$TASK', source_of_truth => 'n1')" -x
+REPAIR=$(psql_on n1 -At -c "SELECT task_id FROM ace.tasks WHERE task_type = 'table-repair' ORDER BY submitted_at DESC LIMIT 1")
+show "SELECT node, action, pk, reason FROM ace.repair_report('$REPAIR')"
+psql_on n1 -c "SELECT node, action, pk, reason FROM ace.repair_report('$REPAIR')"
+
+bold "Diffing again: the nodes converged"
+show "psql -c \"CALL ace.run_table_diff('public.orders')\""
+psql_on n1 -c "CALL ace.run_table_diff('public.orders')" -x | grep -v '^summary'
+show "ace-agent table-diff public.orders"
+ACE_DSN="$(dsn n1)" $BIN table-diff public.orders --quiet
+echo "exit code: $?"
 
 bold "Done"
 cat <<EOF
