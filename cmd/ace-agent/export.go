@@ -90,7 +90,7 @@ func runExport(cmd *cobra.Command, g *globals, o exportOpts, idArg string) error
 	if name == "-" {
 		name = "stdout"
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "diff written to %s (%d %s)\n", name, rows, plural(rows, "row", "rows"))
+	fmt.Fprintf(cmd.ErrOrStderr(), "diff written to %s (%d %s)\n", name, rows, report.Plural(rows, "row", "rows"))
 	return nil
 }
 

@@ -1,10 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
-	"encoding/json"
+	"github.com/ace-agent/ace-agent/internal/orderedjson"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,55 +17,6 @@ import (
 
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
-
-// ordered is a JSON object with its keys in the order they were written.
-type ordered struct {
-	keys   []string
-	values map[string]json.RawMessage
-}
-
-func decodeOrdered(t *testing.T, raw []byte) ordered {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
-	require.NoError(t, err)
-	require.Equal(t, json.Delim('{'), tok, "not an object: %s", raw)
-	o := ordered{values: map[string]json.RawMessage{}}
-	for dec.More() {
-		tok, err := dec.Token()
-		require.NoError(t, err)
-		key := tok.(string)
-		var v json.RawMessage
-		require.NoError(t, dec.Decode(&v))
-		o.keys = append(o.keys, key)
-		o.values[key] = v
-	}
-	return o
-}
-
-func (o ordered) object(t *testing.T, key string) ordered {
-	t.Helper()
-	require.Contains(t, o.values, key)
-	return decodeOrdered(t, o.values[key])
-}
-
-func (o ordered) list(t *testing.T, key string) []ordered {
-	t.Helper()
-	var raws []json.RawMessage
-	require.NoError(t, json.Unmarshal(o.values[key], &raws), "%s is not a list", key)
-	out := make([]ordered, len(raws))
-	for i, r := range raws {
-		out[i] = decodeOrdered(t, r)
-	}
-	return out
-}
-
-func (o ordered) value(t *testing.T, key string) any {
-	t.Helper()
-	var v any
-	require.NoError(t, json.Unmarshal(o.values[key], &v))
-	return v
-}
 
 var exportColumns = []string{"id", "name", "amount", "created", "ts", "day", "flag", "note"}
 
@@ -96,12 +46,12 @@ func TestDiffExport(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(dir, m[1]))
 	require.NoError(t, err)
 
-	file := decodeOrdered(t, raw)
-	require.Equal(t, []string{"diffs", "summary"}, file.keys)
-	checkExportedPairs(t, file.object(t, "diffs"))
-	checkExportedRow(t, file.object(t, "diffs").object(t, "n1/n2").object(t, "rows").list(t, "n1")[0])
-	checkExportedSummary(t, file.object(t, "summary"))
-	require.Equal(t, idsInDiffRows(t, n1, id), idsInExport(t, file.object(t, "diffs")))
+	file := orderedjson.Decode(t, raw)
+	require.Equal(t, []string{"diffs", "summary"}, file.Keys)
+	checkExportedPairs(t, file.Object(t, "diffs"))
+	checkExportedRow(t, file.Object(t, "diffs").Object(t, "n1/n2").Object(t, "rows").List(t, "n1")[0])
+	checkExportedSummary(t, file.Object(t, "summary"))
+	require.Equal(t, idsInDiffRows(t, n1, id), idsInExport(t, file.Object(t, "diffs")))
 
 	// The same document on stdout.
 	r = ace(t, n1.DSN, "diff", "export", id.String(), "-o", "-")
@@ -163,64 +113,64 @@ func checkExportedHTML(t *testing.T, n1 *testcluster.Node, id uuid.UUID) {
 
 // checkExportedPairs checks which node lists hold which rows: id 7 is missing on n3, and n2's
 // id 500 differs from n1's and n3's.
-func checkExportedPairs(t *testing.T, diffs ordered) {
+func checkExportedPairs(t *testing.T, diffs orderedjson.Object) {
 	t.Helper()
-	require.Equal(t, []string{"n1/n2", "n1/n3", "n2/n3"}, diffs.keys)
+	require.Equal(t, []string{"n1/n2", "n1/n3", "n2/n3"}, diffs.Keys)
 	want := map[string]map[string][]float64{
 		"n1/n2": {"n1": {500}, "n2": {500}},
 		"n1/n3": {"n1": {7}, "n3": {}},
 		"n2/n3": {"n2": {7, 500}, "n3": {500}},
 	}
 	for pair, lists := range want {
-		p := diffs.object(t, pair)
-		require.Equal(t, []string{"rows"}, p.keys)
-		rows := p.object(t, "rows")
-		require.Equal(t, []string{pair[:2], pair[3:]}, rows.keys, pair)
+		p := diffs.Object(t, pair)
+		require.Equal(t, []string{"rows"}, p.Keys)
+		rows := p.Object(t, "rows")
+		require.Equal(t, []string{pair[:2], pair[3:]}, rows.Keys, pair)
 		for node, ids := range lists {
 			got := []float64{}
-			for _, row := range rows.list(t, node) {
-				got = append(got, row.value(t, "id").(float64))
+			for _, row := range rows.List(t, node) {
+				got = append(got, row.Value(t, "id").(float64))
 			}
 			require.Equal(t, ids, got, "%s list of %s", pair, node)
 		}
 	}
-	require.Equal(t, "changed", diffs.object(t, "n1/n2").object(t, "rows").list(t, "n2")[0].value(t, "name"))
+	require.Equal(t, "changed", diffs.Object(t, "n1/n2").Object(t, "rows").List(t, "n2")[0].Value(t, "name"))
 }
 
 // checkExportedRow checks n1's row 500: columns in table order with ACE's value forms, then
 // the metadata.
-func checkExportedRow(t *testing.T, row ordered) {
+func checkExportedRow(t *testing.T, row orderedjson.Object) {
 	t.Helper()
-	require.Equal(t, append(append([]string{}, exportColumns...), "_spock_metadata_"), row.keys)
-	require.Equal(t, `500`, string(row.values["id"]))
-	require.Equal(t, "name 500", row.value(t, "name"))
-	require.Equal(t, "750.00", row.value(t, "amount"))
-	require.Equal(t, "2024-01-02T11:24:05.123456Z", row.value(t, "created"))
-	require.Equal(t, "2024-01-02T03:04:05.5Z", row.value(t, "ts"))
-	require.Equal(t, "2025-05-16T00:00:00Z", row.value(t, "day"))
-	require.Equal(t, true, row.value(t, "flag"))
-	require.Nil(t, row.value(t, "note"))
-	meta := row.object(t, "_spock_metadata_")
-	require.Equal(t, []string{"commit_ts", "node_origin"}, meta.keys)
-	ts, err := time.Parse(time.RFC3339Nano, meta.value(t, "commit_ts").(string))
+	require.Equal(t, append(append([]string{}, exportColumns...), "_spock_metadata_"), row.Keys)
+	require.Equal(t, `500`, string(row.Values["id"]))
+	require.Equal(t, "name 500", row.Value(t, "name"))
+	require.Equal(t, "750.00", row.Value(t, "amount"))
+	require.Equal(t, "2024-01-02T11:24:05.123456Z", row.Value(t, "created"))
+	require.Equal(t, "2024-01-02T03:04:05.5Z", row.Value(t, "ts"))
+	require.Equal(t, "2025-05-16T00:00:00Z", row.Value(t, "day"))
+	require.Equal(t, true, row.Value(t, "flag"))
+	require.Nil(t, row.Value(t, "note"))
+	meta := row.Object(t, "_spock_metadata_")
+	require.Equal(t, []string{"commit_ts", "node_origin"}, meta.Keys)
+	ts, err := time.Parse(time.RFC3339Nano, meta.Value(t, "commit_ts").(string))
 	require.NoError(t, err)
 	require.WithinDuration(t, time.Now(), ts, 10*time.Minute)
-	require.Equal(t, "local", meta.value(t, "node_origin"))
+	require.Equal(t, "local", meta.Value(t, "node_origin"))
 }
 
-func checkExportedSummary(t *testing.T, s ordered) {
+func checkExportedSummary(t *testing.T, s orderedjson.Object) {
 	t.Helper()
 	// The summary keys, in order, of a diff file written by ACE 2.1.1 itself.
 	sample, err := os.ReadFile("../../testdata/ace-diff-sample.json")
 	require.NoError(t, err)
-	require.Equal(t, decodeOrdered(t, sample).object(t, "summary").keys, s.keys)
-	require.Equal(t, "public", s.value(t, "schema"))
-	require.Equal(t, "t", s.value(t, "table"))
-	require.Equal(t, []any{"n1", "n2", "n3"}, s.value(t, "nodes"))
-	require.Equal(t, map[string]any{"n1/n2": 1.0, "n1/n3": 1.0, "n2/n3": 2.0}, s.value(t, "diff_rows_count"))
-	require.Equal(t, 1000.0, s.value(t, "total_rows_checked"))
-	require.Equal(t, []any{"id"}, s.value(t, "primary_key"))
-	_, err = time.Parse(time.RFC3339, s.value(t, "start_time").(string))
+	require.Equal(t, orderedjson.Decode(t, sample).Object(t, "summary").Keys, s.Keys)
+	require.Equal(t, "public", s.Value(t, "schema"))
+	require.Equal(t, "t", s.Value(t, "table"))
+	require.Equal(t, []any{"n1", "n2", "n3"}, s.Value(t, "nodes"))
+	require.Equal(t, map[string]any{"n1/n2": 1.0, "n1/n3": 1.0, "n2/n3": 2.0}, s.Value(t, "diff_rows_count"))
+	require.Equal(t, 1000.0, s.Value(t, "total_rows_checked"))
+	require.Equal(t, []any{"id"}, s.Value(t, "primary_key"))
+	_, err = time.Parse(time.RFC3339, s.Value(t, "start_time").(string))
 	require.NoError(t, err)
 }
 
@@ -238,14 +188,14 @@ func idsInDiffRows(t *testing.T, n *testcluster.Node, id uuid.UUID) []float64 {
 	return ids
 }
 
-func idsInExport(t *testing.T, diffs ordered) []float64 {
+func idsInExport(t *testing.T, diffs orderedjson.Object) []float64 {
 	t.Helper()
 	seen := map[float64]bool{}
-	for _, pair := range diffs.keys {
-		rows := diffs.object(t, pair).object(t, "rows")
-		for _, node := range rows.keys {
-			for _, row := range rows.list(t, node) {
-				seen[row.value(t, "id").(float64)] = true
+	for _, pair := range diffs.Keys {
+		rows := diffs.Object(t, pair).Object(t, "rows")
+		for _, node := range rows.Keys {
+			for _, row := range rows.List(t, node) {
+				seen[row.Value(t, "id").(float64)] = true
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/report"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -79,10 +80,10 @@ func formatProgress(p engine.Progress) string {
 		parts[0] += fmt.Sprintf(" %s %d/%d blocks", bar(p.BlocksDone, p.BlocksTotal, 10), p.BlocksDone, p.BlocksTotal)
 	}
 	if p.RowsHashed > 0 {
-		parts = append(parts, groupDigits(p.RowsHashed)+" rows hashed")
+		parts = append(parts, report.GroupDigits(p.RowsHashed)+" rows hashed")
 	}
 	if p.DifferingKeys > 0 {
-		parts = append(parts, groupDigits(p.DifferingKeys)+" differing")
+		parts = append(parts, report.GroupDigits(p.DifferingKeys)+" differing")
 	}
 	return strings.Join(parts, ", ")
 }

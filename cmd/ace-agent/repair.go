@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/report"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -216,7 +217,7 @@ func printRepair(w io.Writer, id uuid.UUID, s *engine.RepairSummary) {
 			n.Inserted, verb, n.Updated, verb, n.Deleted, verb, n.Skipped, reasons(n.SkippedByReason))
 	}
 	if s.Unresolved > 0 {
-		fmt.Fprintf(w, "%d %s left unrepaired; run a new diff after looking at them\n", s.Unresolved, plural(s.Unresolved, "row was", "rows were"))
+		fmt.Fprintf(w, "%d %s left unrepaired; run a new diff after looking at them\n", s.Unresolved, report.Plural(s.Unresolved, "row was", "rows were"))
 	}
 	fmt.Fprintf(w, "see what each node got with: SELECT * FROM ace.repair_report('%s');\n", id)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/report"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -42,7 +43,7 @@ func reportDiff(stdout, stderr io.Writer, t sqlapi.Task, asJSON bool) error {
 func printVerdict(w io.Writer, id string, s *engine.DiffSummary) {
 	if s.InSync() {
 		fmt.Fprintf(w, "✔ TABLES MATCH: %s on %s (%s rows checked in %s)\n", s.TableName, strings.Join(s.Nodes, ", "),
-			groupDigits(s.TotalRowsChecked), roundSeconds(s.TimeTakenSeconds))
+			report.GroupDigits(s.TotalRowsChecked), roundSeconds(s.TimeTakenSeconds))
 		return
 	}
 	fmt.Fprintf(w, "✘ TABLES DO NOT MATCH: %s\n", s.TableName)
@@ -54,7 +55,7 @@ func printVerdict(w io.Writer, id string, s *engine.DiffSummary) {
 	}
 	sort.Strings(pairs)
 	for _, pair := range pairs {
-		fmt.Fprintf(w, "  %s: %s differing %s\n", pair, groupDigits(s.DiffRowsCount[pair]), plural(s.DiffRowsCount[pair], "row", "rows"))
+		fmt.Fprintf(w, "  %s: %s differing %s\n", pair, report.GroupDigits(s.DiffRowsCount[pair]), report.Plural(s.DiffRowsCount[pair], "row", "rows"))
 	}
 	if s.DiffRowLimitReached {
 		fmt.Fprintf(w, "  (max_diff_rows %d reached: more rows may differ)\n", s.MaxDiffRows)
@@ -81,29 +82,4 @@ func roundSeconds(secs float64) string {
 		return d.Round(100 * time.Millisecond).String()
 	}
 	return d.Round(time.Millisecond).String()
-}
-
-// groupDigits writes n with thousands separators: 1234567 -> 1,234,567.
-func groupDigits(n int64) string {
-	s := fmt.Sprint(n)
-	neg := strings.HasPrefix(s, "-")
-	s = strings.TrimPrefix(s, "-")
-	var b strings.Builder
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	if neg {
-		return "-" + b.String()
-	}
-	return b.String()
-}
-
-func plural(n int64, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }

@@ -137,29 +137,29 @@ func (h *htmlReport) summaryView(pairs [][2]string, counts []pairCounts) summary
 	s := h.sum
 	v := summaryView{Title: s.Schema + "." + s.Table, Warnings: s.Warnings}
 	if s.DifferingKeys > 0 {
-		v.Differing = fmt.Sprintf("%s differing %s.", groupDigits(s.DifferingKeys), plural(s.DifferingKeys, "row", "rows"))
+		v.Differing = fmt.Sprintf("%s differing %s.", GroupDigits(s.DifferingKeys), Plural(s.DifferingKeys, "row", "rows"))
 	}
 	add := func(label, value string) { v.Items = append(v.Items, summaryItem{Label: label, Value: value}) }
 	add("Table", s.Schema+"."+s.Table)
 	add("Nodes", strings.Join(s.Nodes, ", "))
 	add("Primary key", strings.Join(s.PrimaryKey, ", "))
-	checked := groupDigits(s.TotalRowsChecked)
+	checked := GroupDigits(s.TotalRowsChecked)
 	if len(s.RowsPerNode) > 0 {
 		var per []string
 		for _, n := range sortedKeys(s.RowsPerNode) {
-			per = append(per, n+": "+groupDigits(s.RowsPerNode[n]))
+			per = append(per, n+": "+GroupDigits(s.RowsPerNode[n]))
 		}
 		checked += " (" + strings.Join(per, ", ") + ")"
 	}
 	add("Rows checked", checked)
-	add("Differing rows", groupDigits(s.DifferingKeys))
+	add("Differing rows", GroupDigits(s.DifferingKeys))
 	if s.DiffRowLimitReached {
 		v.Items = append(v.Items, summaryItem{Label: "Stopped early", Class: "alert",
-			Value: fmt.Sprintf("yes: max_diff_rows (%s) reached; more rows may differ", groupDigits(s.MaxDiffRows))})
+			Value: fmt.Sprintf("yes: max_diff_rows (%s) reached; more rows may differ", GroupDigits(s.MaxDiffRows))})
 	}
 	if s.RecheckAfter != "" {
 		v.Items = append(v.Items, summaryItem{Label: "Transient differences", Class: "alert",
-			Value: fmt.Sprintf("transient_diffs: %s (gone when rechecked after %s: replication in flight)", groupDigits(s.TransientDiffs), s.RecheckAfter)})
+			Value: fmt.Sprintf("transient_diffs: %s (gone when rechecked after %s: replication in flight)", GroupDigits(s.TransientDiffs), s.RecheckAfter)})
 	}
 	add("Time taken", s.TimeTaken)
 	add("Started", formatTime(s.StartTime))
@@ -168,10 +168,10 @@ func (h *htmlReport) summaryView(pairs [][2]string, counts []pairCounts) summary
 		add("Filter", s.TableFilter)
 	}
 	if s.BlockSize > 0 {
-		add("Block size", groupDigits(int64(s.BlockSize)))
+		add("Block size", GroupDigits(int64(s.BlockSize)))
 	}
 	if s.MaxDiffRows > 0 {
-		add("Max diff rows", groupDigits(s.MaxDiffRows))
+		add("Max diff rows", GroupDigits(s.MaxDiffRows))
 	}
 	if s.AgainstOrigin != "" {
 		origin := s.AgainstOrigin
@@ -184,7 +184,7 @@ func (h *htmlReport) summaryView(pairs [][2]string, counts []pairCounts) summary
 		add("Until", formatTime(*s.Until))
 	}
 	for i, p := range pairs {
-		v.Pairs = append(v.Pairs, pairSummary{Key: pairKey(p), Anchor: pairAnchor(i), Count: groupDigits(counts[i].total())})
+		v.Pairs = append(v.Pairs, pairSummary{Key: pairKey(p), Anchor: pairAnchor(i), Count: GroupDigits(counts[i].total())})
 	}
 	return v
 }
@@ -210,12 +210,12 @@ type moreView struct {
 func (h *htmlReport) writePair(i int, pair [2]string, c pairCounts) error {
 	total := c.total()
 	if err := h.exec("pair-start", pairView{A: pair[0], B: pair[1], Anchor: pairAnchor(i),
-		Count: groupDigits(total) + " " + plural(total, "row", "rows"), Total: total}); err != nil {
+		Count: GroupDigits(total) + " " + Plural(total, "row", "rows"), Total: total}); err != nil {
 		return err
 	}
 	shown := share(h.limit, []int64{c.mismatch, c.missing[0], c.missing[1]})
 	if c.mismatch > 0 {
-		if err := h.exec("heading", headingView{Level: 3, Text: "Value differences", Count: groupDigits(c.mismatch)}); err != nil {
+		if err := h.exec("heading", headingView{Level: 3, Text: "Value differences", Count: GroupDigits(c.mismatch)}); err != nil {
 			return err
 		}
 		if err := h.writeKeys(pair, c.mismatch, shown[0], func(r engine.DiffRow) bool {
@@ -225,7 +225,7 @@ func (h *htmlReport) writePair(i int, pair [2]string, c pairCounts) error {
 		}
 	}
 	if m := c.missing[0] + c.missing[1]; m > 0 {
-		if err := h.exec("heading", headingView{Level: 3, Text: "Missing rows", Count: groupDigits(m)}); err != nil {
+		if err := h.exec("heading", headingView{Level: 3, Text: "Missing rows", Count: GroupDigits(m)}); err != nil {
 			return err
 		}
 		for j, node := range pair {
@@ -233,7 +233,7 @@ func (h *htmlReport) writePair(i int, pair [2]string, c pairCounts) error {
 				continue
 			}
 			other := pair[1-j]
-			if err := h.exec("heading", headingView{Level: 4, Text: "Missing on " + node, Count: groupDigits(c.missing[j])}); err != nil {
+			if err := h.exec("heading", headingView{Level: 4, Text: "Missing on " + node, Count: GroupDigits(c.missing[j])}); err != nil {
 				return err
 			}
 			if err := h.writeKeys(pair, c.missing[j], shown[1+j], func(r engine.DiffRow) bool {
@@ -252,7 +252,7 @@ var errEnough = errors.New("enough rows")
 // writeKeys writes a table of the first show rows that match, of total.
 func (h *htmlReport) writeKeys(pair [2]string, total, show int64, match func(engine.DiffRow) bool) error {
 	if show == 0 {
-		return h.exec("more", moreView{Shown: "0", Total: groupDigits(total), Hidden: groupDigits(total), Limit: groupDigits(h.limit)})
+		return h.exec("more", moreView{Shown: "0", Total: GroupDigits(total), Hidden: GroupDigits(total), Limit: GroupDigits(h.limit)})
 	}
 	if err := h.exec("table-start", h.cols); err != nil {
 		return err
@@ -279,8 +279,8 @@ func (h *htmlReport) writeKeys(pair [2]string, total, show int64, match func(eng
 		return err
 	}
 	if n < total {
-		return h.exec("more", moreView{Shown: groupDigits(n), Total: groupDigits(total),
-			Hidden: groupDigits(total - n), Limit: groupDigits(h.limit)})
+		return h.exec("more", moreView{Shown: GroupDigits(n), Total: GroupDigits(total),
+			Hidden: GroupDigits(total - n), Limit: GroupDigits(h.limit)})
 	}
 	return nil
 }
@@ -451,8 +451,8 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05.000 UTC")
 }
 
-// groupDigits writes n with thousands separators: 1234567 → 1,234,567.
-func groupDigits(n int64) string {
+// GroupDigits writes n with thousands separators: 1234567 → 1,234,567.
+func GroupDigits(n int64) string {
 	s := strconv.FormatInt(n, 10)
 	neg := strings.HasPrefix(s, "-")
 	s = strings.TrimPrefix(s, "-")
@@ -469,7 +469,8 @@ func groupDigits(n int64) string {
 	return b.String()
 }
 
-func plural(n int64, one, many string) string {
+// Plural picks the word for a count of n.
+func Plural(n int64, one, many string) string {
 	if n == 1 {
 		return one
 	}

@@ -3,63 +3,15 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/ace-agent/ace-agent/engine"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/internal/orderedjson"
 )
-
-// ordered is a JSON object with its keys in the order they were written.
-type ordered struct {
-	keys   []string
-	values map[string]json.RawMessage
-}
-
-func decodeOrdered(t *testing.T, raw []byte) ordered {
-	t.Helper()
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
-	require.NoError(t, err)
-	require.Equal(t, json.Delim('{'), tok, "not an object: %s", raw)
-	o := ordered{values: map[string]json.RawMessage{}}
-	for dec.More() {
-		tok, err := dec.Token()
-		require.NoError(t, err)
-		key := tok.(string)
-		var v json.RawMessage
-		require.NoError(t, dec.Decode(&v))
-		o.keys = append(o.keys, key)
-		o.values[key] = v
-	}
-	return o
-}
-
-func (o ordered) object(t *testing.T, key string) ordered {
-	t.Helper()
-	require.Contains(t, o.values, key)
-	return decodeOrdered(t, o.values[key])
-}
-
-func (o ordered) list(t *testing.T, key string) []ordered {
-	t.Helper()
-	var raws []json.RawMessage
-	require.NoError(t, json.Unmarshal(o.values[key], &raws), "%s is not a list", key)
-	out := make([]ordered, len(raws))
-	for i, r := range raws {
-		out[i] = decodeOrdered(t, r)
-	}
-	return out
-}
-
-func (o ordered) value(t *testing.T, key string) any {
-	t.Helper()
-	var v any
-	require.NoError(t, json.Unmarshal(o.values[key], &v))
-	return v
-}
 
 func TestJSONDiffFile(t *testing.T) {
 	t.Parallel()
@@ -71,10 +23,10 @@ func TestJSONDiffFile(t *testing.T) {
 	require.NoError(t, json.Indent(&indented, compact.Bytes(), "", "  "))
 	require.Equal(t, indented.String()+"\n", string(raw))
 
-	file := decodeOrdered(t, raw)
-	require.Equal(t, []string{"diffs", "summary"}, file.keys)
-	diffs := file.object(t, "diffs")
-	require.Equal(t, []string{"n1/n2", "n1/n3", "n2/n3"}, diffs.keys)
+	file := orderedjson.Decode(t, raw)
+	require.Equal(t, []string{"diffs", "summary"}, file.Keys)
+	diffs := file.Object(t, "diffs")
+	require.Equal(t, []string{"n1/n2", "n1/n3", "n2/n3"}, diffs.Keys)
 	type key struct {
 		Region string
 		ID     float64
@@ -85,50 +37,50 @@ func TestJSONDiffFile(t *testing.T) {
 		"n2/n3": {"n2": {{"eu", 1}, {"eu", 2}, {"us", 5}}, "n3": {{"eu", 1}}},
 	}
 	for pair, lists := range want {
-		p := diffs.object(t, pair)
-		require.Equal(t, []string{"rows"}, p.keys)
-		rows := p.object(t, "rows")
-		require.Equal(t, []string{pair[:2], pair[3:]}, rows.keys, pair)
+		p := diffs.Object(t, pair)
+		require.Equal(t, []string{"rows"}, p.Keys)
+		rows := p.Object(t, "rows")
+		require.Equal(t, []string{pair[:2], pair[3:]}, rows.Keys, pair)
 		for node, keys := range lists {
 			got := []key{}
-			for _, r := range rows.list(t, node) {
-				got = append(got, key{r.value(t, "region").(string), r.value(t, "id").(float64)})
+			for _, r := range rows.List(t, node) {
+				got = append(got, key{r.Value(t, "region").(string), r.Value(t, "id").(float64)})
 			}
 			require.Equal(t, keys, got, "%s list of %s", pair, node)
 		}
 	}
 
 	// n1's eu/1: the columns in table order with ACE's value forms, then the metadata.
-	r := diffs.object(t, "n1/n2").object(t, "rows").list(t, "n1")[0]
-	require.Equal(t, append(append([]string{}, testColumns...), "_spock_metadata_"), r.keys)
-	require.Equal(t, changedOld, r.value(t, "name"))
-	require.Equal(t, `"3000.50"`, string(r.values["amount"]), "numeric stays a string, scale kept")
-	require.Equal(t, "2024-01-02T03:04:05.5Z", r.value(t, "created"))
-	require.Equal(t, true, r.value(t, "flag"))
-	meta := r.object(t, "_spock_metadata_")
-	require.Equal(t, []string{"commit_ts", "node_origin"}, meta.keys)
-	require.Equal(t, "2025-07-22T12:00:00.123456Z", meta.value(t, "commit_ts"))
-	require.Equal(t, "local", meta.value(t, "node_origin"))
+	r := diffs.Object(t, "n1/n2").Object(t, "rows").List(t, "n1")[0]
+	require.Equal(t, append(append([]string{}, testColumns...), "_spock_metadata_"), r.Keys)
+	require.Equal(t, changedOld, r.Value(t, "name"))
+	require.Equal(t, `"3000.50"`, string(r.Values["amount"]), "numeric stays a string, scale kept")
+	require.Equal(t, "2024-01-02T03:04:05.5Z", r.Value(t, "created"))
+	require.Equal(t, true, r.Value(t, "flag"))
+	meta := r.Object(t, "_spock_metadata_")
+	require.Equal(t, []string{"commit_ts", "node_origin"}, meta.Keys)
+	require.Equal(t, "2025-07-22T12:00:00.123456Z", meta.Value(t, "commit_ts"))
+	require.Equal(t, "local", meta.Value(t, "node_origin"))
 	// NULL and '' stay apart; a row without metadata has nulls.
-	r = diffs.object(t, "n1/n2").object(t, "rows").list(t, "n1")[1]
-	require.Equal(t, "null", string(r.values["note"]))
-	require.Equal(t, `{"commit_ts":null,"node_origin":null}`, compactJSON(t, r.values["_spock_metadata_"]))
-	r = diffs.object(t, "n1/n2").object(t, "rows").list(t, "n2")[1]
-	require.Equal(t, `""`, string(r.values["note"]))
-	r = diffs.object(t, "n1/n2").object(t, "rows").list(t, "n1")[2]
-	require.Equal(t, markup, r.value(t, "note"))
+	r = diffs.Object(t, "n1/n2").Object(t, "rows").List(t, "n1")[1]
+	require.Equal(t, "null", string(r.Values["note"]))
+	require.Equal(t, `{"commit_ts":null,"node_origin":null}`, compactJSON(t, r.Values["_spock_metadata_"]))
+	r = diffs.Object(t, "n1/n2").Object(t, "rows").List(t, "n2")[1]
+	require.Equal(t, `""`, string(r.Values["note"]))
+	r = diffs.Object(t, "n1/n2").Object(t, "rows").List(t, "n1")[2]
+	require.Equal(t, markup, r.Value(t, "note"))
 
 	// The summary has the keys of a diff file written by ACE 2.1.1, in its order.
 	sample, err := os.ReadFile("../../testdata/ace-diff-sample.json")
 	require.NoError(t, err)
-	sampleKeys := decodeOrdered(t, sample).object(t, "summary").keys
-	s := file.object(t, "summary")
-	require.Equal(t, withKeyAfter(sampleKeys, "table", "table_filter"), s.keys)
-	require.Equal(t, "id < 1000", s.value(t, "table_filter"))
-	require.Equal(t, map[string]any{"n1/n2": 4.0, "n1/n3": 3.0, "n2/n3": 3.0}, s.value(t, "diff_rows_count"))
-	require.Equal(t, "2025-07-22T12:03:51Z", s.value(t, "start_time"))
-	require.Equal(t, "1.92s", s.value(t, "time_taken"))
-	require.Equal(t, []any{"region", "id"}, s.value(t, "primary_key"))
+	sampleKeys := orderedjson.Decode(t, sample).Object(t, "summary").Keys
+	s := file.Object(t, "summary")
+	require.Equal(t, withKeyAfter(sampleKeys, "table", "table_filter"), s.Keys)
+	require.Equal(t, "id < 1000", s.Value(t, "table_filter"))
+	require.Equal(t, map[string]any{"n1/n2": 4.0, "n1/n3": 3.0, "n2/n3": 3.0}, s.Value(t, "diff_rows_count"))
+	require.Equal(t, "2025-07-22T12:03:51Z", s.Value(t, "start_time"))
+	require.Equal(t, "1.92s", s.Value(t, "time_taken"))
+	require.Equal(t, []any{"region", "id"}, s.Value(t, "primary_key"))
 }
 
 // withKeyAfter inserts key after the key after in keys, unless it is there already.
@@ -160,12 +112,12 @@ func TestJSONEmptyDiff(t *testing.T) {
 	s.DiffRowsCount, s.PrimaryKey = nil, nil
 	var b bytes.Buffer
 	require.NoError(t, writeJSON(&b, s, sliceRows(nil, nil)))
-	file := decodeOrdered(t, b.Bytes())
-	rows := file.object(t, "diffs").object(t, "n1/n2").object(t, "rows")
-	require.Equal(t, "[]", string(rows.values["n1"]))
-	require.Equal(t, "[]", string(rows.values["n2"]))
-	require.Equal(t, map[string]any{}, file.object(t, "summary").value(t, "diff_rows_count"))
-	require.Equal(t, []any{}, file.object(t, "summary").value(t, "primary_key"))
+	file := orderedjson.Decode(t, b.Bytes())
+	rows := file.Object(t, "diffs").Object(t, "n1/n2").Object(t, "rows")
+	require.Equal(t, "[]", string(rows.Values["n1"]))
+	require.Equal(t, "[]", string(rows.Values["n2"]))
+	require.Equal(t, map[string]any{}, file.Object(t, "summary").Value(t, "diff_rows_count"))
+	require.Equal(t, []any{}, file.Object(t, "summary").Value(t, "primary_key"))
 }
 
 func TestConvertTime(t *testing.T) {
