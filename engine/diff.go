@@ -16,9 +16,11 @@ import (
 	"github.com/sourcegraph/conc/pool"
 )
 
-// Defaults for a table-diff's tuning options.
+// Defaults for a table-diff's tuning options. A block is hashed by one query per node; a table
+// that fits one block is read by one sequential scan with no range predicate, measured to cost
+// about a third less than ten index range scans of 100,000 rows each (ACE's default size).
 const (
-	DefaultBlockSize       = 100_000
+	DefaultBlockSize       = 1_000_000
 	DefaultCompareUnitSize = 100
 )
 
