@@ -109,20 +109,48 @@ func (d *differ) diffBlock(ctx context.Context, b block) error {
 	d.mu.Lock()
 	d.prog.RowsHashed += hashed
 	d.mu.Unlock()
-	for leaf, counts := range mismatchedBuckets(hashes, len(b.bounds)) {
-		d.mu.Lock()
-		d.mismatched++
-		d.mu.Unlock()
-		if err := d.narrow(ctx, b.leafRange(leaf), counts); err != nil {
+	mismatched := mismatchedBuckets(hashes, len(b.bounds))
+	d.mu.Lock()
+	d.mismatched += len(mismatched)
+	d.mu.Unlock()
+	return d.resolve(ctx, b, mismatched)
+}
+
+// compareBatch bounds how many small ranges one row-hash query reads.
+const compareBatch = 64
+
+// resolve finds the differing keys in the mismatched pieces of b: the small ones together, a
+// few queries for all of them, and the large ones each narrowed down further.
+func (d *differ) resolve(ctx context.Context, b block, mismatched map[int][]int64) error {
+	var small []Range
+	for piece, counts := range mismatched {
+		if maxCount(counts) <= int64(2*d.opts.CompareUnitSize) {
+			small = append(small, b.leafRange(piece))
+			continue
+		}
+		if err := d.narrow(ctx, b.leafRange(piece), counts); err != nil {
+			return err
+		}
+	}
+	for start := 0; start < len(small); start += compareBatch {
+		if err := d.compareRows(ctx, small[start:min(start+compareBatch, len(small))]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// narrow finds the differing keys of a mismatched range. Small ranges are compared row by row;
-// larger ones are cut by the keys of the node with the most rows there, hashed again piece by
-// piece, and only the mismatched pieces are followed.
+func maxCount(counts []int64) int64 {
+	var m int64
+	for _, c := range counts {
+		m = max(m, c)
+	}
+	return m
+}
+
+// narrow finds the differing keys of a large mismatched range: it is cut by the keys of the
+// node with the most rows there, hashed again piece by piece, and only the mismatched pieces are
+// followed.
 func (d *differ) narrow(ctx context.Context, r Range, counts []int64) error {
 	if d.allPairsLimited() {
 		return errLimitReached
@@ -132,9 +160,6 @@ func (d *differ) narrow(ctx context.Context, r Range, counts []int64) error {
 		if c > counts[most] {
 			most = i
 		}
-	}
-	if counts[most] <= int64(2*d.opts.CompareUnitSize) {
-		return d.compareRows(ctx, r)
 	}
 	// Cut into at most ~256 pieces, none smaller than a compare unit.
 	step := max(int64(d.opts.CompareUnitSize), counts[most]/256+1)
@@ -147,12 +172,7 @@ func (d *differ) narrow(ctx context.Context, r Range, counts []int64) error {
 	if err != nil {
 		return err
 	}
-	for piece, pieceCounts := range mismatchedBuckets(hashes, len(bounds)) {
-		if err := d.narrow(ctx, sub.leafRange(piece), pieceCounts); err != nil {
-			return err
-		}
-	}
-	return nil
+	return d.resolve(ctx, sub, mismatchedBuckets(hashes, len(bounds)))
 }
 
 // keyHash is one row's key and hash on one node.
@@ -161,18 +181,25 @@ type keyHash struct {
 	hash int64
 }
 
-// compareRows fetches the keys and row hashes of r from every node and reports the keys whose
-// rows are not identical everywhere.
-func (d *differ) compareRows(ctx context.Context, r Range) error {
+// compareRows fetches the keys and row hashes of the ranges from every node, in one query per
+// node, and reports the keys whose rows are not identical everywhere.
+func (d *differ) compareRows(ctx context.Context, ranges []Range) error {
+	if d.allPairsLimited() {
+		return errLimitReached
+	}
 	var args []any
-	where := d.keys.where(r, &args)
+	conds := make([]string, len(ranges))
+	for j, r := range ranges {
+		conds[j] = "(" + d.keys.where(r, &args) + ")"
+	}
+	where := "(" + strings.Join(conds, " OR ") + ")"
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
 		sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s AND %s`, d.keys.keyText(), d.hashExpr, d.table.Qualified(), where, d.filterFor(i))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
-				return fmt.Errorf("read row hashes in %s: %w", r, err)
+				return fmt.Errorf("read row hashes in %d ranges from %s: %w", len(ranges), ranges[0], err)
 			}
 			perNode[i], err = collectKeyHashes(rows, len(d.keys.cols))
 			return err
