@@ -121,23 +121,25 @@ const compareBatch = 64
 
 // resolve finds the differing keys in the mismatched pieces of b: the small ones together, a
 // few queries for all of them, and the large ones each narrowed down further.
+//
+// The pieces are worked on Workers at a time: with large blocks, one block can hold most of the
+// differences. The node pools bound the queries actually in flight.
 func (d *differ) resolve(ctx context.Context, b block, mismatched map[int][]int64) error {
+	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError().WithMaxGoroutines(d.opts.Workers)
 	var small []Range
 	for piece, counts := range mismatched {
 		if maxCount(counts) <= int64(2*d.opts.CompareUnitSize) {
 			small = append(small, b.leafRange(piece))
 			continue
 		}
-		if err := d.narrow(ctx, b.leafRange(piece), counts); err != nil {
-			return err
-		}
+		r := b.leafRange(piece)
+		p.Go(func(ctx context.Context) error { return d.narrow(ctx, r, counts) })
 	}
 	for start := 0; start < len(small); start += compareBatch {
-		if err := d.compareRows(ctx, small[start:min(start+compareBatch, len(small))]); err != nil {
-			return err
-		}
+		batch := small[start:min(start+compareBatch, len(small))]
+		p.Go(func(ctx context.Context) error { return d.compareRows(ctx, batch) })
 	}
-	return nil
+	return p.Wait()
 }
 
 func maxCount(counts []int64) int64 {

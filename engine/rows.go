@@ -78,8 +78,10 @@ func (d *differ) reportKeys(ctx context.Context, diffs []keyDiff) error {
 		if err != nil {
 			return err
 		}
+		// Not cancelled with ctx: the pools cancel their siblings on the first error (or on
+		// max_diff_rows), and a write cut short could break the sink's connection.
 		d.sinkMu.Lock()
-		err = d.sink.WriteDiffRows(ctx, rows)
+		err = d.sink.WriteDiffRows(context.WithoutCancel(ctx), rows)
 		d.sinkMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("store differing rows: %w", err)
