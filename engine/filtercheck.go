@@ -88,26 +88,22 @@ func (d *differ) filterDependencies(ctx context.Context, i int) ([]filterDepende
 
 var errRollback = fmt.Errorf("rolled back on purpose")
 
-// filterDependenciesSQL lists what the check view's rule depends on, other than the diffed table
-// and the view itself: functions, operators and relations.
+// filterDependenciesSQL lists what the check view refers to: its definition as PostgreSQL
+// prints it, and the functions, operators and relations (other than the diffed table and the
+// view itself) its rule depends on.
 const filterDependenciesSQL = `
+WITH dep AS (
+    SELECT d.refclassid, d.refobjid
+    FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+    WHERE r.ev_class = 'pg_temp."?ace_filter_check?"'::regclass)
 SELECT 'definition', 'pg_catalog', pg_get_viewdef('pg_temp."?ace_filter_check?"'::regclass)
 UNION ALL
-SELECT 'function', n.nspname, p.proname
-FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND p.oid = d.refobjid
-JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE r.ev_class = 'pg_temp."?ace_filter_check?"'::regclass
+SELECT 'function', p.pronamespace::regnamespace::text, p.proname
+FROM dep JOIN pg_proc p ON dep.refclassid = 'pg_proc'::regclass AND p.oid = dep.refobjid
 UNION ALL
-SELECT 'operator', n.nspname, o.oprname
-FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-JOIN pg_operator o ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid
-JOIN pg_namespace n ON n.oid = o.oprnamespace
-WHERE r.ev_class = 'pg_temp."?ace_filter_check?"'::regclass
+SELECT 'operator', o.oprnamespace::regnamespace::text, o.oprname
+FROM dep JOIN pg_operator o ON dep.refclassid = 'pg_operator'::regclass AND o.oid = dep.refobjid
 UNION ALL
-SELECT 'relation', n.nspname, c.relname
-FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-JOIN pg_class c ON d.refclassid = 'pg_class'::regclass AND c.oid = d.refobjid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE r.ev_class = 'pg_temp."?ace_filter_check?"'::regclass
-  AND c.oid NOT IN ($1::regclass, 'pg_temp."?ace_filter_check?"'::regclass)`
+SELECT 'relation', c.relnamespace::regnamespace::text, c.relname
+FROM dep JOIN pg_class c ON dep.refclassid = 'pg_class'::regclass AND c.oid = dep.refobjid
+WHERE c.oid NOT IN ($1::regclass, 'pg_temp."?ace_filter_check?"'::regclass)`

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/ace-agent/ace-agent/sqlapi"
@@ -24,18 +26,8 @@ func newTaskShowCmd(g *globals) *cobra.Command {
 		Use:   "show TASK_ID",
 		Short: "Print a task's row of ace.tasks as JSON",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseTaskID(args[0])
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			task, err := sqlapi.GetTask(ctx, conn, id)
+		RunE: onTask(g, func(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID) error {
+			task, err := sqlapi.GetTask(cmd.Context(), conn, id)
 			if errors.Is(err, sqlapi.ErrNoTask) {
 				return fmt.Errorf("task %s does not exist", id)
 			}
@@ -47,7 +39,7 @@ func newTaskShowCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("encode task %s: %w", id, err)
 			}
 			return printJSON(cmd.OutOrStdout(), raw)
-		},
+		}),
 	}
 }
 
@@ -56,23 +48,30 @@ func newTaskCancelCmd(g *globals) *cobra.Command {
 		Use:   "cancel TASK_ID",
 		Short: "Cancel a task: at once if it is queued, at its next step if it is running",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parseTaskID(args[0])
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
+		RunE: onTask(g, func(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID) error {
 			var outcome string
-			if err := conn.QueryRow(ctx, `SELECT ace.cancel($1)`, id).Scan(&outcome); err != nil {
+			if err := conn.QueryRow(cmd.Context(), `SELECT ace.cancel($1)`, id).Scan(&outcome); err != nil {
 				return fmt.Errorf("cancel task %s: %w", id, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "task %s: %s\n", id, outcome)
 			return nil
-		},
+		}),
+	}
+}
+
+// onTask makes a command's RunE that parses its TASK_ID argument and connects to the local node
+// for fn.
+func onTask(g *globals, fn func(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		id, err := parseTaskID(args[0])
+		if err != nil {
+			return err
+		}
+		conn, err := g.connect(cmd.Context())
+		if err != nil {
+			return err
+		}
+		defer closeConn(conn)
+		return fn(cmd, conn, id)
 	}
 }
