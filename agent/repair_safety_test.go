@@ -6,7 +6,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -203,37 +202,9 @@ func ownCluster(t *testing.T, settings map[string]string) *diffEnv {
 	return envOn(t, c.Nodes, "repair")
 }
 
-// envOn installs the ace schema in database db of every instance (creating it when missing),
-// registers the nodes and starts an agent on each.
+// envOn makes database db ready on the instances and starts an agent on each.
 func envOn(t *testing.T, instances []*localpg.Instance, db string) *diffEnv {
-	ctx := context.Background()
-	env := &testcluster.Env{T: t, DB: db}
-	for _, inst := range instances {
-		admin, err := pgx.Connect(ctx, inst.DSN("postgres"))
-		require.NoError(t, err)
-		var exists bool
-		require.NoError(t, admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, db).Scan(&exists))
-		if !exists {
-			_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize())
-			require.NoError(t, err)
-		}
-		require.NoError(t, admin.Close(ctx))
-		n := &testcluster.Node{Name: inst.Name, DSN: inst.DSN(db), Instance: inst}
-		n.Pool, err = pgxpool.New(ctx, n.DSN)
-		require.NoError(t, err)
-		t.Cleanup(n.Pool.Close)
-		env.Nodes = append(env.Nodes, n)
-	}
-	for _, n := range env.Nodes {
-		conn, err := n.Pool.Acquire(ctx)
-		require.NoError(t, err)
-		_, err = sqlapi.Install(ctx, conn.Conn())
-		conn.Release()
-		require.NoError(t, err)
-		for _, peer := range env.Nodes {
-			require.NoError(t, sqlapi.AddNode(ctx, n.Pool, sqlapi.Node{Name: peer.Name, ConnInfo: peer.DSN}))
-		}
-	}
+	env := testcluster.NewOn(t, instances, db)
 	for _, n := range env.Nodes {
 		n.StartAgent(t)
 	}

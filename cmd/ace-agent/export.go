@@ -65,16 +65,13 @@ func runExport(cmd *cobra.Command, g *globals, o exportOpts, idArg string) error
 	if !slices.Contains(report.Formats, o.format) {
 		return fmt.Errorf("unsupported format %q: use one of %s", o.format, strings.Join(report.Formats, ", "))
 	}
-	id, err := parseTaskID(idArg)
-	if err != nil {
-		return err
-	}
+	return onTask(g, func(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID) error {
+		return exportDiff(cmd, conn, id, o)
+	})(cmd, []string{idArg})
+}
+
+func exportDiff(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID, o exportOpts) error {
 	ctx := cmd.Context()
-	conn, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
 	task, summary, err := loadCompletedDiff(ctx, conn, id)
 	if err != nil {
 		return err

@@ -146,16 +146,7 @@ func runTableRepair(cmd *cobra.Command, g *globals, o *tableRepairOpts, args []s
 	if len(args) == 1 {
 		table = args[0]
 	}
-	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableRepair, o.args(diff, table))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "table-repair task %s submitted\n", id)
-	task, err := followTask(ctx, conn, id, o.diff.quiet, stderr)
-	if err != nil && ctx.Err() != nil {
-		return withHint(fmt.Errorf("interrupted: task %s keeps running on the node", id),
-			fmt.Sprintf("cancel it with SELECT ace.cancel('%s'); or: ace-agent task cancel %s", id, id))
-	}
+	task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableRepair, o.args(diff, table), o.diff.quiet, stderr)
 	if err != nil {
 		return err
 	}
@@ -280,25 +271,16 @@ func newRepairExportCmd(g *globals) *cobra.Command {
 The default file is ACE's: reports/<YYYY-MM-DD>/repair_report_<HHMMSS.mmm>.json
 (dry_run_report_… for a dry run) under the current directory; -o - writes to stdout.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runRepairExport(cmd, g, args[0], output)
-		},
+		RunE: onTask(g, func(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID) error {
+			return runRepairExport(cmd, conn, id, output)
+		}),
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "file to write, or - for stdout (default: ACE's file name)")
 	return cmd
 }
 
-func runRepairExport(cmd *cobra.Command, g *globals, idArg, output string) error {
-	id, err := parseTaskID(idArg)
-	if err != nil {
-		return err
-	}
+func runRepairExport(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID, output string) error {
 	ctx := cmd.Context()
-	conn, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
 	s, err := repairReportOf(ctx, conn, id)
 	if err != nil {
 		return err

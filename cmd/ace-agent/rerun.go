@@ -57,16 +57,7 @@ func runTableRerun(cmd *cobra.Command, g *globals, o *tableRerunOpts, args []str
 	if len(args) == 1 {
 		rerunArgs.TableName = args[0]
 	}
-	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableRerun, rerunArgs)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "table-rerun task %s submitted\n", id)
-	task, err := followTask(ctx, conn, id, o.diff.quiet, stderr)
-	if err != nil && ctx.Err() != nil {
-		return withHint(fmt.Errorf("interrupted: task %s keeps running on the node", id),
-			fmt.Sprintf("cancel it with SELECT ace.cancel('%s'); or: ace-agent task cancel %s", id, id))
-	}
+	task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableRerun, rerunArgs, o.diff.quiet, stderr)
 	if err != nil {
 		return err
 	}

@@ -116,20 +116,27 @@ func runTableDiff(cmd *cobra.Command, g *globals, o *tableDiffOpts, table string
 		return err
 	}
 	defer closeConn(conn)
-	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableDiff, o.args(table))
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "table-diff task %s submitted\n", id)
-	task, err := followTask(ctx, conn, id, o.quiet, stderr)
-	if err != nil && ctx.Err() != nil {
-		return withHint(fmt.Errorf("interrupted: task %s keeps running on the node", id),
-			fmt.Sprintf("cancel it with SELECT ace.cancel('%s'); or: ace-agent task cancel %s", id, id))
-	}
+	task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableDiff, o.args(table), o.quiet, stderr)
 	if err != nil {
 		return err
 	}
 	return reportDiff(cmd.OutOrStdout(), stderr, task, o.json)
+}
+
+// submitAndFollow submits a task on the local node and follows it to its end. Interrupted
+// after the submission, it says the task keeps running and how to cancel it.
+func submitAndFollow(ctx context.Context, conn *pgx.Conn, typ sqlapi.TaskType, args any, quiet bool, stderr io.Writer) (sqlapi.Task, error) {
+	id, err := sqlapi.Submit(ctx, conn, typ, args)
+	if err != nil {
+		return sqlapi.Task{}, err
+	}
+	fmt.Fprintf(stderr, "%s task %s submitted\n", typ, id)
+	task, err := followTask(ctx, conn, id, quiet, stderr)
+	if err != nil && ctx.Err() != nil {
+		return task, withHint(fmt.Errorf("interrupted: task %s keeps running on the node", id),
+			fmt.Sprintf("cancel it with SELECT ace.cancel('%s'); or: ace-agent task cancel %s", id, id))
+	}
+	return task, err
 }
 
 // followTask waits for a submitted task to end, showing its progress unless quiet.

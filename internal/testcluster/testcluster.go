@@ -83,14 +83,26 @@ func New(t testing.TB) *Env {
 	if len(db) > 60 {
 		db = db[:60]
 	}
+	return NewOn(t, shared.Nodes, db)
+}
+
+// NewOn makes database db ready on the given instances (a cluster of a test's own): it creates
+// the database where it is missing, installs the ace schema and registers every node on every
+// node.
+func NewOn(t testing.TB, instances []*localpg.Instance, db string) *Env {
+	t.Helper()
 	ctx := context.Background()
 	e := &Env{T: t, DB: db}
-	for _, inst := range shared.Nodes {
+	for _, inst := range instances {
 		admin, err := pgx.Connect(ctx, inst.DSN("postgres"))
 		require.NoError(t, err)
-		_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize())
-		require.NoError(t, err)
-		admin.Close(ctx)
+		var exists bool
+		require.NoError(t, admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, db).Scan(&exists))
+		if !exists {
+			_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize())
+			require.NoError(t, err)
+		}
+		require.NoError(t, admin.Close(ctx))
 		n := &Node{Name: inst.Name, DSN: inst.DSN(db), Instance: inst}
 		n.Pool, err = pgxpool.New(ctx, n.DSN)
 		require.NoError(t, err)
