@@ -58,9 +58,6 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	}
 }
 
-// ID is the agent's identity in ace.agents and ace.tasks.claimed_by.
-func (a *Agent) ID() string { return a.id }
-
 // Run works until ctx is cancelled, then stops claiming, lets running tasks finish for
 // ShutdownGrace, hands back the rest, and returns nil.
 func (a *Agent) Run(ctx context.Context) error {

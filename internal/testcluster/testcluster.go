@@ -53,9 +53,6 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// Cluster returns the package's shared instances.
-func Cluster() *localpg.Cluster { return shared }
-
 // Env is one test's database on every node.
 type Env struct {
 	T     testing.TB
