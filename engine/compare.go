@@ -25,12 +25,13 @@ func (d *differ) onAllNodes(ctx context.Context, fn func(ctx context.Context, i 
 	return p.Wait()
 }
 
-// hashBuckets hashes block b on every node, one aggregate per leaf.
+// hashBuckets hashes block b on every node, one summary per leaf: the row count and two exact
+// sums of 64-bit lanes of the row digests.
 //
-// The subquery selects clock_timestamp(), which nobody reads, because a subquery with a
-// volatile output is not flattened into its parent: flattened, the row-hash expression would
-// be evaluated once for each aggregate that uses it, doubling the cost. clock_timestamp() is
-// parallel safe, so the scan can still run in parallel workers.
+// The middle subquery selects clock_timestamp(), which nobody reads, because a subquery with a
+// volatile output is not flattened into its parent: flattened, the digest would be computed once
+// for each lane that uses it. clock_timestamp() is parallel safe, so the scan can still run in
+// parallel workers.
 func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash, error) {
 	var args []any
 	where := d.keys.where(b.rng, &args)
@@ -38,13 +39,11 @@ func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash
 	r := b.rng
 	out := make([]map[int]bucketHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT %s, count(*), sum("?ace_h?")::text, sum(hashint8extended("?ace_h?", 1))::text
-			FROM (SELECT %s, %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s WHERE %s AND %s) s GROUP BY 1`,
-			bucket, d.keyColumns(), d.hashExpr, d.table.Qualified(), where, d.filterFor(i))
+		sql := summarySQL(bucket, d.hash, d.hash.source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
-				return fmt.Errorf("hash range %s: %w", r, err)
+				return fmt.Errorf("hash range %s on node %s: %w", r, d.nodes[i].Name, err)
 			}
 			out[i] = map[int]bucketHash{}
 			var b int
@@ -57,6 +56,14 @@ func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash
 		})
 	})
 	return out, err
+}
+
+// summarySQL summarises the rows of source by bucket: the bucket, the row count and the two lane
+// sums of the row digests, as text.
+func summarySQL(bucket string, h rowHash, source string) string {
+	return fmt.Sprintf(`SELECT "?ace_k?", count(*), sum(%s)::text, sum(%s)::text
+		FROM (SELECT %s AS "?ace_k?", %s AS "?ace_b?", clock_timestamp() AS "?ace_fence?" FROM %s) s GROUP BY 1`,
+		lane1, lane2, bucket, fmt.Sprintf(laneBits, h.expr), source)
 }
 
 // String renders a range for error messages.
@@ -177,10 +184,10 @@ func (d *differ) narrow(ctx context.Context, r Range, counts []int64) error {
 	return d.resolve(ctx, sub, mismatchedBuckets(hashes, len(bounds)))
 }
 
-// keyHash is one row's key and hash on one node.
+// keyHash is one row's key and digest on one node.
 type keyHash struct {
 	key  []string
-	hash int64
+	hash string
 }
 
 // compareRows fetches the keys and row hashes of the ranges from every node, in one query per
@@ -197,7 +204,7 @@ func (d *differ) compareRows(ctx context.Context, ranges []Range) error {
 	where := "(" + strings.Join(conds, " OR ") + ")"
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s AND %s`, d.keys.keyText(), d.hashExpr, d.table.Qualified(), where, d.filterFor(i))
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.keyText(), d.hash.expr, d.hash.source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
@@ -222,9 +229,11 @@ func collectKeyHashes(rows pgx.Rows, nkey int) (map[string]keyHash, error) {
 		for i := range kh.key {
 			dest = append(dest, &kh.key[i])
 		}
-		if err := rows.Scan(append(dest, &kh.hash)...); err != nil {
+		var digest []byte
+		if err := rows.Scan(append(dest, &digest)...); err != nil {
 			return nil, err
 		}
+		kh.hash = string(digest)
 		out[keyString(kh.key)] = kh
 	}
 	return out, rows.Err()
@@ -238,7 +247,7 @@ func keyString(key []string) string { return strings.Join(key, "\x00") }
 type keyDiff struct {
 	key     []string
 	present []bool
-	hashes  []int64
+	hashes  []string
 }
 
 // differingKeys returns the keys not present with the same hash on every node.
@@ -251,7 +260,7 @@ func differingKeys(perNode []map[string]keyHash) []keyDiff {
 				continue
 			}
 			seen[k] = true
-			kd := keyDiff{key: kh.key, present: make([]bool, len(perNode)), hashes: make([]int64, len(perNode))}
+			kd := keyDiff{key: kh.key, present: make([]bool, len(perNode)), hashes: make([]string, len(perNode))}
 			same := true
 			for i, other := range perNode {
 				okh, ok := other[k]

@@ -96,6 +96,14 @@ func newDiffer(opts TableDiffOptions, nodes []*Node, sink Sink, progress Progres
 	return &differ{opts: opts, nodes: sortedNodes(nodes), sink: sink, progress: progress, pairs: map[string]int64{}}
 }
 
+func nodeNames(nodes []*Node) []string {
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Name
+	}
+	return names
+}
+
 func sortedNodes(nodes []*Node) []*Node {
 	out := append([]*Node(nil), nodes...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -110,7 +118,7 @@ type differ struct {
 	tables   []*Table // each node's view, for per-node settings such as CommitTS
 	keys     keyOrder
 	mode     HashMode
-	hashExpr string
+	hash     rowHash
 	filter   string
 	untilSQL string
 	// originSQL is each node's against_origin predicate; originIDs the ids it resolved to.
@@ -156,20 +164,22 @@ func (d *differ) prepare(ctx context.Context) error {
 	if err := p.Wait(); err != nil {
 		return err
 	}
-	d.mode = HashTyped
+	d.mode = HashBinary
 	for i := 1; i < len(tables); i++ {
 		if err := SameShape(tables[0], tables[i], d.nodes[0].Name, d.nodes[i].Name); err != nil {
 			return err
 		}
 		if tables[i].ServerMajor != tables[0].ServerMajor {
-			// Typed hash functions are only guaranteed stable within a major version.
+			// Binary send forms and built-in type OIDs are only relied on within a major version.
 			d.mode = HashText
 		}
 	}
 	d.table = tables[0]
 	d.tables = tables
-	d.keys = newKeyOrder(tables)
-	d.hashExpr = rowHashExpr(d.table, d.mode)
+	if d.keys, err = newKeyOrder(tables, nodeNames(d.nodes)); err != nil {
+		return err
+	}
+	d.hash = newRowHash(d.table.Columns, d.mode)
 	d.rowsPerNode = make([]int64, len(d.nodes))
 	d.filter = "true"
 	if f := strings.TrimSpace(d.opts.TableFilter); f != "" {

@@ -69,7 +69,7 @@ func (d *differ) keyHashes(ctx context.Context, keys [][]string) ([]map[string]k
 	match, args := d.keys.matchKeys(keys)
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s AND %s`, d.keys.keyText(), d.hashExpr, d.table.Qualified(), match, d.filterFor(i))
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.keyText(), d.hash.expr, d.hash.source(d.table.Qualified(), match+" AND "+d.filterFor(i)))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {

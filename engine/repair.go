@@ -121,6 +121,10 @@ func (o *RepairOptions) Check() error {
 	if o.Diff == nil || o.Rows == nil {
 		return errors.New("a repair needs the diff's summary and rows")
 	}
+	if o.Diff.HashVersion != HashVersion {
+		return fmt.Errorf("the diff was made with hash version %d and this agent uses version %d, whose keys and values compare differently: run the diff again (or table-rerun it) and repair that",
+			o.Diff.HashVersion, HashVersion)
+	}
 	if o.SourceOfTruth != "" && !slices.Contains(o.Diff.Nodes, o.SourceOfTruth) {
 		return fmt.Errorf("source of truth %s is not one of the diff's nodes (%s)", o.SourceOfTruth, strings.Join(o.Diff.Nodes, ", "))
 	}

@@ -40,9 +40,13 @@ func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []pla
 	if err != nil {
 		return nil, err
 	}
+	same, err := r.sameRows(ctx, s, work, current)
+	if err != nil {
+		return nil, err
+	}
 	var ops []decided
 	for _, p := range work {
-		d, err := r.decide(p, current[keyString(p.key)])
+		d, err := r.decide(p, current[keyString(p.key)], same)
 		if err != nil {
 			return nil, err
 		}
@@ -114,10 +118,36 @@ func (r *repairer) collect(ctx context.Context, s *repairSession, sql string, ar
 	return rows.Err()
 }
 
+// sameRows returns a comparison of whole rows under ace-agent's value semantics, the one a diff
+// uses: the rows' digests, computed on the node from their JSON cast back to the column types.
+// It knows the rows of the batch (as the node holds them now, as the diff saw them, and as the
+// repair wants them); any other row compares as JSON.
+func (r *repairer) sameRows(ctx context.Context, s *repairSession, work []planned, current map[string]json.RawMessage) (func(a, b json.RawMessage) bool, error) {
+	var docs []json.RawMessage
+	for _, p := range work {
+		docs = append(docs, current[keyString(p.key)], p.expect, p.After)
+	}
+	digests, err := rowDigests(ctx, s.conn, r.table, docs)
+	if err != nil {
+		return nil, fmt.Errorf("hash the rows to repair on node %s: %w", s.node.Name, err)
+	}
+	return func(a, b json.RawMessage) bool {
+		if isNull(a) || isNull(b) {
+			return isNull(a) == isNull(b)
+		}
+		da, okA := digests[string(a)]
+		db, okB := digests[string(b)]
+		if !okA || !okB {
+			return sameJSON(a, b)
+		}
+		return da == db
+	}, nil
+}
+
 // decide turns a planned action into what to do given the node's row now (cur): nothing when the
 // node already holds the wanted row, a skip when the row moved on since the diff (and the check is
 // on), else the insert, update or delete that gets it there.
-func (r *repairer) decide(p planned, cur json.RawMessage) (decided, error) {
+func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.RawMessage) bool) (decided, error) {
 	if cur == nil {
 		cur = jsonNull
 	}
@@ -138,9 +168,9 @@ func (r *repairer) decide(p planned, cur json.RawMessage) (decided, error) {
 	}
 	d.After = want
 	switch {
-	case sameJSON(cur, want):
+	case same(cur, want):
 		return d.skipped(ReasonAlreadyInSync, want), nil
-	case r.opts.CheckUnchanged && !sameJSON(cur, p.expect):
+	case r.opts.CheckUnchanged && !same(cur, p.expect):
 		return d.skipped(ReasonChangedSinceDiff, want), nil
 	case p.fill != nil:
 		d.Action = ActionUpdate

@@ -68,14 +68,18 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 		return nil, fmt.Errorf("the diff file's primary key (%s) is not the primary key of %s (%s)",
 			strings.Join(f.Summary.PrimaryKey, ", "), t.Display(), strings.Join(t.PKNames(), ", "))
 	}
-	keys, order, err := gatherKeys(&f, t)
+	gathered, order, err := gatherKeys(&f, t)
 	if err != nil {
 		return nil, err
 	}
-	im := &importer{node: n, table: t, nodes: sortedCopy(f.Summary.Nodes), pairs: map[string]int64{}}
+	keys, err := newKeyOrder([]*Table{t}, []string{n.Name})
+	if err != nil {
+		return nil, err
+	}
+	im := &importer{node: n, table: t, keys: keys, hash: newRowHash(t.Columns, HashBinary), nodes: sortedCopy(f.Summary.Nodes), pairs: map[string]int64{}}
 	for start := 0; start < len(order); start += fetchBatch {
 		batch := order[start:min(start+fetchBatch, len(order))]
-		rows, err := im.diffRows(ctx, keys, batch)
+		rows, err := im.diffRows(ctx, gathered, batch)
 		if err != nil {
 			return nil, err
 		}
@@ -176,14 +180,17 @@ func aceKey(fields map[string]json.RawMessage, t *Table) (string, error) {
 type importer struct {
 	node      *Node
 	table     *Table
+	keys      keyOrder
+	hash      rowHash
 	nodes     []string
 	pairs     map[string]int64
 	ambiguous int64
 }
 
-// normalized is one row re-encoded by PostgreSQL.
+// normalized is one row re-encoded by PostgreSQL, with its digest.
 type normalized struct {
 	pk, pkSort, row json.RawMessage
+	digest          string
 }
 
 func (im *importer) diffRows(ctx context.Context, keys map[string]*importedKey, batch []string) ([]DiffRow, error) {
@@ -225,9 +232,10 @@ func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]n
 	for i, c := range im.table.Columns {
 		casts[i] = cast(c) + " AS " + ident(c.Name)
 	}
-	sql := fmt.Sprintf(`SELECT %s, %s, %s FROM (SELECT "?ace_o?", %s FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS %s(%s, "?ace_o?")) s
-		ORDER BY "?ace_o?"`, jsonObjectExpr(im.table.PK), jsonArrayExpr(im.table.PK), jsonObjectExpr(im.table.Columns),
+	values := fmt.Sprintf(`(SELECT "?ace_o?", %s FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS %s(%s, "?ace_o?")) AS "?ace_j?"`,
 		strings.Join(casts, ", "), elemAlias, elemColumn)
+	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s ORDER BY "?ace_o?"`, jsonObjectExpr(im.table.PK), im.keys.keySortJSON(),
+		jsonObjectExpr(im.table.Columns), im.hash.expr, im.hash.source(values, "true"))
 	rows, err := im.node.Pool.Query(ctx, sql, string(arg))
 	if err != nil {
 		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
@@ -236,11 +244,11 @@ func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]n
 	out := make([]normalized, 0, len(elems))
 	for rows.Next() {
 		var n normalized
-		var pk, pkSort, row []byte
-		if err := rows.Scan(&pk, &pkSort, &row); err != nil {
+		var pk, pkSort, row, digest []byte
+		if err := rows.Scan(&pk, &pkSort, &row, &digest); err != nil {
 			return nil, fmt.Errorf("read normalised rows: %w", err)
 		}
-		n.pk, n.pkSort, n.row = pk, pkSort, row
+		n.pk, n.pkSort, n.row, n.digest = pk, pkSort, row, string(digest)
 		out = append(out, n)
 	}
 	if err := rows.Err(); err != nil {
@@ -265,10 +273,10 @@ func (im *importer) diffRow(k *importedKey, rows map[string]normalized) DiffRow 
 			continue
 		}
 		d.PK, d.PKSort, d.Rows[n] = row.pk, row.pkSort, row.row
-		v, seen := versionOf[string(row.row)]
+		v, seen := versionOf[row.digest]
 		if !seen {
 			v = len(versionOf) + 1
-			versionOf[string(row.row)] = v
+			versionOf[row.digest] = v
 		}
 		d.Versions[n] = v
 		if m, ok := k.meta[n]; ok {
@@ -302,7 +310,7 @@ func (im *importer) summary(f *aceDiffFile, keys int64) *DiffSummary {
 		MaxDiffRows: s.MaxDiffRows, TimeTaken: s.TimeTaken, DiffRowsCount: map[string]int64{},
 		DiffRowLimitReached: s.DiffRowLimitReached, TotalRowsChecked: s.TotalRowsChecked,
 		InitialRangesCount: s.InitialRangesCount, PrimaryKey: im.table.PKNames(), Columns: im.table.ColumnNames(),
-		ColumnTypes: im.table.ColumnTypes(), DifferingKeys: keys,
+		ColumnTypes: im.table.ColumnTypes(), DifferingKeys: keys, HashVersion: HashVersion,
 	}
 	out.StartTime, _ = time.Parse(time.RFC3339, s.StartTime)
 	out.EndTime, _ = time.Parse(time.RFC3339, s.EndTime)

@@ -124,7 +124,14 @@ func (r *repairer) loadTable(ctx context.Context) error {
 		tables[i] = tbl
 	}
 	r.table = tables[0]
-	r.keys = newKeyOrder(tables)
+	names := make([]string, len(r.targets))
+	for i, t := range r.targets {
+		names[i] = r.nodes[t].Name
+	}
+	var err error
+	if r.keys, err = newKeyOrder(tables, names); err != nil {
+		return err
+	}
 	generated, err := generatedColumns(ctx, r.nodes[r.targets[0]], r.table)
 	if err != nil {
 		return err

@@ -135,7 +135,7 @@ func (d *differ) rowFetchSQL(i int, keys [][]string) (string, []any) {
 		meta = `pg_xact_commit_timestamp(xmin), ` + originNameSQL
 	}
 	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s, %s FROM %s WHERE %s AND %s`,
-		d.keys.keyText(), jsonObjectExpr(d.table.PK), jsonArrayExpr(d.table.PK), jsonObjectExpr(d.table.Columns), meta,
+		d.keys.keyText(), jsonObjectExpr(d.table.PK), d.keys.keySortJSON(), jsonObjectExpr(d.table.Columns), meta,
 		d.table.Qualified(), match, d.filterFor(i))
 	return sql, args
 }
@@ -176,7 +176,7 @@ func (d *differ) collectRows(rows pgx.Rows, withMeta bool) (map[string]fetchedRo
 func (d *differ) diffRow(k keyDiff, perNode []map[string]fetchedRow) DiffRow {
 	dr := DiffRow{Kind: KindModified, Rows: map[string]json.RawMessage{}, Versions: map[string]int{}}
 	ks := keyString(k.key)
-	version := map[int64]int{}
+	version := map[string]int{}
 	for i, n := range d.nodes {
 		f, ok := perNode[i][ks]
 		if !ok {

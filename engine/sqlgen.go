@@ -8,73 +8,73 @@ import (
 )
 
 // HashVersion names the row-hash scheme. It changes whenever the encoding of a row's hash
-// input changes, so hashes of different versions are never compared.
-const HashVersion = 1
+// input changes, so hashes of different versions are never compared. Version 2 hashes an
+// injective canonical encoding with SHA-256 (canon.go); version 1 used PostgreSQL's hash-table
+// functions, which collide by structure.
+const HashVersion = 2
 
-// HashMode chooses how a row is turned into its hash.
+// HashMode chooses how canonical values are encoded for the row hash.
 type HashMode string
 
 const (
-	// HashTyped hashes typed values with PostgreSQL's extended hash functions, falling back to
-	// text only for types without one. It needs the same major version on every node.
-	HashTyped HashMode = "typed"
-	// HashText hashes each column's canonical text; it works across major versions.
+	// HashBinary sends built-in types whose binary form is canonical as they are, and the rest
+	// as canonical text. It needs the same major version on every node.
+	HashBinary HashMode = "binary"
+	// HashText sends every column as canonical text; it works across major versions.
 	HashText HashMode = "text"
 )
 
-// typedHashable are base types whose extended hash function agrees with their equality and does
-// not depend on anything that differs between nodes. Enums are absent on purpose: their hash is
-// of the label's OID, which differs between databases. Collatable types are absent too: they
-// are hashed as bytes below, so a non-deterministic collation cannot hide a difference.
-var typedHashable = map[string]bool{
-	"int2": true, "int4": true, "int8": true, "oid": true, "bool": true, "char": true,
-	"float4": true, "float8": true, "numeric": true,
-	"date": true, "timestamp": true, "timestamptz": true, "time": true, "timetz": true,
-	"uuid": true, "bytea": true, "jsonb": true, "inet": true, "cidr": true, "macaddr": true, "macaddr8": true,
-}
-
-// textHashed are string types: hashed as their bytes, with the binary collation.
-var textHashed = map[string]bool{"text": true, "varchar": true, "bpchar": true, "name": true}
-
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
-// columnHashInput is the expression that column c contributes to the row's hash record.
-func columnHashInput(c Column, mode HashMode) string {
-	col := ident(c.Name)
-	if mode == HashTyped {
-		switch {
-		case typedHashable[c.BaseType]:
-			return col + "::" + c.BaseType
-		case c.Category == "A" && typedHashable[c.ElemType]:
-			return col + "::" + c.ElemType + "[]"
-		case textHashed[c.BaseType]:
-			return fmt.Sprintf(`hashtextextended(%s::text COLLATE "C", 0)`, col)
-		}
-		return fmt.Sprintf(`hashtextextended(%s::text COLLATE "C", 0)`, col)
-	}
-	if c.BaseType == "numeric" {
-		// Scale is not part of a numeric's value: 3000.00 = 3000.0.
-		return fmt.Sprintf(`hashtextextended(trim_scale(%s)::text, 0)`, col)
-	}
-	return fmt.Sprintf(`hashtextextended(%s::text COLLATE "C", 0)`, col)
+// rowHash is how the rows of a table are hashed: a SHA-256 of record_send over a row of
+// canonical values. record_send is injective: each field carries its type, its length and a
+// NULL marker, so NULL differs from the empty string and from 0, and no value can forge a separator.
+type rowHash struct {
+	pre  []string // text projections computed once per row, in the fenced subquery of source
+	expr string   // the 32-byte digest (bytea), over the columns of source
 }
 
-// rowHashExpr is a bigint hash of the whole row. Each column's hash input sits in its own
-// record field, so NULL (hashed as 0) differs from ” and no separator can be forged by a value.
-func rowHashExpr(t *Table, mode HashMode) string {
-	parts := make([]string, len(t.Columns))
-	for i, c := range t.Columns {
-		parts[i] = columnHashInput(c, mode)
+func newRowHash(cols []Column, mode HashMode) rowHash {
+	var h rowHash
+	text := func(expr string) string {
+		alias := fmt.Sprintf(`"?ace_t%d?"`, len(h.pre))
+		h.pre = append(h.pre, inlineText(expr)+" AS "+alias)
+		return alias
 	}
-	return "hash_record_extended(ROW(" + strings.Join(parts, ", ") + "), " + fmt.Sprint(HashVersion) + ")"
+	parts := make([]string, len(cols))
+	for i, c := range cols {
+		parts[i] = c.typ.valueExpr(ident(c.Name), text, mode == HashBinary)
+	}
+	h.expr = "sha256(record_send(ROW(" + strings.Join(parts, ", ") + ")))"
+	return h
 }
+
+// source is a FROM item holding the table's rows that match where, with the text projections
+// the hash needs. clock_timestamp(), which nobody reads, keeps the subquery from being
+// flattened into its parent, so each projection is computed once per row; it is parallel safe.
+func (h rowHash) source(table, where string) string {
+	if len(h.pre) == 0 {
+		return "(SELECT * FROM " + table + " WHERE " + where + `) AS "?ace_r?"`
+	}
+	return "(SELECT *, " + strings.Join(h.pre, ", ") + `, clock_timestamp() AS "?ace_f?" FROM ` + table +
+		" WHERE " + where + `) AS "?ace_r?"`
+}
+
+// lanes are two 64-bit integers from the first 128 bits of a digest, summed per range: a range's
+// summary is its row count and both sums, exact (numeric), so no row can cancel another.
+const (
+	laneBits = `('x' || encode(substring(%s FROM 1 FOR 16), 'hex'))::bit(128)`
+	lane1    = `"?ace_b?"::bit(64)::int8`
+	lane2    = `("?ace_b?" << 64)::bit(64)::int8`
+)
 
 // jsonValue renders a column for reports: JSON numbers and booleans where exact, and
-// PostgreSQL's own text form (which round-trips) for everything else.
+// PostgreSQL's own text form (which round-trips) for everything else. Floats are text: as JSON
+// numbers, -0 would become 0 and 1e+30 a string of digits.
 func jsonValue(c Column) string {
 	col := ident(c.Name)
 	switch c.BaseType {
-	case "int2", "int4", "int8", "oid", "float4", "float8", "bool":
+	case "int2", "int4", "int8", "oid", "bool":
 		return "to_jsonb(" + col + ")"
 	}
 	return "to_jsonb(" + col + "::text)"
@@ -99,60 +99,82 @@ func jsonObjectExpr(cols []Column) string {
 	return strings.Join(chunks, " || ")
 }
 
-// jsonArrayExpr builds a jsonb array of the given columns' values, in order.
-func jsonArrayExpr(cols []Column) string {
-	vals := make([]string, len(cols))
-	for i, c := range cols {
-		vals[i] = jsonValue(c)
-	}
-	return "jsonb_build_array(" + strings.Join(vals, ", ") + ")"
-}
-
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // keyOrder describes how primary keys are compared on every node: the same order everywhere, or
-// the ranges would not be the same ranges.
+// the ranges would not be the same ranges, and one canonical text per key, or equal keys would
+// not meet.
 type keyOrder struct {
 	cols    []Column
-	collate []string // per key column: ` COLLATE "C"` or ""
+	text    []string // per key column: its canonical text (typeInfo.keyText)
+	native  []bool   // per key column: compared in the type's own order, else by text in "C" order
+	collate []string // per native key column: ` COLLATE "C"` or ""
 }
 
-// newKeyOrder uses each key column's own collation when every node has the same deterministic
-// one (so indexes serve range scans), and the binary collation otherwise.
-func newKeyOrder(tables []*Table) keyOrder {
-	k := keyOrder{cols: tables[0].PK, collate: make([]string, len(tables[0].PK))}
-	for i, c := range tables[0].PK {
+// newKeyOrder uses each key column's own ordering where it is the same on every node: built-in
+// types, with the column's collation when every node has the same deterministic one in the same
+// version (so indexes serve range scans), else the binary collation. Enums, whose label order
+// can differ between nodes, and extension types are ordered by canonical text. A key column with
+// a nondeterministic collation is refused: keys it calls equal have no one canonical form.
+func newKeyOrder(tables []*Table, nodes []string) (keyOrder, error) {
+	pk := tables[0].PK
+	k := keyOrder{cols: pk, text: make([]string, len(pk)), native: make([]bool, len(pk)), collate: make([]string, len(pk))}
+	for i, c := range pk {
+		k.text[i] = c.typ.keyText(ident(c.Name))
+		k.native[i] = c.typ.nativeOrder()
 		if c.Collate == "" {
 			continue
 		}
-		same := strings.Contains(c.Collate, "/true/")
-		for _, t := range tables[1:] {
-			same = same && t.PK[i].Collate == c.Collate
-		}
-		if !same {
-			k.collate[i] = ` COLLATE "C"`
+		for j, t := range tables {
+			if strings.Contains(t.PK[i].Collate, "/nondeterministic/") {
+				return k, fmt.Errorf("key column %q of %s uses the nondeterministic collation %s on node %s: keys that collation calls equal have no single canonical form, so they cannot be matched across nodes; give the key column a deterministic collation on every node",
+					c.Name, tables[0].Display(), strings.SplitN(t.PK[i].Collate, "/", 2)[0], nodes[j])
+			}
+			if t.PK[i].Collate != c.Collate {
+				k.collate[i] = ` COLLATE "C"`
+			}
 		}
 	}
-	return k
+	return k, nil
+}
+
+// colExpr is key column i as compared: the column, or its canonical text in binary order.
+func (k keyOrder) colExpr(i int) string {
+	if !k.native[i] {
+		return "(" + k.text[i] + `) COLLATE "C"`
+	}
+	return ident(k.cols[i].Name) + k.collate[i]
+}
+
+// param is key column i given as a text parameter $n, as colExpr compares it.
+func (k keyOrder) param(i, n int) string {
+	if !k.native[i] {
+		return fmt.Sprintf(`$%d::text COLLATE "C"`, n)
+	}
+	return fmt.Sprintf("$%d::text::%s%s", n, k.cols[i].Type, k.collate[i])
+}
+
+// paramArray is key column i's values given as one text[] parameter $n.
+func (k keyOrder) paramArray(i, n int) string {
+	if !k.native[i] {
+		return fmt.Sprintf("$%d::text[]", n)
+	}
+	return fmt.Sprintf("$%d::text[]::%s[]", n, k.cols[i].Type)
 }
 
 // keyExpr is the key as one comparable value: the column, or a ROW of the columns.
 func (k keyOrder) keyExpr() string {
 	if len(k.cols) == 1 {
-		return ident(k.cols[0].Name) + k.collate[0]
+		return k.colExpr(0)
 	}
-	parts := make([]string, len(k.cols))
-	for i, c := range k.cols {
-		parts[i] = ident(c.Name) + k.collate[i]
-	}
-	return "ROW(" + strings.Join(parts, ", ") + ")"
+	return "ROW(" + k.orderBy() + ")"
 }
 
-// paramKey is a key given as text parameters starting at $n, cast to the key's types.
+// paramKey is a key given as text parameters starting at $n, as keyExpr compares it.
 func (k keyOrder) paramKey(n int) string {
 	parts := make([]string, len(k.cols))
-	for i, c := range k.cols {
-		parts[i] = fmt.Sprintf("$%d::text::%s%s", n+i, c.Type, k.collate[i])
+	for i := range k.cols {
+		parts[i] = k.param(i, n+i)
 	}
 	if len(parts) == 1 {
 		return parts[0]
@@ -163,36 +185,45 @@ func (k keyOrder) paramKey(n int) string {
 // paramKeyArray is an array of keys given as one text[] parameter per key column from $n.
 func (k keyOrder) paramKeyArray(n int) string {
 	if len(k.cols) == 1 {
-		c := k.cols[0]
-		return fmt.Sprintf("$%d::text[]::%s[]", n, c.Type)
+		return k.paramArray(0, n)
 	}
-	var arrays, fields []string
-	for i, c := range k.cols {
-		arrays = append(arrays, fmt.Sprintf("$%d::text[]::%s[]", n+i, c.Type))
-		fields = append(fields, fmt.Sprintf("u.k%d%s", i, k.collate[i]))
-	}
-	names := make([]string, len(k.cols))
-	for i := range names {
-		names[i] = fmt.Sprintf("k%d", i)
+	var arrays, fields, names []string
+	for i := range k.cols {
+		arrays = append(arrays, k.paramArray(i, n+i))
+		collate := k.collate[i]
+		if !k.native[i] {
+			collate = ` COLLATE "C"`
+		}
+		fields = append(fields, fmt.Sprintf("u.k%d%s", i, collate))
+		names = append(names, fmt.Sprintf("k%d", i))
 	}
 	return fmt.Sprintf("ARRAY(SELECT ROW(%s) FROM unnest(%s) AS u(%s))",
 		strings.Join(fields, ", "), strings.Join(arrays, ", "), strings.Join(names, ", "))
 }
 
-// keyText selects the key columns as text, the form keys travel in between nodes.
-func (k keyOrder) keyText() string {
-	parts := make([]string, len(k.cols))
+// keyText selects the key columns' canonical texts, the form keys travel in between nodes.
+func (k keyOrder) keyText() string { return strings.Join(k.text, ", ") }
+
+// keySortJSON is the key as a JSON array of its canonical values in key order (DiffRow.PKSort):
+// integers as numbers, so keys sort numerically, everything else as canonical text.
+func (k keyOrder) keySortJSON() string {
+	vals := make([]string, len(k.cols))
 	for i, c := range k.cols {
-		parts[i] = ident(c.Name) + "::text"
+		switch c.BaseType {
+		case "int2", "int4", "int8":
+			vals[i] = "to_jsonb(" + ident(c.Name) + ")"
+		default:
+			vals[i] = "to_jsonb(" + k.text[i] + ")"
+		}
 	}
-	return strings.Join(parts, ", ")
+	return "jsonb_build_array(" + strings.Join(vals, ", ") + ")"
 }
 
 // orderBy is an ORDER BY list for the key.
 func (k keyOrder) orderBy() string {
 	parts := make([]string, len(k.cols))
-	for i, c := range k.cols {
-		parts[i] = ident(c.Name) + k.collate[i]
+	for i := range k.cols {
+		parts[i] = k.colExpr(i)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -246,8 +277,8 @@ func (k keyOrder) matchKeys(keys [][]string) (string, []any) {
 		return k.keyExpr() + " = ANY(" + k.paramKeyArray(1) + ")", args
 	}
 	arrays := make([]string, len(k.cols))
-	for j, c := range k.cols {
-		arrays[j] = fmt.Sprintf("$%d::text[]::%s[]", j+1, c.Type)
+	for i := range k.cols {
+		arrays[i] = k.paramArray(i, i+1)
 	}
 	return "(" + k.orderBy() + ") IN (SELECT * FROM unnest(" + strings.Join(arrays, ", ") + "))", args
 }

@@ -16,8 +16,10 @@ type Column struct {
 	BaseType string // the type behind domains, schema-qualified when not in pg_catalog
 	Category string // pg_type.typcategory of the base type (A = array, E = enum, S = string, …)
 	ElemType string // element base type of an array, else ""
-	Collate  string // identifies the column's collation and whether it is deterministic; "" when not collatable
+	Collate  string // identifies the column's collation, its version and whether it is deterministic; "" when not collatable
 	PKPos    int    // 1-based position in the primary key, 0 when not part of it
+	TypeOID  uint32
+	typ      *typeInfo
 }
 
 // Table is the compared table's shape. It must be identical on every node.
@@ -144,11 +146,12 @@ func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error
 		       coalesce((SELECT CASE WHEN es.nspname = 'pg_catalog' THEN e.typname ELSE format('%I.%I', es.nspname, e.typname) END
 		                 FROM pg_type e JOIN pg_namespace es ON es.oid = e.typnamespace WHERE e.oid = bt.typelem AND bt.typcategory = 'A'), ''),
 		       CASE WHEN a.attcollation = 0 THEN ''
-		            ELSE coalesce((SELECT format('%s/%s/%s/%s', co.collname, co.collprovider, co.collisdeterministic,
-		                                         CASE WHEN co.collname = 'default' THEN (SELECT d.datcollate FROM pg_database d WHERE d.datname = current_database())
-		                                              ELSE coalesce(co.collcollate, '') END)
-		                           FROM pg_collation co WHERE co.oid = a.attcollation), '') END,
-		       coalesce(array_position(i.indkey::int2[], a.attnum) + 1, 0)
+		            ELSE coalesce((SELECT format('%s/%s/%s/%s/%s', co.collname, co.collprovider, CASE WHEN co.collisdeterministic THEN 'deterministic' ELSE 'nondeterministic' END,
+		                                         CASE WHEN co.collname = 'default' THEN d.datcollate ELSE coalesce(co.collcollate, '') END,
+		                                         CASE WHEN co.collname = 'default' THEN pg_database_collation_actual_version(d.oid)
+		                                              ELSE pg_collation_actual_version(co.oid) END)
+		                           FROM pg_collation co, pg_database d WHERE co.oid = a.attcollation AND d.datname = current_database()), '') END,
+		       coalesce(array_position(i.indkey::int2[], a.attnum) + 1, 0), a.atttypid
 		FROM pg_attribute a
 		JOIN LATERAL (SELECT CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END AS oid FROM pg_type t0 WHERE t0.oid = a.atttypid) b ON true
 		JOIN pg_type bt ON bt.oid = b.oid
@@ -161,11 +164,17 @@ func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
 		var c Column
-		err := r.Scan(&c.Name, &c.Type, &c.BaseType, &c.Category, &c.ElemType, &c.Collate, &c.PKPos)
+		err := r.Scan(&c.Name, &c.Type, &c.BaseType, &c.Category, &c.ElemType, &c.Collate, &c.PKPos, &c.TypeOID)
 		return c, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.Display(), n.Name, err)
+	}
+	loader := typeLoader{q: n.Pool, seen: map[uint32]*typeInfo{}}
+	for i := range cols {
+		if cols[i].typ, err = loader.load(ctx, cols[i].TypeOID, 0); err != nil {
+			return nil, fmt.Errorf("read column %q of %s on node %s: %w", cols[i].Name, t.Display(), n.Name, err)
+		}
 	}
 	t.Columns = cols
 	t.PK = pkColumns(cols)
