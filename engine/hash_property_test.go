@@ -167,7 +167,9 @@ var typeGens = []struct {
 	}},
 	{"date", func(r *rand.Rand) (string, string) {
 		d := r.IntN(100000) - 50000
-		return oneOf(r, func() (string, string) { return fmt.Sprintf("'2000-01-01'::date + %d", d), fmt.Sprintf("'2000-01-01'::date + %d", -d-1) },
+		return oneOf(r, func() (string, string) {
+			return fmt.Sprintf("'2000-01-01'::date + %d", d), fmt.Sprintf("'2000-01-01'::date + %d", -d-1)
+		},
 			func() (string, string) { return "'infinity'", "'-infinity'" })
 	}},
 	{"time", func(r *rand.Rand) (string, string) {
@@ -227,7 +229,9 @@ var typeGens = []struct {
 		return oneOf(r, func() (string, string) {
 			return lit(fmt.Sprintf("{{%s,%s},{%s,%s}}", v[0], v[1], v[2], v[3])), lit("{" + strings.Join(v, ",") + "}")
 		},
-			func() (string, string) { return lit("[0:1]={" + v[0] + "," + v[1] + "}"), lit("{" + v[0] + "," + v[1] + "}") },
+			func() (string, string) {
+				return lit("[0:1]={" + v[0] + "," + v[1] + "}"), lit("{" + v[0] + "," + v[1] + "}")
+			},
 			func() (string, string) { return "'{0}'", "'{NULL}'" },
 			func() (string, string) { return "'{}'", "NULL" },
 			func() (string, string) { return lit("{" + v[0] + ",100}"), lit("{100," + v[0] + "}") })
@@ -250,7 +254,9 @@ var typeGens = []struct {
 	}},
 	{"int4range", func(r *rand.Rand) (string, string) {
 		lo := r.IntN(100)
-		return oneOf(r, func() (string, string) { return lit(fmt.Sprintf("[%d,%d)", lo, lo+10)), lit(fmt.Sprintf("[%d,%d]", lo, lo+10)) },
+		return oneOf(r, func() (string, string) {
+			return lit(fmt.Sprintf("[%d,%d)", lo, lo+10)), lit(fmt.Sprintf("[%d,%d]", lo, lo+10))
+		},
 			func() (string, string) { return "'empty'", "NULL" })
 	}},
 	{"numrange", func(r *rand.Rand) (string, string) {
@@ -264,7 +270,9 @@ var typeGens = []struct {
 	{"pair", func(r *rand.Rand) (string, string) {
 		v := randNumeric(r)
 		return oneOf(r, func() (string, string) { return "NULL", "ROW(NULL, NULL, NULL)::pair" },
-			func() (string, string) { return fmt.Sprintf("ROW(1, %s, 'x')::pair", v), fmt.Sprintf("ROW(1, %s, 'x')::pair", neg(v)) },
+			func() (string, string) {
+				return fmt.Sprintf("ROW(1, %s, 'x')::pair", v), fmt.Sprintf("ROW(1, %s, 'x')::pair", neg(v))
+			},
 			func() (string, string) { return "ROW(1, 2, NULL)::pair", "ROW(2, 1, NULL)::pair" },
 			func() (string, string) { return "ROW(1, NULL, '')::pair", "ROW(1, NULL, NULL)::pair" })
 	}},
