@@ -181,7 +181,8 @@ func (t *typeInfo) keyText(expr string) string {
 		return fmt.Sprintf("((%s) + '0'::%s)::text", expr, t.name) // -0 + 0 is 0
 	case t.name == "interval":
 		return "justify_interval(" + expr + ")::text" // '24:00:00' = '1 day'
-	case t.name == "citext":
+	case strings.HasSuffix(t.name, ".citext"): // the extension's type, in whatever schema
+
 		return "lower((" + expr + ")::text)"
 	case t.needsCanon():
 		v := t.valueExpr(expr, inlineText, false)

@@ -43,10 +43,21 @@ func newRowHash(cols []Column, mode HashMode) rowHash {
 	}
 	parts := make([]string, len(cols))
 	for i, c := range cols {
+		if fixedScale(c) {
+			parts[i] = ident(c.Name) // every value has the column's scale: no trim needed
+			continue
+		}
 		parts[i] = c.typ.valueExpr(ident(c.Name), text, mode == HashBinary)
 	}
 	h.expr = "sha256(record_send(ROW(" + strings.Join(parts, ", ") + ")))"
 	return h
+}
+
+// fixedScale reports whether c is a numeric with a declared scale, numeric(p,s), whose values
+// are all stored with that scale, so equal values have equal binary forms (the table has the same
+// column type on every node).
+func fixedScale(c Column) bool {
+	return c.BaseType == "numeric" && strings.HasPrefix(c.Type, "numeric(")
 }
 
 // source is a FROM item holding the table's rows that match where, with the text projections
