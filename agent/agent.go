@@ -32,6 +32,7 @@ type Agent struct {
 
 	mu      sync.Mutex
 	running map[uuid.UUID]*runningTask
+	stop    <-chan struct{} // closed when the agent starts shutting down
 }
 
 type runningTask struct {
@@ -61,11 +62,14 @@ func New(cfg Config, log *slog.Logger) *Agent {
 // Run works until ctx is cancelled, then stops claiming, lets running tasks finish for
 // ShutdownGrace, hands back the rest, and returns nil.
 func (a *Agent) Run(ctx context.Context) error {
+	a.stop = ctx.Done()
 	pcfg, err := engine.ParsePoolConfig(a.cfg.DSN)
 	if err != nil {
 		return fmt.Errorf("ACE_DSN: %w", err)
 	}
-	pcfg.MaxConns = int32(a.cfg.MaxTasks + 3)
+	// Each task holds its claim connection and may read a stream (a repair's diff rows) while it
+	// writes on a third; the rest serve the heartbeat, recovery and claiming.
+	pcfg.MaxConns = int32(3*a.cfg.MaxTasks + 3)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "ace-agent"
 	a.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -139,7 +143,8 @@ func (a *Agent) runningCount() int {
 }
 
 // tryClaim claims one task on a dedicated connection and starts it. The connection holds the
-// task's claim lock until the task ends.
+// task's claim lock until the task ends, and runs nothing else: the claim itself is not cut
+// short by the shutdown either (it never waits for a lock), so no cancellation can break it.
 func (a *Agent) tryClaim(ctx context.Context, tasks *conc.WaitGroup, wake chan struct{}) bool {
 	conn, err := a.pool.Acquire(ctx)
 	if err != nil {
@@ -148,10 +153,14 @@ func (a *Agent) tryClaim(ctx context.Context, tasks *conc.WaitGroup, wake chan s
 		}
 		return false
 	}
-	run, err := sqlapi.Claim(ctx, conn.Conn(), a.id)
+	claimCtx, cancelClaim := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancelClaim()
+	run, err := sqlapi.Claim(claimCtx, conn.Conn(), a.pool, a.id)
 	if err != nil || run == nil {
-		if err != nil && ctx.Err() == nil {
+		if err != nil {
 			a.log.Error("claim failed", "err", err)
+			// It may hold a task's lock: closing it lets the recovery sweep take the task.
+			_ = conn.Conn().Close(claimCtx)
 		}
 		conn.Release()
 		return false
@@ -170,6 +179,17 @@ func (a *Agent) tryClaim(ctx context.Context, tasks *conc.WaitGroup, wake chan s
 		notify(wake)
 	})
 	return true
+}
+
+// runningIDs lists the tasks this agent runs.
+func (a *Agent) runningIDs() []uuid.UUID {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ids := make([]uuid.UUID, 0, len(a.running))
+	for id := range a.running {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // shutdown waits for running tasks for the grace period, then stops them; they hand their
@@ -191,6 +211,16 @@ func (a *Agent) shutdown(tasks *conc.WaitGroup) {
 	}
 	a.mu.Unlock()
 	<-done
+}
+
+// stopping reports whether the agent is shutting down.
+func (a *Agent) stopping() bool {
+	select {
+	case <-a.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // cancelTask stops a running task at a user's request.

@@ -83,7 +83,9 @@ func (a *Agent) recover(ctx context.Context) {
 		return
 	}
 	defer conn.Release()
-	orphans, err := sqlapi.RecoverOrphans(ctx, conn.Conn(), int(a.cfg.StaleAfter.Seconds()))
+	// The agent's own tasks are left alone: even one whose claim connection broke is still being
+	// run, and this agent ends it itself (see execute).
+	orphans, err := sqlapi.RecoverOrphans(ctx, conn.Conn(), int(a.cfg.StaleAfter.Seconds()), a.runningIDs())
 	if err != nil {
 		if ctx.Err() == nil {
 			a.log.Warn("recovery sweep failed", "err", err)

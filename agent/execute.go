@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"runtime"
 	"sync"
@@ -20,37 +22,54 @@ import (
 // finishTimeout bounds the final writes about a task after its context has ended.
 const finishTimeout = 10 * time.Second
 
-// execute runs one claimed task to a terminal status, or hands it back on shutdown.
+// execute runs one claimed task to a terminal status, or hands it back on shutdown. conn holds
+// the claim lock and is used for nothing but releasing it: the task's end is recorded on a
+// fresh connection, so a write that the shutdown cut short cannot strand the task.
 func (a *Agent) execute(ctx context.Context, conn *pgxpool.Conn, run *sqlapi.Run) {
 	log := a.log.With("task", run.Task.ID, "type", run.Task.Type, "attempt", run.Task.Attempts)
 	log.Info("task started", "submitted_by", run.Task.SubmittedBy)
 	result, err := a.dispatch(ctx, run)
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	var endErr error
-	switch cause := context.Cause(ctx); {
-	case err == nil:
-		endErr = run.Complete(endCtx, result)
-		log.Info("task completed")
-	case errors.Is(cause, errShutdown):
-		endErr = run.HandBack(endCtx)
-		log.Info("task handed back for another agent", "reason", cause)
-	case errors.Is(cause, errCancelled):
-		endErr = run.Cancel(endCtx, "cancelled by request")
-		log.Info("task cancelled")
-	case errors.Is(err, sqlapi.ErrLostClaim):
-		log.Warn("task was recovered by another agent; result discarded")
-		return
-	default:
-		endErr = run.Fail(endCtx, err)
-		log.Warn("task failed", "err", err)
+	if endErr := a.end(endCtx, context.Cause(ctx), log, run, result, err); endErr != nil {
+		log.Error("could not record the task's end; the recovery sweep will take it over", "err", endErr)
 	}
-	if endErr != nil {
-		log.Error("could not record the task's end", "err", endErr)
-		// The claim lock may still be held on this connection: drop it so the recovery sweep
-		// can take the task over.
+	if err := run.Unlock(endCtx); err != nil {
+		// Closing the session releases the lock too, so the recovery sweep can take the task.
+		log.Warn("could not release the task's claim lock; closing its connection", "err", err)
 		_ = conn.Conn().Close(endCtx)
 	}
+}
+
+// end records how the task ended, given what dispatch returned and why the task's context
+// ended (cause).
+func (a *Agent) end(ctx context.Context, cause error, log *slog.Logger, run *sqlapi.Run, result any, err error) error {
+	switch {
+	case err == nil:
+		log.Info("task completed")
+		return run.Complete(ctx, result)
+	case errors.Is(err, sqlapi.ErrLostClaim):
+		log.Warn("task was recovered by another agent; result discarded")
+		return nil
+	case errors.Is(cause, errCancelled):
+		log.Info("task cancelled")
+		return run.Cancel(ctx, "cancelled by request")
+	case a.handBack(cause, err, run):
+		log.Info("task handed back for another agent", "reason", cmp.Or(cause, err))
+		return run.HandBack(ctx)
+	}
+	log.Warn("task failed", "err", err)
+	return run.Fail(ctx, err)
+}
+
+// handBack reports whether an unfinished task goes back to the queue: the shutdown's grace ran
+// out, or the agent is shutting down and lost a connection (a restart of the node, say); and
+// the task committed nothing. A repair that committed a node is failed instead, so that its
+// record stays and a person looks at it. (A repair re-plans from the rows the nodes hold when it
+// runs, so even a node whose COMMIT broke off, and may have committed, is safe to run again.)
+func (a *Agent) handBack(cause, err error, run *sqlapi.Run) bool {
+	stopped := errors.Is(cause, errShutdown) || (a.stopping() && sqlapi.ConnectionLost(err))
+	return stopped && !run.MayHaveChangedData()
 }
 
 func (a *Agent) dispatch(ctx context.Context, run *sqlapi.Run) (any, error) {

@@ -43,7 +43,10 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
 		return nil, err
 	}
 	if args.GenerateReport {
-		if summary.RepairReport, err = a.repairReport(ctx, run, args, summary); err != nil {
+		// The nodes are committed: the shutdown must not cut the report short.
+		reportCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		defer cancel()
+		if summary.RepairReport, err = a.repairReport(reportCtx, run, args, summary); err != nil {
 			return nil, err
 		}
 	}

@@ -93,8 +93,8 @@ type RepairActions struct {
 // kept (they may describe changes that were committed), so numbering continues after them.
 func (r *Run) RepairActions(ctx context.Context) (*RepairActions, error) {
 	w := &RepairActions{run: r}
-	err := r.withConn(func(conn *pgx.Conn) error {
-		return conn.QueryRow(ctx, `SELECT coalesce(max(row_no), 0) FROM ace.repair_actions WHERE task_id = $1`, r.Task.ID).Scan(&w.rowNo)
+	err := r.fenced(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT coalesce(max(row_no), 0) FROM ace.repair_actions WHERE task_id = $1`, r.Task.ID).Scan(&w.rowNo)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read earlier repair actions of task %s: %w", r.Task.ID, err)
@@ -102,7 +102,9 @@ func (r *Run) RepairActions(ctx context.Context) (*RepairActions, error) {
 	return w, nil
 }
 
-// WriteRepairActions stores actions with COPY, as not applied.
+// WriteRepairActions stores actions with COPY, as not applied, in one transaction on a
+// connection of its own. A repair commits a node only after every change made there is stored,
+// which is what lets the recovery sweep tell an attempt that changed nothing.
 func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []engine.RepairAction) error {
 	if len(actions) == 0 {
 		return nil
@@ -114,11 +116,8 @@ func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []engine
 		data[i] = []any{r.Task.ID, w.rowNo, r.Task.Attempts, a.Node, a.Action, []byte(a.PK), []byte(a.PKSort),
 			nullString(a.Source), nullJSON(a.Before), nullJSON(a.After), nullString(a.Reason)}
 	}
-	return r.withConn(func(conn *pgx.Conn) error {
-		if err := r.checkClaim(ctx, conn); err != nil {
-			return err
-		}
-		_, err := conn.CopyFrom(ctx, pgx.Identifier{"ace", "repair_actions"},
+	return r.fenced(ctx, func(tx pgx.Tx) error {
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "repair_actions"},
 			[]string{"task_id", "row_no", "attempt", "node", "action", "pk", "pk_sort", "source", "before", "after", "reason"},
 			pgx.CopyFromRows(data))
 		if err != nil {
@@ -128,33 +127,24 @@ func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []engine
 	})
 }
 
-// MarkApplied records that the changes this attempt made on node are committed.
+// MarkApplied records that the changes this attempt made on node are committed. From its first
+// call on, the run may have changed data. It tries again while connections are lost: the node
+// is committed, and that must not go unrecorded for a broken connection.
 func (w *RepairActions) MarkApplied(ctx context.Context, node string) error {
 	r := w.run
-	return r.withConn(func(conn *pgx.Conn) error {
-		if err := r.checkClaim(ctx, conn); err != nil {
-			return err
-		}
-		_, err := conn.Exec(ctx, `UPDATE ace.repair_actions SET applied = true
-			WHERE task_id = $1 AND attempt = $2 AND node = $3 AND action <> 'skip'`, r.Task.ID, r.Task.Attempts, node)
-		if err != nil {
-			return fmt.Errorf("record the committed repair of node %s for task %s: %w", node, r.Task.ID, err)
-		}
-		return nil
+	r.mu.Lock()
+	r.applied = true
+	r.mu.Unlock()
+	return retry(ctx, func() error {
+		return r.fenced(ctx, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `UPDATE ace.repair_actions SET applied = true
+				WHERE task_id = $1 AND attempt = $2 AND node = $3 AND action <> 'skip'`, r.Task.ID, r.Task.Attempts, node)
+			if err != nil {
+				return fmt.Errorf("record the committed repair of node %s for task %s: %w", node, r.Task.ID, err)
+			}
+			return nil
+		})
 	})
-}
-
-// checkClaim fails with ErrLostClaim when the run's task is no longer this agent's.
-func (r *Run) checkClaim(ctx context.Context, conn *pgx.Conn) error {
-	var mine bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ace.tasks WHERE task_id = $1 AND claimed_by = $2
-		AND attempts = $3 AND status = 'RUNNING')`, r.Task.ID, r.agentID, r.Task.Attempts).Scan(&mine); err != nil {
-		return fmt.Errorf("check claim of task %s: %w", r.Task.ID, err)
-	}
-	if !mine {
-		return ErrLostClaim
-	}
-	return nil
 }
 
 // ReadRepairActions returns a repair's recorded actions, by node and key.

@@ -13,8 +13,8 @@ import (
 
 // ResetResults deletes what an earlier attempt of this task stored, so a re-run starts clean.
 func (r *Run) ResetResults(ctx context.Context) error {
-	return r.withConn(func(conn *pgx.Conn) error {
-		if _, err := conn.Exec(ctx, `DELETE FROM ace.diff_results WHERE task_id = $1`, r.Task.ID); err != nil {
+	return r.fenced(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM ace.diff_results WHERE task_id = $1`, r.Task.ID); err != nil {
 			return fmt.Errorf("clear earlier results of task %s: %w", r.Task.ID, err)
 		}
 		return nil
@@ -22,46 +22,50 @@ func (r *Run) ResetResults(ctx context.Context) error {
 }
 
 // WriteDiffRows stores differing rows with COPY. It implements engine.Sink, and is fenced by the
-// claim like every other write of the run.
+// claim like every other write of the run. Each call is one transaction on a connection of its
+// own: cut short, it stores nothing and breaks no other connection.
 func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	data := make([][]any, len(rows))
-	for i, row := range rows {
-		rowsJSON, err := json.Marshal(row.Rows)
-		if err != nil {
-			return fmt.Errorf("encode differing row: %w", err)
-		}
-		var meta []byte
-		if row.Meta != nil {
-			if meta, err = json.Marshal(row.Meta); err != nil {
-				return fmt.Errorf("encode row metadata: %w", err)
-			}
-		}
-		versions, err := json.Marshal(row.Versions)
-		if err != nil {
-			return fmt.Errorf("encode row versions: %w", err)
-		}
-		r.rowNo++
-		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), []byte(row.PKSort), row.Kind, rowsJSON, versions, meta}
+	data, err := r.diffRowData(rows)
+	if err != nil {
+		return err
 	}
-	return r.withConn(func(conn *pgx.Conn) error {
-		var mine bool
-		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ace.tasks WHERE task_id = $1 AND claimed_by = $2
-			AND attempts = $3 AND status = 'RUNNING')`, r.Task.ID, r.agentID, r.Task.Attempts).Scan(&mine); err != nil {
-			return fmt.Errorf("check claim of task %s: %w", r.Task.ID, err)
-		}
-		if !mine {
-			return ErrLostClaim
-		}
-		_, err := conn.CopyFrom(ctx, pgx.Identifier{"ace", "diff_results"},
+	return r.fenced(ctx, func(tx pgx.Tx) error {
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "diff_results"},
 			[]string{"task_id", "row_no", "pk", "pk_sort", "kind", "rows", "versions", "meta"}, pgx.CopyFromRows(data))
 		if err != nil {
 			return fmt.Errorf("store %d differing rows of task %s: %w", len(rows), r.Task.ID, err)
 		}
 		return nil
 	})
+}
+
+// diffRowData encodes differing rows as ace.diff_results rows, numbered after the last ones.
+func (r *Run) diffRowData(rows []engine.DiffRow) ([][]any, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	data := make([][]any, len(rows))
+	for i, row := range rows {
+		rowsJSON, err := json.Marshal(row.Rows)
+		if err != nil {
+			return nil, fmt.Errorf("encode differing row: %w", err)
+		}
+		var meta []byte
+		if row.Meta != nil {
+			if meta, err = json.Marshal(row.Meta); err != nil {
+				return nil, fmt.Errorf("encode row metadata: %w", err)
+			}
+		}
+		versions, err := json.Marshal(row.Versions)
+		if err != nil {
+			return nil, fmt.Errorf("encode row versions: %w", err)
+		}
+		r.rowNo++
+		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), []byte(row.PKSort), row.Kind, rowsJSON, versions, meta}
+	}
+	return data, nil
 }
 
 // ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key.

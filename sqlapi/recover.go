@@ -1,0 +1,145 @@
+package sqlapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Orphan is a RUNNING task whose agent is gone, as found by RecoverOrphans.
+type Orphan struct {
+	TaskID    uuid.UUID
+	ClaimedBy string
+	Requeued  bool
+}
+
+// RecoverOrphans finds RUNNING tasks whose claim lock is free (their agent's session ended) and
+// re-queues them while attempts remain and running them again is harmless, or fails them. skip
+// lists tasks the caller runs itself and will end itself. Tasks of agents that still hold the
+// lock but stopped heartbeating for longer than staleSeconds have that session, and those
+// writing for the task, terminated first; their later writes are refused by the claim's fence
+// once the task is recovered.
+func RecoverOrphans(ctx context.Context, conn *pgx.Conn, staleSeconds int, skip []uuid.UUID) ([]Orphan, error) {
+	if _, err := conn.Exec(ctx, `
+		SELECT pg_terminate_backend(l.pid)
+		FROM ace.tasks t
+		JOIN ace.agents a ON a.agent_id = t.claimed_by
+		JOIN pg_locks l ON l.locktype = 'advisory' AND l.classid IN ($1, $3) AND l.objid = hashtext(t.task_id::text)::oid
+		                AND l.objsubid = 2 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		WHERE t.status = 'RUNNING' AND a.heartbeat_at < clock_timestamp() - make_interval(secs => $2)`,
+		lockClass, staleSeconds, writeLockClass); err != nil {
+		return nil, fmt.Errorf("end sessions of hung agents: %w", err)
+	}
+	if skip == nil {
+		skip = []uuid.UUID{}
+	}
+	rows, err := conn.Query(ctx, `SELECT task_id FROM ace.tasks WHERE status = 'RUNNING' AND task_id <> ALL($1)`, skip)
+	if err != nil {
+		return nil, fmt.Errorf("list running tasks: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("list running tasks: %w", err)
+	}
+	var recovered []Orphan
+	for _, id := range ids {
+		o, err := recoverOne(ctx, conn, id)
+		if err != nil {
+			return recovered, err
+		}
+		if o != nil {
+			recovered = append(recovered, *o)
+		}
+	}
+	return recovered, nil
+}
+
+// rerunnableTypes are read-only, so running them again after a crash changes nothing.
+var rerunnableTypes = []string{string(TypeTableDiff), string(TypeTableRerun), string(TypeDiffImport)}
+
+// recoverOne recovers the task if its claim lock is free, and returns what it did (nil: the
+// task's agent is still there, or the task is busy or ended meanwhile).
+func recoverOne(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*Orphan, error) {
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2::text))`, lockClass, id).Scan(&locked); err != nil {
+		return nil, fmt.Errorf("probe lock of task %s: %w", id, err)
+	}
+	if !locked {
+		return nil, nil
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, hashtext($2::text))`, lockClass, id)
+	var o *Orphan
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var err error
+		o, err = recoverLocked(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recover task %s: %w", id, err)
+	}
+	return o, nil
+}
+
+// recoverLocked locks the task's row and re-queues or fails it. The row lock waits for no one: a
+// write of its agent in flight (see Run.fenced) makes the sweep try again next time, and once the
+// row is locked no write of the agent can slip in before the decision.
+func recoverLocked(ctx context.Context, tx pgx.Tx, id uuid.UUID) (*Orphan, error) {
+	o := Orphan{TaskID: id}
+	var typ string
+	var attempts, maxAttempts int
+	var dryRun bool
+	err := tx.QueryRow(ctx, `SELECT coalesce(claimed_by, ''), task_type, attempts, max_attempts, coalesce(args->'dry_run' = 'true', false)
+		FROM ace.tasks WHERE task_id = $1 AND status = 'RUNNING' FOR UPDATE SKIP LOCKED`, id).
+		Scan(&o.ClaimedBy, &typ, &attempts, &maxAttempts, &dryRun)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	harmless, err := rerunIsHarmless(ctx, tx, id, TaskType(typ), attempts, dryRun)
+	if err != nil {
+		return nil, err
+	}
+	o.Requeued = harmless && attempts < maxAttempts
+	if !o.Requeued {
+		_, err = tx.Exec(ctx, `UPDATE ace.tasks SET status = 'FAILED', finished_at = clock_timestamp(),
+			error = format('agent %s stopped while running this task (attempt %s of %s)', claimed_by, attempts, max_attempts)
+			WHERE task_id = $1`, id)
+		return &o, err
+	}
+	if _, err = tx.Exec(ctx, `UPDATE ace.tasks SET status = 'QUEUED', claimed_by = NULL, progress = NULL,
+		error = format('agent %s stopped during attempt %s; re-queued', claimed_by, attempts)
+		WHERE task_id = $1`, id); err != nil {
+		return nil, err
+	}
+	return &o, deletePartialResults(ctx, tx, id, attempts)
+}
+
+// rerunIsHarmless reports whether running the task again cannot repeat a change: it only reads,
+// or it is a repair whose attempt provably changed nothing. A repair records every change it
+// makes before it commits any node (each batch's actions are stored before the next, and the
+// commits come after the last), so an attempt without a recorded insert, update or delete has
+// committed nothing, and never will: once the task is recovered, its agent's next record is
+// refused by the claim's fence, so it rolls back. A dry run changes nothing at all.
+func rerunIsHarmless(ctx context.Context, tx pgx.Tx, id uuid.UUID, typ TaskType, attempt int, dryRun bool) (bool, error) {
+	switch {
+	case slices.Contains(rerunnableTypes, string(typ)):
+		return true, nil
+	case typ != TypeTableRepair:
+		return false, nil
+	case dryRun:
+		return true, nil
+	}
+	var changed bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ace.repair_actions
+		WHERE task_id = $1 AND attempt = $2 AND action <> 'skip')`, id, attempt).Scan(&changed)
+	if err != nil {
+		return false, fmt.Errorf("look for changes recorded by attempt %d: %w", attempt, err)
+	}
+	return !changed, nil
+}
