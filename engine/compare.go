@@ -26,12 +26,7 @@ func (d *differ) onAllNodes(ctx context.Context, fn func(ctx context.Context, i 
 }
 
 // hashBuckets hashes block b on every node, one summary per leaf: the row count and two exact
-// sums of 64-bit lanes of the row digests.
-//
-// The middle subquery selects clock_timestamp(), which nobody reads, because a subquery with a
-// volatile output is not flattened into its parent: flattened, the digest would be computed once
-// for each lane that uses it. clock_timestamp() is parallel safe, so the scan can still run in
-// parallel workers.
+// sums of 64-bit lanes of the row digests (summarySQL).
 func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash, error) {
 	var args []any
 	where := d.keys.where(b.rng, &args)
@@ -60,10 +55,15 @@ func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash
 
 // summarySQL summarises the rows of source by bucket: the bucket, the row count and the two lane
 // sums of the row digests, as text.
+//
+// The subquery selects clock_timestamp(), which nobody reads, because a subquery with a volatile
+// output is not flattened into its parent: flattened, the digest would be computed again for
+// every byte the lanes read. clock_timestamp() is parallel safe, so the scan can still run in
+// parallel workers.
 func summarySQL(bucket string, h rowHash, source string) string {
 	return fmt.Sprintf(`SELECT "?ace_k?", count(*), sum(%s)::text, sum(%s)::text
-		FROM (SELECT %s AS "?ace_k?", %s AS "?ace_b?", clock_timestamp() AS "?ace_fence?" FROM %s) s GROUP BY 1`,
-		lane1, lane2, bucket, fmt.Sprintf(laneBits, h.expr), source)
+		FROM (SELECT %s AS "?ace_k?", %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s) s GROUP BY 1`,
+		lane(0), lane(8), bucket, h.expr, source)
 }
 
 // String renders a range for error messages.

@@ -71,13 +71,17 @@ func (h rowHash) source(table, where string) string {
 		" WHERE " + where + `) AS "?ace_r?"`
 }
 
-// lanes are two 64-bit integers from the first 128 bits of a digest, summed per range: a range's
-// summary is its row count and both sums, exact (numeric), so no row can cancel another.
-const (
-	laneBits = `('x' || encode(substring(%s FROM 1 FOR 16), 'hex'))::bit(128)`
-	lane1    = `"?ace_b?"::bit(64)::int8`
-	lane2    = `("?ace_b?" << 64)::bit(64)::int8`
-)
+// lane is the 64-bit big-endian integer in bytes [off, off+8) of the digest column "?ace_h?".
+// Ranges are summarised by their row count and the exact (numeric) sums of two lanes, bytes 0–7
+// and 8–15: 128 bits of hash, added, so no row can cancel another. get_byte measured cheaper than
+// parsing the digest's hex as bit(64).
+func lane(off int) string {
+	parts := make([]string, 8)
+	for i := range parts {
+		parts[i] = fmt.Sprintf(`(get_byte("?ace_h?", %d)::int8 << %d)`, off+i, 56-8*i)
+	}
+	return strings.Join(parts, " | ")
+}
 
 // jsonValue renders a column for reports: JSON numbers and booleans where exact, and
 // PostgreSQL's own text form (which round-trips) for everything else. Floats are text: as JSON
