@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,6 +30,10 @@ type Agent struct {
 	id   string
 	log  *slog.Logger
 	pool *pgxpool.Pool
+
+	// clientCerts is the TLS identity of ACE_DSN, which task sessions present when they log in
+	// as a submitter.
+	clientCerts []tls.Certificate
 
 	mu      sync.Mutex
 	running map[uuid.UUID]*runningTask
@@ -71,6 +76,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	// writes on a third; the rest serve the heartbeat, recovery and claiming.
 	pcfg.MaxConns = int32(3*a.cfg.MaxTasks + 3)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "ace-agent"
+	if a.cfg.Impersonation == "" {
+		a.cfg.Impersonation = ImpersonateLogin
+	}
+	if pcfg.ConnConfig.TLSConfig != nil {
+		a.clientCerts = pcfg.ConnConfig.TLSConfig.Certificates
+	}
+	if a.cfg.setRole() {
+		a.log.Warn("ACE_IMPERSONATION=set_role: task sessions log in as this agent and SET ROLE to the submitter; code a submitter can reach (filters, policies, triggers, domains) could RESET ROLE to the agent's login, so run this only where every submitter is trusted")
+	}
 	a.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("connect to local node: %w", err)
@@ -171,7 +185,9 @@ func (a *Agent) tryClaim(ctx context.Context, tasks *conc.WaitGroup, wake chan s
 	a.mu.Unlock()
 	tasks.Go(func() {
 		defer conn.Release()
-		a.execute(taskCtx, conn, run)
+		limited, stopLimit := withRuntimeLimit(taskCtx, run.MaxRuntime)
+		a.execute(limited, conn, run)
+		stopLimit()
 		cancel(nil)
 		a.mu.Lock()
 		delete(a.running, run.Task.ID)

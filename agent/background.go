@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -12,7 +11,8 @@ import (
 )
 
 // listen holds one connection that LISTENs for new and cancelled tasks. NOTIFY is only a
-// wake-up: if the connection drops, the poll interval still finds the work.
+// wake-up, without a payload: if the connection drops, the poll interval still finds the work,
+// and a cancel request is also seen at the task's next progress update.
 func (a *Agent) listen(ctx context.Context, wake chan struct{}) {
 	for ctx.Err() == nil {
 		if err := a.listenOnce(ctx, wake); err != nil && ctx.Err() == nil {
@@ -40,8 +40,9 @@ func (a *Agent) listenOnce(ctx context.Context, wake chan struct{}) error {
 			return err
 		}
 	}
-	// Anything queued before LISTEN took effect is found by this first wake-up.
+	// Anything queued, or any cancel asked for, before LISTEN took effect is found now.
 	notify(wake)
+	a.cancelRequested(ctx)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -51,9 +52,7 @@ func (a *Agent) listenOnce(ctx context.Context, wake chan struct{}) error {
 		case "ace_task":
 			notify(wake)
 		case "ace_task_cancel":
-			if id, err := uuid.Parse(n.Payload); err == nil {
-				a.cancelTask(id)
-			}
+			a.cancelRequested(ctx)
 		}
 	}
 }

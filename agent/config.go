@@ -25,7 +25,22 @@ type Config struct {
 	ProgressInterval  time.Duration `envconfig:"PROGRESS_INTERVAL" default:"500ms" desc:"minimum time between progress updates of a task"`
 	ReportDir         string        `envconfig:"REPORT_DIR" default:"reports" desc:"where a diff's output report (json, html, csv) is written"`
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	Impersonation     string        `envconfig:"IMPERSONATION" default:"login" desc:"how task sessions become the submitter: login (log in as the submitting role, with the agent's certificate mapped by pg_ident.conf) or set_role (log in as the agent and SET ROLE: only for clusters whose submitters are all trusted)"`
 }
+
+// Impersonation modes: how a task's sessions on the nodes become the submitting role.
+const (
+	// ImpersonateLogin logs in as the submitter: PostgreSQL itself keeps everything that runs
+	// in the session at the submitter's privileges.
+	ImpersonateLogin = "login"
+	// ImpersonateSetRole logs in as the agent and SETs ROLE to the submitter. Code that runs in
+	// such a session can RESET ROLE to the agent's login, so filters and the tables' own code
+	// are checked against an allow-list first; for clusters whose submitters are all trusted.
+	ImpersonateSetRole = "set_role"
+)
+
+// setRole reports whether task sessions SET ROLE instead of logging in as the submitter.
+func (c Config) setRole() bool { return c.Impersonation == ImpersonateSetRole }
 
 // LoadConfig reads the configuration from the environment.
 func LoadConfig() (Config, error) {
@@ -35,6 +50,9 @@ func LoadConfig() (Config, error) {
 	}
 	if c.MaxTasks < 1 {
 		return c, fmt.Errorf("ACE_MAX_TASKS must be at least 1, got %d", c.MaxTasks)
+	}
+	if c.Impersonation != ImpersonateLogin && c.Impersonation != ImpersonateSetRole {
+		return c, fmt.Errorf("ACE_IMPERSONATION must be %s or %s, got %q", ImpersonateLogin, ImpersonateSetRole, c.Impersonation)
 	}
 	return c, nil
 }

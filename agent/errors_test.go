@@ -129,7 +129,7 @@ func TestTableDiffRunsAsTheSubmittingRole(t *testing.T) {
 	e := setup(t, `CREATE TABLE t (id int PRIMARY KEY, secret text)`)
 	// Roles are cluster-wide: give them names unique to this test's database.
 	reader, outsider := e.DB+"_reader", e.DB+"_outsider"
-	e.ExecAll(`CREATE ROLE ` + reader + `; CREATE ROLE ` + outsider)
+	e.ExecAll(`CREATE ROLE ` + reader + ` LOGIN; CREATE ROLE ` + outsider + ` LOGIN`)
 	e.ExecAll(`GRANT SELECT ON t TO ` + reader)
 	e.Node("n2").Exec(t, `REVOKE SELECT ON t FROM `+reader)
 	ctx := context.Background()
@@ -183,16 +183,27 @@ func TestApplicationInsertAndCompletionNotify(t *testing.T) {
 	conn, err := pgx.Connect(ctx, e.Node("n1").DSN)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `LISTEN ace_task_done`)
+	// LISTEN in the inserting transaction: it takes effect as the task becomes visible.
+	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
 	var id uuid.UUID
-	require.NoError(t, conn.QueryRow(ctx, `INSERT INTO ace.tasks (task_type, args)
-		VALUES ('table-diff', '{"table_name": "t", "nodes": ["n1", "n2"]}') RETURNING task_id`).Scan(&id))
+	var channel string
+	require.NoError(t, tx.QueryRow(ctx, `INSERT INTO ace.tasks (task_type, args)
+		VALUES ('table-diff', '{"table_name": "t", "nodes": ["n1", "n2"]}') RETURNING task_id, ace.task_channel(task_id)`).Scan(&id, &channel))
+	require.Equal(t, sqlapi.TaskChannel(id), channel)
+	_, err = tx.Exec(ctx, `LISTEN `+channel)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
 	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	n, err := conn.WaitForNotification(waitCtx)
-	require.NoError(t, err)
-	require.Equal(t, id.String(), n.Payload)
+	var payloads []string
+	for len(payloads) == 0 || payloads[len(payloads)-1] != "COMPLETED" {
+		n, err := conn.WaitForNotification(waitCtx)
+		require.NoError(t, err, "got %v", payloads)
+		require.Equal(t, channel, n.Channel)
+		payloads = append(payloads, n.Payload)
+	}
+	require.Equal(t, "RUNNING", payloads[0])
 	task, err := sqlapi.GetTask(ctx, conn, id)
 	require.NoError(t, err)
 	require.Equal(t, sqlapi.StatusCompleted, task.Status)

@@ -54,6 +54,9 @@ func (a *Agent) end(ctx context.Context, cause error, log *slog.Logger, run *sql
 	case errors.Is(cause, errCancelled):
 		log.Info("task cancelled")
 		return run.Cancel(ctx, "cancelled by request")
+	case errors.As(cause, new(runtimeLimitError)):
+		log.Warn("task stopped at max_task_runtime", "limit", run.MaxRuntime)
+		return run.Fail(ctx, cause)
 	case a.handBack(cause, err, run):
 		log.Info("task handed back for another agent", "reason", cmp.Or(cause, err))
 		return run.HandBack(ctx)
@@ -141,7 +144,7 @@ func (a *Agent) diffOptions(args sqlapi.TableDiffArgs) (engine.TableDiffOptions,
 	return engine.TableDiffOptions{
 		Table: args.TableName, BlockSize: args.BlockSize, CompareUnitSize: args.CompareUnitSize,
 		TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows, Workers: workers,
-		AgainstOrigin: args.AgainstOrigin, Until: until, RecheckAfter: recheck,
+		AgainstOrigin: args.AgainstOrigin, Until: until, RecheckAfter: recheck, SetRoleSessions: a.cfg.setRole(),
 	}, nil
 }
 
@@ -165,7 +168,7 @@ func (a *Agent) openNodes(ctx context.Context, run *sqlapi.Run, names []string, 
 			return nil, fmt.Errorf("node %s is not registered in ace.nodes any more", name)
 		}
 		p.Go(func(ctx context.Context) error {
-			n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: ci, Role: run.Task.SubmittedBy, MaxConns: maxConns})
+			n, err := engine.OpenNode(ctx, a.asSubmitter(engine.NodeOptions{Name: name, ConnInfo: ci, MaxConns: maxConns}, run))
 			nodes[i] = n
 			return err
 		})
@@ -175,6 +178,18 @@ func (a *Agent) openNodes(ctx context.Context, run *sqlapi.Run, names []string, 
 		return nil, err
 	}
 	return nodes, nil
+}
+
+// asSubmitter makes a task's node sessions the submitter's: by logging in as the submitting role
+// with the agent's client certificate (the node's pg_ident.conf maps it onto submitters), or, in
+// the set_role mode, by SET ROLE in the agent's own login.
+func (a *Agent) asSubmitter(o engine.NodeOptions, run *sqlapi.Run) engine.NodeOptions {
+	if a.cfg.setRole() {
+		o.Role = run.Task.SubmittedBy
+		return o
+	}
+	o.User, o.ClientCerts = run.Task.SubmittedBy, a.clientCerts
+	return o
 }
 
 func closeNodes(nodes []*engine.Node) {

@@ -9,14 +9,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ace-agent/ace-agent/agent"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
-// TestNonSuperuserAgent runs the agent as the README recommends when submitters are less
-// trusted than the agent: a login without superuser that owns the ace schema, may SET ROLE to
-// the submitters, and holds only the grants a repair needs. Code that escapes the submitter's
-// role then lands on that login, not on a superuser.
+// TestNonSuperuserAgent runs the agent in the set_role mode (ACE_IMPERSONATION=set_role) the way
+// the README sets it up: a login without superuser that owns the ace schema, may SET ROLE to the
+// submitters, and holds only the grants a repair needs. Code that escapes the submitter's role
+// then lands on that login, not on a superuser.
 func TestNonSuperuserAgent(t *testing.T) {
 	t.Parallel()
 	e := testcluster.New(t)
@@ -52,7 +53,7 @@ func TestNonSuperuserAgent(t *testing.T) {
 		}
 		require.NoError(t, conn.Close(ctx))
 		cfg := n.AgentConfig()
-		cfg.DSN = dsn
+		cfg.DSN, cfg.Impersonation = dsn, agent.ImpersonateSetRole
 		n.StartAgentWith(t, cfg)
 	}
 	e.ExecAll(`INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100) g`)
@@ -78,6 +79,6 @@ func TestNonSuperuserAgent(t *testing.T) {
 
 	escaped := asAlice(`SELECT ace.table_diff('public.owned')`)
 	require.Equal(t, sqlapi.StatusFailed, escaped.Status)
-	require.Contains(t, *escaped.Error, "permission denied for table secret",
-		"RESET ROLE reached the agent's login, which cannot read what the superuser can")
+	require.Contains(t, *escaped.Error, "row-level security policy p on public.owned on node n1 is owned by "+alice,
+		"in the set_role mode a policy a submitter owns is refused before it can RESET ROLE to the agent's login")
 }

@@ -27,7 +27,7 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
 	if len(targets) == 0 {
 		targets = slices.DeleteFunc(slices.Clone(diff.Nodes), func(n string) bool { return n == args.SourceOfTruth })
 	}
-	nodes, err := a.openRepairNodes(ctx, targets)
+	nodes, err := a.openRepairNodes(ctx, run, targets)
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +53,15 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
 	return summary, nil
 }
 
+// setRoleTo is the role a repair's transactions SET LOCAL ROLE to: the submitter in the set_role
+// mode, none when the sessions log in as the submitter.
+func (a *Agent) setRoleTo(run *sqlapi.Run) string {
+	if a.cfg.setRole() {
+		return run.Task.SubmittedBy
+	}
+	return ""
+}
+
 func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) engine.RepairOptions {
 	return engine.RepairOptions{
 		ID:   run.Task.ID.String(),
@@ -60,7 +69,7 @@ func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff
 		Rows: func(ctx context.Context, fn func(engine.DiffRow) error) error {
 			return sqlapi.ReadDiffRows(ctx, a.pool, args.DiffTask, fn)
 		},
-		Role:           run.Task.SubmittedBy,
+		Role:           a.setRoleTo(run),
 		SourceOfTruth:  args.SourceOfTruth,
 		Strategy:       args.Strategy,
 		Targets:        args.Nodes,
@@ -72,6 +81,8 @@ func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff
 		FireTriggers:   args.FireTriggers,
 		Atomic:         args.Atomic,
 		CheckUnchanged: args.CheckUnchanged,
+		// In the set_role mode the table's code runs in sessions that log in as the agent.
+		SetRoleSessions: a.cfg.setRole(),
 	}
 }
 
@@ -101,10 +112,10 @@ func (a *Agent) diffSummary(ctx context.Context, id uuid.UUID) (*engine.DiffSumm
 	return &s, nil
 }
 
-// openRepairNodes connects to the nodes a repair changes, without a role: the engine takes the
-// session settings that need the agent's own privileges first, and then switches to the
-// submitter's role in every transaction. Each repair holds one connection per node.
-func (a *Agent) openRepairNodes(ctx context.Context, names []string) ([]*engine.Node, error) {
+// openRepairNodes connects to the nodes a repair changes, logged in as the submitter; in the
+// set_role mode, without a role: the engine switches to the submitter's role in every
+// transaction (setRoleTo). Each repair holds one connection per node.
+func (a *Agent) openRepairNodes(ctx context.Context, run *sqlapi.Run, names []string) ([]*engine.Node, error) {
 	conninfo, err := a.conninfos(ctx)
 	if err != nil {
 		return nil, err
@@ -116,7 +127,11 @@ func (a *Agent) openRepairNodes(ctx context.Context, names []string) ([]*engine.
 			closeNodes(nodes)
 			return nil, fmt.Errorf("node %s is not registered in ace.nodes any more", name)
 		}
-		n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: ci, MaxConns: 2})
+		o := engine.NodeOptions{Name: name, ConnInfo: ci, MaxConns: 2}
+		if !a.cfg.setRole() {
+			o = a.asSubmitter(o, run)
+		}
+		n, err := engine.OpenNode(ctx, o)
 		if err != nil {
 			closeNodes(nodes)
 			return nil, err
@@ -164,6 +179,7 @@ func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run) (any, error) {
 	defer stop()
 	s, err := engine.RecheckKeys(ctx, nodes, engine.RecheckOptions{
 		Table: args.TableName, Keys: keys, TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows,
+		SetRoleSessions: a.cfg.setRole(),
 	}, run, progress)
 	if err != nil {
 		return nil, err
@@ -210,7 +226,7 @@ func (a *Agent) diffImport(ctx context.Context, run *sqlapi.Run) (any, error) {
 		return nil, err
 	}
 	defer closeNodes(nodes)
-	s, err := engine.ImportACEDiff(ctx, nodes[0], args.Diff, run)
+	s, err := engine.ImportACEDiff(ctx, nodes[0], args.Diff, run, engine.ImportOptions{SetRoleSessions: a.cfg.setRole()})
 	if err != nil {
 		return nil, err
 	}

@@ -78,7 +78,7 @@ func TestRepairAtomicFailsWhenARoleMayNotWriteOnOneNode(t *testing.T) {
 	e := setup(t, smallDDL)
 	e.ExecAll(`INSERT INTO v SELECT g, 'x' || g FROM generate_series(1, 10) g`)
 	role := "ace_test_repairer"
-	e.ExecAll(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '` + role + `') THEN CREATE ROLE ` + role + `; END IF; END $$`)
+	e.ExecAll(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '` + role + `') THEN CREATE ROLE ` + role + ` LOGIN; END IF; END $$`)
 	e.ExecAll(`GRANT SELECT, INSERT, UPDATE, DELETE ON v TO ` + role)
 	e.Node("n3").Exec(t, `REVOKE UPDATE ON v FROM `+role)
 	e.Node("n2").Exec(t, `UPDATE v SET x = 'bad' WHERE id = 1`)

@@ -324,7 +324,7 @@ func TestRepairNeedsTheRightsToWrite(t *testing.T) {
 	e := setup(t, `CREATE TABLE public.v (id int PRIMARY KEY, x text)`)
 	e.ExecAll(`INSERT INTO v SELECT g, 'x' FROM generate_series(1, 10) g`)
 	role := "ace_test_inserter"
-	e.ExecAll(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '` + role + `') THEN CREATE ROLE ` + role + `; END IF; END $$`)
+	e.ExecAll(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '` + role + `') THEN CREATE ROLE ` + role + ` LOGIN; END IF; END $$`)
 	e.ExecAll(`GRANT SELECT, INSERT ON v TO ` + role)
 	e.Node("n2").Exec(t, `UPDATE v SET x = 'y' WHERE id = 1`)
 	ctx := context.Background()

@@ -99,7 +99,8 @@ func (s *shutdownEnv) stopAt(try int) {
 // dropAgentConnections ends every session of the agent's on n1, as a restarting node would.
 func (s *shutdownEnv) dropAgentConnections() {
 	s.Node("n1").Exec(s.t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE datname = current_database() AND application_name = 'ace-agent' AND pid <> pg_backend_pid()`)
+		WHERE datname = current_database() AND (application_name = 'ace-agent' OR application_name LIKE 'ace-agent writer %')
+		AND pid <> pg_backend_pid()`)
 }
 
 // errorOf is a task's error text.

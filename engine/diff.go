@@ -41,6 +41,11 @@ type TableDiffOptions struct {
 	// RecheckAfter, when set, compares the differing keys again after this long, at fresh
 	// snapshots, and reports only the differences that persisted.
 	RecheckAfter time.Duration
+	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
+	// code the table runs on a read (row-level security policies) could step back to the
+	// agent's login, so a table whose policies are owned by a non-superuser is refused. (The
+	// table_filter is held to its allow-list in either mode.)
+	SetRoleSessions bool
 }
 
 func (o *TableDiffOptions) setDefaults() {
@@ -183,7 +188,12 @@ func (d *differ) prepare(ctx context.Context) error {
 	d.rowsPerNode = make([]int64, len(d.nodes))
 	d.filter = "true"
 	if f := strings.TrimSpace(d.opts.TableFilter); f != "" {
-		d.filter = "(" + f + ")"
+		d.filter = wrapFilter(f)
+	}
+	if d.opts.SetRoleSessions {
+		if err := d.checkReadCode(ctx); err != nil {
+			return err
+		}
 	}
 	if err := d.openSessions(ctx, tables); err != nil {
 		return err
@@ -223,8 +233,11 @@ func (d *differ) explain(err error) error {
 	return err
 }
 
-// checkFilter runs the filtered query for one row on every node. The extended protocol refuses
-// a second statement and the READ ONLY transactions refuse writes, so a filter can only select.
+// checkFilter checks the filter on every node (checkFilterIsSafe), then runs the filtered query
+// for one row, so an error the filter raises on the table's rows is reported as the filter's.
+// That trial runs, as every query of the diff, with the extended protocol in a READ ONLY
+// transaction, and under the check's statement timeout: a filter that is slow to match a first
+// row is not wrong, so the timeout only ends the trial.
 func (d *differ) checkFilter(ctx context.Context) error {
 	if d.filter == "true" {
 		return nil
@@ -235,19 +248,28 @@ func (d *differ) checkFilter(ctx context.Context) error {
 			return fmt.Errorf("table_filter %q refused on node %s: %w", d.opts.TableFilter, d.nodes[i].Name, d.explain(err))
 		}
 		err := s.read(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, setCheckTimeout); err != nil {
+				return err
+			}
 			rows, err := tx.Query(ctx, sql)
 			if err != nil {
 				return err
 			}
 			rows.Close()
+			if err := rows.Err(); isStatementTimeout(err) {
+				return errTrialTimedOut
+			}
 			return rows.Err()
 		})
-		if err != nil {
+		if err != nil && !errors.Is(err, errTrialTimedOut) {
 			return fmt.Errorf("invalid table_filter %q: %w", d.opts.TableFilter, d.explain(err))
 		}
 	}
 	return nil
 }
+
+// errTrialTimedOut ends a filter's trial that found no first row within the check's timeout.
+var errTrialTimedOut = errors.New("the filter's trial query ran out of time")
 
 func (d *differ) run(ctx context.Context) error {
 	d.setPhase("planning ranges")

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -34,8 +35,14 @@ type Node struct {
 type NodeOptions struct {
 	Name     string
 	ConnInfo string // libpq key/value string or URI; passwords come from the environment
-	Role     string // SET ROLE to this on every connection; empty keeps the login role
-	MaxConns int32
+	// User logs in as this role instead of the connection string's user: the submitter's own
+	// login, so nothing that runs in the session can outrank the submitter.
+	User string
+	// ClientCerts are presented over TLS when the connection string names no certificate of its
+	// own: the agent's certificate, which the node's pg_ident.conf maps onto submitting roles.
+	ClientCerts []tls.Certificate
+	Role        string // SET ROLE to this on every connection; empty keeps the login role
+	MaxConns    int32
 }
 
 // OpenNode connects to a node and checks that the connection works, so an unreachable or
@@ -47,6 +54,13 @@ func OpenNode(ctx context.Context, o NodeOptions) (*Node, error) {
 	}
 	for k, v := range PinnedSettings {
 		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	if o.User != "" {
+		cfg.ConnConfig.User = o.User
+		for _, fb := range cfg.ConnConfig.Fallbacks {
+			fb.TLSConfig = withClientCerts(fb.TLSConfig, o.ClientCerts)
+		}
+		cfg.ConnConfig.TLSConfig = withClientCerts(cfg.ConnConfig.TLSConfig, o.ClientCerts)
 	}
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
@@ -66,9 +80,37 @@ func OpenNode(ctx context.Context, o NodeOptions) (*Node, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
+		if o.User != "" {
+			return nil, fmt.Errorf("node %s (%s:%d): log in as %s: %w (task sessions log in as the submitting role: on %s, make %s a member of ace_submitters and map the agent's certificate to it in pg_ident.conf, then run ace-agent doctor)",
+				o.Name, cfg.ConnConfig.Host, cfg.ConnConfig.Port, o.User, err, o.Name, o.User)
+		}
 		return nil, fmt.Errorf("node %s (%s:%d): connect: %w", o.Name, cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
 	return &Node{Name: o.Name, Pool: pool}, nil
+}
+
+// withClientCerts returns c presenting certs, unless c is nil (no TLS) or names certificates of
+// its own.
+func withClientCerts(c *tls.Config, certs []tls.Certificate) *tls.Config {
+	if c == nil || len(c.Certificates) > 0 || len(certs) == 0 {
+		return c
+	}
+	c = c.Clone()
+	c.Certificates = certs
+	return c
+}
+
+// ClientCerts returns the TLS client certificates a connection string presents (sslcert and
+// sslkey), if any.
+func ClientCerts(conninfo string) ([]tls.Certificate, error) {
+	cfg, err := ParsePoolConfig(conninfo)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ConnConfig.TLSConfig == nil {
+		return nil, nil
+	}
+	return cfg.ConnConfig.TLSConfig.Certificates, nil
 }
 
 // Close releases the node's connections.

@@ -17,6 +17,10 @@ type RecheckOptions struct {
 	Keys        [][]string // primary keys as text values in key order (see KeyFromJSON)
 	TableFilter string
 	MaxDiffRows int64
+	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
+	// code the table runs on a read could step back to the agent's login, so it is checked as
+	// TableDiffOptions.SetRoleSessions says.
+	SetRoleSessions bool
 }
 
 // RecheckKeys compares exactly the given keys across the nodes, at a fresh snapshot of each, and
@@ -26,7 +30,8 @@ func RecheckKeys(ctx context.Context, nodes []*Node, opts RecheckOptions, sink S
 		return nil, fmt.Errorf("a recheck needs at least 2 nodes, got %d", len(nodes))
 	}
 	start := time.Now()
-	d := newDiffer(TableDiffOptions{Table: opts.Table, TableFilter: opts.TableFilter, MaxDiffRows: opts.MaxDiffRows}, nodes, sink, progress)
+	d := newDiffer(TableDiffOptions{Table: opts.Table, TableFilter: opts.TableFilter, MaxDiffRows: opts.MaxDiffRows,
+		SetRoleSessions: opts.SetRoleSessions}, nodes, sink, progress)
 	d.opts.setDefaults()
 	defer d.closeSessions(ctx)
 	if err := d.prepare(ctx); err != nil {

@@ -91,7 +91,24 @@ type RepairOptions struct {
 	CheckUnchanged bool
 	Origin         string // replication origin; default DefaultRepairOrigin
 	BatchSize      int    // keys per statement; default 500
+	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
+	// code the table runs on a repair (triggers, rules, policies, domain checks, defaults and
+	// other expressions) could step back to the agent's login, so a table carrying such code
+	// owned by a non-superuser is refused before anything is written (see tablecode.go).
+	SetRoleSessions bool
 }
+
+// How a repair writes on a node (NodeRepair.WriteMode).
+const (
+	// WriteReplica writes as logical replication applies changes: session_replication_role =
+	// replica (or local with FireTriggers) and the repair's replication origin, so ordinary
+	// triggers, foreign keys and rules do not act and the changes do not echo to other nodes.
+	// Only for a submitting role that may set session_replication_role itself.
+	WriteReplica = "replica"
+	// WriteNormal writes as the submitting role's own statements would: the table owner's
+	// foreign keys, rules and triggers apply, and the changes replicate like any other write.
+	WriteNormal = "normal"
+)
 
 // Check rejects incompatible options with the reason, as the SQL validator does.
 func (o *RepairOptions) Check() error {
@@ -161,6 +178,9 @@ type NodeRepair struct {
 	Skipped         int64            `json:"skipped"`
 	SkippedByReason map[string]int64 `json:"skipped_by_reason,omitempty"`
 	Error           string           `json:"error,omitempty"`
+	// WriteMode is how the repair wrote there: WriteReplica or WriteNormal ("" for a dry run,
+	// or when the node failed before the repair knew).
+	WriteMode string `json:"write_mode,omitempty"`
 }
 
 // RepairSummary is a repair's outcome: the result of a table-repair task.

@@ -218,7 +218,7 @@ func (r *repairer) apply(ctx context.Context, s *repairSession, ops []decided) (
 		}
 		after := map[string]json.RawMessage{}
 		if err := r.collect(ctx, s, sql, args, after); err != nil {
-			return nil, fmt.Errorf("%s %d rows: %w", strings.TrimSuffix(kind, "e")+"ing", len(group), err)
+			return nil, fmt.Errorf("%s %d rows: %w%s", strings.TrimSuffix(kind, "e")+"ing", len(group), err, r.ruleHint(s, err))
 		}
 		out = append(out, r.outcomes(kind, group, after)...)
 	}
@@ -354,6 +354,19 @@ func fillElement(pk json.RawMessage, fill map[string]json.RawMessage) (json.RawM
 		fields[c] = v
 	}
 	return json.Marshal(fields)
+}
+
+// ruleHint explains an error PostgreSQL raises when a statement of a repair that writes normally
+// meets one of the table's rules (a DO INSTEAD rule refuses RETURNING, any INSERT or UPDATE rule
+// refuses ON CONFLICT).
+func (r *repairer) ruleHint(s *repairSession, err error) string {
+	var pg *pgconn.PgError
+	if r.modes[s.node.Name] != WriteNormal || !errors.As(err, &pg) || pg.Code != "0A000" ||
+		!(strings.Contains(pg.Message, "RETURNING") || strings.Contains(pg.Message, "ON CONFLICT")) {
+		return ""
+	}
+	return " (the table has rules, and this repair writes normally, so they apply: it leaves the rows alone rather than write past " +
+		"them; only a role that may set session_replication_role writes as replication does, without rules)"
 }
 
 // isCode reports whether err is a PostgreSQL error with the given SQLSTATE.

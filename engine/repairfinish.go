@@ -117,6 +117,9 @@ func (r *repairer) summary() *RepairSummary {
 	if o.Diff.DiffRowLimitReached {
 		s.Warnings = append(s.Warnings, "the diff stopped at max_diff_rows, so more rows may differ: diff again after this repair")
 	}
+	if w := r.writeModeWarning(); w != "" {
+		s.Warnings = append(s.Warnings, w)
+	}
 	for _, t := range r.targets {
 		n := r.stats[t]
 		sess := r.sessions[t]
@@ -132,6 +135,7 @@ func (r *repairer) summary() *RepairSummary {
 		default:
 			*n = NodeRepair{Status: NodeRolledBack}
 		}
+		n.WriteMode = r.modes[t]
 		s.Nodes[t] = n
 		s.addNode(n)
 	}

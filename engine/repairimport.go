@@ -45,15 +45,29 @@ const aceMetaKey = "_spock_metadata_"
 // importedKey gathers one key's versions from every list of the file.
 type importedKey struct {
 	rows    map[string]json.RawMessage // node -> the row as ACE wrote it, without metadata
+	where   map[string]string          // node -> where in the file that row is, for errors
 	meta    map[string]RowMeta
 	covered map[string]bool // nodes of the pairs that list this key
+}
+
+// ImportOptions are the options of ImportACEDiff.
+type ImportOptions struct {
+	// SetRoleSessions says n's sessions log in as the agent and SET ROLE to the submitter: the
+	// import casts the file's values to the column types, which runs the CHECK constraints of
+	// domains behind them, so a table whose domains a non-superuser owns is refused.
+	SetRoleSessions bool
 }
 
 // ImportACEDiff reads an ACE diff file and streams its differing keys into sink as DiffRows,
 // with every value re-encoded by node n (where the table must exist) exactly as a table-diff
 // stores it, so a repair can compare them with the rows on the nodes. It returns the file's
 // summary in the form of a diff's.
-func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink) (*DiffSummary, error) {
+//
+// The file is checked against the table's current shape before anything is stored: every row
+// has exactly the table's columns (no unknown column, none missing, key columns not null), is
+// listed under a node of its pair, and every value casts to its column's type. An error names
+// the row, its node and pair, and the column.
+func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink, opts ImportOptions) (*DiffSummary, error) {
 	var f aceDiffFile
 	dec := json.NewDecoder(bytes.NewReader(file))
 	dec.UseNumber()
@@ -68,6 +82,11 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 		return nil, fmt.Errorf("the diff file's primary key (%s) is not the primary key of %s (%s)",
 			strings.Join(f.Summary.PrimaryKey, ", "), t.Display(), strings.Join(t.PKNames(), ", "))
 	}
+	if opts.SetRoleSessions {
+		if err := checkTableCode(ctx, n, t, "", codeUse{cast: true}); err != nil {
+			return nil, fmt.Errorf("import refused: %w", err)
+		}
+	}
 	gathered, order, err := gatherKeys(&f, t)
 	if err != nil {
 		return nil, err
@@ -77,12 +96,17 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 		return nil, err
 	}
 	im := &importer{node: n, table: t, keys: keys, hash: newRowHash(t.Columns, HashBinary), nodes: sortedCopy(f.Summary.Nodes), pairs: map[string]int64{}}
+	// Every row is read and checked before the first is stored.
+	var batches [][]DiffRow
 	for start := 0; start < len(order); start += fetchBatch {
 		batch := order[start:min(start+fetchBatch, len(order))]
 		rows, err := im.diffRows(ctx, gathered, batch)
 		if err != nil {
 			return nil, err
 		}
+		batches = append(batches, rows)
+	}
+	for _, rows := range batches {
 		if err := sink.WriteDiffRows(ctx, rows); err != nil {
 			return nil, fmt.Errorf("store imported rows: %w", err)
 		}
@@ -103,21 +127,30 @@ func gatherKeys(f *aceDiffFile, t *Table) (map[string]*importedKey, []string, er
 	for _, pairName := range sortedKeys(f.Diffs) {
 		pair := strings.SplitN(pairName, "/", 2)
 		for _, node := range sortedKeys(f.Diffs[pairName].Rows) {
+			if len(pair) != 2 || !slices.Contains(pair, node) || !slices.Contains(f.Summary.Nodes, node) {
+				return nil, nil, fmt.Errorf("pair %s lists rows of node %s, which is not one of the pair's nodes or of the file's nodes (%s)",
+					pairName, node, strings.Join(f.Summary.Nodes, ", "))
+			}
 			for i, raw := range f.Diffs[pairName].Rows[node] {
+				where := fmt.Sprintf("row %d of node %s in pair %s", i+1, node, pairName)
 				fields, meta, err := splitACERow(raw)
 				if err != nil {
-					return nil, nil, fmt.Errorf("row %d of node %s in pair %s: %w", i+1, node, pairName, err)
+					return nil, nil, fmt.Errorf("%s: %w", where, err)
+				}
+				if err := checkRowShape(fields, t); err != nil {
+					return nil, nil, fmt.Errorf("%s: %w", where, err)
 				}
 				k, err := aceKey(fields, t)
 				if err != nil {
-					return nil, nil, fmt.Errorf("row %d of node %s in pair %s: %w", i+1, node, pairName, err)
+					return nil, nil, fmt.Errorf("%s: %w", where, err)
 				}
 				ik := keys[k]
 				if ik == nil {
-					ik = &importedKey{rows: map[string]json.RawMessage{}, meta: map[string]RowMeta{}, covered: map[string]bool{}}
+					ik = &importedKey{rows: map[string]json.RawMessage{}, where: map[string]string{}, meta: map[string]RowMeta{}, covered: map[string]bool{}}
 					keys[k] = ik
 					order = append(order, k)
 				}
+				ik.where[node] = where
 				ik.rows[node], _ = json.Marshal(fields)
 				if meta != nil {
 					ik.meta[node] = *meta
@@ -158,6 +191,22 @@ func splitACERow(raw json.RawMessage) (map[string]json.RawMessage, *RowMeta, err
 		meta.CommitTS = &ts
 	}
 	return fields, meta, nil
+}
+
+// checkRowShape checks that a row of the file has exactly the table's columns.
+func checkRowShape(fields map[string]json.RawMessage, t *Table) error {
+	names := t.ColumnNames()
+	for _, name := range sortedKeys(fields) {
+		if !slices.Contains(names, name) {
+			return fmt.Errorf("unknown column %q: %s has no such column now (%s); diff the table again", name, t.Display(), strings.Join(names, ", "))
+		}
+	}
+	for _, name := range names {
+		if _, ok := fields[name]; !ok {
+			return fmt.Errorf("no column %q: a row of an ACE diff file has every column of the table, and %s has it now; diff the table again", name, t.Display())
+		}
+	}
+	return nil
 }
 
 func aceKey(fields map[string]json.RawMessage, t *Table) (string, error) {
@@ -205,6 +254,9 @@ func (im *importer) diffRows(ctx context.Context, keys map[string]*importedKey, 
 	}
 	norm, err := im.normalize(ctx, elems)
 	if err != nil {
+		if bad := im.findBadValue(ctx, elems, func(i int) string { return keys[refs[i].key].where[refs[i].node] }); bad != nil {
+			return nil, bad
+		}
 		return nil, err
 	}
 	byKey := map[string]map[string]normalized{}
@@ -255,6 +307,30 @@ func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]n
 		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
 	}
 	return out, nil
+}
+
+// findBadValue looks for the value that does not cast to its column's type after a batch
+// failed to, and names it; nil when every value casts (the batch failed for another reason).
+func (im *importer) findBadValue(ctx context.Context, elems []json.RawMessage, where func(i int) string) error {
+	all, err := json.Marshal(elems)
+	if err != nil {
+		return nil
+	}
+	for _, c := range im.table.Columns {
+		sql := fmt.Sprintf(`SELECT count(%s) FROM jsonb_array_elements($1::jsonb) AS %s(%s)`, cast(c), elemAlias, elemColumn)
+		if err := im.node.Pool.QueryRow(ctx, sql, string(all)).Scan(new(int64)); err == nil || ctx.Err() != nil {
+			continue
+		}
+		for i, e := range elems {
+			one, _ := json.Marshal([]json.RawMessage{e})
+			if err := im.node.Pool.QueryRow(ctx, sql, string(one)).Scan(new(int64)); err != nil {
+				var fields map[string]json.RawMessage
+				_ = json.Unmarshal(e, &fields)
+				return fmt.Errorf("%s: column %q: the value %s is not a %s: %w", where(i), c.Name, fields[c.Name], c.Type, err)
+			}
+		}
+	}
+	return nil
 }
 
 // diffRow builds the stored form of one key: every node's row (null where the file shows the

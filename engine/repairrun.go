@@ -30,6 +30,7 @@ type repairer struct {
 	keys     keyOrder
 	writable []Column // columns a repair writes: all but generated ones
 	sessions map[string]*repairSession
+	modes    map[string]string // target -> WriteReplica or WriteNormal ("" in a dry run)
 
 	mu       sync.Mutex
 	stats    map[string]*NodeRepair
@@ -57,7 +58,7 @@ func newRepairer(nodes []*Node, opts RepairOptions, sink RepairSink, progress Pr
 		opts.BatchSize = 500
 	}
 	r := &repairer{opts: opts, nodes: map[string]*Node{}, sink: sink, progress: progress, start: time.Now(),
-		sessions: map[string]*repairSession{}, stats: map[string]*NodeRepair{}}
+		sessions: map[string]*repairSession{}, stats: map[string]*NodeRepair{}, modes: map[string]string{}}
 	for _, n := range nodes {
 		r.nodes[n.Name] = n
 	}
@@ -93,6 +94,9 @@ func (r *repairer) prepare(ctx context.Context) error {
 		if err := r.checkPrepared(ctx); err != nil {
 			return err
 		}
+	}
+	if err := r.decideWriteModes(ctx); err != nil {
+		return err
 	}
 	// One node after the other, in name order: two repairs waiting for each other's replication
 	// origin sessions always take them in the same order, so they cannot deadlock.
@@ -207,9 +211,14 @@ func (r *repairer) openSession(ctx context.Context, n *Node) (*repairSession, er
 
 func (r *repairer) beginSession(ctx context.Context, s *repairSession) error {
 	spock := false
-	if !r.opts.DryRun {
+	switch r.modes[s.node.Name] {
+	case WriteReplica:
 		var err error
 		if spock, err = r.setupSession(ctx, s); err != nil {
+			return err
+		}
+	case WriteNormal:
+		if err := writeNormally(ctx, s); err != nil {
 			return err
 		}
 	}
@@ -234,15 +243,17 @@ func (r *repairer) beginSession(ctx context.Context, s *repairSession) error {
 	return nil
 }
 
-// setupSession sets session_replication_role and the replication origin (both need the login
-// role's privileges, before the switch to the submitter), and reports whether Spock is here.
+// setupSession prepares a session to write as replication does (WriteReplica): it sets
+// session_replication_role and the replication origin (both with the login role's privileges,
+// before any switch to the submitter), and reports whether Spock is here.
 func (r *repairer) setupSession(ctx context.Context, s *repairSession) (spock bool, err error) {
 	role := "replica"
 	if r.opts.FireTriggers {
 		role = "local"
 	}
 	if _, err := s.conn.Exec(ctx, "SET session_replication_role = "+role); err != nil {
-		return false, fmt.Errorf("set session_replication_role = %s (the agent's login role must be a superuser to repair): %w", role, err)
+		return false, fmt.Errorf("set session_replication_role = %s (the submitting role may set it, so the session's login must be allowed to as well: "+
+			"a superuser, or GRANT SET ON PARAMETER session_replication_role to it): %w", role, err)
 	}
 	if err := r.setupOrigin(ctx, s); err != nil {
 		return false, err
@@ -258,7 +269,9 @@ func (r *repairer) setupSession(ctx context.Context, s *repairSession) (spock bo
 func (r *repairer) setupOrigin(ctx context.Context, s *repairSession) error {
 	_, err := s.conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, r.opts.Origin)
 	if err != nil && !isCode(err, "23505") {
-		return fmt.Errorf("create replication origin %s: %w", r.opts.Origin, err)
+		return fmt.Errorf("create replication origin %s (a repair that writes as replication does needs EXECUTE on pg_replication_origin_create, "+
+			"pg_replication_origin_oid, pg_replication_origin_session_setup and pg_replication_origin_session_reset for the session's login; "+
+			"or revoke SET ON PARAMETER session_replication_role from the submitter to have repairs write normally): %w", r.opts.Origin, err)
 	}
 	for {
 		_, err := s.conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, r.opts.Origin)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -48,14 +49,18 @@ func GetTask(ctx context.Context, q Querier, id uuid.UUID) (Task, error) {
 	return t, nil
 }
 
-// Wait blocks until the task is terminal and returns it. It listens for the task's
-// notifications and re-reads the row at least every pollEvery, since NOTIFY is only a wake-up.
-// onChange, if set, sees every new version of the row it reads.
+// TaskChannel is the NOTIFY channel of one task's status changes and progress, as
+// ace.task_channel(task_id) names it. Only who knows the task's id can name it.
+func TaskChannel(id uuid.UUID) string {
+	return "ace_task_" + strings.ReplaceAll(id.String(), "-", "")
+}
+
+// Wait blocks until the task is terminal and returns it. It listens on the task's channel and
+// re-reads the row at least every pollEvery, since NOTIFY is only a wake-up. onChange, if set,
+// sees every new version of the row it reads.
 func Wait(ctx context.Context, conn *pgx.Conn, id uuid.UUID, pollEvery time.Duration, onChange func(Task)) (Task, error) {
-	for _, ch := range []string{"ace_task_done", "ace_task_progress"} {
-		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
-			return Task{}, fmt.Errorf("listen on %s: %w", ch, err)
-		}
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{TaskChannel(id)}.Sanitize()); err != nil {
+		return Task{}, fmt.Errorf("listen on the channel of task %s: %w", id, err)
 	}
 	defer func() {
 		unlistenCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -2,6 +2,8 @@ package sqlapi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,31 +19,39 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// lockClass is the first key of the session advisory lock an agent holds on each task it runs.
-// The lock lives exactly as long as the agent's claim session, so a free lock on a RUNNING task
-// proves that the session is gone (the agent died, hung and was ended, or lost the connection);
-// once the task is recovered, the claim's fence refuses whatever the agent still writes.
-const lockClass = 7305
+// legacyLockClass is the first key of the advisory lock agents before the ace.claims table held
+// on a task (with hashtext of its id): the recovery sweep still honours it for their tasks.
+const legacyLockClass = 7305
 
-// writeLockClass is the first key of the shared transaction advisory lock each write about a
-// task takes. It shows in pg_locks which sessions write for the task, so that the recovery
-// sweep can end them all when the task's agent hangs.
-const writeLockClass = 7306
+// claimKeyDraws bounds the random keys a claim tries; a session holds a drawn key already only
+// if it guessed 64 random bits.
+const claimKeyDraws = 8
 
 // ErrLostClaim means the task was taken from this agent (recovered by another agent after this
 // one looked dead): its result must be discarded.
 var ErrLostClaim = errors.New("task is no longer claimed by this agent")
 
-// Run is a claimed task. Its claim is a session advisory lock held by one connection, which
-// does nothing else until the task ends: every write about the task (progress, results, its
-// end) goes through a connection of its own from db, fenced by the claim (agent and attempt).
-// So a write cut short by a cancelled context can break only its own connection, never the
-// one that holds the claim or the one that records the task's end.
+// Run is a claimed task. Its claim is a session advisory lock, on a random key kept in
+// ace.claims, held by one connection, which does nothing else until the task ends: every write
+// about the task (progress, results, its end) goes through a connection of its own from db,
+// fenced by the claim (agent and attempt). So a write cut short by a cancelled context can break
+// only its own connection, never the one that holds the claim or the one that records the
+// task's end.
+//
+// The lock lives exactly as long as the claim's session, so a RUNNING task whose claim session
+// no longer holds its key has lost its agent (it died, hung and was ended, or lost the
+// connection); once the task is recovered, the claim's fence refuses whatever the agent still
+// writes. Nobody can take the key first, since it is drawn at the claim, nor while the claim
+// holds it; one taken after the claim's session ended does not count, since the sweep asks for
+// the claim's own session (see RecoverOrphans).
 type Run struct {
-	Task    Task
-	agentID string
-	lock    *pgx.Conn
-	db      DB
+	Task Task
+	// MaxRuntime is max_task_runtime of ace.settings when the task was claimed; 0: no limit.
+	MaxRuntime time.Duration
+	agentID    string
+	lock       *pgx.Conn
+	lockKey    int64
+	db         DB
 
 	mu      sync.Mutex
 	rowNo   int64 // last diff_results row number written
@@ -54,40 +64,82 @@ type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// Claim takes the oldest queued task on conn's node, if any, marks it RUNNING for agentID and
-// locks it for as long as conn lives. It returns nil when there is nothing to claim. conn must
-// run nothing else until the run ends with Unlock; the run writes through db.
+// claimSQL marks the oldest queued task RUNNING whose role runs fewer tasks than
+// max_running_tasks_per_role, skipping rows another claim has locked, and returns it with
+// max_task_runtime in seconds. Submitters cannot lock task rows (they may only insert them), so
+// a skipped row is always another claim's.
+const claimSQL = `
+	UPDATE ace.tasks SET status = 'RUNNING', claimed_by = $1, started_at = clock_timestamp(),
+	       attempts = attempts + 1, error = NULL
+	WHERE task_id = (
+		SELECT q.task_id FROM ace.tasks q
+		WHERE q.status = 'QUEUED'
+		  AND (SELECT count(*) FROM ace.tasks r WHERE r.status = 'RUNNING' AND r.submitted_by = q.submitted_by)
+		      < coalesce(ace.setting('max_running_tasks_per_role')::int, 2147483647)
+		ORDER BY q.submitted_at FOR UPDATE SKIP LOCKED LIMIT 1)
+	RETURNING ` + taskColumns + `, coalesce(extract(epoch FROM ace.setting('max_task_runtime')::interval), 0)::float8`
+
+// Claim takes the oldest queued task on conn's node that its role's running limit allows, if
+// any, marks it RUNNING for agentID and locks it for as long as conn lives. It returns nil when
+// there is nothing to claim. conn must run nothing else until the run ends with Unlock; the run
+// writes through db. If Claim fails, conn may hold a lock: close it.
 func Claim(ctx context.Context, conn *pgx.Conn, db DB, agentID string) (*Run, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("claim task: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	row := tx.QueryRow(ctx, `
-		UPDATE ace.tasks SET status = 'RUNNING', claimed_by = $1, started_at = clock_timestamp(),
-		       attempts = attempts + 1, error = NULL
-		WHERE task_id = (SELECT task_id FROM ace.tasks WHERE status = 'QUEUED'
-		                 ORDER BY submitted_at FOR UPDATE SKIP LOCKED LIMIT 1)
-		RETURNING `+taskColumns, agentID)
-	task, err := scanTask(row)
+	// Claims on a node take turns, so two cannot both see room under a role's running limit.
+	// Submitters hold no privilege on ace.claims, so they cannot lock it.
+	if _, err := tx.Exec(ctx, `LOCK TABLE ace.claims IN EXCLUSIVE MODE`); err != nil {
+		return nil, fmt.Errorf("claim task: %w", err)
+	}
+	var runtimeSecs float64
+	task, err := scanTask(tx.QueryRow(ctx, claimSQL, agentID), &runtimeSecs)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("claim task: %w", err)
 	}
-	var locked bool
-	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2::text))`, lockClass, task.ID).Scan(&locked); err != nil {
+	key, err := lockClaimKey(ctx, tx)
+	if err != nil {
 		return nil, fmt.Errorf("lock task %s: %w", task.ID, err)
 	}
-	if !locked {
-		// Another session still holds this task: leave it for the recovery sweep.
-		return nil, nil
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO ace.claims (task_id, agent_id, attempt, lock_key, claim_pid, claim_role)
+		VALUES ($1, $2, $3, $4, pg_backend_pid(), (SELECT usesysid FROM pg_stat_activity WHERE pid = pg_backend_pid()))
+		ON CONFLICT (task_id) DO UPDATE SET agent_id = EXCLUDED.agent_id, attempt = EXCLUDED.attempt,
+			lock_key = EXCLUDED.lock_key, claim_pid = EXCLUDED.claim_pid, claim_role = EXCLUDED.claim_role,
+			claimed_at = EXCLUDED.claimed_at`, task.ID, agentID, task.Attempts, key); err != nil {
+		return nil, fmt.Errorf("record claim of task %s: %w", task.ID, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("commit claim of task %s: %w", task.ID, err)
 	}
-	return &Run{Task: task, agentID: agentID, lock: conn, db: db}, nil
+	run := &Run{Task: task, agentID: agentID, lock: conn, lockKey: key, db: db}
+	run.MaxRuntime = time.Duration(runtimeSecs * float64(time.Second))
+	return run, nil
+}
+
+// lockClaimKey takes a session advisory lock on a random key that nobody holds, and returns the
+// key. The lock outlives the transaction.
+func lockClaimKey(ctx context.Context, q Querier) (int64, error) {
+	for range claimKeyDraws {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("draw a lock key: %w", err)
+		}
+		key := int64(binary.BigEndian.Uint64(b[:]))
+		var locked bool
+		if err := q.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&locked); err != nil {
+			return 0, err
+		}
+		if locked {
+			return key, nil
+		}
+	}
+	return 0, fmt.Errorf("every one of %d random lock keys was taken", claimKeyDraws)
 }
 
 // fence is the condition under which a write about the run's task is still this run's to make.
@@ -110,12 +162,15 @@ func (r *Run) update(ctx context.Context, q Querier, set string, args ...any) (c
 
 // fenced runs fn in a transaction that first locks the task's row, if it is still this run's
 // (else ErrLostClaim). The row lock makes the check hold until the commit: recovery and the
-// task's end wait for the transaction, and a write made after them is refused.
+// task's end wait for the transaction, and a write made after them is refused. For as long as
+// the transaction lasts, the session's application_name is the claim's writer tag, by which the
+// recovery sweep finds the sessions to end when the task's agent hangs. A tag takes no lock, so
+// no submitter can make a write wait.
 func (r *Run) fenced(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
-		var mine bool
-		err := tx.QueryRow(ctx, `SELECT true FROM ace.tasks, LATERAL pg_advisory_xact_lock_shared($4, hashtext(tasks.task_id::text))
-			WHERE `+fence+` FOR SHARE OF tasks`, append(r.fenceArgs(), writeLockClass)...).Scan(&mine)
+		var mine string
+		err := tx.QueryRow(ctx, `SELECT set_config('application_name', ace.writer_tag($4), true) FROM ace.tasks
+			WHERE `+fence+` FOR SHARE`, append(r.fenceArgs(), r.lockKey)...).Scan(&mine)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrLostClaim
 		}
@@ -217,7 +272,7 @@ func deletePartialResults(ctx context.Context, q Querier, id uuid.UUID, attempt 
 // Unlock releases the claim lock once the task's end is recorded (or could not be). If it
 // fails, the caller must close the connection, which releases the lock too.
 func (r *Run) Unlock(ctx context.Context) error {
-	if _, err := r.lock.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2::text))`, lockClass, r.Task.ID); err != nil {
+	if _, err := r.lock.Exec(ctx, `SELECT pg_advisory_unlock($1)`, r.lockKey); err != nil {
 		return fmt.Errorf("unlock task %s: %w", r.Task.ID, err)
 	}
 	return nil

@@ -17,21 +17,34 @@ type Orphan struct {
 	Requeued  bool
 }
 
-// RecoverOrphans finds RUNNING tasks whose claim lock is free (their agent's session ended) and
-// re-queues them while attempts remain and running them again is harmless, or fails them. skip
-// lists tasks the caller runs itself and will end itself. Tasks of agents that still hold the
-// lock but stopped heartbeating for longer than staleSeconds have that session, and those
+// claimSessions lists, per RUNNING task, the sessions of its current claim: the one that holds
+// the claim's lock key (claim_pid, still logged in as claim_role), and those tagged as writing
+// for it (see Run.fenced). Only sessions of the claim's own login count, so a submitter who
+// takes the key after the claim's session ended, or tags a session of theirs, is ignored.
+const claimSessions = `
+	SELECT t.task_id, t.claimed_by, s.pid, h.holds_claim
+	FROM ace.tasks t
+	JOIN ace.claims c ON c.task_id = t.task_id AND c.agent_id = t.claimed_by AND c.attempt = t.attempts
+	JOIN pg_stat_activity s ON s.usesysid = c.claim_role AND s.datname = current_database()
+	CROSS JOIN LATERAL (SELECT s.pid = c.claim_pid AND EXISTS (
+		SELECT 1 FROM pg_locks l
+		WHERE l.pid = c.claim_pid AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND ((l.classid::int8 << 32) | l.objid::int8) = c.lock_key)) h(holds_claim)
+	WHERE t.status = 'RUNNING' AND (h.holds_claim OR s.application_name = ace.writer_tag(c.lock_key))`
+
+// RecoverOrphans finds RUNNING tasks whose claim session is gone (their agent's session ended)
+// and re-queues them while attempts remain and running them again is harmless, or fails them.
+// skip lists tasks the caller runs itself and will end itself. Tasks of agents that still hold
+// the claim but stopped heartbeating for longer than staleSeconds have that session, and those
 // writing for the task, terminated first; their later writes are refused by the claim's fence
 // once the task is recovered.
 func RecoverOrphans(ctx context.Context, conn *pgx.Conn, staleSeconds int, skip []uuid.UUID) ([]Orphan, error) {
 	if _, err := conn.Exec(ctx, `
-		SELECT pg_terminate_backend(l.pid)
-		FROM ace.tasks t
-		JOIN ace.agents a ON a.agent_id = t.claimed_by
-		JOIN pg_locks l ON l.locktype = 'advisory' AND l.classid IN ($1, $3) AND l.objid = hashtext(t.task_id::text)::oid
-		                AND l.objsubid = 2 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		WHERE t.status = 'RUNNING' AND a.heartbeat_at < clock_timestamp() - make_interval(secs => $2)`,
-		lockClass, staleSeconds, writeLockClass); err != nil {
+		SELECT pg_terminate_backend(s.pid)
+		FROM (`+claimSessions+`) s
+		JOIN ace.agents a ON a.agent_id = s.claimed_by
+		WHERE a.heartbeat_at < clock_timestamp() - make_interval(secs => $1)`, staleSeconds); err != nil {
 		return nil, fmt.Errorf("end sessions of hung agents: %w", err)
 	}
 	if skip == nil {
@@ -61,17 +74,9 @@ func RecoverOrphans(ctx context.Context, conn *pgx.Conn, staleSeconds int, skip 
 // rerunnableTypes are read-only, so running them again after a crash changes nothing.
 var rerunnableTypes = []string{string(TypeTableDiff), string(TypeTableRerun), string(TypeDiffImport)}
 
-// recoverOne recovers the task if its claim lock is free, and returns what it did (nil: the
+// recoverOne recovers the task if its claim session is gone, and returns what it did (nil: the
 // task's agent is still there, or the task is busy or ended meanwhile).
 func recoverOne(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*Orphan, error) {
-	var locked bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2::text))`, lockClass, id).Scan(&locked); err != nil {
-		return nil, fmt.Errorf("probe lock of task %s: %w", id, err)
-	}
-	if !locked {
-		return nil, nil
-	}
-	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, hashtext($2::text))`, lockClass, id)
 	var o *Orphan
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		var err error
@@ -84,9 +89,10 @@ func recoverOne(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*Orphan, err
 	return o, nil
 }
 
-// recoverLocked locks the task's row and re-queues or fails it. The row lock waits for no one: a
-// write of its agent in flight (see Run.fenced) makes the sweep try again next time, and once the
-// row is locked no write of the agent can slip in before the decision.
+// recoverLocked locks the task's row and, if its claim session is gone, re-queues or fails it.
+// The row lock waits for no one: a write of its agent in flight (see Run.fenced), or another
+// sweep, makes the sweep try again next time; once the row is locked no write of the agent can
+// slip in before the decision, and no other sweep can decide too.
 func recoverLocked(ctx context.Context, tx pgx.Tx, id uuid.UUID) (*Orphan, error) {
 	o := Orphan{TaskID: id}
 	var typ string
@@ -99,6 +105,9 @@ func recoverLocked(ctx context.Context, tx pgx.Tx, id uuid.UUID) (*Orphan, error
 		return nil, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	if alive, err := claimAlive(ctx, tx, id); err != nil || alive {
 		return nil, err
 	}
 	harmless, err := rerunIsHarmless(ctx, tx, id, TaskType(typ), attempts, dryRun)
@@ -118,6 +127,25 @@ func recoverLocked(ctx context.Context, tx pgx.Tx, id uuid.UUID) (*Orphan, error
 		return nil, err
 	}
 	return &o, deletePartialResults(ctx, tx, id, attempts)
+}
+
+// claimAlive reports whether the session of the task's current claim still holds the claim's
+// lock. A task claimed by an agent older than ace.claims has no claim row: its claim is alive
+// while the legacy lock on its id is held.
+func claimAlive(ctx context.Context, tx pgx.Tx, id uuid.UUID) (bool, error) {
+	var alive bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM (`+claimSessions+`) s WHERE s.task_id = $1 AND s.holds_claim)
+		OR (NOT EXISTS (SELECT 1 FROM ace.claims c JOIN ace.tasks t USING (task_id)
+		                WHERE c.task_id = $1 AND c.agent_id = t.claimed_by AND c.attempt = t.attempts)
+		    AND EXISTS (SELECT 1 FROM pg_locks l
+		                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $2
+		                  AND l.objid = hashtext($1::text)::oid
+		                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))`,
+		id, legacyLockClass).Scan(&alive)
+	if err != nil {
+		return false, fmt.Errorf("look for the claim session of task %s: %w", id, err)
+	}
+	return alive, nil
 }
 
 // rerunIsHarmless reports whether running the task again cannot repeat a change: it only reads,

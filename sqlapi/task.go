@@ -58,10 +58,12 @@ const taskColumns = `task_id, task_type, status, args, submitted_by, submitted_a
 
 type rowScanner interface{ Scan(dest ...any) error }
 
-func scanTask(row rowScanner) (Task, error) {
+// scanTask reads taskColumns, then any extra columns that follow them into extra.
+func scanTask(row rowScanner, extra ...any) (Task, error) {
 	var t Task
-	err := row.Scan(&t.ID, &t.Type, &t.Status, &t.Args, &t.SubmittedBy, &t.SubmittedAt, &t.StartedAt, &t.FinishedAt,
-		&t.ClaimedBy, &t.Attempts, &t.MaxAttempts, &t.CancelRequested, &t.Progress, &t.Result, &t.Error)
+	dest := []any{&t.ID, &t.Type, &t.Status, &t.Args, &t.SubmittedBy, &t.SubmittedAt, &t.StartedAt, &t.FinishedAt,
+		&t.ClaimedBy, &t.Attempts, &t.MaxAttempts, &t.CancelRequested, &t.Progress, &t.Result, &t.Error}
+	err := row.Scan(append(dest, extra...)...)
 	return t, err
 }
 

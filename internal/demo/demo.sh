@@ -12,36 +12,54 @@ ROWS=${DEMO_ROWS:-200000}
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\033[36m$ %s\033[0m\n' "$*"; }
 
-bold "Starting 3 PostgreSQL 15 nodes in $CLUSTER_DIR"
+bold "Starting 3 PostgreSQL 15 nodes in $CLUSTER_DIR (certificate authentication only, no trust)"
 if [ -f "$CLUSTER_DIR/agents.pid" ]; then kill $(cat "$CLUSTER_DIR/agents.pid") 2>/dev/null || true; fi
-go run ./internal/devcluster down --dir "$CLUSTER_DIR" >/dev/null
-go run ./internal/devcluster up --dir "$CLUSTER_DIR" --nodes 3
-# shellcheck disable=SC1091
-source "$CLUSTER_DIR/env.sh"
+go build -o bin/devcluster ./internal/devcluster
+DEVCLUSTER=./bin/devcluster
+$DEVCLUSTER down --dir "$CLUSTER_DIR" >/dev/null
+$DEVCLUSTER up --dir "$CLUSTER_DIR" --nodes 3
 
-admin_dsn() { # admin_dsn NODE -> the node's connection string for the postgres database
-  local var="ACE_$(echo "$1" | tr a-z A-Z)_DSN"
-  echo "${!var}"
+# Connection strings, each with the certificate of the role that logs in (or, with a fourth
+# argument, another certificate: the agent's, which pg_ident.conf maps onto submitters).
+dsn_as() { # dsn_as NODE DB ROLE [CERT]
+  $DEVCLUSTER dsn --dir "$CLUSTER_DIR" --node "$1" --db "$2" --user "$3" --cert "${4:-$3}"
 }
-dsn() { # dsn NODE -> the node's connection string for the demo database
-  local admin
-  admin=$(admin_dsn "$1")
-  echo "${admin/dbname=postgres/dbname=$DB}"
+admin_dsn() { dsn_as "$1" postgres postgres; }
+dsn() { dsn_as "$1" $DB dba; }                      # the DBA who diffs and repairs
+agent_dsn() { dsn_as "$1" $DB ace_agent; }          # the agent's own login
+node_conninfo() { # how ace.nodes reaches a node: verified TLS, no user, no certificate
+  agent_dsn "$1" | sed -e 's/ user=[^ ]*//' -e 's/ sslcert=[^ ]*//' -e 's/ sslkey=[^ ]*//'
 }
-psql_on() { # psql_on NODE SQL...
+psql_on() { # psql_on NODE SQL...: as the DBA
   local node=$1; shift
   psql "$(dsn "$node")" -X -q -v ON_ERROR_STOP=1 -P pager=off "$@"
 }
+admin_on() { # admin_on NODE SQL...: as the superuser, in the demo database
+  local node=$1; shift
+  psql "$(dsn_as "$node" $DB postgres)" -X -q -v ON_ERROR_STOP=1 -P pager=off "$@"
+}
 
-bold "Creating database '$DB', installing the ace schema and registering the nodes on every node"
+bold "Creating database '$DB', the agent's login, and a DBA who may submit tasks, on every node"
+show "CREATE ROLE ace_agent LOGIN; CREATE ROLE ace_submitters NOLOGIN; CREATE ROLE dba LOGIN IN ROLE ace_submitters"
 for n in n1 n2 n3; do
-  psql "$(admin_dsn $n)" -X -q -c "CREATE DATABASE $DB" >/dev/null
+  psql "$(admin_dsn $n)" -X -q -v ON_ERROR_STOP=1 <<SQL >/dev/null
+CREATE DATABASE $DB;
+CREATE ROLE ace_agent LOGIN;                -- the agent's own login: no superuser
+GRANT CREATE ON DATABASE $DB TO ace_agent;  -- it installs and owns the ace schema
+GRANT pg_signal_backend TO ace_agent;
+CREATE ROLE ace_submitters NOLOGIN;
+CREATE ROLE dba LOGIN IN ROLE ace_submitters;
+SQL
 done
+show "pg_ident.conf on every node: ace  ace_agent  dba   (the agent's certificate may log in as dba)"
+$DEVCLUSTER map --dir "$CLUSTER_DIR" --cert ace_agent --role dba
+
+bold "Installing the ace schema as the agent and registering the nodes on every node"
 for n in n1 n2 n3; do
-  show "ACE_DSN='$(dsn $n)' ace-agent install"
-  ACE_DSN="$(dsn $n)" $BIN install
+  show "ACE_DSN='$(agent_dsn $n)' ace-agent install"
+  ACE_DSN="$(agent_dsn $n)" $BIN install
   for peer in n1 n2 n3; do
-    ACE_DSN="$(dsn $n)" $BIN node add "$peer" "$(dsn $peer)" --cluster demo >/dev/null
+    ACE_DSN="$(agent_dsn $n)" $BIN node add "$peer" "$(node_conninfo $peer)" --cluster demo >/dev/null
   done
 done
 psql_on n1 -c "SELECT node_name, cluster_name, conninfo FROM ace.nodes"
@@ -49,13 +67,16 @@ psql_on n1 -c "SELECT node_name, cluster_name, conninfo FROM ace.nodes"
 bold "Starting an agent beside each node"
 : >"$CLUSTER_DIR/agents.pid"
 for n in n1 n2 n3; do
-  ACE_DSN="$(dsn $n)" ACE_NODE=$n ACE_POLL_INTERVAL=1s $BIN run >"$CLUSTER_DIR/agent-$n.log" 2>&1 &
+  ACE_DSN="$(agent_dsn $n)" ACE_NODE=$n ACE_POLL_INTERVAL=1s $BIN run >"$CLUSTER_DIR/agent-$n.log" 2>&1 &
   echo $! >>"$CLUSTER_DIR/agents.pid"
   echo "agent $n: pid $!, log $CLUSTER_DIR/agent-$n.log"
 done
+show "ace-agent doctor   # can the agent log in as every submitter, on every node?"
+ACE_DSN="$(agent_dsn n1)" ACE_NODE=n1 $BIN doctor
 
-bold "Loading public.orders ($ROWS rows) identically on every node"
+bold "Loading public.orders ($ROWS rows) identically on every node, as the DBA"
 for n in n1 n2 n3; do
+  admin_on $n -c "GRANT CREATE ON SCHEMA public TO dba" >/dev/null
   psql_on $n <<SQL
 CREATE TYPE order_state AS ENUM ('new', 'paid', 'shipped');
 CREATE TABLE public.orders (
@@ -127,7 +148,7 @@ echo "exit code: $?"
 
 bold "Done"
 cat <<EOF
-The cluster and its agents are still running. Try it yourself:
+The cluster and its agents are still running. Try it yourself, as the DBA:
   psql "$(dsn n1)"
   SELECT ace.table_diff('public.orders', nodes => ARRAY['n1','n2']);
   SELECT status, result FROM ace.wait('<task id>');

@@ -4,11 +4,18 @@
 //	go run ./internal/devcluster up     --dir .cluster --nodes 3
 //	go run ./internal/devcluster status --dir .cluster
 //	go run ./internal/devcluster down   --dir .cluster
+//	go run ./internal/devcluster dsn    --dir .cluster --node n1 --db app --user alice [--cert ace_agent]
+//	go run ./internal/devcluster map    --dir .cluster --cert ace_agent --role alice
 //
-// up writes DIR/env.sh with one ACE_<NODE>_DSN export per node. Errors exit with code 2.
+// The nodes authenticate every connection by client certificate (no trust), made in DIR/certs.
+// up writes DIR/env.sh with one ACE_<NODE>_DSN export per node, for the superuser postgres;
+// dsn prints a connection string for another role (with its own certificate, or with --cert
+// another's); map lets a certificate log in as a role on every node (pg_ident.conf). Errors exit
+// with code 2.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -23,7 +30,7 @@ import (
 	"github.com/ace-agent/ace-agent/internal/localpg"
 )
 
-const usage = "usage: devcluster up|down|status [--dir DIR] [--nodes N]"
+const usage = "usage: devcluster up|down|status|dsn|map [--dir DIR] [--nodes N] [--node NODE --db DB --user ROLE] [--cert CN] [--role ROLE]"
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -39,6 +46,11 @@ func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	dir := fs.String("dir", ".cluster", "cluster directory (holds state, data dirs and env.sh)")
 	nodes := fs.Int("nodes", 3, "number of nodes (up only)")
+	node := fs.String("node", "n1", "node (dsn only)")
+	db := fs.String("db", "postgres", "database (dsn only)")
+	user := fs.String("user", "postgres", "role to log in as (dsn only)")
+	cert := fs.String("cert", "", "common name of the client certificate to present (default: the role's own)")
+	role := fs.String("role", "", "role the certificate may log in as (map only)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -57,6 +69,10 @@ func run(args []string, out io.Writer) error {
 		return down(ctx, out, *dir)
 	case "status":
 		return status(ctx, out, *dir)
+	case "dsn":
+		return dsn(out, *dir, *node, *db, *user, cmp.Or(*cert, *user))
+	case "map":
+		return mapIdentity(ctx, *dir, *cert, *role)
 	default:
 		return fmt.Errorf("unknown command %q; %s", args[0], usage)
 	}
@@ -67,7 +83,7 @@ func up(ctx context.Context, out io.Writer, dir string, nodes int, nodesSet bool
 	c, err := localpg.Open(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		c, err = localpg.Start(ctx, localpg.Options{Nodes: nodes, Dir: dir, Log: os.Stderr})
+		c, err = localpg.Start(ctx, localpg.Options{Nodes: nodes, Dir: dir, Log: os.Stderr, CertAuth: true})
 		if err != nil {
 			return err
 		}
@@ -87,6 +103,42 @@ func up(ctx context.Context, out io.Writer, dir string, nodes int, nodesSet bool
 	}
 	fmt.Fprintf(out, "source %s\n", envPath)
 	printNodes(out, c)
+	return nil
+}
+
+// dsn prints the connection string of a role on a node, presenting the certificate certCN.
+func dsn(out io.Writer, dir, node, db, user, certCN string) error {
+	c, err := localpg.Open(dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range c.Nodes {
+		if n.Name == node {
+			s, err := n.DSNAs(db, user, certCN)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(out, s)
+			return nil
+		}
+	}
+	return fmt.Errorf("no node %s in %s", node, dir)
+}
+
+// mapIdentity lets the certificate certCN log in as role on every node.
+func mapIdentity(ctx context.Context, dir, certCN, role string) error {
+	if certCN == "" || role == "" {
+		return errors.New("map needs --cert and --role")
+	}
+	c, err := localpg.Open(dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range c.Nodes {
+		if err := n.MapIdentity(ctx, certCN, role); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

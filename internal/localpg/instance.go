@@ -12,9 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ace-agent/ace-agent/internal/pgtls"
 )
 
 // Instance is one PostgreSQL server of a Cluster.
@@ -23,8 +26,11 @@ type Instance struct {
 	Port    int    // TCP port on 127.0.0.1
 	DataDir string // PGDATA; also holds server.log
 
-	run *runner
-	log io.Writer
+	run   *runner
+	log   io.Writer
+	certs *pgtls.Authority // set when the instance authenticates by certificate
+
+	identMu sync.Mutex
 }
 
 // errPortInUse marks a start that failed only because the port was taken.
@@ -51,9 +57,52 @@ func DefaultSettings() map[string]string {
 	}
 }
 
-// DSN returns a libpq keyword/value connection string for dbname on this instance.
+// DSN returns a libpq keyword/value connection string for dbname on this instance, as the
+// superuser postgres (with its certificate, on a CertAuth cluster).
 func (i *Instance) DSN(dbname string) string {
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable", i.Port, quoteDSN(dbname))
+	if i.certs == nil {
+		return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=%s sslmode=disable", i.Port, quoteDSN(dbname))
+	}
+	dsn, err := i.DSNAs(dbname, "postgres", "postgres")
+	if err != nil {
+		panic(err) // only a broken certificate directory gets here
+	}
+	return dsn
+}
+
+// DSNAs returns a connection string of a CertAuth instance that logs in as user, presenting the
+// client certificate whose common name is certCN (made on first use). The server is verified
+// against the cluster's authority.
+func (i *Instance) DSNAs(dbname, user, certCN string) (string, error) {
+	if i.certs == nil {
+		return "", fmt.Errorf("%s does not authenticate by certificate", i.Name)
+	}
+	cert, key, err := i.certs.Client(certCN)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s",
+		i.Port, quoteDSN(user), quoteDSN(dbname), quoteDSN(i.certs.CAFile()), quoteDSN(cert), quoteDSN(key)), nil
+}
+
+// MapIdentity lets a client certificate whose common name is certCN log in as role, by a line
+// of the ace map in pg_ident.conf, and reloads the configuration.
+func (i *Instance) MapIdentity(ctx context.Context, certCN, role string) error {
+	i.identMu.Lock()
+	defer i.identMu.Unlock()
+	path := filepath.Join(i.DataDir, "pg_ident.conf")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("map %s to %s on %s: %w", certCN, role, i.Name, err)
+	}
+	line := fmt.Sprintf("ace %q %q\n", certCN, role)
+	if err := i.run.writeFile(path, string(b)+line); err != nil {
+		return fmt.Errorf("map %s to %s on %s: %w", certCN, role, i.Name, err)
+	}
+	if _, err := i.run.run(ctx, i.workDir(), "pg_ctl", "reload", "-D", i.DataDir); err != nil {
+		return fmt.Errorf("reload %s: %w", i.Name, err)
+	}
+	return nil
 }
 
 func quoteDSN(v string) string {
@@ -161,12 +210,9 @@ func (i *Instance) tryInitdb(ctx context.Context, args []string) error {
 // writeConfig keeps our settings in included files so postgresql.conf stays
 // stock and the port can be rewritten alone when a retry picks a new one.
 func (i *Instance) writeConfig(settings map[string]string) error {
-	hba := "local all all trust\n" +
-		"local replication all trust\n" +
-		"host all all 127.0.0.1/32 trust\n" +
-		"host replication all 127.0.0.1/32 trust\n"
-	if err := i.run.writeFile(filepath.Join(i.DataDir, "pg_hba.conf"), hba); err != nil {
-		return fmt.Errorf("write pg_hba.conf of %s: %w", i.Name, err)
+	settings = maps.Clone(settings) // shared by instances set up in parallel
+	if err := i.writeAuth(settings); err != nil {
+		return err
 	}
 	var conf strings.Builder
 	conf.WriteString("# written by localpg\n")
@@ -177,6 +223,40 @@ func (i *Instance) writeConfig(settings map[string]string) error {
 		return fmt.Errorf("write localpg.conf of %s: %w", i.Name, err)
 	}
 	return i.appendIncludes()
+}
+
+// writeAuth writes pg_hba.conf: trust, or on a CertAuth instance certificates only, with the
+// ace user-name map (a certificate logs in as the role named by its CN, or as a role
+// MapIdentity granted it) and the server's TLS files.
+func (i *Instance) writeAuth(settings map[string]string) error {
+	hba := "local all all trust\n" +
+		"local replication all trust\n" +
+		"host all all 127.0.0.1/32 trust\n" +
+		"host replication all 127.0.0.1/32 trust\n"
+	if i.certs != nil {
+		hba = "hostssl all all 127.0.0.1/32 cert map=ace\n" +
+			"hostssl replication all 127.0.0.1/32 cert map=ace\n"
+		ident := "# MAPNAME SYSTEM-USERNAME PG-USERNAME\nace /^(.*)$ \\1\n"
+		if err := i.run.writeFile(filepath.Join(i.DataDir, "pg_ident.conf"), ident); err != nil {
+			return fmt.Errorf("write pg_ident.conf of %s: %w", i.Name, err)
+		}
+		cert, key := i.certs.ServerFiles()
+		for src, dst := range map[string]string{cert: "server.crt", key: "server.key", i.certs.CAFile(): "ca.crt"} {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return fmt.Errorf("install TLS files of %s: %w", i.Name, err)
+			}
+			if err := i.run.writeFile(filepath.Join(i.DataDir, dst), string(b)); err != nil {
+				return fmt.Errorf("install TLS files of %s: %w", i.Name, err)
+			}
+		}
+		settings["ssl"] = "on"
+		settings["ssl_cert_file"], settings["ssl_key_file"], settings["ssl_ca_file"] = "server.crt", "server.key", "ca.crt"
+	}
+	if err := i.run.writeFile(filepath.Join(i.DataDir, "pg_hba.conf"), hba); err != nil {
+		return fmt.Errorf("write pg_hba.conf of %s: %w", i.Name, err)
+	}
+	return nil
 }
 
 func (i *Instance) appendIncludes() error {

@@ -1,8 +1,8 @@
 // Package localpg starts throwaway PostgreSQL 15 instances on loopback ports for tests, the benchmark and the demo.
 //
-// Every instance listens on 127.0.0.1 only (no unix sockets), trusts all
-// local connections as user postgres, and is tuned for speed over durability
-// (fsync=off). When the process runs as root, initdb and the server run as
+// Every instance listens on 127.0.0.1 only (no unix sockets) and is tuned for speed over
+// durability (fsync=off). By default it trusts all local connections; with Options.CertAuth it
+// accepts only TLS connections with a client certificate of its own authority (see CertAuth). When the process runs as root, initdb and the server run as
 // the postgres OS user, because PostgreSQL refuses to run as root.
 //
 // A cluster's layout under Options.Dir is:
@@ -23,6 +23,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/ace-agent/ace-agent/internal/pgtls"
 )
 
 // StateFile is the name of the file in Cluster.Dir that lets Open find a running cluster.
@@ -35,19 +37,26 @@ type Options struct {
 	BinDir   string            // empty = $ACE_PG_BINDIR, else `pg_config --bindir` if it has initdb, else DefaultBinDir
 	Settings map[string]string // extra postgresql.conf settings (unquoted values), override DefaultSettings; port is always chosen by localpg
 	Log      io.Writer         // optional: progress lines ("starting n1 on 127.0.0.1:54321")
+	// CertAuth makes the instances authenticate every connection by client certificate (cert
+	// with map=ace in pg_hba.conf; pg_ident.conf maps a certificate's CN onto the role of the
+	// same name, and MapIdentity adds more), with a certificate authority made in Dir/certs.
+	CertAuth bool
 }
 
 // Cluster is a set of instances sharing a base directory.
 type Cluster struct {
 	Dir   string
 	Nodes []*Instance
+	// Certs is the certificate authority of a CertAuth cluster, else nil.
+	Certs *pgtls.Authority
 
 	binDir string
 }
 
 type state struct {
-	BinDir string      `json:"bin_dir"`
-	Nodes  []nodeState `json:"nodes"`
+	BinDir  string      `json:"bin_dir"`
+	CertDir string      `json:"cert_dir,omitempty"`
+	Nodes   []nodeState `json:"nodes"`
 }
 
 type nodeState struct {
@@ -76,6 +85,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := newCluster(dir, r, opts)
+	if opts.CertAuth {
+		if err := c.makeAuthority(); err != nil {
+			return nil, errors.Join(err, os.RemoveAll(dir))
+		}
+	}
 	if err := c.bootstrap(ctx, opts.Settings); err != nil {
 		// The caller's ctx may be what failed us; cleanup still needs time.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
@@ -185,8 +199,24 @@ func (c *Cluster) each(fn func(*Instance) error) error {
 }
 
 // save writes the state file atomically so a concurrent Open never sees half of it.
+// makeAuthority creates the cluster's certificate authority and hands it to every instance.
+func (c *Cluster) makeAuthority() error {
+	a, err := pgtls.New(filepath.Join(c.Dir, "certs"))
+	if err != nil {
+		return err
+	}
+	c.Certs = a
+	for _, i := range c.Nodes {
+		i.certs = a
+	}
+	return nil
+}
+
 func (c *Cluster) save() error {
 	st := state{BinDir: c.binDir}
+	if c.Certs != nil {
+		st.CertDir = c.Certs.Dir
+	}
 	for _, i := range c.Nodes {
 		st.Nodes = append(st.Nodes, nodeState{Name: i.Name, Port: i.Port, DataDir: i.DataDir})
 	}
@@ -222,8 +252,13 @@ func Open(dir string) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Dir: dir, binDir: st.BinDir}
+	if st.CertDir != "" {
+		if c.Certs, err = pgtls.Open(st.CertDir); err != nil {
+			return nil, fmt.Errorf("open cluster in %s: %w", dir, err)
+		}
+	}
 	for _, n := range st.Nodes {
-		c.Nodes = append(c.Nodes, &Instance{Name: n.Name, Port: n.Port, DataDir: n.DataDir, run: r})
+		c.Nodes = append(c.Nodes, &Instance{Name: n.Name, Port: n.Port, DataDir: n.DataDir, run: r, certs: c.Certs})
 	}
 	return c, nil
 }

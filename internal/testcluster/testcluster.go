@@ -4,6 +4,7 @@
 package testcluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -46,8 +47,13 @@ func Main(m *testing.M) {
 	shared = c
 	code := m.Run()
 	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
-	if err := c.Stop(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "testcluster:", err)
+	for _, c := range []*localpg.Cluster{c, secure.cluster} {
+		if c == nil {
+			continue
+		}
+		if err := c.Stop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "testcluster:", err)
+		}
 	}
 	cancel()
 	os.Exit(code)
@@ -63,9 +69,10 @@ type Env struct {
 // Node is a test database on one instance.
 type Node struct {
 	Name     string
-	DSN      string
+	DSN      string // the superuser's
+	AgentDSN string // the agent's own login: DSN, except on a secure cluster
 	Instance *localpg.Instance
-	Pool     *pgxpool.Pool
+	Pool     *pgxpool.Pool // the superuser's
 }
 
 var unsafeChars = regexp.MustCompile(`[^a-z0-9_]+`)
@@ -75,12 +82,14 @@ var unsafeChars = regexp.MustCompile(`[^a-z0-9_]+`)
 func New(t testing.TB) *Env {
 	t.Helper()
 	require.NotNil(t, shared, "testcluster.Main was not called from TestMain")
+	return NewOn(t, shared.Nodes, testDBName(t))
+}
+
+// testDBName is a database name for the test, unique in the process.
+func testDBName(t testing.TB) string {
 	name := unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "_")
 	db := fmt.Sprintf("t%d_%s", dbSeq.Add(1), name)
-	if len(db) > 60 {
-		db = db[:60]
-	}
-	return NewOn(t, shared.Nodes, db)
+	return db[:min(len(db), 40)] // room for role names made from it
 }
 
 // NewOn makes database db ready on the given instances (a cluster of a test's own): it creates
@@ -100,7 +109,7 @@ func NewOn(t testing.TB, instances []*localpg.Instance, db string) *Env {
 			require.NoError(t, err)
 		}
 		require.NoError(t, admin.Close(ctx))
-		n := &Node{Name: inst.Name, DSN: inst.DSN(db), Instance: inst}
+		n := &Node{Name: inst.Name, DSN: inst.DSN(db), AgentDSN: inst.DSN(db), Instance: inst}
 		n.Pool, err = pgxpool.New(ctx, n.DSN)
 		require.NoError(t, err)
 		t.Cleanup(n.Pool.Close)
@@ -158,7 +167,7 @@ type Agent struct {
 // polling happen within a test's patience.
 func (n *Node) AgentConfig() agent.Config {
 	return agent.Config{
-		DSN: n.DSN, Node: n.Name, MaxTasks: 4, DiffWorkers: 2,
+		DSN: cmp.Or(n.AgentDSN, n.DSN), Node: n.Name, MaxTasks: 4, DiffWorkers: 2,
 		PollInterval: 200 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
 		StaleAfter: 5 * time.Second, ShutdownGrace: 5 * time.Second, ProgressInterval: 50 * time.Millisecond,
 		ReportDir: filepath.Join(os.TempDir(), "ace-agent-test-reports"),
