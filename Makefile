@@ -18,12 +18,15 @@ $(BIN): $(shell find . -name '*.go' -not -path './.cluster/*') $(wildcard migrat
 vet:
 	$(GO) vet ./...
 
-# Every test starts its own throwaway PostgreSQL 15 instances on loopback ports.
+# Every test starts its own throwaway PostgreSQL 15 instances on loopback ports. As root, the
+# Debian packages the tests need are installed first; otherwise the exact apt-get line is printed.
 test: vet
+	./internal/prereq/prereq.sh test
 	$(GO) test -count=1 -timeout 30m ./...
 
 # The whole story on 3 local nodes: cluster, schema, agents, drift, and the diff from psql.
 demo: build
+	./internal/prereq/prereq.sh demo
 	CLUSTER_DIR=$(CLUSTER_DIR) ./internal/demo/demo.sh
 
 # Times table-diff against one hashing pass over each node's table, in the same run, on 3 local
