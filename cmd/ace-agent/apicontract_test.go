@@ -1,0 +1,130 @@
+package main
+
+import (
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ace-agent/ace-agent/internal/testcluster"
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// One option, three places: the SQL function's arguments, the task's Go argument struct (its JSON
+// names are the args keys) and the CLI command's flags (dashes for underscores). An option
+// added to one of them must be added to all three; the exceptions are named here, with the
+// reason.
+var apiContracts = []struct {
+	task, function, procedure, command string
+	goArgs                             any
+	notInSQL, notInGo, notInCLI        []string
+}{
+	{
+		task: "table-diff", function: "table_diff", procedure: "run_table_diff", command: "table-diff",
+		goArgs:   sqlapi.TableDiffArgs{},
+		notInCLI: []string{"table_name"}, // the command's positional argument
+	},
+	{
+		task: "table-repair", function: "table_repair", procedure: "run_table_repair", command: "table-repair",
+		goArgs: sqlapi.TableRepairArgs{},
+		// The server resolves table_name and diff_nodes from the diff task when the repair is
+		// submitted. --diff-file submits a diff-import task (ace.diff_import) first and repairs
+		// that: the SQL path makes the same two calls.
+		notInSQL: []string{"table_name", "diff_nodes", "diff_file"},
+		notInGo:  []string{"diff_file"},
+		notInCLI: []string{"table_name", "diff_nodes"},
+	},
+}
+
+// presentationFlags only change what the CLI prints.
+var presentationFlags = []string{"quiet", "json"}
+
+func TestSQLGoAndCLIOptionsAgree(t *testing.T) {
+	t.Parallel()
+	e := testcluster.New(t)
+	root := newRootCmd()
+	for _, c := range apiContracts {
+		t.Run(c.task, func(t *testing.T) {
+			sqlNames := functionArgs(t, e, c.function)
+			require.Equal(t, sqlNames, functionArgs(t, e, c.procedure), "ace.%s and CALL ace.%s take the same options", c.function, c.procedure)
+			goNames := jsonNames(c.goArgs)
+			cliNames := flagNames(t, root, c.command)
+			for _, name := range union(sqlNames, goNames, cliNames) {
+				if !slices.Contains(c.notInSQL, name) {
+					require.Contains(t, sqlNames, name, "ace.%s has no argument %s", c.function, name)
+				}
+				if !slices.Contains(c.notInGo, name) {
+					require.Contains(t, goNames, name, "%T has no field %s", c.goArgs, name)
+				}
+				if !slices.Contains(c.notInCLI, name) {
+					require.Contains(t, cliNames, name, "ace-agent %s has no flag --%s", c.command, strings.ReplaceAll(name, "_", "-"))
+				}
+			}
+		})
+	}
+}
+
+// functionArgs lists the input arguments of the ace function or procedure name, INOUT results of
+// a CALL form left out.
+func functionArgs(t *testing.T, e *testcluster.Env, name string) []string {
+	t.Helper()
+	rows, err := e.Node("n1").Pool.Query(t.Context(), `
+		SELECT a.n FROM pg_proc p
+		CROSS JOIN LATERAL unnest(p.proargnames, coalesce(p.proargmodes, array_fill('i'::"char", ARRAY[cardinality(p.proargnames)]))) AS a(n, m)
+		WHERE p.pronamespace = 'ace'::regnamespace AND p.proname = $1 AND a.m IN ('i', 'b')
+		  AND a.n NOT IN ('task_id', 'status', 'differing_rows', 'summary')`, name)
+	require.NoError(t, err)
+	var names []string
+	for rows.Next() {
+		var n string
+		require.NoError(t, rows.Scan(&n))
+		names = append(names, n)
+	}
+	require.NoError(t, rows.Err())
+	require.NotEmpty(t, names, "ace.%s exists", name)
+	sort.Strings(names)
+	return names
+}
+
+func jsonNames(v any) []string {
+	var names []string
+	typ := reflect.TypeOf(v)
+	for i := range typ.NumField() {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func flagNames(t *testing.T, root *cobra.Command, command string) []string {
+	t.Helper()
+	cmd, _, err := root.Find([]string{command})
+	require.NoError(t, err)
+	var names []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if !slices.Contains(presentationFlags, f.Name) {
+			names = append(names, strings.ReplaceAll(f.Name, "-", "_"))
+		}
+	})
+	sort.Strings(names)
+	return names
+}
+
+func union(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		for _, s := range l {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
