@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/internal/testcluster"
@@ -21,38 +22,38 @@ import (
 // stalling it with advisory locks, jumping it with a chosen submitted_at, filling the agents'
 // slots, and reading other users' task ids from notifications. Each must now be refused.
 
-// queueEnv is a test database on every node, table t on every node, and login roles that may
-// read it.
+// queueEnv is a test database on every node of the certificate-only cluster (no trust), table t
+// on every node, and submitting roles that may read it. agent is a pool on n1 logged in as the
+// agent's own login (no superuser), which owns the ace schema.
 type queueEnv struct {
 	*testcluster.Env
-	t *testing.T
+	t     *testing.T
+	agent *pgxpool.Pool
 }
 
 func newQueueEnv(t *testing.T) *queueEnv {
 	t.Helper()
-	e := testcluster.New(t)
+	e := testcluster.NewSecure(t)
 	e.ExecAll(`CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)`)
-	return &queueEnv{Env: e, t: t}
+	agent, err := pgxpool.New(context.Background(), e.Node("n1").AgentDSN)
+	require.NoError(t, err)
+	t.Cleanup(agent.Close)
+	return &queueEnv{Env: e, t: t, agent: agent}
 }
 
-// role creates a login role that may read t on every node, named for this test's database.
+// role creates a submitting role that may read t on every node, named for this test's database,
+// that the agent's certificate may log in as.
 func (e *queueEnv) role(name string) string {
-	role := strings.SplitN(e.DB, "_", 2)[0] + "_" + name
-	e.ExecAll(fmt.Sprintf(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%s') THEN CREATE ROLE %[1]s LOGIN; END IF; END $$;
-		GRANT SELECT ON t TO %[1]s`, role))
+	role := e.AddSubmitter(name, true)
+	e.ExecAll(fmt.Sprintf(`GRANT SELECT ON t TO %s`, pgx.Identifier{role}.Sanitize()))
 	return role
 }
 
-// connect logs in to the node as role; the connection closes when the test ends.
+// connect logs in to the node as role, with the role's own certificate; the connection closes
+// when the test ends.
 func (e *queueEnv) connect(node, role string) *pgx.Conn {
 	e.t.Helper()
-	cfg, err := pgx.ParseConfig(e.Node(node).DSN)
-	require.NoError(e.t, err)
-	cfg.User = role
-	conn, err := pgx.ConnectConfig(context.Background(), cfg)
-	require.NoError(e.t, err)
-	e.t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
+	return e.Node(node).ConnectAs(e.t, role)
 }
 
 // submit runs a statement that returns a task id.
@@ -63,20 +64,23 @@ func (e *queueEnv) submit(conn *pgx.Conn, sql string) uuid.UUID {
 	return id
 }
 
-// set changes a row of ace.settings on n1, as the schema's owner would.
+// set changes a row of ace.settings on n1, as the schema's owner (the agent's login).
 func (e *queueEnv) set(name, value string) {
-	e.Node("n1").Exec(e.t, `UPDATE ace.settings SET value = $2 WHERE name = $1`, name, value)
+	e.t.Helper()
+	_, err := e.agent.Exec(context.Background(), `UPDATE ace.settings SET value = $2 WHERE name = $1`, name, value)
+	require.NoError(e.t, err)
 }
 
-// claim claims a task on n1 as agentID on a connection of its own, which closes when the test ends.
+// claim claims a task on n1 as agentID on a connection of its own, logged in as the agent's
+// login as an agent claims, which closes when the test ends.
 func (e *queueEnv) claim(agentID string) (*sqlapi.Run, *pgx.Conn) {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, e.Node("n1").DSN)
+	conn, err := pgx.Connect(ctx, e.Node("n1").AgentDSN)
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	run, err := sqlapi.Claim(ctx, conn, e.Node("n1").Pool, agentID)
+	run, err := sqlapi.Claim(ctx, conn, e.agent, agentID)
 	require.NoError(e.t, err, "a claim must never wait for a lock a user holds")
 	return run, conn
 }
@@ -200,7 +204,7 @@ func TestRecoveryIgnoresAUserHoldingTheClaimKey(t *testing.T) {
 		VALUES ('hung-agent', 'n1', 'h', 1, 'test', 1, now() - interval '1 hour')`)
 	run, claimConn := e.claim("hung-agent")
 	require.NotNil(t, run)
-	sweeper, err := pgx.Connect(ctx, e.Node("n1").DSN)
+	sweeper, err := pgx.Connect(ctx, e.Node("n1").AgentDSN)
 	require.NoError(t, err)
 	defer sweeper.Close(ctx)
 

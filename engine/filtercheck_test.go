@@ -12,14 +12,15 @@ import (
 
 // filterEnv has a table f that mallory (not a superuser) may read, a table victim she may not,
 // and code of hers that escapes to the session's login when it runs: a function, and a domain
-// whose CHECK calls it. marker is the file that code creates when it reaches a superuser.
+// whose CHECK calls it. marker is the file that code creates when it reaches a superuser. The
+// cluster authenticates by certificate only: mallory's sessions log in as her with the agent's
+// certificate, or as the superuser (its own certificate) with SET ROLE.
 func filterEnv(t *testing.T) (e *testcluster.Env, mallory, marker string) {
-	e = testcluster.New(t)
-	mallory = e.DB + "_mallory"
+	e = testcluster.NewSecure(t)
+	mallory = e.AddSubmitter("mallory", true)
 	marker = markerFile(t, "escaped")
 	control := markerFile(t, "control")
-	e.ExecAll(`CREATE ROLE ` + mallory + ` LOGIN;
-		CREATE TABLE f (id int PRIMARY KEY, amount numeric, status text, email text, created_at timestamptz, v text);
+	e.ExecAll(`CREATE TABLE f (id int PRIMARY KEY, amount numeric, status text, email text, created_at timestamptz, v text);
 		INSERT INTO f SELECT g, g * 10, CASE WHEN g % 2 = 0 THEN 'paid' ELSE 'open' END, 'u' || g || '@x', now() - g * interval '1 hour', 'v'
 		FROM generate_series(1, 50) g;
 		CREATE TABLE victim (s text); INSERT INTO victim VALUES ('superuser eyes only');

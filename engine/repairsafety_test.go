@@ -77,12 +77,11 @@ func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.Raw
 
 // keepRulesEnv has child rows that reference parent rows, an audit trigger on child and a rule
 // that keeps child 3, all owned by the superuser, and a role that may write child but not set
-// session_replication_role.
+// session_replication_role. The cluster authenticates by certificate only.
 func keepRulesEnv(t *testing.T) (*testcluster.Env, string) {
-	e := testcluster.New(t)
-	role := e.DB + "_repairer"
-	e.ExecAll(`CREATE ROLE ` + role + ` LOGIN;
-		CREATE TABLE parent (id int PRIMARY KEY); INSERT INTO parent VALUES (1), (2);
+	e := testcluster.NewSecure(t)
+	role := e.AddSubmitter("repairer", true)
+	e.ExecAll(`CREATE TABLE parent (id int PRIMARY KEY); INSERT INTO parent VALUES (1), (2);
 		CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent, x text);
 		CREATE TABLE audit (op text, id int);
 		CREATE FUNCTION audit_child() RETURNS trigger LANGUAGE plpgsql AS

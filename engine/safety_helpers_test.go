@@ -21,17 +21,27 @@ const (
 
 var sessionModes = []string{loginMode, setRoleMode}
 
-// nodesAs opens the env's nodes as role, in the given mode: logged in as role, or logged in as
-// the superuser with SET ROLE role on every connection.
+// nodesAs opens the env's nodes as role, in the given mode, as the agent would: logged in as
+// role, or logged in as the superuser with SET ROLE role on every connection. On a secure env
+// (certificates only) a login as role presents the agent's certificate, which pg_ident.conf maps
+// onto role (add it with e.AddSubmitter(name, true)); the superuser presents its own, and stands
+// for an agent that logs in as a superuser in set_role mode.
 func nodesAs(t *testing.T, e *testcluster.Env, role, mode string) []*engine.Node {
 	t.Helper()
 	var nodes []*engine.Node
 	for _, n := range e.Nodes {
 		o := engine.NodeOptions{Name: n.Name, ConnInfo: n.DSN, MaxConns: 4}
-		if mode == loginMode {
-			o.ConnInfo = strings.Replace(n.DSN, "user=postgres", "user="+role, 1)
-		} else {
+		switch {
+		case mode != loginMode:
 			o.Role = role
+		case role == "postgres":
+		case n.AgentDSN != n.DSN:
+			certs, err := engine.ClientCerts(n.AgentDSN)
+			require.NoError(t, err)
+			require.NotEmpty(t, certs, "the agent's certificate")
+			o.ConnInfo, o.User, o.ClientCerts = n.NodeConnInfo(), role, certs
+		default:
+			o.ConnInfo = strings.Replace(n.DSN, "user=postgres", "user="+role, 1)
 		}
 		node, err := engine.OpenNode(context.Background(), o)
 		require.NoError(t, err)

@@ -12,11 +12,12 @@ import (
 
 // codeEnv gives mallory (not a superuser) tables of her own, each carrying a kind of code, with
 // row 1 drifted on n2. Her trigger functions escape to the session's login and create marker.
+// The cluster authenticates by certificate only.
 func codeEnv(t *testing.T) (e *testcluster.Env, mallory, marker string) {
-	e = testcluster.New(t)
-	mallory = e.DB + "_mallory"
+	e = testcluster.NewSecure(t)
+	mallory = e.AddSubmitter("mallory", true)
 	marker = markerFile(t, "escaped")
-	e.ExecAll(`CREATE ROLE ` + mallory + ` LOGIN; GRANT CREATE ON SCHEMA public TO ` + mallory + `;
+	e.ExecAll(`GRANT CREATE ON SCHEMA public TO ` + mallory + `;
 		CREATE TABLE su_owned (id int PRIMARY KEY, v text);
 		GRANT SELECT, INSERT, UPDATE, DELETE ON su_owned TO ` + mallory + `;
 		SET ROLE ` + mallory + `;
