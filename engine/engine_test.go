@@ -62,7 +62,7 @@ func TestQuotedIdentifiersAndMixedCollations(t *testing.T) {
 	e.Node("n3").Exec(t, `UPDATE "Sales Data"."Order-Items" SET "Value" = 'x' WHERE "Key" = 'D' AND "Line No" = 40`)
 	e.Node("n1").Exec(t, `DELETE FROM "Sales Data"."Order-Items" WHERE "Key" = 'c' AND "Line No" = 1`)
 	sink := &memorySink{}
-	s, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{
+	s, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{
 		Table: `"Sales Data"."Order-Items"`, BlockSize: 9, CompareUnitSize: 3}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{`["D", 40]`, `["c", 1]`}, sink.keys())
@@ -78,7 +78,7 @@ func TestNondeterministicKeyCollationIsRefused(t *testing.T) {
 	e, nodes := engineEnv(t, `CREATE TABLE ci (k text PRIMARY KEY, v int)`)
 	e.Node("n2").Exec(t, `CREATE COLLATION nd (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 		ALTER TABLE ci ALTER COLUMN k TYPE text COLLATE nd`)
-	_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "public.ci"}, &memorySink{}, nil)
+	_, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{Table: "public.ci"}, &memorySink{}, nil)
 	require.ErrorContains(t, err, `key column "k" of public.ci uses the nondeterministic collation nd on node n2`)
 }
 
@@ -88,7 +88,7 @@ func TestRecheckKeysKeepsOnlyPersistingDifferences(t *testing.T) {
 	e.ExecAll(`INSERT INTO r SELECT g, g / 4.0, 'v' FROM generate_series(1, 100) g`)
 	e.Node("n2").Exec(t, `UPDATE r SET v = 'drift' WHERE a IN (10, 20)`)
 	first := &memorySink{}
-	_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "public.r"}, first, nil)
+	_, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{Table: "public.r"}, first, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{`[10, "2.5"]`, `[20, "5"]`}, first.keys())
 
@@ -102,7 +102,7 @@ func TestRecheckKeysKeepsOnlyPersistingDifferences(t *testing.T) {
 	}
 	keys = append(keys, []string{"30", "7.5"})
 	again := &memorySink{}
-	s, err := engine.RecheckKeys(context.Background(), nodes, engine.RecheckOptions{Table: "public.r", Keys: keys}, again, nil)
+	s, err := engine.RecheckKeys(t.Context(), nodes, engine.RecheckOptions{Table: "public.r", Keys: keys}, again, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{`[20, "5"]`}, again.keys())
 	require.Equal(t, map[string]int64{"n1/n2": 1, "n1/n3": 0, "n2/n3": 1}, s.DiffRowsCount)
@@ -113,20 +113,34 @@ func TestRecheckKeysKeepsOnlyPersistingDifferences(t *testing.T) {
 
 func TestSplitTableName(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string][2]string{
-		"public.orders":          {"public", "orders"},
-		"orders":                 {"public", "orders"},
-		`Public."Orders"`:        {"public", "Orders"},
-		`"a.b"."c""d"`:           {"a.b", `c"d`},
-		` Sales . Items `:        {"sales", "items"},
-		`"Sales Data"."Line-No"`: {"Sales Data", "Line-No"},
+	for _, c := range []struct {
+		name, in      string
+		schema, table string
+	}{
+		{"qualified", "public.orders", "public", "orders"},
+		{"unqualified is in public", "orders", "public", "orders"},
+		{"unquoted folds to lower case, quoted keeps its case", `Public."Orders"`, "public", "Orders"},
+		{"quoted dots and doubled quotes", `"a.b"."c""d"`, "a.b", `c"d`},
+		{"spaces around the parts", ` Sales . Items `, "sales", "items"},
+		{"quoted spaces and dashes", `"Sales Data"."Line-No"`, "Sales Data", "Line-No"},
 	} {
-		schema, table, err := engine.SplitTableName(in)
-		require.NoError(t, err, in)
-		require.Equal(t, want, [2]string{schema, table}, in)
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			schema, table, err := engine.SplitTableName(c.in)
+			require.NoError(t, err, c.in)
+			require.Equal(t, [2]string{c.schema, c.table}, [2]string{schema, table}, c.in)
+		})
 	}
-	for _, bad := range []string{`a.b.c`, `"open`, `.t`, ``} {
-		_, _, err := engine.SplitTableName(bad)
-		require.Error(t, err, bad)
+	for _, c := range []struct{ name, in string }{
+		{"three parts", `a.b.c`},
+		{"unterminated quote", `"open`},
+		{"empty schema", `.t`},
+		{"empty", ``},
+	} {
+		t.Run("bad: "+c.name, func(t *testing.T) {
+			t.Parallel()
+			_, _, err := engine.SplitTableName(c.in)
+			require.Error(t, err, c.in)
+		})
 	}
 }

@@ -1,7 +1,7 @@
 package engine_test
 
 import (
-	"context"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -25,7 +25,7 @@ func TestSwappedValuesAndPrimaryKeyChangesAreFound(t *testing.T) {
 	e.ExecAll(`INSERT INTO s VALUES (9007199254740993, 'big', 'big')`)
 	e.Node("n3").Exec(t, `UPDATE s SET a = 'bigger' WHERE id = 9007199254740993`)
 	sink := &memorySink{}
-	_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "public.s", CompareUnitSize: 10}, sink, nil)
+	_, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{Table: "public.s", CompareUnitSize: 10}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{"[100000]", "[100]", "[200]", "[300]", "[400]", "[9007199254740993]"}, sink.keys())
 	for _, r := range sink.rows {
@@ -50,11 +50,13 @@ func TestRowsOnBlockAndLeafBoundariesAreCountedOnce(t *testing.T) {
 		{Table: "public.b", CompareUnitSize: 10, BlockSize: 1000},
 		{Table: "public.b", CompareUnitSize: 7, BlockSize: 21},
 	} {
-		sink := &memorySink{}
-		s, err := engine.TableDiff(context.Background(), nodes, opts, sink, nil)
-		require.NoError(t, err)
-		require.Equal(t, []string{"[1000]", "[1001]", "[10]", "[11]", "[1]", "[2001]", "[5000]"}, sink.keys())
-		require.EqualValues(t, 5000, s.TotalRowsChecked, "each row counted exactly once")
+		t.Run(fmt.Sprintf("leaves_of_%d_blocks_of_%d", opts.CompareUnitSize, opts.BlockSize), func(t *testing.T) {
+			sink := &memorySink{}
+			s, err := engine.TableDiff(t.Context(), nodes, opts, sink, nil)
+			require.NoError(t, err)
+			require.Equal(t, []string{"[1000]", "[1001]", "[10]", "[11]", "[1]", "[2001]", "[5000]"}, sink.keys())
+			require.EqualValues(t, 5000, s.TotalRowsChecked, "each row counted exactly once")
+		})
 	}
 }
 
@@ -66,7 +68,7 @@ func TestTextKeysSampledIntoSmallBlocks(t *testing.T) {
 	e.Node("n1").Exec(t, `INSERT INTO k VALUES ('', 0), ('zzzz', 0)`)
 	e.Node("n3").Exec(t, `UPDATE k SET v = -1 WHERE v = 777`)
 	sink := &memorySink{}
-	s, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "public.k"}, sink, nil)
+	s, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{Table: "public.k"}, sink, nil)
 	require.NoError(t, err)
 	require.Len(t, sink.rows, 3)
 	require.EqualValues(t, 210002, s.TotalRowsChecked)
