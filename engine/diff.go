@@ -161,7 +161,7 @@ func (d *differ) prepare(ctx context.Context) error {
 	p := pool.New().WithErrors().WithContext(ctx)
 	for i, n := range d.nodes {
 		p.Go(func(ctx context.Context) error {
-			t, err := LoadTable(ctx, n, schema, name)
+			t, err := loadTable(ctx, n, schema, name)
 			tables[i] = t
 			return err
 		})
@@ -171,7 +171,7 @@ func (d *differ) prepare(ctx context.Context) error {
 	}
 	d.mode = HashBinary
 	for i := 1; i < len(tables); i++ {
-		if err := SameShape(tables[0], tables[i], d.nodes[0].Name, d.nodes[i].Name); err != nil {
+		if err := sameShape(tables[0], tables[i], d.nodes[0].Name, d.nodes[i].Name); err != nil {
 			return err
 		}
 		if tables[i].ServerMajor != tables[0].ServerMajor {

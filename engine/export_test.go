@@ -13,7 +13,7 @@ func RowSummaries(ctx context.Context, n *Node, table string) (map[string]string
 	if err != nil {
 		return nil, err
 	}
-	t, err := LoadTable(ctx, n, schema, name)
+	t, err := loadTable(ctx, n, schema, name)
 	if err != nil {
 		return nil, err
 	}

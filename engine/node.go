@@ -9,9 +9,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// PinnedSettings are set on every connection that hashes or reads rows, so that every node
+// pinnedSettings are set on every connection that hashes or reads rows, so that every node
 // renders and compares values the same way whatever its own configuration.
-var PinnedSettings = map[string]string{
+var pinnedSettings = map[string]string{
 	"TimeZone":           "UTC",
 	"DateStyle":          "ISO, YMD",
 	"IntervalStyle":      "postgres",
@@ -52,7 +52,7 @@ func OpenNode(ctx context.Context, o NodeOptions) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", o.Name, err)
 	}
-	for k, v := range PinnedSettings {
+	for k, v := range pinnedSettings {
 		cfg.ConnConfig.RuntimeParams[k] = v
 	}
 	if o.User != "" {

@@ -74,7 +74,7 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("read the ACE diff file: %w", err)
 	}
-	t, err := LoadTable(ctx, n, f.Summary.Schema, f.Summary.Table)
+	t, err := loadTable(ctx, n, f.Summary.Schema, f.Summary.Table)
 	if err != nil {
 		return nil, err
 	}

@@ -118,7 +118,7 @@ func (r *repairer) loadTable(ctx context.Context) error {
 	schema, name := r.opts.Diff.Schema, r.opts.Diff.Table
 	tables := make([]*Table, len(r.targets))
 	for i, t := range r.targets {
-		tbl, err := LoadTable(ctx, r.nodes[t], schema, name)
+		tbl, err := loadTable(ctx, r.nodes[t], schema, name)
 		if err != nil {
 			return err
 		}

@@ -64,8 +64,8 @@ func (t *Table) PKNames() []string {
 	return names
 }
 
-// ErrNoTable means the table is missing on a node.
-var ErrNoTable = errors.New("table does not exist")
+// errNoTable means the table is missing on a node.
+var errNoTable = errors.New("table does not exist")
 
 // SplitTableName splits "schema.table" (either part may be double-quoted) into its parts.
 // A name without a schema is taken to be in public.
@@ -124,8 +124,8 @@ func finishIdent(s string, quoted bool) string {
 	return strings.ToLower(strings.TrimSpace(s))
 }
 
-// LoadTable reads the table's shape from one node.
-func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error) {
+// loadTable reads the table's shape from one node.
+func loadTable(ctx context.Context, n *Node, schema, name string) (*Table, error) {
 	t := &Table{Schema: schema, Name: name}
 	var relid uint32
 	err := n.Pool.QueryRow(ctx, `
@@ -134,7 +134,7 @@ func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error
 		WHERE s.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).
 		Scan(&relid, &t.ServerMajor, &t.CommitTS)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: %s on node %s", ErrNoTable, t.Display(), n.Name)
+		return nil, fmt.Errorf("%w: %s on node %s", errNoTable, t.Display(), n.Name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("look up table %s on node %s: %w", t.Display(), n.Name, err)
@@ -200,9 +200,9 @@ func pkColumns(cols []Column) []Column {
 	}
 }
 
-// SameShape returns an error naming the first difference between two nodes' views of the
+// sameShape returns an error naming the first difference between two nodes' views of the
 // table: column names, order, types or primary key.
-func SameShape(a, b *Table, nameA, nameB string) error {
+func sameShape(a, b *Table, nameA, nameB string) error {
 	mismatch := func(format string, args ...any) error {
 		return fmt.Errorf("table %s differs between nodes %s and %s: %s", a.Display(), nameA, nameB, fmt.Sprintf(format, args...))
 	}
