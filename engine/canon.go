@@ -23,7 +23,7 @@ import (
 //     justified), which is how keys travel between nodes and are matched in Go.
 //
 // No PostgreSQL hash-table function is used: those spread keys over buckets and promise nothing
-// about distinct values (hash_numeric ignores the sign, hashint8 folds 64 bits into 32).
+// about distinct values (the numeric one ignores the sign, the int8 one folds 64 bits into 32).
 
 // typeInfo is what the encoders need to know about a column's type, resolved from the catalog.
 type typeInfo struct {
