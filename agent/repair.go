@@ -63,27 +63,16 @@ func (a *Agent) setRoleTo(run *sqlapi.Run) string {
 }
 
 func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) engine.RepairOptions {
-	return engine.RepairOptions{
-		ID:   run.Task.ID.String(),
-		Diff: diff,
-		Rows: func(ctx context.Context, fn func(engine.DiffRow) error) error {
-			return sqlapi.ReadDiffRows(ctx, a.pool, args.DiffTask, fn)
-		},
-		Role:           a.setRoleTo(run),
-		SourceOfTruth:  args.SourceOfTruth,
-		Strategy:       args.Strategy,
-		Targets:        args.Nodes,
-		DryRun:         args.DryRun,
-		UpsertOnly:     args.UpsertOnly,
-		InsertOnly:     args.InsertOnly,
-		Bidirectional:  args.Bidirectional,
-		FixNulls:       args.FixNulls,
-		FireTriggers:   args.FireTriggers,
-		Atomic:         args.Atomic,
-		CheckUnchanged: args.CheckUnchanged,
-		// In the set_role mode the table's code runs in sessions that log in as the agent.
-		SetRoleSessions: a.cfg.setRole(),
+	o := args.RepairOptions()
+	o.ID = run.Task.ID.String()
+	o.Diff = diff
+	o.Rows = func(ctx context.Context, fn func(engine.DiffRow) error) error {
+		return sqlapi.ReadDiffRows(ctx, a.pool, args.DiffTask, fn)
 	}
+	o.Role = a.setRoleTo(run)
+	// In the set_role mode the table's code runs in sessions that log in as the agent.
+	o.SetRoleSessions = a.cfg.setRole()
+	return o
 }
 
 // repairReport renders the recorded actions as ACE's repair report.

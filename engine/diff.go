@@ -20,8 +20,8 @@ import (
 // that fits one block is read by one sequential scan with no range predicate, measured to cost
 // about a third less than ten index range scans of 100,000 rows each (ACE's default size).
 const (
-	DefaultBlockSize       = 1_000_000
-	DefaultCompareUnitSize = 100
+	defaultBlockSize       = 1_000_000
+	defaultCompareUnitSize = 100
 )
 
 // TableDiffOptions are the inputs of TableDiff.
@@ -50,10 +50,10 @@ type TableDiffOptions struct {
 
 func (o *TableDiffOptions) setDefaults() {
 	if o.BlockSize <= 0 {
-		o.BlockSize = DefaultBlockSize
+		o.BlockSize = defaultBlockSize
 	}
 	if o.CompareUnitSize <= 0 {
-		o.CompareUnitSize = DefaultCompareUnitSize
+		o.CompareUnitSize = defaultCompareUnitSize
 	}
 	o.CompareUnitSize = max(o.CompareUnitSize, 2)
 	if o.BlockSize < o.CompareUnitSize {
@@ -316,14 +316,14 @@ func (d *differ) report() {
 func (d *differ) summary(start time.Time) *DiffSummary {
 	end := time.Now()
 	s := &DiffSummary{
-		Schema: d.table.Schema, Table: d.table.Name, TableName: d.table.Display(), TableFilter: d.opts.TableFilter,
+		Schema: d.table.Schema, Table: d.table.Name, TableName: d.table.display(), TableFilter: d.opts.TableFilter,
 		BlockSize: d.opts.BlockSize, CompareUnitSize: d.opts.CompareUnitSize, MaxDiffRows: d.opts.MaxDiffRows,
 		ConcurrencyFactor: float64(d.opts.Workers) / float64(runtime.NumCPU()),
 		StartTime:         start.UTC(), EndTime: end.UTC(),
 		TimeTaken: end.Sub(start).Round(time.Millisecond).String(), TimeTakenSeconds: end.Sub(start).Seconds(),
 		DiffRowsCount: map[string]int64{}, DiffRowLimitReached: d.limitHit, RowsPerNode: map[string]int64{},
 		InitialRangesCount: d.blocks, MismatchedRangesCount: d.mismatched,
-		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(), ColumnTypes: d.table.ColumnTypes(),
+		PrimaryKey: d.table.pkNames(), Columns: d.table.columnNames(), ColumnTypes: d.table.columnTypes(),
 		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: HashVersion, Warnings: d.warnings,
 		AgainstOrigin: d.opts.AgainstOrigin, OriginIDs: d.originIDs, OriginOnly: d.opts.AgainstOrigin != "",
 		Until: d.opts.Until, TransientDiffs: d.transient,

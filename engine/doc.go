@@ -19,7 +19,10 @@
 //   - Repair: repair.go (Repair, options, results), repairrun.go (sessions, batches, commits),
 //     repairplan.go (what each node should get), repairapply.go (decided against the rows the
 //     node holds now, by the same digests a diff uses), repairmode.go (replica or normal writes),
-//     repairfinish.go, repairjson.go, repairreport.go (ACE's repair report).
-//   - ACE diff files: repairimport.go (ImportACEDiff); engine/report writes them and the HTML and
-//     CSV reports.
+//     repairfinish.go, repairjson.go, repairreport.go (RepairOptions.ReportArgs and
+//     ACERepairReport: a repair's options and actions handed to acefile's repair report).
+//   - ACE's files: engine/acefile owns their formats in both directions (the diff file's types,
+//     reading and writing it, the repair report); repairimport.go (ImportACEDiff) reads a diff
+//     file into DiffRows with it, and engine/report writes diffs as ACE diff files (through
+//     acefile), HTML and CSV reports.
 package engine

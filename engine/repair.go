@@ -44,10 +44,10 @@ var unresolvedReasons = map[string]bool{
 // StrategyLatestCommit picks, for each key, the version with the latest commit timestamp.
 const StrategyLatestCommit = "latest_commit"
 
-// DefaultRepairOrigin is the replication origin repairs write under, so that logical
+// defaultRepairOrigin is the replication origin repairs write under, so that logical
 // replication set up not to forward other origins' changes (pglogical's forward_origins = '{}')
 // does not echo them to the other nodes.
-const DefaultRepairOrigin = "ace_repair"
+const defaultRepairOrigin = "ace_repair"
 
 // RepairAction is what a repair did, or would do, to one key on one node.
 type RepairAction struct {
@@ -89,7 +89,7 @@ type RepairOptions struct {
 	Atomic        bool
 	// CheckUnchanged changes a row only if the node still holds what the diff saw there.
 	CheckUnchanged bool
-	Origin         string // replication origin; default DefaultRepairOrigin
+	Origin         string // replication origin; default "ace_repair" (defaultRepairOrigin)
 	BatchSize      int    // keys per statement; default 500
 	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
 	// code the table runs on a repair (triggers, rules, policies, domain checks, defaults and
@@ -110,8 +110,8 @@ const (
 	WriteNormal = "normal"
 )
 
-// Check rejects incompatible options with the reason, as the SQL validator does.
-func (o *RepairOptions) Check() error {
+// check rejects incompatible options with the reason, as the SQL validator does.
+func (o *RepairOptions) check() error {
 	type combo struct {
 		a, b bool
 		msg  string
@@ -213,12 +213,12 @@ type RepairSummary struct {
 	RepairReport     json.RawMessage        `json:"repair_report,omitempty"` // ACE's report, with generate_report
 }
 
-// RepairError is a repair that failed on at least one node. Summary says what every node got.
-type RepairError struct {
+// repairError is a repair that failed on at least one node. Summary says what every node got.
+type repairError struct {
 	Summary *RepairSummary
 }
 
-func (e *RepairError) Error() string {
+func (e *repairError) Error() string {
 	s := e.Summary
 	var failed, others []string
 	for _, name := range sortedKeys(s.Nodes) {
@@ -255,9 +255,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // Repair makes the target nodes agree as the options say, using the rows the diff stored. Each
 // target is changed in its own transaction (all of them or none with Atomic), and only where
 // its row is still what the diff saw (with CheckUnchanged). Every decision is sent to sink.
-// nodes are the target nodes. A failure on some node returns the summary and a *RepairError.
+// nodes are the target nodes. A failure on some node returns the summary and an error that
+// says what every node got.
 func Repair(ctx context.Context, nodes []*Node, opts RepairOptions, sink RepairSink, progress ProgressFunc) (*RepairSummary, error) {
-	if err := opts.Check(); err != nil {
+	if err := opts.check(); err != nil {
 		return nil, err
 	}
 	r, err := newRepairer(nodes, opts, sink, progress)
@@ -276,7 +277,7 @@ func Repair(ctx context.Context, nodes []*Node, opts RepairOptions, sink RepairS
 	}
 	s := r.summary()
 	if len(s.FailedNodes) > 0 {
-		return s, &RepairError{Summary: s}
+		return s, &repairError{Summary: s}
 	}
 	return s, nil
 }

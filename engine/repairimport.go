@@ -1,46 +1,15 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
-	"time"
+
+	"github.com/ace-agent/ace-agent/engine/acefile"
 )
-
-// aceDiffFile is the diff-file format of pgEdge ACE (its table-diff's JSON output).
-type aceDiffFile struct {
-	Diffs   map[string]aceDiffPair `json:"diffs"`
-	Summary aceFileSummary         `json:"summary"`
-}
-
-type aceDiffPair struct {
-	Rows map[string][]json.RawMessage `json:"rows"`
-}
-
-type aceFileSummary struct {
-	Schema              string   `json:"schema"`
-	Table               string   `json:"table"`
-	TableFilter         string   `json:"table_filter"`
-	Nodes               []string `json:"nodes"`
-	BlockSize           int      `json:"block_size"`
-	CompareUnitSize     int      `json:"compare_unit_size"`
-	ConcurrencyFactor   float64  `json:"concurrency_factor"`
-	MaxDiffRows         int64    `json:"max_diff_rows"`
-	StartTime           string   `json:"start_time"`
-	EndTime             string   `json:"end_time"`
-	TimeTaken           string   `json:"time_taken"`
-	DiffRowLimitReached bool     `json:"diff_row_limit_reached"`
-	TotalRowsChecked    int64    `json:"total_rows_checked"`
-	InitialRangesCount  int      `json:"initial_ranges_count"`
-	PrimaryKey          []string `json:"primary_key"`
-}
-
-// aceMetaKey is the key of a row's commit metadata in ACE's diff files.
-const aceMetaKey = "_spock_metadata_"
 
 // importedKey gathers one key's versions from every list of the file.
 type importedKey struct {
@@ -68,26 +37,24 @@ type ImportOptions struct {
 // listed under a node of its pair, and every value casts to its column's type. An error names
 // the row, its node and pair, and the column.
 func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink, opts ImportOptions) (*DiffSummary, error) {
-	var f aceDiffFile
-	dec := json.NewDecoder(bytes.NewReader(file))
-	dec.UseNumber()
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("read the ACE diff file: %w", err)
+	f, err := acefile.ReadDiffFile(file)
+	if err != nil {
+		return nil, err
 	}
 	t, err := loadTable(ctx, n, f.Summary.Schema, f.Summary.Table)
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Equal(t.PKNames(), f.Summary.PrimaryKey) {
+	if !slices.Equal(t.pkNames(), f.Summary.PrimaryKey) {
 		return nil, fmt.Errorf("the diff file's primary key (%s) is not the primary key of %s (%s)",
-			strings.Join(f.Summary.PrimaryKey, ", "), t.Display(), strings.Join(t.PKNames(), ", "))
+			strings.Join(f.Summary.PrimaryKey, ", "), t.display(), strings.Join(t.pkNames(), ", "))
 	}
 	if opts.SetRoleSessions {
 		if err := checkTableCode(ctx, n, t, "", codeUse{cast: true}); err != nil {
 			return nil, fmt.Errorf("import refused: %w", err)
 		}
 	}
-	gathered, order, err := gatherKeys(&f, t)
+	gathered, order, err := gatherKeys(f, t)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +78,7 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 			return nil, fmt.Errorf("store imported rows: %w", err)
 		}
 	}
-	return im.summary(&f, int64(len(order))), nil
+	return im.summary(f, int64(len(order))), nil
 }
 
 func sortedCopy(s []string) []string {
@@ -121,26 +88,26 @@ func sortedCopy(s []string) []string {
 }
 
 // gatherKeys collects every listed row by key (the key columns' JSON as ACE wrote them).
-func gatherKeys(f *aceDiffFile, t *Table) (map[string]*importedKey, []string, error) {
+func gatherKeys(f *acefile.DiffFile, t *Table) (map[string]*importedKey, []string, error) {
 	keys := map[string]*importedKey{}
 	var order []string
-	for _, pairName := range sortedKeys(f.Diffs) {
-		pair := strings.SplitN(pairName, "/", 2)
+	for _, pairName := range f.PairNames() {
+		pair, ok := acefile.SplitPair(pairName)
 		for _, node := range sortedKeys(f.Diffs[pairName].Rows) {
-			if len(pair) != 2 || !slices.Contains(pair, node) || !slices.Contains(f.Summary.Nodes, node) {
+			if !ok || !slices.Contains(pair, node) || !slices.Contains(f.Summary.Nodes, node) {
 				return nil, nil, fmt.Errorf("pair %s lists rows of node %s, which is not one of the pair's nodes or of the file's nodes (%s)",
 					pairName, node, strings.Join(f.Summary.Nodes, ", "))
 			}
 			for i, raw := range f.Diffs[pairName].Rows[node] {
 				where := fmt.Sprintf("row %d of node %s in pair %s", i+1, node, pairName)
-				fields, meta, err := splitACERow(raw)
+				fields, meta, err := readRow(raw)
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s: %w", where, err)
 				}
-				if err := checkRowShape(fields, t); err != nil {
+				if err := acefile.CheckRowShape(fields, t.columnNames(), t.display()); err != nil {
 					return nil, nil, fmt.Errorf("%s: %w", where, err)
 				}
-				k, err := aceKey(fields, t)
+				k, err := acefile.Key(fields, t.pkNames())
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s: %w", where, err)
 				}
@@ -164,65 +131,17 @@ func gatherKeys(f *aceDiffFile, t *Table) (map[string]*importedKey, []string, er
 	return keys, order, nil
 }
 
-// splitACERow separates a row's columns from its "_spock_metadata_".
-func splitACERow(raw json.RawMessage) (map[string]json.RawMessage, *RowMeta, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
+// readRow separates a row's columns from its commit metadata (nil when it has none).
+func readRow(raw json.RawMessage) (map[string]json.RawMessage, *RowMeta, error) {
+	fields, m, err := acefile.SplitRow(raw)
+	if err != nil || m == nil {
+		return fields, nil, err
+	}
+	ts, err := m.CommitTime()
+	if err != nil {
 		return nil, nil, err
 	}
-	m, ok := fields[aceMetaKey]
-	delete(fields, aceMetaKey)
-	if !ok || isNull(m) {
-		return fields, nil, nil
-	}
-	var aceMeta struct {
-		CommitTS   *string `json:"commit_ts"`
-		NodeOrigin *string `json:"node_origin"`
-	}
-	if err := json.Unmarshal(m, &aceMeta); err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", aceMetaKey, err)
-	}
-	meta := &RowMeta{NodeOrigin: aceMeta.NodeOrigin}
-	if aceMeta.CommitTS != nil {
-		ts, err := time.Parse(time.RFC3339Nano, *aceMeta.CommitTS)
-		if err != nil {
-			return nil, nil, fmt.Errorf("read commit_ts %q: %w", *aceMeta.CommitTS, err)
-		}
-		meta.CommitTS = &ts
-	}
-	return fields, meta, nil
-}
-
-// checkRowShape checks that a row of the file has exactly the table's columns.
-func checkRowShape(fields map[string]json.RawMessage, t *Table) error {
-	names := t.ColumnNames()
-	for _, name := range sortedKeys(fields) {
-		if !slices.Contains(names, name) {
-			return fmt.Errorf("unknown column %q: %s has no such column now (%s); diff the table again", name, t.Display(), strings.Join(names, ", "))
-		}
-	}
-	for _, name := range names {
-		if _, ok := fields[name]; !ok {
-			return fmt.Errorf("no column %q: a row of an ACE diff file has every column of the table, and %s has it now; diff the table again", name, t.Display())
-		}
-	}
-	return nil
-}
-
-func aceKey(fields map[string]json.RawMessage, t *Table) (string, error) {
-	parts := make([]string, len(t.PK))
-	for i, c := range t.PK {
-		v, ok := fields[c.Name]
-		if !ok || isNull(v) {
-			return "", fmt.Errorf("no value for key column %s", c.Name)
-		}
-		var b bytes.Buffer
-		if err := json.Compact(&b, v); err != nil {
-			return "", err
-		}
-		parts[i] = b.String()
-	}
-	return strings.Join(parts, "\x00"), nil
+	return fields, &RowMeta{CommitTS: ts, NodeOrigin: m.NodeOrigin}, nil
 }
 
 // importer turns gathered keys into DiffRows.
@@ -290,7 +209,7 @@ func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]n
 		jsonObjectExpr(im.table.Columns), im.hash.expr, im.hash.source(values, "true"))
 	rows, err := im.node.Pool.Query(ctx, sql, string(arg))
 	if err != nil {
-		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
+		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.display(), im.node.Name, err)
 	}
 	defer rows.Close()
 	out := make([]normalized, 0, len(elems))
@@ -304,7 +223,7 @@ func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]n
 		out = append(out, n)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
+		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.display(), im.node.Name, err)
 	}
 	return out, nil
 }
@@ -378,18 +297,17 @@ func (im *importer) countPairs(d DiffRow) {
 	}
 }
 
-func (im *importer) summary(f *aceDiffFile, keys int64) *DiffSummary {
+func (im *importer) summary(f *acefile.DiffFile, keys int64) *DiffSummary {
 	s := f.Summary
 	out := &DiffSummary{
-		Schema: im.table.Schema, Table: im.table.Name, TableName: im.table.Display(), TableFilter: s.TableFilter,
+		Schema: im.table.Schema, Table: im.table.Name, TableName: im.table.display(), TableFilter: s.TableFilter,
 		Nodes: im.nodes, BlockSize: s.BlockSize, CompareUnitSize: s.CompareUnitSize, ConcurrencyFactor: s.ConcurrencyFactor,
 		MaxDiffRows: s.MaxDiffRows, TimeTaken: s.TimeTaken, DiffRowsCount: map[string]int64{},
 		DiffRowLimitReached: s.DiffRowLimitReached, TotalRowsChecked: s.TotalRowsChecked,
-		InitialRangesCount: s.InitialRangesCount, PrimaryKey: im.table.PKNames(), Columns: im.table.ColumnNames(),
-		ColumnTypes: im.table.ColumnTypes(), DifferingKeys: keys, HashVersion: HashVersion,
+		InitialRangesCount: s.InitialRangesCount, PrimaryKey: im.table.pkNames(), Columns: im.table.columnNames(),
+		ColumnTypes: im.table.columnTypes(), DifferingKeys: keys, HashVersion: HashVersion,
 	}
-	out.StartTime, _ = time.Parse(time.RFC3339, s.StartTime)
-	out.EndTime, _ = time.Parse(time.RFC3339, s.EndTime)
+	out.StartTime, out.EndTime = acefile.ParseTime(s.StartTime), acefile.ParseTime(s.EndTime)
 	for i, a := range im.nodes {
 		for _, b := range im.nodes[i+1:] {
 			out.DiffRowsCount[pairKey(a, b)] = im.pairs[pairKey(a, b)]

@@ -52,7 +52,7 @@ func newRepairer(nodes []*Node, opts RepairOptions, sink RepairSink, progress Pr
 		progress = func(Progress) {}
 	}
 	if opts.Origin == "" {
-		opts.Origin = DefaultRepairOrigin
+		opts.Origin = defaultRepairOrigin
 	}
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 500
@@ -151,13 +151,13 @@ func (r *repairer) loadTable(ctx context.Context) error {
 // sameAsDiff checks that a node's table still has the columns, types and key the diff saw.
 func (r *repairer) sameAsDiff(t *Table, node string) error {
 	d := r.opts.Diff
-	if len(d.Columns) > 0 && (!slices.Equal(t.ColumnNames(), d.Columns) || (len(d.ColumnTypes) > 0 && !slices.Equal(t.ColumnTypes(), d.ColumnTypes))) {
+	if len(d.Columns) > 0 && (!slices.Equal(t.columnNames(), d.Columns) || (len(d.ColumnTypes) > 0 && !slices.Equal(t.columnTypes(), d.ColumnTypes))) {
 		return fmt.Errorf("table %s on node %s no longer has the columns the diff saw (now %s; diff: %s): diff it again",
-			t.Display(), node, strings.Join(t.ColumnNames(), ", "), strings.Join(d.Columns, ", "))
+			t.display(), node, strings.Join(t.columnNames(), ", "), strings.Join(d.Columns, ", "))
 	}
-	if len(d.PrimaryKey) > 0 && !slices.Equal(t.PKNames(), d.PrimaryKey) {
+	if len(d.PrimaryKey) > 0 && !slices.Equal(t.pkNames(), d.PrimaryKey) {
 		return fmt.Errorf("table %s on node %s has primary key (%s), the diff (%s): diff it again",
-			t.Display(), node, strings.Join(t.PKNames(), ", "), strings.Join(d.PrimaryKey, ", "))
+			t.display(), node, strings.Join(t.pkNames(), ", "), strings.Join(d.PrimaryKey, ", "))
 	}
 	return nil
 }
@@ -166,11 +166,11 @@ func generatedColumns(ctx context.Context, n *Node, t *Table) (map[string]bool, 
 	rows, err := n.Pool.Query(ctx, `SELECT attname::text FROM pg_attribute
 		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''`, t.Qualified())
 	if err != nil {
-		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.Display(), n.Name, err)
+		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.display(), n.Name, err)
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.Display(), n.Name, err)
+		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.display(), n.Name, err)
 	}
 	out := map[string]bool{}
 	for _, name := range names {

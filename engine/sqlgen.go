@@ -143,7 +143,7 @@ func newKeyOrder(tables []*Table, nodes []string) (keyOrder, error) {
 		for j, t := range tables {
 			if strings.Contains(t.PK[i].Collate, "/nondeterministic/") {
 				return k, fmt.Errorf("key column %q of %s uses the nondeterministic collation %s on node %s: keys that collation calls equal have no single canonical form, so they cannot be matched across nodes; give the key column a deterministic collation on every node",
-					c.Name, tables[0].Display(), strings.SplitN(t.PK[i].Collate, "/", 2)[0], nodes[j])
+					c.Name, tables[0].display(), strings.SplitN(t.PK[i].Collate, "/", 2)[0], nodes[j])
 			}
 			if t.PK[i].Collate != c.Collate {
 				k.collate[i] = ` COLLATE "C"`

@@ -176,12 +176,12 @@ func checkTableCode(ctx context.Context, n *Node, t *Table, role string, u codeU
 		}
 		found, err := findAttachedCode(ctx, n, c.sql, args)
 		if err != nil {
-			return fmt.Errorf("look for code attached to %s on node %s: %w", t.Display(), n.Name, err)
+			return fmt.Errorf("look for code attached to %s on node %s: %w", t.display(), n.Name, err)
 		}
 		for _, a := range found {
 			why, err := a.refusal(ctx, n, c.ownerIsCode)
 			if err != nil {
-				return fmt.Errorf("look for code attached to %s on node %s: %w", t.Display(), n.Name, err)
+				return fmt.Errorf("look for code attached to %s on node %s: %w", t.display(), n.Name, err)
 			}
 			if why != "" {
 				return fmt.Errorf("%s on node %s %s: the agent runs in set_role mode (ACE_IMPERSONATION=set_role), where the node sessions log in "+

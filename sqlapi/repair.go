@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/acefile"
 )
 
 // Task types of repairs and of the diffs they act on.
@@ -39,14 +40,22 @@ type TableRepairArgs struct {
 	CheckUnchanged bool      `json:"check_unchanged"`
 }
 
-// ReportArgs are the repair's arguments as its ACE repair report lists them.
-func (a TableRepairArgs) ReportArgs(id uuid.UUID) engine.ReportArgs {
-	return engine.ReportArgs{
-		TaskID: id.String(), DiffTask: a.DiffTask.String(), SourceOfTruth: a.SourceOfTruth, TableName: a.TableName,
-		DryRun: a.DryRun, InsertOnly: a.InsertOnly, UpsertOnly: a.UpsertOnly, FireTriggers: a.FireTriggers,
-		GenerateReport: a.GenerateReport, Bidirectional: a.Bidirectional, FixNulls: a.FixNulls,
-		Strategy: a.Strategy, Atomic: a.Atomic, CheckUnchanged: a.CheckUnchanged,
+// RepairOptions are the engine's options for the repair's arguments: the one conversion of
+// the repair's flags from the task's arguments. The caller adds what the task does not hold
+// (ID, the diff and its rows, the role, the session mode).
+func (a TableRepairArgs) RepairOptions() engine.RepairOptions {
+	return engine.RepairOptions{
+		SourceOfTruth: a.SourceOfTruth, Strategy: a.Strategy, Targets: a.Nodes,
+		DryRun: a.DryRun, UpsertOnly: a.UpsertOnly, InsertOnly: a.InsertOnly, Bidirectional: a.Bidirectional,
+		FixNulls: a.FixNulls, FireTriggers: a.FireTriggers, Atomic: a.Atomic, CheckUnchanged: a.CheckUnchanged,
 	}
+}
+
+// ReportArgs are the repair's arguments as its ACE repair report lists them.
+func (a TableRepairArgs) ReportArgs(id uuid.UUID) acefile.ReportArgs {
+	o := a.RepairOptions()
+	o.ID = id.String()
+	return o.ReportArgs(a.DiffTask.String(), a.TableName, a.GenerateReport)
 }
 
 // TableRerunArgs are a table-rerun task's arguments; the validator fills all but DiffTask

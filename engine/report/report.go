@@ -13,11 +13,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/acefile"
 )
 
 // Rows streams a diff's differing rows in primary-key order; Write may call it more than once.
@@ -83,19 +83,9 @@ func withContext(ctx context.Context, rows Rows) Rows {
 }
 
 // nodePairs lists the pairs of nodes, each pair and the list sorted by name, as ACE keys them.
-func nodePairs(nodes []string) [][2]string {
-	sorted := append([]string(nil), nodes...)
-	sort.Strings(sorted)
-	var pairs [][2]string
-	for i, a := range sorted {
-		for _, b := range sorted[i+1:] {
-			pairs = append(pairs, [2]string{a, b})
-		}
-	}
-	return pairs
-}
+func nodePairs(nodes []string) [][2]string { return acefile.NodePairs(nodes) }
 
-func pairKey(pair [2]string) string { return pair[0] + "/" + pair[1] }
+func pairKey(pair [2]string) string { return acefile.PairKey(pair) }
 
 // pairDiffers reports whether the pair's nodes differ on the row: one has it and the other not,
 // or both have different versions of it.
@@ -119,24 +109,4 @@ func rowValues(r engine.DiffRow, node string) (map[string]json.RawMessage, error
 		return nil, fmt.Errorf("decode the row %s of node %s: %w", r.PK, node, err)
 	}
 	return values, nil
-}
-
-// errWriter remembers the first write error, so a long sequence of writes checks it once.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) bytes(b []byte) {
-	if e.err == nil {
-		_, e.err = e.w.Write(b)
-	}
-}
-
-func (e *errWriter) str(s string) { e.bytes([]byte(s)) }
-
-// jsonString quotes s as a JSON string.
-func jsonString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }
