@@ -12,7 +12,7 @@ DIFFS       ?= 100
 
 build: $(BIN)
 
-$(BIN): $(shell find . -name '*.go' -not -path './.cluster/*') $(wildcard migrations/*.sql) go.mod go.sum
+$(BIN): $(shell find . -name '*.go' -not -path './.cluster/*') $(wildcard migrations/*.sql migrations/code/*.sql) go.mod go.sum
 	$(GO) build -o $(BIN) ./cmd/ace-agent
 
 vet:

@@ -1,0 +1,405 @@
+-- Validation: the helpers that check a task's arguments, and one validator per task type.
+-- Each task type validates its own arguments in ace.validate_<type>(args jsonb) RETURNS jsonb,
+-- which returns the normalised arguments or raises; ace.tasks_validate finds it by name, so a
+-- new task type needs only its validator.
+
+-- Resolves a table name to its quoted, schema-qualified form and checks that the submitting role
+-- can diff it.
+CREATE OR REPLACE FUNCTION ace.resolve_table(table_name text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    rel regclass;
+    kind "char";
+BEGIN
+    IF table_name IS NULL OR btrim(table_name) = '' THEN
+        RAISE EXCEPTION 'table_name is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        rel := to_regclass(table_name);
+    EXCEPTION WHEN invalid_name OR syntax_error THEN
+        RAISE EXCEPTION 'invalid table name "%"', table_name
+            USING ERRCODE = 'invalid_name', HINT = 'Write it as schema.table; quote mixed-case names: public."Orders".';
+    END;
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'table "%" does not exist on this node', table_name
+            USING ERRCODE = 'undefined_table', HINT = 'Check the name and the schema, for example public.orders.';
+    END IF;
+    SELECT c.relkind INTO kind FROM pg_class c WHERE c.oid = rel;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', table_name USING ERRCODE = 'wrong_object_type';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = rel AND i.indisprimary) THEN
+        RAISE EXCEPTION 'table % has no primary key', rel::text
+            USING ERRCODE = 'invalid_table_definition',
+                  HINT = 'ace-agent compares rows by primary key; add one with ALTER TABLE ... ADD PRIMARY KEY.';
+    END IF;
+    IF NOT has_table_privilege(current_user, rel, 'SELECT') THEN
+        RAISE EXCEPTION 'permission denied: role % cannot read table %', current_user, rel::text
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN format('%I.%I', (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel),
+                           (SELECT c.relname FROM pg_class c WHERE c.oid = rel));
+END $$;
+
+-- Expands NULL to every registered node, drops duplicates, and rejects unknown names.
+CREATE OR REPLACE FUNCTION ace.resolve_nodes(nodes text[]) RETURNS text[]
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    resolved text[];
+    unknown text[];
+BEGIN
+    IF nodes IS NULL OR cardinality(nodes) = 0 OR nodes = ARRAY['all'] THEN
+        SELECT coalesce(array_agg(node_name ORDER BY node_name), '{}') INTO resolved FROM ace.nodes;
+    ELSE
+        SELECT array_agg(DISTINCT btrim(n)) INTO resolved FROM unnest(nodes) n;
+        SELECT array_agg(n ORDER BY n) INTO unknown
+            FROM unnest(resolved) n WHERE NOT EXISTS (SELECT 1 FROM ace.nodes x WHERE x.node_name = n);
+        IF unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown node(s): %', array_to_string(unknown, ', ')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Registered nodes are listed in ace.nodes; add one with ace.add_node(name, conninfo).';
+        END IF;
+        SELECT array_agg(n ORDER BY n) INTO resolved FROM unnest(resolved) n;
+    END IF;
+    IF cardinality(resolved) < 2 THEN
+        RAISE EXCEPTION 'a diff needs at least 2 nodes, got %', coalesce(array_to_string(resolved, ', '), 'none')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Register the cluster''s nodes with ace.add_node(name, conninfo) on this node.';
+    END IF;
+    RETURN resolved;
+END $$;
+
+CREATE OR REPLACE FUNCTION ace.check_positive(args jsonb, key text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF args ? key AND args->key <> 'null'::jsonb THEN
+        IF jsonb_typeof(args->key) <> 'number' OR (args->>key)::numeric <= 0 OR (args->>key)::numeric <> trunc((args->>key)::numeric) THEN
+            RAISE EXCEPTION '% must be a positive integer, got %', key, args->key USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+END $$;
+
+-- Guardrails on the block size, as ACE's table_diff.min/max_diff_block_size; override_block_size
+-- lifts them.
+CREATE OR REPLACE FUNCTION ace.check_range(args jsonb, key text, lo numeric, hi numeric, hint text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF args ? key AND args->key <> 'null'::jsonb
+       AND (jsonb_typeof(args->key) <> 'number' OR (args->>key)::numeric < lo OR (args->>key)::numeric > hi) THEN
+        RAISE EXCEPTION '% must be between % and %, got %', key, lo, hi, args->key
+            USING ERRCODE = 'invalid_parameter_value', HINT = coalesce(hint, '');
+    END IF;
+END $$;
+
+-- Reads a boolean argument (absent or null means dflt) and stores it back normalised.
+CREATE OR REPLACE FUNCTION ace.bool_arg(args jsonb, key text, dflt boolean) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF NOT args ? key OR args->key = 'null'::jsonb THEN
+        RETURN dflt;
+    END IF;
+    IF jsonb_typeof(args->key) <> 'boolean' THEN
+        RAISE EXCEPTION '% must be true or false, got %', key, args->key USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN (args->>key)::boolean;
+END $$;
+
+-- Reads an optional text argument; '' counts as absent.
+CREATE OR REPLACE FUNCTION ace.text_arg(args jsonb, key text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF NOT args ? key OR args->key = 'null'::jsonb THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(args->key) <> 'string' THEN
+        RAISE EXCEPTION '% must be a string, got %', key, args->key USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN nullif(btrim(args->>key), '');
+END $$;
+
+-- Finds the completed diff a repair or a rerun refers to, as the submitting user sees it (the
+-- row-level security of ace.tasks applies), and returns its task row.
+CREATE OR REPLACE FUNCTION ace.completed_diff(args jsonb, purpose text) RETURNS ace.tasks
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    id uuid;
+    t ace.tasks;
+BEGIN
+    IF ace.text_arg(args, 'diff_task') IS NULL THEN
+        RAISE EXCEPTION 'diff_task is required: the id of the diff to %', purpose
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Run a diff first with ace.table_diff(''schema.table''), or import an ACE diff file with ace.diff_import(file).';
+    END IF;
+    BEGIN
+        id := (args->>'diff_task')::uuid;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'diff_task "%" is not a task id', args->>'diff_task' USING ERRCODE = 'invalid_parameter_value';
+    END;
+    SELECT * INTO t FROM ace.tasks x WHERE x.task_id = id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'diff task % does not exist', id
+            USING ERRCODE = 'no_data_found', HINT = 'A task is visible only to the role that submitted it (and its members).';
+    END IF;
+    IF t.task_type NOT IN ('table-diff', 'table-rerun', 'diff-import') THEN
+        RAISE EXCEPTION 'task % is a % task, not a diff', id, t.task_type
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the id of a table-diff, table-rerun or diff-import task.';
+    END IF;
+    IF t.status <> 'COMPLETED' THEN
+        RAISE EXCEPTION 'diff task % is %, not COMPLETED', id, t.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = CASE WHEN t.status IN ('QUEUED', 'RUNNING') THEN format('Wait for it: SELECT ace.wait(''%s'');', id)
+                              ELSE 'Run the diff again.' END;
+    END IF;
+    IF t.result IS NULL OR jsonb_typeof(t.result->'nodes') <> 'array' OR t.result->>'table_name' IS NULL THEN
+        RAISE EXCEPTION 'diff task % has no usable summary', id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN t;
+END $$;
+
+-- Raises unless the current user holds every privilege in privs on the table.
+CREATE OR REPLACE FUNCTION ace.check_privileges(tbl text, privs text[], purpose text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    missing text[];
+BEGIN
+    SELECT array_agg(p ORDER BY p) INTO missing FROM unnest(privs) p WHERE NOT has_table_privilege(current_user, tbl, p);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'permission denied: role % lacks % on table %, which %', current_user,
+                        array_to_string(missing, ', '), tbl, purpose
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('GRANT %s ON %s TO %I; on every node, or ask someone who holds them to run the repair.',
+                                array_to_string(missing, ', '), tbl, current_user);
+    END IF;
+END $$;
+
+-- Rejects the option combinations ACE rejects, and ours, with the reason.
+CREATE OR REPLACE FUNCTION ace.check_repair_options(args jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    pairs text[][] := ARRAY[
+        ['bidirectional', 'upsert_only'], ['bidirectional', 'fix_nulls'], ['fix_nulls', 'insert_only'],
+        ['fix_nulls', 'upsert_only'], ['insert_only', 'upsert_only']];
+    i int;
+BEGIN
+    FOR i IN 1 .. array_length(pairs, 1) LOOP
+        IF (args->>pairs[i][1])::boolean AND (args->>pairs[i][2])::boolean THEN
+            RAISE EXCEPTION '% and % cannot be combined', pairs[i][1], pairs[i][2]
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = CASE pairs[i][1] || '+' || pairs[i][2]
+                          WHEN 'bidirectional+upsert_only' THEN 'bidirectional only inserts missing rows, in every direction; upsert_only copies one node''s rows over the others.'
+                          WHEN 'bidirectional+fix_nulls' THEN 'Run fix_nulls and bidirectional as two repairs.'
+                          WHEN 'insert_only+upsert_only' THEN 'insert_only never updates; upsert_only inserts and updates. Pick one.'
+                          ELSE 'fix_nulls only fills NULL columns of rows every node has; it never inserts, updates whole rows or deletes.' END;
+        END IF;
+    END LOOP;
+    IF args->>'strategy' IS NOT NULL THEN
+        IF args->>'strategy' <> 'latest_commit' THEN
+            RAISE EXCEPTION 'unknown strategy "%"', args->>'strategy'
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'The only strategy is latest_commit.';
+        END IF;
+        IF args->>'source_of_truth' IS NOT NULL THEN
+            RAISE EXCEPTION 'strategy and source_of_truth cannot be combined'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'latest_commit picks the source for each row by its commit timestamp; give either a strategy or a source of truth.';
+        END IF;
+        IF (args->>'bidirectional')::boolean OR (args->>'fix_nulls')::boolean THEN
+            RAISE EXCEPTION 'strategy cannot be combined with %', CASE WHEN (args->>'bidirectional')::boolean THEN 'bidirectional' ELSE 'fix_nulls' END
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSIF args->>'source_of_truth' IS NULL AND NOT (args->>'fix_nulls')::boolean AND NOT (args->>'bidirectional')::boolean THEN
+        RAISE EXCEPTION 'source_of_truth is required'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the node whose rows are right (source_of_truth => ''n1''), or use strategy => ''latest_commit'', fix_nulls or bidirectional.';
+    END IF;
+END $$;
+
+-- The privileges a repair with these options needs on the table.
+CREATE OR REPLACE FUNCTION ace.repair_privileges(args jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN (args->>'fix_nulls')::boolean THEN ARRAY['SELECT', 'UPDATE']
+        WHEN (args->>'bidirectional')::boolean OR (args->>'insert_only')::boolean THEN ARRAY['SELECT', 'INSERT']
+        WHEN (args->>'upsert_only')::boolean THEN ARRAY['SELECT', 'INSERT', 'UPDATE']
+        ELSE ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'] END
+$$;
+
+CREATE OR REPLACE FUNCTION ace.validate_table_diff(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    key_name text;
+BEGIN
+    args := args
+        || jsonb_build_object('table_name', ace.resolve_table(args->>'table_name'))
+        || jsonb_build_object('nodes', to_jsonb(ace.resolve_nodes(
+               CASE WHEN jsonb_typeof(args->'nodes') = 'array'
+                    THEN ARRAY(SELECT jsonb_array_elements_text(args->'nodes')) END)));
+    PERFORM ace.check_positive(args, k) FROM unnest(ARRAY['block_size', 'max_diff_rows', 'compare_unit_size']) k;
+    IF NOT coalesce((args->>'override_block_size')::boolean, false) THEN
+        PERFORM ace.check_range(args, 'block_size', 1000, 1000000,
+            'Pass override_block_size => true to use a block size outside the guardrails.');
+    END IF;
+    PERFORM ace.check_range(args, 'max_connections', 0, 1000);
+    IF args ? 'concurrency_factor' AND args->'concurrency_factor' <> 'null'::jsonb
+       AND (jsonb_typeof(args->'concurrency_factor') <> 'number' OR (args->>'concurrency_factor')::numeric <= 0
+            OR (args->>'concurrency_factor')::numeric > 4) THEN
+        RAISE EXCEPTION 'concurrency_factor must be greater than 0 and at most 4, got %', args->'concurrency_factor'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(args->'recheck_after') = 'number' THEN
+        args := args || jsonb_build_object('recheck_after', (args->>'recheck_after') || ' seconds');
+    END IF;
+    FOREACH key_name IN ARRAY ARRAY['table_filter', 'against_origin', 'output', 'until'] LOOP
+        IF jsonb_typeof(args->key_name) NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION '% must be a string', key_name USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    IF coalesce(args->>'output', 'json') NOT IN ('json', 'html', 'csv') THEN
+        RAISE EXCEPTION 'output must be json, html or csv, got "%"', args->>'output' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Normalised here so the agent reads one form: until as ISO 8601, recheck_after as seconds.
+    BEGIN
+        IF args->>'until' IS NOT NULL THEN
+            args := args || jsonb_build_object('until', (args->>'until')::timestamptz);
+        END IF;
+        IF args->>'recheck_after' IS NOT NULL THEN
+            args := args || jsonb_build_object('recheck_after', extract(epoch FROM (args->>'recheck_after')::interval));
+            IF (args->>'recheck_after')::numeric < 0 THEN
+                RAISE EXCEPTION 'recheck_after must not be negative' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END IF;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'invalid until or recheck_after: %', SQLERRM
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'until is a timestamp such as ''2025-06-01 12:00:00+00''; recheck_after an interval such as ''30 seconds''.';
+    END;
+    IF args->>'until' IS NOT NULL OR args->>'against_origin' IS NOT NULL THEN
+        IF current_setting('track_commit_timestamp') <> 'on' THEN
+            RAISE EXCEPTION 'until and against_origin need track_commit_timestamp = on on every node; it is off here'
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Set track_commit_timestamp = on in postgresql.conf and restart; rows written before that have no commit timestamp.';
+        END IF;
+    END IF;
+    RETURN args;
+END $$;
+
+CREATE OR REPLACE FUNCTION ace.validate_table_repair(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    diff ace.tasks;
+    diff_nodes text[];
+    targets text[];
+    unknown text[];
+    tbl text;
+    sot text;
+    k text;
+BEGIN
+    diff := ace.completed_diff(args, 'repair');
+    FOREACH k IN ARRAY ARRAY['dry_run', 'upsert_only', 'insert_only', 'bidirectional', 'fix_nulls', 'fire_triggers',
+                             'generate_report', 'atomic'] LOOP
+        args := args || jsonb_build_object(k, ace.bool_arg(args, k, false));
+    END LOOP;
+    args := args || jsonb_build_object('check_unchanged', ace.bool_arg(args, 'check_unchanged', true),
+                                       'source_of_truth', ace.text_arg(args, 'source_of_truth'),
+                                       'strategy', lower(ace.text_arg(args, 'strategy')));
+    PERFORM ace.check_repair_options(args);
+    tbl := ace.resolve_table(diff.result->>'table_name');
+    IF ace.text_arg(args, 'table_name') IS NOT NULL AND ace.resolve_table(args->>'table_name') <> tbl THEN
+        RAISE EXCEPTION 'diff task % is a diff of %, not of %', diff.task_id, tbl, args->>'table_name'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM ace.check_privileges(tbl,
+        CASE WHEN (args->>'dry_run')::boolean THEN ARRAY['SELECT'] ELSE ace.repair_privileges(args) END,
+        'this repair needs');
+    diff_nodes := ARRAY(SELECT jsonb_array_elements_text(diff.result->'nodes') ORDER BY 1);
+    sot := args->>'source_of_truth';
+    IF sot IS NOT NULL AND NOT sot = ANY(diff_nodes) THEN
+        RAISE EXCEPTION 'source_of_truth % is not one of the diff''s nodes (%)', sot, array_to_string(diff_nodes, ', ')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_typeof(args->'nodes') = 'array' AND jsonb_array_length(args->'nodes') > 0 THEN
+        targets := ARRAY(SELECT DISTINCT btrim(n) FROM jsonb_array_elements_text(args->'nodes') n ORDER BY 1);
+        SELECT array_agg(n ORDER BY n) INTO unknown FROM unnest(targets) n WHERE NOT n = ANY(diff_nodes);
+        IF unknown IS NOT NULL THEN
+            RAISE EXCEPTION 'node(s) % are not among the diff''s nodes (%)', array_to_string(unknown, ', '), array_to_string(diff_nodes, ', ')
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'nodes names the nodes to repair; leave it out to repair every node of the diff.';
+        END IF;
+        IF sot = ANY(targets) THEN
+            RAISE EXCEPTION 'node % is the source of truth and cannot also be repaired', sot USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    ELSE
+        targets := ARRAY(SELECT n FROM unnest(diff_nodes) n WHERE n IS DISTINCT FROM sot ORDER BY 1);
+    END IF;
+    SELECT array_agg(n ORDER BY n) INTO unknown FROM unnest(diff_nodes) n WHERE NOT EXISTS (SELECT 1 FROM ace.nodes x WHERE x.node_name = n);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'the diff''s node(s) % are not registered on this node any more', array_to_string(unknown, ', ')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Register them again with ace.add_node(name, conninfo).';
+    END IF;
+    IF (args->>'strategy') IS NOT NULL AND EXISTS (SELECT 1 FROM ace.diff_results d WHERE d.task_id = diff.task_id)
+       AND NOT EXISTS (SELECT 1 FROM ace.diff_results d WHERE d.task_id = diff.task_id AND d.meta IS NOT NULL) THEN
+        RAISE EXCEPTION 'the diff has no commit timestamps, which strategy latest_commit needs'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set track_commit_timestamp = on on every node (it needs a restart), write or diff again, or name a source_of_truth.';
+    END IF;
+    RETURN jsonb_strip_nulls(args || jsonb_build_object(
+        'diff_task', diff.task_id, 'table_name', tbl, 'nodes', to_jsonb(targets), 'diff_nodes', to_jsonb(diff_nodes)));
+END $$;
+
+CREATE OR REPLACE FUNCTION ace.validate_table_rerun(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    diff ace.tasks;
+    tbl text;
+BEGIN
+    diff := ace.completed_diff(args, 'recheck');
+    tbl := ace.resolve_table(diff.result->>'table_name');
+    IF ace.text_arg(args, 'table_name') IS NOT NULL AND ace.resolve_table(args->>'table_name') <> tbl THEN
+        RAISE EXCEPTION 'diff task % is a diff of %, not of %', diff.task_id, tbl, args->>'table_name'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN jsonb_strip_nulls(args || jsonb_build_object(
+        'diff_task', diff.task_id, 'table_name', tbl,
+        'nodes', to_jsonb(ace.resolve_nodes(ARRAY(SELECT jsonb_array_elements_text(diff.result->'nodes')))),
+        'table_filter', nullif(diff.result->>'table_filter', ''),
+        'max_diff_rows', nullif((diff.result->>'max_diff_rows')::bigint, 0)));
+END $$;
+
+-- Checks an ACE diff file (args.diff) before the agent imports it: the table exists here with
+-- the same primary key, and every node it names is registered.
+CREATE OR REPLACE FUNCTION ace.validate_diff_import(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    f jsonb := args->'diff';
+    s jsonb := f->'summary';
+    tbl text;
+    nodes text[];
+    pk text[];
+    pair record;
+BEGIN
+    IF jsonb_typeof(f) IS DISTINCT FROM 'object' OR jsonb_typeof(f->'diffs') IS DISTINCT FROM 'object'
+       OR jsonb_typeof(s) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION 'not an ACE diff file: it needs a "diffs" object and a "summary" object'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the JSON written by ACE''s table-diff or by ace-agent diff export.';
+    END IF;
+    IF s->>'schema' IS NULL OR s->>'table' IS NULL OR jsonb_typeof(s->'nodes') IS DISTINCT FROM 'array'
+       OR jsonb_typeof(s->'primary_key') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'the diff file''s summary lacks schema, table, nodes or primary_key' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    tbl := ace.resolve_table(format('%I.%I', s->>'schema', s->>'table'));
+    nodes := ace.resolve_nodes(ARRAY(SELECT jsonb_array_elements_text(s->'nodes')));
+    pk := ARRAY(SELECT a.attname::text FROM pg_index i JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) ON true
+                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                WHERE i.indrelid = tbl::regclass AND i.indisprimary ORDER BY k.ord);
+    IF pk <> ARRAY(SELECT jsonb_array_elements_text(s->'primary_key')) THEN
+        RAISE EXCEPTION 'the diff file''s primary key (%) is not the primary key of % here (%)',
+            (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text(s->'primary_key') x), tbl, array_to_string(pk, ', ')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR pair IN SELECT key, value FROM jsonb_each(f->'diffs') LOOP
+        IF split_part(pair.key, '/', 1) <> ALL(nodes) OR split_part(pair.key, '/', 2) <> ALL(nodes)
+           OR jsonb_typeof(pair.value->'rows') IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'the diff file''s entry "%" is not a pair of its nodes (%) with rows', pair.key, array_to_string(nodes, ', ')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    RETURN args || jsonb_build_object('table_name', tbl, 'nodes', to_jsonb(nodes));
+END $$;

@@ -1,0 +1,103 @@
+-- The SQL API shared by every task type: nodes, waiting, cancelling, following a task.
+
+CREATE OR REPLACE FUNCTION ace.add_node(node_name text, conninfo text, cluster_name text DEFAULT 'default')
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO ace.nodes (node_name, conninfo, cluster_name) VALUES ($1, $2, $3)
+    ON CONFLICT ON CONSTRAINT nodes_pkey DO UPDATE SET conninfo = EXCLUDED.conninfo, cluster_name = EXCLUDED.cluster_name;
+$$;
+
+CREATE OR REPLACE FUNCTION ace.remove_node(node_name text) RETURNS boolean LANGUAGE sql AS $$
+    WITH d AS (DELETE FROM ace.nodes n WHERE n.node_name = $1 RETURNING 1) SELECT EXISTS (SELECT 1 FROM d);
+$$;
+
+-- Blocks until the task reaches a terminal status. It polls, because a function cannot receive
+-- notifications; the poll interval backs off to 250 ms.
+CREATE OR REPLACE FUNCTION ace.wait(task_id uuid, timeout interval DEFAULT '1 hour') RETURNS ace.tasks
+LANGUAGE plpgsql AS $$
+DECLARE
+    t ace.tasks;
+    deadline timestamptz := clock_timestamp() + timeout;
+    pause float8 := 0.01;
+BEGIN
+    IF strpos(coalesce(current_setting('ace.uncommitted_tasks', true), ''), task_id::text) > 0 THEN
+        RAISE EXCEPTION 'task % was submitted in this transaction and cannot start before it commits', task_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'COMMIT first and call ace.wait in a new transaction, or use CALL ace.run_table_diff(...).';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'ace.wait needs READ COMMITTED isolation: this transaction''s snapshot would never see the task finish'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    LOOP
+        SELECT * INTO t FROM ace.tasks x WHERE x.task_id = wait.task_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
+        END IF;
+        IF t.status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN
+            RETURN t;
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'task % is still % after %', task_id, t.status, timeout
+                USING ERRCODE = 'query_canceled', HINT = 'Call ace.wait again, or ace.cancel(task_id) to stop it.';
+        END IF;
+        PERFORM pg_sleep(pause);
+        pause := least(pause * 2, 0.25);
+    END LOOP;
+END $$;
+
+-- Asks the agent to stop a task. A queued task is cancelled at once.
+CREATE OR REPLACE FUNCTION ace.cancel(task_id uuid) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    t ace.tasks;
+BEGIN
+    SELECT * INTO t FROM ace.tasks x WHERE x.task_id = cancel.task_id FOR UPDATE;
+    IF NOT FOUND OR NOT pg_has_role(session_user, t.submitted_by, 'MEMBER') THEN
+        RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF t.status = 'QUEUED' THEN
+        UPDATE ace.tasks x SET status = 'CANCELLED', finished_at = clock_timestamp(), error = 'cancelled before it started'
+        WHERE x.task_id = cancel.task_id;
+        RETURN 'CANCELLED';
+    ELSIF t.status = 'RUNNING' THEN
+        UPDATE ace.tasks x SET cancel_requested = true WHERE x.task_id = cancel.task_id;
+        RETURN 'CANCEL REQUESTED';
+    END IF;
+    RETURN t.status;
+END $$;
+
+-- Progress in one line; parts a task type does not report are left out.
+CREATE OR REPLACE FUNCTION ace.describe_progress(progress jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT concat_ws(', ', progress->>'phase',
+        CASE WHEN (progress->>'blocks_total')::bigint > 0 THEN format('%s/%s blocks', progress->>'blocks_done', progress->>'blocks_total') END,
+        CASE WHEN (progress->>'rows_hashed')::bigint > 0 THEN format('%s rows hashed', progress->>'rows_hashed') END,
+        CASE WHEN (progress->>'differing_keys')::bigint > 0 THEN format('%s differing row(s) so far', progress->>'differing_keys') END)
+$$;
+
+-- Waits for a task, raising a NOTICE whenever its progress changes, and returns how it ended.
+-- Shared by the CALL forms of every task type.
+CREATE OR REPLACE PROCEDURE ace.follow_task(task_id uuid, INOUT status text DEFAULT NULL, INOUT result jsonb DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t ace.tasks;
+    last_progress jsonb;
+BEGIN
+    LOOP
+        SELECT * INTO t FROM ace.tasks x WHERE x.task_id = follow_task.task_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
+        END IF;
+        IF t.progress IS DISTINCT FROM last_progress AND t.progress IS NOT NULL THEN
+            RAISE NOTICE '%', ace.describe_progress(t.progress);
+            last_progress := t.progress;
+        END IF;
+        EXIT WHEN t.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
+        PERFORM pg_sleep(0.2);
+    END LOOP;
+    status := t.status;
+    result := t.result;
+    IF t.status <> 'COMPLETED' THEN
+        RAISE WARNING '% task % %: %', t.task_type, task_id, t.status, t.error;
+    END IF;
+END $$;
