@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -38,7 +39,7 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
 	}
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	summary, err := engine.Repair(ctx, nodes, a.repairOptions(run, args, diff), sink, progress)
+	summary, err := repair.Repair(ctx, nodes, a.repairOptions(run, args, diff), sink, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +63,7 @@ func (a *Agent) setRoleTo(run *sqlapi.Run) string {
 	return ""
 }
 
-func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) engine.RepairOptions {
+func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) repair.RepairOptions {
 	o := args.RepairOptions()
 	o.ID = run.Task.ID.String()
 	o.Diff = diff
@@ -76,12 +77,12 @@ func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff
 }
 
 // repairReport renders the recorded actions as ACE's repair report.
-func (a *Agent) repairReport(ctx context.Context, run *sqlapi.Run, args sqlapi.TableRepairArgs, s *engine.RepairSummary) (json.RawMessage, error) {
+func (a *Agent) repairReport(ctx context.Context, run *sqlapi.Run, args sqlapi.TableRepairArgs, s *repair.RepairSummary) (json.RawMessage, error) {
 	actions, err := sqlapi.ReadRepairActions(ctx, a.pool, run.Task.ID)
 	if err != nil {
 		return nil, err
 	}
-	return engine.ACERepairReport(args.ReportArgs(run.Task.ID), s, actions)
+	return repair.ACERepairReport(args.ReportArgs(run.Task.ID), s, actions)
 }
 
 // diffSummary reads the summary of the completed diff a repair or rerun refers to. The

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -33,11 +34,11 @@ func (e *diffEnv) repair(diff uuid.UUID, args string, params ...any) (uuid.UUID,
 }
 
 // completedRepair runs a repair that must complete, and returns its summary.
-func (e *diffEnv) completedRepair(diff uuid.UUID, args string, params ...any) (uuid.UUID, *engine.RepairSummary) {
+func (e *diffEnv) completedRepair(diff uuid.UUID, args string, params ...any) (uuid.UUID, *repair.RepairSummary) {
 	e.t.Helper()
 	id, task := e.repair(diff, args, params...)
 	require.Equal(e.t, sqlapi.StatusCompleted, task.Status, "repair error: %v", task.Error)
-	var s engine.RepairSummary
+	var s repair.RepairSummary
 	require.NoError(e.t, json.Unmarshal(task.Result, &s))
 	return id, &s
 }

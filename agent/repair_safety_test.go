@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/internal/localpg"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 	"github.com/ace-agent/ace-agent/sqlapi"
@@ -146,7 +146,7 @@ func TestRepairLargeBigintKeysKeepTheirPrecision(t *testing.T) {
 	require.Equal(t, "a", e.scalar("n2", `SELECT v FROM big WHERE id = 9007199254740992`))
 	require.Equal(t, "min", e.scalar("n2", `SELECT v FROM big WHERE id = -9223372036854775808`))
 	require.EqualValues(t, 0, e.scalar("n3", `SELECT count(*) FROM big WHERE id = 9223372036854775805`))
-	require.Equal(t, engine.ActionUpdate, e.report(id)[`n2 {"id": 9223372036854775807}`].Action)
+	require.Equal(t, repair.ActionUpdate, e.report(id)[`n2 {"id": 9223372036854775807}`].Action)
 }
 
 func TestRepairCompositeAndTextKeys(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 )
 
 // A repair decides "unchanged since the diff" and "already in sync" with the diff's value
@@ -24,8 +24,8 @@ func TestRepairComparesRowsByTheDiffsValueSemantics(t *testing.T) {
 
 	_, s := e.completedRepair(diff, `'n1'`)
 	require.EqualValues(t, 2, s.Updated, "%+v", s)
-	require.EqualValues(t, 1, s.SkippedByReason[engine.ReasonChangedSinceDiff])
-	require.EqualValues(t, 1, s.SkippedByReason[engine.ReasonAlreadyInSync])
+	require.EqualValues(t, 1, s.SkippedByReason[repair.ReasonChangedSinceDiff])
+	require.EqualValues(t, 1, s.SkippedByReason[repair.ReasonAlreadyInSync])
 	require.Equal(t, "same", e.scalar("n2", `SELECT note FROM m WHERE id = 1`))
 	require.Equal(t, "drift", e.scalar("n2", `SELECT note FROM m WHERE id = 2`))
 }

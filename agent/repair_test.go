@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -85,11 +85,11 @@ func TestRepairFromSourceOfTruthEveryType(t *testing.T) {
 	e.requireInSync("public.w")
 
 	rep := e.report(id)
-	require.Equal(t, engine.ActionDelete, rep[`n2 {"id": -7}`].Action)
-	require.Equal(t, engine.ActionDelete, rep[`n3 {"id": 9000}`].Action)
-	require.Equal(t, engine.ActionInsert, rep[`n2 {"id": 70}`].Action)
-	require.Equal(t, engine.ActionInsert, rep[`n3 {"id": 71}`].Action)
-	require.Equal(t, engine.ActionUpdate, rep[`n2 {"id": 10}`].Action)
+	require.Equal(t, repair.ActionDelete, rep[`n2 {"id": -7}`].Action)
+	require.Equal(t, repair.ActionDelete, rep[`n3 {"id": 9000}`].Action)
+	require.Equal(t, repair.ActionInsert, rep[`n2 {"id": 70}`].Action)
+	require.Equal(t, repair.ActionInsert, rep[`n3 {"id": 71}`].Action)
+	require.Equal(t, repair.ActionUpdate, rep[`n2 {"id": 10}`].Action)
 	require.Equal(t, "changed", rep[`n2 {"id": 10}`].Before["t"])
 	require.Equal(t, "text 10", rep[`n2 {"id": 10}`].After["t"])
 	require.True(t, rep[`n2 {"id": 10}`].Applied)
@@ -111,7 +111,7 @@ func TestRepairUpsertOnlyKeepsExtraRows(t *testing.T) {
 	_, s := e.completedRepair(e.diffID("public.w"), `'n1', upsert_only => true`)
 	require.True(t, s.FullyRepaired, "rows kept by the mode are not failures: %+v", s)
 	require.EqualValues(t, 0, s.Deleted)
-	require.EqualValues(t, 2, s.SkippedByReason[engine.ReasonUpsertOnly])
+	require.EqualValues(t, 2, s.SkippedByReason[repair.ReasonUpsertOnly])
 	require.Equal(t, []int64{-7, 9000}, e.differingIDs(), "only the rows n1 lacks remain")
 }
 
@@ -153,7 +153,7 @@ func TestRepairFixNullsOnlyFillsNulls(t *testing.T) {
 
 	_, s := e.completedRepair(diff, `fix_nulls => true`)
 	require.Equal(t, "fix_nulls", s.Mode)
-	require.EqualValues(t, 1, s.SkippedByReason[engine.ReasonConflictingValues])
+	require.EqualValues(t, 1, s.SkippedByReason[repair.ReasonConflictingValues])
 	require.EqualValues(t, 1, s.Unresolved)
 	require.False(t, s.FullyRepaired)
 	require.Equal(t, "text 5", e.scalar("n2", `SELECT t FROM w WHERE id = 5`))
@@ -172,7 +172,7 @@ func TestRepairFixNullsNeverOverwritesAValueWrittenAfterTheDiff(t *testing.T) {
 	diff := e.diffID("public.w")
 	e.Node("n2").Exec(t, `UPDATE w SET t = 'written later' WHERE id = 5`)
 	_, s := e.completedRepair(diff, `fix_nulls => true, check_unchanged => false`)
-	require.EqualValues(t, 1, s.SkippedByReason[engine.ReasonAlreadyInSync]+s.Updated)
+	require.EqualValues(t, 1, s.SkippedByReason[repair.ReasonAlreadyInSync]+s.Updated)
 	require.Equal(t, "written later", e.scalar("n2", `SELECT t FROM w WHERE id = 5`))
 }
 
@@ -188,13 +188,13 @@ func TestRepairSkipsRowsChangedSinceTheDiff(t *testing.T) {
 
 	id, s := e.completedRepair(diff, `'n1'`)
 	require.False(t, s.FullyRepaired)
-	require.EqualValues(t, 2, s.SkippedByReason[engine.ReasonChangedSinceDiff])
-	require.EqualValues(t, 1, s.SkippedByReason[engine.ReasonAlreadyInSync], "-7 is gone already")
+	require.EqualValues(t, 2, s.SkippedByReason[repair.ReasonChangedSinceDiff])
+	require.EqualValues(t, 1, s.SkippedByReason[repair.ReasonAlreadyInSync], "-7 is gone already")
 	require.EqualValues(t, 2, s.Unresolved)
 	require.Equal(t, "written after the diff", e.scalar("n2", `SELECT t FROM w WHERE id = 20`))
 	require.Equal(t, "inserted after the diff", e.scalar("n2", `SELECT t FROM w WHERE id = 70`))
 	rep := e.report(id)
-	require.Equal(t, engine.ReasonChangedSinceDiff, rep[`n2 {"id": 20}`].Reason)
+	require.Equal(t, repair.ReasonChangedSinceDiff, rep[`n2 {"id": 20}`].Reason)
 	require.Equal(t, "written after the diff", rep[`n2 {"id": 20}`].Before["t"])
 	require.False(t, rep[`n2 {"id": 20}`].Applied)
 	require.Equal(t, []int64{20, 70}, e.differingIDs())
@@ -213,12 +213,12 @@ func TestRepairDryRunChangesNothing(t *testing.T) {
 	id, s := e.completedRepair(diff, `'n1', dry_run => true`)
 	require.True(t, s.DryRun)
 	require.False(t, s.FullyRepaired)
-	require.Equal(t, engine.NodePlanned, s.Nodes["n2"].Status)
+	require.Equal(t, repair.NodePlanned, s.Nodes["n2"].Status)
 	require.Empty(t, s.RepairedNodes)
 	require.EqualValues(t, 3, s.Inserted)
 	require.EqualValues(t, 2, s.Deleted)
 	rep := e.report(id)
-	require.Equal(t, engine.ActionUpdate, rep[`n2 {"id": 10}`].Action)
+	require.Equal(t, repair.ActionUpdate, rep[`n2 {"id": 10}`].Action)
 	require.Equal(t, "text 10", rep[`n2 {"id": 10}`].After["t"])
 	require.False(t, rep[`n2 {"id": 10}`].Applied)
 	require.Equal(t, []int64{-7, 10, 20, 30, 40, 50, 60, 70, 71, 9000}, e.differingIDs())
@@ -281,9 +281,9 @@ func TestRepairLatestCommitTieIsListedNotGuessed(t *testing.T) {
 
 	id, s := e.completedRepair(diff, `strategy => 'latest_commit'`)
 	require.False(t, s.FullyRepaired)
-	require.EqualValues(t, 3, s.SkippedByReason[engine.ReasonCommitTSTie])
-	require.EqualValues(t, 3, s.SkippedByReason[engine.ReasonMissingCommitTS])
-	require.Equal(t, engine.ReasonCommitTSTie, e.report(id)[`n2 {"id": 1}`].Reason)
+	require.EqualValues(t, 3, s.SkippedByReason[repair.ReasonCommitTSTie])
+	require.EqualValues(t, 3, s.SkippedByReason[repair.ReasonMissingCommitTS])
+	require.Equal(t, repair.ReasonCommitTSTie, e.report(id)[`n2 {"id": 1}`].Reason)
 	require.Equal(t, []int64{1, 2}, e.differingIDs(), "nothing was guessed")
 }
 

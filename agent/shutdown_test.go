@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
@@ -214,7 +215,7 @@ func (s *shutdownEnv) fingerprint(node string) string {
 }
 
 // calibrateRepair runs the repair once uninterrupted, and returns its summary.
-func (s *shutdownEnv) calibrateRepair() *engine.RepairSummary {
+func (s *shutdownEnv) calibrateRepair() *repair.RepairSummary {
 	diff := s.diffID("public.t")
 	start := time.Now()
 	_, want := s.completedRepair(diff, `'n1'`)
@@ -228,7 +229,7 @@ func (s *shutdownEnv) calibrateRepair() *engine.RepairSummary {
 // either all of the repair or none of it; a handed-back repair must have changed nothing, and
 // must re-plan from what the nodes hold when it runs again: a row fixed by hand meanwhile is
 // skipped.
-func (s *shutdownEnv) tryRepair(try int, want *engine.RepairSummary) {
+func (s *shutdownEnv) tryRepair(try int, want *repair.RepairSummary) {
 	s.plantDrift()
 	diff := s.diffID("public.t")
 	target := s.fingerprint("n1")
@@ -252,9 +253,9 @@ func (s *shutdownEnv) tryRepair(try int, want *engine.RepairSummary) {
 
 // requireRepaired checks a completed repair: every node holds n1's rows, the report has one
 // action per node and key from one attempt, and a row fixed by hand was left alone.
-func (s *shutdownEnv) requireRepaired(try int, id uuid.UUID, task sqlapi.Task, want *engine.RepairSummary, target string, fixedByHand bool) {
+func (s *shutdownEnv) requireRepaired(try int, id uuid.UUID, task sqlapi.Task, want *repair.RepairSummary, target string, fixedByHand bool) {
 	s.t.Helper()
-	var got engine.RepairSummary
+	var got repair.RepairSummary
 	require.NoError(s.t, json.Unmarshal(task.Result, &got))
 	for _, node := range []string{"n2", "n3"} {
 		require.Equal(s.t, target, s.fingerprint(node), "seed %d try %d: %s is not repaired", s.seed, try, node)
@@ -262,7 +263,7 @@ func (s *shutdownEnv) requireRepaired(try int, id uuid.UUID, task sqlapi.Task, w
 	updated := want.Updated
 	if fixedByHand {
 		updated--
-		require.Equal(s.t, engine.ReasonAlreadyInSync, s.report(id)[`n2 {"id": 3}`].Reason, "seed %d try %d", s.seed, try)
+		require.Equal(s.t, repair.ReasonAlreadyInSync, s.report(id)[`n2 {"id": 3}`].Reason, "seed %d try %d", s.seed, try)
 	}
 	require.Equal(s.t, []int64{want.Inserted, updated, want.Deleted}, []int64{got.Inserted, got.Updated, got.Deleted}, "seed %d try %d", s.seed, try)
 	require.EqualValues(s.t, 1, s.scalar("n1", `SELECT count(DISTINCT attempt) FROM ace.repair_actions WHERE task_id = $1`, id))
@@ -272,7 +273,7 @@ func (s *shutdownEnv) requireRepaired(try int, id uuid.UUID, task sqlapi.Task, w
 
 // vanishedRepair submits a repair of a drifted table on n1 and claims it as an agent that then
 // vanishes (its session ends) after recording the given actions.
-func vanishedRepair(t *testing.T, repairArgs string, record []engine.RepairAction) (*diffEnv, uuid.UUID) {
+func vanishedRepair(t *testing.T, repairArgs string, record []repair.RepairAction) (*diffEnv, uuid.UUID) {
 	t.Helper()
 	ctx := context.Background()
 	e := &diffEnv{Env: testcluster.New(t), t: t}
@@ -300,8 +301,8 @@ func vanishedRepair(t *testing.T, repairArgs string, record []engine.RepairActio
 
 func TestRecoveryRequeuesARepairOnlyIfItChangedNothing(t *testing.T) {
 	t.Parallel()
-	action := func(kind, reason string) engine.RepairAction {
-		return engine.RepairAction{Node: "n2", Action: kind, PK: json.RawMessage(`{"id": 1}`), PKSort: json.RawMessage(`[1]`),
+	action := func(kind, reason string) repair.RepairAction {
+		return repair.RepairAction{Node: "n2", Action: kind, PK: json.RawMessage(`{"id": 1}`), PKSort: json.RawMessage(`[1]`),
 			Before: json.RawMessage(`{"id": 1, "x": "drift"}`), After: json.RawMessage(`{"id": 1, "x": "x1"}`), Reason: reason}
 	}
 	t.Run("nothing recorded", func(t *testing.T) {
@@ -311,12 +312,12 @@ func TestRecoveryRequeuesARepairOnlyIfItChangedNothing(t *testing.T) {
 	})
 	t.Run("only skips recorded", func(t *testing.T) {
 		t.Parallel()
-		e, id := vanishedRepair(t, `'n1'`, []engine.RepairAction{action(engine.ActionSkip, engine.ReasonChangedSinceDiff)})
+		e, id := vanishedRepair(t, `'n1'`, []repair.RepairAction{action(repair.ActionSkip, repair.ReasonChangedSinceDiff)})
 		requireRequeuedAndRepaired(e, id)
 	})
 	t.Run("dry run", func(t *testing.T) {
 		t.Parallel()
-		e, id := vanishedRepair(t, `'n1', dry_run => true`, []engine.RepairAction{action(engine.ActionUpdate, "")})
+		e, id := vanishedRepair(t, `'n1', dry_run => true`, []repair.RepairAction{action(repair.ActionUpdate, "")})
 		task := e.Node("n1").Wait(t, id)
 		require.Equal(t, sqlapi.StatusCompleted, task.Status, "error: %s", errorOf(task))
 		require.Equal(t, 2, task.Attempts)
@@ -324,7 +325,7 @@ func TestRecoveryRequeuesARepairOnlyIfItChangedNothing(t *testing.T) {
 	})
 	t.Run("a change recorded", func(t *testing.T) {
 		t.Parallel()
-		e, id := vanishedRepair(t, `'n1'`, []engine.RepairAction{action(engine.ActionUpdate, "")})
+		e, id := vanishedRepair(t, `'n1'`, []repair.RepairAction{action(repair.ActionUpdate, "")})
 		task := e.Node("n1").Wait(t, id)
 		require.Equal(t, sqlapi.StatusFailed, task.Status, "it may have committed: a person looks first")
 		require.Contains(t, *task.Error, "agent vanished-agent stopped while running this task (attempt 1 of 3)")

@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -132,7 +134,7 @@ func inlineText(expr string) string { return "(" + expr + ")::text" }
 // runs only when the text holds a number with a trailing zero, which is rare.
 func trimmedText(t string, re, repl string) string {
 	return fmt.Sprintf("CASE WHEN strpos(%[1]s, '.') = 0 OR %[1]s !~ %[2]s THEN %[1]s ELSE regexp_replace(%[1]s, %[3]s, %[4]s, 'g') END",
-		t, quoteLiteral(trailingZeros), quoteLiteral(re), quoteLiteral(repl))
+		t, QuoteLiteral(trailingZeros), QuoteLiteral(re), QuoteLiteral(repl))
 }
 
 // valueExpr is expr as a value whose send form is canonical: what a row's hash encodes. With
@@ -157,7 +159,7 @@ func (t *typeInfo) valueExpr(expr string, text textSource, binary bool) string {
 	case len(t.fields) > 0:
 		parts := make([]string, len(t.fields))
 		for i, f := range t.fields {
-			parts[i] = f.typ.valueExpr("("+expr+")."+ident(f.name), inlineText, binary)
+			parts[i] = f.typ.valueExpr("("+expr+")."+Ident(f.name), inlineText, binary)
 		}
 		// A NULL composite is not a composite of NULLs: num_nulls sees the datum itself.
 		return fmt.Sprintf("CASE WHEN num_nulls(%s) = 0 THEN ROW(%s) END", expr, strings.Join(parts, ", "))
@@ -195,7 +197,7 @@ func (t *typeInfo) keyText(expr string) string {
 }
 
 // nativeOrder reports whether keys of this type can be compared with the type's own ordering on
-// every node: built-in types order the same everywhere (collations aside, see keyOrder). Enums
+// every node: built-in types order the same everywhere (collations aside, see KeyOrder). Enums
 // (label order can differ between nodes) and extension types are ordered by canonical text.
 func (t *typeInfo) nativeOrder() bool {
 	t = t.resolved()
@@ -293,11 +295,11 @@ func (l *typeLoader) loadFields(ctx context.Context, relid uint32, depth int) ([
 	return fields, nil
 }
 
-// rowDigests hashes rows given as JSON objects (as a diff stores them) the way the table's rows
+// RowDigests hashes rows given as JSON objects (as a diff stores them) the way the table's rows
 // are hashed, after casting each value back to its column's type on the node: two documents get
 // the same digest exactly when they hold the same values under the value semantics. The result
 // is keyed by document; null documents are left out.
-func rowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage) (map[string]string, error) {
+func RowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage) (map[string]string, error) {
 	seen := map[string]bool{}
 	var elems []json.RawMessage
 	for _, d := range docs {
@@ -317,11 +319,11 @@ func rowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage
 	}
 	casts := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
-		casts[i] = cast(c) + " AS " + ident(c.Name)
+		casts[i] = ElemCast(c) + " AS " + Ident(c.Name)
 	}
 	h := newRowHash(t.Columns, HashBinary)
 	values := fmt.Sprintf(`(SELECT "?ace_o?", %s FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS %s(%s, "?ace_o?"))`,
-		strings.Join(casts, ", "), elemAlias, elemColumn)
+		strings.Join(casts, ", "), ElemAlias, ElemColumn)
 	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT "?ace_o?", %s FROM %s`, h.expr, h.source(values+` AS "?ace_j?"`, "true")), string(arg))
 	if err != nil {
 		return nil, err
@@ -333,4 +335,22 @@ func rowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage
 		return nil
 	})
 	return out, err
+}
+
+// jsonNull is an absent row.
+var jsonNull = json.RawMessage("null")
+
+// isNull reports whether raw is absent or JSON null.
+func isNull(raw json.RawMessage) bool {
+	return len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null"
+}
+
+// sortedKeys is m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

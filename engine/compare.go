@@ -204,7 +204,7 @@ func (d *differ) compareRows(ctx context.Context, ranges []Range) error {
 	where := "(" + strings.Join(conds, " OR ") + ")"
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.keyText(), d.hash.expr, d.hash.source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.KeyText(), d.hash.expr, d.hash.source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
@@ -234,14 +234,14 @@ func collectKeyHashes(rows pgx.Rows, nkey int) (map[string]keyHash, error) {
 			return nil, err
 		}
 		kh.hash = string(digest)
-		out[keyString(kh.key)] = kh
+		out[KeyString(kh.key)] = kh
 	}
 	return out, rows.Err()
 }
 
-// keyString joins key values into a map key. PostgreSQL text cannot hold NUL, so NUL cannot be
+// KeyString joins key values into a map key. PostgreSQL text cannot hold NUL, so NUL cannot be
 // forged by a value.
-func keyString(key []string) string { return strings.Join(key, "\x00") }
+func KeyString(key []string) string { return strings.Join(key, "\x00") }
 
 // keyDiff is a key whose row differs somewhere: which nodes have it and with which hash.
 type keyDiff struct {

@@ -121,7 +121,7 @@ type differ struct {
 	sessions []*session
 	table    *Table
 	tables   []*Table // each node's view, for per-node settings such as CommitTS
-	keys     keyOrder
+	keys     KeyOrder
 	mode     HashMode
 	hash     rowHash
 	filter   string
@@ -161,7 +161,7 @@ func (d *differ) prepare(ctx context.Context) error {
 	p := pool.New().WithErrors().WithContext(ctx)
 	for i, n := range d.nodes {
 		p.Go(func(ctx context.Context) error {
-			t, err := loadTable(ctx, n, schema, name)
+			t, err := LoadTable(ctx, n, schema, name)
 			tables[i] = t
 			return err
 		})
@@ -181,7 +181,7 @@ func (d *differ) prepare(ctx context.Context) error {
 	}
 	d.table = tables[0]
 	d.tables = tables
-	if d.keys, err = newKeyOrder(tables, nodeNames(d.nodes)); err != nil {
+	if d.keys, err = NewKeyOrder(tables, nodeNames(d.nodes)); err != nil {
 		return err
 	}
 	d.hash = newRowHash(d.table.Columns, d.mode)
@@ -316,14 +316,14 @@ func (d *differ) report() {
 func (d *differ) summary(start time.Time) *DiffSummary {
 	end := time.Now()
 	s := &DiffSummary{
-		Schema: d.table.Schema, Table: d.table.Name, TableName: d.table.display(), TableFilter: d.opts.TableFilter,
+		Schema: d.table.Schema, Table: d.table.Name, TableName: d.table.Display(), TableFilter: d.opts.TableFilter,
 		BlockSize: d.opts.BlockSize, CompareUnitSize: d.opts.CompareUnitSize, MaxDiffRows: d.opts.MaxDiffRows,
 		ConcurrencyFactor: float64(d.opts.Workers) / float64(runtime.NumCPU()),
 		StartTime:         start.UTC(), EndTime: end.UTC(),
 		TimeTaken: end.Sub(start).Round(time.Millisecond).String(), TimeTakenSeconds: end.Sub(start).Seconds(),
 		DiffRowsCount: map[string]int64{}, DiffRowLimitReached: d.limitHit, RowsPerNode: map[string]int64{},
 		InitialRangesCount: d.blocks, MismatchedRangesCount: d.mismatched,
-		PrimaryKey: d.table.pkNames(), Columns: d.table.columnNames(), ColumnTypes: d.table.columnTypes(),
+		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(), ColumnTypes: d.table.ColumnTypes(),
 		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: HashVersion, Warnings: d.warnings,
 		AgainstOrigin: d.opts.AgainstOrigin, OriginIDs: d.originIDs, OriginOnly: d.opts.AgainstOrigin != "",
 		Until: d.opts.Until, TransientDiffs: d.transient,

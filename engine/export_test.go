@@ -13,16 +13,16 @@ func RowSummaries(ctx context.Context, n *Node, table string) (map[string]string
 	if err != nil {
 		return nil, err
 	}
-	t, err := loadTable(ctx, n, schema, name)
+	t, err := LoadTable(ctx, n, schema, name)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := newKeyOrder([]*Table{t}, []string{n.Name})
+	keys, err := NewKeyOrder([]*Table{t}, []string{n.Name})
 	if err != nil {
 		return nil, err
 	}
 	h := newRowHash(t.Columns, HashBinary)
-	sql := summarySQL(keys.keyText(), h, h.source(t.Qualified(), "true"))
+	sql := summarySQL(keys.KeyText(), h, h.source(t.Qualified(), "true"))
 	rows, err := n.Pool.Query(ctx, sql)
 	if err != nil {
 		return nil, err

@@ -42,7 +42,7 @@ func (d *differ) prepareFences(ctx context.Context) error {
 	if d.opts.Until != nil {
 		// Rows frozen before commit timestamps were kept have none: they are older than any fence.
 		d.untilSQL = fmt.Sprintf("(pg_xact_commit_timestamp(xmin) IS NULL OR pg_xact_commit_timestamp(xmin) <= %s::timestamptz)",
-			quoteLiteral(d.opts.Until.UTC().Format(time.RFC3339Nano)))
+			QuoteLiteral(d.opts.Until.UTC().Format(time.RFC3339Nano)))
 	}
 	if d.opts.AgainstOrigin == "" {
 		return nil

@@ -111,7 +111,7 @@ func (d *differ) sampleBounds(ctx context.Context, i int, estimate float64) ([][
 	}
 	pct := 100 / float64(d.opts.CompareUnitSize)
 	sql := fmt.Sprintf(`SELECT %s FROM (SELECT DISTINCT %s FROM %s TABLESAMPLE BERNOULLI ($1) WHERE %s) s ORDER BY %s`,
-		d.keys.keyText(), d.keyColumns(), d.table.Qualified(), d.filterFor(i), d.keys.orderBy())
+		d.keys.KeyText(), d.keyColumns(), d.table.Qualified(), d.filterFor(i), d.keys.orderBy())
 	var keys [][]string
 	err := d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, pct)
@@ -133,7 +133,7 @@ func (d *differ) splitKeys(ctx context.Context, i int, r Range, step int) ([][]s
 	args = append(args, step)
 	sql := fmt.Sprintf(`SELECT %s FROM (SELECT %s, row_number() OVER (ORDER BY %s) AS "?ace_rn?" FROM %s WHERE %s AND %s) s
 		WHERE "?ace_rn?" %% $%d = 0 ORDER BY "?ace_rn?"`,
-		d.keys.keyText(), d.keyColumns(), d.keys.orderBy(), d.table.Qualified(), where, d.filterFor(i), len(args))
+		d.keys.KeyText(), d.keyColumns(), d.keys.orderBy(), d.table.Qualified(), where, d.filterFor(i), len(args))
 	var keys [][]string
 	err := d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, args...)
@@ -152,7 +152,7 @@ func (d *differ) keyColumns() string {
 		if i > 0 {
 			cols += ", "
 		}
-		cols += ident(c.Name)
+		cols += Ident(c.Name)
 	}
 	return cols
 }

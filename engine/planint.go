@@ -96,7 +96,7 @@ func (d *differ) keySpan(ctx context.Context) (lo, hi int64, found bool, err err
 	mins := make([]*int64, len(d.nodes))
 	maxs := make([]*int64, len(d.nodes))
 	err = d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8 FROM %[2]s WHERE %[3]s`, ident(col.Name), d.table.Qualified(), d.filterFor(i))
+		sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8 FROM %[2]s WHERE %[3]s`, Ident(col.Name), d.table.Qualified(), d.filterFor(i))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			return tx.QueryRow(ctx, sql).Scan(&mins[i], &maxs[i])
 		})
@@ -128,7 +128,7 @@ func (d *differ) bucketExpr(b block, args *[]any) string {
 	case b.step != nil:
 		// The CASE keeps k - lo from overflowing for keys far outside the block.
 		n := int64(len(b.bounds))
-		k := ident(d.keys.cols[0].Name)
+		k := Ident(d.keys.cols[0].Name)
 		first := len(*args) + 1
 		*args = append(*args, b.step.lo+b.step.w, b.step.lo+n*b.step.w, b.step.lo, b.step.w)
 		return fmt.Sprintf("CASE WHEN %[1]s < $%[2]d::int8 THEN 0 WHEN %[1]s >= $%[3]d::int8 THEN %[6]d ELSE (%[1]s::int8 - $%[4]d::int8) / $%[5]d::int8 END",

@@ -71,10 +71,10 @@ func (d *differ) recheck(ctx context.Context, keys [][]string) error {
 
 // keyHashes reads the row hashes of the given keys on every node.
 func (d *differ) keyHashes(ctx context.Context, keys [][]string) ([]map[string]keyHash, error) {
-	match, args := d.keys.matchKeys(keys)
+	match, args := d.keys.MatchKeys(keys)
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.keyText(), d.hash.expr, d.hash.source(d.table.Qualified(), match+" AND "+d.filterFor(i)))
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.KeyText(), d.hash.expr, d.hash.source(d.table.Qualified(), match+" AND "+d.filterFor(i)))
 		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {

@@ -11,16 +11,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
 // memoryRepairSink keeps a repair's actions in memory.
 type memoryRepairSink struct {
 	mu      sync.Mutex
-	actions []engine.RepairAction
+	actions []repair.RepairAction
 }
 
-func (s *memoryRepairSink) WriteRepairActions(_ context.Context, a []engine.RepairAction) error {
+func (s *memoryRepairSink) WriteRepairActions(_ context.Context, a []repair.RepairAction) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.actions = append(s.actions, a...)
@@ -30,7 +31,7 @@ func (s *memoryRepairSink) WriteRepairActions(_ context.Context, a []engine.Repa
 func (s *memoryRepairSink) MarkApplied(context.Context, string) error { return nil }
 
 // source streams the sink's rows in key order, as a repair reads a stored diff.
-func (s *memorySink) source() engine.DiffSource {
+func (s *memorySink) source() repair.DiffSource {
 	rows := slices.Clone(s.rows)
 	slices.SortFunc(rows, func(a, b engine.DiffRow) int { return strings.Compare(string(a.PKSort), string(b.PKSort)) })
 	return func(_ context.Context, fn func(engine.DiffRow) error) error {
@@ -56,7 +57,7 @@ func aceFile(t *testing.T, table string, n1, n2 []map[string]any) json.RawMessag
 
 // repairAs imports file on n1 and repairs n2 from n1 with it, in the sessions a role has in the
 // given mode ("" role: the superuser).
-func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.RawMessage) (*engine.RepairSummary, error) {
+func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.RawMessage) (*repair.RepairSummary, error) {
 	t.Helper()
 	ctx := context.Background()
 	login, setRole := role, ""
@@ -69,7 +70,7 @@ func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.Raw
 	diff := &memorySink{}
 	summary, err := engine.ImportACEDiff(ctx, nodes[0], file, diff, engine.ImportOptions{SetRoleSessions: mode == setRoleMode})
 	require.NoError(t, err)
-	return engine.Repair(ctx, nodes[1:2], engine.RepairOptions{
+	return repair.Repair(ctx, nodes[1:2], repair.RepairOptions{
 		ID: "t", Diff: summary, Rows: diff.source(), Role: setRole, SourceOfTruth: "n1", Targets: []string{"n2"},
 		SetRoleSessions: mode == setRoleMode,
 	}, &memoryRepairSink{}, nil)
@@ -115,20 +116,20 @@ func TestRepairKeepsTheOwnersRulesForARoleThatMayNotBypassThem(t *testing.T) {
 			resetChild(t, e)
 			s, err := repairAs(t, e, role, mode, aceFile(t, "child", []map[string]any{row2New, orphan}, []map[string]any{row2Old}))
 			require.ErrorContains(t, err, `violates foreign key constraint "child_parent_id_fkey"`)
-			require.Equal(t, engine.WriteNormal, s.Nodes["n2"].WriteMode)
+			require.Equal(t, repair.WriteNormal, s.Nodes["n2"].WriteMode)
 			require.Equal(t, []string{"n2"}, s.FailedNodes)
 			requireChild(t, e, `1 a, 2 b, 3 keep me`, "the failed repair changed nothing, not even the valid update")
 
 			// ... and deletes a row past a DO INSTEAD NOTHING rule.
 			s, err = repairAs(t, e, role, mode, aceFile(t, "child", nil, []map[string]any{row3}))
 			require.ErrorContains(t, err, "the table has rules, and this repair writes normally")
-			require.Equal(t, engine.WriteNormal, s.Nodes["n2"].WriteMode)
+			require.Equal(t, repair.WriteNormal, s.Nodes["n2"].WriteMode)
 			requireChild(t, e, `1 a, 2 b, 3 keep me`, "the rule kept row 3")
 
 			// A valid repair goes through, and the audit trigger sees it.
 			s, err = repairAs(t, e, role, mode, aceFile(t, "child", []map[string]any{row2New, row11}, []map[string]any{row2Old}))
 			require.NoError(t, err)
-			require.Equal(t, engine.WriteNormal, s.Nodes["n2"].WriteMode)
+			require.Equal(t, repair.WriteNormal, s.Nodes["n2"].WriteMode)
 			require.Contains(t, strings.Join(s.Warnings, "\n"), "wrote normally on n2")
 			requireChild(t, e, `1 a, 2 B, 3 keep me, 11 new`, "repaired")
 			require.Equal(t, "INSERT 11, UPDATE 2", scalar(t, e, `SELECT string_agg(op || ' ' || id, ', ' ORDER BY op) FROM audit`))
@@ -149,7 +150,7 @@ func TestRepairWritesAsReplicationForARoleThatMaySetTheReplicationRole(t *testin
 			resetChild(t, e)
 			s, err := repairAs(t, e, who.role, who.mode, aceFile(t, "child", []map[string]any{row2New, orphan}, []map[string]any{row2Old, row3}))
 			require.NoError(t, err)
-			require.Equal(t, engine.WriteReplica, s.Nodes["n2"].WriteMode)
+			require.Equal(t, repair.WriteReplica, s.Nodes["n2"].WriteMode)
 			requireChild(t, e, `1 a, 2 B, 10 no such parent`, "written as replication applies changes")
 			require.Equal(t, "0", scalar(t, e, `SELECT count(*)::text FROM audit`))
 		})

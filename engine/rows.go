@@ -129,13 +129,13 @@ func (d *differ) fetchRows(ctx context.Context, diffs []keyDiff) ([]DiffRow, err
 // rowFetchSQL selects the given keys' rows on node i, with the commit metadata where the node
 // tracks commit timestamps.
 func (d *differ) rowFetchSQL(i int, keys [][]string) (string, []any) {
-	match, args := d.keys.matchKeys(keys)
+	match, args := d.keys.MatchKeys(keys)
 	meta := "NULL::timestamptz, NULL::text"
 	if d.tables[i].CommitTS {
 		meta = `pg_xact_commit_timestamp(xmin), ` + originNameSQL
 	}
 	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s, %s FROM %s WHERE %s AND %s`,
-		d.keys.keyText(), jsonObjectExpr(d.table.PK), d.keys.keySortJSON(), jsonObjectExpr(d.table.Columns), meta,
+		d.keys.KeyText(), JSONObjectExpr(d.table.PK), d.keys.keySortJSON(), JSONObjectExpr(d.table.Columns), meta,
 		d.table.Qualified(), match, d.filterFor(i))
 	return sql, args
 }
@@ -168,14 +168,14 @@ func (d *differ) collectRows(rows pgx.Rows, withMeta bool) (map[string]fetchedRo
 		if withMeta {
 			f.meta = &RowMeta{CommitTS: ts, NodeOrigin: origin}
 		}
-		out[keyString(key)] = f
+		out[KeyString(key)] = f
 	}
 	return out, rows.Err()
 }
 
 func (d *differ) diffRow(k keyDiff, perNode []map[string]fetchedRow) DiffRow {
 	dr := DiffRow{Kind: KindModified, Rows: map[string]json.RawMessage{}, Versions: map[string]int{}}
-	ks := keyString(k.key)
+	ks := KeyString(k.key)
 	version := map[string]int{}
 	for i, n := range d.nodes {
 		f, ok := perNode[i][ks]

@@ -53,7 +53,7 @@ func (s *session) read(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		return fmt.Errorf("node %s: begin: %w", s.node.Name, err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(s.snapshot)); err != nil {
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+QuoteLiteral(s.snapshot)); err != nil {
 		return fmt.Errorf("node %s: import snapshot: %w", s.node.Name, err)
 	}
 	if err := fn(tx); err != nil {

@@ -24,7 +24,8 @@ const (
 	HashText HashMode = "text"
 )
 
-func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
+// Ident quotes name as an SQL identifier.
+func Ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
 // rowHash is how the rows of a table are hashed: a SHA-256 of record_send over a row of
 // canonical values. record_send is injective: each field carries its type, its length and a
@@ -44,10 +45,10 @@ func newRowHash(cols []Column, mode HashMode) rowHash {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
 		if fixedScale(c) {
-			parts[i] = ident(c.Name) // every value has the column's scale: no trim needed
+			parts[i] = Ident(c.Name) // every value has the column's scale: no trim needed
 			continue
 		}
-		parts[i] = c.typ.valueExpr(ident(c.Name), text, mode == HashBinary)
+		parts[i] = c.typ.valueExpr(Ident(c.Name), text, mode == HashBinary)
 	}
 	h.expr = "sha256(record_send(ROW(" + strings.Join(parts, ", ") + ")))"
 	return h
@@ -87,7 +88,7 @@ func lane(off int) string {
 // PostgreSQL's own text form (which round-trips) for everything else. Floats are text: as JSON
 // numbers, -0 would become 0 and 1e+30 a string of digits.
 func jsonValue(c Column) string {
-	col := ident(c.Name)
+	col := Ident(c.Name)
 	switch c.BaseType {
 	case "int2", "int4", "int8", "oid", "bool":
 		return "to_jsonb(" + col + ")"
@@ -95,16 +96,16 @@ func jsonValue(c Column) string {
 	return "to_jsonb(" + col + "::text)"
 }
 
-// jsonObjectExpr builds a jsonb object of the given columns. jsonb_build_object takes at most
+// JSONObjectExpr builds a jsonb object of the given columns. jsonb_build_object takes at most
 // 100 arguments, so wide tables are built in chunks.
-func jsonObjectExpr(cols []Column) string {
+func JSONObjectExpr(cols []Column) string {
 	const perChunk = 50
 	var chunks []string
 	for start := 0; start < len(cols); start += perChunk {
 		end := min(start+perChunk, len(cols))
 		var args []string
 		for _, c := range cols[start:end] {
-			args = append(args, quoteLiteral(c.Name), jsonValue(c))
+			args = append(args, QuoteLiteral(c.Name), jsonValue(c))
 		}
 		chunks = append(chunks, "jsonb_build_object("+strings.Join(args, ", ")+")")
 	}
@@ -114,28 +115,29 @@ func jsonObjectExpr(cols []Column) string {
 	return strings.Join(chunks, " || ")
 }
 
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// QuoteLiteral quotes s as an SQL string literal.
+func QuoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// keyOrder describes how primary keys are compared on every node: the same order everywhere, or
+// KeyOrder describes how primary keys are compared on every node: the same order everywhere, or
 // the ranges would not be the same ranges, and one canonical text per key, or equal keys would
 // not meet.
-type keyOrder struct {
+type KeyOrder struct {
 	cols    []Column
 	text    []string // per key column: its canonical text (typeInfo.keyText)
 	native  []bool   // per key column: compared in the type's own order, else by text in "C" order
 	collate []string // per native key column: ` COLLATE "C"` or ""
 }
 
-// newKeyOrder uses each key column's own ordering where it is the same on every node: built-in
+// NewKeyOrder uses each key column's own ordering where it is the same on every node: built-in
 // types, with the column's collation when every node has the same deterministic one in the same
 // version (so indexes serve range scans), else the binary collation. Enums, whose label order
 // can differ between nodes, and extension types are ordered by canonical text. A key column with
 // a nondeterministic collation is refused: keys it calls equal have no one canonical form.
-func newKeyOrder(tables []*Table, nodes []string) (keyOrder, error) {
+func NewKeyOrder(tables []*Table, nodes []string) (KeyOrder, error) {
 	pk := tables[0].PK
-	k := keyOrder{cols: pk, text: make([]string, len(pk)), native: make([]bool, len(pk)), collate: make([]string, len(pk))}
+	k := KeyOrder{cols: pk, text: make([]string, len(pk)), native: make([]bool, len(pk)), collate: make([]string, len(pk))}
 	for i, c := range pk {
-		k.text[i] = c.typ.keyText(ident(c.Name))
+		k.text[i] = c.typ.keyText(Ident(c.Name))
 		k.native[i] = c.typ.nativeOrder()
 		if c.Collate == "" {
 			continue
@@ -143,7 +145,7 @@ func newKeyOrder(tables []*Table, nodes []string) (keyOrder, error) {
 		for j, t := range tables {
 			if strings.Contains(t.PK[i].Collate, "/nondeterministic/") {
 				return k, fmt.Errorf("key column %q of %s uses the nondeterministic collation %s on node %s: keys that collation calls equal have no single canonical form, so they cannot be matched across nodes; give the key column a deterministic collation on every node",
-					c.Name, tables[0].display(), strings.SplitN(t.PK[i].Collate, "/", 2)[0], nodes[j])
+					c.Name, tables[0].Display(), strings.SplitN(t.PK[i].Collate, "/", 2)[0], nodes[j])
 			}
 			if t.PK[i].Collate != c.Collate {
 				k.collate[i] = ` COLLATE "C"`
@@ -154,15 +156,15 @@ func newKeyOrder(tables []*Table, nodes []string) (keyOrder, error) {
 }
 
 // colExpr is key column i as compared: the column, or its canonical text in binary order.
-func (k keyOrder) colExpr(i int) string {
+func (k KeyOrder) colExpr(i int) string {
 	if !k.native[i] {
 		return "(" + k.text[i] + `) COLLATE "C"`
 	}
-	return ident(k.cols[i].Name) + k.collate[i]
+	return Ident(k.cols[i].Name) + k.collate[i]
 }
 
 // param is key column i given as a text parameter $n, as colExpr compares it.
-func (k keyOrder) param(i, n int) string {
+func (k KeyOrder) param(i, n int) string {
 	if !k.native[i] {
 		return fmt.Sprintf(`$%d::text COLLATE "C"`, n)
 	}
@@ -170,7 +172,7 @@ func (k keyOrder) param(i, n int) string {
 }
 
 // paramArray is key column i's values given as one text[] parameter $n.
-func (k keyOrder) paramArray(i, n int) string {
+func (k KeyOrder) paramArray(i, n int) string {
 	if !k.native[i] {
 		return fmt.Sprintf("$%d::text[]", n)
 	}
@@ -178,7 +180,7 @@ func (k keyOrder) paramArray(i, n int) string {
 }
 
 // keyExpr is the key as one comparable value: the column, or a ROW of the columns.
-func (k keyOrder) keyExpr() string {
+func (k KeyOrder) keyExpr() string {
 	if len(k.cols) == 1 {
 		return k.colExpr(0)
 	}
@@ -186,7 +188,7 @@ func (k keyOrder) keyExpr() string {
 }
 
 // paramKey is a key given as text parameters starting at $n, as keyExpr compares it.
-func (k keyOrder) paramKey(n int) string {
+func (k KeyOrder) paramKey(n int) string {
 	parts := make([]string, len(k.cols))
 	for i := range k.cols {
 		parts[i] = k.param(i, n+i)
@@ -198,7 +200,7 @@ func (k keyOrder) paramKey(n int) string {
 }
 
 // paramKeyArray is an array of keys given as one text[] parameter per key column from $n.
-func (k keyOrder) paramKeyArray(n int) string {
+func (k KeyOrder) paramKeyArray(n int) string {
 	if len(k.cols) == 1 {
 		return k.paramArray(0, n)
 	}
@@ -216,17 +218,17 @@ func (k keyOrder) paramKeyArray(n int) string {
 		strings.Join(fields, ", "), strings.Join(arrays, ", "), strings.Join(names, ", "))
 }
 
-// keyText selects the key columns' canonical texts, the form keys travel in between nodes.
-func (k keyOrder) keyText() string { return strings.Join(k.text, ", ") }
+// KeyText selects the key columns' canonical texts, the form keys travel in between nodes.
+func (k KeyOrder) KeyText() string { return strings.Join(k.text, ", ") }
 
 // keySortJSON is the key as a JSON array of its canonical values in key order (DiffRow.PKSort):
 // integers as numbers, so keys sort numerically, everything else as canonical text.
-func (k keyOrder) keySortJSON() string {
+func (k KeyOrder) keySortJSON() string {
 	vals := make([]string, len(k.cols))
 	for i, c := range k.cols {
 		switch c.BaseType {
 		case "int2", "int4", "int8":
-			vals[i] = "to_jsonb(" + ident(c.Name) + ")"
+			vals[i] = "to_jsonb(" + Ident(c.Name) + ")"
 		default:
 			vals[i] = "to_jsonb(" + k.text[i] + ")"
 		}
@@ -235,7 +237,7 @@ func (k keyOrder) keySortJSON() string {
 }
 
 // orderBy is an ORDER BY list for the key.
-func (k keyOrder) orderBy() string {
+func (k KeyOrder) orderBy() string {
 	parts := make([]string, len(k.cols))
 	for i := range k.cols {
 		parts[i] = k.colExpr(i)
@@ -250,7 +252,7 @@ type Range struct {
 }
 
 // where renders the range as a predicate, appending its parameters to args.
-func (k keyOrder) where(r Range, args *[]any) string {
+func (k KeyOrder) where(r Range, args *[]any) string {
 	var conds []string
 	if r.Lo != nil {
 		conds = append(conds, k.keyExpr()+" >= "+k.paramKey(len(*args)+1))
@@ -285,8 +287,8 @@ func appendKeyArrays(args []any, keys [][]string, ncols int) []any {
 	return args
 }
 
-// matchKeys is a predicate selecting exactly the given keys, with its parameters ($1 on).
-func (k keyOrder) matchKeys(keys [][]string) (string, []any) {
+// MatchKeys is a predicate selecting exactly the given keys, with its parameters ($1 on).
+func (k KeyOrder) MatchKeys(keys [][]string) (string, []any) {
 	args := appendKeyArrays(nil, keys, len(k.cols))
 	if len(k.cols) == 1 {
 		return k.keyExpr() + " = ANY(" + k.paramKeyArray(1) + ")", args
@@ -297,3 +299,28 @@ func (k keyOrder) matchKeys(keys [][]string) (string, []any) {
 	}
 	return "(" + k.orderBy() + ") IN (SELECT * FROM unnest(" + strings.Join(arrays, ", ") + "))", args
 }
+
+// ElemAlias and ElemColumn name, inside statements that read rows from a jsonb array
+// (jsonb_array_elements($1::jsonb) AS ElemAlias(ElemColumn)), the element; no table column
+// can clash with them.
+const (
+	ElemAlias  = `"?ace_r?"`
+	ElemColumn = `"?ace_v?"`
+)
+
+// ElemCast is the value of column c in the current jsonb element (ElemColumn), as c's type.
+func ElemCast(c Column) string {
+	return fmt.Sprintf("(%s->>%s)::%s", ElemColumn, QuoteLiteral(c.Name), c.Type)
+}
+
+// ColumnList lists the key columns, quoted, for ON CONFLICT.
+func (k KeyOrder) ColumnList() string {
+	names := make([]string, len(k.cols))
+	for i, c := range k.cols {
+		names[i] = Ident(c.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Len is the number of key columns.
+func (k KeyOrder) Len() int { return len(k.cols) }

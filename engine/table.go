@@ -34,11 +34,11 @@ type Table struct {
 // Qualified returns the quoted schema-qualified name.
 func (t *Table) Qualified() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
 
-// display returns schema.table as a user wrote it.
-func (t *Table) display() string { return t.Schema + "." + t.Name }
+// Display returns schema.table as a user wrote it.
+func (t *Table) Display() string { return t.Schema + "." + t.Name }
 
-// columnNames lists the columns in ordinal order.
-func (t *Table) columnNames() []string {
+// ColumnNames lists the columns in ordinal order.
+func (t *Table) ColumnNames() []string {
 	names := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		names[i] = c.Name
@@ -46,8 +46,8 @@ func (t *Table) columnNames() []string {
 	return names
 }
 
-// columnTypes lists the columns' types in ordinal order.
-func (t *Table) columnTypes() []string {
+// ColumnTypes lists the columns' types in ordinal order.
+func (t *Table) ColumnTypes() []string {
 	types := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		types[i] = c.Type
@@ -55,8 +55,8 @@ func (t *Table) columnTypes() []string {
 	return types
 }
 
-// pkNames lists the primary key columns in key order.
-func (t *Table) pkNames() []string {
+// PKNames lists the primary key columns in key order.
+func (t *Table) PKNames() []string {
 	names := make([]string, len(t.PK))
 	for i, c := range t.PK {
 		names[i] = c.Name
@@ -124,8 +124,8 @@ func finishIdent(s string, quoted bool) string {
 	return strings.ToLower(strings.TrimSpace(s))
 }
 
-// loadTable reads the table's shape from one node.
-func loadTable(ctx context.Context, n *Node, schema, name string) (*Table, error) {
+// LoadTable reads the table's shape from one node.
+func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error) {
 	t := &Table{Schema: schema, Name: name}
 	var relid uint32
 	err := n.Pool.QueryRow(ctx, `
@@ -134,10 +134,10 @@ func loadTable(ctx context.Context, n *Node, schema, name string) (*Table, error
 		WHERE s.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).
 		Scan(&relid, &t.ServerMajor, &t.CommitTS)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: %s on node %s", errNoTable, t.display(), n.Name)
+		return nil, fmt.Errorf("%w: %s on node %s", errNoTable, t.Display(), n.Name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("look up table %s on node %s: %w", t.display(), n.Name, err)
+		return nil, fmt.Errorf("look up table %s on node %s: %w", t.Display(), n.Name, err)
 	}
 	rows, err := n.Pool.Query(ctx, `
 		SELECT a.attname, format_type(a.atttypid, a.atttypmod),
@@ -160,7 +160,7 @@ func loadTable(ctx context.Context, n *Node, schema, name string) (*Table, error
 		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, relid)
 	if err != nil {
-		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.display(), n.Name, err)
+		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.Display(), n.Name, err)
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
 		var c Column
@@ -168,18 +168,18 @@ func loadTable(ctx context.Context, n *Node, schema, name string) (*Table, error
 		return c, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.display(), n.Name, err)
+		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.Display(), n.Name, err)
 	}
 	loader := typeLoader{q: n.Pool, seen: map[uint32]*typeInfo{}}
 	for i := range cols {
 		if cols[i].typ, err = loader.load(ctx, cols[i].TypeOID, 0); err != nil {
-			return nil, fmt.Errorf("read column %q of %s on node %s: %w", cols[i].Name, t.display(), n.Name, err)
+			return nil, fmt.Errorf("read column %q of %s on node %s: %w", cols[i].Name, t.Display(), n.Name, err)
 		}
 	}
 	t.Columns = cols
 	t.PK = pkColumns(cols)
 	if len(t.PK) == 0 {
-		return nil, fmt.Errorf("table %s has no primary key on node %s", t.display(), n.Name)
+		return nil, fmt.Errorf("table %s has no primary key on node %s", t.Display(), n.Name)
 	}
 	return t, nil
 }
@@ -204,11 +204,11 @@ func pkColumns(cols []Column) []Column {
 // table: column names, order, types or primary key.
 func sameShape(a, b *Table, nameA, nameB string) error {
 	mismatch := func(format string, args ...any) error {
-		return fmt.Errorf("table %s differs between nodes %s and %s: %s", a.display(), nameA, nameB, fmt.Sprintf(format, args...))
+		return fmt.Errorf("table %s differs between nodes %s and %s: %s", a.Display(), nameA, nameB, fmt.Sprintf(format, args...))
 	}
 	if len(a.Columns) != len(b.Columns) {
-		return mismatch("%d columns (%s) vs %d columns (%s)", len(a.Columns), strings.Join(a.columnNames(), ", "),
-			len(b.Columns), strings.Join(b.columnNames(), ", "))
+		return mismatch("%d columns (%s) vs %d columns (%s)", len(a.Columns), strings.Join(a.ColumnNames(), ", "),
+			len(b.Columns), strings.Join(b.ColumnNames(), ", "))
 	}
 	for i := range a.Columns {
 		ca, cb := a.Columns[i], b.Columns[i]
@@ -219,9 +219,9 @@ func sameShape(a, b *Table, nameA, nameB string) error {
 			return mismatch("column %q is %s on %s but %s on %s", ca.Name, ca.Type, nameA, cb.Type, nameB)
 		}
 	}
-	if strings.Join(a.pkNames(), ",") != strings.Join(b.pkNames(), ",") {
-		return mismatch("primary key (%s) on %s but (%s) on %s", strings.Join(a.pkNames(), ", "), nameA,
-			strings.Join(b.pkNames(), ", "), nameB)
+	if strings.Join(a.PKNames(), ",") != strings.Join(b.PKNames(), ",") {
+		return mismatch("primary key (%s) on %s but (%s) on %s", strings.Join(a.PKNames(), ", "), nameA,
+			strings.Join(b.PKNames(), ", "), nameB)
 	}
 	return nil
 }

@@ -28,22 +28,12 @@ import (
 // "Owned by a non-superuser": the object's owner (a trigger's function, a domain; a policy's or
 // a rule's table) is not a superuser. Code a superuser owns is as trusted as the agent.
 
-// codeUse says what a task is about to do with a table.
-type codeUse struct {
-	read   bool     // select rows
-	cast   bool     // cast values to the column types
-	write  bool     // insert, update and delete rows
-	firing []string // the trigger states (pg_trigger.tgenabled) that fire while writing
-}
-
-// firingStates are the triggers (by pg_trigger.tgenabled) that fire when a repair writes in
-// mode: ENABLE ALWAYS and ENABLE REPLICA ones as replication does; ordinary and ENABLE ALWAYS
-// ones when it writes normally or fires triggers (session_replication_role = local).
-func firingStates(mode string, fireTriggers bool) []string {
-	if mode == WriteReplica && !fireTriggers {
-		return []string{"A", "R"}
-	}
-	return []string{"O", "A"}
+// CodeUse says what a task is about to do with a table, for CheckTableCode.
+type CodeUse struct {
+	Read   bool     // select rows
+	Cast   bool     // cast values to the column types
+	Write  bool     // insert, update and delete rows
+	Firing []string // the trigger states (pg_trigger.tgenabled) that fire while writing
 }
 
 // attachedCode is one object of a table that runs code, as a check query returns it.
@@ -146,42 +136,42 @@ var (
 )
 
 // checks lists the kinds of attached code a use of the table runs, triggers first.
-func (u codeUse) checks() []codeCheck {
+func (u CodeUse) checks() []codeCheck {
 	var out []codeCheck
-	if u.write {
+	if u.Write {
 		out = append(out, triggerCheck, ruleCheck)
 	}
-	if u.read {
+	if u.Read {
 		out = append(out, policyCheck)
 	}
-	if u.cast {
+	if u.Cast {
 		out = append(out, domainCheck)
 	}
-	if u.write {
+	if u.Write {
 		out = append(out, expressionCheck)
 	}
 	return out
 }
 
-// checkTableCode refuses table t on node n when code a non-superuser owns would run in a
+// CheckTableCode refuses table t on node n when code a non-superuser owns would run in a
 // session that SET ROLE to role ("" = the session's current user) and uses the table as u says.
-func checkTableCode(ctx context.Context, n *Node, t *Table, role string, u codeUse) error {
+func CheckTableCode(ctx context.Context, n *Node, t *Table, role string, u CodeUse) error {
 	for _, c := range u.checks() {
 		args := []any{t.Qualified()}
 		switch {
 		case c.withRole:
 			args = append(args, role)
 		case c.withFiring:
-			args = append(args, u.firing)
+			args = append(args, u.Firing)
 		}
 		found, err := findAttachedCode(ctx, n, c.sql, args)
 		if err != nil {
-			return fmt.Errorf("look for code attached to %s on node %s: %w", t.display(), n.Name, err)
+			return fmt.Errorf("look for code attached to %s on node %s: %w", t.Display(), n.Name, err)
 		}
 		for _, a := range found {
 			why, err := a.refusal(ctx, n, c.ownerIsCode)
 			if err != nil {
-				return fmt.Errorf("look for code attached to %s on node %s: %w", t.display(), n.Name, err)
+				return fmt.Errorf("look for code attached to %s on node %s: %w", t.Display(), n.Name, err)
 			}
 			if why != "" {
 				return fmt.Errorf("%s on node %s %s: the agent runs in set_role mode (ACE_IMPERSONATION=set_role), where the node sessions log in "+
@@ -282,7 +272,7 @@ func collectCalls(v any, refs *filterRefs) {
 // checkReadCode refuses, on every node, a table whose reads would run code a non-superuser owns.
 func (d *differ) checkReadCode(ctx context.Context) error {
 	for i, n := range d.nodes {
-		if err := checkTableCode(ctx, n, d.tables[i], "", codeUse{read: true}); err != nil {
+		if err := CheckTableCode(ctx, n, d.tables[i], "", CodeUse{Read: true}); err != nil {
 			return err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
@@ -79,12 +80,12 @@ func TestSetRoleRepairRefusesTablesCarryingNonSuperuserCode(t *testing.T) {
 	for table, why := range refused {
 		t.Run(table, func(t *testing.T) {
 			diff, rows := diffOf(t, e, table)
-			s, err := engine.Repair(context.Background(), nodes[1:2], engine.RepairOptions{
+			s, err := repair.Repair(context.Background(), nodes[1:2], repair.RepairOptions{
 				ID: "t", Diff: diff, Rows: rows.source(), Role: mallory, SourceOfTruth: "n1", Targets: []string{"n2"}, SetRoleSessions: true,
 			}, &memoryRepairSink{}, nil)
 			if why == "" {
 				require.NoError(t, err)
-				require.Equal(t, engine.WriteNormal, s.Nodes["n2"].WriteMode)
+				require.Equal(t, repair.WriteNormal, s.Nodes["n2"].WriteMode)
 				return
 			}
 			require.ErrorContains(t, err, "repair refused: "+why)

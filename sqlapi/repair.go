@@ -10,6 +10,7 @@ import (
 
 	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/acefile"
+	"github.com/ace-agent/ace-agent/engine/repair"
 )
 
 // Task types of repairs and of the diffs they act on.
@@ -43,8 +44,8 @@ type TableRepairArgs struct {
 // RepairOptions are the engine's options for the repair's arguments: the one conversion of
 // the repair's flags from the task's arguments. The caller adds what the task does not hold
 // (ID, the diff and its rows, the role, the session mode).
-func (a TableRepairArgs) RepairOptions() engine.RepairOptions {
-	return engine.RepairOptions{
+func (a TableRepairArgs) RepairOptions() repair.RepairOptions {
+	return repair.RepairOptions{
 		SourceOfTruth: a.SourceOfTruth, Strategy: a.Strategy, Targets: a.Nodes,
 		DryRun: a.DryRun, UpsertOnly: a.UpsertOnly, InsertOnly: a.InsertOnly, Bidirectional: a.Bidirectional,
 		FixNulls: a.FixNulls, FireTriggers: a.FireTriggers, Atomic: a.Atomic, CheckUnchanged: a.CheckUnchanged,
@@ -92,7 +93,7 @@ func decodeDiffRow(d *engine.DiffRow, rowsJSON, versions, meta []byte) error {
 }
 
 // RepairActions records a repair's actions in ace.repair_actions. It implements
-// engine.RepairSink; every write is fenced by the run's claim.
+// repair.RepairSink; every write is fenced by the run's claim.
 type RepairActions struct {
 	run   *Run
 	rowNo int64
@@ -114,7 +115,7 @@ func (r *Run) RepairActions(ctx context.Context) (*RepairActions, error) {
 // WriteRepairActions stores actions with COPY, as not applied, in one transaction on a
 // connection of its own. A repair commits a node only after every change made there is stored,
 // which is what lets the recovery sweep tell an attempt that changed nothing.
-func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []engine.RepairAction) error {
+func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []repair.RepairAction) error {
 	if len(actions) == 0 {
 		return nil
 	}
@@ -157,14 +158,14 @@ func (w *RepairActions) MarkApplied(ctx context.Context, node string) error {
 }
 
 // ReadRepairActions returns a repair's recorded actions, by node and key.
-func ReadRepairActions(ctx context.Context, q Querier, taskID uuid.UUID) ([]engine.RepairAction, error) {
+func ReadRepairActions(ctx context.Context, q Querier, taskID uuid.UUID) ([]repair.RepairAction, error) {
 	rows, err := q.Query(ctx, `SELECT node, action, pk, pk_sort, coalesce(source, ''), before, after, coalesce(reason, ''), applied
 		FROM ace.repair_actions WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("read repair actions of task %s: %w", taskID, err)
 	}
-	actions, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (engine.RepairAction, error) {
-		var a engine.RepairAction
+	actions, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repair.RepairAction, error) {
+		var a repair.RepairAction
 		var pk, pkSort, before, after []byte
 		err := row.Scan(&a.Node, &a.Action, &pk, &pkSort, &a.Source, &before, &after, &a.Reason, &a.Applied)
 		a.PK, a.PKSort, a.Before, a.After = pk, pkSort, before, after

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
-	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/engine/report"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
@@ -162,7 +162,7 @@ func reportRepair(stdout, stderr io.Writer, t sqlapi.Task, o *tableRepairOpts) e
 		}
 		return err
 	}
-	var s engine.RepairSummary
+	var s repair.RepairSummary
 	if err := json.Unmarshal(t.Result, &s); err != nil {
 		return fmt.Errorf("decode the result of task %s: %w", t.ID, err)
 	}
@@ -189,7 +189,7 @@ func reportRepair(stdout, stderr io.Writer, t sqlapi.Task, o *tableRepairOpts) e
 	return nil
 }
 
-func printRepair(w io.Writer, id uuid.UUID, s *engine.RepairSummary) {
+func printRepair(w io.Writer, id uuid.UUID, s *repair.RepairSummary) {
 	switch {
 	case s.DryRun:
 		fmt.Fprintf(w, "DRY RUN: %s (%s), nothing was changed\n", s.TableName, s.Mode)
@@ -235,7 +235,7 @@ func sortedNames[V any](m map[string]V) []string {
 
 // writeRepairReport writes ACE's repair report where ACE does: under dir,
 // reports/<YYYY-MM-DD>/repair_report_<HHMMSS.mmm>.json (dry_run_report_… for a dry run).
-func writeRepairReport(dir string, s *engine.RepairSummary) (string, error) {
+func writeRepairReport(dir string, s *repair.RepairSummary) (string, error) {
 	at := s.EndTime.Local()
 	kind := "repair_report"
 	if s.DryRun {
@@ -302,7 +302,7 @@ func runRepairExport(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID, output st
 }
 
 // repairReportOf builds the ACE report of a finished repair task from its recorded actions.
-func repairReportOf(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*engine.RepairSummary, error) {
+func repairReportOf(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*repair.RepairSummary, error) {
 	task, err := sqlapi.GetTask(ctx, conn, id)
 	if err != nil {
 		return nil, err
@@ -317,7 +317,7 @@ func repairReportOf(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*engine.
 	if err := json.Unmarshal(task.Args, &args); err != nil {
 		return nil, fmt.Errorf("decode the arguments of task %s: %w", id, err)
 	}
-	s := &engine.RepairSummary{DryRun: args.DryRun}
+	s := &repair.RepairSummary{DryRun: args.DryRun}
 	if len(task.Result) > 0 && string(task.Result) != "null" {
 		if err := json.Unmarshal(task.Result, s); err != nil {
 			return nil, fmt.Errorf("decode the result of task %s: %w", id, err)
@@ -331,7 +331,7 @@ func repairReportOf(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*engine.
 	if err != nil {
 		return nil, err
 	}
-	if s.RepairReport, err = engine.ACERepairReport(args.ReportArgs(id), s, actions); err != nil {
+	if s.RepairReport, err = repair.ACERepairReport(args.ReportArgs(id), s, actions); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -7,8 +7,9 @@
 //   - write.go: writing a diff file as ACE lays it out (WriteDiffFile, NodePairs, MetaOf);
 //     engine/report turns a diff's rows into it.
 //   - repairreport.go: ACE's repair report (RepairReport, with its supplied_args ReportArgs);
-//     engine.ACERepairReport hands it a repair's recorded actions.
+//     repair.ACERepairReport hands it a repair's recorded actions.
 //
 // The package knows nothing of the engine: callers convert their results into these types, each
-// conversion in one place (engine for import and the repair report, engine/report for export).
+// conversion in one place (engine for import, engine/repair for the repair report, engine/report
+// for export).
 package acefile

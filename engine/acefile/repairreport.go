@@ -7,7 +7,7 @@ import (
 )
 
 // ReportArgs are a repair's arguments as ACE's repair report lists them under supplied_args,
-// plus ace-agent's own. engine.RepairOptions.ReportArgs builds them.
+// plus ace-agent's own. repair.RepairOptions.ReportArgs builds them.
 type ReportArgs struct {
 	TaskID         string `json:"task_id"`
 	DiffTask       string `json:"diff_task"`

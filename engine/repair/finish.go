@@ -1,9 +1,11 @@
-package engine
+package repair
 
 import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // finish ends every target's transaction: a dry run rolls back; a repair commits each node on
@@ -67,7 +69,7 @@ func (r *repairer) finishAtomic(ctx context.Context) error {
 	var prepared []*repairSession
 	if !r.aborted() {
 		for _, s := range r.live() {
-			if err := r.endTx(ctx, s, "PREPARE TRANSACTION "+quoteLiteral(r.gid(s.node.Name))); err != nil {
+			if err := r.endTx(ctx, s, "PREPARE TRANSACTION "+engine.QuoteLiteral(r.gid(s.node.Name))); err != nil {
 				s.failed = fmt.Errorf("prepare transaction: %w", err)
 				break
 			}
@@ -76,7 +78,7 @@ func (r *repairer) finishAtomic(ctx context.Context) error {
 	}
 	if r.aborted() {
 		for _, s := range prepared {
-			if err := r.endTx(ctx, s, "ROLLBACK PREPARED "+quoteLiteral(r.gid(s.node.Name))); err != nil {
+			if err := r.endTx(ctx, s, "ROLLBACK PREPARED "+engine.QuoteLiteral(r.gid(s.node.Name))); err != nil {
 				r.warn(fmt.Sprintf("node %s: could not roll back prepared transaction %s (roll it back by hand): %v", s.node.Name, r.gid(s.node.Name), err))
 			}
 		}
@@ -84,7 +86,7 @@ func (r *repairer) finishAtomic(ctx context.Context) error {
 		return nil
 	}
 	for _, s := range prepared {
-		if err := r.endTx(ctx, s, "COMMIT PREPARED "+quoteLiteral(r.gid(s.node.Name))); err != nil {
+		if err := r.endTx(ctx, s, "COMMIT PREPARED "+engine.QuoteLiteral(r.gid(s.node.Name))); err != nil {
 			s.failed = fmt.Errorf("commit prepared transaction %s (it is still pending there: COMMIT PREPARED it by hand): %w", r.gid(s.node.Name), err)
 			continue
 		}

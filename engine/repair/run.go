@@ -1,4 +1,4 @@
-package engine
+package repair
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/sourcegraph/conc/pool"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // finishTimeout bounds commits and rollbacks, which run even after the context ended.
@@ -21,14 +23,14 @@ const finishTimeout = 30 * time.Second
 type repairer struct {
 	opts     RepairOptions
 	targets  []string
-	nodes    map[string]*Node
+	nodes    map[string]*engine.Node
 	sink     RepairSink
-	progress ProgressFunc
+	progress engine.ProgressFunc
 	start    time.Time
 
-	table    *Table
-	keys     keyOrder
-	writable []Column // columns a repair writes: all but generated ones
+	table    *engine.Table
+	keys     engine.KeyOrder
+	writable []engine.Column // columns a repair writes: all but generated ones
 	sessions map[string]*repairSession
 	modes    map[string]string // target -> WriteReplica or WriteNormal ("" in a dry run)
 
@@ -40,16 +42,16 @@ type repairer struct {
 
 // repairSession is a target node's connection and open transaction.
 type repairSession struct {
-	node      *Node
+	node      *engine.Node
 	conn      *pgxpool.Conn
 	inTx      bool
 	committed bool
 	failed    error
 }
 
-func newRepairer(nodes []*Node, opts RepairOptions, sink RepairSink, progress ProgressFunc) (*repairer, error) {
+func newRepairer(nodes []*engine.Node, opts RepairOptions, sink RepairSink, progress engine.ProgressFunc) (*repairer, error) {
 	if progress == nil {
-		progress = func(Progress) {}
+		progress = func(engine.Progress) {}
 	}
 	if opts.Origin == "" {
 		opts.Origin = defaultRepairOrigin
@@ -57,7 +59,7 @@ func newRepairer(nodes []*Node, opts RepairOptions, sink RepairSink, progress Pr
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = 500
 	}
-	r := &repairer{opts: opts, nodes: map[string]*Node{}, sink: sink, progress: progress, start: time.Now(),
+	r := &repairer{opts: opts, nodes: map[string]*engine.Node{}, sink: sink, progress: progress, start: time.Now(),
 		sessions: map[string]*repairSession{}, stats: map[string]*NodeRepair{}, modes: map[string]string{}}
 	for _, n := range nodes {
 		r.nodes[n.Name] = n
@@ -116,9 +118,9 @@ func (r *repairer) prepare(ctx context.Context) error {
 
 func (r *repairer) loadTable(ctx context.Context) error {
 	schema, name := r.opts.Diff.Schema, r.opts.Diff.Table
-	tables := make([]*Table, len(r.targets))
+	tables := make([]*engine.Table, len(r.targets))
 	for i, t := range r.targets {
-		tbl, err := loadTable(ctx, r.nodes[t], schema, name)
+		tbl, err := engine.LoadTable(ctx, r.nodes[t], schema, name)
 		if err != nil {
 			return err
 		}
@@ -133,7 +135,7 @@ func (r *repairer) loadTable(ctx context.Context) error {
 		names[i] = r.nodes[t].Name
 	}
 	var err error
-	if r.keys, err = newKeyOrder(tables, names); err != nil {
+	if r.keys, err = engine.NewKeyOrder(tables, names); err != nil {
 		return err
 	}
 	generated, err := generatedColumns(ctx, r.nodes[r.targets[0]], r.table)
@@ -149,28 +151,28 @@ func (r *repairer) loadTable(ctx context.Context) error {
 }
 
 // sameAsDiff checks that a node's table still has the columns, types and key the diff saw.
-func (r *repairer) sameAsDiff(t *Table, node string) error {
+func (r *repairer) sameAsDiff(t *engine.Table, node string) error {
 	d := r.opts.Diff
-	if len(d.Columns) > 0 && (!slices.Equal(t.columnNames(), d.Columns) || (len(d.ColumnTypes) > 0 && !slices.Equal(t.columnTypes(), d.ColumnTypes))) {
+	if len(d.Columns) > 0 && (!slices.Equal(t.ColumnNames(), d.Columns) || (len(d.ColumnTypes) > 0 && !slices.Equal(t.ColumnTypes(), d.ColumnTypes))) {
 		return fmt.Errorf("table %s on node %s no longer has the columns the diff saw (now %s; diff: %s): diff it again",
-			t.display(), node, strings.Join(t.columnNames(), ", "), strings.Join(d.Columns, ", "))
+			t.Display(), node, strings.Join(t.ColumnNames(), ", "), strings.Join(d.Columns, ", "))
 	}
-	if len(d.PrimaryKey) > 0 && !slices.Equal(t.pkNames(), d.PrimaryKey) {
+	if len(d.PrimaryKey) > 0 && !slices.Equal(t.PKNames(), d.PrimaryKey) {
 		return fmt.Errorf("table %s on node %s has primary key (%s), the diff (%s): diff it again",
-			t.display(), node, strings.Join(t.pkNames(), ", "), strings.Join(d.PrimaryKey, ", "))
+			t.Display(), node, strings.Join(t.PKNames(), ", "), strings.Join(d.PrimaryKey, ", "))
 	}
 	return nil
 }
 
-func generatedColumns(ctx context.Context, n *Node, t *Table) (map[string]bool, error) {
+func generatedColumns(ctx context.Context, n *engine.Node, t *engine.Table) (map[string]bool, error) {
 	rows, err := n.Pool.Query(ctx, `SELECT attname::text FROM pg_attribute
 		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''`, t.Qualified())
 	if err != nil {
-		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.display(), n.Name, err)
+		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.Display(), n.Name, err)
 	}
 	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.display(), n.Name, err)
+		return nil, fmt.Errorf("read generated columns of %s on node %s: %w", t.Display(), n.Name, err)
 	}
 	out := map[string]bool{}
 	for _, name := range names {
@@ -196,7 +198,7 @@ func (r *repairer) checkPrepared(ctx context.Context) error {
 
 // openSession takes a connection to the node, prepares it to write without echoing through
 // replication, and opens the repair's transaction on it as the submitting role.
-func (r *repairer) openSession(ctx context.Context, n *Node) (*repairSession, error) {
+func (r *repairer) openSession(ctx context.Context, n *engine.Node) (*repairSession, error) {
 	conn, err := n.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -236,7 +238,7 @@ func (r *repairer) beginSession(ctx context.Context, s *repairSession) error {
 		}
 	}
 	if r.opts.Role != "" {
-		if _, err := s.conn.Exec(ctx, "SET LOCAL ROLE "+ident(r.opts.Role)); err != nil {
+		if _, err := s.conn.Exec(ctx, "SET LOCAL ROLE "+engine.Ident(r.opts.Role)); err != nil {
 			return fmt.Errorf("set role %s: %w", r.opts.Role, err)
 		}
 	}
@@ -332,7 +334,7 @@ var errStopRows = errors.New("stop reading rows")
 
 // run reads the diff's rows in batches and applies each batch to every live target.
 func (r *repairer) run(ctx context.Context) error {
-	batch := make([]DiffRow, 0, r.opts.BatchSize)
+	batch := make([]engine.DiffRow, 0, r.opts.BatchSize)
 	flush := func() error {
 		err := r.processBatch(ctx, batch)
 		batch = batch[:0]
@@ -344,7 +346,7 @@ func (r *repairer) run(ctx context.Context) error {
 	if r.aborted() || len(r.live()) == 0 {
 		return nil
 	}
-	err := r.opts.Rows(ctx, func(d DiffRow) error {
+	err := r.opts.Rows(ctx, func(d engine.DiffRow) error {
 		batch = append(batch, d)
 		if len(batch) < r.opts.BatchSize {
 			return nil
@@ -361,7 +363,7 @@ func (r *repairer) run(ctx context.Context) error {
 }
 
 // processBatch plans a batch, applies it on every live target at once, and records the actions.
-func (r *repairer) processBatch(ctx context.Context, batch []DiffRow) error {
+func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) error {
 	perNode := map[string][]planned{}
 	for _, d := range batch {
 		plans, err := r.plan(d)
@@ -439,5 +441,5 @@ func (r *repairer) report(phase string) {
 		}
 		phase = fmt.Sprintf("%s: %d of %d differing keys", verb, done, r.opts.Diff.DifferingKeys)
 	}
-	r.progress(Progress{Phase: phase})
+	r.progress(engine.Progress{Phase: phase})
 }

@@ -1,4 +1,4 @@
-package engine
+package repair
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // A repair keeps the table owner's rules. Writing with session_replication_role = replica (as
@@ -34,11 +36,11 @@ func (r *repairer) decideWriteModes(ctx context.Context) error {
 		if !r.opts.SetRoleSessions {
 			continue
 		}
-		use := codeUse{read: true, cast: true}
+		use := engine.CodeUse{Read: true, Cast: true}
 		if !r.opts.DryRun {
-			use.write, use.firing = true, firingStates(mode, r.opts.FireTriggers)
+			use.Write, use.Firing = true, firingStates(mode, r.opts.FireTriggers)
 		}
-		if err := checkTableCode(ctx, n, r.table, r.opts.Role, use); err != nil {
+		if err := engine.CheckTableCode(ctx, n, r.table, r.opts.Role, use); err != nil {
 			return fmt.Errorf("repair refused: %w", err)
 		}
 	}
@@ -47,7 +49,7 @@ func (r *repairer) decideWriteModes(ctx context.Context) error {
 
 // writeModeOn is WriteReplica when the submitting role may set session_replication_role on
 // node n, else WriteNormal; "" for a dry run, which writes nothing.
-func (r *repairer) writeModeOn(ctx context.Context, n *Node) (string, error) {
+func (r *repairer) writeModeOn(ctx context.Context, n *engine.Node) (string, error) {
 	if r.opts.DryRun {
 		return "", nil
 	}
@@ -106,4 +108,14 @@ func (r *repairer) writeModeWarning() string {
 	return fmt.Sprintf("wrote normally on %s: the submitting role may not set session_replication_role (only a superuser, or a role "+
 		"granted SET ON PARAMETER session_replication_role, may), so the table's foreign keys, rules and triggers applied and the "+
 		"changes replicate like any other write", strings.Join(normal, ", "))
+}
+
+// firingStates are the triggers (by pg_trigger.tgenabled) that fire when a repair writes in
+// mode: ENABLE ALWAYS and ENABLE REPLICA ones as replication does; ordinary and ENABLE ALWAYS
+// ones when it writes normally or fires triggers (session_replication_role = local).
+func firingStates(mode string, fireTriggers bool) []string {
+	if mode == WriteReplica && !fireTriggers {
+		return []string{"A", "R"}
+	}
+	return []string{"O", "A"}
 }

@@ -1,12 +1,13 @@
-package engine
+package repair
 
 import (
 	"encoding/json"
-	"sort"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // These tests cover the pure logic of repair planning: what a repair intends for each key on
@@ -24,8 +25,8 @@ func acts(ps []planned) []act {
 }
 
 // diffRow is key 1 of a table with the given rows by node (absent nodes left out) and versions.
-func diffRow(rows map[string]string, versions map[string]int) DiffRow {
-	d := DiffRow{PK: json.RawMessage(`{"id": 1}`), PKSort: json.RawMessage(`[1]`), Rows: map[string]json.RawMessage{}, Versions: versions}
+func diffRow(rows map[string]string, versions map[string]int) engine.DiffRow {
+	d := engine.DiffRow{PK: json.RawMessage(`{"id": 1}`), PKSort: json.RawMessage(`[1]`), Rows: map[string]json.RawMessage{}, Versions: versions}
 	for n, r := range rows {
 		d.Rows[n] = json.RawMessage(r)
 	}
@@ -114,40 +115,40 @@ func TestPlanFromSourceOfTruth(t *testing.T) {
 func TestPlanLatestCommit(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) RowMeta { ts := t0.Add(d); return RowMeta{CommitTS: &ts} }
+	at := func(d time.Duration) engine.RowMeta { ts := t0.Add(d); return engine.RowMeta{CommitTS: &ts} }
 	for _, c := range []struct {
 		name     string
 		rows     map[string]string
 		versions map[string]int
-		meta     map[string]RowMeta
+		meta     map[string]engine.RowMeta
 		want     []act
 	}{
 		{
 			name:     "newest version wins on every node that differs",
 			rows:     map[string]string{"n1": rowA, "n2": rowA, "n3": rowB},
 			versions: map[string]int{"n1": 1, "n2": 1, "n3": 2},
-			meta:     map[string]RowMeta{"n1": at(0), "n2": at(time.Second), "n3": at(2 * time.Second)},
+			meta:     map[string]engine.RowMeta{"n1": at(0), "n2": at(time.Second), "n3": at(2 * time.Second)},
 			want:     []act{{"n1", ActionUpdate, "n3", ""}, {"n2", ActionUpdate, "n3", ""}},
 		},
 		{
 			name:     "newest version is inserted where the row is missing",
 			rows:     map[string]string{"n1": rowA, "n2": rowB, "n3": "null"},
 			versions: map[string]int{"n1": 1, "n2": 2},
-			meta:     map[string]RowMeta{"n1": at(time.Second), "n2": at(0)},
+			meta:     map[string]engine.RowMeta{"n1": at(time.Second), "n2": at(0)},
 			want:     []act{{"n2", ActionUpdate, "n1", ""}, {"n3", ActionInsert, "n1", ""}},
 		},
 		{
 			name:     "one version committed twice at the same instant is not a tie",
 			rows:     map[string]string{"n1": rowA, "n2": rowA, "n3": rowB},
 			versions: map[string]int{"n1": 1, "n2": 1, "n3": 2},
-			meta:     map[string]RowMeta{"n1": at(time.Second), "n2": at(time.Second), "n3": at(0)},
+			meta:     map[string]engine.RowMeta{"n1": at(time.Second), "n2": at(time.Second), "n3": at(0)},
 			want:     []act{{"n3", ActionUpdate, "n1", ""}},
 		},
 		{
 			name:     "two versions committed at the same instant are skipped, not guessed",
 			rows:     map[string]string{"n1": rowA, "n2": rowB, "n3": rowA},
 			versions: map[string]int{"n1": 1, "n2": 2, "n3": 1},
-			meta:     map[string]RowMeta{"n1": at(time.Second), "n2": at(time.Second), "n3": at(0)},
+			meta:     map[string]engine.RowMeta{"n1": at(time.Second), "n2": at(time.Second), "n3": at(0)},
 			want: []act{
 				{"n1", ActionSkip, "", ReasonCommitTSTie}, {"n2", ActionSkip, "", ReasonCommitTSTie}, {"n3", ActionSkip, "", ReasonCommitTSTie},
 			},
@@ -156,7 +157,7 @@ func TestPlanLatestCommit(t *testing.T) {
 			name:     "a version without a commit timestamp is skipped, not guessed",
 			rows:     map[string]string{"n1": rowA, "n2": rowB, "n3": "null"},
 			versions: map[string]int{"n1": 1, "n2": 2},
-			meta:     map[string]RowMeta{"n1": at(time.Second), "n2": {}},
+			meta:     map[string]engine.RowMeta{"n1": at(time.Second), "n2": {}},
 			want: []act{
 				{"n1", ActionSkip, "", ReasonMissingCommitTS}, {"n2", ActionSkip, "", ReasonMissingCommitTS}, {"n3", ActionSkip, "", ReasonMissingCommitTS},
 			},
@@ -165,7 +166,7 @@ func TestPlanLatestCommit(t *testing.T) {
 			name:     "a version without meta at all is skipped",
 			rows:     map[string]string{"n1": rowA, "n2": rowB, "n3": rowB},
 			versions: map[string]int{"n1": 1, "n2": 2, "n3": 2},
-			meta:     map[string]RowMeta{"n1": at(time.Second), "n2": at(0)},
+			meta:     map[string]engine.RowMeta{"n1": at(time.Second), "n2": at(0)},
 			want: []act{
 				{"n1", ActionSkip, "", ReasonMissingCommitTS}, {"n2", ActionSkip, "", ReasonMissingCommitTS}, {"n3", ActionSkip, "", ReasonMissingCommitTS},
 			},
@@ -261,7 +262,7 @@ func TestPlanBidirectional(t *testing.T) {
 
 func TestPlanFixNulls(t *testing.T) {
 	t.Parallel()
-	writable := []Column{{Name: "id", PKPos: 1}, {Name: "a"}, {Name: "b"}}
+	writable := []engine.Column{{Name: "id", PKPos: 1}, {Name: "a"}, {Name: "b"}}
 	for _, c := range []struct {
 		name     string
 		sot      string
@@ -365,17 +366,17 @@ func TestPlanErrors(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		opts RepairOptions
-		d    DiffRow
+		d    engine.DiffRow
 	}{
 		{
 			name: "a stored key that is not an array of key values",
 			opts: RepairOptions{SourceOfTruth: "n1"},
-			d:    DiffRow{PKSort: json.RawMessage(`{"id": 1}`)},
+			d:    engine.DiffRow{PKSort: json.RawMessage(`{"id": 1}`)},
 		},
 		{
 			name: "fix_nulls with a stored row that is not an object",
 			opts: RepairOptions{FixNulls: true},
-			d:    DiffRow{PKSort: json.RawMessage(`[1]`), Rows: map[string]json.RawMessage{"n1": json.RawMessage(`[1]`)}, Versions: map[string]int{"n1": 1}},
+			d:    engine.DiffRow{PKSort: json.RawMessage(`[1]`), Rows: map[string]json.RawMessage{"n1": json.RawMessage(`[1]`)}, Versions: map[string]int{"n1": 1}},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -682,221 +683,6 @@ func TestRowFields(t *testing.T) {
 				asText[k] = string(v)
 			}
 			require.Equal(t, c.want, asText)
-		})
-	}
-}
-
-func TestKeyFromJSON(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		name    string
-		in      string
-		want    []string
-		wantErr bool
-	}{
-		{name: "text, number and boolean", in: `["a b", 1, true]`, want: []string{"a b", "1", "true"}},
-		{name: "numbers keep their text", in: `[1.50, 12345678901234567890]`, want: []string{"1.50", "12345678901234567890"}},
-		{name: "an empty key", in: `[]`, want: []string{}},
-		{name: "null is not a key value", in: `[null]`, wantErr: true},
-		{name: "an object is not a key value", in: `[{"a": 1}]`, wantErr: true},
-		{name: "an object is not a key", in: `{"id": 1}`, wantErr: true},
-		{name: "invalid JSON", in: `[1`, wantErr: true},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			got, err := KeyFromJSON(json.RawMessage(c.in))
-			if c.wantErr {
-				require.Error(t, err)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, c.want, got)
-		})
-	}
-}
-
-func TestRangeString(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		name string
-		r    Range
-		want string
-	}{
-		{"open on both sides", Range{}, "[-inf, +inf)"},
-		{"open above", Range{Lo: []string{"10"}}, "[(10), +inf)"},
-		{"open below", Range{Hi: []string{"10"}}, "[-inf, (10))"},
-		{"composite keys", Range{Lo: []string{"a", "1"}, Hi: []string{"b", "2"}}, "[(a, 1), (b, 2))"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			require.Equal(t, c.want, c.r.String())
-		})
-	}
-}
-
-func TestGroupLeaves(t *testing.T) {
-	t.Parallel()
-	k := func(vals ...string) [][]string {
-		var out [][]string
-		for _, v := range vals {
-			out = append(out, []string{v})
-		}
-		return out
-	}
-	type want struct {
-		lo, hi []string
-		bounds [][]string
-	}
-	for _, c := range []struct {
-		name           string
-		bounds         [][]string
-		leavesPerBlock int
-		want           []want
-	}{
-		{name: "no bounds: one block open on both sides", leavesPerBlock: 4, want: []want{{}}},
-		{
-			name: "one leaf per block", bounds: k("1", "2"), leavesPerBlock: 1,
-			want: []want{{hi: []string{"1"}}, {lo: []string{"1"}, hi: []string{"2"}}, {lo: []string{"2"}}},
-		},
-		{
-			name: "two leaves per block", bounds: k("1", "2", "3", "4", "5"), leavesPerBlock: 2,
-			want: []want{
-				{hi: []string{"2"}, bounds: k("1")},
-				{lo: []string{"2"}, hi: []string{"4"}, bounds: k("3")},
-				{lo: []string{"4"}, bounds: k("5")},
-			},
-		},
-		{
-			name: "a last block with fewer leaves", bounds: k("1", "2", "3", "4"), leavesPerBlock: 3,
-			want: []want{{hi: []string{"3"}, bounds: k("1", "2")}, {lo: []string{"3"}, bounds: k("4")}},
-		},
-		{
-			name: "more leaves per block than leaves", bounds: k("1", "2"), leavesPerBlock: 10,
-			want: []want{{bounds: k("1", "2")}},
-		},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			blocks := groupLeaves(c.bounds, c.leavesPerBlock)
-			got := []want{}
-			for _, b := range blocks {
-				w := want{lo: b.rng.Lo, hi: b.rng.Hi}
-				if len(b.bounds) > 0 {
-					w.bounds = b.bounds
-				}
-				got = append(got, w)
-			}
-			require.Equal(t, c.want, got)
-
-			// The leaves of the blocks, in order, tile the key space: len(bounds)+1 leaves, each
-			// starting where the previous one ended, the first open below and the last open above.
-			var leaves []Range
-			for _, b := range blocks {
-				for i := 0; i <= len(b.bounds); i++ {
-					leaves = append(leaves, b.leafRange(i))
-				}
-			}
-			require.Len(t, leaves, len(c.bounds)+1)
-			require.Nil(t, leaves[0].Lo)
-			require.Nil(t, leaves[len(leaves)-1].Hi)
-			for i := 1; i < len(leaves); i++ {
-				require.Equal(t, c.bounds[i-1], leaves[i].Lo, "leaf %d starts at bound %d", i, i-1)
-				require.Equal(t, c.bounds[i-1], leaves[i-1].Hi, "leaf %d ends at bound %d", i-1, i-1)
-			}
-		})
-	}
-}
-
-func TestMismatchedBuckets(t *testing.T) {
-	t.Parallel()
-	h := func(count int64, lane string) bucketHash { return bucketHash{count: count, lane1: lane, lane2: lane} }
-	for _, c := range []struct {
-		name   string
-		hashes []map[int]bucketHash
-		n      int
-		want   map[int][]int64
-	}{
-		{
-			name:   "identical buckets",
-			hashes: []map[int]bucketHash{{0: h(2, "5"), 1: h(1, "7")}, {0: h(2, "5"), 1: h(1, "7")}},
-			n:      1, want: map[int][]int64{},
-		},
-		{
-			name:   "a lane differs",
-			hashes: []map[int]bucketHash{{0: h(2, "5"), 1: h(1, "7")}, {0: h(2, "5"), 1: h(1, "8")}, {0: h(2, "5"), 1: h(1, "7")}},
-			n:      1, want: map[int][]int64{1: {1, 1, 1}},
-		},
-		{
-			name:   "only the second lane differs",
-			hashes: []map[int]bucketHash{{0: {count: 1, lane1: "1", lane2: "2"}}, {0: {count: 1, lane1: "1", lane2: "3"}}},
-			n:      0, want: map[int][]int64{0: {1, 1}},
-		},
-		{
-			name:   "a bucket empty on one node",
-			hashes: []map[int]bucketHash{{0: h(2, "5"), 2: h(3, "9")}, {0: h(2, "5")}},
-			n:      2, want: map[int][]int64{2: {3, 0}},
-		},
-		{
-			name:   "buckets past n are not looked at",
-			hashes: []map[int]bucketHash{{0: h(2, "5"), 3: h(3, "9")}, {0: h(2, "5")}},
-			n:      2, want: map[int][]int64{},
-		},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			require.Equal(t, c.want, mismatchedBuckets(c.hashes, c.n))
-		})
-	}
-}
-
-func TestDifferingKeys(t *testing.T) {
-	t.Parallel()
-	kh := func(key, hash string) keyHash { return keyHash{key: []string{key}, hash: hash} }
-	perNode := []map[string]keyHash{
-		{"1": kh("1", "a"), "2": kh("2", "b"), "3": kh("3", "c")},
-		{"1": kh("1", "a"), "2": kh("2", "B"), "4": kh("4", "d")},
-		{"1": kh("1", "a"), "2": kh("2", "b"), "3": kh("3", "c")},
-	}
-	got := differingKeys(perNode)
-	sort.Slice(got, func(i, j int) bool { return keyString(got[i].key) < keyString(got[j].key) })
-	require.Equal(t, []keyDiff{
-		{key: []string{"2"}, present: []bool{true, true, true}, hashes: []string{"b", "B", "b"}},
-		{key: []string{"3"}, present: []bool{true, false, true}, hashes: []string{"c", "", "c"}},
-		{key: []string{"4"}, present: []bool{false, true, false}, hashes: []string{"", "d", ""}},
-	}, got, "key 1 is the same everywhere")
-
-	for _, c := range []struct {
-		name string
-		kd   keyDiff
-		i, j int
-		want bool
-	}{
-		{"same hash on both", got[0], 0, 2, false},
-		{"different hashes", got[0], 0, 1, true},
-		{"present on one only", got[1], 0, 1, true},
-		{"present on one only, the other way", got[1], 1, 2, true},
-		{"absent on both", got[2], 0, 2, false},
-		{"present with the same hash", got[1], 0, 2, false},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			require.Equal(t, c.want, c.kd.differs(c.i, c.j))
-			require.Equal(t, c.want, c.kd.differs(c.j, c.i), "symmetric")
-		})
-	}
-}
-
-func TestPairKey(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct{ a, b, want string }{
-		{"n1", "n2", "n1/n2"},
-		{"n2", "n1", "n1/n2"},
-		{"b", "a10", "a10/b"},
-		{"n1", "n1", "n1/n1"},
-	} {
-		t.Run(c.a+"_"+c.b, func(t *testing.T) {
-			t.Parallel()
-			require.Equal(t, c.want, pairKey(c.a, c.b))
 		})
 	}
 }

@@ -1,9 +1,11 @@
-package engine
+package repair
 
 import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // planned is a repair's intention for one key on one node, before the node is looked at.
@@ -15,8 +17,8 @@ type planned struct {
 }
 
 // plan decides, for every target node, what to do with one differing key.
-func (r *repairer) plan(d DiffRow) ([]planned, error) {
-	key, err := KeyFromJSON(d.PKSort)
+func (r *repairer) plan(d engine.DiffRow) ([]planned, error) {
+	key, err := engine.KeyFromJSON(d.PKSort)
 	if err != nil {
 		return nil, err
 	}
@@ -40,14 +42,14 @@ func (r *repairer) plan(d DiffRow) ([]planned, error) {
 	return out, nil
 }
 
-func rowOf(d DiffRow, node string) json.RawMessage {
+func rowOf(d engine.DiffRow, node string) json.RawMessage {
 	if raw, ok := d.Rows[node]; ok && !isNull(raw) {
 		return raw
 	}
 	return jsonNull
 }
 
-func present(d DiffRow, node string) bool {
+func present(d engine.DiffRow, node string) bool {
 	_, ok := d.Versions[node]
 	return ok
 }
@@ -58,7 +60,7 @@ func (r *repairer) skip(node, reason string) planned {
 
 // planFromSource copies one node's version (the source of truth's, or the latest committed
 // one) to every target that differs from it.
-func (r *repairer) planFromSource(d DiffRow) []planned {
+func (r *repairer) planFromSource(d engine.DiffRow) []planned {
 	src, reason := r.opts.SourceOfTruth, ""
 	if r.opts.Strategy == StrategyLatestCommit {
 		src, reason = latestCommit(d)
@@ -80,7 +82,7 @@ func (r *repairer) planFromSource(d DiffRow) []planned {
 }
 
 // copyAction is what makes target t hold src's version of the row.
-func (r *repairer) copyAction(d DiffRow, src, t string) (planned, bool) {
+func (r *repairer) copyAction(d engine.DiffRow, src, t string) (planned, bool) {
 	srcHas, tHas := present(d, src), present(d, t)
 	p := planned{RepairAction: RepairAction{Node: t, Source: src, After: rowOf(d, src)}}
 	switch {
@@ -105,7 +107,7 @@ func (r *repairer) copyAction(d DiffRow, src, t string) (planned, bool) {
 // latestCommit picks the node whose version was committed last. A version without a commit
 // timestamp, or two different versions committed at the same instant, is an error for the key,
 // returned as a skip reason.
-func latestCommit(d DiffRow) (winner, reason string) {
+func latestCommit(d engine.DiffRow) (winner, reason string) {
 	var best time.Time
 	nodes := sortedKeys(d.Versions)
 	for _, n := range nodes {
@@ -127,7 +129,7 @@ func latestCommit(d DiffRow) (winner, reason string) {
 
 // planBidirectional inserts a missing row on every target from the nodes that have it, when
 // they agree (or the source of truth has it). Rows every node has are left as they are.
-func (r *repairer) planBidirectional(d DiffRow) []planned {
+func (r *repairer) planBidirectional(d engine.DiffRow) []planned {
 	holders := sortedKeys(d.Versions)
 	versions := map[int]bool{}
 	for _, n := range holders {
@@ -157,7 +159,7 @@ func (r *repairer) planBidirectional(d DiffRow) []planned {
 // planFixNulls fills, on every target that has the row, the columns that are NULL there and
 // not NULL on another node: from the source of truth when it has a value, else from the other
 // nodes when they agree.
-func (r *repairer) planFixNulls(d DiffRow) ([]planned, error) {
+func (r *repairer) planFixNulls(d engine.DiffRow) ([]planned, error) {
 	rows := map[string]map[string]json.RawMessage{}
 	for _, n := range sortedKeys(d.Versions) {
 		f, err := rowFields(rowOf(d, n))

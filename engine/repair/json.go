@@ -1,4 +1,4 @@
-package engine
+package repair
 
 import (
 	"bytes"

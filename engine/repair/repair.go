@@ -1,4 +1,4 @@
-package engine
+package repair
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // Actions a repair takes on a row of a node.
@@ -69,12 +71,12 @@ type RepairSink interface {
 }
 
 // DiffSource streams the stored rows of a diff, in key order, with DiffRow.PKSort set.
-type DiffSource func(ctx context.Context, fn func(DiffRow) error) error
+type DiffSource func(ctx context.Context, fn func(engine.DiffRow) error) error
 
 // RepairOptions are the inputs of Repair.
 type RepairOptions struct {
-	ID            string       // names the repair's prepared transactions (atomic)
-	Diff          *DiffSummary // the summary of the diff being repaired
+	ID            string              // names the repair's prepared transactions (atomic)
+	Diff          *engine.DiffSummary // the summary of the diff being repaired
 	Rows          DiffSource
 	Role          string   // SET LOCAL ROLE to this in every transaction; "" keeps the login role
 	SourceOfTruth string   // the node whose rows win; "" with Strategy, Bidirectional or FixNulls
@@ -94,7 +96,7 @@ type RepairOptions struct {
 	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
 	// code the table runs on a repair (triggers, rules, policies, domain checks, defaults and
 	// other expressions) could step back to the agent's login, so a table carrying such code
-	// owned by a non-superuser is refused before anything is written (see tablecode.go).
+	// owned by a non-superuser is refused before anything is written (see engine.CheckTableCode).
 	SetRoleSessions bool
 }
 
@@ -138,9 +140,9 @@ func (o *RepairOptions) check() error {
 	if o.Diff == nil || o.Rows == nil {
 		return errors.New("a repair needs the diff's summary and rows")
 	}
-	if o.Diff.HashVersion != HashVersion {
+	if o.Diff.HashVersion != engine.HashVersion {
 		return fmt.Errorf("the diff was made with hash version %d and this agent uses version %d, whose keys and values compare differently: run the diff again (or table-rerun it) and repair that",
-			o.Diff.HashVersion, HashVersion)
+			o.Diff.HashVersion, engine.HashVersion)
 	}
 	if o.SourceOfTruth != "" && !slices.Contains(o.Diff.Nodes, o.SourceOfTruth) {
 		return fmt.Errorf("source of truth %s is not one of the diff's nodes (%s)", o.SourceOfTruth, strings.Join(o.Diff.Nodes, ", "))
@@ -257,7 +259,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // its row is still what the diff saw (with CheckUnchanged). Every decision is sent to sink.
 // nodes are the target nodes. A failure on some node returns the summary and an error that
 // says what every node got.
-func Repair(ctx context.Context, nodes []*Node, opts RepairOptions, sink RepairSink, progress ProgressFunc) (*RepairSummary, error) {
+func Repair(ctx context.Context, nodes []*engine.Node, opts RepairOptions, sink RepairSink, progress engine.ProgressFunc) (*RepairSummary, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
 	}

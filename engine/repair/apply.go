@@ -1,4 +1,4 @@
-package engine
+package repair
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // decided is a planned action after looking at the node's row as it is now.
@@ -46,7 +48,7 @@ func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []pla
 	}
 	var ops []decided
 	for _, p := range work {
-		d, err := r.decide(p, current[keyString(p.key)], same)
+		d, err := r.decide(p, current[engine.KeyString(p.key)], same)
 		if err != nil {
 			return nil, err
 		}
@@ -83,8 +85,8 @@ func (r *repairer) currentRows(ctx context.Context, s *repairSession, work []pla
 		if len(part.keys) == 0 {
 			continue
 		}
-		match, args := r.keys.matchKeys(part.keys)
-		sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s`, r.keys.keyText(), jsonObjectExpr(r.table.Columns), r.table.Qualified(), match)
+		match, args := r.keys.MatchKeys(part.keys)
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s WHERE %s`, r.keys.KeyText(), engine.JSONObjectExpr(r.table.Columns), r.table.Qualified(), match)
 		if part.lock {
 			sql += " FOR UPDATE"
 		}
@@ -102,7 +104,7 @@ func (r *repairer) collect(ctx context.Context, s *repairSession, sql string, ar
 		return err
 	}
 	defer rows.Close()
-	n := len(r.keys.cols)
+	n := r.keys.Len()
 	for rows.Next() {
 		key := make([]string, n)
 		dest := make([]any, 0, n+1)
@@ -113,7 +115,7 @@ func (r *repairer) collect(ctx context.Context, s *repairSession, sql string, ar
 		if err := rows.Scan(append(dest, &row)...); err != nil {
 			return err
 		}
-		out[keyString(key)] = row
+		out[engine.KeyString(key)] = row
 	}
 	return rows.Err()
 }
@@ -125,9 +127,9 @@ func (r *repairer) collect(ctx context.Context, s *repairSession, sql string, ar
 func (r *repairer) sameRows(ctx context.Context, s *repairSession, work []planned, current map[string]json.RawMessage) (func(a, b json.RawMessage) bool, error) {
 	var docs []json.RawMessage
 	for _, p := range work {
-		docs = append(docs, current[keyString(p.key)], p.expect, p.After)
+		docs = append(docs, current[engine.KeyString(p.key)], p.expect, p.After)
 	}
-	digests, err := rowDigests(ctx, s.conn, r.table, docs)
+	digests, err := engine.RowDigests(ctx, s.conn, r.table, docs)
 	if err != nil {
 		return nil, fmt.Errorf("hash the rows to repair on node %s: %w", s.node.Name, err)
 	}
@@ -228,7 +230,7 @@ func (r *repairer) apply(ctx context.Context, s *repairSession, ops []decided) (
 func (r *repairer) outcomes(kind string, group []decided, after map[string]json.RawMessage) []RepairAction {
 	out := make([]RepairAction, 0, len(group))
 	for _, d := range group {
-		row, ok := after[keyString(d.key)]
+		row, ok := after[engine.KeyString(d.key)]
 		switch {
 		case !ok:
 			d = d.skipped(ReasonChangedSinceDiff, d.After)
@@ -251,9 +253,9 @@ func (r *repairer) statement(kind string, group []decided) (string, []any, error
 		for i, d := range group {
 			keys[i] = d.key
 		}
-		match, args := r.keys.matchKeys(keys)
+		match, args := r.keys.MatchKeys(keys)
 		return fmt.Sprintf(`DELETE FROM %s WHERE %s RETURNING %s, %s`, r.table.Qualified(), match,
-			r.keys.keyText(), jsonObjectExpr(r.table.Columns)), args, nil
+			r.keys.KeyText(), engine.JSONObjectExpr(r.table.Columns)), args, nil
 	}
 	elems := make([]json.RawMessage, len(group))
 	for i, d := range group {
@@ -269,7 +271,7 @@ func (r *repairer) statement(kind string, group []decided) (string, []any, error
 	if err != nil {
 		return "", nil, fmt.Errorf("encode rows to write: %w", err)
 	}
-	returning := " RETURNING " + r.keys.keyText() + ", " + jsonObjectExpr(r.table.Columns)
+	returning := " RETURNING " + r.keys.KeyText() + ", " + engine.JSONObjectExpr(r.table.Columns)
 	switch kind {
 	case ActionInsert:
 		return r.insertSQL() + returning, []any{string(arg)}, nil
@@ -279,27 +281,18 @@ func (r *repairer) statement(kind string, group []decided) (string, []any, error
 	return r.updateSQL(true) + returning, []any{string(arg)}, nil
 }
 
-// Names inside repair statements that no table column can clash with.
-const (
-	elemAlias  = `"?ace_r?"`
-	elemColumn = `"?ace_v?"`
-	tableAlias = `"?ace_t?"`
-)
-
-// cast is the value of column c in the current jsonb element, as c's type.
-func cast(c Column) string {
-	return fmt.Sprintf("(%s->>%s)::%s", elemColumn, quoteLiteral(c.Name), c.Type)
-}
+// tableAlias names the target table inside repair statements; no table column can clash with it.
+const tableAlias = `"?ace_t?"`
 
 func (r *repairer) insertSQL() string {
 	var cols, vals []string
 	for _, c := range r.writable {
-		cols = append(cols, ident(c.Name))
-		vals = append(vals, cast(c))
+		cols = append(cols, engine.Ident(c.Name))
+		vals = append(vals, engine.ElemCast(c))
 	}
 	return fmt.Sprintf(`INSERT INTO %s AS %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM jsonb_array_elements($1::jsonb) AS %s(%s)
 		ON CONFLICT (%s) DO NOTHING`, r.table.Qualified(), tableAlias, strings.Join(cols, ", "), strings.Join(vals, ", "),
-		elemAlias, elemColumn, r.keys.keyColumnList())
+		engine.ElemAlias, engine.ElemColumn, r.keys.ColumnList())
 }
 
 // updateSQL sets every written column to the element's value, or with fill only fills the
@@ -310,35 +303,26 @@ func (r *repairer) updateSQL(fill bool) string {
 		if c.PKPos > 0 {
 			continue
 		}
-		col := ident(c.Name)
+		col := engine.Ident(c.Name)
 		if fill {
 			sets = append(sets, fmt.Sprintf("%s = CASE WHEN %s ? %s THEN coalesce(%s.%s, %s) ELSE %s.%s END",
-				col, elemColumn, quoteLiteral(c.Name), tableAlias, col, cast(c), tableAlias, col))
+				col, engine.ElemColumn, engine.QuoteLiteral(c.Name), tableAlias, col, engine.ElemCast(c), tableAlias, col))
 		} else {
-			sets = append(sets, col+" = "+cast(c))
+			sets = append(sets, col+" = "+engine.ElemCast(c))
 		}
 	}
 	if len(sets) == 0 {
 		// Only key columns: nothing to change, but the statement still returns the rows.
-		sets = append(sets, ident(r.table.PK[0].Name)+" = "+tableAlias+"."+ident(r.table.PK[0].Name))
+		sets = append(sets, engine.Ident(r.table.PK[0].Name)+" = "+tableAlias+"."+engine.Ident(r.table.PK[0].Name))
 	}
 	var lhs, rhs []string
 	for _, c := range r.table.PK {
-		lhs = append(lhs, tableAlias+"."+ident(c.Name))
-		rhs = append(rhs, cast(c))
+		lhs = append(lhs, tableAlias+"."+engine.Ident(c.Name))
+		rhs = append(rhs, engine.ElemCast(c))
 	}
 	return fmt.Sprintf(`UPDATE %s AS %s SET %s FROM jsonb_array_elements($1::jsonb) AS %s(%s) WHERE (%s) = (%s)`,
-		r.table.Qualified(), tableAlias, strings.Join(sets, ", "), elemAlias, elemColumn,
+		r.table.Qualified(), tableAlias, strings.Join(sets, ", "), engine.ElemAlias, engine.ElemColumn,
 		strings.Join(lhs, ", "), strings.Join(rhs, ", "))
-}
-
-// keyColumnList lists the key columns for ON CONFLICT.
-func (k keyOrder) keyColumnList() string {
-	names := make([]string, len(k.cols))
-	for i, c := range k.cols {
-		names[i] = ident(c.Name)
-	}
-	return strings.Join(names, ", ")
 }
 
 // fillElement is a fix_nulls element: the key's columns and the values to fill.

@@ -41,16 +41,16 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 	if err != nil {
 		return nil, err
 	}
-	t, err := loadTable(ctx, n, f.Summary.Schema, f.Summary.Table)
+	t, err := LoadTable(ctx, n, f.Summary.Schema, f.Summary.Table)
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Equal(t.pkNames(), f.Summary.PrimaryKey) {
+	if !slices.Equal(t.PKNames(), f.Summary.PrimaryKey) {
 		return nil, fmt.Errorf("the diff file's primary key (%s) is not the primary key of %s (%s)",
-			strings.Join(f.Summary.PrimaryKey, ", "), t.display(), strings.Join(t.pkNames(), ", "))
+			strings.Join(f.Summary.PrimaryKey, ", "), t.Display(), strings.Join(t.PKNames(), ", "))
 	}
 	if opts.SetRoleSessions {
-		if err := checkTableCode(ctx, n, t, "", codeUse{cast: true}); err != nil {
+		if err := CheckTableCode(ctx, n, t, "", CodeUse{Cast: true}); err != nil {
 			return nil, fmt.Errorf("import refused: %w", err)
 		}
 	}
@@ -58,7 +58,7 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 	if err != nil {
 		return nil, err
 	}
-	keys, err := newKeyOrder([]*Table{t}, []string{n.Name})
+	keys, err := NewKeyOrder([]*Table{t}, []string{n.Name})
 	if err != nil {
 		return nil, err
 	}
@@ -104,10 +104,10 @@ func gatherKeys(f *acefile.DiffFile, t *Table) (map[string]*importedKey, []strin
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s: %w", where, err)
 				}
-				if err := acefile.CheckRowShape(fields, t.columnNames(), t.display()); err != nil {
+				if err := acefile.CheckRowShape(fields, t.ColumnNames(), t.Display()); err != nil {
 					return nil, nil, fmt.Errorf("%s: %w", where, err)
 				}
-				k, err := acefile.Key(fields, t.pkNames())
+				k, err := acefile.Key(fields, t.PKNames())
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s: %w", where, err)
 				}
@@ -148,7 +148,7 @@ func readRow(raw json.RawMessage) (map[string]json.RawMessage, *RowMeta, error) 
 type importer struct {
 	node      *Node
 	table     *Table
-	keys      keyOrder
+	keys      KeyOrder
 	hash      rowHash
 	nodes     []string
 	pairs     map[string]int64
@@ -201,15 +201,15 @@ func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]n
 	}
 	casts := make([]string, len(im.table.Columns))
 	for i, c := range im.table.Columns {
-		casts[i] = cast(c) + " AS " + ident(c.Name)
+		casts[i] = ElemCast(c) + " AS " + Ident(c.Name)
 	}
 	values := fmt.Sprintf(`(SELECT "?ace_o?", %s FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS %s(%s, "?ace_o?")) AS "?ace_j?"`,
-		strings.Join(casts, ", "), elemAlias, elemColumn)
-	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s ORDER BY "?ace_o?"`, jsonObjectExpr(im.table.PK), im.keys.keySortJSON(),
-		jsonObjectExpr(im.table.Columns), im.hash.expr, im.hash.source(values, "true"))
+		strings.Join(casts, ", "), ElemAlias, ElemColumn)
+	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s ORDER BY "?ace_o?"`, JSONObjectExpr(im.table.PK), im.keys.keySortJSON(),
+		JSONObjectExpr(im.table.Columns), im.hash.expr, im.hash.source(values, "true"))
 	rows, err := im.node.Pool.Query(ctx, sql, string(arg))
 	if err != nil {
-		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.display(), im.node.Name, err)
+		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
 	}
 	defer rows.Close()
 	out := make([]normalized, 0, len(elems))
@@ -223,7 +223,7 @@ func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]n
 		out = append(out, n)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.display(), im.node.Name, err)
+		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
 	}
 	return out, nil
 }
@@ -236,7 +236,7 @@ func (im *importer) findBadValue(ctx context.Context, elems []json.RawMessage, w
 		return nil
 	}
 	for _, c := range im.table.Columns {
-		sql := fmt.Sprintf(`SELECT count(%s) FROM jsonb_array_elements($1::jsonb) AS %s(%s)`, cast(c), elemAlias, elemColumn)
+		sql := fmt.Sprintf(`SELECT count(%s) FROM jsonb_array_elements($1::jsonb) AS %s(%s)`, ElemCast(c), ElemAlias, ElemColumn)
 		if err := im.node.Pool.QueryRow(ctx, sql, string(all)).Scan(new(int64)); err == nil || ctx.Err() != nil {
 			continue
 		}
@@ -300,12 +300,12 @@ func (im *importer) countPairs(d DiffRow) {
 func (im *importer) summary(f *acefile.DiffFile, keys int64) *DiffSummary {
 	s := f.Summary
 	out := &DiffSummary{
-		Schema: im.table.Schema, Table: im.table.Name, TableName: im.table.display(), TableFilter: s.TableFilter,
+		Schema: im.table.Schema, Table: im.table.Name, TableName: im.table.Display(), TableFilter: s.TableFilter,
 		Nodes: im.nodes, BlockSize: s.BlockSize, CompareUnitSize: s.CompareUnitSize, ConcurrencyFactor: s.ConcurrencyFactor,
 		MaxDiffRows: s.MaxDiffRows, TimeTaken: s.TimeTaken, DiffRowsCount: map[string]int64{},
 		DiffRowLimitReached: s.DiffRowLimitReached, TotalRowsChecked: s.TotalRowsChecked,
-		InitialRangesCount: s.InitialRangesCount, PrimaryKey: im.table.pkNames(), Columns: im.table.columnNames(),
-		ColumnTypes: im.table.columnTypes(), DifferingKeys: keys, HashVersion: HashVersion,
+		InitialRangesCount: s.InitialRangesCount, PrimaryKey: im.table.PKNames(), Columns: im.table.ColumnNames(),
+		ColumnTypes: im.table.ColumnTypes(), DifferingKeys: keys, HashVersion: HashVersion,
 	}
 	out.StartTime, out.EndTime = acefile.ParseTime(s.StartTime), acefile.ParseTime(s.EndTime)
 	for i, a := range im.nodes {

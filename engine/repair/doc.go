@@ -1,0 +1,23 @@
+// Package repair makes the nodes of a table agree again, from the rows a completed diff stored
+// (a table-diff, a table-rerun or an imported ACE diff file). It is built on package engine: node
+// sessions, table metadata, the value and key semantics (the same row digests a diff uses) and
+// the SQL generation come from there; like the engine it never logs and knows nothing of the
+// task queue.
+//
+// A map of the files:
+//
+//   - repair.go: Repair, its options (RepairOptions: source of truth, modes, dry run, atomic),
+//     the actions and reasons it records (RepairAction, RepairSink) and its results
+//     (NodeRepair, RepairSummary).
+//   - run.go: the run: tables checked against what the diff saw, one session and transaction
+//     per target, batches of diff rows, progress.
+//   - plan.go: what each node should get for a key (source of truth, latest_commit,
+//     bidirectional, fix_nulls, insert_only and upsert_only), from the stored rows alone.
+//   - apply.go: each plan decided against the row the node holds now (by the row digests of
+//     engine.RowDigests) and written in set-based statements; json.go compares JSON rows.
+//   - mode.go: how a repair writes on a node (WriteReplica or WriteNormal) and, in the set_role
+//     mode, the refusal of tables carrying code a non-superuser owns (engine.CheckTableCode).
+//   - finish.go: commit, rollback, two-phase commit for Atomic, and the summary.
+//   - report.go: RepairOptions.ReportArgs and ACERepairReport, a repair's options and actions
+//     handed to engine/acefile's repair report.
+package repair
