@@ -207,7 +207,7 @@ func TestApplicationInsertAndCompletionNotify(t *testing.T) {
 	task, err := sqlapi.GetTask(ctx, conn, id)
 	require.NoError(t, err)
 	require.Equal(t, sqlapi.StatusCompleted, task.Status)
-	require.JSONEq(t, `{"table_name": "public.t", "nodes": ["n1", "n2"]}`, string(task.Args), "args are normalised on insert")
+	require.JSONEq(t, `{"table_name": "public.t", "nodes": ["n1", "n2"], "override_block_size": false}`, string(task.Args), "args are normalised on insert")
 
 	_, err = conn.Exec(ctx, `INSERT INTO ace.tasks (task_type) VALUES ('table-dif')`)
 	var pgErr *pgconn.PgError

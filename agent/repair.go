@@ -24,7 +24,7 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	targets := args.Nodes
+	targets := args.TargetNodes
 	if len(targets) == 0 {
 		targets = slices.DeleteFunc(slices.Clone(diff.Nodes), func(n string) bool { return n == args.SourceOfTruth })
 	}

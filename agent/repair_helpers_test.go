@@ -51,18 +51,18 @@ func (e *diffEnv) requireInSync(table string) {
 	require.True(e.t, s.InSync())
 }
 
-// reportRow is one row of ace.repair_report.
+// reportRow is one row of ace.repair_rows.
 type reportRow struct {
 	Node, Action, Reason string
 	PK, Before, After    map[string]any
 	Applied              bool
 }
 
-// report reads ace.repair_report(id), keyed by node and the key's JSON text.
+// report reads ace.repair_rows(id), keyed by node and the key's JSON text.
 func (e *diffEnv) report(id uuid.UUID) map[string]reportRow {
 	e.t.Helper()
 	rows, err := e.Node("n1").Pool.Query(context.Background(),
-		`SELECT node, action, pk::text, coalesce(reason, ''), before, after, applied, pk FROM ace.repair_report($1)`, id)
+		`SELECT node, action, pk::text, coalesce(reason, ''), before, after, applied, pk FROM ace.repair_rows($1)`, id)
 	require.NoError(e.t, err)
 	out := map[string]reportRow{}
 	for rows.Next() {
@@ -100,7 +100,7 @@ func (e *diffEnv) source(id uuid.UUID, node string, key int64) string {
 	e.t.Helper()
 	var src string
 	require.NoError(e.t, e.Node("n1").Pool.QueryRow(context.Background(),
-		`SELECT coalesce(source, '') FROM ace.repair_report($1) WHERE node = $2 AND pk->>'id' = $3::text`, id, node, fmt.Sprint(key)).Scan(&src))
+		`SELECT coalesce(source, '') FROM ace.repair_rows($1) WHERE node = $2 AND pk->>'id' = $3::text`, id, node, fmt.Sprint(key)).Scan(&src))
 	return src
 }
 

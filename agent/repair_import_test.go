@@ -96,7 +96,7 @@ func TestRunTableRepairAndRerunProcedures(t *testing.T) {
 	require.Equal(t, true, summary["fully_repaired"])
 	require.Contains(t, notices[0], "submitted table-repair task")
 	require.Contains(t, notices[len(notices)-2], "public.v: n2 0 inserted, 1 updated, 0 deleted, 0 skipped; n3 0 inserted, 0 updated, 0 deleted, 0 skipped")
-	require.Contains(t, notices[len(notices)-1], "SELECT * FROM ace.repair_report(")
+	require.Contains(t, notices[len(notices)-1], "SELECT * FROM ace.repair_rows(")
 
 	var differing int64
 	require.NoError(t, conn.QueryRow(context.Background(), `CALL ace.run_table_rerun($1)`, diff).

@@ -119,7 +119,7 @@ func TestRepairTriggersFireOnlyWhenAsked(t *testing.T) {
 	e.ExecAll(`INSERT INTO v SELECT g, 'x' || g FROM generate_series(1, 10) g; TRUNCATE audit`)
 	e.Node("n2").Exec(t, `UPDATE v SET x = 'bad' WHERE id IN (1, 2); TRUNCATE audit`)
 
-	e.completedRepair(e.diffID("public.v"), `'n1', nodes => ARRAY['n2']`)
+	e.completedRepair(e.diffID("public.v"), `'n1', target_nodes => ARRAY['n2']`)
 	require.EqualValues(t, 0, e.scalar("n2", `SELECT count(*) FROM audit`), "session_replication_role = replica")
 
 	e.Node("n2").Exec(t, `UPDATE v SET x = 'bad' WHERE id IN (1, 2); TRUNCATE audit`)

@@ -304,8 +304,8 @@ func TestRepairInvalidOptionsFailAtOnce(t *testing.T) {
 		`strategy => 'oldest'`:                           `unknown strategy "oldest"`,
 		`dry_run => true`:                                "source_of_truth is required",
 		`'n9'`:                                           "source_of_truth n9 is not one of the diff's nodes (n1, n2, n3)",
-		`'n1', nodes => ARRAY['n1']`:                     "node n1 is the source of truth and cannot also be repaired",
-		`'n1', nodes => ARRAY['n7']`:                     "node(s) n7 are not among the diff's nodes",
+		`'n1', target_nodes => ARRAY['n1']`:              "node n1 is the source of truth and cannot also be repaired",
+		`'n1', target_nodes => ARRAY['n7']`:              "node(s) n7 are not among the diff's nodes",
 	} {
 		var id string
 		err := n1.Pool.QueryRow(context.Background(), `SELECT ace.table_repair($1, `+args+`)`, diff).Scan(&id)

@@ -111,7 +111,7 @@ func TestCodeInTaskSessionsCannotLeaveTheSubmitter(t *testing.T) {
 	repairOf := func(t *testing.T, table string) sqlapi.Task {
 		diff := e.submit(t, e.alice, `SELECT ace.table_diff($1)`, table)
 		require.Equal(t, sqlapi.StatusCompleted, diff.Status, "%v", diff.Error)
-		return e.submit(t, e.alice, `SELECT ace.table_repair($1, source_of_truth => 'n1', nodes => ARRAY['n2'])`, diff.ID)
+		return e.submit(t, e.alice, `SELECT ace.table_repair($1, source_of_truth => 'n1', target_nodes => ARRAY['n2'])`, diff.ID)
 	}
 	t.Run("filter", func(t *testing.T) {
 		// A filter may call only built-in functions that run no SQL, in either mode: the probe

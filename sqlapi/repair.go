@@ -21,14 +21,14 @@ const (
 )
 
 // TableRepairArgs are a table-repair task's arguments, named as the arguments of
-// ace.table_repair(...). The validator fills TableName, Nodes (the nodes to repair) and
+// ace.table_repair(...). The validator fills TableName, TargetNodes (the nodes to repair) and
 // DiffNodes from the diff, and every flag, so the agent always reads them all.
 type TableRepairArgs struct {
 	DiffTask       uuid.UUID `json:"diff_task"`
 	TableName      string    `json:"table_name,omitempty"`
 	SourceOfTruth  string    `json:"source_of_truth,omitempty"`
 	Strategy       string    `json:"strategy,omitempty"`
-	Nodes          []string  `json:"nodes,omitempty"`
+	TargetNodes    []string  `json:"target_nodes,omitempty"`
 	DiffNodes      []string  `json:"diff_nodes,omitempty"`
 	DryRun         bool      `json:"dry_run"`
 	UpsertOnly     bool      `json:"upsert_only"`
@@ -46,7 +46,7 @@ type TableRepairArgs struct {
 // (ID, the diff and its rows, the role, the session mode).
 func (a TableRepairArgs) RepairOptions() repair.RepairOptions {
 	return repair.RepairOptions{
-		SourceOfTruth: a.SourceOfTruth, Strategy: a.Strategy, Targets: a.Nodes,
+		SourceOfTruth: a.SourceOfTruth, Strategy: a.Strategy, Targets: a.TargetNodes,
 		DryRun: a.DryRun, UpsertOnly: a.UpsertOnly, InsertOnly: a.InsertOnly, Bidirectional: a.Bidirectional,
 		FixNulls: a.FixNulls, FireTriggers: a.FireTriggers, Atomic: a.Atomic, CheckUnchanged: a.CheckUnchanged,
 	}

@@ -60,7 +60,7 @@ func TestTaskShowAndCancel(t *testing.T) {
 	require.Equal(t, id, task.ID)
 	require.Equal(t, sqlapi.TypeTableDiff, task.Type)
 	require.Equal(t, sqlapi.StatusQueued, task.Status)
-	require.JSONEq(t, `{"table_name": "public.t", "nodes": ["n1", "n2", "n3"]}`, string(task.Args))
+	require.JSONEq(t, `{"table_name": "public.t", "nodes": ["n1", "n2", "n3"], "override_block_size": false}`, string(task.Args))
 
 	r := ace(t, n1.DSN, "task", "cancel", id.String())
 	require.Equal(t, exitOK, r.code, r)

@@ -64,7 +64,7 @@ type tableRepairOpts struct {
 	diff           diffRef
 	sourceOfTruth  string
 	strategy       string
-	nodes          string
+	targetNodes    string
 	dryRun         bool
 	generateReport bool
 	insertOnly     bool
@@ -89,7 +89,7 @@ that moved on are skipped and listed as changed_since_diff. Writes carry the rep
 ace_repair and session_replication_role = replica, so they are not echoed by replication.
 
 --diff-file imports an ACE diff file first (as a diff-import task). What each node got is in
-SELECT * FROM ace.repair_report(task_id); --generate-report also writes ACE's repair report to
+SELECT * FROM ace.repair_rows(task_id); --generate-report also writes ACE's repair report to
 reports/<date>/repair_report_<time>.json.
 
 Exit codes: 0 fully repaired (a dry run: the plan would repair everything), 1 some rows were
@@ -106,7 +106,7 @@ skipped or left unrepaired, 2 error (including a node whose repair failed).`,
 	f := cmd.Flags()
 	f.StringVarP(&o.sourceOfTruth, "source-of-truth", "r", "", "the node whose rows are right")
 	f.StringVar(&o.strategy, "strategy", "", "latest_commit: per row, the version committed last wins")
-	f.StringVarP(&o.nodes, "nodes", "n", "", "nodes to repair (default: every node of the diff but the source of truth)")
+	f.StringVar(&o.targetNodes, "target-nodes", "", "nodes to repair, comma-separated (default: every node of the diff but the source of truth)")
 	f.BoolVarP(&o.dryRun, "dry-run", "y", false, "record what would be done, change nothing")
 	f.BoolVarP(&o.generateReport, "generate-report", "g", false, "write ACE's repair report JSON under reports/<date>/")
 	f.BoolVarP(&o.insertOnly, "insert-only", "i", false, "only insert missing rows")
@@ -123,7 +123,7 @@ skipped or left unrepaired, 2 error (including a node whose repair failed).`,
 
 func (o *tableRepairOpts) args(diff uuid.UUID, table string) sqlapi.TableRepairArgs {
 	return sqlapi.TableRepairArgs{
-		DiffTask: diff, TableName: table, SourceOfTruth: o.sourceOfTruth, Strategy: o.strategy, Nodes: parseNodes(o.nodes),
+		DiffTask: diff, TableName: table, SourceOfTruth: o.sourceOfTruth, Strategy: o.strategy, TargetNodes: parseNodes(o.targetNodes),
 		DryRun: o.dryRun, UpsertOnly: o.upsertOnly, InsertOnly: o.insertOnly, Bidirectional: o.bidirectional,
 		FixNulls: o.fixNulls, FireTriggers: o.fireTriggers, GenerateReport: o.generateReport, Atomic: o.atomic,
 		CheckUnchanged: o.checkUnchanged,
@@ -158,7 +158,7 @@ func reportRepair(stdout, stderr io.Writer, t sqlapi.Task, o *tableRepairOpts) e
 	if t.Status != sqlapi.StatusCompleted {
 		err := errTaskEnded(t)
 		if t.Status == sqlapi.StatusFailed {
-			return withHint(err, fmt.Sprintf("what each node got: SELECT * FROM ace.repair_report('%s');", t.ID))
+			return withHint(err, fmt.Sprintf("what each node got: SELECT * FROM ace.repair_rows('%s');", t.ID))
 		}
 		return err
 	}
@@ -210,7 +210,7 @@ func printRepair(w io.Writer, id uuid.UUID, s *repair.RepairSummary) {
 	if s.Unresolved > 0 {
 		fmt.Fprintf(w, "%d %s left unrepaired; run a new diff after looking at them\n", s.Unresolved, report.Plural(s.Unresolved, "row was", "rows were"))
 	}
-	fmt.Fprintf(w, "see what each node got with: SELECT * FROM ace.repair_report('%s');\n", id)
+	fmt.Fprintf(w, "see what each node got with: SELECT * FROM ace.repair_rows('%s');\n", id)
 }
 
 func reasons(m map[string]int64) string {

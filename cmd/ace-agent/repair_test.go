@@ -102,7 +102,7 @@ func TestTableRepairExitCodes(t *testing.T) {
 	r = ace(t, n1.DSN, "table-repair", "--diff-task", diff, "-r", "n1", "--check-unchanged=false")
 	require.Equal(t, exitError, r.code, r)
 	require.Contains(t, r.stderr, "failed on n2: ", r)
-	require.Contains(t, r.stderr, "hint: what each node got: SELECT * FROM ace.repair_report(", r)
+	require.Contains(t, r.stderr, "hint: what each node got: SELECT * FROM ace.repair_rows(", r)
 }
 
 func TestTableRepairFromACEDiffFile(t *testing.T) {

@@ -89,7 +89,10 @@ func TestInstallUpgradesV5(t *testing.T) {
 	_, err = sqlapi.Install(ctx, fresh)
 	require.NoError(t, err)
 	want := fingerprint(t, fresh)
-	require.Equal(t, v5, want, "a fresh install differs from what the migrations of earlier releases made")
+	// The tables are the ones the old migrations made; the functions are the SQL API's, which
+	// install replaces (issue 9 renamed and merged some), so they are compared with the upgraded
+	// database's below, not with the old ones.
+	require.Equal(t, withoutFunctions(v5), withoutFunctions(want), "a fresh install's tables differ from what the migrations of earlier releases made")
 	require.Equal(t, want, fingerprint(t, old), "the upgraded schema differs from a fresh one")
 
 	// A second install changes nothing, and does not make the triggers again.
@@ -109,7 +112,7 @@ func TestInstallUpgradesV5(t *testing.T) {
 	var n int
 	require.NoError(t, old.QueryRow(ctx, `SELECT count(*) FROM ace.diff_rows($1)`, diff).Scan(&n))
 	require.Equal(t, 2, n)
-	require.NoError(t, old.QueryRow(ctx, `SELECT count(*) FROM ace.repair_report($1)`, repair).Scan(&n))
+	require.NoError(t, old.QueryRow(ctx, `SELECT count(*) FROM ace.repair_rows($1)`, repair).Scan(&n))
 	require.Equal(t, 2, n)
 	_, err = old.Exec(ctx, `SELECT ace.table_repair($1, 'n1', dry_run => true)`, diff)
 	require.NoError(t, err)
@@ -171,6 +174,17 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 		require.NoError(t, conn.QueryRow(ctx, `SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY to_jsonb(x)::text), '[]')::text FROM ace.`+
 			pgx.Identifier{table}.Sanitize()+` x`).Scan(&s))
 		out[table] = s
+	}
+	return out
+}
+
+// withoutFunctions leaves out a fingerprint's functions.
+func withoutFunctions(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "function ") {
+			out = append(out, l)
+		}
 	}
 	return out
 }

@@ -136,8 +136,8 @@ bold "Repairing from psql: n1 is the source of truth"
 show "CALL ace.run_table_repair('$TASK', source_of_truth => 'n1')"
 psql_on n1 -c "CALL ace.run_table_repair('$TASK', source_of_truth => 'n1')" -x
 REPAIR=$(psql_on n1 -At -c "SELECT task_id FROM ace.tasks WHERE task_type = 'table-repair' ORDER BY submitted_at DESC LIMIT 1")
-show "SELECT node, action, pk, reason FROM ace.repair_report('$REPAIR')"
-psql_on n1 -c "SELECT node, action, pk, reason FROM ace.repair_report('$REPAIR')"
+show "SELECT node, action, pk, reason FROM ace.repair_rows('$REPAIR')"
+psql_on n1 -c "SELECT node, action, pk, reason FROM ace.repair_rows('$REPAIR')"
 
 bold "Diffing again: the nodes converged"
 show "psql -c \"CALL ace.run_table_diff('public.orders')\""

@@ -5,3 +5,23 @@
 -- Migration 001's table_diff and run_table_diff, before the options of migration 003.
 DROP PROCEDURE IF EXISTS ace.run_table_diff(text, text[], int, text, bigint, int, uuid, text, bigint, jsonb);
 DROP FUNCTION IF EXISTS ace.table_diff(text, text[], int, text, bigint, int);
+
+-- Issue 9, one name and one default per option: ace.wait became the one wait loop (it took
+-- progress_notices), so ace.follow_task and the two-argument ace.wait went; ace.repair_report
+-- became ace.repair_rows, so as not to share a name with ACE's repair report.
+DROP PROCEDURE IF EXISTS ace.follow_task(uuid, text, jsonb);
+DROP FUNCTION IF EXISTS ace.wait(uuid, interval);
+DROP FUNCTION IF EXISTS ace.repair_report(uuid);
+
+-- table_repair's nodes became target_nodes. The argument types did not change, so the old
+-- definitions are found by their argument names; CREATE OR REPLACE cannot rename an argument.
+DO $$
+DECLARE
+    p regprocedure;
+BEGIN
+    FOR p IN SELECT oid::regprocedure FROM pg_proc
+             WHERE pronamespace = 'ace'::regnamespace AND proname IN ('table_repair', 'run_table_repair')
+               AND 'nodes' = ANY(proargnames) LOOP
+        EXECUTE format('DROP ROUTINE %s', p);
+    END LOOP;
+END $$;

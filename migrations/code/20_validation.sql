@@ -233,8 +233,14 @@ BEGIN
         || jsonb_build_object('nodes', to_jsonb(ace.resolve_nodes(
                CASE WHEN jsonb_typeof(args->'nodes') = 'array'
                     THEN ARRAY(SELECT jsonb_array_elements_text(args->'nodes')) END)));
+    -- Flags and text options are normalised as every validator does: booleans by ace.bool_arg
+    -- (absent means the documented default), text by ace.text_arg ('' means absent).
+    args := args || jsonb_build_object('override_block_size', ace.bool_arg(args, 'override_block_size', false));
+    FOREACH key_name IN ARRAY ARRAY['table_filter', 'against_origin', 'output', 'until'] LOOP
+        args := args || jsonb_build_object(key_name, ace.text_arg(args, key_name));
+    END LOOP;
     PERFORM ace.check_positive(args, k) FROM unnest(ARRAY['block_size', 'max_diff_rows', 'compare_unit_size']) k;
-    IF NOT coalesce((args->>'override_block_size')::boolean, false) THEN
+    IF NOT (args->>'override_block_size')::boolean THEN
         PERFORM ace.check_range(args, 'block_size', 1000, 1000000,
             'Pass override_block_size => true to use a block size outside the guardrails.');
     END IF;
@@ -248,11 +254,6 @@ BEGIN
     IF jsonb_typeof(args->'recheck_after') = 'number' THEN
         args := args || jsonb_build_object('recheck_after', (args->>'recheck_after') || ' seconds');
     END IF;
-    FOREACH key_name IN ARRAY ARRAY['table_filter', 'against_origin', 'output', 'until'] LOOP
-        IF jsonb_typeof(args->key_name) NOT IN ('string', 'null') THEN
-            RAISE EXCEPTION '% must be a string', key_name USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END LOOP;
     IF coalesce(args->>'output', 'json') NOT IN ('json', 'html', 'csv') THEN
         RAISE EXCEPTION 'output must be json, html or csv, got "%"', args->>'output' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -279,7 +280,7 @@ BEGIN
                       HINT = 'Set track_commit_timestamp = on in postgresql.conf and restart; rows written before that have no commit timestamp.';
         END IF;
     END IF;
-    RETURN args;
+    RETURN jsonb_strip_nulls(args);
 END $$;
 
 CREATE OR REPLACE FUNCTION ace.validate_table_repair(args jsonb) RETURNS jsonb
@@ -293,6 +294,12 @@ DECLARE
     sot text;
     k text;
 BEGIN
+    -- nodes means the nodes to compare, an option of diffs; a repair names the nodes it changes
+    -- target_nodes. Refused rather than ignored, so a repair never changes more nodes than asked.
+    IF args ? 'nodes' THEN
+        RAISE EXCEPTION 'table-repair has no option nodes' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Name the nodes to repair with target_nodes; the diff''s nodes are its own.';
+    END IF;
     diff := ace.completed_diff(args, 'repair');
     FOREACH k IN ARRAY ARRAY['dry_run', 'upsert_only', 'insert_only', 'bidirectional', 'fix_nulls', 'fire_triggers',
                              'generate_report', 'atomic'] LOOP
@@ -316,12 +323,12 @@ BEGIN
         RAISE EXCEPTION 'source_of_truth % is not one of the diff''s nodes (%)', sot, array_to_string(diff_nodes, ', ')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF jsonb_typeof(args->'nodes') = 'array' AND jsonb_array_length(args->'nodes') > 0 THEN
-        targets := ARRAY(SELECT DISTINCT btrim(n) FROM jsonb_array_elements_text(args->'nodes') n ORDER BY 1);
+    IF jsonb_typeof(args->'target_nodes') = 'array' AND jsonb_array_length(args->'target_nodes') > 0 THEN
+        targets := ARRAY(SELECT DISTINCT btrim(n) FROM jsonb_array_elements_text(args->'target_nodes') n ORDER BY 1);
         SELECT array_agg(n ORDER BY n) INTO unknown FROM unnest(targets) n WHERE NOT n = ANY(diff_nodes);
         IF unknown IS NOT NULL THEN
             RAISE EXCEPTION 'node(s) % are not among the diff''s nodes (%)', array_to_string(unknown, ', '), array_to_string(diff_nodes, ', ')
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'nodes names the nodes to repair; leave it out to repair every node of the diff.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'target_nodes names the nodes to repair; leave it out to repair every node of the diff.';
         END IF;
         IF sot = ANY(targets) THEN
             RAISE EXCEPTION 'node % is the source of truth and cannot also be repaired', sot USING ERRCODE = 'invalid_parameter_value';
@@ -341,7 +348,7 @@ BEGIN
                   HINT = 'Set track_commit_timestamp = on on every node (it needs a restart), write or diff again, or name a source_of_truth.';
     END IF;
     RETURN jsonb_strip_nulls(args || jsonb_build_object(
-        'diff_task', diff.task_id, 'table_name', tbl, 'nodes', to_jsonb(targets), 'diff_nodes', to_jsonb(diff_nodes)));
+        'diff_task', diff.task_id, 'table_name', tbl, 'target_nodes', to_jsonb(targets), 'diff_nodes', to_jsonb(diff_nodes)));
 END $$;
 
 CREATE OR REPLACE FUNCTION ace.validate_table_rerun(args jsonb) RETURNS jsonb

@@ -1,4 +1,4 @@
--- The SQL API shared by every task type: nodes, waiting, cancelling, following a task.
+-- The SQL API shared by every task type: nodes, waiting (with or without progress NOTICEs), cancelling.
 
 CREATE OR REPLACE FUNCTION ace.add_node(node_name text, conninfo text, cluster_name text DEFAULT 'default')
 RETURNS void LANGUAGE sql AS $$
@@ -10,14 +10,17 @@ CREATE OR REPLACE FUNCTION ace.remove_node(node_name text) RETURNS boolean LANGU
     WITH d AS (DELETE FROM ace.nodes n WHERE n.node_name = $1 RETURNING 1) SELECT EXISTS (SELECT 1 FROM d);
 $$;
 
--- Blocks until the task reaches a terminal status. It polls, because a function cannot receive
--- notifications; the poll interval backs off to 250 ms.
-CREATE OR REPLACE FUNCTION ace.wait(task_id uuid, timeout interval DEFAULT '1 hour') RETURNS ace.tasks
-LANGUAGE plpgsql AS $$
+-- Blocks until the task reaches a terminal status and returns it: the one wait loop, used by
+-- ace.wait callers and by the CALL forms (ace.run_*). It polls, because a function cannot
+-- receive notifications; the poll interval backs off to 250 ms. With progress_notices it raises
+-- a NOTICE whenever the task's progress changes. A NULL timeout waits for as long as it takes.
+CREATE OR REPLACE FUNCTION ace.wait(task_id uuid, timeout interval DEFAULT '1 hour', progress_notices boolean DEFAULT false)
+RETURNS ace.tasks LANGUAGE plpgsql AS $$
 DECLARE
     t ace.tasks;
     deadline timestamptz := clock_timestamp() + timeout;
     pause float8 := 0.01;
+    last_progress jsonb;
 BEGIN
     IF strpos(coalesce(current_setting('ace.uncommitted_tasks', true), ''), task_id::text) > 0 THEN
         RAISE EXCEPTION 'task % was submitted in this transaction and cannot start before it commits', task_id
@@ -32,6 +35,10 @@ BEGIN
         SELECT * INTO t FROM ace.tasks x WHERE x.task_id = wait.task_id;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
+        END IF;
+        IF coalesce(progress_notices, false) AND t.progress IS NOT NULL AND t.progress IS DISTINCT FROM last_progress THEN
+            RAISE NOTICE '%', ace.describe_progress(t.progress);
+            last_progress := t.progress;
         END IF;
         IF t.status IN ('COMPLETED', 'FAILED', 'CANCELLED') THEN
             RETURN t;
@@ -74,30 +81,3 @@ LANGUAGE sql IMMUTABLE AS $$
         CASE WHEN (progress->>'rows_hashed')::bigint > 0 THEN format('%s rows hashed', progress->>'rows_hashed') END,
         CASE WHEN (progress->>'differing_keys')::bigint > 0 THEN format('%s differing row(s) so far', progress->>'differing_keys') END)
 $$;
-
--- Waits for a task, raising a NOTICE whenever its progress changes, and returns how it ended.
--- Shared by the CALL forms of every task type.
-CREATE OR REPLACE PROCEDURE ace.follow_task(task_id uuid, INOUT status text DEFAULT NULL, INOUT result jsonb DEFAULT NULL)
-LANGUAGE plpgsql AS $$
-DECLARE
-    t ace.tasks;
-    last_progress jsonb;
-BEGIN
-    LOOP
-        SELECT * INTO t FROM ace.tasks x WHERE x.task_id = follow_task.task_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
-        END IF;
-        IF t.progress IS DISTINCT FROM last_progress AND t.progress IS NOT NULL THEN
-            RAISE NOTICE '%', ace.describe_progress(t.progress);
-            last_progress := t.progress;
-        END IF;
-        EXIT WHEN t.status IN ('COMPLETED', 'FAILED', 'CANCELLED');
-        PERFORM pg_sleep(0.2);
-    END LOOP;
-    status := t.status;
-    result := t.result;
-    IF t.status <> 'COMPLETED' THEN
-        RAISE WARNING '% task % %: %', t.task_type, task_id, t.status, t.error;
-    END IF;
-END $$;

@@ -13,7 +13,7 @@ CREATE OR REPLACE FUNCTION ace.table_diff(
     until timestamptz DEFAULT NULL,
     output text DEFAULT NULL,
     recheck_after interval DEFAULT NULL,
-    override_block_size boolean DEFAULT NULL
+    override_block_size boolean DEFAULT false
 ) RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     id uuid;
@@ -42,7 +42,7 @@ CREATE OR REPLACE PROCEDURE ace.run_table_diff(
     until timestamptz DEFAULT NULL,
     output text DEFAULT NULL,
     recheck_after interval DEFAULT NULL,
-    override_block_size boolean DEFAULT NULL,
+    override_block_size boolean DEFAULT false,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT differing_rows bigint DEFAULT NULL,
@@ -54,13 +54,15 @@ BEGIN
                               override_block_size);
     RAISE NOTICE 'submitted table-diff task %', task_id;
     COMMIT;
-    CALL ace.follow_task(task_id, status, summary);
+    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
     IF status = 'COMPLETED' THEN
         differing_rows := (summary->>'differing_keys')::bigint;
         RAISE NOTICE '%', ace.describe_diff(summary);
         IF differing_rows > 0 THEN
             RAISE NOTICE 'see the rows with: SELECT * FROM ace.diff_rows(''%'');', task_id;
         END IF;
+    ELSE
+        RAISE WARNING 'table-diff task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = run_table_diff.task_id);
     END IF;
 END $$;
 

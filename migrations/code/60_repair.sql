@@ -29,7 +29,7 @@ CREATE OR REPLACE FUNCTION ace.table_repair(
     strategy text DEFAULT NULL,
     atomic boolean DEFAULT false,
     check_unchanged boolean DEFAULT true,
-    nodes text[] DEFAULT NULL
+    target_nodes text[] DEFAULT NULL
 ) RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     id uuid;
@@ -39,7 +39,7 @@ BEGIN
         'diff_task', diff_task, 'source_of_truth', source_of_truth, 'dry_run', dry_run, 'upsert_only', upsert_only,
         'insert_only', insert_only, 'bidirectional', bidirectional, 'fix_nulls', fix_nulls, 'fire_triggers', fire_triggers,
         'generate_report', generate_report, 'strategy', strategy, 'atomic', atomic, 'check_unchanged', check_unchanged,
-        'nodes', nodes)))
+        'target_nodes', target_nodes)))
     RETURNING task_id INTO id;
     RETURN id;
 END $$;
@@ -55,15 +55,15 @@ BEGIN
 END $$;
 
 -- What a repair did (or, in a dry run, would do) to each row on each node.
-CREATE OR REPLACE FUNCTION ace.repair_report(task_id uuid)
+CREATE OR REPLACE FUNCTION ace.repair_rows(task_id uuid)
 RETURNS TABLE (node text, action text, pk jsonb, source text, before jsonb, after jsonb, reason text, applied boolean, attempt int)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM ace.tasks t WHERE t.task_id = repair_report.task_id) THEN
+    IF NOT EXISTS (SELECT 1 FROM ace.tasks t WHERE t.task_id = repair_rows.task_id) THEN
         RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
     END IF;
     RETURN QUERY SELECT a.node, a.action, a.pk, a.source, a.before, a.after, a.reason, a.applied, a.attempt
-        FROM ace.repair_actions a WHERE a.task_id = repair_report.task_id ORDER BY a.node, a.pk_sort, a.row_no;
+        FROM ace.repair_actions a WHERE a.task_id = repair_rows.task_id ORDER BY a.node, a.pk_sort, a.row_no;
 END $$;
 
 -- A one-line account of a repair's result, for NOTICEs.
@@ -96,23 +96,23 @@ CREATE OR REPLACE PROCEDURE ace.run_table_repair(
     strategy text DEFAULT NULL,
     atomic boolean DEFAULT false,
     check_unchanged boolean DEFAULT true,
-    nodes text[] DEFAULT NULL,
+    target_nodes text[] DEFAULT NULL,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
     task_id := ace.table_repair(diff_task, source_of_truth, dry_run, upsert_only, insert_only, bidirectional, fix_nulls,
-                                fire_triggers, generate_report, strategy, atomic, check_unchanged, nodes);
+                                fire_triggers, generate_report, strategy, atomic, check_unchanged, target_nodes);
     RAISE NOTICE 'submitted table-repair task %', task_id;
     COMMIT;
-    CALL ace.follow_task(task_id, status, summary);
+    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
     IF status = 'COMPLETED' THEN
         RAISE NOTICE '%', ace.describe_repair(summary);
-        RAISE NOTICE 'see what each node got with: SELECT * FROM ace.repair_report(''%'');', task_id;
+        RAISE NOTICE 'see what each node got with: SELECT * FROM ace.repair_rows(''%'');', task_id;
     ELSE
         RAISE WARNING 'table-repair task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = run_table_repair.task_id);
-        RAISE NOTICE 'see what each node got with: SELECT * FROM ace.repair_report(''%'');', task_id;
+        RAISE NOTICE 'see what each node got with: SELECT * FROM ace.repair_rows(''%'');', task_id;
     END IF;
 END $$;
 
@@ -127,7 +127,7 @@ BEGIN
     task_id := ace.table_rerun(diff_task);
     RAISE NOTICE 'submitted table-rerun task %', task_id;
     COMMIT;
-    CALL ace.follow_task(task_id, status, summary);
+    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
     IF status = 'COMPLETED' THEN
         differing_rows := (summary->>'differing_keys')::bigint;
         IF differing_rows = 0 THEN
