@@ -25,8 +25,16 @@ func TestFormatProgress(t *testing.T) {
 
 func TestGroupDigits(t *testing.T) {
 	t.Parallel()
-	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 1234567: "1,234,567", -1234: "-1,234"} {
-		require.Equal(t, want, report.GroupDigits(n))
+	for _, c := range []struct {
+		n    int64
+		want string
+	}{
+		{0, "0"}, {999, "999"}, {1000, "1,000"}, {1234567, "1,234,567"}, {-1234, "-1,234"},
+	} {
+		t.Run(c.want, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, c.want, report.GroupDigits(c.n))
+		})
 	}
 }
 
