@@ -23,7 +23,7 @@ func TestFileName(t *testing.T) {
 
 func TestWriteErrors(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
+	ctx := t.Context()
 	var b bytes.Buffer
 	err := Write(ctx, &b, "xml", testSummary(), sliceRows(testRows(), nil))
 	require.EqualError(t, err, `unsupported report format "xml": use json, html, csv`)
@@ -34,8 +34,11 @@ func TestWriteErrors(t *testing.T) {
 
 	boom := errors.New("boom")
 	failing := func(func(engine.DiffRow) error) error { return boom }
+	// The subtests share b and, below, cctx: they run sequentially, without t.Parallel.
 	for _, f := range Formats {
-		require.ErrorIs(t, Write(ctx, &b, f, testSummary(), failing), boom, f)
+		t.Run("failing rows/"+f, func(t *testing.T) {
+			require.ErrorIs(t, Write(ctx, &b, f, testSummary(), failing), boom, f)
+		})
 	}
 
 	// A cancelled context stops a pass.
@@ -46,14 +49,18 @@ func TestWriteErrors(t *testing.T) {
 		return sliceRows(testRows(), &passes)(fn)
 	}
 	for _, f := range Formats {
-		require.ErrorIs(t, Write(cctx, &b, f, testSummary(), rows), context.Canceled, f)
+		t.Run("cancelled/"+f, func(t *testing.T) {
+			require.ErrorIs(t, Write(cctx, &b, f, testSummary(), rows), context.Canceled, f)
+		})
 	}
 
 	// A row that is not a JSON object.
 	bad := testRows()[:1]
 	bad[0].Rows["n1"] = []byte(`[1]`)
 	for _, f := range Formats {
-		require.ErrorContains(t, Write(ctx, &b, f, testSummary(), sliceRows(bad, nil)), "decode the row", f)
+		t.Run("not an object/"+f, func(t *testing.T) {
+			require.ErrorContains(t, Write(ctx, &b, f, testSummary(), sliceRows(bad, nil)), "decode the row", f)
+		})
 	}
 }
 
@@ -61,10 +68,18 @@ func TestWriteErrors(t *testing.T) {
 // whatever their number.
 func TestPasses(t *testing.T) {
 	t.Parallel()
-	for format, want := range map[string]int{"json": 6, "csv": 6, "html": 1 + 3*3} {
-		passes := 0
-		var b bytes.Buffer
-		require.NoError(t, Write(context.Background(), &b, format, testSummary(), sliceRows(testRows(), &passes)))
-		require.LessOrEqual(t, passes, want, format)
+	for _, c := range []struct {
+		format string
+		want   int
+	}{
+		{"json", 6}, {"csv", 6}, {"html", 1 + 3*3},
+	} {
+		t.Run(c.format, func(t *testing.T) {
+			t.Parallel()
+			passes := 0
+			var b bytes.Buffer
+			require.NoError(t, Write(t.Context(), &b, c.format, testSummary(), sliceRows(testRows(), &passes)))
+			require.LessOrEqual(t, passes, c.want, c.format)
+		})
 	}
 }
