@@ -136,7 +136,10 @@ func TestConvertTime(t *testing.T) {
 		{"numeric(12,2)", `"3000.00"`, `"3000.00"`},
 		{"bigint", `9007199254740993`, `9007199254740993`},
 	} {
-		require.Equal(t, c.want, string(converterFor(c.typ)(json.RawMessage(c.in))), "%s %s", c.typ, c.in)
+		t.Run(c.typ+" "+c.in, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, c.want, string(converterFor(c.typ)(json.RawMessage(c.in))), "%s %s", c.typ, c.in)
+		})
 	}
 }
 
@@ -144,10 +147,17 @@ func TestPairDiffersAndMeta(t *testing.T) {
 	t.Parallel()
 	// n1 and n3 hold the same version, n2 another, n4 none.
 	r := engine.DiffRow{Versions: map[string]int{"n1": 1, "n2": 2, "n3": 1}}
-	for pair, want := range map[[2]string]bool{
-		{"n1", "n2"}: true, {"n1", "n3"}: false, {"n2", "n3"}: true, {"n1", "n4"}: true, {"n4", "n5"}: false,
+	for _, c := range []struct {
+		pair [2]string
+		want bool
+	}{
+		{[2]string{"n1", "n2"}, true}, {[2]string{"n1", "n3"}, false}, {[2]string{"n2", "n3"}, true},
+		{[2]string{"n1", "n4"}, true}, {[2]string{"n4", "n5"}, false},
 	} {
-		require.Equal(t, want, pairDiffers(r, pair), "%v", pair)
+		t.Run(c.pair[0]+"/"+c.pair[1], func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, c.want, pairDiffers(r, c.pair), "%v", c.pair)
+		})
 	}
 	require.Equal(t, [][2]string{{"a", "b"}, {"a", "c"}, {"b", "c"}}, nodePairs([]string{"c", "a", "b"}))
 
