@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"strings"
@@ -19,20 +18,22 @@ func TestTableDiffOptionGuardrails(t *testing.T) {
 	t.Parallel()
 	e := testcluster.New(t)
 	e.ExecAll(`CREATE TABLE ok (id int PRIMARY KEY)`)
-	cases := map[string]string{
-		`'public.ok', block_size => 10`:              `block_size must be between 1000 and 1000000, got 10`,
-		`'public.ok', concurrency_factor => 5`:       `concurrency_factor must be greater than 0 and at most 4, got 5`,
-		`'public.ok', max_connections => -1`:         `max_connections must be between 0 and 1000, got -1`,
-		`'public.ok', output => 'xml'`:               `output must be json, html or csv, got "xml"`,
-		`'public.ok', recheck_after => '-5 seconds'`: `recheck_after must not be negative`,
-		`'public.ok', block_size => 10000000`:        `block_size must be between 1000 and 1000000`,
-	}
-	for args, msg := range cases {
-		require.Contains(t, submitErr(t, e, args).Message, msg, args)
+	// The cases share one cluster: they run sequentially, without t.Parallel.
+	for _, c := range []struct{ args, msg string }{
+		{`'public.ok', block_size => 10`, `block_size must be between 1000 and 1000000, got 10`},
+		{`'public.ok', concurrency_factor => 5`, `concurrency_factor must be greater than 0 and at most 4, got 5`},
+		{`'public.ok', max_connections => -1`, `max_connections must be between 0 and 1000, got -1`},
+		{`'public.ok', output => 'xml'`, `output must be json, html or csv, got "xml"`},
+		{`'public.ok', recheck_after => '-5 seconds'`, `recheck_after must not be negative`},
+		{`'public.ok', block_size => 10000000`, `block_size must be between 1000 and 1000000`},
+	} {
+		t.Run(c.args, func(t *testing.T) {
+			require.Contains(t, submitErr(t, e, c.args).Message, c.msg, c.args)
+		})
 	}
 	require.Contains(t, submitErr(t, e, `'public.ok', block_size => 10`).Hint, "override_block_size")
 	var id uuid.UUID
-	require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(),
+	require.NoError(t, e.Node("n1").Pool.QueryRow(t.Context(),
 		`SELECT ace.table_diff('public.ok', block_size => 10, override_block_size => true)`).Scan(&id))
 }
 
@@ -42,7 +43,7 @@ func TestTableDiffUntilIgnoresLaterCommits(t *testing.T) {
 	e.ExecAll(`INSERT INTO u SELECT g, 'v' FROM generate_series(1, 100) g`)
 	e.Node("n2").Exec(t, `UPDATE u SET v = 'drift before the fence' WHERE id = 5`)
 	var fence time.Time
-	require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(), `SELECT clock_timestamp()`).Scan(&fence))
+	require.NoError(t, e.Node("n1").Pool.QueryRow(t.Context(), `SELECT clock_timestamp()`).Scan(&fence))
 	time.Sleep(10 * time.Millisecond)
 	e.Node("n1").Exec(t, `INSERT INTO u VALUES (101, 'written after the fence')`)
 	s, rows := e.completedDiff(`'public.u', nodes => ARRAY['n1', 'n2'], until => $1`, fence)
@@ -57,7 +58,7 @@ func TestTableDiffAgainstOrigin(t *testing.T) {
 	e.Node("n1").Exec(t, `INSERT INTO o SELECT g, 'v' FROM generate_series(1, 20) g`)
 	// On n2 the same rows arrive "from n1": written under a replication origin of that name,
 	// as a subscription's apply worker would. Row 21 is n2's own.
-	ctx := context.Background()
+	ctx := t.Context()
 	conn, err := e.Node("n2").Pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
@@ -88,7 +89,7 @@ func TestTableDiffRecheckSeparatesTransientFromPersistentDrift(t *testing.T) {
 	e.Node("n3").Exec(t, `UPDATE lag SET v = 'drifted' WHERE id = 20`)
 	n1 := e.Node("n1")
 	var id uuid.UUID
-	require.NoError(t, n1.Pool.QueryRow(context.Background(),
+	require.NoError(t, n1.Pool.QueryRow(t.Context(),
 		`SELECT ace.table_diff('public.lag', recheck_after => '3 seconds')`).Scan(&id))
 	waitForPhase(t, n1, id, "waiting")
 	// Replication catches up on row 10 while the diff waits.
@@ -111,7 +112,7 @@ func TestTableDiffRecheckSeparatesTransientFromPersistentDrift(t *testing.T) {
 func waitForPhase(t *testing.T, n *testcluster.Node, id uuid.UUID, prefix string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		task, err := sqlapi.GetTask(context.Background(), n.Pool, id)
+		task, err := sqlapi.GetTask(t.Context(), n.Pool, id)
 		require.NoError(t, err)
 		var p struct{ Phase string }
 		_ = json.Unmarshal(task.Progress, &p)
@@ -124,13 +125,17 @@ func TestTableDiffConcurrencyOptions(t *testing.T) {
 	e := setup(t, `CREATE TABLE c (id int PRIMARY KEY, v int)`)
 	e.ExecAll(`INSERT INTO c SELECT g, g FROM generate_series(1, 5000) g`)
 	e.Node("n3").Exec(t, `DELETE FROM c WHERE id IN (1, 2500, 5000)`)
+	// The cases diff one table on one cluster: they run sequentially, without t.Parallel.
 	for _, args := range []string{
 		`'public.c', concurrency_factor => 0.5, max_connections => 2, block_size => 1000`,
 		`'public.c', concurrency_factor => 4, compare_unit_size => 7, block_size => 1000`,
 	} {
-		s, rows := e.completedDiff(args)
-		require.Equal(t, []string{`{"id": 1}`, `{"id": 2500}`, `{"id": 5000}`}, keys(rows), args)
-		require.InDelta(t, 5, s.InitialRangesCount, 1, "blocks of about 1000 rows: %s", args)
+		t.Run(args, func(t *testing.T) {
+			e := &diffEnv{Env: e.Env, t: t}
+			s, rows := e.completedDiff(args)
+			require.Equal(t, []string{`{"id": 1}`, `{"id": 2500}`, `{"id": 5000}`}, keys(rows), args)
+			require.InDelta(t, 5, s.InitialRangesCount, 1, "blocks of about 1000 rows: %s", args)
+		})
 	}
 }
 
@@ -139,13 +144,17 @@ func TestTableDiffWritesTheOutputReport(t *testing.T) {
 	e := setup(t, `CREATE TABLE rep (id int PRIMARY KEY, v text)`)
 	e.ExecAll(`INSERT INTO rep SELECT g, 'v' FROM generate_series(1, 50) g`)
 	e.Node("n2").Exec(t, `UPDATE rep SET v = '<changed>' WHERE id = 5`)
+	// The formats diff one table on one cluster: they run sequentially, without t.Parallel.
 	for _, format := range []string{"html", "csv", "json"} {
-		s, _ := e.completedDiff(`'public.rep', output => $1`, format)
-		require.FileExists(t, s.ReportFile)
-		require.True(t, strings.HasSuffix(s.ReportFile, "."+format), s.ReportFile)
-		raw, err := os.ReadFile(s.ReportFile)
-		require.NoError(t, err)
-		require.Contains(t, string(raw), "changed", format)
-		require.NoError(t, os.Remove(s.ReportFile))
+		t.Run(format, func(t *testing.T) {
+			e := &diffEnv{Env: e.Env, t: t}
+			s, _ := e.completedDiff(`'public.rep', output => $1`, format)
+			require.FileExists(t, s.ReportFile)
+			require.True(t, strings.HasSuffix(s.ReportFile, "."+format), s.ReportFile)
+			raw, err := os.ReadFile(s.ReportFile)
+			require.NoError(t, err)
+			require.Contains(t, string(raw), "changed", format)
+			require.NoError(t, os.Remove(s.ReportFile))
+		})
 	}
 }
