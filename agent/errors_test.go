@@ -20,7 +20,7 @@ import (
 func submitErr(t *testing.T, e *testcluster.Env, args string) *pgconn.PgError {
 	t.Helper()
 	var id uuid.UUID
-	err := e.Node("n1").Pool.QueryRow(context.Background(), `SELECT ace.table_diff(`+args+`)`).Scan(&id)
+	err := e.Node("n1").Pool.QueryRow(t.Context(), `SELECT ace.table_diff(`+args+`)`).Scan(&id)
 	var pgErr *pgconn.PgError
 	require.True(t, errors.As(err, &pgErr), "want an immediate error, got %v", err)
 	return pgErr
@@ -30,21 +30,24 @@ func TestTableDiffRejectsBadInputAtOnce(t *testing.T) {
 	t.Parallel()
 	e := testcluster.New(t)
 	e.ExecAll(`CREATE TABLE nopk (id int, v text); CREATE TABLE ok (id int PRIMARY KEY); CREATE VIEW v AS SELECT 1 AS x`)
-	cases := map[string]string{
-		`'public.missing'`: `table "public.missing" does not exist on this node`,
-		`'public.nopk'`:    `table nopk has no primary key`,
-		`'public.v'`:       `"public.v" is not a table`,
-		`'public.ok', nodes => ARRAY['n1', 'nine']`: `unknown node(s): nine`,
-		`'public.ok', nodes => ARRAY['n1']`:         `a diff needs at least 2 nodes, got n1`,
-		`'public.ok', block_size => 0`:              `block_size must be a positive integer, got 0`,
-		`'public.ok', max_diff_rows => -1`:          `max_diff_rows must be a positive integer, got -1`,
-		`'not a "valid name'`:                       `invalid table name`,
-	}
-	for args, msg := range cases {
-		require.Contains(t, submitErr(t, e, args).Message, msg, args)
+	// The cases share one cluster, and the count below checks them all: they run sequentially,
+	// without t.Parallel.
+	for _, c := range []struct{ args, msg string }{
+		{`'public.missing'`, `table "public.missing" does not exist on this node`},
+		{`'public.nopk'`, `table nopk has no primary key`},
+		{`'public.v'`, `"public.v" is not a table`},
+		{`'public.ok', nodes => ARRAY['n1', 'nine']`, `unknown node(s): nine`},
+		{`'public.ok', nodes => ARRAY['n1']`, `a diff needs at least 2 nodes, got n1`},
+		{`'public.ok', block_size => 0`, `block_size must be a positive integer, got 0`},
+		{`'public.ok', max_diff_rows => -1`, `max_diff_rows must be a positive integer, got -1`},
+		{`'not a "valid name'`, `invalid table name`},
+	} {
+		t.Run(c.args, func(t *testing.T) {
+			require.Contains(t, submitErr(t, e, c.args).Message, c.msg, c.args)
+		})
 	}
 	var queued int
-	require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(), `SELECT count(*) FROM ace.tasks`).Scan(&queued))
+	require.NoError(t, e.Node("n1").Pool.QueryRow(t.Context(), `SELECT count(*) FROM ace.tasks`).Scan(&queued))
 	require.Zero(t, queued, "a refused submission must leave no task behind")
 }
 
@@ -52,7 +55,7 @@ func TestWaitInSubmittingTransactionFails(t *testing.T) {
 	t.Parallel()
 	e := testcluster.New(t)
 	e.ExecAll(`CREATE TABLE t (id int PRIMARY KEY)`)
-	_, err := e.Node("n1").Pool.Exec(context.Background(), `SELECT * FROM ace.wait(ace.table_diff('public.t'))`)
+	_, err := e.Node("n1").Pool.Exec(t.Context(), `SELECT * FROM ace.wait(ace.table_diff('public.t'))`)
 	var pgErr *pgconn.PgError
 	require.True(t, errors.As(err, &pgErr))
 	require.Contains(t, pgErr.Message, "was submitted in this transaction")
@@ -68,12 +71,12 @@ func TestRunTableDiffProcedureReportsProgressAndSummary(t *testing.T) {
 	require.NoError(t, err)
 	var notices []string
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
-	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
 	require.NoError(t, err)
-	defer conn.Close(context.Background())
+	defer conn.Close(t.Context())
 	var status string
 	var differing int64
-	require.NoError(t, conn.QueryRow(context.Background(),
+	require.NoError(t, conn.QueryRow(t.Context(),
 		`CALL ace.run_table_diff('public.t', block_size => 1000)`).Scan(new(uuid.UUID), &status, &differing, new(map[string]any)))
 	require.Equal(t, "COMPLETED", status)
 	require.EqualValues(t, 1, differing)
@@ -86,7 +89,7 @@ func TestTableDiffFailsNamingAnUnreachablePeer(t *testing.T) {
 	t.Parallel()
 	// A private cluster: stopping a node of the shared one would break other tests.
 	c := localpg.StartT(t, localpg.Options{Nodes: 2})
-	ctx := context.Background()
+	ctx := t.Context()
 	conn, err := pgx.Connect(ctx, c.Nodes[0].DSN("postgres"))
 	require.NoError(t, err)
 	defer conn.Close(ctx)
@@ -132,7 +135,7 @@ func TestTableDiffRunsAsTheSubmittingRole(t *testing.T) {
 	e.ExecAll(`CREATE ROLE ` + reader + ` LOGIN; CREATE ROLE ` + outsider + ` LOGIN`)
 	e.ExecAll(`GRANT SELECT ON t TO ` + reader)
 	e.Node("n2").Exec(t, `REVOKE SELECT ON t FROM `+reader)
-	ctx := context.Background()
+	ctx := t.Context()
 	conn, err := pgx.Connect(ctx, e.Node("n1").DSN)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
@@ -161,13 +164,13 @@ func TestConcurrentInstallsAreSafe(t *testing.T) {
 	errs := make(chan error, 4)
 	for range 4 {
 		go func() {
-			conn, err := pgx.Connect(context.Background(), n.DSN)
+			conn, err := pgx.Connect(t.Context(), n.DSN)
 			if err != nil {
 				errs <- err
 				return
 			}
-			defer conn.Close(context.Background())
-			_, err = sqlapi.Install(context.Background(), conn)
+			defer conn.Close(t.Context())
+			_, err = sqlapi.Install(t.Context(), conn)
 			errs <- err
 		}()
 	}
@@ -179,7 +182,7 @@ func TestConcurrentInstallsAreSafe(t *testing.T) {
 func TestApplicationInsertAndCompletionNotify(t *testing.T) {
 	t.Parallel()
 	e := setup(t, `CREATE TABLE t (id int PRIMARY KEY)`)
-	ctx := context.Background()
+	ctx := t.Context()
 	conn, err := pgx.Connect(ctx, e.Node("n1").DSN)
 	require.NoError(t, err)
 	defer conn.Close(ctx)
