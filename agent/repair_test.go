@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"context"
 	"sort"
 	"testing"
 
@@ -294,28 +293,31 @@ func TestRepairInvalidOptionsFailAtOnce(t *testing.T) {
 	e.Node("n2").Exec(t, `UPDATE v SET x = 'y' WHERE id = 1`)
 	diff := e.diffID("public.v")
 	n1 := e.Node("n1")
-	for args, msg := range map[string]string{
-		`bidirectional => true, upsert_only => true`:     "bidirectional and upsert_only cannot be combined",
-		`bidirectional => true, fix_nulls => true`:       "bidirectional and fix_nulls cannot be combined",
-		`fix_nulls => true, insert_only => true`:         "fix_nulls and insert_only cannot be combined",
-		`fix_nulls => true, upsert_only => true`:         "fix_nulls and upsert_only cannot be combined",
-		`'n1', insert_only => true, upsert_only => true`: "insert_only and upsert_only cannot be combined",
-		`'n1', strategy => 'latest_commit'`:              "strategy and source_of_truth cannot be combined",
-		`strategy => 'oldest'`:                           `unknown strategy "oldest"`,
-		`dry_run => true`:                                "source_of_truth is required",
-		`'n9'`:                                           "source_of_truth n9 is not one of the diff's nodes (n1, n2, n3)",
-		`'n1', target_nodes => ARRAY['n1']`:              "node n1 is the source of truth and cannot also be repaired",
-		`'n1', target_nodes => ARRAY['n7']`:              "node(s) n7 are not among the diff's nodes",
+	// The cases share one diff on one cluster: they run sequentially, without t.Parallel.
+	for _, c := range []struct{ args, msg string }{
+		{`bidirectional => true, upsert_only => true`, "bidirectional and upsert_only cannot be combined"},
+		{`bidirectional => true, fix_nulls => true`, "bidirectional and fix_nulls cannot be combined"},
+		{`fix_nulls => true, insert_only => true`, "fix_nulls and insert_only cannot be combined"},
+		{`fix_nulls => true, upsert_only => true`, "fix_nulls and upsert_only cannot be combined"},
+		{`'n1', insert_only => true, upsert_only => true`, "insert_only and upsert_only cannot be combined"},
+		{`'n1', strategy => 'latest_commit'`, "strategy and source_of_truth cannot be combined"},
+		{`strategy => 'oldest'`, `unknown strategy "oldest"`},
+		{`dry_run => true`, "source_of_truth is required"},
+		{`'n9'`, "source_of_truth n9 is not one of the diff's nodes (n1, n2, n3)"},
+		{`'n1', target_nodes => ARRAY['n1']`, "node n1 is the source of truth and cannot also be repaired"},
+		{`'n1', target_nodes => ARRAY['n7']`, "node(s) n7 are not among the diff's nodes"},
 	} {
-		var id string
-		err := n1.Pool.QueryRow(context.Background(), `SELECT ace.table_repair($1, `+args+`)`, diff).Scan(&id)
-		require.ErrorContains(t, err, msg, args)
+		t.Run(c.args, func(t *testing.T) {
+			var id string
+			err := n1.Pool.QueryRow(t.Context(), `SELECT ace.table_repair($1, `+c.args+`)`, diff).Scan(&id)
+			require.ErrorContains(t, err, c.msg, c.args)
+		})
 	}
 	var id string
-	err := n1.Pool.QueryRow(context.Background(), `SELECT ace.table_repair('00000000-0000-0000-0000-000000000000', 'n1')`).Scan(&id)
+	err := n1.Pool.QueryRow(t.Context(), `SELECT ace.table_repair('00000000-0000-0000-0000-000000000000', 'n1')`).Scan(&id)
 	require.ErrorContains(t, err, "diff task 00000000-0000-0000-0000-000000000000 does not exist")
 	repair, _ := e.completedRepair(diff, `'n1', dry_run => true`)
-	err = n1.Pool.QueryRow(context.Background(), `SELECT ace.table_repair($1, 'n1')`, repair).Scan(&id)
+	err = n1.Pool.QueryRow(t.Context(), `SELECT ace.table_repair($1, 'n1')`, repair).Scan(&id)
 	require.ErrorContains(t, err, "is a table-repair task, not a diff")
 }
 
@@ -327,7 +329,7 @@ func TestRepairNeedsTheRightsToWrite(t *testing.T) {
 	e.ExecAll(`DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '` + role + `') THEN CREATE ROLE ` + role + ` LOGIN; END IF; END $$`)
 	e.ExecAll(`GRANT SELECT, INSERT ON v TO ` + role)
 	e.Node("n2").Exec(t, `UPDATE v SET x = 'y' WHERE id = 1`)
-	ctx := context.Background()
+	ctx := t.Context()
 	conn, err := e.Node("n1").Pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
