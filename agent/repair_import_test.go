@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
 
@@ -23,7 +22,7 @@ func TestImportedACEDiffCanBeRepaired(t *testing.T) {
 	for _, n := range e.Nodes {
 		pools[n.Name] = n.Pool
 	}
-	require.NoError(t, acesample.Load(context.Background(), pools))
+	require.NoError(t, acesample.Load(t.Context(), pools))
 	file, err := acesample.Read()
 	require.NoError(t, err)
 
@@ -34,7 +33,7 @@ func TestImportedACEDiffCanBeRepaired(t *testing.T) {
 
 	n1 := e.Node("n1")
 	var id uuid.UUID
-	require.NoError(t, n1.Pool.QueryRow(context.Background(), `SELECT ace.diff_import($1::jsonb, 'sample.json')`, string(file)).Scan(&id))
+	require.NoError(t, n1.Pool.QueryRow(t.Context(), `SELECT ace.diff_import($1::jsonb, 'sample.json')`, string(file)).Scan(&id))
 	task := n1.Wait(t, id)
 	require.Equal(t, sqlapi.StatusCompleted, task.Status, "import error: %v", task.Error)
 	var imported engine.DiffSummary
@@ -63,15 +62,18 @@ func TestImportRejectsABadFileAtOnce(t *testing.T) {
 	t.Parallel()
 	e := setup(t, `CREATE TABLE public.v (id int PRIMARY KEY, x text)`)
 	n1 := e.Node("n1")
-	for file, msg := range map[string]string{
-		`{"rows": []}`: "not an ACE diff file",
-		`{"diffs": {}, "summary": {"schema": "public", "table": "nope", "nodes": ["n1", "n2"], "primary_key": ["id"]}}`: `table "public.nope" does not exist`,
-		`{"diffs": {}, "summary": {"schema": "public", "table": "v", "nodes": ["n1", "n9"], "primary_key": ["id"]}}`:    "unknown node(s): n9",
-		`{"diffs": {}, "summary": {"schema": "public", "table": "v", "nodes": ["n1", "n2"], "primary_key": ["x"]}}`:     "the diff file's primary key (x) is not the primary key of public.v here (id)",
+	// The cases share one cluster: they run sequentially, without t.Parallel.
+	for _, c := range []struct{ name, file, msg string }{
+		{"not a diff file", `{"rows": []}`, "not an ACE diff file"},
+		{"unknown table", `{"diffs": {}, "summary": {"schema": "public", "table": "nope", "nodes": ["n1", "n2"], "primary_key": ["id"]}}`, `table "public.nope" does not exist`},
+		{"unknown node", `{"diffs": {}, "summary": {"schema": "public", "table": "v", "nodes": ["n1", "n9"], "primary_key": ["id"]}}`, "unknown node(s): n9"},
+		{"other primary key", `{"diffs": {}, "summary": {"schema": "public", "table": "v", "nodes": ["n1", "n2"], "primary_key": ["x"]}}`, "the diff file's primary key (x) is not the primary key of public.v here (id)"},
 	} {
-		var id string
-		err := n1.Pool.QueryRow(context.Background(), `SELECT ace.diff_import($1::jsonb)`, file).Scan(&id)
-		require.ErrorContains(t, err, msg, file)
+		t.Run(c.name, func(t *testing.T) {
+			var id string
+			err := n1.Pool.QueryRow(t.Context(), `SELECT ace.diff_import($1::jsonb)`, c.file).Scan(&id)
+			require.ErrorContains(t, err, c.msg, c.file)
+		})
 	}
 }
 
@@ -85,12 +87,12 @@ func TestRunTableRepairAndRerunProcedures(t *testing.T) {
 	require.NoError(t, err)
 	var notices []string
 	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
-	conn, err := pgx.ConnectConfig(context.Background(), cfg)
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
 	require.NoError(t, err)
-	defer conn.Close(context.Background())
+	defer conn.Close(t.Context())
 	var status string
 	var summary map[string]any
-	require.NoError(t, conn.QueryRow(context.Background(), `CALL ace.run_table_repair($1, source_of_truth => 'n1')`, diff).
+	require.NoError(t, conn.QueryRow(t.Context(), `CALL ace.run_table_repair($1, source_of_truth => 'n1')`, diff).
 		Scan(new(uuid.UUID), &status, &summary))
 	require.Equal(t, "COMPLETED", status)
 	require.Equal(t, true, summary["fully_repaired"])
@@ -99,7 +101,7 @@ func TestRunTableRepairAndRerunProcedures(t *testing.T) {
 	require.Contains(t, notices[len(notices)-1], "SELECT * FROM ace.repair_rows(")
 
 	var differing int64
-	require.NoError(t, conn.QueryRow(context.Background(), `CALL ace.run_table_rerun($1)`, diff).
+	require.NoError(t, conn.QueryRow(t.Context(), `CALL ace.run_table_rerun($1)`, diff).
 		Scan(new(uuid.UUID), &status, &differing, &summary))
 	require.Equal(t, "COMPLETED", status)
 	require.EqualValues(t, 0, differing)
