@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"context"
 	"fmt"
 	"sort"
 	"testing"
@@ -123,16 +122,20 @@ func TestTableDiffCompositeKey(t *testing.T) {
 	e.Node("n3").Exec(t, `DELETE FROM c WHERE region = 'us' AND seq = 300`)
 	e.Node("n1").Exec(t, `INSERT INTO c VALUES ('zz', 1, '2030-01-01', 'beyond the last range'), ('', 0, '1999-01-01', 'before the first')`)
 	e.Node("n3").Exec(t, `UPDATE c SET v = NULL WHERE region = 'q"x' AND seq = 1`)
+	// The units diff one table on one cluster: they run sequentially, without t.Parallel.
 	for _, unit := range []int{100, 3} {
-		s, rows := e.completedDiff(`'public.c', compare_unit_size => $1, block_size => 50, override_block_size => true`, unit)
-		require.Equal(t, []string{
-			`{"at": "1999-01-01", "seq": 0, "region": ""}`,
-			`{"at": "2024-01-02", "seq": 1, "region": "q\"x"}`,
-			`{"at": "2024-05-30", "seq": 150, "region": "a,b"}`,
-			`{"at": "2024-10-27", "seq": 300, "region": "us"}`,
-			`{"at": "2030-01-01", "seq": 1, "region": "zz"}`,
-		}, keys(rows))
-		require.Equal(t, []string{"region", "seq", "at"}, s.PrimaryKey)
+		t.Run(fmt.Sprintf("unit%d", unit), func(t *testing.T) {
+			e := &diffEnv{Env: e.Env, t: t}
+			s, rows := e.completedDiff(`'public.c', compare_unit_size => $1, block_size => 50, override_block_size => true`, unit)
+			require.Equal(t, []string{
+				`{"at": "1999-01-01", "seq": 0, "region": ""}`,
+				`{"at": "2024-01-02", "seq": 1, "region": "q\"x"}`,
+				`{"at": "2024-05-30", "seq": 150, "region": "a,b"}`,
+				`{"at": "2024-10-27", "seq": 300, "region": "us"}`,
+				`{"at": "2030-01-01", "seq": 1, "region": "zz"}`,
+			}, keys(rows))
+			require.Equal(t, []string{"region", "seq", "at"}, s.PrimaryKey)
+		})
 	}
 }
 
@@ -176,14 +179,19 @@ func TestTableDiffFilterCannotWrite(t *testing.T) {
 	e := setup(t, `CREATE TABLE public.w (id int PRIMARY KEY, v int);
 		CREATE FUNCTION public.sneaky() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN DELETE FROM public.w; RETURN true; END $$`)
 	e.ExecAll(`INSERT INTO w SELECT g, g FROM generate_series(1, 100) g`)
+	// The filters run against one table, which the count below checks after them all: they run
+	// sequentially, without t.Parallel.
 	for _, filter := range []string{`id > 0; DELETE FROM w`, `public.sneaky()`, `id IN (SELECT 1 FROM pg_sleep(0)) --`} {
-		_, task := e.diff(`'public.w', table_filter => $1`, filter)
-		require.Equal(t, "FAILED", string(task.Status), "filter %q", filter)
-		require.Contains(t, *task.Error, "table_filter", "filter %q", filter)
+		t.Run(filter, func(t *testing.T) {
+			e := &diffEnv{Env: e.Env, t: t}
+			_, task := e.diff(`'public.w', table_filter => $1`, filter)
+			require.Equal(t, "FAILED", string(task.Status), "filter %q", filter)
+			require.Contains(t, *task.Error, "table_filter", "filter %q", filter)
+		})
 	}
 	for _, n := range e.Nodes {
 		var count int
-		require.NoError(t, n.Pool.QueryRow(context.Background(), `SELECT count(*) FROM w`).Scan(&count))
+		require.NoError(t, n.Pool.QueryRow(t.Context(), `SELECT count(*) FROM w`).Scan(&count))
 		require.Equal(t, 100, count, "rows on %s", n.Name)
 	}
 }
@@ -196,19 +204,22 @@ func TestTableDiffFilterCannotEscapeTheSubmittersRole(t *testing.T) {
 		CREATE FUNCTION public.harmless_sql(int) RETURNS boolean LANGUAGE sql AS 'SELECT $1 > 0';
 		CREATE OPERATOR public.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq)`)
 	e.ExecAll(`INSERT INTO fe SELECT g, 'eu' FROM generate_series(1, 10) g`)
-	refused := map[string]string{
-		`public.becomes_superuser()`:                           "not built in",
-		`public.harmless_sql(id)`:                              "not built in",
-		`id OPERATOR(public.===) 1`:                            "not built in",
-		`set_config('role', 'postgres', true) IS NOT NULL`:     "set_config()",
-		`query_to_xml('select 1', true, true, '') IS NOT NULL`: "query_to_xml()",
-		`id IN (SELECT length(v) FROM secret)`:                 "reads public.secret",
-		`pg_read_file('/etc/hostname') <> ''`:                  "pg_read_file()",
-	}
-	for filter, why := range refused {
-		_, task := e.diff(`'public.fe', table_filter => $1`, filter)
-		require.Equal(t, "FAILED", string(task.Status), filter)
-		require.Contains(t, *task.Error, why, filter)
+	// The filters run against one table on one cluster: they run sequentially, without t.Parallel.
+	for _, c := range []struct{ filter, why string }{
+		{`public.becomes_superuser()`, "not built in"},
+		{`public.harmless_sql(id)`, "not built in"},
+		{`id OPERATOR(public.===) 1`, "not built in"},
+		{`set_config('role', 'postgres', true) IS NOT NULL`, "set_config()"},
+		{`query_to_xml('select 1', true, true, '') IS NOT NULL`, "query_to_xml()"},
+		{`id IN (SELECT length(v) FROM secret)`, "reads public.secret"},
+		{`pg_read_file('/etc/hostname') <> ''`, "pg_read_file()"},
+	} {
+		t.Run(c.filter, func(t *testing.T) {
+			e := &diffEnv{Env: e.Env, t: t}
+			_, task := e.diff(`'public.fe', table_filter => $1`, c.filter)
+			require.Equal(t, "FAILED", string(task.Status), c.filter)
+			require.Contains(t, *task.Error, c.why, c.filter)
+		})
 	}
 	_, rows := e.completedDiff(`'public.fe', table_filter => $1`, `region = 'eu' AND lower(region) LIKE 'e%' AND at > now() - interval '1 day' AND id = ANY(ARRAY[1, 2, 3]) AND coalesce(region, '') <> ''`)
 	require.Empty(t, rows)
