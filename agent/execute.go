@@ -16,6 +16,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -109,7 +110,7 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 	defer closeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	summary, err := engine.TableDiff(ctx, nodes, opts, run, progress)
+	summary, err := diff.TableDiff(ctx, nodes, opts, run, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +122,7 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 
 // diffOptions turns a task's arguments into engine options. concurrency_factor scales the
 // blocks hashed at once by the CPUs (ACE's meaning); max_connections caps them per node.
-func (a *Agent) diffOptions(args sqlapi.TableDiffArgs) (engine.TableDiffOptions, error) {
+func (a *Agent) diffOptions(args sqlapi.TableDiffArgs) (diff.TableDiffOptions, error) {
 	workers := a.cfg.DiffWorkers
 	if args.ConcurrencyFactor > 0 {
 		workers = int(math.Round(float64(runtime.NumCPU()) * args.ConcurrencyFactor))
@@ -135,13 +136,13 @@ func (a *Agent) diffOptions(args sqlapi.TableDiffArgs) (engine.TableDiffOptions,
 	}
 	recheck, err := args.RecheckAfterDuration()
 	if err != nil {
-		return engine.TableDiffOptions{}, err
+		return diff.TableDiffOptions{}, err
 	}
 	until, err := args.UntilTime()
 	if err != nil {
-		return engine.TableDiffOptions{}, err
+		return diff.TableDiffOptions{}, err
 	}
-	return engine.TableDiffOptions{
+	return diff.TableDiffOptions{
 		Table: args.TableName, BlockSize: args.BlockSize, CompareUnitSize: args.CompareUnitSize,
 		TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows, Workers: workers,
 		AgainstOrigin: args.AgainstOrigin, Until: until, RecheckAfter: recheck, SetRoleSessions: a.cfg.setRole(),

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
@@ -167,7 +168,7 @@ func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run) (any, error) {
 	defer closeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	s, err := engine.RecheckKeys(ctx, nodes, engine.RecheckOptions{
+	s, err := diff.RecheckKeys(ctx, nodes, diff.RecheckOptions{
 		Table: args.TableName, Keys: keys, TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows,
 		SetRoleSessions: a.cfg.setRole(),
 	}, run, progress)
@@ -216,7 +217,7 @@ func (a *Agent) diffImport(ctx context.Context, run *sqlapi.Run) (any, error) {
 		return nil, err
 	}
 	defer closeNodes(nodes)
-	s, err := engine.ImportACEDiff(ctx, nodes[0], args.Diff, run, engine.ImportOptions{SetRoleSessions: a.cfg.setRole()})
+	s, err := diff.ImportACEDiff(ctx, nodes[0], args.Diff, run, diff.ImportOptions{SetRoleSessions: a.cfg.setRole()})
 	if err != nil {
 		return nil, err
 	}

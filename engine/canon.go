@@ -321,10 +321,10 @@ func RowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage
 	for i, c := range t.Columns {
 		casts[i] = ElemCast(c) + " AS " + Ident(c.Name)
 	}
-	h := newRowHash(t.Columns, HashBinary)
+	h := NewRowHash(t.Columns, HashBinary)
 	values := fmt.Sprintf(`(SELECT "?ace_o?", %s FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS %s(%s, "?ace_o?"))`,
 		strings.Join(casts, ", "), ElemAlias, ElemColumn)
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT "?ace_o?", %s FROM %s`, h.expr, h.source(values+` AS "?ace_j?"`, "true")), string(arg))
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT "?ace_o?", %s FROM %s`, h.Digest, h.Source(values+` AS "?ace_j?"`, "true")), string(arg))
 	if err != nil {
 		return nil, err
 	}
@@ -336,9 +336,6 @@ func RowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage
 	})
 	return out, err
 }
-
-// jsonNull is an absent row.
-var jsonNull = json.RawMessage("null")
 
 // isNull reports whether raw is absent or JSON null.
 func isNull(raw json.RawMessage) bool {
@@ -353,4 +350,33 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// KeyString joins key values into a map key. PostgreSQL text cannot hold NUL, so NUL cannot be
+// forged by a value.
+func KeyString(key []string) string { return strings.Join(key, "\x00") }
+
+// KeyFromJSON turns a stored key (DiffRow.PKSort: a JSON array of the key's values in key
+// order) back into the text values the engine works with.
+func KeyFromJSON(pkSort json.RawMessage) ([]string, error) {
+	dec := json.NewDecoder(bytes.NewReader(pkSort))
+	dec.UseNumber()
+	var vals []any
+	if err := dec.Decode(&vals); err != nil {
+		return nil, fmt.Errorf("decode key %s: %w", pkSort, err)
+	}
+	key := make([]string, len(vals))
+	for i, v := range vals {
+		switch v := v.(type) {
+		case string:
+			key[i] = v
+		case json.Number:
+			key[i] = v.String()
+		case bool:
+			key[i] = fmt.Sprint(v)
+		default:
+			return nil, fmt.Errorf("decode key %s: value %d is %T, not a key value", pkSort, i+1, v)
+		}
+	}
+	return key, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
@@ -62,7 +63,7 @@ func TestQuotedIdentifiersAndMixedCollations(t *testing.T) {
 	e.Node("n3").Exec(t, `UPDATE "Sales Data"."Order-Items" SET "Value" = 'x' WHERE "Key" = 'D' AND "Line No" = 40`)
 	e.Node("n1").Exec(t, `DELETE FROM "Sales Data"."Order-Items" WHERE "Key" = 'c' AND "Line No" = 1`)
 	sink := &memorySink{}
-	s, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{
+	s, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{
 		Table: `"Sales Data"."Order-Items"`, BlockSize: 9, CompareUnitSize: 3}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{`["D", 40]`, `["c", 1]`}, sink.keys())
@@ -78,7 +79,7 @@ func TestNondeterministicKeyCollationIsRefused(t *testing.T) {
 	e, nodes := engineEnv(t, `CREATE TABLE ci (k text PRIMARY KEY, v int)`)
 	e.Node("n2").Exec(t, `CREATE COLLATION nd (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 		ALTER TABLE ci ALTER COLUMN k TYPE text COLLATE nd`)
-	_, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{Table: "public.ci"}, &memorySink{}, nil)
+	_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.ci"}, &memorySink{}, nil)
 	require.ErrorContains(t, err, `key column "k" of public.ci uses the nondeterministic collation nd on node n2`)
 }
 
@@ -88,7 +89,7 @@ func TestRecheckKeysKeepsOnlyPersistingDifferences(t *testing.T) {
 	e.ExecAll(`INSERT INTO r SELECT g, g / 4.0, 'v' FROM generate_series(1, 100) g`)
 	e.Node("n2").Exec(t, `UPDATE r SET v = 'drift' WHERE a IN (10, 20)`)
 	first := &memorySink{}
-	_, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{Table: "public.r"}, first, nil)
+	_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.r"}, first, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{`[10, "2.5"]`, `[20, "5"]`}, first.keys())
 
@@ -102,7 +103,7 @@ func TestRecheckKeysKeepsOnlyPersistingDifferences(t *testing.T) {
 	}
 	keys = append(keys, []string{"30", "7.5"})
 	again := &memorySink{}
-	s, err := engine.RecheckKeys(t.Context(), nodes, engine.RecheckOptions{Table: "public.r", Keys: keys}, again, nil)
+	s, err := diff.RecheckKeys(t.Context(), nodes, diff.RecheckOptions{Table: "public.r", Keys: keys}, again, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{`[20, "5"]`}, again.keys())
 	require.Equal(t, map[string]int64{"n1/n2": 1, "n1/n3": 0, "n2/n3": 1}, s.DiffRowsCount)

@@ -21,8 +21,8 @@ func RowSummaries(ctx context.Context, n *Node, table string) (map[string]string
 	if err != nil {
 		return nil, err
 	}
-	h := newRowHash(t.Columns, HashBinary)
-	sql := summarySQL(keys.KeyText(), h, h.source(t.Qualified(), "true"))
+	h := NewRowHash(t.Columns, HashBinary)
+	sql := SummarySQL(keys.KeyText(), h, h.Source(t.Qualified(), "true"))
 	rows, err := n.Pool.Query(ctx, sql)
 	if err != nil {
 		return nil, err

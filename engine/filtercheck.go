@@ -73,9 +73,9 @@ var sqlRunningBuiltins = regexp.MustCompile(`^(ts_rewrite|ts_stat|(query|cursor|
 	`pg_log_backend_memory_contexts|pg_switch_wal|pg_create_\w+|pg_drop_\w+|pg_replication_\w+|pg_logical_\w+|pg_promote|` +
 	`nextval|setval|currval|lastval|pg_import_system_collations|dblink\w*)$`)
 
-// wrapFilter is a filter as every query embeds it: in parentheses on lines of their own, so a
+// WrapFilter is a filter as every query embeds it: in parentheses on lines of their own, so a
 // trailing -- comment ends before the closing parenthesis.
-func wrapFilter(f string) string { return "(\n" + f + "\n)" }
+func WrapFilter(f string) string { return "(\n" + f + "\n)" }
 
 // filterQuery is the query the check parses: the filter in the WHERE clause of a query on the
 // table, inside an IS NOT FALSE test.
@@ -83,14 +83,10 @@ func filterQuery(t *Table, wrapped string) string {
 	return "SELECT 1 FROM " + t.Qualified() + " WHERE " + wrapped + " IS NOT FALSE"
 }
 
-// checkFilterIsSafe refuses a filter on node i that is not one condition on the table's rows
-// running only built-in, side-effect-free code.
-func (d *differ) checkFilterIsSafe(ctx context.Context, i int) error {
-	return vetFilter(ctx, d.nodes[i].Pool, d.table, d.filter)
-}
-
-// vetFilter runs the four steps described above for one node.
-func vetFilter(ctx context.Context, pool *pgxpool.Pool, t *Table, wrapped string) error {
+// CheckFilter refuses a filter (as WrapFilter wraps it) on table t that is not one condition on
+// the table's rows running only built-in, side-effect-free code: the four steps described above,
+// on the node of pool.
+func CheckFilter(ctx context.Context, pool *pgxpool.Pool, t *Table, wrapped string) error {
 	sql := filterQuery(t, wrapped)
 	if err := inReadOnlyCheck(ctx, pool, func(tx pgx.Tx) error {
 		_, err := tx.Conn().PgConn().Prepare(ctx, "", sql, nil)
@@ -122,13 +118,15 @@ func inReadOnlyCheck(ctx context.Context, pool *pgxpool.Pool, fn func(tx pgx.Tx)
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, setCheckTimeout); err != nil {
+	if _, err := tx.Exec(ctx, SetCheckTimeout); err != nil {
 		return fmt.Errorf("set the check's statement timeout: %w", err)
 	}
 	return fn(tx)
 }
 
-var setCheckTimeout = fmt.Sprintf("SET LOCAL statement_timeout = %d", filterCheckTimeout.Milliseconds())
+// SetCheckTimeout is the statement that puts a transaction under the filter check's statement
+// timeout (SET LOCAL statement_timeout).
+var SetCheckTimeout = fmt.Sprintf("SET LOCAL statement_timeout = %d", filterCheckTimeout.Milliseconds())
 
 // filterTrees are the parse trees of the filter's query and of the template, and the OIDs of
 // the views that held them and of the table.
@@ -147,11 +145,11 @@ func loadFilterTrees(ctx context.Context, pool *pgxpool.Pool, t *Table, sql stri
 		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) // nothing of the check may stay behind
-	if _, err := tx.Exec(ctx, setCheckTimeout); err != nil {
+	if _, err := tx.Exec(ctx, SetCheckTimeout); err != nil {
 		return nil, fmt.Errorf("set the check's statement timeout: %w", err)
 	}
 	conn := tx.Conn().PgConn()
-	for _, v := range []struct{ name, sql string }{{`"?ace_filter?"`, sql}, {`"?ace_template?"`, filterQuery(t, wrapFilter("true"))}} {
+	for _, v := range []struct{ name, sql string }{{`"?ace_filter?"`, sql}, {`"?ace_template?"`, filterQuery(t, WrapFilter("true"))}} {
 		// ExecParams is the extended protocol: one statement, whatever the text holds.
 		if _, err := conn.ExecParams(ctx, "CREATE TEMP VIEW "+v.name+" AS "+v.sql, nil, nil, nil, nil).Close(); err != nil {
 			return nil, fmt.Errorf("read what it refers to through a temporary view (the role needs the TEMPORARY privilege on the database): %w", err)
@@ -562,8 +560,8 @@ func (r *filterRefs) checkCollations(ctx context.Context, tx pgx.Tx) error {
 	return nil
 }
 
-// isStatementTimeout reports whether err is a statement cancelled by statement_timeout.
-func isStatementTimeout(err error) bool {
+// IsStatementTimeout reports whether err is a statement cancelled by statement_timeout.
+func IsStatementTimeout(err error) bool {
 	var pg *pgconn.PgError
 	return errors.As(err, &pg) && pg.Code == "57014"
 }

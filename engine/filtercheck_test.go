@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
@@ -55,8 +55,8 @@ func TestFilterInjectionIsRefusedAndNothingCommits(t *testing.T) {
 	} {
 		for _, mode := range sessionModes {
 			t.Run(mode+"/"+filter, func(t *testing.T) {
-				_, err := engine.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
-					engine.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
+				_, err := diff.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
+					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
 				require.ErrorContains(t, err, "table_filter")
 				require.ErrorContains(t, err, "refused on node n1")
 				t.Log(err)
@@ -97,8 +97,8 @@ func TestFilterAllowListRefusesCodeThatCouldEscape(t *testing.T) {
 	for filter, why := range refused {
 		for _, mode := range sessionModes {
 			t.Run(mode+"/"+filter, func(t *testing.T) {
-				_, err := engine.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
-					engine.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
+				_, err := diff.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
+					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
 				require.ErrorContains(t, err, "refused on node n1")
 				require.ErrorContains(t, err, why)
 			})
@@ -122,8 +122,8 @@ func TestLegitimateFiltersPass(t *testing.T) {
 	for filter, rows := range matching {
 		for _, mode := range sessionModes {
 			t.Run(mode+"/"+filter, func(t *testing.T) {
-				s, err := engine.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
-					engine.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
+				s, err := diff.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
+					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
 				require.NoError(t, err)
 				require.Equal(t, rows, s.TotalRowsChecked)
 			})

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // Regression tests for the false negatives and false positives of the row hash built on
@@ -56,7 +57,7 @@ func TestValueDriftIsFoundForEveryFoldedOrSignedValue(t *testing.T) {
 				table, c.typ, c.value))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE %s SET v = %s WHERE id = 7`, table, c.other))
 			sink := &memorySink{}
-			s, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: table}, sink, nil)
+			s, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: table}, sink, nil)
 			require.NoError(t, err)
 			require.Equal(t, []string{"[7]"}, sink.keys())
 			require.Equal(t, map[string]int64{"n1/n2": 1, "n1/n3": 0, "n2/n3": 1}, s.DiffRowsCount)
@@ -70,7 +71,7 @@ func TestBigintKeyFoldedOntoAnotherIsTwoMissingKeys(t *testing.T) {
 	e.ExecAll(`INSERT INTO k VALUES (-1, 'same'), (1, 'other')`)
 	e.Node("n2").Exec(t, `UPDATE k SET id = 4294967295 WHERE id = -1`)
 	sink := &memorySink{}
-	_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "k"}, sink, nil)
+	_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "k"}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{"[-1]", "[4294967295]"}, sink.keys())
 }
@@ -82,7 +83,7 @@ func TestThreeDifferentVersionsCountEveryPair(t *testing.T) {
 	e.Node("n2").Exec(t, `UPDATE p SET amount = -100.50 WHERE id <= 5`)
 	e.Node("n3").Exec(t, `UPDATE p SET amount = 100.51 WHERE id <= 5`)
 	sink := &memorySink{}
-	s, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "p"}, sink, nil)
+	s, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "p"}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, map[string]int64{"n1/n2": 5, "n1/n3": 5, "n2/n3": 5}, s.DiffRowsCount)
 	for _, r := range sink.rows {
@@ -110,7 +111,7 @@ func TestEqualKeysOfDifferentTextAreOneKey(t *testing.T) {
 			e.ExecAll(fmt.Sprintf(`INSERT INTO ek VALUES (%s, 'a'), (%s, 'b')`, c.key, next))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE ek SET id = %s WHERE id = %s; UPDATE ek SET v = 'changed' WHERE id = %s`, c.other, c.key, next))
 			sink := &memorySink{}
-			_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "ek", CompareUnitSize: 2}, sink, nil)
+			_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "ek", CompareUnitSize: 2}, sink, nil)
 			require.NoError(t, err)
 			require.Equal(t, c.want, sink.keys())
 			for _, r := range sink.rows {
@@ -131,9 +132,9 @@ func TestEnumKeysWhoseLabelOrderDiffersBetweenNodes(t *testing.T) {
 	e.ExecAll(`CREATE TABLE en (c colour, n int, v text, PRIMARY KEY (c, n));
 		INSERT INTO en SELECT c::colour, n, 'same' FROM unnest(ARRAY['w', 'x', 'y']) c, generate_series(1, 84) n`)
 	e.Node("n2").Exec(t, `UPDATE en SET v = 'drift' WHERE c = 'x' AND n = 42`)
-	for _, opts := range []engine.TableDiffOptions{{Table: "en"}, {Table: "en", CompareUnitSize: 5, BlockSize: 50}} {
+	for _, opts := range []diff.TableDiffOptions{{Table: "en"}, {Table: "en", CompareUnitSize: 5, BlockSize: 50}} {
 		sink := &memorySink{}
-		_, err := engine.TableDiff(context.Background(), nodes, opts, sink, nil)
+		_, err := diff.TableDiff(context.Background(), nodes, opts, sink, nil)
 		require.NoError(t, err)
 		require.Equal(t, []string{`["x", 42]`}, sink.keys())
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 func TestImportChecksEveryRowAgainstTheTableBeforeStoringAny(t *testing.T) {
@@ -45,7 +45,7 @@ func TestImportChecksEveryRowAgainstTheTableBeforeStoringAny(t *testing.T) {
 	for name, c := range bad {
 		t.Run(name, func(t *testing.T) {
 			sink := &memorySink{}
-			_, err := engine.ImportACEDiff(context.Background(), nodes[0], c.file, sink, engine.ImportOptions{})
+			_, err := diff.ImportACEDiff(context.Background(), nodes[0], c.file, sink, diff.ImportOptions{})
 			require.ErrorContains(t, err, c.msg)
 			require.Empty(t, sink.rows, "nothing is stored from a file with a bad row")
 		})

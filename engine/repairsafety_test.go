@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
@@ -67,11 +68,11 @@ func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.Raw
 		login, setRole = "postgres", role
 	}
 	nodes := nodesAs(t, e, login, loginMode)
-	diff := &memorySink{}
-	summary, err := engine.ImportACEDiff(ctx, nodes[0], file, diff, engine.ImportOptions{SetRoleSessions: mode == setRoleMode})
+	found := &memorySink{}
+	summary, err := diff.ImportACEDiff(ctx, nodes[0], file, found, diff.ImportOptions{SetRoleSessions: mode == setRoleMode})
 	require.NoError(t, err)
 	return repair.Repair(ctx, nodes[1:2], repair.RepairOptions{
-		ID: "t", Diff: summary, Rows: diff.source(), Role: setRole, SourceOfTruth: "n1", Targets: []string{"n2"},
+		ID: "t", Diff: summary, Rows: found.source(), Role: setRole, SourceOfTruth: "n1", Targets: []string{"n2"},
 		SetRoleSessions: mode == setRoleMode,
 	}, &memoryRepairSink{}, nil)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // The README's two tables, "When two values are the same", as tests: n1 and n3 hold one value or
@@ -49,7 +50,7 @@ func TestValueSemanticsTable(t *testing.T) {
 			e.ExecAll(fmt.Sprintf(`CREATE TABLE %[1]s (id int PRIMARY KEY, v %[2]s); INSERT INTO %[1]s VALUES (1, %[3]s), (2, %[3]s)`, table, c.typ, c.a))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE %s SET v = %s WHERE id = 2`, table, c.b))
 			sink := &memorySink{}
-			_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: table}, sink, nil)
+			_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: table}, sink, nil)
 			require.NoError(t, err)
 			if c.same {
 				require.Empty(t, sink.keys())
@@ -80,7 +81,7 @@ func TestKeySemanticsTable(t *testing.T) {
 			e.ExecAll(fmt.Sprintf(`CREATE TABLE %[1]s (k %[2]s PRIMARY KEY, v text); INSERT INTO %[1]s VALUES (%[3]s, 'same')`, table, c.typ, c.a))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE %s SET k = %s`, table, c.b))
 			sink := &memorySink{}
-			_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: table}, sink, nil)
+			_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: table}, sink, nil)
 			require.NoError(t, err)
 			require.Equal(t, c.want, sink.keys())
 			for _, r := range sink.rows {

@@ -8,17 +8,19 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// session reads one node at one point in time: a READ ONLY transaction exports its snapshot and
+// Session reads one node at one point in time: a READ ONLY transaction exports its snapshot and
 // every query of the diff imports it, so hashing, narrowing and row fetching all see the same
 // rows even though they run on several connections.
-type session struct {
+type Session struct {
 	node     *Node
 	holder   *pgxpool.Conn
 	tx       pgx.Tx
 	snapshot string
 }
 
-func openSession(ctx context.Context, n *Node) (*session, error) {
+// OpenSession opens a Session on node n: a READ ONLY, REPEATABLE READ transaction held on a
+// connection of its own, whose snapshot it exports.
+func OpenSession(ctx context.Context, n *Node) (*Session, error) {
 	conn, err := n.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: connect: %w", n.Name, err)
@@ -28,21 +30,22 @@ func openSession(ctx context.Context, n *Node) (*session, error) {
 		conn.Release()
 		return nil, fmt.Errorf("node %s: begin snapshot: %w", n.Name, err)
 	}
-	s := &session{node: n, holder: conn, tx: tx}
+	s := &Session{node: n, holder: conn, tx: tx}
 	if err := tx.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&s.snapshot); err != nil {
-		s.close(ctx)
+		s.Close(ctx)
 		return nil, fmt.Errorf("node %s: export snapshot: %w", n.Name, err)
 	}
 	return s, nil
 }
 
-func (s *session) close(ctx context.Context) {
+// Close ends the session's transaction and releases its connection.
+func (s *Session) Close(ctx context.Context) {
 	_ = s.tx.Rollback(context.WithoutCancel(ctx))
 	s.holder.Release()
 }
 
-// read runs fn in a READ ONLY transaction on the session's snapshot.
-func (s *session) read(ctx context.Context, fn func(tx pgx.Tx) error) error {
+// Read runs fn in a READ ONLY transaction on the session's snapshot.
+func (s *Session) Read(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	conn, err := s.node.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("node %s: connect: %w", s.node.Name, err)

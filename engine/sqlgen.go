@@ -27,16 +27,18 @@ const (
 // Ident quotes name as an SQL identifier.
 func Ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 
-// rowHash is how the rows of a table are hashed: a SHA-256 of record_send over a row of
+// RowHash is how the rows of a table are hashed: a SHA-256 of record_send over a row of
 // canonical values. record_send is injective: each field carries its type, its length and a
 // NULL marker, so NULL differs from the empty string and from 0, and no value can forge a separator.
-type rowHash struct {
-	pre  []string // text projections computed once per row, in the fenced subquery of source
-	expr string   // the 32-byte digest (bytea), over the columns of source
+type RowHash struct {
+	pre []string // text projections computed once per row, in the fenced subquery of Source
+	// Digest is the SQL expression of a row's 32-byte digest (bytea), over the columns of Source.
+	Digest string
 }
 
-func newRowHash(cols []Column, mode HashMode) rowHash {
-	var h rowHash
+// NewRowHash is the row hash of a table with columns cols, its values encoded as mode says.
+func NewRowHash(cols []Column, mode HashMode) RowHash {
+	var h RowHash
 	text := func(expr string) string {
 		alias := fmt.Sprintf(`"?ace_t%d?"`, len(h.pre))
 		h.pre = append(h.pre, inlineText(expr)+" AS "+alias)
@@ -50,7 +52,7 @@ func newRowHash(cols []Column, mode HashMode) rowHash {
 		}
 		parts[i] = c.typ.valueExpr(Ident(c.Name), text, mode == HashBinary)
 	}
-	h.expr = "sha256(record_send(ROW(" + strings.Join(parts, ", ") + ")))"
+	h.Digest = "sha256(record_send(ROW(" + strings.Join(parts, ", ") + ")))"
 	return h
 }
 
@@ -61,10 +63,10 @@ func fixedScale(c Column) bool {
 	return c.BaseType == "numeric" && strings.HasPrefix(c.Type, "numeric(")
 }
 
-// source is a FROM item holding the table's rows that match where, with the text projections
+// Source is a FROM item holding the table's rows that match where, with the text projections
 // the hash needs. clock_timestamp(), which nobody reads, keeps the subquery from being
 // flattened into its parent, so each projection is computed once per row; it is parallel safe.
-func (h rowHash) source(table, where string) string {
+func (h RowHash) Source(table, where string) string {
 	if len(h.pre) == 0 {
 		return "(SELECT * FROM " + table + " WHERE " + where + `) AS "?ace_r?"`
 	}
@@ -179,15 +181,18 @@ func (k KeyOrder) paramArray(i, n int) string {
 	return fmt.Sprintf("$%d::text[]::%s[]", n, k.cols[i].Type)
 }
 
-// keyExpr is the key as one comparable value: the column, or a ROW of the columns.
-func (k KeyOrder) keyExpr() string {
+// Columns is the key's columns, in key order.
+func (k KeyOrder) Columns() []Column { return k.cols }
+
+// KeyExpr is the key as one comparable value: the column, or a ROW of the columns.
+func (k KeyOrder) KeyExpr() string {
 	if len(k.cols) == 1 {
 		return k.colExpr(0)
 	}
-	return "ROW(" + k.orderBy() + ")"
+	return "ROW(" + k.OrderBy() + ")"
 }
 
-// paramKey is a key given as text parameters starting at $n, as keyExpr compares it.
+// paramKey is a key given as text parameters starting at $n, as KeyExpr compares it.
 func (k KeyOrder) paramKey(n int) string {
 	parts := make([]string, len(k.cols))
 	for i := range k.cols {
@@ -199,8 +204,8 @@ func (k KeyOrder) paramKey(n int) string {
 	return "ROW(" + strings.Join(parts, ", ") + ")"
 }
 
-// paramKeyArray is an array of keys given as one text[] parameter per key column from $n.
-func (k KeyOrder) paramKeyArray(n int) string {
+// ParamKeyArray is an array of keys given as one text[] parameter per key column from $n.
+func (k KeyOrder) ParamKeyArray(n int) string {
 	if len(k.cols) == 1 {
 		return k.paramArray(0, n)
 	}
@@ -221,9 +226,9 @@ func (k KeyOrder) paramKeyArray(n int) string {
 // KeyText selects the key columns' canonical texts, the form keys travel in between nodes.
 func (k KeyOrder) KeyText() string { return strings.Join(k.text, ", ") }
 
-// keySortJSON is the key as a JSON array of its canonical values in key order (DiffRow.PKSort):
+// KeySortJSON is the key as a JSON array of its canonical values in key order (DiffRow.PKSort):
 // integers as numbers, so keys sort numerically, everything else as canonical text.
-func (k KeyOrder) keySortJSON() string {
+func (k KeyOrder) KeySortJSON() string {
 	vals := make([]string, len(k.cols))
 	for i, c := range k.cols {
 		switch c.BaseType {
@@ -236,8 +241,8 @@ func (k KeyOrder) keySortJSON() string {
 	return "jsonb_build_array(" + strings.Join(vals, ", ") + ")"
 }
 
-// orderBy is an ORDER BY list for the key.
-func (k KeyOrder) orderBy() string {
+// OrderBy is an ORDER BY list for the key.
+func (k KeyOrder) OrderBy() string {
 	parts := make([]string, len(k.cols))
 	for i := range k.cols {
 		parts[i] = k.colExpr(i)
@@ -251,15 +256,15 @@ type Range struct {
 	Lo, Hi []string // key column values as text
 }
 
-// where renders the range as a predicate, appending its parameters to args.
-func (k KeyOrder) where(r Range, args *[]any) string {
+// Where renders the range as a predicate, appending its parameters to args.
+func (k KeyOrder) Where(r Range, args *[]any) string {
 	var conds []string
 	if r.Lo != nil {
-		conds = append(conds, k.keyExpr()+" >= "+k.paramKey(len(*args)+1))
+		conds = append(conds, k.KeyExpr()+" >= "+k.paramKey(len(*args)+1))
 		*args = appendKey(*args, r.Lo)
 	}
 	if r.Hi != nil {
-		conds = append(conds, k.keyExpr()+" < "+k.paramKey(len(*args)+1))
+		conds = append(conds, k.KeyExpr()+" < "+k.paramKey(len(*args)+1))
 		*args = appendKey(*args, r.Hi)
 	}
 	if len(conds) == 0 {
@@ -275,8 +280,8 @@ func appendKey(args []any, key []string) []any {
 	return args
 }
 
-// appendKeyArrays appends one text[] per key column holding the keys' values.
-func appendKeyArrays(args []any, keys [][]string, ncols int) []any {
+// AppendKeyArrays appends one text[] per key column holding the keys' values.
+func AppendKeyArrays(args []any, keys [][]string, ncols int) []any {
 	for i := 0; i < ncols; i++ {
 		col := make([]string, len(keys))
 		for j, k := range keys {
@@ -289,15 +294,15 @@ func appendKeyArrays(args []any, keys [][]string, ncols int) []any {
 
 // MatchKeys is a predicate selecting exactly the given keys, with its parameters ($1 on).
 func (k KeyOrder) MatchKeys(keys [][]string) (string, []any) {
-	args := appendKeyArrays(nil, keys, len(k.cols))
+	args := AppendKeyArrays(nil, keys, len(k.cols))
 	if len(k.cols) == 1 {
-		return k.keyExpr() + " = ANY(" + k.paramKeyArray(1) + ")", args
+		return k.KeyExpr() + " = ANY(" + k.ParamKeyArray(1) + ")", args
 	}
 	arrays := make([]string, len(k.cols))
 	for i := range k.cols {
 		arrays[i] = k.paramArray(i, i+1)
 	}
-	return "(" + k.orderBy() + ") IN (SELECT * FROM unnest(" + strings.Join(arrays, ", ") + "))", args
+	return "(" + k.OrderBy() + ") IN (SELECT * FROM unnest(" + strings.Join(arrays, ", ") + "))", args
 }
 
 // ElemAlias and ElemColumn name, inside statements that read rows from a jsonb array
@@ -324,3 +329,28 @@ func (k KeyOrder) ColumnList() string {
 
 // Len is the number of key columns.
 func (k KeyOrder) Len() int { return len(k.cols) }
+
+// SummarySQL summarises the rows of source by bucket: the bucket, the row count and the two lane
+// sums of the row digests, as text.
+//
+// The subquery selects clock_timestamp(), which nobody reads, because a subquery with a volatile
+// output is not flattened into its parent: flattened, the digest would be computed again for
+// every byte the lanes read. clock_timestamp() is parallel safe, so the scan can still run in
+// parallel workers.
+func SummarySQL(bucket string, h RowHash, source string) string {
+	return fmt.Sprintf(`SELECT "?ace_k?", count(*), sum(%s)::text, sum(%s)::text
+		FROM (SELECT %s AS "?ace_k?", %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s) s GROUP BY 1`,
+		lane(0), lane(8), bucket, h.Digest, source)
+}
+
+// String renders a range for error messages.
+func (r Range) String() string {
+	lo, hi := "-inf", "+inf"
+	if r.Lo != nil {
+		lo = "(" + strings.Join(r.Lo, ", ") + ")"
+	}
+	if r.Hi != nil {
+		hi = "(" + strings.Join(r.Hi, ", ") + ")"
+	}
+	return "[" + lo + ", " + hi + ")"
+}

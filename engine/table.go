@@ -200,9 +200,9 @@ func pkColumns(cols []Column) []Column {
 	}
 }
 
-// sameShape returns an error naming the first difference between two nodes' views of the
+// SameShape returns an error naming the first difference between two nodes' views of the
 // table: column names, order, types or primary key.
-func sameShape(a, b *Table, nameA, nameB string) error {
+func SameShape(a, b *Table, nameA, nameB string) error {
 	mismatch := func(format string, args ...any) error {
 		return fmt.Errorf("table %s differs between nodes %s and %s: %s", a.Display(), nameA, nameB, fmt.Sprintf(format, args...))
 	}

@@ -268,13 +268,3 @@ func collectCalls(v any, refs *filterRefs) {
 		}
 	}
 }
-
-// checkReadCode refuses, on every node, a table whose reads would run code a non-superuser owns.
-func (d *differ) checkReadCode(ctx context.Context) error {
-	for i, n := range d.nodes {
-		if err := CheckTableCode(ctx, n, d.tables[i], "", CodeUse{Read: true}); err != nil {
-			return err
-		}
-	}
-	return nil
-}

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
@@ -56,7 +57,7 @@ func codeEnv(t *testing.T) (e *testcluster.Env, mallory, marker string) {
 func diffOf(t *testing.T, e *testcluster.Env, table string) (*engine.DiffSummary, *memorySink) {
 	t.Helper()
 	sink := &memorySink{}
-	s, err := engine.TableDiff(context.Background(), nodesAs(t, e, "postgres", loginMode), engine.TableDiffOptions{Table: "public." + table}, sink, nil)
+	s, err := diff.TableDiff(context.Background(), nodesAs(t, e, "postgres", loginMode), diff.TableDiffOptions{Table: "public." + table}, sink, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, s.DifferingKeys)
 	return s, sink
@@ -103,8 +104,8 @@ func TestSetRoleDiffRefusesANonSuperusersPolicy(t *testing.T) {
 	e, mallory, _ := codeEnv(t)
 	for _, mode := range sessionModes {
 		t.Run(mode, func(t *testing.T) {
-			_, err := engine.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
-				engine.TableDiffOptions{Table: "public.with_policy", SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
+			_, err := diff.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
+				diff.TableDiffOptions{Table: "public.with_policy", SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
 			if mode == loginMode {
 				require.NoError(t, err, "logged in as herself, her policy runs as her")
 				return

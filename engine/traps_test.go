@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // Regression tests for the silent false negatives in ACE's history (reference §9).
@@ -25,7 +26,7 @@ func TestSwappedValuesAndPrimaryKeyChangesAreFound(t *testing.T) {
 	e.ExecAll(`INSERT INTO s VALUES (9007199254740993, 'big', 'big')`)
 	e.Node("n3").Exec(t, `UPDATE s SET a = 'bigger' WHERE id = 9007199254740993`)
 	sink := &memorySink{}
-	_, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{Table: "public.s", CompareUnitSize: 10}, sink, nil)
+	_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.s", CompareUnitSize: 10}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{"[100000]", "[100]", "[200]", "[300]", "[400]", "[9007199254740993]"}, sink.keys())
 	for _, r := range sink.rows {
@@ -46,13 +47,13 @@ func TestRowsOnBlockAndLeafBoundariesAreCountedOnce(t *testing.T) {
 	e, nodes := engineEnv(t, `CREATE TABLE b (id int PRIMARY KEY, v int)`)
 	e.ExecAll(`INSERT INTO b SELECT g, g FROM generate_series(1, 5000) g`)
 	e.Node("n2").Exec(t, `UPDATE b SET v = -v WHERE id IN (1, 10, 11, 1000, 1001, 2001, 5000)`)
-	for _, opts := range []engine.TableDiffOptions{
+	for _, opts := range []diff.TableDiffOptions{
 		{Table: "public.b", CompareUnitSize: 10, BlockSize: 1000},
 		{Table: "public.b", CompareUnitSize: 7, BlockSize: 21},
 	} {
 		t.Run(fmt.Sprintf("leaves_of_%d_blocks_of_%d", opts.CompareUnitSize, opts.BlockSize), func(t *testing.T) {
 			sink := &memorySink{}
-			s, err := engine.TableDiff(t.Context(), nodes, opts, sink, nil)
+			s, err := diff.TableDiff(t.Context(), nodes, opts, sink, nil)
 			require.NoError(t, err)
 			require.Equal(t, []string{"[1000]", "[1001]", "[10]", "[11]", "[1]", "[2001]", "[5000]"}, sink.keys())
 			require.EqualValues(t, 5000, s.TotalRowsChecked, "each row counted exactly once")
@@ -68,7 +69,7 @@ func TestTextKeysSampledIntoSmallBlocks(t *testing.T) {
 	e.Node("n1").Exec(t, `INSERT INTO k VALUES ('', 0), ('zzzz', 0)`)
 	e.Node("n3").Exec(t, `UPDATE k SET v = -1 WHERE v = 777`)
 	sink := &memorySink{}
-	s, err := engine.TableDiff(t.Context(), nodes, engine.TableDiffOptions{Table: "public.k"}, sink, nil)
+	s, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.k"}, sink, nil)
 	require.NoError(t, err)
 	require.Len(t, sink.rows, 3)
 	require.EqualValues(t, 210002, s.TotalRowsChecked)

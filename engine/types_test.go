@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // typeCases are the types of ACE's typed-repair list and more: a column of each, a value, and a
@@ -65,7 +65,7 @@ func TestEveryTypeIsComparedExactlyAndRoundTrips(t *testing.T) {
 		want = append(want, fmt.Sprintf("[%d]", i))
 	}
 	sink := &memorySink{}
-	_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "public.ty"}, sink, nil)
+	_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "public.ty"}, sink, nil)
 	require.NoError(t, err)
 	require.ElementsMatch(t, want, sink.keys())
 
@@ -103,7 +103,7 @@ func TestWideTablesLargeValuesAndPartitions(t *testing.T) {
 	e.Node("n3").Exec(t, `DELETE FROM parted_eu WHERE id = 1`)
 
 	sink := &memorySink{}
-	_, err := engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "public.wide"}, sink, nil)
+	_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "public.wide"}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{"[3]", "[7]"}, sink.keys())
 	for _, r := range sink.rows {
@@ -112,7 +112,7 @@ func TestWideTablesLargeValuesAndPartitions(t *testing.T) {
 		}
 	}
 	sink = &memorySink{}
-	_, err = engine.TableDiff(context.Background(), nodes, engine.TableDiffOptions{Table: "public.parted"}, sink, nil)
+	_, err = diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "public.parted"}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{`["eu", 1]`, `["us", 50]`}, sink.keys())
 }

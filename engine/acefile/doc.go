@@ -3,7 +3,7 @@
 //
 //   - difffile.go: the diff file (table-diff's JSON output): its Go types (DiffFile, its
 //     Summary, the rows of each node pair with their "_spock_metadata_"), and reading it
-//     (ReadDiffFile, SplitRow, CheckRowShape, Key). engine.ImportACEDiff uses them.
+//     (ReadDiffFile, SplitRow, CheckRowShape, Key). engine/diff.ImportACEDiff uses them.
 //   - write.go: writing a diff file as ACE lays it out (WriteDiffFile, NodePairs, MetaOf);
 //     engine/report turns a diff's rows into it.
 //   - repairreport.go: ACE's repair report (RepairReport, with its supplied_args ReportArgs);

@@ -1,20 +1,20 @@
-package engine
+package diff
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // RecheckOptions are the inputs of RecheckKeys.
 type RecheckOptions struct {
 	Table       string
-	Keys        [][]string // primary keys as text values in key order (see KeyFromJSON)
+	Keys        [][]string // primary keys as text values in key order (see engine.KeyFromJSON)
 	TableFilter string
 	MaxDiffRows int64
 	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
@@ -25,7 +25,7 @@ type RecheckOptions struct {
 
 // RecheckKeys compares exactly the given keys across the nodes, at a fresh snapshot of each, and
 // streams the rows that still differ into sink. Keys that now match everywhere are dropped.
-func RecheckKeys(ctx context.Context, nodes []*Node, opts RecheckOptions, sink Sink, progress ProgressFunc) (*DiffSummary, error) {
+func RecheckKeys(ctx context.Context, nodes []*engine.Node, opts RecheckOptions, sink engine.Sink, progress engine.ProgressFunc) (*engine.DiffSummary, error) {
 	if len(nodes) < 2 {
 		return nil, fmt.Errorf("a recheck needs at least 2 nodes, got %d", len(nodes))
 	}
@@ -46,7 +46,7 @@ func RecheckKeys(ctx context.Context, nodes []*Node, opts RecheckOptions, sink S
 // recheck compares the keys batch by batch and reports those that differ.
 func (d *differ) recheck(ctx context.Context, keys [][]string) error {
 	d.mu.Lock()
-	d.prog = Progress{Phase: "rechecking", BlocksTotal: (len(keys) + fetchBatch - 1) / fetchBatch, RowsHashed: d.prog.RowsHashed}
+	d.prog = engine.Progress{Phase: "rechecking", BlocksTotal: (len(keys) + fetchBatch - 1) / fetchBatch, RowsHashed: d.prog.RowsHashed}
 	if d.blocks == 0 {
 		d.blocks = d.prog.BlocksTotal
 	}
@@ -74,13 +74,13 @@ func (d *differ) keyHashes(ctx context.Context, keys [][]string) ([]map[string]k
 	match, args := d.keys.MatchKeys(keys)
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.KeyText(), d.hash.expr, d.hash.source(d.table.Qualified(), match+" AND "+d.filterFor(i)))
-		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.KeyText(), d.hash.Digest, d.hash.Source(d.table.Qualified(), match+" AND "+d.filterFor(i)))
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
 				return fmt.Errorf("read row hashes of %d keys: %w", len(keys), err)
 			}
-			perNode[i], err = collectKeyHashes(rows, len(d.keys.cols))
+			perNode[i], err = collectKeyHashes(rows, len(d.keys.Columns()))
 			d.mu.Lock()
 			d.rowsPerNode[i] += int64(len(perNode[i]))
 			d.prog.RowsHashed += int64(len(perNode[i]))
@@ -89,31 +89,6 @@ func (d *differ) keyHashes(ctx context.Context, keys [][]string) ([]map[string]k
 		})
 	})
 	return perNode, err
-}
-
-// KeyFromJSON turns a stored key (DiffRow.PKSort: a JSON array of the key's values in key
-// order) back into the text values the engine works with.
-func KeyFromJSON(pkSort json.RawMessage) ([]string, error) {
-	dec := json.NewDecoder(bytes.NewReader(pkSort))
-	dec.UseNumber()
-	var vals []any
-	if err := dec.Decode(&vals); err != nil {
-		return nil, fmt.Errorf("decode key %s: %w", pkSort, err)
-	}
-	key := make([]string, len(vals))
-	for i, v := range vals {
-		switch v := v.(type) {
-		case string:
-			key[i] = v
-		case json.Number:
-			key[i] = v.String()
-		case bool:
-			key[i] = fmt.Sprint(v)
-		default:
-			return nil, fmt.Errorf("decode key %s: value %d is %T, not a key value", pkSort, i+1, v)
-		}
-	}
-	return key, nil
 }
 
 // recheckPersisting waits RecheckAfter, then compares the keys the first pass found at fresh

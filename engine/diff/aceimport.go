@@ -1,4 +1,4 @@
-package engine
+package diff
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/acefile"
 )
 
@@ -15,7 +16,7 @@ import (
 type importedKey struct {
 	rows    map[string]json.RawMessage // node -> the row as ACE wrote it, without metadata
 	where   map[string]string          // node -> where in the file that row is, for errors
-	meta    map[string]RowMeta
+	meta    map[string]engine.RowMeta
 	covered map[string]bool // nodes of the pairs that list this key
 }
 
@@ -36,12 +37,12 @@ type ImportOptions struct {
 // has exactly the table's columns (no unknown column, none missing, key columns not null), is
 // listed under a node of its pair, and every value casts to its column's type. An error names
 // the row, its node and pair, and the column.
-func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink, opts ImportOptions) (*DiffSummary, error) {
+func ImportACEDiff(ctx context.Context, n *engine.Node, file json.RawMessage, sink engine.Sink, opts ImportOptions) (*engine.DiffSummary, error) {
 	f, err := acefile.ReadDiffFile(file)
 	if err != nil {
 		return nil, err
 	}
-	t, err := LoadTable(ctx, n, f.Summary.Schema, f.Summary.Table)
+	t, err := engine.LoadTable(ctx, n, f.Summary.Schema, f.Summary.Table)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +51,7 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 			strings.Join(f.Summary.PrimaryKey, ", "), t.Display(), strings.Join(t.PKNames(), ", "))
 	}
 	if opts.SetRoleSessions {
-		if err := CheckTableCode(ctx, n, t, "", CodeUse{Cast: true}); err != nil {
+		if err := engine.CheckTableCode(ctx, n, t, "", engine.CodeUse{Cast: true}); err != nil {
 			return nil, fmt.Errorf("import refused: %w", err)
 		}
 	}
@@ -58,13 +59,13 @@ func ImportACEDiff(ctx context.Context, n *Node, file json.RawMessage, sink Sink
 	if err != nil {
 		return nil, err
 	}
-	keys, err := NewKeyOrder([]*Table{t}, []string{n.Name})
+	keys, err := engine.NewKeyOrder([]*engine.Table{t}, []string{n.Name})
 	if err != nil {
 		return nil, err
 	}
-	im := &importer{node: n, table: t, keys: keys, hash: newRowHash(t.Columns, HashBinary), nodes: sortedCopy(f.Summary.Nodes), pairs: map[string]int64{}}
+	im := &importer{node: n, table: t, keys: keys, hash: engine.NewRowHash(t.Columns, engine.HashBinary), nodes: sortedCopy(f.Summary.Nodes), pairs: map[string]int64{}}
 	// Every row is read and checked before the first is stored.
-	var batches [][]DiffRow
+	var batches [][]engine.DiffRow
 	for start := 0; start < len(order); start += fetchBatch {
 		batch := order[start:min(start+fetchBatch, len(order))]
 		rows, err := im.diffRows(ctx, gathered, batch)
@@ -88,7 +89,7 @@ func sortedCopy(s []string) []string {
 }
 
 // gatherKeys collects every listed row by key (the key columns' JSON as ACE wrote them).
-func gatherKeys(f *acefile.DiffFile, t *Table) (map[string]*importedKey, []string, error) {
+func gatherKeys(f *acefile.DiffFile, t *engine.Table) (map[string]*importedKey, []string, error) {
 	keys := map[string]*importedKey{}
 	var order []string
 	for _, pairName := range f.PairNames() {
@@ -113,7 +114,7 @@ func gatherKeys(f *acefile.DiffFile, t *Table) (map[string]*importedKey, []strin
 				}
 				ik := keys[k]
 				if ik == nil {
-					ik = &importedKey{rows: map[string]json.RawMessage{}, where: map[string]string{}, meta: map[string]RowMeta{}, covered: map[string]bool{}}
+					ik = &importedKey{rows: map[string]json.RawMessage{}, where: map[string]string{}, meta: map[string]engine.RowMeta{}, covered: map[string]bool{}}
 					keys[k] = ik
 					order = append(order, k)
 				}
@@ -132,7 +133,7 @@ func gatherKeys(f *acefile.DiffFile, t *Table) (map[string]*importedKey, []strin
 }
 
 // readRow separates a row's columns from its commit metadata (nil when it has none).
-func readRow(raw json.RawMessage) (map[string]json.RawMessage, *RowMeta, error) {
+func readRow(raw json.RawMessage) (map[string]json.RawMessage, *engine.RowMeta, error) {
 	fields, m, err := acefile.SplitRow(raw)
 	if err != nil || m == nil {
 		return fields, nil, err
@@ -141,15 +142,15 @@ func readRow(raw json.RawMessage) (map[string]json.RawMessage, *RowMeta, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	return fields, &RowMeta{CommitTS: ts, NodeOrigin: m.NodeOrigin}, nil
+	return fields, &engine.RowMeta{CommitTS: ts, NodeOrigin: m.NodeOrigin}, nil
 }
 
 // importer turns gathered keys into DiffRows.
 type importer struct {
-	node      *Node
-	table     *Table
-	keys      KeyOrder
-	hash      rowHash
+	node      *engine.Node
+	table     *engine.Table
+	keys      engine.KeyOrder
+	hash      engine.RowHash
 	nodes     []string
 	pairs     map[string]int64
 	ambiguous int64
@@ -161,7 +162,7 @@ type normalized struct {
 	digest          string
 }
 
-func (im *importer) diffRows(ctx context.Context, keys map[string]*importedKey, batch []string) ([]DiffRow, error) {
+func (im *importer) diffRows(ctx context.Context, keys map[string]*importedKey, batch []string) ([]engine.DiffRow, error) {
 	type ref struct{ key, node string }
 	var refs []ref
 	var elems []json.RawMessage
@@ -185,7 +186,7 @@ func (im *importer) diffRows(ctx context.Context, keys map[string]*importedKey, 
 		}
 		byKey[rf.key][rf.node] = norm[i]
 	}
-	out := make([]DiffRow, 0, len(batch))
+	out := make([]engine.DiffRow, 0, len(batch))
 	for _, k := range batch {
 		out = append(out, im.diffRow(keys[k], byKey[k]))
 	}
@@ -201,12 +202,12 @@ func (im *importer) normalize(ctx context.Context, elems []json.RawMessage) ([]n
 	}
 	casts := make([]string, len(im.table.Columns))
 	for i, c := range im.table.Columns {
-		casts[i] = ElemCast(c) + " AS " + Ident(c.Name)
+		casts[i] = engine.ElemCast(c) + " AS " + engine.Ident(c.Name)
 	}
 	values := fmt.Sprintf(`(SELECT "?ace_o?", %s FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS %s(%s, "?ace_o?")) AS "?ace_j?"`,
-		strings.Join(casts, ", "), ElemAlias, ElemColumn)
-	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s ORDER BY "?ace_o?"`, JSONObjectExpr(im.table.PK), im.keys.keySortJSON(),
-		JSONObjectExpr(im.table.Columns), im.hash.expr, im.hash.source(values, "true"))
+		strings.Join(casts, ", "), engine.ElemAlias, engine.ElemColumn)
+	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s ORDER BY "?ace_o?"`, engine.JSONObjectExpr(im.table.PK), im.keys.KeySortJSON(),
+		engine.JSONObjectExpr(im.table.Columns), im.hash.Digest, im.hash.Source(values, "true"))
 	rows, err := im.node.Pool.Query(ctx, sql, string(arg))
 	if err != nil {
 		return nil, fmt.Errorf("read the diff file's values as the columns of %s on node %s: %w", im.table.Display(), im.node.Name, err)
@@ -236,7 +237,7 @@ func (im *importer) findBadValue(ctx context.Context, elems []json.RawMessage, w
 		return nil
 	}
 	for _, c := range im.table.Columns {
-		sql := fmt.Sprintf(`SELECT count(%s) FROM jsonb_array_elements($1::jsonb) AS %s(%s)`, ElemCast(c), ElemAlias, ElemColumn)
+		sql := fmt.Sprintf(`SELECT count(%s) FROM jsonb_array_elements($1::jsonb) AS %s(%s)`, engine.ElemCast(c), engine.ElemAlias, engine.ElemColumn)
 		if err := im.node.Pool.QueryRow(ctx, sql, string(all)).Scan(new(int64)); err == nil || ctx.Err() != nil {
 			continue
 		}
@@ -254,13 +255,13 @@ func (im *importer) findBadValue(ctx context.Context, elems []json.RawMessage, w
 
 // diffRow builds the stored form of one key: every node's row (null where the file shows the
 // node lacks it), versions by identical rows, and the commit metadata.
-func (im *importer) diffRow(k *importedKey, rows map[string]normalized) DiffRow {
-	d := DiffRow{Kind: KindModified, Rows: map[string]json.RawMessage{}, Versions: map[string]int{}}
+func (im *importer) diffRow(k *importedKey, rows map[string]normalized) engine.DiffRow {
+	d := engine.DiffRow{Kind: engine.KindModified, Rows: map[string]json.RawMessage{}, Versions: map[string]int{}}
 	versionOf := map[string]int{}
 	for _, n := range im.nodes {
 		row, ok := rows[n]
 		if !ok {
-			d.Kind = KindMissing
+			d.Kind = engine.KindMissing
 			d.Rows[n] = jsonNull
 			if !k.covered[n] {
 				im.ambiguous++
@@ -276,7 +277,7 @@ func (im *importer) diffRow(k *importedKey, rows map[string]normalized) DiffRow 
 		d.Versions[n] = v
 		if m, ok := k.meta[n]; ok {
 			if d.Meta == nil {
-				d.Meta = map[string]RowMeta{}
+				d.Meta = map[string]engine.RowMeta{}
 			}
 			d.Meta[n] = m
 		}
@@ -285,7 +286,7 @@ func (im *importer) diffRow(k *importedKey, rows map[string]normalized) DiffRow 
 	return d
 }
 
-func (im *importer) countPairs(d DiffRow) {
+func (im *importer) countPairs(d engine.DiffRow) {
 	for i, a := range im.nodes {
 		for _, b := range im.nodes[i+1:] {
 			va, okA := d.Versions[a]
@@ -297,15 +298,15 @@ func (im *importer) countPairs(d DiffRow) {
 	}
 }
 
-func (im *importer) summary(f *acefile.DiffFile, keys int64) *DiffSummary {
+func (im *importer) summary(f *acefile.DiffFile, keys int64) *engine.DiffSummary {
 	s := f.Summary
-	out := &DiffSummary{
+	out := &engine.DiffSummary{
 		Schema: im.table.Schema, Table: im.table.Name, TableName: im.table.Display(), TableFilter: s.TableFilter,
 		Nodes: im.nodes, BlockSize: s.BlockSize, CompareUnitSize: s.CompareUnitSize, ConcurrencyFactor: s.ConcurrencyFactor,
 		MaxDiffRows: s.MaxDiffRows, TimeTaken: s.TimeTaken, DiffRowsCount: map[string]int64{},
 		DiffRowLimitReached: s.DiffRowLimitReached, TotalRowsChecked: s.TotalRowsChecked,
 		InitialRangesCount: s.InitialRangesCount, PrimaryKey: im.table.PKNames(), Columns: im.table.ColumnNames(),
-		ColumnTypes: im.table.ColumnTypes(), DifferingKeys: keys, HashVersion: HashVersion,
+		ColumnTypes: im.table.ColumnTypes(), DifferingKeys: keys, HashVersion: engine.HashVersion,
 	}
 	out.StartTime, out.EndTime = acefile.ParseTime(s.StartTime), acefile.ParseTime(s.EndTime)
 	for i, a := range im.nodes {
@@ -318,4 +319,17 @@ func (im *importer) summary(f *acefile.DiffFile, keys int64) *DiffSummary {
 			"they are taken as absent (a repair checks each row before changing it)", im.ambiguous))
 	}
 	return out
+}
+
+// jsonNull is an absent row.
+var jsonNull = json.RawMessage("null")
+
+// sortedKeys is m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -1,15 +1,17 @@
-package engine
+package diff
 
 import (
 	"context"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // block is a range hashed by one query per node, grouped into leaves by the bounds inside it.
 type block struct {
-	rng    Range
+	rng    engine.Range
 	bounds [][]string // leaf boundaries strictly inside rng, ascending
 	// step, when set, says the bounds are lo+w, lo+2w, … of an integer key, so a row's leaf is
 	// computed arithmetically instead of searched for in an array.
@@ -19,8 +21,8 @@ type block struct {
 type intStep struct{ lo, w int64 }
 
 // leafRange returns the i-th leaf of b: [bounds[i-1], bounds[i]), open where b is.
-func (b block) leafRange(i int) Range {
-	r := Range{Lo: b.rng.Lo, Hi: b.rng.Hi}
+func (b block) leafRange(i int) engine.Range {
+	r := engine.Range{Lo: b.rng.Lo, Hi: b.rng.Hi}
 	if i > 0 {
 		r.Lo = b.bounds[i-1]
 	}
@@ -89,7 +91,7 @@ func groupLeaves(bounds [][]string, leavesPerBlock int) []block {
 func (d *differ) estimateRows(ctx context.Context) ([]float64, error) {
 	out := make([]float64, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 			return tx.QueryRow(ctx, `
 				SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
 				FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid`, d.table.Qualified()).Scan(&out[i])
@@ -107,18 +109,18 @@ func (d *differ) estimateRows(ctx context.Context) ([]float64, error) {
 func (d *differ) sampleBounds(ctx context.Context, i int, estimate float64) ([][]string, error) {
 	const exactBelow = 200_000
 	if estimate < exactBelow {
-		return d.splitKeys(ctx, i, Range{}, d.opts.CompareUnitSize)
+		return d.splitKeys(ctx, i, engine.Range{}, d.opts.CompareUnitSize)
 	}
 	pct := 100 / float64(d.opts.CompareUnitSize)
 	sql := fmt.Sprintf(`SELECT %s FROM (SELECT DISTINCT %s FROM %s TABLESAMPLE BERNOULLI ($1) WHERE %s) s ORDER BY %s`,
-		d.keys.KeyText(), d.keyColumns(), d.table.Qualified(), d.filterFor(i), d.keys.orderBy())
+		d.keys.KeyText(), d.keyColumns(), d.table.Qualified(), d.filterFor(i), d.keys.OrderBy())
 	var keys [][]string
-	err := d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+	err := d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, pct)
 		if err != nil {
 			return err
 		}
-		keys, err = pgx.CollectRows(rows, scanKey(len(d.keys.cols)))
+		keys, err = pgx.CollectRows(rows, scanKey(len(d.keys.Columns())))
 		return err
 	})
 	return keys, err
@@ -126,21 +128,21 @@ func (d *differ) sampleBounds(ctx context.Context, i int, estimate float64) ([][
 
 // splitKeys returns every step-th key in r on node i, in key order: boundaries that cut r into
 // pieces of about step rows on that node.
-func (d *differ) splitKeys(ctx context.Context, i int, r Range, step int) ([][]string, error) {
+func (d *differ) splitKeys(ctx context.Context, i int, r engine.Range, step int) ([][]string, error) {
 	step = max(step, 2)
 	var args []any
-	where := d.keys.where(r, &args)
+	where := d.keys.Where(r, &args)
 	args = append(args, step)
 	sql := fmt.Sprintf(`SELECT %s FROM (SELECT %s, row_number() OVER (ORDER BY %s) AS "?ace_rn?" FROM %s WHERE %s AND %s) s
 		WHERE "?ace_rn?" %% $%d = 0 ORDER BY "?ace_rn?"`,
-		d.keys.KeyText(), d.keyColumns(), d.keys.orderBy(), d.table.Qualified(), where, d.filterFor(i), len(args))
+		d.keys.KeyText(), d.keyColumns(), d.keys.OrderBy(), d.table.Qualified(), where, d.filterFor(i), len(args))
 	var keys [][]string
-	err := d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+	err := d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
 			return err
 		}
-		keys, err = pgx.CollectRows(rows, scanKey(len(d.keys.cols)))
+		keys, err = pgx.CollectRows(rows, scanKey(len(d.keys.Columns())))
 		return err
 	})
 	return keys, err
@@ -148,11 +150,11 @@ func (d *differ) splitKeys(ctx context.Context, i int, r Range, step int) ([][]s
 
 func (d *differ) keyColumns() string {
 	var cols string
-	for i, c := range d.keys.cols {
+	for i, c := range d.keys.Columns() {
 		if i > 0 {
 			cols += ", "
 		}
-		cols += Ident(c.Name)
+		cols += engine.Ident(c.Name)
 	}
 	return cols
 }

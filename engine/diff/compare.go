@@ -1,4 +1,4 @@
-package engine
+package diff
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/sourcegraph/conc/pool"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // bucketHash is the aggregate of one range on one node: a row count and two additive lanes of
@@ -26,16 +28,16 @@ func (d *differ) onAllNodes(ctx context.Context, fn func(ctx context.Context, i 
 }
 
 // hashBuckets hashes block b on every node, one summary per leaf: the row count and two exact
-// sums of 64-bit lanes of the row digests (summarySQL).
+// sums of 64-bit lanes of the row digests (engine.SummarySQL).
 func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash, error) {
 	var args []any
-	where := d.keys.where(b.rng, &args)
+	where := d.keys.Where(b.rng, &args)
 	bucket := d.bucketExpr(b, &args)
 	r := b.rng
 	out := make([]map[int]bucketHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := summarySQL(bucket, d.hash, d.hash.source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
-		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+		sql := engine.SummarySQL(bucket, d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
 				return fmt.Errorf("hash range %s on node %s: %w", r, d.nodes[i].Name, err)
@@ -51,31 +53,6 @@ func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash
 		})
 	})
 	return out, err
-}
-
-// summarySQL summarises the rows of source by bucket: the bucket, the row count and the two lane
-// sums of the row digests, as text.
-//
-// The subquery selects clock_timestamp(), which nobody reads, because a subquery with a volatile
-// output is not flattened into its parent: flattened, the digest would be computed again for
-// every byte the lanes read. clock_timestamp() is parallel safe, so the scan can still run in
-// parallel workers.
-func summarySQL(bucket string, h rowHash, source string) string {
-	return fmt.Sprintf(`SELECT "?ace_k?", count(*), sum(%s)::text, sum(%s)::text
-		FROM (SELECT %s AS "?ace_k?", %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s) s GROUP BY 1`,
-		lane(0), lane(8), bucket, h.expr, source)
-}
-
-// String renders a range for error messages.
-func (r Range) String() string {
-	lo, hi := "-inf", "+inf"
-	if r.Lo != nil {
-		lo = "(" + strings.Join(r.Lo, ", ") + ")"
-	}
-	if r.Hi != nil {
-		hi = "(" + strings.Join(r.Hi, ", ") + ")"
-	}
-	return "[" + lo + ", " + hi + ")"
 }
 
 // mismatchedBuckets returns the buckets whose hashes differ between nodes, with the row
@@ -133,7 +110,7 @@ const compareBatch = 64
 // differences. The node pools bound the queries actually in flight.
 func (d *differ) resolve(ctx context.Context, b block, mismatched map[int][]int64) error {
 	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError().WithMaxGoroutines(d.opts.Workers)
-	var small []Range
+	var small []engine.Range
 	for piece, counts := range mismatched {
 		if maxCount(counts) <= int64(2*d.opts.CompareUnitSize) {
 			small = append(small, b.leafRange(piece))
@@ -160,7 +137,7 @@ func maxCount(counts []int64) int64 {
 // narrow finds the differing keys of a large mismatched range: it is cut by the keys of the
 // node with the most rows there, hashed again piece by piece, and only the mismatched pieces are
 // followed.
-func (d *differ) narrow(ctx context.Context, r Range, counts []int64) error {
+func (d *differ) narrow(ctx context.Context, r engine.Range, counts []int64) error {
 	if d.allPairsLimited() {
 		return errLimitReached
 	}
@@ -192,25 +169,25 @@ type keyHash struct {
 
 // compareRows fetches the keys and row hashes of the ranges from every node, in one query per
 // node, and reports the keys whose rows are not identical everywhere.
-func (d *differ) compareRows(ctx context.Context, ranges []Range) error {
+func (d *differ) compareRows(ctx context.Context, ranges []engine.Range) error {
 	if d.allPairsLimited() {
 		return errLimitReached
 	}
 	var args []any
 	conds := make([]string, len(ranges))
 	for j, r := range ranges {
-		conds[j] = "(" + d.keys.where(r, &args) + ")"
+		conds[j] = "(" + d.keys.Where(r, &args) + ")"
 	}
 	where := "(" + strings.Join(conds, " OR ") + ")"
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.KeyText(), d.hash.expr, d.hash.source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
-		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.KeyText(), d.hash.Digest, d.hash.Source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
 				return fmt.Errorf("read row hashes in %d ranges from %s: %w", len(ranges), ranges[0], err)
 			}
-			perNode[i], err = collectKeyHashes(rows, len(d.keys.cols))
+			perNode[i], err = collectKeyHashes(rows, len(d.keys.Columns()))
 			return err
 		})
 	})
@@ -234,14 +211,10 @@ func collectKeyHashes(rows pgx.Rows, nkey int) (map[string]keyHash, error) {
 			return nil, err
 		}
 		kh.hash = string(digest)
-		out[KeyString(kh.key)] = kh
+		out[engine.KeyString(kh.key)] = kh
 	}
 	return out, rows.Err()
 }
-
-// KeyString joins key values into a map key. PostgreSQL text cannot hold NUL, so NUL cannot be
-// forged by a value.
-func KeyString(key []string) string { return strings.Join(key, "\x00") }
 
 // keyDiff is a key whose row differs somewhere: which nodes have it and with which hash.
 type keyDiff struct {

@@ -1,4 +1,4 @@
-package engine
+package diff
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // filterFor is the row predicate on node i: the user's table_filter and the commit fences
@@ -42,7 +44,7 @@ func (d *differ) prepareFences(ctx context.Context) error {
 	if d.opts.Until != nil {
 		// Rows frozen before commit timestamps were kept have none: they are older than any fence.
 		d.untilSQL = fmt.Sprintf("(pg_xact_commit_timestamp(xmin) IS NULL OR pg_xact_commit_timestamp(xmin) <= %s::timestamptz)",
-			QuoteLiteral(d.opts.Until.UTC().Format(time.RFC3339Nano)))
+			engine.QuoteLiteral(d.opts.Until.UTC().Format(time.RFC3339Nano)))
 	}
 	if d.opts.AgainstOrigin == "" {
 		return nil
@@ -89,7 +91,7 @@ func (d *differ) resolveOrigin(ctx context.Context, i int) ([]uint32, error) {
 		ids = append(ids, 0)
 	}
 	var cands []originCandidate
-	err := d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+	err := d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 		var err error
 		cands, err = originCandidates(ctx, tx)
 		return err

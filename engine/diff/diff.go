@@ -1,4 +1,4 @@
-package engine
+package diff
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/sourcegraph/conc/pool"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // Defaults for a table-diff's tuning options. A block is hashed by one query per node; a table
@@ -71,7 +73,7 @@ var errLimitReached = errors.New("max_diff_rows reached for every node pair")
 // sink. Every node is read at one snapshot. The ranges are the same on every node and open at
 // both ends; blocks are hashed with counts and two additive lanes; mismatched leaves are
 // narrowed down to keys, and only those rows are fetched.
-func TableDiff(ctx context.Context, nodes []*Node, opts TableDiffOptions, sink Sink, progress ProgressFunc) (*DiffSummary, error) {
+func TableDiff(ctx context.Context, nodes []*engine.Node, opts TableDiffOptions, sink engine.Sink, progress engine.ProgressFunc) (*engine.DiffSummary, error) {
 	if len(nodes) < 2 {
 		return nil, fmt.Errorf("table-diff needs at least 2 nodes, got %d", len(nodes))
 	}
@@ -94,14 +96,14 @@ func TableDiff(ctx context.Context, nodes []*Node, opts TableDiffOptions, sink S
 	return d.summary(start), nil
 }
 
-func newDiffer(opts TableDiffOptions, nodes []*Node, sink Sink, progress ProgressFunc) *differ {
+func newDiffer(opts TableDiffOptions, nodes []*engine.Node, sink engine.Sink, progress engine.ProgressFunc) *differ {
 	if progress == nil {
-		progress = func(Progress) {}
+		progress = func(engine.Progress) {}
 	}
 	return &differ{opts: opts, nodes: sortedNodes(nodes), sink: sink, progress: progress, pairs: map[string]int64{}}
 }
 
-func nodeNames(nodes []*Node) []string {
+func nodeNames(nodes []*engine.Node) []string {
 	names := make([]string, len(nodes))
 	for i, n := range nodes {
 		names[i] = n.Name
@@ -109,28 +111,28 @@ func nodeNames(nodes []*Node) []string {
 	return names
 }
 
-func sortedNodes(nodes []*Node) []*Node {
-	out := append([]*Node(nil), nodes...)
+func sortedNodes(nodes []*engine.Node) []*engine.Node {
+	out := append([]*engine.Node(nil), nodes...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
 type differ struct {
 	opts     TableDiffOptions
-	nodes    []*Node
-	sessions []*session
-	table    *Table
-	tables   []*Table // each node's view, for per-node settings such as CommitTS
-	keys     KeyOrder
-	mode     HashMode
-	hash     rowHash
+	nodes    []*engine.Node
+	sessions []*engine.Session
+	table    *engine.Table
+	tables   []*engine.Table // each node's view, for per-node settings such as CommitTS
+	keys     engine.KeyOrder
+	mode     engine.HashMode
+	hash     engine.RowHash
 	filter   string
 	untilSQL string
 	// originSQL is each node's against_origin predicate; originIDs the ids it resolved to.
 	originSQL []string
 	originIDs map[string][]uint32
-	sink      Sink
-	progress  ProgressFunc
+	sink      engine.Sink
+	progress  engine.ProgressFunc
 
 	// holdKeys makes a first pass remember differing keys (heldKeys) for a recheck instead of
 	// reporting them.
@@ -140,7 +142,7 @@ type differ struct {
 
 	mu          sync.Mutex
 	sinkMu      sync.Mutex
-	prog        Progress
+	prog        engine.Progress
 	pairs       map[string]int64
 	limitHit    bool
 	mismatched  int
@@ -153,15 +155,15 @@ type differ struct {
 // snapshots.
 func (d *differ) prepare(ctx context.Context) error {
 	d.setPhase("checking table")
-	schema, name, err := SplitTableName(d.opts.Table)
+	schema, name, err := engine.SplitTableName(d.opts.Table)
 	if err != nil {
 		return err
 	}
-	tables := make([]*Table, len(d.nodes))
+	tables := make([]*engine.Table, len(d.nodes))
 	p := pool.New().WithErrors().WithContext(ctx)
 	for i, n := range d.nodes {
 		p.Go(func(ctx context.Context) error {
-			t, err := LoadTable(ctx, n, schema, name)
+			t, err := engine.LoadTable(ctx, n, schema, name)
 			tables[i] = t
 			return err
 		})
@@ -169,26 +171,26 @@ func (d *differ) prepare(ctx context.Context) error {
 	if err := p.Wait(); err != nil {
 		return err
 	}
-	d.mode = HashBinary
+	d.mode = engine.HashBinary
 	for i := 1; i < len(tables); i++ {
-		if err := sameShape(tables[0], tables[i], d.nodes[0].Name, d.nodes[i].Name); err != nil {
+		if err := engine.SameShape(tables[0], tables[i], d.nodes[0].Name, d.nodes[i].Name); err != nil {
 			return err
 		}
 		if tables[i].ServerMajor != tables[0].ServerMajor {
 			// Binary send forms and built-in type OIDs are only relied on within a major version.
-			d.mode = HashText
+			d.mode = engine.HashText
 		}
 	}
 	d.table = tables[0]
 	d.tables = tables
-	if d.keys, err = NewKeyOrder(tables, nodeNames(d.nodes)); err != nil {
+	if d.keys, err = engine.NewKeyOrder(tables, nodeNames(d.nodes)); err != nil {
 		return err
 	}
-	d.hash = newRowHash(d.table.Columns, d.mode)
+	d.hash = engine.NewRowHash(d.table.Columns, d.mode)
 	d.rowsPerNode = make([]int64, len(d.nodes))
 	d.filter = "true"
 	if f := strings.TrimSpace(d.opts.TableFilter); f != "" {
-		d.filter = wrapFilter(f)
+		d.filter = engine.WrapFilter(f)
 	}
 	if d.opts.SetRoleSessions {
 		if err := d.checkReadCode(ctx); err != nil {
@@ -204,10 +206,10 @@ func (d *differ) prepare(ctx context.Context) error {
 	return d.checkFilter(ctx)
 }
 
-func (d *differ) openSessions(ctx context.Context, tables []*Table) error {
-	d.sessions = make([]*session, len(d.nodes))
+func (d *differ) openSessions(ctx context.Context, tables []*engine.Table) error {
+	d.sessions = make([]*engine.Session, len(d.nodes))
 	for i, n := range d.nodes {
-		s, err := openSession(ctx, n)
+		s, err := engine.OpenSession(ctx, n)
 		if err != nil {
 			return err
 		}
@@ -219,7 +221,7 @@ func (d *differ) openSessions(ctx context.Context, tables []*Table) error {
 func (d *differ) closeSessions(ctx context.Context) {
 	for _, s := range d.sessions {
 		if s != nil {
-			s.close(ctx)
+			s.Close(ctx)
 		}
 	}
 }
@@ -233,7 +235,7 @@ func (d *differ) explain(err error) error {
 	return err
 }
 
-// checkFilter checks the filter on every node (checkFilterIsSafe), then runs the filtered query
+// checkFilter checks the filter on every node (engine.CheckFilter), then runs the filtered query
 // for one row, so an error the filter raises on the table's rows is reported as the filter's.
 // That trial runs, as every query of the diff, with the extended protocol in a READ ONLY
 // transaction, and under the check's statement timeout: a filter that is slow to match a first
@@ -244,11 +246,11 @@ func (d *differ) checkFilter(ctx context.Context) error {
 	}
 	sql := "SELECT 1 FROM " + d.table.Qualified() + " WHERE " + d.filter + " LIMIT 1"
 	for i, s := range d.sessions {
-		if err := d.checkFilterIsSafe(ctx, i); err != nil {
+		if err := engine.CheckFilter(ctx, d.nodes[i].Pool, d.table, d.filter); err != nil {
 			return fmt.Errorf("table_filter %q refused on node %s: %w", d.opts.TableFilter, d.nodes[i].Name, d.explain(err))
 		}
-		err := s.read(ctx, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, setCheckTimeout); err != nil {
+		err := s.Read(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, engine.SetCheckTimeout); err != nil {
 				return err
 			}
 			rows, err := tx.Query(ctx, sql)
@@ -256,7 +258,7 @@ func (d *differ) checkFilter(ctx context.Context) error {
 				return err
 			}
 			rows.Close()
-			if err := rows.Err(); isStatementTimeout(err) {
+			if err := rows.Err(); engine.IsStatementTimeout(err) {
 				return errTrialTimedOut
 			}
 			return rows.Err()
@@ -313,9 +315,9 @@ func (d *differ) report() {
 	d.progress(p)
 }
 
-func (d *differ) summary(start time.Time) *DiffSummary {
+func (d *differ) summary(start time.Time) *engine.DiffSummary {
 	end := time.Now()
-	s := &DiffSummary{
+	s := &engine.DiffSummary{
 		Schema: d.table.Schema, Table: d.table.Name, TableName: d.table.Display(), TableFilter: d.opts.TableFilter,
 		BlockSize: d.opts.BlockSize, CompareUnitSize: d.opts.CompareUnitSize, MaxDiffRows: d.opts.MaxDiffRows,
 		ConcurrencyFactor: float64(d.opts.Workers) / float64(runtime.NumCPU()),
@@ -324,7 +326,7 @@ func (d *differ) summary(start time.Time) *DiffSummary {
 		DiffRowsCount: map[string]int64{}, DiffRowLimitReached: d.limitHit, RowsPerNode: map[string]int64{},
 		InitialRangesCount: d.blocks, MismatchedRangesCount: d.mismatched,
 		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(), ColumnTypes: d.table.ColumnTypes(),
-		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: HashVersion, Warnings: d.warnings,
+		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: engine.HashVersion, Warnings: d.warnings,
 		AgainstOrigin: d.opts.AgainstOrigin, OriginIDs: d.originIDs, OriginOnly: d.opts.AgainstOrigin != "",
 		Until: d.opts.Until, TransientDiffs: d.transient,
 	}
@@ -350,4 +352,14 @@ func pairKey(a, b string) string {
 		a, b = b, a
 	}
 	return a + "/" + b
+}
+
+// checkReadCode refuses, on every node, a table whose reads would run code a non-superuser owns.
+func (d *differ) checkReadCode(ctx context.Context) error {
+	for i, n := range d.nodes {
+		if err := engine.CheckTableCode(ctx, n, d.tables[i], "", engine.CodeUse{Read: true}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package engine
+package diff
 
 import (
 	"context"
@@ -8,15 +8,17 @@ import (
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // integerKey reports whether the key is one integer column, whose leaves can be computed by
 // arithmetic.
 func (d *differ) integerKey() bool {
-	if len(d.keys.cols) != 1 {
+	if len(d.keys.Columns()) != 1 {
 		return false
 	}
-	switch d.keys.cols[0].BaseType {
+	switch d.keys.Columns()[0].BaseType {
 	case "int2", "int4", "int8":
 		return true
 	}
@@ -78,7 +80,7 @@ func (d *differ) countRows(ctx context.Context) (float64, error) {
 	counts := make([]float64, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
 		sql := fmt.Sprintf(`SELECT count(*)::float8 FROM %s WHERE %s`, d.table.Qualified(), d.filterFor(i))
-		return d.sessions[i].read(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, sql).Scan(&counts[i]) })
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, sql).Scan(&counts[i]) })
 	})
 	if err != nil {
 		return 0, fmt.Errorf("count rows: %w", err)
@@ -92,12 +94,12 @@ func (d *differ) countRows(ctx context.Context) (float64, error) {
 
 // keySpan returns the smallest and largest key over all nodes, read at the diff's snapshots.
 func (d *differ) keySpan(ctx context.Context) (lo, hi int64, found bool, err error) {
-	col := d.keys.cols[0]
+	col := d.keys.Columns()[0]
 	mins := make([]*int64, len(d.nodes))
 	maxs := make([]*int64, len(d.nodes))
 	err = d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8 FROM %[2]s WHERE %[3]s`, Ident(col.Name), d.table.Qualified(), d.filterFor(i))
-		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+		sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8 FROM %[2]s WHERE %[3]s`, engine.Ident(col.Name), d.table.Qualified(), d.filterFor(i))
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 			return tx.QueryRow(ctx, sql).Scan(&mins[i], &maxs[i])
 		})
 	})
@@ -128,13 +130,13 @@ func (d *differ) bucketExpr(b block, args *[]any) string {
 	case b.step != nil:
 		// The CASE keeps k - lo from overflowing for keys far outside the block.
 		n := int64(len(b.bounds))
-		k := Ident(d.keys.cols[0].Name)
+		k := engine.Ident(d.keys.Columns()[0].Name)
 		first := len(*args) + 1
 		*args = append(*args, b.step.lo+b.step.w, b.step.lo+n*b.step.w, b.step.lo, b.step.w)
 		return fmt.Sprintf("CASE WHEN %[1]s < $%[2]d::int8 THEN 0 WHEN %[1]s >= $%[3]d::int8 THEN %[6]d ELSE (%[1]s::int8 - $%[4]d::int8) / $%[5]d::int8 END",
 			k, first, first+1, first+2, first+3, n)
 	}
-	expr := fmt.Sprintf("width_bucket(%s, %s)", d.keys.keyExpr(), d.keys.paramKeyArray(len(*args)+1))
-	*args = appendKeyArrays(*args, b.bounds, len(d.keys.cols))
+	expr := fmt.Sprintf("width_bucket(%s, %s)", d.keys.KeyExpr(), d.keys.ParamKeyArray(len(*args)+1))
+	*args = engine.AppendKeyArrays(*args, b.bounds, len(d.keys.Columns()))
 	return expr
 }

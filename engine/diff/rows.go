@@ -1,4 +1,4 @@
-package engine
+package diff
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // fetchBatch bounds how many keys one row-fetch query asks for.
@@ -96,10 +98,10 @@ func (d *differ) reportKeys(ctx context.Context, diffs []keyDiff) error {
 // fetchedRow is one node's version of a differing row.
 type fetchedRow struct {
 	pk, pkSort, row json.RawMessage
-	meta            *RowMeta
+	meta            *engine.RowMeta
 }
 
-func (d *differ) fetchRows(ctx context.Context, diffs []keyDiff) ([]DiffRow, error) {
+func (d *differ) fetchRows(ctx context.Context, diffs []keyDiff) ([]engine.DiffRow, error) {
 	keys := make([][]string, len(diffs))
 	for i, k := range diffs {
 		keys[i] = k.key
@@ -107,7 +109,7 @@ func (d *differ) fetchRows(ctx context.Context, diffs []keyDiff) ([]DiffRow, err
 	perNode := make([]map[string]fetchedRow, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
 		sql, args := d.rowFetchSQL(i, keys)
-		return d.sessions[i].read(ctx, func(tx pgx.Tx) error {
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
 				return fmt.Errorf("fetch differing rows: %w", err)
@@ -119,7 +121,7 @@ func (d *differ) fetchRows(ctx context.Context, diffs []keyDiff) ([]DiffRow, err
 	if err != nil {
 		return nil, err
 	}
-	out := make([]DiffRow, 0, len(diffs))
+	out := make([]engine.DiffRow, 0, len(diffs))
 	for _, k := range diffs {
 		out = append(out, d.diffRow(k, perNode))
 	}
@@ -135,7 +137,7 @@ func (d *differ) rowFetchSQL(i int, keys [][]string) (string, []any) {
 		meta = `pg_xact_commit_timestamp(xmin), ` + originNameSQL
 	}
 	sql := fmt.Sprintf(`SELECT %s, %s, %s, %s, %s FROM %s WHERE %s AND %s`,
-		d.keys.KeyText(), JSONObjectExpr(d.table.PK), d.keys.keySortJSON(), JSONObjectExpr(d.table.Columns), meta,
+		d.keys.KeyText(), engine.JSONObjectExpr(d.table.PK), d.keys.KeySortJSON(), engine.JSONObjectExpr(d.table.Columns), meta,
 		d.table.Qualified(), match, d.filterFor(i))
 	return sql, args
 }
@@ -151,7 +153,7 @@ const originNameSQL = `(SELECT CASE WHEN o.roident = 0 THEN 'local'
 
 func (d *differ) collectRows(rows pgx.Rows, withMeta bool) (map[string]fetchedRow, error) {
 	defer rows.Close()
-	n := len(d.keys.cols)
+	n := len(d.keys.Columns())
 	out := map[string]fetchedRow{}
 	for rows.Next() {
 		key := make([]string, n)
@@ -166,21 +168,21 @@ func (d *differ) collectRows(rows pgx.Rows, withMeta bool) (map[string]fetchedRo
 			return nil, err
 		}
 		if withMeta {
-			f.meta = &RowMeta{CommitTS: ts, NodeOrigin: origin}
+			f.meta = &engine.RowMeta{CommitTS: ts, NodeOrigin: origin}
 		}
-		out[KeyString(key)] = f
+		out[engine.KeyString(key)] = f
 	}
 	return out, rows.Err()
 }
 
-func (d *differ) diffRow(k keyDiff, perNode []map[string]fetchedRow) DiffRow {
-	dr := DiffRow{Kind: KindModified, Rows: map[string]json.RawMessage{}, Versions: map[string]int{}}
-	ks := KeyString(k.key)
+func (d *differ) diffRow(k keyDiff, perNode []map[string]fetchedRow) engine.DiffRow {
+	dr := engine.DiffRow{Kind: engine.KindModified, Rows: map[string]json.RawMessage{}, Versions: map[string]int{}}
+	ks := engine.KeyString(k.key)
 	version := map[string]int{}
 	for i, n := range d.nodes {
 		f, ok := perNode[i][ks]
 		if !ok {
-			dr.Kind = KindMissing
+			dr.Kind = engine.KindMissing
 			dr.Rows[n.Name] = json.RawMessage("null")
 			continue
 		}
@@ -194,7 +196,7 @@ func (d *differ) diffRow(k keyDiff, perNode []map[string]fetchedRow) DiffRow {
 		dr.Versions[n.Name] = v
 		if f.meta != nil {
 			if dr.Meta == nil {
-				dr.Meta = map[string]RowMeta{}
+				dr.Meta = map[string]engine.RowMeta{}
 			}
 			dr.Meta[n.Name] = *f.meta
 		}
