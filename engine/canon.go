@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -303,7 +302,7 @@ func RowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage
 	seen := map[string]bool{}
 	var elems []json.RawMessage
 	for _, d := range docs {
-		if isNull(d) || seen[string(d)] {
+		if IsNullRow(d) || seen[string(d)] {
 			continue
 		}
 		seen[string(d)] = true
@@ -335,21 +334,6 @@ func RowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage
 		return nil
 	})
 	return out, err
-}
-
-// isNull reports whether raw is absent or JSON null.
-func isNull(raw json.RawMessage) bool {
-	return len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null"
-}
-
-// sortedKeys is m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // KeyString joins key values into a map key. PostgreSQL text cannot hold NUL, so NUL cannot be

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -323,7 +324,7 @@ func (r *filterRefs) walk(v any) error {
 			return nil
 		}
 		r.record(x)
-		for _, name := range sortedKeys(x.fields) {
+		for _, name := range slices.Sorted(maps.Keys(x.fields)) {
 			if err := r.walk(x.fields[name]); err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"time"
@@ -24,6 +25,15 @@ type DiffRow struct {
 	// rows (by the row hash, so 3000.0 and 3000.00 are one version). Absent nodes are left out.
 	Versions map[string]int     `json:"versions"`
 	Meta     map[string]RowMeta `json:"meta,omitempty"`
+}
+
+// NullRow is a row that is absent on a node, as DiffRow.Rows holds it.
+var NullRow = json.RawMessage("null")
+
+// IsNullRow reports whether raw is an absent row: empty, or JSON null.
+func IsNullRow(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
 }
 
 // RowMeta is what a node knows about the transaction that last wrote a row.

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 )
@@ -80,7 +80,7 @@ func ReadDiffFile(file []byte) (*DiffFile, error) {
 }
 
 // PairNames lists the file's node pairs, sorted.
-func (f *DiffFile) PairNames() []string { return sortedKeys(f.Diffs) }
+func (f *DiffFile) PairNames() []string { return slices.Sorted(maps.Keys(f.Diffs)) }
 
 // SplitPair splits a pair's name ("n1/n2") into its two nodes; ok is false when it has no "/".
 func SplitPair(name string) (pair []string, ok bool) {
@@ -109,7 +109,7 @@ func SplitRow(raw json.RawMessage) (map[string]json.RawMessage, *Meta, error) {
 // CheckRowShape checks that a row of the file has exactly the columns of table (named as
 // display).
 func CheckRowShape(fields map[string]json.RawMessage, columns []string, display string) error {
-	for _, name := range sortedKeys(fields) {
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
 		if !slices.Contains(columns, name) {
 			return fmt.Errorf("unknown column %q: %s has no such column now (%s); diff the table again", name, display, strings.Join(columns, ", "))
 		}
@@ -144,13 +144,4 @@ func Key(fields map[string]json.RawMessage, pk []string) (string, error) {
 func isNull(raw json.RawMessage) bool {
 	t := bytes.TrimSpace(raw)
 	return len(t) == 0 || string(t) == "null"
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

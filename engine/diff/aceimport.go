@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -94,7 +95,7 @@ func gatherKeys(f *acefile.DiffFile, t *engine.Table) (map[string]*importedKey, 
 	var order []string
 	for _, pairName := range f.PairNames() {
 		pair, ok := acefile.SplitPair(pairName)
-		for _, node := range sortedKeys(f.Diffs[pairName].Rows) {
+		for _, node := range slices.Sorted(maps.Keys(f.Diffs[pairName].Rows)) {
 			if !ok || !slices.Contains(pair, node) || !slices.Contains(f.Summary.Nodes, node) {
 				return nil, nil, fmt.Errorf("pair %s lists rows of node %s, which is not one of the pair's nodes or of the file's nodes (%s)",
 					pairName, node, strings.Join(f.Summary.Nodes, ", "))
@@ -167,7 +168,7 @@ func (im *importer) diffRows(ctx context.Context, keys map[string]*importedKey, 
 	var refs []ref
 	var elems []json.RawMessage
 	for _, k := range batch {
-		for _, n := range sortedKeys(keys[k].rows) {
+		for _, n := range slices.Sorted(maps.Keys(keys[k].rows)) {
 			refs = append(refs, ref{k, n})
 			elems = append(elems, keys[k].rows[n])
 		}
@@ -262,7 +263,7 @@ func (im *importer) diffRow(k *importedKey, rows map[string]normalized) engine.D
 		row, ok := rows[n]
 		if !ok {
 			d.Kind = engine.KindMissing
-			d.Rows[n] = jsonNull
+			d.Rows[n] = engine.NullRow
 			if !k.covered[n] {
 				im.ambiguous++
 			}
@@ -321,15 +322,4 @@ func (im *importer) summary(f *acefile.DiffFile, keys int64) *engine.DiffSummary
 	return out
 }
 
-// jsonNull is an absent row.
-var jsonNull = json.RawMessage("null")
-
-// sortedKeys is m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+// engine.NullRow is an absent row.

@@ -28,7 +28,7 @@ func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []pla
 		if p.Action == ActionSkip {
 			p.Before = p.expect
 			if p.After == nil {
-				p.After = jsonNull
+				p.After = engine.NullRow
 			}
 			out = append(out, p.RepairAction)
 			continue
@@ -134,8 +134,8 @@ func (r *repairer) sameRows(ctx context.Context, s *repairSession, work []planne
 		return nil, fmt.Errorf("hash the rows to repair on node %s: %w", s.node.Name, err)
 	}
 	return func(a, b json.RawMessage) bool {
-		if isNull(a) || isNull(b) {
-			return isNull(a) == isNull(b)
+		if engine.IsNullRow(a) || engine.IsNullRow(b) {
+			return engine.IsNullRow(a) == engine.IsNullRow(b)
 		}
 		da, okA := digests[string(a)]
 		db, okB := digests[string(b)]
@@ -151,14 +151,14 @@ func (r *repairer) sameRows(ctx context.Context, s *repairSession, work []planne
 // on), else the insert, update or delete that gets it there.
 func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.RawMessage) bool) (decided, error) {
 	if cur == nil {
-		cur = jsonNull
+		cur = engine.NullRow
 	}
 	d := decided{RepairAction: p.RepairAction, key: p.key, fill: p.fill}
 	d.Before = cur
 	want := p.After
 	if p.fill != nil {
-		if isNull(cur) {
-			return d.skipped(ReasonChangedSinceDiff, jsonNull), nil
+		if engine.IsNullRow(cur) {
+			return d.skipped(ReasonChangedSinceDiff, engine.NullRow), nil
 		}
 		merged, err := mergeFill(cur, p.fill)
 		if err != nil {
@@ -166,7 +166,7 @@ func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.Ra
 		}
 		want = merged
 	} else if p.Action == ActionDelete {
-		want = jsonNull
+		want = engine.NullRow
 	}
 	d.After = want
 	switch {
@@ -176,9 +176,9 @@ func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.Ra
 		return d.skipped(ReasonChangedSinceDiff, want), nil
 	case p.fill != nil:
 		d.Action = ActionUpdate
-	case isNull(want):
+	case engine.IsNullRow(want):
 		d.Action = ActionDelete
-	case isNull(cur):
+	case engine.IsNullRow(cur):
 		d.Action = ActionInsert
 	case r.opts.Bidirectional:
 		return d.skipped(ReasonBidirectional, want), nil
@@ -235,7 +235,7 @@ func (r *repairer) outcomes(kind string, group []decided, after map[string]json.
 		case !ok:
 			d = d.skipped(ReasonChangedSinceDiff, d.After)
 		case kind == ActionDelete:
-			d.After = jsonNull
+			d.After = engine.NullRow
 		default:
 			d.After = row
 		}

@@ -4,21 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/big"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
-
-// jsonNull is an absent row.
-var jsonNull = json.RawMessage("null")
-
-// isNull reports whether raw is absent or JSON null.
-func isNull(raw json.RawMessage) bool {
-	return len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null"
-}
 
 // sameJSON reports whether two JSON documents are equal as values: objects regardless of key
 // order, numbers by value (1.5 = 1.50), and an empty document equal to null.
 func sameJSON(a, b json.RawMessage) bool {
-	if isNull(a) || isNull(b) {
-		return isNull(a) == isNull(b)
+	if engine.IsNullRow(a) || engine.IsNullRow(b) {
+		return engine.IsNullRow(a) == engine.IsNullRow(b)
 	}
 	va, errA := decodeJSON(a)
 	vb, errB := decodeJSON(b)
@@ -81,7 +75,7 @@ func sameNumber(a, b json.Number) bool {
 // stay exact).
 func rowFields(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	var m map[string]json.RawMessage
-	if isNull(raw) {
+	if engine.IsNullRow(raw) {
 		return nil, nil
 	}
 	err := json.Unmarshal(raw, &m)

@@ -3,6 +3,8 @@ package repair
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -43,10 +45,10 @@ func (r *repairer) plan(d engine.DiffRow) ([]planned, error) {
 }
 
 func rowOf(d engine.DiffRow, node string) json.RawMessage {
-	if raw, ok := d.Rows[node]; ok && !isNull(raw) {
+	if raw, ok := d.Rows[node]; ok && !engine.IsNullRow(raw) {
 		return raw
 	}
-	return jsonNull
+	return engine.NullRow
 }
 
 func present(d engine.DiffRow, node string) bool {
@@ -109,7 +111,7 @@ func (r *repairer) copyAction(d engine.DiffRow, src, t string) (planned, bool) {
 // returned as a skip reason.
 func latestCommit(d engine.DiffRow) (winner, reason string) {
 	var best time.Time
-	nodes := sortedKeys(d.Versions)
+	nodes := slices.Sorted(maps.Keys(d.Versions))
 	for _, n := range nodes {
 		m, ok := d.Meta[n]
 		if !ok || m.CommitTS == nil {
@@ -130,7 +132,7 @@ func latestCommit(d engine.DiffRow) (winner, reason string) {
 // planBidirectional inserts a missing row on every target from the nodes that have it, when
 // they agree (or the source of truth has it). Rows every node has are left as they are.
 func (r *repairer) planBidirectional(d engine.DiffRow) []planned {
-	holders := sortedKeys(d.Versions)
+	holders := slices.Sorted(maps.Keys(d.Versions))
 	versions := map[int]bool{}
 	for _, n := range holders {
 		versions[d.Versions[n]] = true
@@ -161,7 +163,7 @@ func (r *repairer) planBidirectional(d engine.DiffRow) []planned {
 // nodes when they agree.
 func (r *repairer) planFixNulls(d engine.DiffRow) ([]planned, error) {
 	rows := map[string]map[string]json.RawMessage{}
-	for _, n := range sortedKeys(d.Versions) {
+	for _, n := range slices.Sorted(maps.Keys(d.Versions)) {
 		f, err := rowFields(rowOf(d, n))
 		if err != nil {
 			return nil, fmt.Errorf("decode the row %s of node %s: %w", d.PK, n, err)
@@ -187,7 +189,7 @@ func (r *repairer) fillNulls(rows map[string]map[string]json.RawMessage, t strin
 	fill := map[string]json.RawMessage{}
 	conflict := false
 	for _, c := range r.writable {
-		if c.PKPos > 0 || !isNull(rows[t][c.Name]) {
+		if c.PKPos > 0 || !engine.IsNullRow(rows[t][c.Name]) {
 			continue
 		}
 		v, ok := r.fillValue(rows, t, c.Name)
@@ -213,13 +215,13 @@ func (r *repairer) fillNulls(rows map[string]map[string]json.RawMessage, t strin
 // the one value the other nodes agree on. A nil value with false means nobody has one; a
 // non-nil value with false means they disagree.
 func (r *repairer) fillValue(rows map[string]map[string]json.RawMessage, t, c string) (json.RawMessage, bool) {
-	if sot := rows[r.opts.SourceOfTruth]; sot != nil && !isNull(sot[c]) {
+	if sot := rows[r.opts.SourceOfTruth]; sot != nil && !engine.IsNullRow(sot[c]) {
 		return sot[c], true
 	}
 	var found json.RawMessage
-	for _, n := range sortedKeys(rows) {
+	for _, n := range slices.Sorted(maps.Keys(rows)) {
 		v := rows[n][c]
-		if n == t || isNull(v) {
+		if n == t || engine.IsNullRow(v) {
 			continue
 		}
 		if found != nil && !sameJSON(found, v) {
@@ -232,7 +234,7 @@ func (r *repairer) fillValue(rows map[string]map[string]json.RawMessage, t, c st
 
 // fillSource names a node that holds the filled values, for the report.
 func fillSource(rows map[string]map[string]json.RawMessage, t string, fill map[string]json.RawMessage) string {
-	for _, n := range sortedKeys(rows) {
+	for _, n := range slices.Sorted(maps.Keys(rows)) {
 		if n == t {
 			continue
 		}
@@ -254,7 +256,7 @@ func mergeFill(row json.RawMessage, fill map[string]json.RawMessage) (json.RawMe
 		return row, err
 	}
 	for c, v := range fill {
-		if isNull(fields[c]) {
+		if engine.IsNullRow(fields[c]) {
 			fields[c] = v
 		}
 	}

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -223,7 +223,7 @@ type repairError struct {
 func (e *repairError) Error() string {
 	s := e.Summary
 	var failed, others []string
-	for _, name := range sortedKeys(s.Nodes) {
+	for _, name := range slices.Sorted(maps.Keys(s.Nodes)) {
 		n := s.Nodes[name]
 		switch n.Status {
 		case NodeFailed:
@@ -243,15 +243,6 @@ func (e *repairError) Error() string {
 		msg += "; " + strings.Join(others, "; ")
 	}
 	return msg
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Repair makes the target nodes agree as the options say, using the rows the diff stored. Each

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -146,7 +148,7 @@ func (h *htmlReport) summaryView(pairs [][2]string, counts []pairCounts) summary
 	checked := GroupDigits(s.TotalRowsChecked)
 	if len(s.RowsPerNode) > 0 {
 		var per []string
-		for _, n := range sortedKeys(s.RowsPerNode) {
+		for _, n := range slices.Sorted(maps.Keys(s.RowsPerNode)) {
 			per = append(per, n+": "+GroupDigits(s.RowsPerNode[n]))
 		}
 		checked += " (" + strings.Join(per, ", ") + ")"
@@ -475,13 +477,4 @@ func Plural(n int64, one, many string) string {
 		return one
 	}
 	return many
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
