@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // This file defines ace-agent's two semantics, once, as SQL:
@@ -209,15 +210,16 @@ func (t *typeInfo) nativeOrder() bool {
 	return t.builtin() && len(t.fields) == 0
 }
 
-// querier is a pool, a connection or a transaction.
-type querier interface {
+// Querier is what reading and writing functions need: a *pgx.Conn, a pool or a transaction.
+type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
 // typeLoader reads type descriptions from one node, each type once.
 type typeLoader struct {
-	q    querier
+	q    Querier
 	seen map[uint32]*typeInfo
 }
 
@@ -298,7 +300,7 @@ func (l *typeLoader) loadFields(ctx context.Context, relid uint32, depth int) ([
 // are hashed, after casting each value back to its column's type on the node: two documents get
 // the same digest exactly when they hold the same values under the value semantics. The result
 // is keyed by document; null documents are left out.
-func RowDigests(ctx context.Context, q querier, t *Table, docs []json.RawMessage) (map[string]string, error) {
+func RowDigests(ctx context.Context, q Querier, t *Table, docs []json.RawMessage) (map[string]string, error) {
 	seen := map[string]bool{}
 	var elems []json.RawMessage
 	for _, d := range docs {

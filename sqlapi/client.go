@@ -10,15 +10,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
-// Querier is what reading functions need: a *pgx.Conn, a pool or a transaction.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-}
+// Querier is a *pgx.Conn, a pool or a transaction (defined once, in engine).
+type Querier = engine.Querier
 
 // Submit queues a task. The same checks run as for ace.table_diff(...): they live in the
 // insert trigger, so an invalid task is refused here with the trigger's message.

@@ -179,22 +179,29 @@ func (d *differ) compareRows(ctx context.Context, ranges []engine.Range) error {
 		conds[j] = "(" + d.keys.Where(r, &args) + ")"
 	}
 	where := "(" + strings.Join(conds, " OR ") + ")"
+	perNode, err := d.rowDigests(ctx, where, args)
+	if err != nil {
+		return fmt.Errorf("read row hashes in %d ranges from %s: %w", len(ranges), ranges[0], err)
+	}
+	return d.reportKeys(ctx, differingKeys(perNode))
+}
+
+// rowDigests reads the canonical key and the digest of every row matching where (with its
+// parameters args) on every node, at the diff's snapshots.
+func (d *differ) rowDigests(ctx context.Context, where string, args []any) ([]map[string]keyHash, error) {
 	perNode := make([]map[string]keyHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
 		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.KeyText(), d.hash.Digest, d.hash.Source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
 		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
-				return fmt.Errorf("read row hashes in %d ranges from %s: %w", len(ranges), ranges[0], err)
+				return fmt.Errorf("node %s: %w", d.nodes[i].Name, err)
 			}
 			perNode[i], err = collectKeyHashes(rows, len(d.keys.Columns()))
 			return err
 		})
 	})
-	if err != nil {
-		return err
-	}
-	return d.reportKeys(ctx, differingKeys(perNode))
+	return perNode, err
 }
 
 func collectKeyHashes(rows pgx.Rows, nkey int) (map[string]keyHash, error) {

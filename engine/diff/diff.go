@@ -291,10 +291,7 @@ func (d *differ) run(ctx context.Context) error {
 			if err := d.diffBlock(ctx, b); err != nil {
 				return err
 			}
-			d.mu.Lock()
-			d.prog.BlocksDone++
-			d.mu.Unlock()
-			d.report()
+			d.blockDone()
 			return nil
 		})
 	}
@@ -304,6 +301,14 @@ func (d *differ) run(ctx context.Context) error {
 func (d *differ) setPhase(phase string) {
 	d.mu.Lock()
 	d.prog.Phase = phase
+	d.mu.Unlock()
+	d.report()
+}
+
+// blockDone counts a finished block (or recheck batch) and reports progress.
+func (d *differ) blockDone() {
+	d.mu.Lock()
+	d.prog.BlocksDone++
 	d.mu.Unlock()
 	d.report()
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/ace-agent/ace-agent/engine"
 )
 
@@ -61,34 +59,25 @@ func (d *differ) recheck(ctx context.Context, keys [][]string) error {
 		if err := d.reportKeys(ctx, differingKeys(perNode)); err != nil {
 			return err
 		}
-		d.mu.Lock()
-		d.prog.BlocksDone++
-		d.mu.Unlock()
-		d.report()
+		d.blockDone()
 	}
 	return nil
 }
 
-// keyHashes reads the row hashes of the given keys on every node.
+// keyHashes reads the row hashes of the given keys on every node, counting them as checked.
 func (d *differ) keyHashes(ctx context.Context, keys [][]string) ([]map[string]keyHash, error) {
 	match, args := d.keys.MatchKeys(keys)
-	perNode := make([]map[string]keyHash, len(d.nodes))
-	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.keys.KeyText(), d.hash.Digest, d.hash.Source(d.table.Qualified(), match+" AND "+d.filterFor(i)))
-		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
-			rows, err := tx.Query(ctx, sql, args...)
-			if err != nil {
-				return fmt.Errorf("read row hashes of %d keys: %w", len(keys), err)
-			}
-			perNode[i], err = collectKeyHashes(rows, len(d.keys.Columns()))
-			d.mu.Lock()
-			d.rowsPerNode[i] += int64(len(perNode[i]))
-			d.prog.RowsHashed += int64(len(perNode[i]))
-			d.mu.Unlock()
-			return err
-		})
-	})
-	return perNode, err
+	perNode, err := d.rowDigests(ctx, match, args)
+	if err != nil {
+		return nil, fmt.Errorf("read row hashes of %d keys: %w", len(keys), err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, m := range perNode {
+		d.rowsPerNode[i] += int64(len(m))
+		d.prog.RowsHashed += int64(len(m))
+	}
+	return perNode, nil
 }
 
 // recheckPersisting waits RecheckAfter, then compares the keys the first pass found at fresh
