@@ -3,12 +3,12 @@ package agent_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
@@ -97,7 +97,7 @@ func TestCodeInTaskSessionsCannotLeaveTheSubmitter(t *testing.T) {
 		CREATE TRIGGER t BEFORE UPDATE ON triggered FOR EACH ROW EXECUTE FUNCTION fire();
 		ALTER TABLE triggered ENABLE ALWAYS TRIGGER t;
 		CREATE DOMAIN probed AS int CHECK (NOT mine() OR probe(VALUE));
-		CREATE TABLE checked (id int PRIMARY KEY, v probed)`, quoteLiteral(e.alice)))
+		CREATE TABLE checked (id int PRIMARY KEY, v probed)`, engine.QuoteLiteral(e.alice)))
 	e.ExecAll(`INSERT INTO public.plain SELECT g, g FROM generate_series(1, 10) g; INSERT INTO public.policed VALUES (1);
 		INSERT INTO public.triggered SELECT g, g FROM generate_series(1, 10) g; INSERT INTO public.checked SELECT g, g FROM generate_series(1, 10) g`)
 	e.Node("n2").Exec(t, `UPDATE public.triggered SET v = -v WHERE id = 3; UPDATE public.checked SET v = -v WHERE id = 3`)
@@ -133,8 +133,6 @@ func TestCodeInTaskSessionsCannotLeaveTheSubmitter(t *testing.T) {
 		require.Equal(t, -3, e.scalarOn(t, "n2", `SELECT v FROM public.checked WHERE id = 3`), "nothing was written")
 	})
 }
-
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func (e *wallEnv) scalarOn(t *testing.T, node, sql string) int {
 	t.Helper()

@@ -28,7 +28,7 @@ admin_dsn() { dsn_as "$1" postgres postgres; }
 dsn() { dsn_as "$1" $DB dba; }                      # the DBA who diffs and repairs
 agent_dsn() { dsn_as "$1" $DB ace_agent; }          # the agent's own login
 node_conninfo() { # how ace.nodes reaches a node: verified TLS, no user, no certificate
-  agent_dsn "$1" | sed -e 's/ user=[^ ]*//' -e 's/ sslcert=[^ ]*//' -e 's/ sslkey=[^ ]*//'
+  $DEVCLUSTER server --dir "$CLUSTER_DIR" --node "$1" --db $DB
 }
 psql_on() { # psql_on NODE SQL...: as the DBA
   local node=$1; shift

@@ -6,11 +6,12 @@
 //	go run ./internal/devcluster down   --dir .cluster
 //	go run ./internal/devcluster dsn    --dir .cluster --node n1 --db app --user alice [--cert ace_agent]
 //	go run ./internal/devcluster map    --dir .cluster --cert ace_agent --role alice
+//	go run ./internal/devcluster server --dir .cluster --node n1 --db app
 //
 // The nodes authenticate every connection by client certificate (no trust), made in DIR/certs.
 // up writes DIR/env.sh with one ACE_<NODE>_DSN export per node, for the superuser postgres;
 // dsn prints a connection string for another role (with its own certificate, or with --cert
-// another's); map lets a certificate log in as a role on every node (pg_ident.conf). Errors exit
+// another's); server prints one with neither (what ace.nodes holds); map lets a certificate log in as a role on every node (pg_ident.conf). Errors exit
 // with code 2.
 package main
 
@@ -30,7 +31,7 @@ import (
 	"github.com/ace-agent/ace-agent/internal/localpg"
 )
 
-const usage = "usage: devcluster up|down|status|dsn|map [--dir DIR] [--nodes N] [--node NODE --db DB --user ROLE] [--cert CN] [--role ROLE]"
+const usage = "usage: devcluster up|down|status|dsn|server|map [--dir DIR] [--nodes N] [--node NODE --db DB --user ROLE] [--cert CN] [--role ROLE]"
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -71,6 +72,8 @@ func run(args []string, out io.Writer) error {
 		return status(ctx, out, *dir)
 	case "dsn":
 		return dsn(out, *dir, *node, *db, *user, cmp.Or(*cert, *user))
+	case "server":
+		return dsn(out, *dir, *node, *db, "", "")
 	case "map":
 		return mapIdentity(ctx, *dir, *cert, *role)
 	default:
@@ -106,7 +109,8 @@ func up(ctx context.Context, out io.Writer, dir string, nodes int, nodesSet bool
 	return nil
 }
 
-// dsn prints the connection string of a role on a node, presenting the certificate certCN.
+// dsn prints the connection string of a role on a node, presenting the certificate certCN; with
+// no role, the server's alone.
 func dsn(out io.Writer, dir, node, db, user, certCN string) error {
 	c, err := localpg.Open(dir)
 	if err != nil {
@@ -114,7 +118,10 @@ func dsn(out io.Writer, dir, node, db, user, certCN string) error {
 	}
 	for _, n := range c.Nodes {
 		if n.Name == node {
-			s, err := n.DSNAs(db, user, certCN)
+			s, err := n.ServerDSN(db)
+			if user != "" {
+				s, err = n.DSNAs(db, user, certCN)
+			}
 			if err != nil {
 				return err
 			}

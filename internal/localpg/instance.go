@@ -74,15 +74,25 @@ func (i *Instance) DSN(dbname string) string {
 // client certificate whose common name is certCN (made on first use). The server is verified
 // against the cluster's authority.
 func (i *Instance) DSNAs(dbname, user, certCN string) (string, error) {
-	if i.certs == nil {
-		return "", fmt.Errorf("%s does not authenticate by certificate", i.Name)
+	server, err := i.ServerDSN(dbname)
+	if err != nil {
+		return "", err
 	}
 	cert, key, err := i.certs.Client(certCN)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s",
-		i.Port, quoteDSN(user), quoteDSN(dbname), quoteDSN(i.certs.CAFile()), quoteDSN(cert), quoteDSN(key)), nil
+	return fmt.Sprintf("%s user=%s sslcert=%s sslkey=%s", server, quoteDSN(user), quoteDSN(cert), quoteDSN(key)), nil
+}
+
+// ServerDSN returns how a CertAuth instance's database is reached with the server verified, and
+// neither a user nor a client certificate: what ace.nodes holds, the agent bringing both.
+func (i *Instance) ServerDSN(dbname string) (string, error) {
+	if i.certs == nil {
+		return "", fmt.Errorf("%s does not authenticate by certificate", i.Name)
+	}
+	return fmt.Sprintf("host=127.0.0.1 port=%d dbname=%s sslmode=verify-full sslrootcert=%s",
+		i.Port, quoteDSN(dbname), quoteDSN(i.certs.CAFile())), nil
 }
 
 // MapIdentity lets a client certificate whose common name is certCN log in as role, by a line

@@ -3,7 +3,6 @@ package testcluster
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,17 +97,11 @@ func NewSecure(t testing.TB) *Env {
 // NodeConnInfo is how ace.nodes reaches the node on a secure cluster: TLS with the server
 // verified, no user and no certificate.
 func (n *Node) NodeConnInfo() string {
-	dsn, err := n.Instance.DSNAs(n.dbName(), "x", "x")
+	ci, err := n.Instance.ServerDSN(n.dbName())
 	if err != nil {
 		return n.DSN
 	}
-	var keep []string
-	for _, kv := range strings.Fields(dsn) {
-		if !strings.HasPrefix(kv, "user=") && !strings.HasPrefix(kv, "sslcert=") && !strings.HasPrefix(kv, "sslkey=") {
-			keep = append(keep, kv)
-		}
-	}
-	return strings.Join(keep, " ")
+	return ci
 }
 
 func (n *Node) dbName() string {
