@@ -34,6 +34,8 @@ type Agent struct {
 	// clientCerts is the TLS identity of ACE_DSN, which task sessions present when they log in
 	// as a submitter.
 	clientCerts []tls.Certificate
+	// user is ACE_DSN's login: the agent's own role on every node, owner of the ace schema.
+	user string
 
 	mu      sync.Mutex
 	running map[uuid.UUID]*runningTask
@@ -79,6 +81,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Impersonation == "" {
 		a.cfg.Impersonation = ImpersonateLogin
 	}
+	a.user = pcfg.ConnConfig.User
 	if pcfg.ConnConfig.TLSConfig != nil {
 		a.clientCerts = pcfg.ConnConfig.TLSConfig.Certificates
 	}

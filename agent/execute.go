@@ -86,6 +86,12 @@ func (a *Agent) dispatch(ctx context.Context, run *sqlapi.Run) (any, error) {
 		return a.tableRerun(ctx, run)
 	case sqlapi.TypeDiffImport:
 		return a.diffImport(ctx, run)
+	case sqlapi.TypeMtreeBuild:
+		return a.mtreeBuild(ctx, run)
+	case sqlapi.TypeMtreeDiff:
+		return a.mtreeDiff(ctx, run)
+	case sqlapi.TypeMtreeTeardown:
+		return a.mtreeTeardown(ctx, run)
 	}
 	return nil, fmt.Errorf("this agent (version %s) cannot run %q tasks", Version, run.Task.Type)
 }
@@ -152,15 +158,10 @@ func (a *Agent) diffOptions(args sqlapi.TableDiffArgs) (diff.TableDiffOptions, e
 // openNodes connects to the named nodes as the task's submitter. The local node is reached
 // through ACE_DSN, the others through their ace.nodes connection strings.
 func (a *Agent) openNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]*engine.Node, error) {
-	registered, err := sqlapi.Nodes(ctx, a.pool)
+	conninfo, err := a.nodeConnInfo(ctx)
 	if err != nil {
 		return nil, err
 	}
-	conninfo := map[string]string{}
-	for _, n := range registered {
-		conninfo[n.Name] = n.ConnInfo
-	}
-	conninfo[a.cfg.Node] = a.cfg.DSN
 	nodes := make([]*engine.Node, len(names))
 	p := pool.New().WithErrors().WithContext(ctx)
 	for i, name := range names {
@@ -179,6 +180,21 @@ func (a *Agent) openNodes(ctx context.Context, run *sqlapi.Run, names []string, 
 		return nil, err
 	}
 	return nodes, nil
+}
+
+// nodeConnInfo maps each registered node to its connection string; the local node is reached
+// through ACE_DSN.
+func (a *Agent) nodeConnInfo(ctx context.Context) (map[string]string, error) {
+	registered, err := sqlapi.Nodes(ctx, a.pool)
+	if err != nil {
+		return nil, err
+	}
+	conninfo := map[string]string{}
+	for _, n := range registered {
+		conninfo[n.Name] = n.ConnInfo
+	}
+	conninfo[a.cfg.Node] = a.cfg.DSN
+	return conninfo, nil
 }
 
 // asSubmitter makes a task's node sessions the submitter's: by logging in as the submitting role

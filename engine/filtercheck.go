@@ -566,3 +566,9 @@ func IsStatementTimeout(err error) bool {
 	var pg *pgconn.PgError
 	return errors.As(err, &pg) && pg.Code == "57014"
 }
+
+// IsLockTimeout reports whether err is a lock wait that ran out (lock_timeout, or NOWAIT).
+func IsLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}

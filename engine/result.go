@@ -95,6 +95,20 @@ type DiffSummary struct {
 	HashVersion           int                 `json:"hash_version"`
 	Warnings              []string            `json:"warnings,omitempty"`
 	ReportFile            string              `json:"report_file,omitempty"` // the output report, on the agent\'s host
+	// Mtree describes how a Merkle tree diff used the trees; nil for a table-diff.
+	Mtree *MtreeStats `json:"mtree,omitempty"`
+}
+
+// MtreeStats is what a Merkle tree diff did with the trees.
+type MtreeStats struct {
+	Leaves           int               `json:"leaves"`
+	LeafRows         int               `json:"leaf_rows"`
+	LeavesRefreshed  map[string]int    `json:"leaves_refreshed"` // per node: stale leaves hashed again
+	MismatchedLeaves int               `json:"mismatched_leaves"`
+	Splits           int               `json:"splits"`
+	Merges           int               `json:"merges"`
+	CaughtUpTo       map[string]string `json:"caught_up_to"` // per node: the WAL position the tree reflects at least
+	CatchUpSeconds   float64           `json:"catch_up_seconds"`
 }
 
 // InSync reports whether no differences were found.

@@ -157,6 +157,64 @@ func NewKeyOrder(tables []*Table, nodes []string) (KeyOrder, error) {
 	return k, nil
 }
 
+// NewKeyOrderFixed is the key order a Merkle tree was built with: collateC[i] says key column i
+// is compared in the "C" collation (see NewKeyOrder). A tree keeps its order for its life, so
+// its leaves stay ranges of the same keys.
+func NewKeyOrderFixed(t *Table, collateC []bool) (KeyOrder, error) {
+	pk := t.PK
+	if len(collateC) != len(pk) {
+		return KeyOrder{}, fmt.Errorf("%s has %d key columns, its tree %d: the primary key changed; build the tree again", t.Display(), len(pk), len(collateC))
+	}
+	k := KeyOrder{cols: pk, text: make([]string, len(pk)), native: make([]bool, len(pk)), collate: make([]string, len(pk))}
+	for i, c := range pk {
+		k.text[i] = c.typ.keyText(Ident(c.Name))
+		k.native[i] = c.typ.nativeOrder()
+		if collateC[i] && c.Collate != "" {
+			k.collate[i] = ` COLLATE "C"`
+		}
+	}
+	return k, nil
+}
+
+// CollateC reports, per key column, whether it is compared in the "C" collation: what a tree
+// stores to rebuild its KeyOrder with NewKeyOrderFixed.
+func (k KeyOrder) CollateC() []bool {
+	out := make([]bool, len(k.cols))
+	for i := range k.cols {
+		out[i] = k.collate[i] != ""
+	}
+	return out
+}
+
+// KeyFromArray is a key stored as a text[] of canonical key texts (expr), as KeyExpr compares it.
+func (k KeyOrder) KeyFromArray(expr string) string {
+	return k.keyFrom(expr, func(i int, elem string) string { return elem })
+}
+
+// KeyFromRawArray is a key given as a text[] of each column's text output (as logical
+// replication sends it), as KeyExpr compares it.
+func (k KeyOrder) KeyFromRawArray(expr string) string {
+	return k.keyFrom(expr, func(i int, elem string) string {
+		return k.cols[i].typ.keyText("(" + elem + ")::" + k.cols[i].Type)
+	})
+}
+
+func (k KeyOrder) keyFrom(expr string, canonical func(i int, elem string) string) string {
+	parts := make([]string, len(k.cols))
+	for i, c := range k.cols {
+		elem := fmt.Sprintf("(%s)[%d]", expr, i+1)
+		if k.native[i] {
+			parts[i] = "(" + elem + ")::" + c.Type + k.collate[i]
+		} else {
+			parts[i] = "(" + canonical(i, elem) + `) COLLATE "C"`
+		}
+	}
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return "ROW(" + strings.Join(parts, ", ") + ")"
+}
+
 // colExpr is key column i as compared: the column, or its canonical text in binary order.
 func (k KeyOrder) colExpr(i int) string {
 	if !k.native[i] {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/sourcegraph/conc/pool"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -224,4 +226,36 @@ func SameShape(a, b *Table, nameA, nameB string) error {
 			strings.Join(b.PKNames(), ", "), nameB)
 	}
 	return nil
+}
+
+// LoadTables reads the table's shape from every node at once and checks that they agree. The
+// hash mode is binary when every node runs the same major version, else text.
+func LoadTables(ctx context.Context, nodes []*Node, table string) ([]*Table, HashMode, error) {
+	schema, name, err := SplitTableName(table)
+	if err != nil {
+		return nil, "", err
+	}
+	tables := make([]*Table, len(nodes))
+	p := pool.New().WithErrors().WithContext(ctx)
+	for i, n := range nodes {
+		p.Go(func(ctx context.Context) error {
+			t, err := LoadTable(ctx, n, schema, name)
+			tables[i] = t
+			return err
+		})
+	}
+	if err := p.Wait(); err != nil {
+		return nil, "", err
+	}
+	mode := HashBinary
+	for i := 1; i < len(tables); i++ {
+		if err := SameShape(tables[0], tables[i], nodes[0].Name, nodes[i].Name); err != nil {
+			return nil, "", err
+		}
+		if tables[i].ServerMajor != tables[0].ServerMajor {
+			// Binary send forms and built-in type OIDs are only relied on within a major version.
+			mode = HashText
+		}
+	}
+	return tables, mode, nil
 }

@@ -71,8 +71,10 @@ func RecoverOrphans(ctx context.Context, conn *pgx.Conn, staleSeconds int, skip 
 	return recovered, nil
 }
 
-// rerunnableTypes are read-only, so running them again after a crash changes nothing.
-var rerunnableTypes = []string{string(TypeTableDiff), string(TypeTableRerun), string(TypeDiffImport)}
+// rerunnableTypes change no table's rows, so running them again after a crash changes nothing
+// (a Merkle tree task only rewrites the ace schema's trees, and does so idempotently).
+var rerunnableTypes = []string{string(TypeTableDiff), string(TypeTableRerun), string(TypeDiffImport),
+	string(TypeMtreeBuild), string(TypeMtreeDiff), string(TypeMtreeTeardown)}
 
 // recoverOne recovers the task if its claim session is gone, and returns what it did (nil: the
 // task's agent is still there, or the task is busy or ended meanwhile).

@@ -103,21 +103,29 @@ func (d *differ) diffBlock(ctx context.Context, b block) error {
 // compareBatch bounds how many small ranges one row-hash query reads.
 const compareBatch = 64
 
-// resolve finds the differing keys in the mismatched pieces of b: the small ones together, a
-// few queries for all of them, and the large ones each narrowed down further.
+// resolve finds the differing keys in the mismatched pieces of b (resolveLeaves).
 //
 // The pieces are worked on Workers at a time: with large blocks, one block can hold most of the
 // differences. The node pools bound the queries actually in flight.
 func (d *differ) resolve(ctx context.Context, b block, mismatched map[int][]int64) error {
+	leaves := make([]Leaf, 0, len(mismatched))
+	for piece, counts := range mismatched {
+		leaves = append(leaves, Leaf{Range: b.leafRange(piece), Counts: counts})
+	}
+	return d.resolveLeaves(ctx, leaves)
+}
+
+// resolveLeaves finds the differing keys in mismatched ranges: the small ones together, a few
+// queries for all of them, and the large ones each narrowed down further.
+func (d *differ) resolveLeaves(ctx context.Context, leaves []Leaf) error {
 	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError().WithMaxGoroutines(d.opts.Workers)
 	var small []engine.Range
-	for piece, counts := range mismatched {
-		if maxCount(counts) <= int64(2*d.opts.CompareUnitSize) {
-			small = append(small, b.leafRange(piece))
+	for _, l := range leaves {
+		if maxCount(l.Counts) <= int64(2*d.opts.CompareUnitSize) {
+			small = append(small, l.Range)
 			continue
 		}
-		r := b.leafRange(piece)
-		p.Go(func(ctx context.Context) error { return d.narrow(ctx, r, counts) })
+		p.Go(func(ctx context.Context) error { return d.narrow(ctx, l.Range, l.Counts) })
 	}
 	for start := 0; start < len(small); start += compareBatch {
 		batch := small[start:min(start+compareBatch, len(small))]

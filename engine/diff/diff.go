@@ -48,6 +48,18 @@ type TableDiffOptions struct {
 	// agent's login, so a table whose policies are owned by a non-superuser is refused. (The
 	// table_filter is held to its allow-list in either mode.)
 	SetRoleSessions bool
+	// Leaves, when set, are the only ranges compared: already known to differ (a Merkle tree's
+	// mismatched leaves, say), so they are narrowed down without planning or hashing the table.
+	Leaves []Leaf
+	// Sessions, when set, are the node sessions to read at, one per node in the order of the
+	// nodes sorted by name; the caller opened them and closes them.
+	Sessions []*engine.Session
+}
+
+// Leaf is a range known to differ, with each node's row count in it (nodes sorted by name).
+type Leaf struct {
+	Range  engine.Range
+	Counts []int64
 }
 
 func (o *TableDiffOptions) setDefaults() {
@@ -121,6 +133,7 @@ type differ struct {
 	opts     TableDiffOptions
 	nodes    []*engine.Node
 	sessions []*engine.Session
+	borrowed bool // sessions belong to the caller
 	table    *engine.Table
 	tables   []*engine.Table // each node's view, for per-node settings such as CommitTS
 	keys     engine.KeyOrder
@@ -155,32 +168,11 @@ type differ struct {
 // snapshots.
 func (d *differ) prepare(ctx context.Context) error {
 	d.setPhase("checking table")
-	schema, name, err := engine.SplitTableName(d.opts.Table)
+	tables, mode, err := engine.LoadTables(ctx, d.nodes, d.opts.Table)
 	if err != nil {
 		return err
 	}
-	tables := make([]*engine.Table, len(d.nodes))
-	p := pool.New().WithErrors().WithContext(ctx)
-	for i, n := range d.nodes {
-		p.Go(func(ctx context.Context) error {
-			t, err := engine.LoadTable(ctx, n, schema, name)
-			tables[i] = t
-			return err
-		})
-	}
-	if err := p.Wait(); err != nil {
-		return err
-	}
-	d.mode = engine.HashBinary
-	for i := 1; i < len(tables); i++ {
-		if err := engine.SameShape(tables[0], tables[i], d.nodes[0].Name, d.nodes[i].Name); err != nil {
-			return err
-		}
-		if tables[i].ServerMajor != tables[0].ServerMajor {
-			// Binary send forms and built-in type OIDs are only relied on within a major version.
-			d.mode = engine.HashText
-		}
-	}
+	d.mode = mode
 	d.table = tables[0]
 	d.tables = tables
 	if d.keys, err = engine.NewKeyOrder(tables, nodeNames(d.nodes)); err != nil {
@@ -207,6 +199,13 @@ func (d *differ) prepare(ctx context.Context) error {
 }
 
 func (d *differ) openSessions(ctx context.Context, tables []*engine.Table) error {
+	if d.opts.Sessions != nil {
+		if len(d.opts.Sessions) != len(d.nodes) {
+			return fmt.Errorf("%d sessions given for %d nodes", len(d.opts.Sessions), len(d.nodes))
+		}
+		d.sessions, d.borrowed = d.opts.Sessions, true
+		return nil
+	}
 	d.sessions = make([]*engine.Session, len(d.nodes))
 	for i, n := range d.nodes {
 		s, err := engine.OpenSession(ctx, n)
@@ -219,6 +218,9 @@ func (d *differ) openSessions(ctx context.Context, tables []*engine.Table) error
 }
 
 func (d *differ) closeSessions(ctx context.Context) {
+	if d.borrowed {
+		return
+	}
 	for _, s := range d.sessions {
 		if s != nil {
 			s.Close(ctx)
@@ -274,6 +276,10 @@ func (d *differ) checkFilter(ctx context.Context) error {
 var errTrialTimedOut = errors.New("the filter's trial query ran out of time")
 
 func (d *differ) run(ctx context.Context) error {
+	if d.opts.Leaves != nil {
+		d.setPhase("narrowing")
+		return d.resolveLeaves(ctx, d.opts.Leaves)
+	}
 	d.setPhase("planning ranges")
 	blocks, err := d.planBlocks(ctx)
 	if err != nil {

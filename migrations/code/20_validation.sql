@@ -140,9 +140,9 @@ BEGIN
         RAISE EXCEPTION 'diff task % does not exist', id
             USING ERRCODE = 'no_data_found', HINT = 'A task is visible only to the role that submitted it (and its members).';
     END IF;
-    IF t.task_type NOT IN ('table-diff', 'table-rerun', 'diff-import') THEN
+    IF t.task_type NOT IN ('table-diff', 'table-rerun', 'diff-import', 'mtree-diff') THEN
         RAISE EXCEPTION 'task % is a % task, not a diff', id, t.task_type
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the id of a table-diff, table-rerun or diff-import task.';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give the id of a table-diff, mtree-diff, table-rerun or diff-import task.';
     END IF;
     IF t.status <> 'COMPLETED' THEN
         RAISE EXCEPTION 'diff task % is %, not COMPLETED', id, t.status

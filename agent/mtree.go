@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/mtree"
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// mtreeBuild runs an mtree-build task: the tree of a table on the chosen nodes.
+func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run) (any, error) {
+	var args sqlapi.MtreeBuildArgs
+	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
+		return nil, fmt.Errorf("decode mtree-build arguments: %w", err)
+	}
+	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, 4)
+	if err != nil {
+		return nil, err
+	}
+	defer closeTreeNodes(nodes)
+	progress, stop := a.progressReporter(ctx, run)
+	defer stop()
+	return mtree.Build(ctx, nodes, mtree.BuildOptions{
+		Table: args.TableName, LeafRows: args.LeafRows, TaskID: run.Task.ID.String(), User: run.Task.SubmittedBy,
+	}, progress)
+}
+
+// mtreeDiff runs an mtree-diff task; its result and rows are those of a table-diff.
+func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
+	var args sqlapi.MtreeDiffArgs
+	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
+		return nil, fmt.Errorf("decode mtree-diff arguments: %w", err)
+	}
+	if err := run.ResetResults(ctx); err != nil {
+		return nil, err
+	}
+	opts, err := a.diffOptions(args.TableDiffArgs)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, int32(opts.Workers+2))
+	if err != nil {
+		return nil, err
+	}
+	defer closeTreeNodes(nodes)
+	progress, stop := a.progressReporter(ctx, run)
+	defer stop()
+	summary, err := mtree.Diff(ctx, nodes, mtree.DiffOptions{
+		Diff: opts, CDCTimeout: time.Duration(args.CDCTimeout * float64(time.Second)),
+	}, run, progress)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.writeReport(ctx, run, args.Output, summary); err != nil {
+		return nil, err
+	}
+	return summary, nil
+}
+
+// mtreeTeardown runs an mtree-teardown task: one table's tree, or all of them.
+func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run) (any, error) {
+	var args sqlapi.MtreeTeardownArgs
+	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
+		return nil, fmt.Errorf("decode mtree-teardown arguments: %w", err)
+	}
+	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, 2)
+	if err != nil {
+		return nil, err
+	}
+	defer closeTreeNodes(nodes)
+	return mtree.Teardown(ctx, nodes, args.TableName)
+}
+
+// openTreeNodes connects to the named nodes twice: as the submitter, who reads the table, and
+// as this agent, which writes the trees in the ace schema it owns.
+func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]mtree.Node, error) {
+	data, err := a.openNodes(ctx, run, names, maxConns)
+	if err != nil {
+		return nil, err
+	}
+	agents, err := a.openAgentNodes(ctx, names)
+	if err != nil {
+		closeNodes(data)
+		return nil, err
+	}
+	nodes := make([]mtree.Node, len(names))
+	for i := range names {
+		nodes[i] = mtree.Node{Data: data[i], Agent: agents[i]}
+	}
+	return nodes, nil
+}
+
+// openAgentNodes connects to the named nodes with this agent's own login: its certificate,
+// and ACE_DSN's user.
+func (a *Agent) openAgentNodes(ctx context.Context, names []string) ([]*engine.Node, error) {
+	conninfo, err := a.nodeConnInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nodes := make([]*engine.Node, len(names))
+	p := pool.New().WithErrors().WithContext(ctx)
+	for i, name := range names {
+		ci, ok := conninfo[name]
+		if !ok {
+			return nil, fmt.Errorf("node %s is not registered in ace.nodes any more", name)
+		}
+		p.Go(func(ctx context.Context) error {
+			n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: ci, User: a.user, ClientCerts: a.clientCerts, MaxConns: 3})
+			if err != nil {
+				err = fmt.Errorf("%w (the agent logs in to every node as %s to keep its Merkle trees)", err, a.user)
+			}
+			nodes[i] = n
+			return err
+		})
+	}
+	if err := p.Wait(); err != nil {
+		closeNodes(nodes)
+		return nil, err
+	}
+	return nodes, nil
+}
+
+func closeTreeNodes(nodes []mtree.Node) {
+	for _, n := range nodes {
+		n.Data.Close()
+		n.Agent.Close()
+	}
+}

@@ -1,0 +1,333 @@
+package mtree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// BuildOptions are the inputs of Build.
+type BuildOptions struct {
+	Table    string // schema.table
+	LeafRows int    // rows per leaf
+	TaskID   string // recorded in the tree, for the record
+	User     string // the submitting role, recorded in the tree
+	// TrackTimeout bounds the wait for each node's agent to start streaming the table's changes.
+	TrackTimeout time.Duration
+}
+
+// BuildResult describes a built tree.
+type BuildResult struct {
+	TableName     string           `json:"table_name"`
+	Nodes         []string         `json:"nodes"`
+	LeafRows      int              `json:"leaf_rows"`
+	Leaves        int              `json:"leaves"`
+	ReferenceNode string           `json:"reference_node"`
+	RowsPerNode   map[string]int64 `json:"rows_per_node"`
+	HashVersion   int              `json:"hash_version"`
+	TimeTaken     string           `json:"time_taken"`
+	Seconds       float64          `json:"time_taken_seconds"`
+}
+
+// Build builds the table's tree on every node, replacing any earlier one, and starts the
+// tracking of its changes: each node publishes the table, its agent adds the publication to
+// its stream, and only then is the snapshot taken that the leaves are hashed at, so every
+// change after it is in the stream. The leaf boundaries are every LeafRows-th key of the node
+// with the most rows, the same on every node. On failure what was made is taken down again.
+func Build(ctx context.Context, nodes []Node, opts BuildOptions, progress engine.ProgressFunc) (*BuildResult, error) {
+	start := time.Now()
+	nodes = sortNodes(nodes)
+	if progress == nil {
+		progress = func(engine.Progress) {}
+	}
+	b := &builder{nodes: nodes, opts: opts, progress: progress}
+	res, err := b.build(ctx)
+	if err != nil {
+		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, terr := Teardown(cleanup, nodes, opts.Table); terr != nil {
+			err = errors.Join(err, fmt.Errorf("and taking down the partly built tree failed too (run ace.mtree_teardown(%s)): %w", engine.QuoteLiteral(opts.Table), terr))
+		}
+		return nil, err
+	}
+	res.TimeTaken = time.Since(start).Round(time.Millisecond).String()
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+type builder struct {
+	nodes    []Node
+	opts     BuildOptions
+	progress engine.ProgressFunc
+	sub      *subject
+	trees    []*tree
+	sessions []*engine.Session
+}
+
+func (b *builder) phase(p string) { b.progress(engine.Progress{Phase: p}) }
+
+func (b *builder) build(ctx context.Context) (*BuildResult, error) {
+	b.phase("checking table")
+	sub, err := loadSubject(ctx, b.nodes, b.opts.Table)
+	if err != nil {
+		return nil, err
+	}
+	b.sub = sub
+	if _, err := Teardown(ctx, b.nodes, b.opts.Table); err != nil {
+		return nil, fmt.Errorf("take down the earlier tree: %w", err)
+	}
+	b.phase("starting change tracking")
+	b.trees = make([]*tree, len(b.nodes))
+	b.sessions = make([]*engine.Session, len(b.nodes))
+	if err := b.onNodes(ctx, b.track); err != nil {
+		return nil, err
+	}
+	defer b.closeSessions(ctx)
+	b.phase("planning leaves")
+	ref, err := b.referenceNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bounds, err := sub.splitKeys(ctx, b.sessions[ref], engine.Range{}, int64(b.opts.LeafRows))
+	if err != nil {
+		return nil, fmt.Errorf("node %s: plan leaves: %w", b.nodes[ref].Name(), err)
+	}
+	b.phase("hashing")
+	leaves := piecesOf(engine.Range{}, bounds)
+	rows := make([]int64, len(b.nodes))
+	err = b.onNodes(ctx, func(ctx context.Context, i int) error {
+		sums, err := sub.splitSummaries(ctx, b.sessions[i], engine.Range{}, bounds)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", b.nodes[i].Name(), err)
+		}
+		for _, s := range sums {
+			rows[i] += s.Count
+		}
+		return b.store(ctx, i, leaves, sums)
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := &BuildResult{TableName: sub.table.Display(), LeafRows: b.opts.LeafRows, Leaves: len(leaves),
+		ReferenceNode: b.nodes[ref].Name(), RowsPerNode: map[string]int64{}, HashVersion: engine.HashVersion}
+	for i, n := range b.nodes {
+		res.Nodes = append(res.Nodes, n.Name())
+		res.RowsPerNode[n.Name()] = rows[i]
+	}
+	return res, nil
+}
+
+func (b *builder) onNodes(ctx context.Context, fn func(ctx context.Context, i int) error) error {
+	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+	for i := range b.nodes {
+		p.Go(func(ctx context.Context) error { return fn(ctx, i) })
+	}
+	return p.Wait()
+}
+
+func (b *builder) closeSessions(ctx context.Context) {
+	for _, s := range b.sessions {
+		if s != nil {
+			s.Close(ctx)
+		}
+	}
+}
+
+// track publishes the table on node i, has the node's agent stream the publication, and opens
+// the snapshot the node's leaves are hashed at.
+func (b *builder) track(ctx context.Context, i int) error {
+	n := b.nodes[i]
+	pub, err := b.publish(ctx, n.Data)
+	if err != nil {
+		return err
+	}
+	// A transaction older than the publication must not be decoded with it: pgoutput would look
+	// the publication up as of the transaction's start and fail.
+	if err := waitForOlderTransactions(ctx, n.Data); err != nil {
+		return err
+	}
+	t, err := b.register(ctx, n, pub)
+	if err != nil {
+		return err
+	}
+	b.trees[i] = t
+	if err := b.awaitTracking(ctx, n, t); err != nil {
+		return err
+	}
+	// Every transaction the stream passed before it took the table on must be visible to the
+	// snapshot, or its change would be in neither.
+	if err := waitForOlderTransactions(ctx, n.Data); err != nil {
+		return err
+	}
+	s, err := engine.OpenSession(ctx, n.Data)
+	if err != nil {
+		return err
+	}
+	b.sessions[i] = s
+	return nil
+}
+
+// publish creates the publication of the table's key columns on a node, as the submitter:
+// PostgreSQL lets only the table's owner publish it.
+func (b *builder) publish(ctx context.Context, n *engine.Node) (string, error) {
+	var relid uint32
+	var ident string
+	var identCols []string
+	err := n.Pool.QueryRow(ctx, `SELECT c.oid, c.relreplident,
+			coalesce((SELECT array_agg(a.attname::text) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+			          WHERE i.indrelid = c.oid AND i.indisreplident), '{}')
+		FROM pg_class c WHERE c.oid = $1::regclass`, b.sub.table.Qualified()).Scan(&relid, &ident, &identCols)
+	if err != nil {
+		return "", fmt.Errorf("node %s: read the replica identity of %s: %w", n.Name, b.sub.table.Display(), err)
+	}
+	if ident == "n" {
+		return "", fmt.Errorf("node %s: table %s has REPLICA IDENTITY NOTHING: publishing it would make PostgreSQL refuse its UPDATEs and DELETEs; ALTER TABLE %s REPLICA IDENTITY DEFAULT there first",
+			n.Name, b.sub.table.Display(), b.sub.table.Qualified())
+	}
+	pub := fmt.Sprintf("ace_mtree_%d", relid)
+	// The agent only needs keys. A column list must cover the replica identity, or the table's
+	// own UPDATEs would be refused; with REPLICA IDENTITY FULL no list can, so all columns go.
+	columns := ""
+	if ident != "f" {
+		cols := b.sub.table.PKNames()
+		for _, c := range identCols {
+			if !contains(cols, c) {
+				cols = append(cols, c)
+			}
+		}
+		quoted := make([]string, len(cols))
+		for i, c := range cols {
+			quoted[i] = engine.Ident(c)
+		}
+		columns = " (" + strings.Join(quoted, ", ") + ")"
+	}
+	sql := fmt.Sprintf(`CREATE PUBLICATION %s FOR TABLE %s%s WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`,
+		engine.Ident(pub), b.sub.table.Qualified(), columns)
+	if _, err := n.Pool.Exec(ctx, sql); err != nil {
+		return "", fmt.Errorf("node %s: publish %s for change tracking (only its owner may): %w", n.Name, b.sub.table.Display(), err)
+	}
+	return pub, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// register records the tree as building on a node, with the agent's login, and wakes the
+// node's agent to stream its publication.
+func (b *builder) register(ctx context.Context, n Node, pub string) (*tree, error) {
+	var t *tree
+	err := pgx.BeginFunc(ctx, n.Agent.Pool, func(tx pgx.Tx) error {
+		var keyCols []string
+		for _, c := range b.sub.keys.Columns() {
+			keyCols = append(keyCols, c.Name)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO ace.mtrees (table_name, relid, publication, leaf_rows, key_columns, key_collate_c,
+				hash_mode, hash_version, built_by, build_task)
+			VALUES ($1, $2::regclass, $3, $4, $5, $6, $7, $8, $9, nullif($10, '')::uuid)`,
+			b.opts.Table, b.sub.table.Qualified(), pub, b.opts.LeafRows, keyCols, b.sub.keys.CollateC(),
+			string(b.sub.mode), engine.HashVersion, b.opts.User, b.opts.TaskID)
+		if err != nil {
+			return err
+		}
+		if t, err = loadTree(ctx, tx, b.opts.Table, false); err != nil {
+			return err
+		}
+		return notify(ctx, tx, "trees")
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: record the tree of %s: %w", n.Name(), b.opts.Table, err)
+	}
+	return t, nil
+}
+
+// awaitTracking waits until the node's agent streams the table's publication.
+func (b *builder) awaitTracking(ctx context.Context, n Node, t *tree) error {
+	timeout := b.opts.TrackTimeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	var streamErr *string
+	done, err := poll(ctx, timeout, func() (bool, error) {
+		var tracking bool
+		err := n.Agent.Pool.QueryRow(ctx, `SELECT m.tracking_lsn IS NOT NULL, (SELECT s.last_error FROM ace.cdc_state s LIMIT 1)
+			FROM ace.mtrees m WHERE m.tree_id = $1`, t.ID).Scan(&tracking, &streamErr)
+		return tracking, err
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: wait for its agent to track %s: %w", n.Name(), b.opts.Table, err)
+	}
+	if !done {
+		msg := fmt.Sprintf("node %s: its agent did not start streaming the changes of %s within %s; is ace-agent running there (see ace.agents)?",
+			n.Name(), b.opts.Table, timeout)
+		if streamErr != nil {
+			msg += " Its change stream reports: " + *streamErr
+		}
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// referenceNode is the node with the most rows by the planner's estimate: its keys cut the
+// leaves.
+func (b *builder) referenceNode(ctx context.Context) (int, error) {
+	ref, best := 0, -1.0
+	for i, s := range b.sessions {
+		var est float64
+		err := s.Read(ctx, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
+				FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid`, b.sub.table.Qualified()).Scan(&est)
+		})
+		if err != nil {
+			return 0, fmt.Errorf("node %s: estimate rows: %w", b.nodes[i].Name(), err)
+		}
+		if est > best {
+			ref, best = i, est
+		}
+	}
+	return ref, nil
+}
+
+// store writes node i's leaves and marks its tree ready. Changes the stream delivered that the
+// build's snapshot already sees are dropped; the rest stay pending for the next refresh.
+func (b *builder) store(ctx context.Context, i int, ranges []engine.Range, sums []summary) error {
+	snap, err := snapshotOf(ctx, b.sessions[i])
+	if err != nil {
+		return err
+	}
+	leaves := make([]leaf, len(ranges))
+	for j, r := range ranges {
+		leaves[j] = leaf{ID: j, Range: r, sum: sums[j]}
+	}
+	t := b.trees[i]
+	err = pgx.BeginFunc(ctx, b.nodes[i].Agent.Pool, func(tx pgx.Tx) error {
+		if _, err := loadTree(ctx, tx, b.opts.Table, true); err != nil {
+			return err
+		}
+		if err := copyLeaves(ctx, tx, t.ID, leaves); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM ace.mtree_pending WHERE tree_id = $1 AND pg_visible_in_snapshot(xid, $2::pg_snapshot)`, t.ID, snap); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE ace.mtrees SET status = 'ready', built_at = now(), refreshed_at = now(), next_leaf_id = $2, error = NULL
+			WHERE tree_id = $1`, t.ID, len(leaves))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: store the tree's leaves: %w", b.nodes[i].Name(), err)
+	}
+	return nil
+}

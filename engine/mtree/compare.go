@@ -1,0 +1,148 @@
+package mtree
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
+)
+
+// fanout is how many leaves a parent sums: parents are compared first, then only the leaves of
+// the parents that differ.
+const fanout = 64
+
+// parentSum is a parent's summary: how many leaves it has and their total.
+type parentSum struct {
+	leaves int
+	sum    summary
+}
+
+// compare finds the leaves whose summaries differ between nodes, and each node's row count.
+func (d *differ) compare(ctx context.Context) ([]diff.Leaf, []int64, error) {
+	parents := make([]map[int]parentSum, len(d.nodes))
+	rows := make([]int64, len(d.nodes))
+	for i := range d.nodes {
+		p, err := d.parents(ctx, i)
+		if err != nil {
+			return nil, nil, fmt.Errorf("node %s: sum the tree's parents: %w", d.nodes[i].Name(), err)
+		}
+		parents[i] = p
+		for _, s := range p {
+			rows[i] += s.sum.Count
+			if i == 0 {
+				d.stats.Leaves += s.leaves
+			}
+		}
+	}
+	d.stats.LeafRows = d.trees[0].LeafRows
+	differing := mismatchedKeys(parents)
+	if len(differing) == 0 {
+		return nil, rows, nil
+	}
+	leaves := make([]map[int]leaf, len(d.nodes))
+	for i := range d.nodes {
+		l, err := d.leavesOf(ctx, i, differing)
+		if err != nil {
+			return nil, nil, fmt.Errorf("node %s: read the leaves of differing parents: %w", d.nodes[i].Name(), err)
+		}
+		leaves[i] = l
+	}
+	out, err := d.mismatchedLeaves(leaves)
+	return out, rows, err
+}
+
+func (d *differ) parents(ctx context.Context, i int) (map[int]parentSum, error) {
+	rows, err := d.txs[i].Query(ctx, `SELECT leaf_id / $2, count(*), sum(row_count)::bigint, sum(lane1)::text, sum(lane2)::text
+		FROM ace.mtree_leaves WHERE tree_id = $1 GROUP BY 1`, d.trees[i].ID, fanout)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]parentSum{}
+	var id int
+	var p parentSum
+	_, err = pgx.ForEachRow(rows, []any{&id, &p.leaves, &p.sum.Count, &p.sum.Lane1, &p.sum.Lane2}, func() error {
+		out[id] = p
+		return nil
+	})
+	return out, err
+}
+
+// mismatchedKeys returns the keys whose values are not the same in every map.
+func mismatchedKeys[V comparable](perNode []map[int]V) []int {
+	keys := map[int]bool{}
+	for _, m := range perNode {
+		for k := range m {
+			keys[k] = true
+		}
+	}
+	var out []int
+	for k := range keys {
+		first, ok := perNode[0][k]
+		for _, m := range perNode[1:] {
+			v, has := m[k]
+			if !ok || !has || v != first {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (d *differ) leavesOf(ctx context.Context, i int, parents []int) (map[int]leaf, error) {
+	rows, err := d.txs[i].Query(ctx, `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text
+		FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id / $2 = ANY($3)`, d.trees[i].ID, fanout, parents)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]leaf{}
+	var l leaf
+	_, err = pgx.ForEachRow(rows, []any{&l.ID, &l.Range.Lo, &l.Range.Hi, &l.sum.Count, &l.sum.Lane1, &l.sum.Lane2}, func() error {
+		out[l.ID] = l
+		return nil
+	})
+	return out, err
+}
+
+// mismatchedLeaves compares the leaves of differing parents: the same ids and ranges on every
+// node (or the trees were not kept together), and differing summaries.
+func (d *differ) mismatchedLeaves(perNode []map[int]leaf) ([]diff.Leaf, error) {
+	var out []diff.Leaf
+	for _, id := range slices.Sorted(maps.Keys(perNode[0])) {
+		first := perNode[0][id]
+		counts := make([]int64, len(d.nodes))
+		same := true
+		for i, m := range perNode {
+			l, ok := m[id]
+			if !ok || !sameRange(l.Range, first.Range) {
+				return nil, d.structureError(i)
+			}
+			counts[i] = l.sum.Count
+			same = same && l.sum == first.sum
+		}
+		if !same {
+			out = append(out, diff.Leaf{Range: first.Range, Counts: counts})
+		}
+	}
+	for i, m := range perNode {
+		if len(m) != len(perNode[0]) {
+			return nil, d.structureError(i)
+		}
+	}
+	return out, nil
+}
+
+func sameRange(a, b engine.Range) bool {
+	return (a.Lo == nil) == (b.Lo == nil) && (a.Hi == nil) == (b.Hi == nil) && slices.Equal(a.Lo, b.Lo) && slices.Equal(a.Hi, b.Hi)
+}
+
+func (d *differ) structureError(i int) error {
+	return fmt.Errorf("the leaves of the Merkle trees of %s differ between %s and %s (an interrupted rebalance); build the tree again with ace.mtree_build(%s)",
+		d.opts.Diff.Table, d.nodes[0].Name(), d.nodes[i].Name(), engine.QuoteLiteral(d.opts.Diff.Table))
+}

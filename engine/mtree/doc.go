@@ -1,0 +1,19 @@
+// Package mtree keeps Merkle trees of tables on every node and compares them.
+//
+// A tree's leaves are key ranges, the same on every node: each holds the node's row count there
+// and the exact sums of two 64-bit lanes of its rows' digests, the row hash of table-diff
+// (engine.RowHash), so trees and diffs share one encoding and one hash version. Parents are
+// never stored: they are sums of leaves, added with their counts, never XORed.
+//
+// Each node's agent streams its node's changes (package cdc) into ace.mtree_pending; nothing
+// here reads the stream. A diff first waits until every node's stream has delivered everything
+// written before the diff began, then, holding each tree's row lock, maps the pending keys to
+// leaves, rehashes the leaves they touched at the diff's snapshot, splits and merges leaves
+// identically on every node, and compares: parents first, then the leaves of the parents that
+// differ, then the rows of the leaves that differ (engine/diff).
+//
+// A change is taken as included in a refresh only if its transaction is visible in the
+// refresh's snapshot: a transaction whose commit record the stream delivered can still be
+// invisible for a moment (or for as long as a synchronous standby takes to answer), and its
+// leaf then stays dirty until the next refresh.
+package mtree

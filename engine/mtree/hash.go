@@ -1,0 +1,177 @@
+package mtree
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// subject is the table a tree task works on, as every node has it.
+type subject struct {
+	tables []*engine.Table // per node, in node order
+	table  *engine.Table
+	keys   engine.KeyOrder
+	mode   engine.HashMode
+	hash   engine.RowHash
+}
+
+func loadSubject(ctx context.Context, nodes []Node, table string) (*subject, error) {
+	tables, mode, err := engine.LoadTables(ctx, dataNodes(nodes), table)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Name()
+	}
+	keys, err := engine.NewKeyOrder(tables, names)
+	if err != nil {
+		return nil, err
+	}
+	return &subject{tables: tables, table: tables[0], keys: keys, mode: mode, hash: engine.NewRowHash(tables[0].Columns, mode)}, nil
+}
+
+// summaries reads the summaries of ranges from a session, one query each, sent in one batch.
+func (s *subject) summaries(ctx context.Context, session *engine.Session, ranges []engine.Range) ([]summary, error) {
+	out := make([]summary, len(ranges))
+	err := session.Read(ctx, func(tx pgx.Tx) error {
+		batch := &pgx.Batch{}
+		for _, r := range ranges {
+			var args []any
+			where := s.keys.Where(r, &args)
+			batch.Queue(engine.SummarySQL("0", s.hash, s.hash.Source(s.table.Qualified(), where)), args...)
+		}
+		results := tx.SendBatch(ctx, batch)
+		defer results.Close()
+		for i, r := range ranges {
+			out[i] = emptySum
+			var bucket int
+			err := results.QueryRow().Scan(&bucket, &out[i].Count, &out[i].Lane1, &out[i].Lane2)
+			if err != nil && err != pgx.ErrNoRows {
+				return fmt.Errorf("hash range %s: %w", r, err)
+			}
+		}
+		return results.Close()
+	})
+	return out, err
+}
+
+// maxSearchedBounds caps the bounds one width_bucket searches for keys of variable width, whose
+// array PostgreSQL walks element by element.
+const maxSearchedBounds = 63
+
+// fixedWidthKey reports whether the key is one column of a type width_bucket can binary-search.
+func (s *subject) fixedWidthKey() bool {
+	if s.keys.Len() != 1 {
+		return false
+	}
+	switch s.keys.Columns()[0].BaseType {
+	case "int2", "int4", "int8", "oid", "date", "timestamp", "timestamptz", "uuid", "time":
+		return true
+	}
+	return false
+}
+
+// splitSummaries hashes r cut at bounds (ascending, strictly inside r) into len(bounds)+1
+// pieces, on one session.
+func (s *subject) splitSummaries(ctx context.Context, session *engine.Session, r engine.Range, bounds [][]string) ([]summary, error) {
+	chunk := maxSearchedBounds
+	if s.fixedWidthKey() {
+		chunk = len(bounds) + 1
+	}
+	out := make([]summary, 0, len(bounds)+1)
+	for first := 0; first <= len(bounds); first += chunk + 1 {
+		last := min(first+chunk, len(bounds)) // the chunk's pieces are first..last
+		sub := engine.Range{Lo: r.Lo, Hi: r.Hi}
+		if first > 0 {
+			sub.Lo = bounds[first-1]
+		}
+		if last < len(bounds) {
+			sub.Hi = bounds[last]
+		}
+		sums, err := s.bucketSummaries(ctx, session, sub, bounds[first:last])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sums...)
+	}
+	return out, nil
+}
+
+// bucketSummaries hashes r cut at inner bounds in one query.
+func (s *subject) bucketSummaries(ctx context.Context, session *engine.Session, r engine.Range, inner [][]string) ([]summary, error) {
+	var args []any
+	where := s.keys.Where(r, &args)
+	bucket := "0"
+	if len(inner) > 0 {
+		bucket = fmt.Sprintf("width_bucket(%s, %s)", s.keys.KeyExpr(), s.keys.ParamKeyArray(len(args)+1))
+		args = engine.AppendKeyArrays(args, inner, s.keys.Len())
+	}
+	out := make([]summary, len(inner)+1)
+	for i := range out {
+		out[i] = emptySum
+	}
+	sql := engine.SummarySQL(bucket, s.hash, s.hash.Source(s.table.Qualified(), where))
+	err := session.Read(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return fmt.Errorf("hash range %s: %w", r, err)
+		}
+		var b int
+		var sum summary
+		_, err = pgx.ForEachRow(rows, []any{&b, &sum.Count, &sum.Lane1, &sum.Lane2}, func() error {
+			out[b] = sum
+			return nil
+		})
+		return err
+	})
+	return out, err
+}
+
+// splitKeys returns every step-th key of r on a session, in key order, skipping the first: the
+// lower bounds of pieces of about step rows after the first.
+func (s *subject) splitKeys(ctx context.Context, session *engine.Session, r engine.Range, step int64) ([][]string, error) {
+	var args []any
+	where := s.keys.Where(r, &args)
+	args = append(args, max(step, 1))
+	cols := make([]string, s.keys.Len())
+	for i, c := range s.keys.Columns() {
+		cols[i] = engine.Ident(c.Name)
+	}
+	sql := fmt.Sprintf(`SELECT %s FROM (SELECT %s, row_number() OVER (ORDER BY %s) AS "?ace_rn?" FROM %s WHERE %s) s
+		WHERE "?ace_rn?" %% $%d = 1 AND "?ace_rn?" > 1 ORDER BY "?ace_rn?"`,
+		s.keys.KeyText(), strings.Join(cols, ", "), s.keys.OrderBy(), s.table.Qualified(), where, len(args))
+	var keys [][]string
+	err := session.Read(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return fmt.Errorf("split range %s: %w", r, err)
+		}
+		keys, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) ([]string, error) {
+			key := make([]string, s.keys.Len())
+			dest := make([]any, len(key))
+			for i := range key {
+				dest[i] = &key[i]
+			}
+			return key, row.Scan(dest...)
+		})
+		return err
+	})
+	return keys, err
+}
+
+// piecesOf turns bounds inside r into the ranges they cut r into.
+func piecesOf(r engine.Range, bounds [][]string) []engine.Range {
+	out := make([]engine.Range, len(bounds)+1)
+	lo := r.Lo
+	for i, b := range bounds {
+		out[i] = engine.Range{Lo: lo, Hi: b}
+		lo = b
+	}
+	out[len(bounds)] = engine.Range{Lo: lo, Hi: r.Hi}
+	return out
+}

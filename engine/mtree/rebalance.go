@@ -1,0 +1,209 @@
+package mtree
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// nodeLeaf is one leaf as every node has it: the same range, each node's count.
+type nodeLeaf struct {
+	ID     int
+	Range  engine.Range
+	Counts []int64
+}
+
+func (l nodeLeaf) most() (node int, count int64) {
+	for i, c := range l.Counts {
+		if c > count || i == 0 {
+			node, count = i, c
+		}
+	}
+	return node, count
+}
+
+// rebalance splits leaves that grew past twice leaf_rows and merges leaves that shrank under
+// half of it with a neighbour, deciding from every node's counts so the leaves stay the same
+// on every node. Only leaves just refreshed can have changed size, so only they (and their
+// neighbours) are looked at: the cost follows the changes, not the table.
+func (d *differ) rebalance(ctx context.Context, refreshed [][]int) error {
+	var touched []int
+	for _, ids := range refreshed {
+		touched = append(touched, ids...)
+	}
+	slices.Sort(touched)
+	touched = slices.Compact(touched)
+	if len(touched) == 0 {
+		return nil
+	}
+	leaves, err := d.leavesAround(ctx, touched)
+	if err != nil {
+		return err
+	}
+	limit := int64(d.trees[0].LeafRows)
+	next := 0
+	for _, t := range d.trees {
+		next = max(next, t.NextLeafID)
+	}
+	used := map[int]bool{}
+	changed := false
+	for _, id := range touched {
+		l, ok := leaves[id]
+		if !ok || used[id] {
+			continue
+		}
+		_, most := l.most()
+		switch {
+		case most > 2*limit:
+			if next, err = d.split(ctx, l, next); err != nil {
+				return err
+			}
+			used[id], changed = true, true
+			d.stats.Splits++
+		case most < limit/2:
+			left, right, ok := mergePartner(l, leaves, used, limit)
+			if !ok {
+				continue
+			}
+			if err := d.merge(ctx, left, right); err != nil {
+				return err
+			}
+			used[left.ID], used[right.ID], changed = true, true, true
+			d.stats.Merges++
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return d.onNodes(ctx, func(ctx context.Context, i int) error {
+		_, err := d.txs[i].Exec(ctx, `UPDATE ace.mtrees SET next_leaf_id = $2, generation = generation + 1, refreshed_at = now() WHERE tree_id = $1`,
+			d.trees[i].ID, next)
+		return err
+	})
+}
+
+// leavesAround reads the given leaves and their neighbours from every node.
+func (d *differ) leavesAround(ctx context.Context, ids []int) (map[int]*nodeLeaf, error) {
+	out := map[int]*nodeLeaf{}
+	for i := range d.nodes {
+		rows, err := d.txs[i].Query(ctx, `SELECT DISTINCT n.leaf_id, n.lo, n.hi, n.row_count
+			FROM ace.mtree_leaves t JOIN ace.mtree_leaves n ON n.tree_id = t.tree_id
+			     AND (n.leaf_id = t.leaf_id OR n.lo = t.hi OR n.hi = t.lo)
+			WHERE t.tree_id = $1 AND t.leaf_id = ANY($2)`, d.trees[i].ID, ids)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: read leaves: %w", d.nodes[i].Name(), err)
+		}
+		var l leaf
+		var count int64
+		_, err = pgx.ForEachRow(rows, []any{&l.ID, &l.Range.Lo, &l.Range.Hi, &count}, func() error {
+			nl, ok := out[l.ID]
+			if !ok {
+				nl = &nodeLeaf{ID: l.ID, Range: l.Range, Counts: make([]int64, len(d.nodes))}
+				out[l.ID] = nl
+			}
+			nl.Counts[i] = count
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node %s: read leaves: %w", d.nodes[i].Name(), err)
+		}
+	}
+	return out, nil
+}
+
+// mergePartner finds the neighbour of l to merge it with: the next leaf, else the previous,
+// if neither was changed in this pass and together they hold at most leaf_rows on every node.
+func mergePartner(l *nodeLeaf, leaves map[int]*nodeLeaf, used map[int]bool, limit int64) (left, right *nodeLeaf, ok bool) {
+	fits := func(a, b *nodeLeaf) bool {
+		for i := range a.Counts {
+			if a.Counts[i]+b.Counts[i] > limit {
+				return false
+			}
+		}
+		return true
+	}
+	for _, n := range leaves {
+		if used[n.ID] || n.ID == l.ID {
+			continue
+		}
+		if l.Range.Hi != nil && slices.Equal(n.Range.Lo, l.Range.Hi) && fits(l, n) {
+			return l, n, true
+		}
+		if l.Range.Lo != nil && slices.Equal(n.Range.Hi, l.Range.Lo) && fits(n, l) {
+			return n, l, true
+		}
+	}
+	return nil, nil, false
+}
+
+// split cuts l into pieces of about leaf_rows at the keys of the node that has most rows
+// there; each node hashes its pieces at its snapshot. The first piece keeps l's id, the others
+// get new ids from next, the same on every node. A stale mark on l goes to every piece.
+func (d *differ) split(ctx context.Context, l *nodeLeaf, next int) (int, error) {
+	ref, most := l.most()
+	pieces := (most + int64(d.trees[0].LeafRows) - 1) / int64(d.trees[0].LeafRows)
+	step := (most + pieces - 1) / pieces
+	bounds, err := d.sub.splitKeys(ctx, d.sessions[ref], l.Range, step)
+	if err != nil {
+		return next, fmt.Errorf("node %s: %w", d.nodes[ref].Name(), err)
+	}
+	if len(bounds) == 0 {
+		return next, nil
+	}
+	ranges := piecesOf(l.Range, bounds)
+	ids := []int{l.ID}
+	for range bounds {
+		ids = append(ids, next)
+		next++
+	}
+	err = d.onNodes(ctx, func(ctx context.Context, i int) error {
+		sums, err := d.sub.splitSummaries(ctx, d.sessions[i], l.Range, bounds)
+		if err != nil {
+			return err
+		}
+		return replaceLeaf(ctx, d.txs[i], d.trees[i].ID, l.ID, ids, ranges, sums)
+	})
+	return next, err
+}
+
+func replaceLeaf(ctx context.Context, tx pgx.Tx, treeID int64, old int, ids []int, ranges []engine.Range, sums []summary) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = $2`, treeID, old); err != nil {
+		return err
+	}
+	leaves := make([]leaf, len(ids))
+	for j := range ids {
+		leaves[j] = leaf{ID: ids[j], Range: ranges[j], sum: sums[j]}
+	}
+	if err := copyLeaves(ctx, tx, treeID, leaves); err != nil {
+		return fmt.Errorf("store split leaves: %w", err)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO ace.mtree_dirty (tree_id, leaf_id, xid, lsn)
+		SELECT x.tree_id, n.id, x.xid, x.lsn FROM ace.mtree_dirty x CROSS JOIN unnest($3::int[]) AS n(id)
+		WHERE x.tree_id = $1 AND x.leaf_id = $2 AND n.id <> $2`, treeID, old, ids)
+	return err
+}
+
+// merge joins two neighbouring leaves into left: the sums add up, so nothing is hashed again.
+func (d *differ) merge(ctx context.Context, left, right *nodeLeaf) error {
+	return d.onNodes(ctx, func(ctx context.Context, i int) error {
+		tx, id := d.txs[i], d.trees[i].ID
+		_, err := tx.Exec(ctx, `UPDATE ace.mtree_leaves x SET hi = y.hi, row_count = x.row_count + y.row_count,
+				lane1 = x.lane1 + y.lane1, lane2 = x.lane2 + y.lane2
+			FROM ace.mtree_leaves y WHERE x.tree_id = $1 AND x.leaf_id = $2 AND y.tree_id = $1 AND y.leaf_id = $3`, id, left.ID, right.ID)
+		if err != nil {
+			return fmt.Errorf("merge leaves: %w", err)
+		}
+		_, err = tx.Exec(ctx, `WITH moved AS (DELETE FROM ace.mtree_dirty WHERE tree_id = $1 AND leaf_id = $3 RETURNING xid, lsn)
+			INSERT INTO ace.mtree_dirty (tree_id, leaf_id, xid, lsn) SELECT $1, $2, xid, lsn FROM moved
+			ON CONFLICT (tree_id, leaf_id, xid) DO UPDATE SET lsn = greatest(ace.mtree_dirty.lsn, excluded.lsn)`, id, left.ID, right.ID)
+		if err != nil {
+			return fmt.Errorf("merge stale marks: %w", err)
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = $2`, id, right.ID)
+		return err
+	})
+}

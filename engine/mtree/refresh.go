@@ -1,0 +1,162 @@
+package mtree
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// mapPendingSQL moves a tree's pending keys ($1 = tree id) onto the leaves that hold them, as
+// dirty rows. A transaction visible in the snapshot $2 (NULL: the statement's) is recorded as '0': seen by every
+// snapshot taken later, under the tree's lock, so by every refresh to come. Keys arrive as the
+// text output of their columns and are compared as the leaves' bounds are (engine.KeyOrder);
+// a key of NULL (a TRUNCATE) dirties every leaf.
+func mapPendingSQL(keys engine.KeyOrder) string {
+	return fmt.Sprintf(`WITH b AS (
+			SELECT array_agg(%[1]s ORDER BY %[1]s) AS bounds, array_agg(l.leaf_id ORDER BY %[1]s) AS ids
+			FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NOT NULL),
+		f AS (SELECT l.leaf_id FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NULL),
+		p AS (DELETE FROM ace.mtree_pending x WHERE x.tree_id = $1 RETURNING x.key, x.xid, x.lsn),
+		m AS (
+			SELECT CASE WHEN w IS NULL OR w = 0 THEN (SELECT f.leaf_id FROM f) ELSE b.ids[w] END AS leaf_id, p.xid, p.lsn
+			FROM p CROSS JOIN b CROSS JOIN LATERAL width_bucket(%[2]s, b.bounds) AS w
+			WHERE p.key IS NOT NULL
+			UNION ALL
+			SELECT l.leaf_id, p.xid, p.lsn FROM p JOIN ace.mtree_leaves l ON l.tree_id = $1 WHERE p.key IS NULL)
+		INSERT INTO ace.mtree_dirty (tree_id, leaf_id, xid, lsn)
+		SELECT $1, m.leaf_id, CASE WHEN pg_visible_in_snapshot(m.xid, coalesce($2::pg_snapshot, pg_current_snapshot())) THEN '0'::xid8 ELSE m.xid END, max(m.lsn)
+		FROM m WHERE m.leaf_id IS NOT NULL GROUP BY 2, 3
+		ON CONFLICT (tree_id, leaf_id, xid) DO UPDATE SET lsn = greatest(ace.mtree_dirty.lsn, excluded.lsn)`,
+		keys.KeyFromArray("l.lo"), keys.KeyFromRawArray("p.key"))
+}
+
+// Compact moves the pending keys of every ready tree on a node onto their leaves, so that the
+// pending changes of a busy table take one row per leaf instead of one per change. The agent
+// of the node calls it now and then with its own login; a tree some task holds is skipped.
+func Compact(ctx context.Context, agent *engine.Node, minPending int) (int64, error) {
+	rows, err := agent.Pool.Query(ctx, `SELECT m.table_name FROM ace.mtrees m
+		WHERE m.status = 'ready' AND (SELECT count(*) FROM ace.mtree_pending p WHERE p.tree_id = m.tree_id) >= $1`, minPending)
+	if err != nil {
+		return 0, fmt.Errorf("find trees to compact: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, fmt.Errorf("find trees to compact: %w", err)
+	}
+	var moved int64
+	for _, table := range tables {
+		n, err := compactTree(ctx, agent, table)
+		if err != nil {
+			return moved, fmt.Errorf("compact the pending changes of %s: %w", table, err)
+		}
+		moved += n
+	}
+	return moved, nil
+}
+
+func compactTree(ctx context.Context, agent *engine.Node, table string) (int64, error) {
+	var moved int64
+	err := pgx.BeginFunc(ctx, agent.Pool, func(tx pgx.Tx) error {
+		t, err := lockTreeNoWait(ctx, tx, table)
+		if t == nil || err != nil {
+			return err
+		}
+		keys, err := treeKeyOrder(ctx, agent, t)
+		if err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, mapPendingSQL(keys), t.ID, nil)
+		moved = tag.RowsAffected()
+		return err
+	})
+	return moved, err
+}
+
+// lockTreeNoWait locks the tree's row unless someone holds it (then nil).
+func lockTreeNoWait(ctx context.Context, tx pgx.Tx, table string) (*tree, error) {
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '10ms'`); err != nil {
+		return nil, err
+	}
+	t, err := loadTree(ctx, tx, table, true)
+	if engine.IsLockTimeout(err) || err == errNoTree {
+		return nil, nil
+	}
+	return t, err
+}
+
+// treeKeyOrder is the key order a tree was built with, on the table as the node has it now.
+func treeKeyOrder(ctx context.Context, n *engine.Node, t *tree) (engine.KeyOrder, error) {
+	schema, name, err := engine.SplitTableName(t.Table)
+	if err != nil {
+		return engine.KeyOrder{}, err
+	}
+	table, err := engine.LoadTable(ctx, n, schema, name)
+	if err != nil {
+		return engine.KeyOrder{}, err
+	}
+	return engine.NewKeyOrderFixed(table, t.CollateC)
+}
+
+// refreshNode brings one node's tree up to the session's snapshot: its pending keys go onto
+// leaves, and every leaf dirtied by a transaction the snapshot sees is hashed again there. It
+// runs in tx, which holds the tree's lock, and returns the ids of the leaves it hashed.
+func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
+	tx, t := d.txs[i], d.trees[i]
+	if _, err := tx.Exec(ctx, mapPendingSQL(d.sub.keys), t.ID, d.snaps[i]); err != nil {
+		return nil, fmt.Errorf("assign the pending changes to leaves: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT l.leaf_id, l.lo, l.hi FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.leaf_id IN
+		(SELECT x.leaf_id FROM ace.mtree_dirty x WHERE x.tree_id = $1 AND pg_visible_in_snapshot(x.xid, $2::pg_snapshot))
+		ORDER BY l.leaf_id`, t.ID, d.snaps[i])
+	if err != nil {
+		return nil, fmt.Errorf("find the stale leaves: %w", err)
+	}
+	stale, err := pgx.CollectRows(rows, scanLeafRange)
+	if err != nil {
+		return nil, fmt.Errorf("find the stale leaves: %w", err)
+	}
+	ranges := make([]engine.Range, len(stale))
+	ids := make([]int, len(stale))
+	for j, l := range stale {
+		ranges[j], ids[j] = l.Range, l.ID
+	}
+	sums, err := d.sub.summaries(ctx, d.sessions[i], ranges)
+	if err != nil {
+		return nil, err
+	}
+	if err := updateLeaves(ctx, tx, t.ID, ids, sums); err != nil {
+		return nil, err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM ace.mtree_dirty WHERE tree_id = $1 AND pg_visible_in_snapshot(xid, $2::pg_snapshot)`, t.ID, d.snaps[i])
+	if err != nil {
+		return nil, fmt.Errorf("clear the refreshed leaves: %w", err)
+	}
+	return ids, nil
+}
+
+func scanLeafRange(r pgx.CollectableRow) (leaf, error) {
+	var l leaf
+	return l, r.Scan(&l.ID, &l.Range.Lo, &l.Range.Hi)
+}
+
+func updateLeaves(ctx context.Context, tx pgx.Tx, treeID int64, ids []int, sums []summary) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	counts := make([]int64, len(ids))
+	lane1 := make([]string, len(ids))
+	lane2 := make([]string, len(ids))
+	for j, s := range sums {
+		counts[j], lane1[j], lane2[j] = s.Count, s.Lane1, s.Lane2
+	}
+	_, err := tx.Exec(ctx, `UPDATE ace.mtree_leaves l SET row_count = v.c, lane1 = v.a, lane2 = v.b
+		FROM unnest($2::int[], $3::bigint[], $4::numeric[], $5::numeric[]) AS v(id, c, a, b)
+		WHERE l.tree_id = $1 AND l.leaf_id = v.id`, treeID, ids, counts, lane1, lane2)
+	if err != nil {
+		return fmt.Errorf("store the refreshed leaves: %w", err)
+	}
+	return nil
+}

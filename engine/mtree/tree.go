@@ -1,0 +1,159 @@
+package mtree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// Channel is where a tree's tasks wake the node's agent: the payload "trees" says the set of
+// tracked tables changed, "sync" asks the stream to report its position now.
+const Channel = "ace_mtree"
+
+// Node is one node as a tree task sees it: the submitter's login reads the table, the agent's
+// own login (the owner of the ace schema) writes the tree, so no submitter can write a tree.
+type Node struct {
+	Data  *engine.Node
+	Agent *engine.Node
+}
+
+// Name is the node's name.
+func (n Node) Name() string { return n.Data.Name }
+
+func sortNodes(nodes []Node) []Node {
+	out := append([]Node(nil), nodes...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
+	return out
+}
+
+func dataNodes(nodes []Node) []*engine.Node {
+	out := make([]*engine.Node, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.Data
+	}
+	return out
+}
+
+// tree is a row of ace.mtrees.
+type tree struct {
+	ID          int64
+	Table       string
+	Publication string
+	LeafRows    int
+	KeyColumns  []string
+	CollateC    []bool
+	HashMode    engine.HashMode
+	HashVersion int
+	Status      string
+	TrackingLSN *string
+	NextLeafID  int
+	Generation  int
+	Error       *string
+}
+
+const treeColumns = `tree_id, table_name, publication, leaf_rows, key_columns, key_collate_c, hash_mode, hash_version,
+	status, tracking_lsn::text, next_leaf_id, generation, error`
+
+var errNoTree = errors.New("no Merkle tree")
+
+// loadTree reads the tree of table; lock adds FOR UPDATE (inside a transaction).
+func loadTree(ctx context.Context, q engine.Querier, table string, lock bool) (*tree, error) {
+	sql := `SELECT ` + treeColumns + ` FROM ace.mtrees WHERE table_name = $1`
+	if lock {
+		sql += " FOR UPDATE"
+	}
+	var t tree
+	err := q.QueryRow(ctx, sql, table).Scan(&t.ID, &t.Table, &t.Publication, &t.LeafRows, &t.KeyColumns, &t.CollateC,
+		&t.HashMode, &t.HashVersion, &t.Status, &t.TrackingLSN, &t.NextLeafID, &t.Generation, &t.Error)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errNoTree
+	}
+	return &t, err
+}
+
+// leaf is a row of ace.mtree_leaves.
+type leaf struct {
+	ID    int
+	Range engine.Range
+	sum   summary
+}
+
+// summary is a range's row count and lane sums (exact numerics, as text).
+type summary struct {
+	Count        int64
+	Lane1, Lane2 string
+}
+
+// emptySum is the summary of no rows.
+var emptySum = summary{Lane1: "0", Lane2: "0"}
+
+// copyLeaves writes leaves of tree id with COPY.
+func copyLeaves(ctx context.Context, tx pgx.Tx, id int64, leaves []leaf) error {
+	rows := make([][]any, len(leaves))
+	for i, l := range leaves {
+		rows[i] = []any{id, l.ID, l.Range.Lo, l.Range.Hi, l.sum.Count, l.sum.Lane1, l.sum.Lane2}
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "mtree_leaves"},
+		[]string{"tree_id", "leaf_id", "lo", "hi", "row_count", "lane1", "lane2"}, pgx.CopyFromRows(rows))
+	return err
+}
+
+// notify wakes the node's agent.
+func notify(ctx context.Context, q engine.Querier, payload string) error {
+	_, err := q.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, payload)
+	return err
+}
+
+// poll calls check every interval until it reports done, fails, or timeout passes.
+func poll(ctx context.Context, timeout time.Duration, check func() (bool, error)) (bool, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		done, err := check()
+		if err != nil || done {
+			return done, err
+		}
+		if time.Now().After(deadline) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// waitForOlderTransactions waits until every transaction that was running when it was called
+// has ended, as CREATE INDEX CONCURRENTLY does: afterwards every transaction whose commit the
+// change stream has passed is visible to a new snapshot.
+func waitForOlderTransactions(ctx context.Context, n *engine.Node) error {
+	var snap string
+	if err := n.Pool.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
+		return fmt.Errorf("node %s: read the running transactions: %w", n.Name, err)
+	}
+	_, err := poll(ctx, 365*24*time.Hour, func() (bool, error) {
+		var done bool
+		err := n.Pool.QueryRow(ctx, `SELECT coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), true)
+			FROM pg_snapshot_xip($1::pg_snapshot) x`, snap).Scan(&done)
+		return done, err
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: wait for the transactions running before the tree's change tracking began: %w", n.Name, err)
+	}
+	return nil
+}
+
+// snapshotOf is the pg_snapshot of a session: which transactions its reads see.
+func snapshotOf(ctx context.Context, s *engine.Session) (string, error) {
+	var snap string
+	err := s.Read(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap)
+	})
+	return snap, err
+}

@@ -1,0 +1,289 @@
+-- The SQL API of Merkle trees: ace.mtree_build, ace.mtree_diff, ace.mtree_teardown (each a task;
+-- build and diff with their CALL forms), ace.mtree_status, and what the agents use to keep the
+-- trees fresh.
+
+-- The guardrails of a tree's leaf size.
+CREATE OR REPLACE FUNCTION ace.mtree_leaf_rows_range() RETURNS int[]
+LANGUAGE sql IMMUTABLE AS $$ SELECT ARRAY[100, 1000000] $$;
+
+-- Raises unless the table can be tracked through a publication by the current user: PostgreSQL
+-- lets only the table's owner publish it, and a table whose replica identity is NOTHING would
+-- have its UPDATEs and DELETEs refused once it is published.
+CREATE OR REPLACE FUNCTION ace.check_trackable(tbl text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    owner name;
+    ident "char";
+BEGIN
+    SELECT c.relowner::regrole::name, c.relreplident INTO owner, ident FROM pg_class c WHERE c.oid = tbl::regclass;
+    IF NOT pg_has_role(current_user, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied: only the owner of % (role %) can start tracking its changes', tbl, owner
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('Change tracking publishes the table, which PostgreSQL allows only its owner. Run mtree_build as %I or as a member of it.', owner);
+    END IF;
+    IF ident = 'n' THEN
+        RAISE EXCEPTION 'table % has REPLICA IDENTITY NOTHING: publishing it would make PostgreSQL refuse its UPDATEs and DELETEs', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('ALTER TABLE %s REPLICA IDENTITY DEFAULT; on every node, then build again.', tbl);
+    END IF;
+END $$;
+
+-- Raises unless this node has a ready tree of the table, and returns its row.
+CREATE OR REPLACE FUNCTION ace.ready_mtree(tbl text) RETURNS ace.mtrees
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    t ace.mtrees;
+BEGIN
+    SELECT * INTO t FROM ace.mtrees m WHERE m.table_name = tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'there is no Merkle tree of %', tbl
+            USING ERRCODE = 'undefined_object',
+                  HINT = format('Build one first: SELECT ace.mtree_build(%L); or compare without a tree: SELECT ace.table_diff(%L);', tbl, tbl);
+    END IF;
+    IF t.status <> 'ready' THEN
+        RAISE EXCEPTION 'the Merkle tree of % is %, not ready%', tbl, t.status, coalesce(': ' || t.error, '')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Build it again: SELECT ace.mtree_build(%L);', tbl);
+    END IF;
+    RETURN t;
+END $$;
+
+CREATE OR REPLACE FUNCTION ace.validate_mtree_build(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    tbl text := ace.resolve_table(args->>'table_name');
+    bounds int[] := ace.mtree_leaf_rows_range();
+BEGIN
+    PERFORM ace.check_trackable(tbl);
+    PERFORM ace.check_range(args, 'leaf_rows', bounds[1], bounds[2]);
+    PERFORM ace.check_positive(args, 'leaf_rows');
+    RETURN jsonb_strip_nulls(args || jsonb_build_object(
+        'table_name', tbl,
+        'leaf_rows', coalesce((args->>'leaf_rows')::int, 1000),
+        'nodes', to_jsonb(ace.resolve_nodes(CASE WHEN jsonb_typeof(args->'nodes') = 'array'
+                                                  THEN ARRAY(SELECT jsonb_array_elements_text(args->'nodes')) END))));
+END $$;
+
+-- A Merkle tree diff takes the table-diff options that apply to it (the tree decides the ranges,
+-- so block_size does not) and how long to wait for every node's stream to catch up.
+CREATE OR REPLACE FUNCTION ace.validate_mtree_diff(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    timeout interval;
+BEGIN
+    IF args ? 'block_size' OR args ? 'override_block_size' THEN
+        RAISE EXCEPTION 'block_size does not apply to a Merkle tree diff: the tree''s leaves are its ranges'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Rebuild the tree with another leaf_rows to change them.';
+    END IF;
+    BEGIN
+        timeout := coalesce(ace.text_arg(args, 'cdc_timeout'), '60 seconds')::interval;
+    EXCEPTION WHEN data_exception THEN
+        RAISE EXCEPTION 'invalid cdc_timeout "%"', args->>'cdc_timeout'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give an interval such as ''30 seconds''.';
+    END;
+    IF timeout <= '0'::interval THEN
+        RAISE EXCEPTION 'cdc_timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    args := ace.validate_table_diff(args - 'cdc_timeout');
+    PERFORM ace.ready_mtree(args->>'table_name');
+    RETURN args || jsonb_build_object('cdc_timeout', extract(epoch FROM timeout));
+END $$;
+
+-- Tearing down needs no table that still exists: the tree of a dropped table can go too.
+CREATE OR REPLACE FUNCTION ace.validate_mtree_teardown(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    tbl text := ace.text_arg(args, 'table_name');
+BEGIN
+    IF tbl IS NOT NULL THEN
+        IF to_regclass(tbl) IS NOT NULL THEN
+            tbl := ace.resolve_table(tbl);
+        ELSIF NOT ace.mtree_exists(tbl) THEN
+            RAISE EXCEPTION 'there is no Merkle tree of %', tbl USING ERRCODE = 'undefined_object';
+        END IF;
+    END IF;
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'table_name', tbl,
+        'nodes', to_jsonb(ace.resolve_nodes(CASE WHEN jsonb_typeof(args->'nodes') = 'array'
+                                                  THEN ARRAY(SELECT jsonb_array_elements_text(args->'nodes')) END))));
+END $$;
+
+CREATE OR REPLACE FUNCTION ace.mtree_exists(tbl text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT EXISTS (SELECT 1 FROM ace.mtrees WHERE table_name = tbl)
+$$;
+
+CREATE OR REPLACE FUNCTION ace.mtree_build(table_name text, nodes text[] DEFAULT NULL, leaf_rows int DEFAULT 1000)
+RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    id uuid;
+BEGIN
+    INSERT INTO ace.tasks (task_type, args)
+    VALUES ('mtree-build', jsonb_strip_nulls(jsonb_build_object('table_name', table_name, 'nodes', nodes, 'leaf_rows', leaf_rows)))
+    RETURNING task_id INTO id;
+    RETURN id;
+END $$;
+
+CREATE OR REPLACE FUNCTION ace.mtree_diff(
+    table_name text,
+    nodes text[] DEFAULT NULL,
+    table_filter text DEFAULT NULL,
+    max_diff_rows bigint DEFAULT NULL,
+    compare_unit_size int DEFAULT NULL,
+    concurrency_factor float8 DEFAULT NULL,
+    max_connections int DEFAULT NULL,
+    against_origin text DEFAULT NULL,
+    until timestamptz DEFAULT NULL,
+    output text DEFAULT NULL,
+    recheck_after interval DEFAULT NULL,
+    cdc_timeout interval DEFAULT NULL
+) RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    id uuid;
+BEGIN
+    INSERT INTO ace.tasks (task_type, args)
+    VALUES ('mtree-diff', jsonb_strip_nulls(jsonb_build_object(
+        'table_name', table_name, 'nodes', nodes, 'table_filter', table_filter, 'max_diff_rows', max_diff_rows,
+        'compare_unit_size', compare_unit_size, 'concurrency_factor', concurrency_factor,
+        'max_connections', max_connections, 'against_origin', against_origin, 'until', until, 'output', output,
+        'recheck_after', recheck_after::text, 'cdc_timeout', cdc_timeout::text)))
+    RETURNING task_id INTO id;
+    RETURN id;
+END $$;
+
+CREATE OR REPLACE FUNCTION ace.mtree_teardown(table_name text DEFAULT NULL, nodes text[] DEFAULT NULL)
+RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    id uuid;
+BEGIN
+    INSERT INTO ace.tasks (task_type, args)
+    VALUES ('mtree-teardown', jsonb_strip_nulls(jsonb_build_object('table_name', table_name, 'nodes', nodes)))
+    RETURNING task_id INTO id;
+    RETURN id;
+END $$;
+
+-- Waits for a task submitted by a CALL form, with progress NOTICEs, and reports its end.
+CREATE OR REPLACE PROCEDURE ace.follow_submitted(task_id uuid, INOUT status text, INOUT summary jsonb)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
+    IF status <> 'COMPLETED' THEN
+        RAISE WARNING 'task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = follow_submitted.task_id);
+    END IF;
+END $$;
+
+CREATE OR REPLACE PROCEDURE ace.run_mtree_build(
+    table_name text,
+    nodes text[] DEFAULT NULL,
+    leaf_rows int DEFAULT 1000,
+    INOUT task_id uuid DEFAULT NULL,
+    INOUT status text DEFAULT NULL,
+    INOUT summary jsonb DEFAULT NULL
+) LANGUAGE plpgsql AS $$
+BEGIN
+    task_id := ace.mtree_build(table_name, nodes, leaf_rows);
+    RAISE NOTICE 'submitted mtree-build task %', task_id;
+    COMMIT;
+    CALL ace.follow_submitted(task_id, status, summary);
+    IF status = 'COMPLETED' THEN
+        RAISE NOTICE 'Merkle tree of % built on % (% leaves on %)', summary->>'table_name',
+            (SELECT string_agg(n, ', ') FROM jsonb_array_elements_text(summary->'nodes') n),
+            summary->>'leaves', summary->>'reference_node';
+    END IF;
+END $$;
+
+CREATE OR REPLACE PROCEDURE ace.run_mtree_diff(
+    table_name text,
+    nodes text[] DEFAULT NULL,
+    table_filter text DEFAULT NULL,
+    max_diff_rows bigint DEFAULT NULL,
+    output text DEFAULT NULL,
+    cdc_timeout interval DEFAULT NULL,
+    INOUT task_id uuid DEFAULT NULL,
+    INOUT status text DEFAULT NULL,
+    INOUT differing_rows bigint DEFAULT NULL,
+    INOUT summary jsonb DEFAULT NULL
+) LANGUAGE plpgsql AS $$
+BEGIN
+    task_id := ace.mtree_diff(table_name, nodes, table_filter => table_filter, max_diff_rows => max_diff_rows,
+                              output => output, cdc_timeout => cdc_timeout);
+    RAISE NOTICE 'submitted mtree-diff task %', task_id;
+    COMMIT;
+    CALL ace.follow_submitted(task_id, status, summary);
+    IF status = 'COMPLETED' THEN
+        differing_rows := (summary->>'differing_keys')::bigint;
+        RAISE NOTICE '%', ace.describe_diff(summary);
+        IF differing_rows > 0 THEN
+            RAISE NOTICE 'see the rows with: SELECT * FROM ace.diff_rows(''%'');', task_id;
+        END IF;
+    END IF;
+END $$;
+
+-- Converts a 32-bit transaction id from the change stream into its xid8: the epoch is the
+-- current one unless the id is ahead of the next id, which means it was assigned before the
+-- last wraparound. Committed transactions are never ahead of the next id otherwise.
+CREATE OR REPLACE FUNCTION ace.xid8_of(xid bigint) RETURNS xid8
+LANGUAGE sql STABLE AS $$
+    SELECT (CASE WHEN xid <= (nxt & 4294967295) THEN (nxt >> 32 << 32) | xid
+                 ELSE greatest((nxt >> 32) - 1, 0) << 32 | xid END)::text::xid8
+    FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS nxt) s
+$$;
+
+-- What a change's transaction is recorded as: '0' once every snapshot sees it (nearly always:
+-- it committed before the stream delivered it), else its xid8, which a refresh tests against
+-- its own snapshot.
+CREATE OR REPLACE FUNCTION ace.change_xid(xid bigint) RETURNS xid8
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN pg_visible_in_snapshot(x, pg_current_snapshot()) THEN '0'::xid8 ELSE x END
+    FROM (SELECT ace.xid8_of(xid) AS x) s
+$$;
+
+-- This node's trees and stream, live. Readable by every role through this function only: it
+-- shows counts and positions, never keys.
+CREATE OR REPLACE FUNCTION ace.mtree_local_status(table_name text DEFAULT NULL)
+RETURNS TABLE (
+    table_name text, status text, leaves bigint, row_count bigint, largest_leaf_rows bigint, dirty_leaves bigint,
+    pending_changes bigint, leaf_rows int, built_at timestamptz, refreshed_at timestamptz, hash_version int,
+    slot_name text, slot_status text, confirmed_lsn pg_lsn, lag_bytes numeric, retained_wal_bytes numeric,
+    safe_wal_bytes bigint, heartbeat_at timestamptz, stream_error text, warning text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT m.table_name, m.status, l.leaves, l.row_count, l.largest, d.dirty, p.pending, m.leaf_rows, m.built_at,
+           m.refreshed_at, m.hash_version, s.slot_name, r.wal_status, s.confirmed_lsn,
+           pg_current_wal_lsn() - s.confirmed_lsn, pg_current_wal_lsn() - r.restart_lsn, r.safe_wal_size,
+           s.heartbeat_at, s.last_error,
+           CASE WHEN s.slot_name IS NULL OR r.slot_name IS NULL THEN 'no change stream: the slot is missing; build the tree again'
+                WHEN r.wal_status = 'lost' THEN 'the slot was invalidated (max_slot_wal_keep_size): build the tree again'
+                WHEN r.wal_status = 'unreserved' THEN 'the slot is about to lose WAL it needs: is the agent running?'
+                WHEN s.heartbeat_at < now() - interval '1 minute' THEN 'the agent''s stream has not reported for over a minute'
+                WHEN pg_current_wal_lsn() - r.restart_lsn > 1073741824 THEN 'the slot retains over 1 GB of WAL'
+           END
+    FROM ace.mtrees m
+    LEFT JOIN LATERAL (SELECT count(*) AS leaves, coalesce(sum(x.row_count), 0)::bigint AS row_count,
+                              max(x.row_count) AS largest FROM ace.mtree_leaves x WHERE x.tree_id = m.tree_id) l ON true
+    LEFT JOIN LATERAL (SELECT count(DISTINCT x.leaf_id) AS dirty FROM ace.mtree_dirty x WHERE x.tree_id = m.tree_id) d ON true
+    LEFT JOIN LATERAL (SELECT count(*) AS pending FROM ace.mtree_pending x WHERE x.tree_id = m.tree_id) p ON true
+    LEFT JOIN ace.cdc_state s ON true
+    LEFT JOIN pg_replication_slots r ON r.slot_name = s.slot_name
+    WHERE mtree_local_status.table_name IS NULL OR m.table_name = mtree_local_status.table_name
+$$;
+
+-- Every node's trees and streams as this node's agent last collected them (each heartbeat).
+CREATE OR REPLACE FUNCTION ace.mtree_status(table_name text DEFAULT NULL)
+RETURNS TABLE (
+    table_name text, node_name text, status text, leaves bigint, row_count bigint, largest_leaf_rows bigint,
+    dirty_leaves bigint, pending_changes bigint, leaf_rows int, confirmed_lsn pg_lsn, lag_bytes numeric,
+    retained_wal_bytes numeric, safe_wal_bytes bigint, slot_status text, heartbeat_at timestamptz,
+    built_at timestamptz, hash_version int, warning text, reported_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT s.table_name, s.node_name, j.status, j.leaves, j.row_count, j.largest_leaf_rows, j.dirty_leaves,
+           j.pending_changes, j.leaf_rows, j.confirmed_lsn, j.lag_bytes, j.retained_wal_bytes, j.safe_wal_bytes,
+           j.slot_status, j.heartbeat_at, j.built_at, j.hash_version,
+           coalesce(s.status->>'error', j.warning), s.reported_at
+    FROM ace.mtree_node_status s,
+         LATERAL jsonb_to_record(s.status) AS j(status text, leaves bigint, row_count bigint, largest_leaf_rows bigint,
+             dirty_leaves bigint, pending_changes bigint, leaf_rows int, confirmed_lsn pg_lsn, lag_bytes numeric,
+             retained_wal_bytes numeric, safe_wal_bytes bigint, slot_status text, heartbeat_at timestamptz,
+             built_at timestamptz, hash_version int, warning text)
+    WHERE mtree_status.table_name IS NULL OR s.table_name = mtree_status.table_name
+    ORDER BY s.table_name, s.node_name
+$$;
