@@ -154,12 +154,14 @@ type apply struct {
 type recorder struct {
 	mu      sync.Mutex
 	applies []apply
+	calls   int
 	fail    error
 	block   bool // Apply waits for its context to end
 }
 
 func (r *recorder) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl.LSN) error {
 	r.mu.Lock()
+	r.calls++
 	fail, block := r.fail, r.block
 	r.mu.Unlock()
 	if block {
@@ -176,6 +178,13 @@ func (r *recorder) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl.LSN
 	}
 	r.applies = append(r.applies, apply{txns: txns, upTo: upTo})
 	return nil
+}
+
+// called reports how many times Apply was called.
+func (r *recorder) called() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls
 }
 
 // txns is every transaction delivered so far.

@@ -126,7 +126,7 @@ func TestCrashSafety(t *testing.T) {
 	t.Run("cancelled during Apply", func(t *testing.T) {
 		rec := &recorder{block: true}
 		r := e.run(e.options("p"), rec)
-		time.Sleep(time.Second) // long enough to be inside Apply
+		require.Eventually(t, func() bool { return rec.called() > 0 }, 10*time.Second, 10*time.Millisecond)
 		require.NoError(t, r.stop())
 		require.Equal(t, start, e.confirmedFlush())
 	})
@@ -303,5 +303,76 @@ func TestSlotInvalidated(t *testing.T) {
 	})
 	t.Run("server error", func(t *testing.T) {
 		require.ErrorIs(t, startReplication(t, e), cdc.ErrSlotInvalidated)
+	})
+}
+
+func TestReconnect(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	e.ensureSlot()
+	rec := &recorder{}
+	r := e.run(e.options("p"), rec)
+	e.exec(`INSERT INTO t VALUES (1)`)
+	rec.waitChanges(t, 1)
+
+	e.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1`, e.slot)
+	require.Eventually(t, func() bool { return r.Status().LastError != nil }, 10*time.Second, 10*time.Millisecond)
+	e.exec(`INSERT INTO t VALUES (2)`)
+	changes := rec.waitChanges(t, 2)
+	require.Eventually(t, func() bool { return r.Status().Connected }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, r.stop())
+	require.Len(t, changes, 2, "nothing lost, nothing confirmed delivered twice")
+	require.Equal(t, "2", changes[1].New[0].Text)
+}
+
+func TestBatching(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	e.ensureSlot()
+	rec := &recorder{}
+	opts := e.options("p")
+	opts.BatchDelay, opts.BatchChanges = time.Hour, 10
+	r := e.run(opts, rec)
+	e.exec(`INSERT INTO t VALUES (0)`)
+	time.Sleep(time.Second)
+	require.Zero(t, rec.called(), "one change waits for the batch")
+	e.exec(`INSERT INTO t SELECT generate_series(1, 9)`)
+	changes := rec.waitChanges(t, 10)
+	require.NoError(t, r.stop())
+	require.Len(t, changes, 10)
+	require.Equal(t, 1, rec.called(), "both transactions in one Apply")
+	require.Len(t, rec.txns(), 2)
+}
+
+func TestSlotLifecycle(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	ctx := context.Background()
+	slotCount := func() (n int) {
+		require.NoError(t, e.pool.QueryRow(ctx,
+			`SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND plugin = 'pgoutput' AND NOT temporary`, e.slot).Scan(&n))
+		return n
+	}
+	created, err := cdc.EnsureSlot(ctx, e.dsn, e.slot)
+	require.NoError(t, err)
+	require.True(t, created)
+	created, err = cdc.EnsureSlot(ctx, e.dsn, e.slot)
+	require.NoError(t, err)
+	require.False(t, created)
+	require.Equal(t, 1, slotCount())
+
+	require.NoError(t, cdc.DropSlot(ctx, e.dsn, e.slot))
+	require.NoError(t, cdc.DropSlot(ctx, e.dsn, e.slot))
+	require.Zero(t, slotCount())
+
+	t.Run("physical slot of the same name", func(t *testing.T) {
+		e.exec(`SELECT pg_create_physical_replication_slot($1)`, e.slot)
+		_, err := cdc.EnsureSlot(ctx, e.dsn, e.slot)
+		require.ErrorContains(t, err, "not pgoutput")
+		require.NoError(t, cdc.DropSlot(ctx, e.dsn, e.slot))
 	})
 }
