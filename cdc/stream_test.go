@@ -243,6 +243,9 @@ func TestSlotMissing(t *testing.T) {
 		r = e.run(e.options("p"), rec)
 		require.ErrorIs(t, r.wait(t), cdc.ErrSlotMissing)
 	})
+	t.Run("server error", func(t *testing.T) {
+		require.ErrorIs(t, startReplication(t, e), cdc.ErrSlotMissing)
+	})
 	t.Run("publication missing", func(t *testing.T) {
 		_, err := cdc.EnsureSlot(context.Background(), e.dsn, e.slot)
 		require.NoError(t, err)
@@ -250,6 +253,15 @@ func TestSlotMissing(t *testing.T) {
 		err = r.wait(t)
 		require.ErrorIs(t, err, cdc.ErrPublicationMissing)
 		require.ErrorContains(t, err, "nope")
+	})
+	t.Run("publication dropped while streaming", func(t *testing.T) {
+		rec := &recorder{}
+		r := e.run(e.options("p"), rec)
+		e.exec(`INSERT INTO t VALUES (2)`)
+		rec.waitChanges(t, 1)
+		e.exec(`DROP PUBLICATION p`)
+		e.exec(`INSERT INTO t VALUES (3)`)
+		require.ErrorIs(t, r.wait(t), cdc.ErrPublicationMissing)
 	})
 }
 
