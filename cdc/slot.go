@@ -146,7 +146,9 @@ func checkPublications(ctx context.Context, conn *pgconn.PgConn, pubs []string) 
 	return nil
 }
 
-// currentWAL is the node's WAL write position now, read on an ordinary connection.
+// currentWAL is the node's WAL insert position now, read on an ordinary connection: the end of
+// every record already made, committed or not. (The write position, pg_current_wal_lsn, can be
+// behind a commit that has returned under synchronous_commit = off.)
 func currentWAL(ctx context.Context, connString string) (pglogrepl.LSN, error) {
 	conn, err := pgx.Connect(ctx, connString)
 	if err != nil {
@@ -154,7 +156,7 @@ func currentWAL(ctx context.Context, connString string) (pglogrepl.LSN, error) {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var lsn pglogrepl.LSN
-	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn); err != nil {
 		return 0, fmt.Errorf("read the WAL position: %w", err)
 	}
 	return lsn, nil
