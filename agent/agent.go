@@ -37,6 +37,9 @@ type Agent struct {
 	// user is ACE_DSN's login: the agent's own role on every node, owner of the ace schema.
 	user string
 
+	// treeSignal carries the payloads of NOTIFY ace_mtree to the tree keeper.
+	treeSignal chan string
+
 	mu      sync.Mutex
 	running map[uuid.UUID]*runningTask
 	stop    <-chan struct{} // closed when the agent starts shutting down
@@ -59,10 +62,11 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
 	return &Agent{
-		cfg:     cfg,
-		id:      fmt.Sprintf("%s@%s:%d:%s", cfg.Node, host, os.Getpid(), hex.EncodeToString(suffix)),
-		log:     log,
-		running: map[uuid.UUID]*runningTask{},
+		cfg:        cfg,
+		id:         fmt.Sprintf("%s@%s:%d:%s", cfg.Node, host, os.Getpid(), hex.EncodeToString(suffix)),
+		log:        log,
+		running:    map[uuid.UUID]*runningTask{},
+		treeSignal: make(chan string, 8),
 	}
 }
 
@@ -103,6 +107,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	bg.Go(func() { a.listen(bgCtx, wake) })
 	bg.Go(func() { a.heartbeatLoop(bgCtx) })
+	bg.Go(func() { a.keepTrees(bgCtx) })
 
 	var tasks conc.WaitGroup
 	a.claimLoop(ctx, wake, &tasks)

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/mtree"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -35,13 +36,17 @@ func (a *Agent) listenOnce(ctx context.Context, wake chan struct{}) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range []string{"ace_task", "ace_task_cancel"} {
+	for _, ch := range []string{"ace_task", "ace_task_cancel", mtree.Channel} {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return err
 		}
 	}
 	// Anything queued, or any cancel asked for, before LISTEN took effect is found now.
 	notify(wake)
+	select {
+	case a.treeSignal <- "trees":
+	default:
+	}
 	a.cancelRequested(ctx)
 	for {
 		n, err := conn.WaitForNotification(ctx)
@@ -53,6 +58,11 @@ func (a *Agent) listenOnce(ctx context.Context, wake chan struct{}) error {
 			notify(wake)
 		case "ace_task_cancel":
 			a.cancelRequested(ctx)
+		case mtree.Channel:
+			select {
+			case a.treeSignal <- n.Payload:
+			default: // the keeper has signals queued; it reconciles with the tables anyway
+			}
 		}
 	}
 }

@@ -22,12 +22,19 @@ type diffEnv struct {
 
 func setup(t *testing.T, ddl string) *diffEnv {
 	t.Helper()
+	e := setupNoAgents(t, ddl)
+	for _, n := range e.Nodes {
+		n.StartAgent(t)
+	}
+	return e
+}
+
+// setupNoAgents is setup without the agents.
+func setupNoAgents(t *testing.T, ddl string) *diffEnv {
+	t.Helper()
 	e := testcluster.New(t)
 	if ddl != "" {
 		e.ExecAll(ddl)
-	}
-	for _, n := range e.Nodes {
-		n.StartAgent(t)
 	}
 	return &diffEnv{Env: e, t: t}
 }

@@ -2,12 +2,12 @@ package agent
 
 import (
 	"context"
-	"net/url"
-	"strings"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
