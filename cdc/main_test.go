@@ -78,6 +78,15 @@ func setup(t *testing.T, inst *localpg.Instance) *env {
 	return e
 }
 
+// setupPublished is setup with a table t (id int PRIMARY KEY) in a publication p.
+func setupPublished(t *testing.T, inst *localpg.Instance) *env {
+	t.Helper()
+	e := setup(t, inst)
+	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	return e
+}
+
 func (e *env) exec(sql string, args ...any) {
 	e.t.Helper()
 	_, err := e.pool.Exec(context.Background(), sql, args...)
@@ -89,6 +98,17 @@ func (e *env) ensureSlot() {
 	created, err := cdc.EnsureSlot(context.Background(), e.dsn, e.slot)
 	require.NoError(e.t, err)
 	require.True(e.t, created)
+}
+
+// streamRow streams publication p until it has delivered and confirmed the insert of row id
+// into t, then stops.
+func (e *env) streamRow(id int) {
+	e.t.Helper()
+	rec := &recorder{}
+	r := e.run(e.options("p"), rec)
+	e.exec(`INSERT INTO t VALUES ($1)`, id)
+	rec.waitChanges(e.t, 1)
+	require.NoError(e.t, r.stop())
 }
 
 // confirmedFlush is the slot's confirmed_flush_lsn.
@@ -129,6 +149,12 @@ func (r *running) stop() error {
 		close(r.done)
 	}
 	return err
+}
+
+// waitConnected waits until the stream is streaming.
+func (r *running) waitConnected(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool { return r.Status().Connected }, 10*time.Second, 10*time.Millisecond)
 }
 
 // wait returns what Run returned, failing after a while.

@@ -101,7 +101,7 @@ func checkSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotInfo,
 		return slotInfo{}, fmt.Errorf("check slot %s: %w", slot, err)
 	}
 	if len(rows) != 1 || len(rows[0].Rows) == 0 {
-		return slotInfo{}, permanent(fmt.Errorf("slot %s: %w", slot, ErrSlotMissing))
+		return slotInfo{}, permanent(fmt.Errorf("check slot: %w", ErrSlotMissing))
 	}
 	row := rows[0].Rows[0]
 	if err := checkPlugin(slot, string(row[0])); err != nil {
@@ -111,7 +111,7 @@ func checkSlot(ctx context.Context, conn *pgconn.PgConn, slot string) (slotInfo,
 		return slotInfo{}, permanent(fmt.Errorf("replication slot %s belongs to another database than the connection's", slot))
 	}
 	if string(row[2]) == "lost" {
-		return slotInfo{}, permanent(fmt.Errorf("slot %s (wal_status lost): %w", slot, ErrSlotInvalidated))
+		return slotInfo{}, permanent(fmt.Errorf("check slot: wal_status lost: %w", ErrSlotInvalidated))
 	}
 	var info slotInfo
 	if s := string(row[3]); s != "" {
@@ -141,7 +141,7 @@ func checkPublications(ctx context.Context, conn *pgconn.PgConn, pubs []string) 
 		}
 	}
 	if len(missing) > 0 {
-		return permanent(fmt.Errorf("%s: %w", strings.Join(missing, ", "), ErrPublicationMissing))
+		return permanent(fmt.Errorf("check publications: %s: %w", strings.Join(missing, ", "), ErrPublicationMissing))
 	}
 	return nil
 }

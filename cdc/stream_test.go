@@ -109,9 +109,7 @@ func TestColumnList(t *testing.T) {
 
 func TestCrashSafety(t *testing.T) {
 	t.Parallel()
-	e := setup(t, nil)
-	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	e := setupPublished(t, nil)
 	e.ensureSlot()
 	start := e.confirmedFlush()
 	e.exec(`INSERT INTO t VALUES (1)`)
@@ -155,16 +153,14 @@ func TestCrashSafety(t *testing.T) {
 
 func TestIdlePoke(t *testing.T) {
 	t.Parallel()
-	e := setup(t, nil)
-	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	e := setupPublished(t, nil)
 	e.exec(`CREATE TABLE unpublished (id int PRIMARY KEY)`)
-	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
 	e.ensureSlot()
 	rec := &recorder{}
 	opts := e.options("p")
 	opts.StatusInterval = time.Minute // only Poke (or the server) makes the stream speak
 	r := e.run(opts, rec)
-	require.Eventually(t, func() bool { return r.Status().Connected }, 10*time.Second, 10*time.Millisecond)
+	r.waitConnected(t)
 
 	// A committed write, flushed at commit, with the WAL position taken before its commit.
 	ctx := context.Background()
@@ -222,9 +218,7 @@ func TestSetPublications(t *testing.T) {
 
 func TestSlotMissing(t *testing.T) {
 	t.Parallel()
-	e := setup(t, nil)
-	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	e := setupPublished(t, nil)
 
 	t.Run("never made", func(t *testing.T) {
 		r := e.run(e.options("p"), &recorder{})
@@ -234,13 +228,9 @@ func TestSlotMissing(t *testing.T) {
 	})
 	t.Run("dropped", func(t *testing.T) {
 		e.ensureSlot()
-		rec := &recorder{}
-		r := e.run(e.options("p"), rec)
-		e.exec(`INSERT INTO t VALUES (1)`)
-		rec.waitChanges(t, 1)
-		require.NoError(t, r.stop())
+		e.streamRow(1)
 		require.NoError(t, cdc.DropSlot(context.Background(), e.dsn, e.slot))
-		r = e.run(e.options("p"), rec)
+		r := e.run(e.options("p"), &recorder{})
 		require.ErrorIs(t, r.wait(t), cdc.ErrSlotMissing)
 	})
 	t.Run("server error", func(t *testing.T) {
@@ -267,12 +257,10 @@ func TestSlotMissing(t *testing.T) {
 
 func TestSlotInUse(t *testing.T) {
 	t.Parallel()
-	e := setup(t, nil)
-	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	e := setupPublished(t, nil)
 	e.ensureSlot()
 	r1 := e.run(e.options("p"), &recorder{})
-	require.Eventually(t, func() bool { return r1.Status().Connected }, 10*time.Second, 10*time.Millisecond)
+	r1.waitConnected(t)
 	r2 := e.run(e.options("p"), &recorder{})
 	require.Eventually(t, func() bool {
 		err := r2.Status().LastError
@@ -288,16 +276,9 @@ func TestSlotInUse(t *testing.T) {
 
 func TestSlotInvalidated(t *testing.T) {
 	t.Parallel()
-	c := localpgStart(t, map[string]string{"max_slot_wal_keep_size": "1MB"})
-	e := setup(t, c)
-	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	e := setupPublished(t, localpgStart(t, map[string]string{"max_slot_wal_keep_size": "1MB"}))
 	e.ensureSlot()
-	rec := &recorder{}
-	r := e.run(e.options("p"), rec)
-	e.exec(`INSERT INTO t VALUES (1)`)
-	rec.waitChanges(t, 1)
-	require.NoError(t, r.stop())
+	e.streamRow(1)
 
 	require.Eventually(t, func() bool {
 		e.exec(`INSERT INTO t SELECT max(id) + 1 FROM t`)
@@ -310,7 +291,7 @@ func TestSlotInvalidated(t *testing.T) {
 	}, time.Minute, 10*time.Millisecond)
 
 	t.Run("Run", func(t *testing.T) {
-		r := e.run(e.options("p"), rec)
+		r := e.run(e.options("p"), &recorder{})
 		require.ErrorIs(t, r.wait(t), cdc.ErrSlotInvalidated)
 	})
 	t.Run("server error", func(t *testing.T) {
@@ -320,9 +301,7 @@ func TestSlotInvalidated(t *testing.T) {
 
 func TestReconnect(t *testing.T) {
 	t.Parallel()
-	e := setup(t, nil)
-	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	e := setupPublished(t, nil)
 	e.ensureSlot()
 	rec := &recorder{}
 	r := e.run(e.options("p"), rec)
@@ -333,7 +312,7 @@ func TestReconnect(t *testing.T) {
 	require.Eventually(t, func() bool { return r.Status().LastError != nil }, 10*time.Second, 10*time.Millisecond)
 	e.exec(`INSERT INTO t VALUES (2)`)
 	changes := rec.waitChanges(t, 2)
-	require.Eventually(t, func() bool { return r.Status().Connected }, 10*time.Second, 10*time.Millisecond)
+	r.waitConnected(t)
 	require.NoError(t, r.stop())
 	require.Len(t, changes, 2, "nothing lost, nothing confirmed delivered twice")
 	require.Equal(t, "2", changes[1].New[0].Text)
@@ -341,9 +320,7 @@ func TestReconnect(t *testing.T) {
 
 func TestBatching(t *testing.T) {
 	t.Parallel()
-	e := setup(t, nil)
-	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
-	e.exec(`CREATE PUBLICATION p FOR TABLE t`)
+	e := setupPublished(t, nil)
 	e.ensureSlot()
 	rec := &recorder{}
 	opts := e.options("p")
