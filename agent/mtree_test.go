@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -68,4 +69,80 @@ func TestMtreeFindsWhatTableDiffFinds(t *testing.T) {
 	got := keys(e.diffRows(id))
 	_, want := e.completedDiff(`'public.t'`)
 	require.Equal(t, keys(want), got)
+}
+
+func TestMtreeRebalancesAppendedKeys(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, `CREATE TABLE public.t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT '2026-11-30 12:00+00', v text);
+		INSERT INTO public.t (v) SELECT 'v' || g FROM generate_series(1, 5000) g`)
+	var built map[string]any
+	e.completed(&built, `ace.mtree_build('public.t', leaf_rows => 1000)`)
+	// Ever-increasing keys all land past the last bound, in the last leaf.
+	e.ExecAll(`INSERT INTO public.t (v) SELECT 'appended' FROM generate_series(1, 100000)`)
+	var s engine.DiffSummary
+	e.completed(&s, `ace.mtree_diff('public.t')`)
+	require.Zero(t, s.DifferingKeys)
+	require.Positive(t, s.Mtree.Splits)
+	requireBalancedLeaves(t, e.Env, 1000)
+	var leaves int
+	require.NoError(t, e.Node("n2").Pool.QueryRow(context.Background(), `SELECT count(*) FROM ace.mtree_leaves`).Scan(&leaves))
+	require.GreaterOrEqual(t, leaves, 105000/2000, "the appended rows were spread over new leaves")
+
+	// Deleting most rows merges leaves again, still the same on every node.
+	e.ExecAll(`DELETE FROM public.t WHERE id % 10 <> 0`)
+	e.completed(&s, `ace.mtree_diff('public.t')`)
+	require.Zero(t, s.DifferingKeys)
+	require.Positive(t, s.Mtree.Merges)
+	requireBalancedLeaves(t, e.Env, 1000)
+}
+
+func TestMtreeTeardownLeavesNothing(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, `CREATE TABLE public.a (id int PRIMARY KEY); CREATE TABLE public.b (id int PRIMARY KEY);
+		INSERT INTO public.a SELECT generate_series(1, 100); INSERT INTO public.b SELECT generate_series(1, 100)`)
+	var built map[string]any
+	e.completed(&built, `ace.mtree_build('public.a')`)
+	e.completed(&built, `ace.mtree_build('public.b')`)
+	requireTracked(t, e, 2, true)
+
+	var res map[string]any
+	e.completed(&res, `ace.mtree_teardown('public.a')`)
+	requireTracked(t, e, 1, true)
+
+	t.Run("failed build", func(t *testing.T) {
+		// n3 cannot publish public.c, so the build fails after n1 and n2 published it.
+		e.ExecAll(`CREATE TABLE public.c (id int PRIMARY KEY)`)
+		e.Node("n3").Exec(t, `ALTER TABLE public.c REPLICA IDENTITY NOTHING`)
+		_, task := e.submit(`ace.mtree_build('public.c')`)
+		require.Equal(t, sqlapi.StatusFailed, task.Status)
+		require.Contains(t, *task.Error, "REPLICA IDENTITY NOTHING")
+		requireTracked(t, e, 1, true)
+	})
+
+	e.completed(&res, `ace.mtree_teardown()`)
+	requireTracked(t, e, 0, false)
+}
+
+// requireTracked checks every node's trees, publications and slot.
+func requireTracked(t *testing.T, e *diffEnv, trees int, slot bool) {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range e.Nodes {
+		var gotTrees, pubs, leaves, pending, slots int
+		require.NoError(t, n.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM ace.mtrees), (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ace_mtree%'),
+			(SELECT count(*) FROM ace.mtree_leaves l WHERE NOT EXISTS (SELECT 1 FROM ace.mtrees m WHERE m.tree_id = l.tree_id)),
+			(SELECT count(*) FROM ace.mtree_pending p WHERE NOT EXISTS (SELECT 1 FROM ace.mtrees m WHERE m.tree_id = p.tree_id)),
+			(SELECT count(*) FROM pg_replication_slots WHERE database = current_database())`).Scan(&gotTrees, &pubs, &leaves, &pending, &slots))
+		require.Equal(t, trees, gotTrees, "trees on %s", n.Name)
+		require.Equal(t, trees, pubs, "publications on %s", n.Name)
+		require.Zero(t, leaves+pending, "orphaned rows on %s", n.Name)
+		if slot {
+			require.Equal(t, 1, slots, "slot on %s", n.Name)
+		} else {
+			require.Eventually(t, func() bool {
+				require.NoError(t, n.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`).Scan(&slots))
+				return slots == 0
+			}, 10*time.Second, 50*time.Millisecond, "slot left on %s", n.Name)
+		}
+	}
 }

@@ -51,19 +51,33 @@ func (d *differ) rebalance(ctx context.Context, refreshed [][]int) error {
 	}
 	used := map[int]bool{}
 	changed := false
+	queue := make([]*nodeLeaf, 0, len(touched))
 	for _, id := range touched {
-		l, ok := leaves[id]
-		if !ok || used[id] {
+		if l, ok := leaves[id]; ok {
+			queue = append(queue, l)
+		}
+	}
+	for len(queue) > 0 {
+		l := queue[0]
+		queue = queue[1:]
+		if used[l.ID] {
 			continue
 		}
 		_, most := l.most()
 		switch {
 		case most > 2*limit:
-			if next, err = d.split(ctx, l, next); err != nil {
+			// A piece cut at one node's keys can still be too big on a node whose rows lie
+			// elsewhere in the range: it is cut again, at that node's keys.
+			var pieces []*nodeLeaf
+			if pieces, next, err = d.split(ctx, l, next); err != nil {
 				return err
 			}
-			used[id], changed = true, true
+			changed = true
 			d.stats.Splits++
+			for _, p := range pieces {
+				leaves[p.ID] = p
+			}
+			queue = append(queue, pieces...)
 		case most < limit/2:
 			left, right, ok := mergePartner(l, leaves, used, limit)
 			if !ok {
@@ -142,32 +156,43 @@ func mergePartner(l *nodeLeaf, leaves map[int]*nodeLeaf, used map[int]bool, limi
 
 // split cuts l into pieces of about leaf_rows at the keys of the node that has most rows
 // there; each node hashes its pieces at its snapshot. The first piece keeps l's id, the others
-// get new ids from next, the same on every node. A stale mark on l goes to every piece.
-func (d *differ) split(ctx context.Context, l *nodeLeaf, next int) (int, error) {
+// get new ids from next, the same on every node. A stale mark on l goes to every piece. It
+// returns the pieces with every node's count.
+func (d *differ) split(ctx context.Context, l *nodeLeaf, next int) ([]*nodeLeaf, int, error) {
 	ref, most := l.most()
 	pieces := (most + int64(d.trees[0].LeafRows) - 1) / int64(d.trees[0].LeafRows)
 	step := (most + pieces - 1) / pieces
 	bounds, err := d.sub.splitKeys(ctx, d.sessions[ref], l.Range, step)
 	if err != nil {
-		return next, fmt.Errorf("node %s: %w", d.nodes[ref].Name(), err)
+		return nil, next, fmt.Errorf("node %s: %w", d.nodes[ref].Name(), err)
 	}
 	if len(bounds) == 0 {
-		return next, nil
+		return nil, next, nil
 	}
 	ranges := piecesOf(l.Range, bounds)
-	ids := []int{l.ID}
-	for range bounds {
-		ids = append(ids, next)
-		next++
+	out := make([]*nodeLeaf, len(ranges))
+	for j, r := range ranges {
+		id := l.ID
+		if j > 0 {
+			id, next = next, next+1
+		}
+		out[j] = &nodeLeaf{ID: id, Range: r, Counts: make([]int64, len(d.nodes))}
+	}
+	ids := make([]int, len(out))
+	for j, p := range out {
+		ids[j] = p.ID
 	}
 	err = d.onNodes(ctx, func(ctx context.Context, i int) error {
 		sums, err := d.sub.splitSummaries(ctx, d.sessions[i], l.Range, bounds)
 		if err != nil {
 			return err
 		}
+		for j, s := range sums {
+			out[j].Counts[i] = s.Count
+		}
 		return replaceLeaf(ctx, d.txs[i], d.trees[i].ID, l.ID, ids, ranges, sums)
 	})
-	return next, err
+	return out, next, err
 }
 
 func replaceLeaf(ctx context.Context, tx pgx.Tx, treeID int64, old int, ids []int, ranges []engine.Range, sums []summary) error {

@@ -88,8 +88,15 @@ func teardownNode(ctx context.Context, n Node, table string) (tables, pubs []str
 	return tables, pubs, slotDropped, err
 }
 
+// trackedTables lists the trees to take down with their publications, and the publications a
+// build made before it failed to record its tree (named after the table's OID).
 func trackedTables(ctx context.Context, agent *engine.Node, table string) ([]trackedTable, error) {
-	rows, err := agent.Pool.Query(ctx, `SELECT table_name, publication FROM ace.mtrees WHERE $1 = '' OR table_name = $1 ORDER BY 1`, table)
+	rows, err := agent.Pool.Query(ctx, `SELECT table_name, publication FROM ace.mtrees WHERE $1 = '' OR table_name = $1
+		UNION
+		SELECT coalesce(nullif($1, ''), p.pubname), p.pubname FROM pg_publication p
+		WHERE p.pubname LIKE 'ace\_mtree\_%' AND NOT EXISTS (SELECT 1 FROM ace.mtrees m WHERE m.publication = p.pubname)
+		  AND ($1 = '' OR p.pubname = 'ace_mtree_' || to_regclass($1)::oid)
+		ORDER BY 1`, table)
 	if err != nil {
 		return nil, fmt.Errorf("read the tracked tables: %w", err)
 	}
