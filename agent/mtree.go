@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/sourcegraph/conc/pool"
 
@@ -40,7 +39,7 @@ func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}
-	opts, err := a.diffOptions(args.TableDiffArgs)
+	opts, err := a.diffOptions(args.TableDiffArgs())
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +51,7 @@ func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
 	summary, err := mtree.Diff(ctx, nodes, mtree.DiffOptions{
-		Diff: opts, CDCTimeout: time.Duration(args.CDCTimeout * float64(time.Second)),
+		Diff: opts, CDCTimeout: args.CDCTimeoutDuration(),
 	}, run, progress)
 	if err != nil {
 		return nil, err

@@ -36,7 +36,7 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
 	})
-	root.AddCommand(newInstallCmd(g), newRunCmd(g), newNodeCmd(g), newClusterCmd(g), newTableDiffCmd(g),
+	root.AddCommand(newInstallCmd(g), newRunCmd(g), newNodeCmd(g), newClusterCmd(g), newTableDiffCmd(g), newMtreeCmd(g),
 		newDiffCmd(g), newTaskCmd(g), newVersionCmd(), newTableRepairCmd(g), newTableRerunCmd(g), newRepairCmd(g), newDoctorCmd(g))
 	return root
 }

@@ -197,7 +197,13 @@ CREATE OR REPLACE PROCEDURE ace.run_mtree_diff(
     nodes text[] DEFAULT NULL,
     table_filter text DEFAULT NULL,
     max_diff_rows bigint DEFAULT NULL,
+    compare_unit_size int DEFAULT NULL,
+    concurrency_factor float8 DEFAULT NULL,
+    max_connections int DEFAULT NULL,
+    against_origin text DEFAULT NULL,
+    until timestamptz DEFAULT NULL,
     output text DEFAULT NULL,
+    recheck_after interval DEFAULT NULL,
     cdc_timeout interval DEFAULT NULL,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
@@ -205,8 +211,8 @@ CREATE OR REPLACE PROCEDURE ace.run_mtree_diff(
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
-    task_id := ace.mtree_diff(table_name, nodes, table_filter => table_filter, max_diff_rows => max_diff_rows,
-                              output => output, cdc_timeout => cdc_timeout);
+    task_id := ace.mtree_diff(table_name, nodes, table_filter, max_diff_rows, compare_unit_size, concurrency_factor,
+                              max_connections, against_origin, until, output, recheck_after, cdc_timeout);
     RAISE NOTICE 'submitted mtree-diff task %', task_id;
     COMMIT;
     CALL ace.follow_submitted(task_id, status, summary);
