@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -145,4 +146,70 @@ func requireTracked(t *testing.T, e *diffEnv, trees int, slot bool) {
 			}, 10*time.Second, 50*time.Millisecond, "slot left on %s", n.Name)
 		}
 	}
+}
+
+func TestMtreeDiffRefusesAStaleTree(t *testing.T) {
+	t.Parallel()
+	e := setupNoAgents(t, `CREATE TABLE public.t (id int PRIMARY KEY, v text); INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 300) g`)
+	t.Cleanup(func() {
+		for _, n := range e.Nodes {
+			_, _ = n.Pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
+		}
+	})
+	agents := map[string]interface{ Stop() error }{}
+	for _, n := range e.Nodes {
+		agents[n.Name] = n.StartAgent(t)
+	}
+	var built map[string]any
+	e.completed(&built, `ace.mtree_build('public.t')`)
+
+	t.Run("agent down", func(t *testing.T) {
+		require.NoError(t, agents["n3"].Stop())
+		e.Node("n3").Exec(t, `UPDATE public.t SET v = 'unseen' WHERE id = 7`)
+		_, task := e.submit(`ace.mtree_diff('public.t', cdc_timeout => '2 seconds')`)
+		require.Equal(t, sqlapi.StatusFailed, task.Status)
+		require.Contains(t, *task.Error, "node n3")
+		require.Contains(t, *task.Error, "is ace-agent running there")
+		require.Contains(t, *task.Error, "ace.table_diff")
+	})
+	t.Run("slot dropped", func(t *testing.T) {
+		e.Node("n3").Exec(t, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()`)
+		_, task := e.submit(`ace.mtree_diff('public.t', cdc_timeout => '2 seconds')`)
+		require.Equal(t, sqlapi.StatusFailed, task.Status)
+		require.Contains(t, *task.Error, "node n3")
+		require.Contains(t, *task.Error, "slot")
+		require.Contains(t, *task.Error, "ace.mtree_build")
+	})
+	t.Run("rebuilt", func(t *testing.T) {
+		agents["n3"] = e.Node("n3").StartAgent(t)
+		e.completed(&built, `ace.mtree_build('public.t')`)
+		var s engine.DiffSummary
+		e.completed(&s, `ace.mtree_diff('public.t')`)
+		require.EqualValues(t, 1, s.DifferingKeys, "the change made while n3's agent was down")
+	})
+}
+
+func TestMtreeStatusShowsEveryNode(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, `CREATE TABLE public.t (id int PRIMARY KEY); INSERT INTO public.t SELECT generate_series(1, 2500)`)
+	var built map[string]any
+	e.completed(&built, `ace.mtree_build('public.t', leaf_rows => 1000)`)
+	require.Eventually(t, func() bool {
+		var nodes int
+		var leaves *int
+		var warnings int
+		err := e.Node("n1").Pool.QueryRow(context.Background(), `SELECT count(DISTINCT node_name), min(leaves), count(warning)
+			FROM ace.mtree_status('public.t') WHERE row_count = 2500 AND hash_version = $1 AND confirmed_lsn IS NOT NULL AND retained_wal_bytes >= 0`,
+			engine.HashVersion).Scan(&nodes, &leaves, &warnings)
+		require.NoError(t, err)
+		return nodes == 3 && leaves != nil && *leaves == 3 && warnings == 0
+	}, 10*time.Second, 100*time.Millisecond, "status: %v", statusRows(t, e))
+}
+
+func statusRows(t *testing.T, e *diffEnv) []string {
+	rows, err := e.Node("n1").Pool.Query(context.Background(), `SELECT to_jsonb(s)::text FROM ace.mtree_status() s`)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return out
 }

@@ -151,3 +151,55 @@ func TestUnmappedSubmitterGetsTheFix(t *testing.T) {
 	require.Contains(t, *task.Error, "log in as "+carol)
 	require.Contains(t, *task.Error, "pg_ident.conf")
 }
+
+// Merkle trees keep the wall: the table is read and published by the submitter's own login, and
+// only the agent's login writes trees.
+func TestMtreeRunsAsTheSubmitter(t *testing.T) {
+	t.Parallel()
+	e := newWallEnv(t)
+	t.Cleanup(func() {
+		for _, n := range e.Nodes {
+			n.Exec(t, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
+		}
+	})
+	e.asAll(t, e.alice, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 500) g`)
+
+	t.Run("publishing needs CREATE on the database", func(t *testing.T) {
+		conn := e.Node("n1").ConnectAs(t, e.alice)
+		_, err := conn.Exec(context.Background(), `SELECT ace.mtree_build('public.t')`)
+		require.ErrorContains(t, err, "cannot create publications")
+	})
+	e.ExecAll(fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s`, e.DB, e.alice))
+
+	t.Run("only the owner may track a table", func(t *testing.T) {
+		e.asAll(t, e.alice, fmt.Sprintf(`GRANT SELECT ON t TO %s`, e.bob))
+		e.ExecAll(fmt.Sprintf(`GRANT CREATE ON DATABASE %s TO %s`, e.DB, e.bob))
+		conn := e.Node("n1").ConnectAs(t, e.bob)
+		_, err := conn.Exec(context.Background(), `SELECT ace.mtree_build('public.t')`)
+		require.ErrorContains(t, err, "only the owner of public.t")
+	})
+
+	built := e.submit(t, e.alice, `SELECT ace.mtree_build('public.t', leaf_rows => 100)`)
+	require.Equal(t, sqlapi.StatusCompleted, built.Status, "build: %v", built.Error)
+	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'drift' WHERE id = 7`)
+	for _, role := range []string{e.alice, e.bob} {
+		task := e.submit(t, role, `SELECT ace.mtree_diff('public.t')`)
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "%s's diff: %v", role, task.Error)
+		require.Contains(t, string(task.Result), `"differing_keys": 1`)
+	}
+
+	t.Run("submitters cannot write trees", func(t *testing.T) {
+		conn := e.Node("n1").ConnectAs(t, e.bob)
+		_, err := conn.Exec(context.Background(), `UPDATE ace.mtree_leaves SET row_count = 0`)
+		require.ErrorContains(t, err, "permission denied")
+		_, err = conn.Exec(context.Background(), `INSERT INTO ace.mtree_pending (tree_id, xid, lsn) VALUES (1, '1', '0/0')`)
+		require.ErrorContains(t, err, "permission denied")
+	})
+	t.Run("only the publication's owner may tear it down", func(t *testing.T) {
+		task := e.submit(t, e.bob, `SELECT ace.mtree_teardown('public.t')`)
+		require.Equal(t, sqlapi.StatusFailed, task.Status)
+		require.Contains(t, *task.Error, "belongs to "+e.alice)
+		task = e.submit(t, e.alice, `SELECT ace.mtree_teardown('public.t')`)
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "teardown: %v", task.Error)
+	})
+}

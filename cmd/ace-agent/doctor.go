@@ -109,8 +109,9 @@ func (d *doctorRun) fail(msg string) {
 
 func (d *doctorRun) checkAgentLogin(ctx context.Context, conn *pgx.Conn) error {
 	var user string
-	var super bool
-	if err := conn.QueryRow(ctx, `SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super); err != nil {
+	var super, replication, trees bool
+	if err := conn.QueryRow(ctx, `SELECT current_user, rolsuper, rolreplication, EXISTS (SELECT 1 FROM ace.mtrees)
+		FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super, &replication, &trees); err != nil {
 		return fmt.Errorf("read the agent's login role: %w", err)
 	}
 	if super {
@@ -118,6 +119,14 @@ func (d *doctorRun) checkAgentLogin(ctx context.Context, conn *pgx.Conn) error {
 		return nil
 	}
 	d.ok(fmt.Sprintf("the agent logs in as %s, not a superuser", user))
+	switch {
+	case replication:
+		d.ok(fmt.Sprintf("%s has REPLICATION, which Merkle trees' change streams need", user))
+	case trees:
+		d.fail(fmt.Sprintf("%s lacks REPLICATION, so it cannot stream the changes of the Merkle trees built here: ALTER ROLE %s REPLICATION; on every node", user, user))
+	default:
+		fmt.Fprintf(d.w, "note     %s lacks REPLICATION: Merkle trees (ace-agent mtree) need it: ALTER ROLE %s REPLICATION;\n", user, user)
+	}
 	return nil
 }
 

@@ -40,11 +40,11 @@ admin_on() { # admin_on NODE SQL...: as the superuser, in the demo database
 }
 
 bold "Creating database '$DB', the agent's login, and a DBA who may submit tasks, on every node"
-show "CREATE ROLE ace_agent LOGIN; CREATE ROLE ace_submitters NOLOGIN; CREATE ROLE dba LOGIN IN ROLE ace_submitters"
+show "CREATE ROLE ace_agent LOGIN REPLICATION; CREATE ROLE ace_submitters NOLOGIN; CREATE ROLE dba LOGIN IN ROLE ace_submitters"
 for n in n1 n2 n3; do
   psql "$(admin_dsn $n)" -X -q -v ON_ERROR_STOP=1 <<SQL >/dev/null
 CREATE DATABASE $DB;
-CREATE ROLE ace_agent LOGIN;                -- the agent's own login: no superuser
+CREATE ROLE ace_agent LOGIN REPLICATION;    -- the agent's own login: no superuser; REPLICATION for Merkle trees
 GRANT CREATE ON DATABASE $DB TO ace_agent;  -- it installs and owns the ace schema
 GRANT pg_signal_backend TO ace_agent;
 CREATE ROLE ace_submitters NOLOGIN;

@@ -41,7 +41,7 @@ func secureCluster(t testing.TB) *localpg.Cluster {
 			return
 		}
 		for _, inst := range secure.cluster.Nodes {
-			if secure.err = execAdmin(ctx, inst, "postgres", fmt.Sprintf(`CREATE ROLE %s LOGIN; CREATE ROLE %s NOLOGIN;
+			if secure.err = execAdmin(ctx, inst, "postgres", fmt.Sprintf(`CREATE ROLE %s LOGIN REPLICATION; CREATE ROLE %s NOLOGIN;
 				GRANT pg_signal_backend TO %[1]s`, AgentRole, SubmittersRole)); secure.err != nil {
 				return
 			}

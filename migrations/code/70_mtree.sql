@@ -21,6 +21,11 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('Change tracking publishes the table, which PostgreSQL allows only its owner. Run mtree_build as %I or as a member of it.', owner);
     END IF;
+    IF NOT has_database_privilege(current_user, current_database(), 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied: role % cannot create publications in database %, which change tracking needs', current_user, current_database()
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('GRANT CREATE ON DATABASE %I TO %I; on every node, or build as a role that has it.', current_database(), current_user);
+    END IF;
     IF ident = 'n' THEN
         RAISE EXCEPTION 'table % has REPLICA IDENTITY NOTHING: publishing it would make PostgreSQL refuse its UPDATEs and DELETEs', tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
