@@ -28,7 +28,7 @@ import (
 type options struct {
 	rows, diffs, repeat int
 	bin, out            string
-	emptyNode           bool
+	emptyNode, mtree    bool
 }
 
 // Result is what one benchmark run writes as JSON.
@@ -48,6 +48,8 @@ type Result struct {
 	EmptyNodeSeconds float64 `json:"empty_node_seconds,omitempty"`
 	EmptyNodeDiffs   int64   `json:"empty_node_differences,omitempty"`
 	EmptyNodeRSSMB   float64 `json:"empty_node_agent_peak_rss_mb,omitempty"`
+	// Mtree measures Merkle trees (make bench MTREE=0 leaves them out).
+	Mtree *MtreeResult `json:"mtree,omitempty"`
 }
 
 func main() {
@@ -58,6 +60,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "bin/ace-agent", "the ace-agent binary")
 	flag.StringVar(&o.out, "out", "bench-results/bench.json", "where to write the results")
 	flag.BoolVar(&o.emptyNode, "empty-node", true, "also diff a full node against an empty one, with a fresh agent, for its peak RSS")
+	flag.BoolVar(&o.mtree, "mtree", true, "also measure Merkle trees: build, diffs after 100 and 10,000 updates, the change stream under load")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -88,6 +91,11 @@ func run(ctx context.Context, o options) error {
 	}
 	r.AgentPeakRSSMB = agent.peakRSSMB()
 	agent.stop()
+	if o.mtree {
+		if err := measureMtree(ctx, c, conns, o, &r); err != nil {
+			return err
+		}
+	}
 	if o.emptyNode {
 		if err := measureEmptyNode(ctx, c, conns, o, &r); err != nil {
 			return err
@@ -295,8 +303,12 @@ type agentProc struct {
 }
 
 func startAgent(ctx context.Context, bin, dsn string) (*agentProc, error) {
+	return startAgentOn(ctx, bin, dsn, "n1")
+}
+
+func startAgentOn(ctx context.Context, bin, dsn, node string) (*agentProc, error) {
 	cmd := exec.CommandContext(ctx, bin, "run")
-	cmd.Env = append(os.Environ(), "ACE_DSN="+dsn, "ACE_NODE=n1", "ACE_POLL_INTERVAL=100ms", "ACE_LOG_LEVEL=warn")
+	cmd.Env = append(os.Environ(), "ACE_DSN="+dsn, "ACE_NODE="+node, "ACE_POLL_INTERVAL=100ms", "ACE_LOG_LEVEL=warn")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start agent %s (run make build first): %w", bin, err)
@@ -343,6 +355,13 @@ func report(r Result, out string) error {
 	fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))
 	fmt.Printf("rows hashed per second:   %.0f\n", r.RowsPerSecond)
 	fmt.Printf("agent peak RSS:           %.1f MB\n", r.AgentPeakRSSMB)
+	if m := r.Mtree; m != nil {
+		fmt.Printf("mtree build:              %.3fs   ratio %.2f\n", m.BuildSeconds, m.BuildRatio)
+		fmt.Printf("mtree diff, 100 updates:  %.3fs   runs %v\n", median(m.Diff100Seconds), fmtSeconds(m.Diff100Seconds))
+		fmt.Printf("mtree diff, 10k updates:  %.3fs   ratio to table-diff (%.3fs) %.2f\n", m.Diff10kSeconds, m.TableDiff10kSeconds, m.Diff10kRatio)
+		fmt.Printf("change stream under load: %.0f changes/s, largest lag %d bytes, caught up %.3fs after, agent peak RSS %.1f MB\n",
+			m.LoadChangesPerSec, m.LoadMaxLagBytes, m.LoadCatchUpSeconds, m.AgentPeakRSSMB)
+	}
 	if r.EmptyNodeDiffs > 0 {
 		fmt.Printf("full node vs empty node:  %.3fs, %d differing rows, agent peak RSS %.1f MB\n", r.EmptyNodeSeconds, r.EmptyNodeDiffs, r.EmptyNodeRSSMB)
 	}

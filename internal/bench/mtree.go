@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/internal/localpg"
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// MtreeResult is what the Merkle tree measurements add to a run.
+type MtreeResult struct {
+	BuildSeconds        float64   `json:"build_seconds"`
+	BuildRatio          float64   `json:"build_ratio"` // to the one pass
+	Diff100Seconds      []float64 `json:"diff_after_100_updates_seconds"`
+	Diff10kSeconds      float64   `json:"diff_after_10000_updates_seconds"`
+	TableDiff10kSeconds float64   `json:"table_diff_after_10000_updates_seconds"`
+	Diff10kRatio        float64   `json:"diff_after_10000_updates_ratio_to_table_diff"`
+	LoadChangesPerSec   float64   `json:"cdc_load_changes_per_second"`
+	LoadMaxLagBytes     int64     `json:"cdc_load_max_lag_bytes"`
+	LoadCatchUpSeconds  float64   `json:"cdc_load_catch_up_seconds"` // after the load stops
+	AgentPeakRSSMB      float64   `json:"agent_peak_rss_mb_streaming"`
+}
+
+// measureMtree builds the table's tree with an agent on every node, then measures diffs after
+// 100 and 10,000 updates on one node, and the change stream under a steady write load.
+func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o options, r *Result) error {
+	var agents []*agentProc
+	for _, n := range c.Nodes {
+		a, err := startAgentOn(ctx, o.bin, n.DSN("bench"), n.Name)
+		if err != nil {
+			return err
+		}
+		defer a.stop()
+		agents = append(agents, a)
+	}
+	m := &MtreeResult{}
+	r.Mtree = m
+	step("building the Merkle tree")
+	d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeBuild, sqlapi.MtreeBuildArgs{TableName: "public.bench"})
+	if err != nil {
+		return err
+	}
+	m.BuildSeconds, m.BuildRatio = d.Seconds(), d.Seconds()/median(r.OnePassSeconds)
+	step("build: %.3fs (%.2f × the one pass) %s", m.BuildSeconds, m.BuildRatio, res)
+	if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"}); err != nil {
+		return err
+	}
+	for i := range o.repeat {
+		if err := updateRandom(ctx, conns[1], o.rows, 100, i); err != nil {
+			return err
+		}
+		d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"})
+		if err != nil {
+			return err
+		}
+		m.Diff100Seconds = append(m.Diff100Seconds, d.Seconds())
+		step("mtree diff after 100 updates on n2: %.3fs %s", d.Seconds(), res)
+	}
+	if err := updateRandom(ctx, conns[1], o.rows, 10_000, 99); err != nil {
+		return err
+	}
+	if d, res, err = runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"}); err != nil {
+		return err
+	}
+	m.Diff10kSeconds = d.Seconds()
+	step("mtree diff after 10,000 updates on n2: %.3fs %s", d.Seconds(), res)
+	td, _, err := diff(ctx, conns[0])
+	if err != nil {
+		return err
+	}
+	m.TableDiff10kSeconds, m.Diff10kRatio = td.Seconds(), d.Seconds()/td.Seconds()
+	if err := measureLoad(ctx, conns[0], c.Nodes[0].DSN("bench"), o.rows, m); err != nil {
+		return err
+	}
+	m.AgentPeakRSSMB = agents[0].peakRSSMB()
+	_, _, err = runTask(ctx, conns[0], sqlapi.TypeMtreeTeardown, sqlapi.MtreeTeardownArgs{})
+	return err
+}
+
+// runTask submits a task on conn, waits for it, and returns how long it took and its result.
+func runTask(ctx context.Context, conn *pgx.Conn, typ sqlapi.TaskType, args any) (time.Duration, string, error) {
+	start := time.Now()
+	id, err := sqlapi.Submit(ctx, conn, typ, args)
+	if err != nil {
+		return 0, "", err
+	}
+	t, err := sqlapi.Wait(ctx, conn, id, 20*time.Millisecond, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	d := time.Since(start)
+	if t.Status != sqlapi.StatusCompleted {
+		return 0, "", fmt.Errorf("%s %s ended %s: %v", typ, id, t.Status, deref(t.Error))
+	}
+	var s struct {
+		DifferingKeys *int64 `json:"differing_keys"`
+		Mtree         any    `json:"mtree"`
+	}
+	_ = json.Unmarshal(t.Result, &s)
+	if s.DifferingKeys == nil {
+		return d, "", nil
+	}
+	mt, _ := json.Marshal(s.Mtree)
+	return d, fmt.Sprintf("(%d differing rows; %s)", *s.DifferingKeys, mt), nil
+}
+
+// updateRandom updates n random rows of the node, each in its own transaction.
+func updateRandom(ctx context.Context, conn *pgx.Conn, rows, n, round int) error {
+	_, err := conn.Exec(ctx, `UPDATE public.bench SET note = 'mtree ' || $2 || ' ' || id
+		WHERE id IN (SELECT 1 + (random() * ($1 - 1))::bigint FROM generate_series(1, $3))`, rows, round, n)
+	return err
+}
+
+// measureLoad writes at least 5,000 row changes a second to n1 for 20 seconds from two
+// connections, sampling the stream's lag behind the WAL, then waits for it to catch up.
+func measureLoad(ctx context.Context, conn *pgx.Conn, dsn string, rows int, m *MtreeResult) error {
+	const seconds, perStatement = 20, 100
+	step("steady write load on n1 for %ds", seconds)
+	loadCtx, stop := context.WithTimeout(ctx, seconds*time.Second)
+	defer stop()
+	var changes atomic.Int64
+	var wg sync.WaitGroup
+	var loadErr error
+	var once sync.Once
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				once.Do(func() { loadErr = err })
+				return
+			}
+			defer c.Close(context.WithoutCancel(ctx))
+			tick := time.NewTicker(time.Second / 30) // 2 writers × 30/s × 100 rows = 6,000 changes/s
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-loadCtx.Done():
+					return
+				case <-tick.C:
+				}
+				start := (i*perStatement*2 + w*perStatement) % (rows - perStatement)
+				tag, err := c.Exec(ctx, `UPDATE public.bench SET qty = qty + 1 WHERE id > $1 AND id <= $1 + $2`, start, perStatement)
+				if err != nil {
+					once.Do(func() { loadErr = err })
+					return
+				}
+				changes.Add(tag.RowsAffected())
+			}
+		}()
+	}
+	began := time.Now()
+	for loadCtx.Err() == nil {
+		lag, err := streamLag(ctx, conn)
+		if err != nil {
+			return err
+		}
+		m.LoadMaxLagBytes = max(m.LoadMaxLagBytes, lag)
+		time.Sleep(250 * time.Millisecond)
+	}
+	wg.Wait()
+	if loadErr != nil {
+		return loadErr
+	}
+	m.LoadChangesPerSec = float64(changes.Load()) / time.Since(began).Seconds()
+	var target string
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&target); err != nil {
+		return err
+	}
+	caughtUp := time.Now()
+	for {
+		var done bool
+		if err := conn.QueryRow(ctx, `SELECT confirmed_lsn >= $1::pg_lsn FROM ace.cdc_state`, target).Scan(&done); err != nil {
+			return err
+		}
+		if done {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m.LoadCatchUpSeconds = time.Since(caughtUp).Seconds()
+	step("load: %.0f changes/s, largest lag %d bytes, caught up %.3fs after the load stopped", m.LoadChangesPerSec, m.LoadMaxLagBytes, m.LoadCatchUpSeconds)
+	return nil
+}
+
+func streamLag(ctx context.Context, conn *pgx.Conn) (int64, error) {
+	var lag int64
+	err := conn.QueryRow(ctx, `SELECT coalesce((pg_current_wal_lsn() - confirmed_lsn)::bigint, 0) FROM ace.cdc_state`).Scan(&lag)
+	return lag, err
+}
