@@ -41,7 +41,7 @@ func dbError(w http.ResponseWriter, err error) {
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &login):
-		writeError(w, http.StatusForbidden, login)
+		writeJSON(w, http.StatusForbidden, errorBody{Error: login.Error()})
 	case errors.As(err, &pgErr):
 		writeError(w, http.StatusBadRequest, err)
 	default:
