@@ -113,8 +113,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	h := health{Shim: "ok", Database: "ok", Version: agent.Version}
-	var one int
-	if err := s.agent.QueryRow(ctx, `SELECT 1 FROM ace.tasks LIMIT 0 UNION ALL SELECT 1`).Scan(&one); err != nil {
+	var n int64
+	if err := s.agent.QueryRow(ctx, `SELECT count(*) FROM (SELECT FROM ace.tasks LIMIT 1) x`).Scan(&n); err != nil {
 		h.Database, h.Error = "unavailable", err.Error()
 		writeJSON(w, http.StatusServiceUnavailable, h)
 		return
