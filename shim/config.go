@@ -2,11 +2,11 @@ package shim
 
 import (
 	"fmt"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/ace-agent/ace-agent/agent"
 )
 
 // Config is the shim's configuration, read from ACE_* environment variables like the agent's.
@@ -35,10 +35,4 @@ func LoadConfig() (Config, error) {
 }
 
 // Usage describes the configuration variables with their defaults.
-func Usage() string {
-	var b strings.Builder
-	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
-	_ = envconfig.Usagef("ACE", &Config{}, tw, "{{range .}}  {{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}")
-	_ = tw.Flush()
-	return b.String()
-}
+func Usage() string { return agent.EnvUsage(&Config{}) }

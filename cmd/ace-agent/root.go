@@ -53,6 +53,17 @@ func (g *globals) localDSN() (string, error) {
 		"set ACE_DSN to a libpq connection string (for example 'host=localhost dbname=app') or pass --dsn")
 }
 
+// applyDSN makes --dsn, when given, the ACE_DSN of commands configured by the environment.
+func (g *globals) applyDSN() error {
+	if g.dsn == "" {
+		return nil
+	}
+	if err := os.Setenv("ACE_DSN", g.dsn); err != nil {
+		return fmt.Errorf("apply --dsn: %w", err)
+	}
+	return nil
+}
+
 // connect opens a connection to the local node.
 func (g *globals) connect(ctx context.Context) (*pgx.Conn, error) {
 	dsn, err := g.localDSN()

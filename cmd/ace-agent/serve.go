@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"github.com/ace-agent/ace-agent/shim"
@@ -25,10 +22,8 @@ It is configured by the environment (--dsn overrides ACE_DSN):
 ` + shim.Usage(),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.dsn != "" {
-				if err := os.Setenv("ACE_DSN", g.dsn); err != nil {
-					return fmt.Errorf("apply --dsn: %w", err)
-				}
+			if err := g.applyDSN(); err != nil {
+				return err
 			}
 			cfg, err := shim.LoadConfig()
 			if err != nil {
