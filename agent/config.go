@@ -58,10 +58,14 @@ func LoadConfig() (Config, error) {
 }
 
 // Usage describes the configuration variables with their defaults.
-func Usage() string {
+func Usage() string { return EnvUsage(&Config{}) }
+
+// EnvUsage describes the ACE_* variables of spec, an envconfig struct, with their defaults: the
+// one layout of every command configured by the environment (run, serve).
+func EnvUsage(spec any) string {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
-	_ = envconfig.Usagef("ACE", &Config{}, tw, "{{range .}}  {{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}")
+	_ = envconfig.Usagef("ACE", spec, tw, "{{range .}}  {{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}")
 	_ = tw.Flush()
 	return b.String()
 }

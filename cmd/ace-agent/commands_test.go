@@ -93,9 +93,15 @@ func TestHelpVersionAndUsageErrors(t *testing.T) {
 		}
 	}
 
-	r := ace(t, "", "version")
+	r := ace(t, "", "help", "serve")
 	require.Equal(t, exitOK, r.code, r)
-	require.Regexp(t, `^ace-agent \S+ \(go`, r.stdout)
+	for _, v := range []string{"ACE_DSN", "ACE_SHIM_LISTEN", "ACE_SHIM_CLIENT_CA", "ACE_SHIM_CRL", "ACE_SHIM_ALLOWED_CNS", "ACE_SHIM_METRICS_LISTEN"} {
+		require.Contains(t, r.stdout, v, r)
+	}
+
+	r = ace(t, "", "version")
+	require.Equal(t, exitOK, r.code, r)
+	require.Regexp(t, `^ace-agent \S+ \(hash version \d+, go`, r.stdout)
 
 	r = ace(t, "", "table-diff", "public.t")
 	require.Equal(t, exitError, r.code, r)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -99,30 +98,20 @@ func parseTaskID(s string) (uuid.UUID, error) {
 	return id, nil
 }
 
-// loadCompletedDiff reads a table-diff task that completed, and its summary.
+// loadCompletedDiff reads a table-diff task that completed, and its summary, with the CLI's
+// wording and hint.
 func loadCompletedDiff(ctx context.Context, q sqlapi.Querier, id uuid.UUID) (sqlapi.Task, *engine.DiffSummary, error) {
-	task, err := sqlapi.GetTask(ctx, q, id)
-	if errors.Is(err, sqlapi.ErrNoTask) {
+	task, s, err := sqlapi.CompletedDiff(ctx, q, id)
+	switch {
+	case errors.Is(err, sqlapi.ErrNoTask):
 		return task, nil, fmt.Errorf("task %s does not exist", id)
-	}
-	if err != nil {
-		return task, nil, err
-	}
-	if task.Type != sqlapi.TypeTableDiff {
-		return task, nil, fmt.Errorf("task %s is a %s task, not a table-diff", id, task.Type)
-	}
-	if task.Status != sqlapi.StatusCompleted {
+	case errors.Is(err, sqlapi.ErrNotCompletedDiff) && task.Type == sqlapi.TypeTableDiff:
 		return task, nil, withHint(fmt.Errorf("task %s is %s, not COMPLETED", id, task.Status),
 			"only a completed table-diff can be exported; 'ace-agent task show "+id.String()+"' shows the task")
+	case errors.Is(err, sqlapi.ErrNotCompletedDiff):
+		return task, nil, fmt.Errorf("task %s is a %s task, not a table-diff", id, task.Type)
 	}
-	var s engine.DiffSummary
-	if err := json.Unmarshal(task.Result, &s); err != nil {
-		return task, nil, fmt.Errorf("decode the result of task %s: %w", id, err)
-	}
-	if len(s.Columns) == 0 || len(s.Columns) != len(s.ColumnTypes) {
-		return task, nil, fmt.Errorf("the result of task %s does not list the table's columns", id)
-	}
-	return task, &s, nil
+	return task, s, err
 }
 
 // defaultExportName is ACE's file name for a diff: <schema>_<table>_diffs-<YYYYMMDDHHMMSS>.<format>,

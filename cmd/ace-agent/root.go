@@ -37,7 +37,7 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 		return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
 	})
 	root.AddCommand(newInstallCmd(g), newRunCmd(g), newNodeCmd(g), newClusterCmd(g), newTableDiffCmd(g), newMtreeCmd(g),
-		newDiffCmd(g), newTaskCmd(g), newVersionCmd(), newTableRepairCmd(g), newTableRerunCmd(g), newRepairCmd(g), newDoctorCmd(g))
+		newDiffCmd(g), newTaskCmd(g), newVersionCmd(), newServeCmd(g), newTableRepairCmd(g), newTableRerunCmd(g), newRepairCmd(g), newDoctorCmd(g))
 	return root
 }
 
@@ -51,6 +51,17 @@ func (g *globals) localDSN() (string, error) {
 	}
 	return "", withHint(errors.New("no connection to the local node"),
 		"set ACE_DSN to a libpq connection string (for example 'host=localhost dbname=app') or pass --dsn")
+}
+
+// applyDSN makes --dsn, when given, the ACE_DSN of commands configured by the environment.
+func (g *globals) applyDSN() error {
+	if g.dsn == "" {
+		return nil
+	}
+	if err := os.Setenv("ACE_DSN", g.dsn); err != nil {
+		return fmt.Errorf("apply --dsn: %w", err)
+	}
+	return nil
 }
 
 // connect opens a connection to the local node.

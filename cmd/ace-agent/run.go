@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -24,10 +23,8 @@ It is configured by the environment (--dsn overrides ACE_DSN):
 ` + agent.Usage(),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if g.dsn != "" {
-				if err := os.Setenv("ACE_DSN", g.dsn); err != nil {
-					return fmt.Errorf("apply --dsn: %w", err)
-				}
+			if err := g.applyDSN(); err != nil {
+				return err
 			}
 			cfg, err := agent.LoadConfig()
 			if err != nil {

@@ -163,3 +163,42 @@ func writePEM(path, kind string, der []byte) error {
 	}
 	return nil
 }
+
+// ClientValidity returns the certificate and key files of a client whose common name is cn and
+// which is valid only from notBefore to notAfter, written as name.crt and name.key: for tests of
+// expired and not-yet-valid certificates, which Client never makes.
+func (a *Authority) ClientValidity(name, cn string, notBefore, notAfter time.Time) (cert, key string, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	tmpl := template(cn)
+	tmpl.NotBefore, tmpl.NotAfter = notBefore, notAfter
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	return a.issue(name, tmpl)
+}
+
+// WriteCRL writes, to path, a PEM certificate revocation list signed by the authority that
+// revokes the certificates in the given files and is current from thisUpdate to nextUpdate.
+func (a *Authority) WriteCRL(path string, thisUpdate, nextUpdate time.Time, revokedCertFiles ...string) error {
+	var revoked []x509.RevocationListEntry
+	for _, f := range revokedCertFiles {
+		der, err := readPEM(f)
+		if err != nil {
+			return err
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f, err)
+		}
+		revoked = append(revoked, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: thisUpdate})
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(time.Now().UnixNano()), ThisUpdate: thisUpdate, NextUpdate: nextUpdate,
+		RevokedCertificateEntries: revoked,
+	}, a.cert, a.key)
+	if err != nil {
+		return fmt.Errorf("make certificate revocation list: %w", err)
+	}
+	return writePEM(path, "X509 CRL", der)
+}

@@ -1,0 +1,148 @@
+package shim
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// The mtree task types are being added beside this package; until then the SQL side refuses
+// them as unknown task types, with its own message.
+const (
+	typeMtreeBuild    sqlapi.TaskType = "mtree-build"
+	typeMtreeDiff     sqlapi.TaskType = "mtree-diff"
+	typeMtreeTeardown sqlapi.TaskType = "mtree-teardown"
+)
+
+// A field maps one REST body field onto the task's args. This file is the one place where REST
+// fields meet task arguments; the arguments are judged by the SQL validators, not here.
+type field struct {
+	rest string
+	// arg is the args key (the SQL argument name, the JSON name in sqlapi's args types). Empty:
+	// an ACE field accepted for compatibility that means nothing here (cluster, dbname, quiet:
+	// the cluster is the one the local node's ace.nodes lists, the database the shim's own).
+	arg  string
+	conv convert
+	// unsupported fields are refused unless absent or false/empty: ignoring a repair plan or
+	// preserve_origin would repair differently from what was asked.
+	unsupported bool
+}
+
+// convert turns a REST value into the args value; ok=false leaves the argument out.
+type convert func(json.RawMessage) (v json.RawMessage, ok bool)
+
+// A submitRoute is a POST route that inserts one task.
+type submitRoute struct {
+	path     string
+	taskType sqlapi.TaskType
+	fields   []field
+}
+
+func arg(rest, name string) field { return field{rest: rest, arg: name} }
+func same(names ...string) []field {
+	return fieldsFor(names, func(n string) field { return arg(n, n) })
+}
+func ignored(names ...string) []field {
+	return fieldsFor(names, func(n string) field { return field{rest: n} })
+}
+func unsupported(names ...string) []field {
+	return fieldsFor(names, func(n string) field { return field{rest: n, unsupported: true} })
+}
+func fieldsFor(names []string, f func(string) field) []field {
+	out := make([]field, len(names))
+	for i, n := range names {
+		out[i] = f(n)
+	}
+	return out
+}
+
+// nodesField takes ACE's node lists: a JSON array (ACE Go; empty means all) or a comma list
+// (the Python seed; "all" means all). All nodes is the SQL default, so it leaves nodes out.
+var nodesField = field{rest: "nodes", arg: "nodes", conv: nodesArg}
+
+// diffFileField names the diff a repair or rerun acts on: a task id, or an uploaded ACE diff
+// file, which the handler imports first (as ace.diff_import does) and replaces by its task id.
+var diffFileField = arg("diff_file", "diff_task")
+
+// join concatenates field lists.
+func join(lists ...[]field) []field {
+	var out []field
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// repairFlags are the repair options whose names ACE, the seed and ace.table_repair share.
+var repairFlags = same("source_of_truth", "dry_run", "insert_only", "upsert_only", "fire_triggers",
+	"generate_report", "fix_nulls", "bidirectional")
+
+// submitRoutes are every POST route of both route sets.
+var submitRoutes = []submitRoute{
+	// The Python seed's routes.
+	{"/ace/table-diff", sqlapi.TypeTableDiff, join(
+		[]field{arg("table_name", "table_name"), arg("block_rows", "block_size"),
+			arg("max_cpu_ratio", "concurrency_factor"), nodesField},
+		same("output", "table_filter"), ignored("cluster_name", "dbname", "batch_size", "quiet"))},
+	{"/ace/table-repair", sqlapi.TypeTableRepair, join(
+		[]field{arg("table_name", "table_name"), diffFileField}, repairFlags, ignored("cluster_name", "dbname", "quiet"))},
+	{"/ace/table-rerun", sqlapi.TypeTableRerun, join(
+		[]field{arg("table_name", "table_name"), diffFileField}, ignored("cluster_name", "dbname", "quiet", "behavior"))},
+
+	// ACE Go's routes.
+	{"/api/v1/table-diff", sqlapi.TypeTableDiff, join(
+		[]field{arg("table", "table_name"), nodesField},
+		same("block_size", "concurrency_factor", "compare_unit_size", "max_diff_rows", "max_connections",
+			"table_filter", "override_block_size"), ignored("cluster", "dbname", "quiet"))},
+	{"/api/v1/table-rerun", sqlapi.TypeTableRerun, join(
+		// A rerun compares the diff's own nodes, so ACE's nodes has nothing to choose.
+		[]field{diffFileField}, ignored("cluster", "dbname", "nodes", "quiet"))},
+	{"/api/v1/table-repair", sqlapi.TypeTableRepair, join(
+		// nodes goes through to be refused by the SQL side, which names target_nodes instead.
+		[]field{arg("table", "table_name"), diffFileField, nodesField}, repairFlags,
+		unsupported("repair_plan", "preserve_origin"), ignored("cluster", "dbname", "quiet"))},
+	{"/api/v1/mtree/build", typeMtreeBuild, join(
+		[]field{arg("table", "table_name"), nodesField, arg("block_size", "leaf_rows")},
+		ignored("cluster", "dbname", "quiet", "max_cpu_ratio", "override_block_size", "analyse",
+			"recreate_objects", "write_ranges", "ranges_file"))},
+	{"/api/v1/mtree/diff", typeMtreeDiff, join(
+		[]field{arg("table", "table_name"), nodesField}, same("max_diff_rows", "output"),
+		ignored("cluster", "dbname", "quiet", "max_cpu_ratio", "skip_update"))},
+	{"/api/v1/mtree/teardown-table", typeMtreeTeardown, join(
+		[]field{arg("table", "table_name")}, ignored("cluster", "dbname", "nodes", "quiet"))},
+	{"/api/v1/mtree/teardown", typeMtreeTeardown, ignored("cluster", "dbname", "nodes", "quiet")},
+}
+
+// nodesArg reads ACE's node lists; see nodesField. Any other JSON goes through unchanged, for
+// the SQL side to judge.
+func nodesArg(v json.RawMessage) (json.RawMessage, bool) {
+	var list []string
+	if json.Unmarshal(v, &list) == nil {
+		return v, len(list) > 0
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return v, true
+	}
+	s = strings.TrimSpace(s)
+	if s == "" || strings.EqualFold(s, "all") {
+		return nil, false
+	}
+	for _, n := range strings.Split(s, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			list = append(list, n)
+		}
+	}
+	raw, _ := json.Marshal(list)
+	return raw, true
+}
+
+// isZero reports a JSON value that asks for nothing: null, false, "", 0, [] or {}.
+func isZero(v json.RawMessage) bool {
+	switch strings.TrimSpace(string(v)) {
+	case "null", "false", `""`, "0", "[]", "{}":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,172 @@
+package shim
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ace-agent/ace-agent/agent"
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// Server is the shim: the HTTPS API and, on a listener of its own, /metrics and /healthz.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	verify  *verifier
+	logins  *logins
+	agent   *pgxpool.Pool // the agent's own login: metrics and health only, never a caller's work
+	metrics *metrics
+	tls     *tls.Config
+}
+
+// New checks the configuration and prepares the server; nothing listens before Serve.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	v, err := newVerifier(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read the server certificate: %w", err)
+	}
+	l, err := newLogins(cfg.DSN)
+	if err != nil {
+		return nil, err
+	}
+	poolCfg, err := engine.ParsePoolConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("ACE_DSN: %w", err)
+	}
+	poolCfg.MaxConns = 2
+	poolCfg.ConnConfig.RuntimeParams["application_name"] = "ace-agent shim"
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the local node: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, verify: v, logins: l, agent: pool,
+		metrics: &metrics{pool: pool, submits: map[[2]string]int64{}}}
+	s.tls = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// The certificate is asked for but judged by the handler (verifier), so a refused
+		// client gets a 401 with a JSON reason rather than a failed handshake.
+		ClientAuth: tls.RequestClientCert,
+	}
+	return s, nil
+}
+
+// SetCDCLag installs the source of the per-table Merkle/CDC lag metric (see LagSource).
+func (s *Server) SetCDCLag(src LagSource) { s.metrics.cdcLag = src }
+
+// Close releases the database connections.
+func (s *Server) Close() {
+	s.logins.close()
+	s.agent.Close()
+}
+
+// Handler is the API: every route behind the client-certificate check.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range submitRoutes {
+		mux.Handle(rt.path, methods(s.submit(rt), http.MethodPost))
+	}
+	get := func(path string, h http.HandlerFunc) { mux.Handle(path, methods(h, http.MethodGet)) }
+	get("/ace/task-status", s.taskStatusHandler(true))
+	get("/ace/task-status/{task_id}", s.taskStatusHandler(true))
+	get("/api/v1/tasks/{task_id}", s.taskStatusHandler(false))
+	get("/api/v1/tasks/{task_id}/diff", s.diffHandler)
+	get("/api/v1/events", s.eventsHandler)
+	get("/healthz", s.healthz)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no route %s", r.URL.Path))
+	})
+	return s.verify.authenticate(mux)
+}
+
+// MetricsHandler serves /metrics and /healthz, without client certificates: bind it to a
+// loopback or otherwise private address.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", methods(s.metrics.handler, http.MethodGet))
+	mux.Handle("/healthz", methods(s.healthz, http.MethodGet))
+	return mux
+}
+
+type health struct {
+	Shim     string `json:"shim"`
+	Database string `json:"database"`
+	Version  string `json:"version"`
+	Error    string `json:"error,omitempty"`
+}
+
+// healthz reports the shim (it answers) and the local node (the agent's login reaches the ace
+// schema).
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	h := health{Shim: "ok", Database: "ok", Version: agent.Version}
+	var n int64
+	if err := s.agent.QueryRow(ctx, `SELECT count(*) FROM (SELECT FROM ace.tasks LIMIT 1) x`).Scan(&n); err != nil {
+		h.Database, h.Error = "unavailable", err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, h)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+// Serve serves the API on ln (TLS is added here) and the metrics on metricsLn (nil: none) until
+// ctx ends, then shuts both down gracefully.
+func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
+	api := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	servers := []*http.Server{api}
+	errs := make(chan error, 2)
+	go func() { errs <- api.Serve(tls.NewListener(ln, s.tls)) }()
+	if metricsLn != nil {
+		m := &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, m)
+		go func() { errs <- m.Serve(metricsLn) }()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		// Event streams never end by themselves: closing cuts them once the grace is over.
+		if e := srv.Shutdown(shutdownCtx); e != nil {
+			_ = srv.Close()
+		}
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// ListenAndServe listens on the configured addresses and serves until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	var metricsLn net.Listener
+	if s.cfg.MetricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", s.cfg.MetricsListen); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("listen on %s: %w", s.cfg.MetricsListen, err)
+		}
+	}
+	s.log.Info("shim serving", "https", ln.Addr().String(), "metrics", s.cfg.MetricsListen)
+	return s.Serve(ctx, ln, metricsLn)
+}

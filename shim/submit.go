@@ -1,0 +1,165 @@
+package shim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/sqlapi"
+)
+
+// maxBody bounds a request body; an uploaded ACE diff file is the largest thing one holds.
+const maxBody = 256 << 20
+
+// requestError is a request the shim cannot map at all (not JSON, a field it does not know);
+// everything it can map is judged by the SQL side.
+type requestError struct{ msg string }
+
+func (e *requestError) Error() string { return e.msg }
+
+// args maps a request body onto the task's args. upload is an uploaded ACE diff file (the
+// diff_file field holding a JSON object), which must be imported before the task is inserted.
+func (rt submitRoute) args(body map[string]json.RawMessage) (args map[string]json.RawMessage, upload json.RawMessage, err error) {
+	args = map[string]json.RawMessage{}
+	for _, name := range slices.Sorted(maps.Keys(body)) {
+		v := body[name]
+		f, ok := rt.field(name)
+		switch {
+		case !ok:
+			return nil, nil, &requestError{fmt.Sprintf("unknown field %q for %s (known: %s)", name, rt.path, rt.fieldNames())}
+		case f.unsupported && !isZero(v):
+			return nil, nil, &requestError{fmt.Sprintf("field %q is not supported by ace-agent", name)}
+		case f.arg == "":
+			continue
+		case f.rest == diffFileField.rest && f.arg == diffFileField.arg && bytes.HasPrefix(bytes.TrimSpace(v), []byte("{")):
+			upload = v
+			continue
+		}
+		if f.conv != nil {
+			if v, ok = f.conv(v); !ok {
+				continue
+			}
+		}
+		args[f.arg] = v
+	}
+	return args, upload, nil
+}
+
+func (rt submitRoute) field(name string) (field, bool) {
+	i := slices.IndexFunc(rt.fields, func(f field) bool { return f.rest == name })
+	if i < 0 {
+		return field{}, false
+	}
+	return rt.fields[i], true
+}
+
+func (rt submitRoute) fieldNames() string {
+	names := make([]string, len(rt.fields))
+	for i, f := range rt.fields {
+		names[i] = f.rest
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// readBody reads a JSON object body.
+func readBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return nil, &requestError{fmt.Sprintf("read the request body: %v", err)}
+	}
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &body); err != nil || body == nil {
+		return nil, &requestError{fmt.Sprintf("invalid JSON payload: the body must be a JSON object (%v)", err)}
+	}
+	return body, nil
+}
+
+// submitted is the answer to a submission, ACE's.
+type submitted struct {
+	TaskID uuid.UUID     `json:"task_id"`
+	Status sqlapi.Status `json:"status"`
+}
+
+// submit handles one POST route: the body becomes the task's args, inserted as the caller.
+func (s *Server) submit(rt submitRoute) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !isJSON(r) {
+			writeError(w, http.StatusUnsupportedMediaType, fmt.Errorf("the body must be JSON (Content-Type: application/json), got %q", r.Header.Get("Content-Type")))
+			return
+		}
+		body, err := readBody(w, r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		args, upload, err := rt.args(body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		id, err := s.insert(r.Context(), callerCN(r), rt.taskType, args, upload)
+		if err != nil {
+			var reqErr *requestError
+			if errors.As(err, &reqErr) {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
+			dbError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, submitted{TaskID: id, Status: sqlapi.StatusQueued})
+	}
+}
+
+// insert inserts the task on the caller's own login, importing an uploaded diff file first.
+func (s *Server) insert(ctx context.Context, role string, typ sqlapi.TaskType, args map[string]json.RawMessage, upload json.RawMessage) (uuid.UUID, error) {
+	conn, err := s.logins.acquire(ctx, role)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	defer conn.Release()
+	if upload != nil {
+		diff, err := s.importDiff(ctx, conn.Conn(), upload)
+		if err != nil {
+			return uuid.Nil, err
+		}
+		args["diff_task"], _ = json.Marshal(diff)
+	}
+	id, err := sqlapi.Submit(ctx, conn, typ, args)
+	s.metrics.submitted(typ, err)
+	return id, err
+}
+
+// importDiff imports an uploaded ACE diff file as a diff-import task, as ace.diff_import does,
+// and waits for it: a repair or rerun can refer only to a diff that completed.
+func (s *Server) importDiff(ctx context.Context, conn *pgx.Conn, diff json.RawMessage) (uuid.UUID, error) {
+	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeDiffImport, sqlapi.DiffImportArgs{Diff: diff, FileName: "uploaded diff_file"})
+	if err != nil {
+		return uuid.Nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ImportTimeout)
+	defer cancel()
+	task, err := sqlapi.Wait(ctx, conn, id, s.cfg.PollInterval, nil)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("wait for the import of the uploaded diff file (task %s): %w", id, err)
+	}
+	if task.Status != sqlapi.StatusCompleted {
+		reason := "no reason recorded"
+		if task.Error != nil {
+			reason = *task.Error
+		}
+		return uuid.Nil, &requestError{fmt.Sprintf("the uploaded diff file was not imported (task %s %s): %s", id, task.Status, reason)}
+	}
+	return id, nil
+}
