@@ -10,20 +10,22 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
-// TableLag is how far one table's Merkle tree trails its table's changes on a node.
-type TableLag struct {
-	Node, Table string
-	Seconds     float64
+// treeLag is how far one table's Merkle tree on a node trails the node's WAL, as the local
+// agent last collected it (ace.mtree_status).
+type treeLag struct {
+	node, table                    string
+	lagBytes, retainedBytes, dirty float64
 }
 
-// LagSource reports the Merkle/CDC lag per table. It is the hook for the change stream: it will
-// read ace.cdc_state once that table exists; until then it is nil and no lag is exported.
-type LagSource func(ctx context.Context) ([]TableLag, error)
+// treeLagSQL reads every node's trees as ace.mtree_status reports them.
+const treeLagSQL = `SELECT node_name, table_name, coalesce(lag_bytes, 0)::float8, coalesce(retained_wal_bytes, 0)::float8,
+	coalesce(dirty_leaves, 0)::float8 FROM ace.mtree_status()`
 
 // metrics serves /metrics in Prometheus' text exposition format (version 0.0.4), written by
 // hand: a few gauges and counters do not justify a dependency. Everything but the shim's own
@@ -31,7 +33,6 @@ type LagSource func(ctx context.Context) ([]TableLag, error)
 // and so sees every role's tasks (in aggregate only: no task ids, no arguments).
 type metrics struct {
 	pool    *pgxpool.Pool // the agent's login (ACE_DSN)
-	cdcLag  LagSource
 	mu      sync.Mutex
 	submits map[[2]string]int64 // {task type, outcome} -> count
 }
@@ -68,15 +69,30 @@ func (m *metrics) handler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	var lags []TableLag
-	if m.cdcLag != nil {
-		if lags, err = m.cdcLag(r.Context()); err != nil {
-			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("read the CDC lag: %w", err))
-			return
-		}
+	lags, err := m.readLags(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err)
+		return
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	m.write(w, aggs, lags)
+}
+
+func (m *metrics) readLags(ctx context.Context) ([]treeLag, error) {
+	rows, err := m.pool.Query(ctx, treeLagSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read the Merkle trees' lag: %w", err)
+	}
+	var out []treeLag
+	var l treeLag
+	_, err = pgx.ForEachRow(rows, []any{&l.node, &l.table, &l.lagBytes, &l.retainedBytes, &l.dirty}, func() error {
+		out = append(out, l)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the Merkle trees' lag: %w", err)
+	}
+	return out, nil
 }
 
 func (m *metrics) read(ctx context.Context) ([]taskAgg, error) {
@@ -99,7 +115,7 @@ func (m *metrics) read(ctx context.Context) ([]taskAgg, error) {
 	return out, nil
 }
 
-func (m *metrics) write(w io.Writer, aggs []taskAgg, lags []TableLag) {
+func (m *metrics) write(w io.Writer, aggs []taskAgg, lags []treeLag) {
 	e := &exposition{w: w}
 	e.family("ace_tasks", "gauge", "Tasks in ace.tasks by type and status.")
 	for _, a := range aggs {
@@ -124,11 +140,17 @@ func (m *metrics) write(w io.Writer, aggs []taskAgg, lags []TableLag) {
 		e.sample("ace_shim_submissions_total", float64(m.submits[k]), "type", k[0], "outcome", k[1])
 	}
 	m.mu.Unlock()
-	if m.cdcLag != nil {
-		e.family("ace_cdc_lag_seconds", "gauge", "How far each table's Merkle tree trails its changes, per node.")
-		for _, l := range lags {
-			e.sample("ace_cdc_lag_seconds", l.Seconds, "node", l.Node, "table", l.Table)
-		}
+	e.family("ace_mtree_lag_bytes", "gauge", "How far each node's change stream, and so each Merkle tree, trails the node's WAL.")
+	for _, l := range lags {
+		e.sample("ace_mtree_lag_bytes", l.lagBytes, "node", l.node, "table", l.table)
+	}
+	e.family("ace_mtree_retained_wal_bytes", "gauge", "WAL each node's slot holds back.")
+	for _, l := range lags {
+		e.sample("ace_mtree_retained_wal_bytes", l.retainedBytes, "node", l.node, "table", l.table)
+	}
+	e.family("ace_mtree_stale_leaves", "gauge", "Leaves of each tree whose hashes wait for the next diff to be refreshed.")
+	for _, l := range lags {
+		e.sample("ace_mtree_stale_leaves", l.dirty, "node", l.node, "table", l.table)
 	}
 }
 

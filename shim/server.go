@@ -63,9 +63,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// SetCDCLag installs the source of the per-table Merkle/CDC lag metric (see LagSource).
-func (s *Server) SetCDCLag(src LagSource) { s.metrics.cdcLag = src }
-
 // Close releases the database connections.
 func (s *Server) Close() {
 	s.logins.close()

@@ -61,7 +61,7 @@ func taskContext(t sqlapi.Task) map[string]any {
 	if len(t.Result) > 0 {
 		key := "result"
 		switch t.Type {
-		case sqlapi.TypeTableDiff, sqlapi.TypeTableRerun, sqlapi.TypeDiffImport:
+		case sqlapi.TypeTableDiff, sqlapi.TypeMtreeDiff, sqlapi.TypeTableRerun, sqlapi.TypeDiffImport:
 			key = "diff_summary"
 		case sqlapi.TypeTableRepair:
 			key = "repair_report"

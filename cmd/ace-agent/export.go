@@ -98,18 +98,18 @@ func parseTaskID(s string) (uuid.UUID, error) {
 	return id, nil
 }
 
-// loadCompletedDiff reads a table-diff task that completed, and its summary, with the CLI's
+// loadCompletedDiff reads a diff task (table-diff or mtree-diff) that completed, and its summary, with the CLI's
 // wording and hint.
 func loadCompletedDiff(ctx context.Context, q sqlapi.Querier, id uuid.UUID) (sqlapi.Task, *engine.DiffSummary, error) {
 	task, s, err := sqlapi.CompletedDiff(ctx, q, id)
 	switch {
 	case errors.Is(err, sqlapi.ErrNoTask):
 		return task, nil, fmt.Errorf("task %s does not exist", id)
-	case errors.Is(err, sqlapi.ErrNotCompletedDiff) && task.Type == sqlapi.TypeTableDiff:
+	case errors.Is(err, sqlapi.ErrNotCompletedDiff) && (task.Type == sqlapi.TypeTableDiff || task.Type == sqlapi.TypeMtreeDiff):
 		return task, nil, withHint(fmt.Errorf("task %s is %s, not COMPLETED", id, task.Status),
-			"only a completed table-diff can be exported; 'ace-agent task show "+id.String()+"' shows the task")
+			"only a completed diff can be exported; 'ace-agent task show "+id.String()+"' shows the task")
 	case errors.Is(err, sqlapi.ErrNotCompletedDiff):
-		return task, nil, fmt.Errorf("task %s is a %s task, not a table-diff", id, task.Type)
+		return task, nil, fmt.Errorf("task %s is a %s task, not a table-diff or mtree-diff", id, task.Type)
 	}
 	return task, s, err
 }
