@@ -86,10 +86,10 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	b.phase("starting change tracking")
 	b.trees = make([]*tree, len(b.nodes))
 	b.sessions = make([]*engine.Session, len(b.nodes))
+	defer b.closeSessions(ctx)
 	if err := b.onNodes(ctx, b.track); err != nil {
 		return nil, err
 	}
-	defer b.closeSessions(ctx)
 	b.phase("planning leaves")
 	ref, err := b.referenceNode(ctx)
 	if err != nil {
@@ -124,8 +124,11 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	return res, nil
 }
 
+// onNodes runs fn for every node at once. A node's failure does not cancel the others: a
+// statement cut short may still commit (a publication, say), so the cleanup after a failed
+// build waits for every node to stop before it looks what to take down.
 func (b *builder) onNodes(ctx context.Context, fn func(ctx context.Context, i int) error) error {
-	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+	p := pool.New().WithErrors().WithContext(ctx)
 	for i := range b.nodes {
 		p.Go(func(ctx context.Context) error { return fn(ctx, i) })
 	}
