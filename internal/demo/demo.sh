@@ -150,11 +150,11 @@ bold "Merkle trees: later diffs cost what changed, not what exists"
 show "GRANT CREATE ON DATABASE $DB TO dba   -- tracking publishes the table, which needs it (and ownership)"
 for n in n1 n2 n3; do admin_on $n -c "GRANT CREATE ON DATABASE $DB TO dba" >/dev/null; done
 show "CALL ace.run_mtree_build('public.orders')"
-psql_on n1 -c "CALL ace.run_mtree_build('public.orders')" -x | grep -v '^summary'
+psql_on n1 -c "CALL ace.run_mtree_build('public.orders')" -x | grep -v '^summary\|^-\[ RECORD'
 show "n3: UPDATE orders SET note = 'changed after the build' WHERE id = 777"
 psql_on n3 -c "UPDATE orders SET note = 'changed after the build' WHERE id = 777"
 show "CALL ace.run_mtree_diff('public.orders')   -- rehashes only the leaf that changed"
-psql_on n1 -c "CALL ace.run_mtree_diff('public.orders')" -x | grep -v '^summary'
+psql_on n1 -c "CALL ace.run_mtree_diff('public.orders')" -x | grep -v '^summary\|^-\[ RECORD'
 show "SELECT result->'mtree' FROM ace.tasks WHERE task_type = 'mtree-diff' ..."
 psql_on n1 -c "SELECT jsonb_pretty(result->'mtree') AS mtree FROM ace.tasks WHERE task_type = 'mtree-diff' ORDER BY submitted_at DESC LIMIT 1"
 sleep 6 # the agents report every heartbeat
