@@ -67,9 +67,19 @@ func TestMtreeFindsWhatTableDiffFinds(t *testing.T) {
 	require.EqualValues(t, 3, s.DifferingKeys, "summary %+v", s)
 	require.NotNil(t, s.Mtree)
 	t.Logf("mtree stats: %+v, took %s", *s.Mtree, s.TimeTaken)
+	require.Equal(t, 3, s.Mtree.SettledLeaves, "the changed keys explained every differing leaf")
 	got := keys(e.diffRows(id))
 	_, want := e.completedDiff(`'public.t'`)
 	require.Equal(t, keys(want), got)
+
+	// An earlier difference (id 10, whose change the last diff consumed) sits in the same leaf as
+	// a new change: the new changed key does not explain the leaf, which is narrowed down.
+	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'streamed' WHERE id = 15`)
+	id = e.completed(&s, `ace.mtree_diff('public.t')`)
+	require.Zero(t, s.Mtree.SettledLeaves, "%+v", *s.Mtree)
+	require.Contains(t, keys(e.diffRows(id)), `{"id": 10}`)
+	require.Contains(t, keys(e.diffRows(id)), `{"id": 15}`)
+	require.EqualValues(t, 4, s.DifferingKeys)
 }
 
 func TestMtreeRebalancesAppendedKeys(t *testing.T) {
@@ -185,7 +195,7 @@ func TestMtreeDiffRefusesAStaleTree(t *testing.T) {
 		e.completed(&built, `ace.mtree_build('public.t')`)
 		var s engine.DiffSummary
 		e.completed(&s, `ace.mtree_diff('public.t')`)
-		require.EqualValues(t, 1, s.DifferingKeys, "the change made while n3's agent was down")
+		require.EqualValues(t, 1, s.DifferingKeys, "the change made while n3's agent was down: %+v", *s.Mtree)
 	})
 }
 

@@ -132,6 +132,7 @@ func (k *treeKeeper) reconcile(ctx context.Context) error {
 		if !slices.Equal(pubs, k.pubs) {
 			k.pubs = pubs
 			k.stream.SetPublications(pubs)
+			k.stream.Poke() // the build waits for the stream to report that it covers the table
 		}
 		return nil
 	}
@@ -181,6 +182,7 @@ func (k *treeKeeper) startStream(ctx context.Context, pubs []string) error {
 	k.stopped = stopped
 	stream := k.stream
 	go func() { stopped <- stream.Run(streamCtx) }()
+	stream.Poke() // report a position at once: a build waits for it
 	k.a.log.Info("change stream started", "slot", k.slot, "publications", pubs)
 	return nil
 }

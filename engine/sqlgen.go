@@ -199,6 +199,16 @@ func (k KeyOrder) KeyFromRawArray(expr string) string {
 	})
 }
 
+// KeyTextFromRawArray selects the canonical key texts (as KeyText) of a key given as a text[]
+// of each column's text output.
+func (k KeyOrder) KeyTextFromRawArray(expr string) string {
+	parts := make([]string, len(k.cols))
+	for i, c := range k.cols {
+		parts[i] = c.typ.keyText(fmt.Sprintf("((%s)[%d])::%s", expr, i+1, c.Type))
+	}
+	return strings.Join(parts, ", ")
+}
+
 func (k KeyOrder) keyFrom(expr string, canonical func(i int, elem string) string) string {
 	parts := make([]string, len(k.cols))
 	for i, c := range k.cols {

@@ -51,6 +51,9 @@ type TableDiffOptions struct {
 	// Leaves, when set, are the only ranges compared: already known to differ (a Merkle tree's
 	// mismatched leaves, say), so they are narrowed down without planning or hashing the table.
 	Leaves []Leaf
+	// Keys, with Leaves, are keys compared one by one as well: the keys a Merkle tree knows
+	// changed, in leaves whose other rows it has shown to match.
+	Keys [][]string
 	// Sessions, when set, are the node sessions to read at, one per node in the order of the
 	// nodes sorted by name; the caller opened them and closes them.
 	Sessions []*engine.Session
@@ -278,7 +281,10 @@ var errTrialTimedOut = errors.New("the filter's trial query ran out of time")
 func (d *differ) run(ctx context.Context) error {
 	if d.opts.Leaves != nil {
 		d.setPhase("narrowing")
-		return d.resolveLeaves(ctx, d.opts.Leaves)
+		if err := d.resolveLeaves(ctx, d.opts.Leaves); err != nil {
+			return err
+		}
+		return d.compareKeys(ctx, d.opts.Keys)
 	}
 	d.setPhase("planning ranges")
 	blocks, err := d.planBlocks(ctx)

@@ -50,6 +50,11 @@ func (d *differ) recheck(ctx context.Context, keys [][]string) error {
 	}
 	d.mu.Unlock()
 	d.report()
+	return d.compareKeys(ctx, keys)
+}
+
+// compareKeys compares the keys batch by batch and reports those that differ.
+func (d *differ) compareKeys(ctx context.Context, keys [][]string) error {
 	for start := 0; start < len(keys); start += fetchBatch {
 		batch := keys[start:min(start+fetchBatch, len(keys))]
 		perNode, err := d.keyHashes(ctx, batch)

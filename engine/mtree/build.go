@@ -32,8 +32,11 @@ type BuildResult struct {
 	ReferenceNode string           `json:"reference_node"`
 	RowsPerNode   map[string]int64 `json:"rows_per_node"`
 	HashVersion   int              `json:"hash_version"`
-	TimeTaken     string           `json:"time_taken"`
-	Seconds       float64          `json:"time_taken_seconds"`
+	// PhaseSeconds is how long each phase took: tracking (publishing, and the streams taking
+	// the table on), planning (the leaf bounds) and hashing (every node, with storing).
+	PhaseSeconds map[string]float64 `json:"phase_seconds"`
+	TimeTaken    string             `json:"time_taken"`
+	Seconds      float64            `json:"time_taken_seconds"`
 }
 
 // Build builds the table's tree on every node, replacing any earlier one, and starts the
@@ -83,6 +86,12 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	if _, err := Teardown(ctx, b.nodes, b.opts.Table); err != nil {
 		return nil, fmt.Errorf("take down the earlier tree: %w", err)
 	}
+	phases := map[string]float64{}
+	mark := time.Now()
+	lap := func(name string) {
+		phases[name] = time.Since(mark).Seconds()
+		mark = time.Now()
+	}
 	b.phase("starting change tracking")
 	b.trees = make([]*tree, len(b.nodes))
 	b.sessions = make([]*engine.Session, len(b.nodes))
@@ -90,6 +99,7 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	if err := b.onNodes(ctx, b.track); err != nil {
 		return nil, err
 	}
+	lap("tracking")
 	b.phase("planning leaves")
 	ref, err := b.referenceNode(ctx)
 	if err != nil {
@@ -99,6 +109,7 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %s: plan leaves: %w", b.nodes[ref].Name(), err)
 	}
+	lap("planning")
 	b.phase("hashing")
 	leaves := piecesOf(engine.Range{}, bounds)
 	rows := make([]int64, len(b.nodes))
@@ -115,8 +126,9 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	lap("hashing")
 	res := &BuildResult{TableName: sub.table.Display(), LeafRows: b.opts.LeafRows, Leaves: len(leaves),
-		ReferenceNode: b.nodes[ref].Name(), RowsPerNode: map[string]int64{}, HashVersion: engine.HashVersion}
+		ReferenceNode: b.nodes[ref].Name(), RowsPerNode: map[string]int64{}, HashVersion: engine.HashVersion, PhaseSeconds: phases}
 	for i, n := range b.nodes {
 		res.Nodes = append(res.Nodes, n.Name())
 		res.RowsPerNode[n.Name()] = rows[i]
@@ -263,7 +275,15 @@ func (b *builder) awaitTracking(ctx context.Context, n Node, t *tree) error {
 		timeout = time.Minute
 	}
 	var streamErr *string
+	lastPoke := time.Now()
 	done, err := poll(ctx, timeout, func() (bool, error) {
+		if time.Since(lastPoke) > 200*time.Millisecond {
+			// An idle stream reports its position when asked.
+			lastPoke = time.Now()
+			if err := notify(ctx, n.Agent.Pool, "sync"); err != nil {
+				return false, err
+			}
+		}
 		var tracking bool
 		err := n.Agent.Pool.QueryRow(ctx, `SELECT m.tracking_lsn IS NOT NULL, (SELECT s.last_error FROM ace.cdc_state s LIMIT 1)
 			FROM ace.mtrees m WHERE m.tree_id = $1`, t.ID).Scan(&tracking, &streamErr)

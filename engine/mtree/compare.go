@@ -22,14 +22,15 @@ type parentSum struct {
 	sum    summary
 }
 
-// compare finds the leaves whose summaries differ between nodes, and each node's row count.
-func (d *differ) compare(ctx context.Context) ([]diff.Leaf, []int64, error) {
+// compare finds the leaves whose summaries differ between nodes (with each node's summary of
+// them, and their ids), and each node's row count.
+func (d *differ) compare(ctx context.Context) ([]diff.Leaf, map[int][]summary, []int, []int64, error) {
 	parents := make([]map[int]parentSum, len(d.nodes))
 	rows := make([]int64, len(d.nodes))
 	for i := range d.nodes {
 		p, err := d.parents(ctx, i)
 		if err != nil {
-			return nil, nil, fmt.Errorf("node %s: sum the tree's parents: %w", d.nodes[i].Name(), err)
+			return nil, nil, nil, nil, fmt.Errorf("node %s: sum the tree's parents: %w", d.nodes[i].Name(), err)
 		}
 		parents[i] = p
 		for _, s := range p {
@@ -42,18 +43,18 @@ func (d *differ) compare(ctx context.Context) ([]diff.Leaf, []int64, error) {
 	d.stats.LeafRows = d.trees[0].LeafRows
 	differing := mismatchedKeys(parents)
 	if len(differing) == 0 {
-		return nil, rows, nil
+		return nil, nil, nil, rows, nil
 	}
 	leaves := make([]map[int]leaf, len(d.nodes))
 	for i := range d.nodes {
 		l, err := d.leavesOf(ctx, i, differing)
 		if err != nil {
-			return nil, nil, fmt.Errorf("node %s: read the leaves of differing parents: %w", d.nodes[i].Name(), err)
+			return nil, nil, nil, nil, fmt.Errorf("node %s: read the leaves of differing parents: %w", d.nodes[i].Name(), err)
 		}
 		leaves[i] = l
 	}
-	out, err := d.mismatchedLeaves(leaves)
-	return out, rows, err
+	out, sums, ids, err := d.mismatchedLeaves(leaves)
+	return out, sums, ids, rows, err
 }
 
 func (d *differ) parents(ctx context.Context, i int) (map[int]parentSum, error) {
@@ -111,31 +112,37 @@ func (d *differ) leavesOf(ctx context.Context, i int, parents []int) (map[int]le
 }
 
 // mismatchedLeaves compares the leaves of differing parents: the same ids and ranges on every
-// node (or the trees were not kept together), and differing summaries.
-func (d *differ) mismatchedLeaves(perNode []map[int]leaf) ([]diff.Leaf, error) {
+// node (or the trees were not kept together), and differing summaries. It returns them with
+// each node's summary, and their ids.
+func (d *differ) mismatchedLeaves(perNode []map[int]leaf) ([]diff.Leaf, map[int][]summary, []int, error) {
 	var out []diff.Leaf
+	sums := map[int][]summary{}
+	var ids []int
 	for _, id := range slices.Sorted(maps.Keys(perNode[0])) {
 		first := perNode[0][id]
 		counts := make([]int64, len(d.nodes))
+		nodeSums := make([]summary, len(d.nodes))
 		same := true
 		for i, m := range perNode {
 			l, ok := m[id]
 			if !ok || !sameRange(l.Range, first.Range) {
-				return nil, d.structureError(i)
+				return nil, nil, nil, d.structureError(i)
 			}
-			counts[i] = l.sum.Count
+			counts[i], nodeSums[i] = l.sum.Count, l.sum
 			same = same && l.sum == first.sum
 		}
 		if !same {
 			out = append(out, diff.Leaf{Range: first.Range, Counts: counts})
+			sums[id] = nodeSums
+			ids = append(ids, id)
 		}
 	}
 	for i, m := range perNode {
 		if len(m) != len(perNode[0]) {
-			return nil, d.structureError(i)
+			return nil, nil, nil, d.structureError(i)
 		}
 	}
-	return out, nil
+	return out, sums, ids, nil
 }
 
 func sameRange(a, b engine.Range) bool {

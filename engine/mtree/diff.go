@@ -40,13 +40,13 @@ func Diff(ctx context.Context, nodes []Node, opts DiffOptions, sink engine.Sink,
 	d := &differ{nodes: sortNodes(nodes), opts: opts, progress: progress,
 		stats: &engine.MtreeStats{LeavesRefreshed: map[string]int{}, CaughtUpTo: map[string]string{}}}
 	defer d.close(ctx)
-	leaves, rows, err := d.treeDiff(ctx)
+	leaves, keys, rows, err := d.treeDiff(ctx)
 	if err != nil {
 		return nil, err
 	}
 	d.phase("narrowing")
 	dopts := opts.Diff
-	dopts.Leaves, dopts.Sessions = leaves, d.sessions
+	dopts.Leaves, dopts.Keys, dopts.Sessions = leaves, keys, d.sessions
 	if dopts.Leaves == nil {
 		dopts.Leaves = []diff.Leaf{}
 	}
@@ -54,7 +54,6 @@ func Diff(ctx context.Context, nodes []Node, opts DiffOptions, sink engine.Sink,
 	if err != nil {
 		return nil, err
 	}
-	d.stats.MismatchedLeaves = len(leaves)
 	summary.Mtree = d.stats
 	summary.BlockSize, summary.InitialRangesCount, summary.MismatchedRangesCount = d.trees[0].LeafRows, d.stats.Leaves, len(leaves)
 	summary.TotalRowsChecked = 0
@@ -79,33 +78,35 @@ type differ struct {
 	txs      []pgx.Tx // the agent's transactions, each holding its node's tree lock
 	sessions []*engine.Session
 	snaps    []string
+	cands    candidates
 }
 
 func (d *differ) phase(p string) { d.progress(engine.Progress{Phase: p}) }
 
 // treeDiff brings every tree up to date, rebalances them and compares them: the mismatched
-// leaves, with each node's count there, and each node's row count.
-func (d *differ) treeDiff(ctx context.Context) ([]diff.Leaf, []int64, error) {
+// leaves to narrow down, with each node's count there, the changed keys that settle the
+// other mismatched leaves, and each node's row count.
+func (d *differ) treeDiff(ctx context.Context) ([]diff.Leaf, [][]string, []int64, error) {
 	d.phase("checking table")
 	sub, err := loadSubject(ctx, d.nodes, d.opts.Diff.Table)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	d.sub = sub
 	if err := d.loadTrees(ctx); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	d.phase("catching up with the change streams")
 	caughtUp := time.Now()
 	if err := d.onNodes(ctx, d.catchUp); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	d.stats.CatchUpSeconds = time.Since(caughtUp).Seconds()
 	if err := d.lockTrees(ctx); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := d.openSessions(ctx); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	d.phase("refreshing stale leaves")
 	refreshed := make([][]int, len(d.nodes))
@@ -116,18 +117,24 @@ func (d *differ) treeDiff(ctx context.Context) ([]diff.Leaf, []int64, error) {
 		return err
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	d.phase("rebalancing leaves")
 	if err := d.rebalance(ctx, refreshed); err != nil {
-		return nil, nil, fmt.Errorf("rebalance the leaves: %w", err)
+		return nil, nil, nil, fmt.Errorf("rebalance the leaves: %w", err)
 	}
 	d.phase("comparing trees")
-	leaves, rows, err := d.compare(ctx)
+	mismatched, sums, ids, rows, err := d.compare(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return leaves, rows, d.commit(ctx)
+	d.stats.MismatchedLeaves = len(mismatched)
+	leaves, keys, err := d.settle(ctx, mismatched, sums, ids)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	d.stats.SettledLeaves = len(mismatched) - len(leaves)
+	return leaves, keys, rows, d.commit(ctx)
 }
 
 func (d *differ) onNodes(ctx context.Context, fn func(ctx context.Context, i int) error) error {

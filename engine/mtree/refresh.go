@@ -105,6 +105,9 @@ func treeKeyOrder(ctx context.Context, n *engine.Node, t *tree) (engine.KeyOrder
 // runs in tx, which holds the tree's lock, and returns the ids of the leaves it hashed.
 func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
 	tx, t := d.txs[i], d.trees[i]
+	if err := d.readCandidates(ctx, i); err != nil {
+		return nil, err
+	}
 	if _, err := tx.Exec(ctx, mapPendingSQL(d.sub.keys), t.ID, d.snaps[i]); err != nil {
 		return nil, fmt.Errorf("assign the pending changes to leaves: %w", err)
 	}

@@ -276,10 +276,33 @@ func deref(s *string) string {
 	return *s
 }
 
+// plantedID is the key of the i-th planted difference.
+func plantedID(o options, i int) int64 {
+	return int64(i)*int64(o.rows)/int64(o.diffs) + 1 + int64(i%7)
+}
+
+// unplant makes the planted rows identical on every node again, as loaded.
+func unplant(ctx context.Context, conns []*pgx.Conn, o options) error {
+	ids := make([]int64, o.diffs)
+	for i := range ids {
+		ids[i] = plantedID(o, i)
+	}
+	reload := strings.Replace(loadSQL, "FROM generate_series(1, $1) g", "FROM unnest($1::bigint[]) g", 1)
+	for _, conn := range conns {
+		if _, err := conn.Exec(ctx, `DELETE FROM public.bench WHERE id = ANY($1)`, ids); err != nil {
+			return fmt.Errorf("undo the planted differences: %w", err)
+		}
+		if _, err := conn.Exec(ctx, reload, ids); err != nil {
+			return fmt.Errorf("undo the planted differences: %w", err)
+		}
+	}
+	return nil
+}
+
 // plant spreads updates (n2), deletes (n3) and inserts beyond nothing (n1) over the key space.
 func plant(ctx context.Context, conns []*pgx.Conn, o options) error {
 	for i := range o.diffs {
-		id := int64(i)*int64(o.rows)/int64(o.diffs) + 1 + int64(i%7)
+		id := plantedID(o, i)
 		var sql string
 		var conn *pgx.Conn
 		switch i % 3 {

@@ -42,6 +42,10 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 	}
 	m := &MtreeResult{}
 	r.Mtree = m
+	step("undoing the planted differences: the trees start from identical tables")
+	if err := unplant(ctx, conns, o); err != nil {
+		return err
+	}
 	step("building the Merkle tree")
 	d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeBuild, sqlapi.MtreeBuildArgs{TableName: "public.bench"})
 	if err != nil {
@@ -102,10 +106,12 @@ func runTask(ctx context.Context, conn *pgx.Conn, typ sqlapi.TaskType, args any)
 	var s struct {
 		DifferingKeys *int64 `json:"differing_keys"`
 		Mtree         any    `json:"mtree"`
+		Phases        any    `json:"phase_seconds"`
 	}
 	_ = json.Unmarshal(t.Result, &s)
 	if s.DifferingKeys == nil {
-		return d, "", nil
+		phases, _ := json.Marshal(s.Phases)
+		return d, string(phases), nil
 	}
 	mt, _ := json.Marshal(s.Mtree)
 	return d, fmt.Sprintf("(%d differing rows; %s)", *s.DifferingKeys, mt), nil
@@ -113,7 +119,7 @@ func runTask(ctx context.Context, conn *pgx.Conn, typ sqlapi.TaskType, args any)
 
 // updateRandom updates n random rows of the node, each in its own transaction.
 func updateRandom(ctx context.Context, conn *pgx.Conn, rows, n, round int) error {
-	_, err := conn.Exec(ctx, `UPDATE public.bench SET note = 'mtree ' || $2 || ' ' || id
+	_, err := conn.Exec(ctx, `UPDATE public.bench SET note = 'mtree ' || $2::int || ' ' || id
 		WHERE id IN (SELECT 1 + (random() * ($1 - 1))::bigint FROM generate_series(1, $3))`, rows, round, n)
 	return err
 }

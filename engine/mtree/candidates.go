@@ -1,0 +1,215 @@
+package mtree
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
+)
+
+// candidates are the keys the change streams delivered for the leaves a diff refreshed: where
+// a refreshed leaf differs, its difference is most likely among them. They are only a
+// shortcut: a leaf is settled by its candidates alone when, on every node, its summary less
+// its candidates' rows is the same, so no other row of it can differ; otherwise it is narrowed
+// down as a table-diff would.
+type candidates struct {
+	mu   sync.Mutex
+	keys map[string][]string // by engine.KeyString
+}
+
+func (c *candidates) add(keys [][]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.keys == nil {
+		c.keys = map[string][]string{}
+	}
+	for _, k := range keys {
+		c.keys[engine.KeyString(k)] = k
+	}
+}
+
+func (c *candidates) all() [][]string {
+	out := make([][]string, 0, len(c.keys))
+	for _, k := range c.keys {
+		out = append(out, k)
+	}
+	return out
+}
+
+// readCandidates reads the keys pending for the tree on node i that the session's snapshot
+// sees, as canonical key texts, before the refresh assigns them to leaves.
+func (d *differ) readCandidates(ctx context.Context, i int) error {
+	sql := fmt.Sprintf(`SELECT DISTINCT %s FROM ace.mtree_pending p
+		WHERE p.tree_id = $1 AND p.key IS NOT NULL AND pg_visible_in_snapshot(p.xid, $2::pg_snapshot)`, d.sub.keys.KeyTextFromRawArray("p.key"))
+	rows, err := d.txs[i].Query(ctx, sql, d.trees[i].ID, d.snaps[i])
+	if err != nil {
+		return fmt.Errorf("read the changed keys: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, scanKeyText(d.sub.keys.Len()))
+	if err != nil {
+		return fmt.Errorf("read the changed keys: %w", err)
+	}
+	d.cands.add(keys)
+	return nil
+}
+
+func scanKeyText(n int) pgx.RowToFunc[[]string] {
+	return func(row pgx.CollectableRow) ([]string, error) {
+		key := make([]string, n)
+		dest := make([]any, n)
+		for i := range key {
+			dest[i] = &key[i]
+		}
+		return key, row.Scan(dest...)
+	}
+}
+
+// keysByLeaf assigns keys to the leaves that hold them (the leaves are the same on every
+// node, so node 0's are asked).
+func (d *differ) keysByLeaf(ctx context.Context, keys [][]string) (map[int][][]string, error) {
+	k := d.sub.keys
+	names := make([]string, k.Len())
+	for i := range names {
+		names[i] = fmt.Sprintf("k%d", i)
+	}
+	args := engine.AppendKeyArrays([]any{d.trees[0].ID}, keys, k.Len())
+	arrays := make([]string, k.Len())
+	for i := range arrays {
+		arrays[i] = fmt.Sprintf("$%d::text[]", i+2)
+	}
+	sql := fmt.Sprintf(`WITH b AS (
+			SELECT array_agg(%[1]s ORDER BY %[1]s) AS bounds, array_agg(l.leaf_id ORDER BY %[1]s) AS ids
+			FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NOT NULL),
+		f AS (SELECT l.leaf_id FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NULL),
+		c AS (SELECT ARRAY[%[3]s] AS key FROM unnest(%[4]s) AS u(%[3]s))
+		SELECT CASE WHEN w IS NULL OR w = 0 THEN (SELECT f.leaf_id FROM f) ELSE b.ids[w] END, c.key
+		FROM c CROSS JOIN b CROSS JOIN LATERAL width_bucket(%[2]s, b.bounds) AS w`,
+		k.KeyFromArray("l.lo"), k.KeyFromArray("c.key"), strings.Join(names, ", "), strings.Join(arrays, ", "))
+	rows, err := d.txs[0].Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("assign changed keys to leaves: %w", err)
+	}
+	out := map[int][][]string{}
+	var leafID int
+	var key []string
+	_, err = pgx.ForEachRow(rows, []any{&leafID, &key}, func() error {
+		out[leafID] = append(out[leafID], append([]string(nil), key...))
+		return nil
+	})
+	return out, err
+}
+
+// settle splits the mismatched leaves into those their candidates explain, whose candidate
+// keys are returned to be compared one by one, and those to narrow down.
+func (d *differ) settle(ctx context.Context, mismatched []diff.Leaf, sums map[int][]summary, ids []int) ([]diff.Leaf, [][]string, error) {
+	if len(d.cands.keys) == 0 || len(mismatched) == 0 {
+		return mismatched, nil, nil
+	}
+	byLeaf, err := d.keysByLeaf(ctx, d.cands.all())
+	if err != nil {
+		return nil, nil, err
+	}
+	var keys [][]string
+	for j := range mismatched {
+		keys = append(keys, byLeaf[ids[j]]...)
+	}
+	if len(keys) == 0 {
+		return mismatched, nil, nil
+	}
+	digests, err := d.candidateDigests(ctx, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	var narrow []diff.Leaf
+	var settled [][]string
+	for j, l := range mismatched {
+		cands := byLeaf[ids[j]]
+		if len(cands) > 0 && residualsAgree(sums[ids[j]], cands, digests) {
+			settled = append(settled, cands...)
+			continue
+		}
+		narrow = append(narrow, l)
+	}
+	return narrow, settled, nil
+}
+
+// candidateDigests reads the row digests of keys on every node at the diff's snapshots.
+func (d *differ) candidateDigests(ctx context.Context, keys [][]string) ([]map[string][]byte, error) {
+	out := make([]map[string][]byte, len(d.nodes))
+	match, args := d.sub.keys.MatchKeys(keys)
+	sql := fmt.Sprintf(`SELECT %s, %s FROM %s`, d.sub.keys.KeyText(), d.sub.hash.Digest, d.sub.hash.Source(d.sub.table.Qualified(), match))
+	err := d.onNodes(ctx, func(ctx context.Context, i int) error {
+		out[i] = map[string][]byte{}
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, sql, args...)
+			if err != nil {
+				return fmt.Errorf("read the digests of %d changed keys: %w", len(keys), err)
+			}
+			key := make([]string, d.sub.keys.Len())
+			dest := make([]any, 0, len(key)+1)
+			for i := range key {
+				dest = append(dest, &key[i])
+			}
+			var digest []byte
+			_, err = pgx.ForEachRow(rows, append(dest, &digest), func() error {
+				out[i][engine.KeyString(key)] = append([]byte(nil), digest...)
+				return nil
+			})
+			return err
+		})
+	})
+	return out, err
+}
+
+// residualsAgree reports whether a leaf's summary less its candidate rows is the same on every
+// node: then no row outside the candidates differs.
+func residualsAgree(perNode []summary, cands [][]string, digests []map[string][]byte) bool {
+	var first [3]*big.Int
+	for i, s := range perNode {
+		r, ok := residual(s, cands, digests[i])
+		if !ok {
+			return false
+		}
+		if i == 0 {
+			first = r
+			continue
+		}
+		for j := range r {
+			if r[j].Cmp(first[j]) != 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// residual is a summary's count and lanes less those of the candidate rows the node has. The
+// lanes are the signed 64-bit integers engine.SummarySQL adds up.
+func residual(s summary, cands [][]string, digests map[string][]byte) ([3]*big.Int, bool) {
+	l1, ok1 := new(big.Int).SetString(s.Lane1, 10)
+	l2, ok2 := new(big.Int).SetString(s.Lane2, 10)
+	if !ok1 || !ok2 {
+		return [3]*big.Int{}, false
+	}
+	count := big.NewInt(s.Count)
+	for _, k := range cands {
+		d, ok := digests[engine.KeyString(k)]
+		if !ok {
+			continue
+		}
+		if len(d) < 16 {
+			return [3]*big.Int{}, false
+		}
+		count.Sub(count, big.NewInt(1))
+		l1.Sub(l1, big.NewInt(int64(binary.BigEndian.Uint64(d[0:8]))))
+		l2.Sub(l2, big.NewInt(int64(binary.BigEndian.Uint64(d[8:16]))))
+	}
+	return [3]*big.Int{count, l1, l2}, true
+}
