@@ -177,7 +177,7 @@ func TestMtreeDiffRefusesAStaleTree(t *testing.T) {
 		require.NoError(t, agents["n3"].Stop())
 		e.Node("n3").Exec(t, `UPDATE public.t SET v = 'unseen' WHERE id = 7`)
 		_, task := e.submit(`ace.mtree_diff('public.t', cdc_timeout => '2 seconds')`)
-		require.Equal(t, sqlapi.StatusFailed, task.Status)
+		require.Equal(t, sqlapi.StatusFailed, task.Status, "result: %s; stream: %v", task.Result, statusRows(t, e))
 		require.Contains(t, *task.Error, "node n3")
 		require.Contains(t, *task.Error, "is ace-agent running there")
 		require.Contains(t, *task.Error, "ace.table_diff")

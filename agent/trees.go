@@ -175,7 +175,8 @@ func (k *treeKeeper) startStream(ctx context.Context, pubs []string) error {
 		return err
 	}
 	k.pubs = pubs
-	k.stream = cdc.NewStream(cdc.Options{ConnString: conn, Slot: k.slot, Publications: pubs, Log: k.a.log}, k)
+	// A short batch delay: a diff waits for the stream to report where it is.
+	k.stream = cdc.NewStream(cdc.Options{ConnString: conn, Slot: k.slot, Publications: pubs, Log: k.a.log, BatchDelay: 20 * time.Millisecond}, k)
 	streamCtx, cancel := context.WithCancel(ctx)
 	k.cancel = cancel
 	stopped := make(chan error, 1)

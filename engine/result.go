@@ -101,16 +101,17 @@ type DiffSummary struct {
 
 // MtreeStats is what a Merkle tree diff did with the trees.
 type MtreeStats struct {
-	Leaves           int            `json:"leaves"`
-	LeafRows         int            `json:"leaf_rows"`
-	LeavesRefreshed  map[string]int `json:"leaves_refreshed"` // per node: stale leaves hashed again
-	MismatchedLeaves int            `json:"mismatched_leaves"`
-	SettledLeaves    int            `json:"settled_by_changed_keys"` // mismatched leaves whose changed keys explained them
-
-	Splits         int               `json:"splits"`
-	Merges         int               `json:"merges"`
-	CaughtUpTo     map[string]string `json:"caught_up_to"` // per node: the WAL position the tree reflects at least
-	CatchUpSeconds float64           `json:"catch_up_seconds"`
+	Leaves           int               `json:"leaves"`
+	LeafRows         int               `json:"leaf_rows"`
+	LeavesRefreshed  map[string]int    `json:"leaves_refreshed"` // per node: stale leaves hashed again
+	MismatchedLeaves int               `json:"mismatched_leaves"`
+	SettledLeaves    int               `json:"settled_by_changed_keys"` // mismatched leaves whose changed keys explained them
+	Splits           int               `json:"splits"`
+	Merges           int               `json:"merges"`
+	CaughtUpTo       map[string]string `json:"caught_up_to"` // per node: the WAL position the tree reflects at least
+	CatchUpSeconds   float64           `json:"catch_up_seconds"`
+	// PhaseSeconds times the phases: prepare, catch_up, lock, refresh, rebalance, compare, narrow.
+	PhaseSeconds map[string]float64 `json:"phase_seconds"`
 }
 
 // InSync reports whether no differences were found.

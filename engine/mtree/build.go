@@ -105,7 +105,10 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	bounds, err := sub.splitKeys(ctx, b.sessions[ref], engine.Range{}, int64(b.opts.LeafRows))
+	bounds, dense, err := sub.denseBounds(ctx, b.sessions[ref], int64(b.opts.LeafRows))
+	if err == nil && !dense {
+		bounds, err = sub.splitKeys(ctx, b.sessions[ref], engine.Range{}, int64(b.opts.LeafRows))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("node %s: plan leaves: %w", b.nodes[ref].Name(), err)
 	}

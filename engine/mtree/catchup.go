@@ -16,9 +16,10 @@ const defaultCDCTimeout = time.Minute
 const staleHeartbeat = 30 * time.Second
 
 // catchUp waits until node i's agent has recorded every change committed before now. The
-// target is the node's WAL insert position, read in a transaction that writes (so its commit
-// flushes the WAL to there, and the stream can reach it without waiting for the WAL writer);
-// the same transaction wakes the agent, which asks the server where its stream is.
+// target is the node's WAL insert position (not pg_current_wal_lsn, the write position, which
+// trails commits made with synchronous_commit = off), read in a transaction that writes, so
+// its commit flushes the WAL to there and the stream can reach it without waiting for the WAL
+// writer; the same transaction wakes the agent, which asks the server where its stream is.
 func (d *differ) catchUp(ctx context.Context, i int) error {
 	agent, t := d.nodes[i].Agent, d.trees[i]
 	var target string
@@ -26,7 +27,7 @@ func (d *differ) catchUp(ctx context.Context, i int) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = local`); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, `UPDATE ace.cdc_state SET updated_at = now() RETURNING pg_current_wal_lsn()::text`).Scan(&target); err != nil {
+		if err := tx.QueryRow(ctx, `UPDATE ace.cdc_state SET updated_at = now() RETURNING pg_current_wal_insert_lsn()::text`).Scan(&target); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("no change stream: the node's agent has not started one (is ace-agent running there?); build the tree again with ace.mtree_build, or use ace.table_diff")
 			}

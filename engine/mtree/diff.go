@@ -37,8 +37,8 @@ func Diff(ctx context.Context, nodes []Node, opts DiffOptions, sink engine.Sink,
 		progress = func(engine.Progress) {}
 	}
 	start := time.Now()
-	d := &differ{nodes: sortNodes(nodes), opts: opts, progress: progress,
-		stats: &engine.MtreeStats{LeavesRefreshed: map[string]int{}, CaughtUpTo: map[string]string{}}}
+	d := &differ{nodes: sortNodes(nodes), opts: opts, progress: progress, mark: start,
+		stats: &engine.MtreeStats{LeavesRefreshed: map[string]int{}, CaughtUpTo: map[string]string{}, PhaseSeconds: map[string]float64{}}}
 	defer d.close(ctx)
 	leaves, keys, rows, err := d.treeDiff(ctx)
 	if err != nil {
@@ -54,6 +54,7 @@ func Diff(ctx context.Context, nodes []Node, opts DiffOptions, sink engine.Sink,
 	if err != nil {
 		return nil, err
 	}
+	d.lap("narrow")
 	summary.Mtree = d.stats
 	summary.BlockSize, summary.InitialRangesCount, summary.MismatchedRangesCount = d.trees[0].LeafRows, d.stats.Leaves, len(leaves)
 	summary.TotalRowsChecked = 0
@@ -79,9 +80,23 @@ type differ struct {
 	sessions []*engine.Session
 	snaps    []string
 	cands    candidates
+	mark     time.Time // when the phase being timed began
+}
+
+// leafCount is how many leaves node i's tree has.
+func (d *differ) leafCount(ctx context.Context, i int) (int, error) {
+	var n int
+	err := d.txs[i].QueryRow(ctx, `SELECT count(*) FROM ace.mtree_leaves WHERE tree_id = $1`, d.trees[i].ID).Scan(&n)
+	return n, err
 }
 
 func (d *differ) phase(p string) { d.progress(engine.Progress{Phase: p}) }
+
+// lap records how long the phase that just ended took.
+func (d *differ) lap(name string) {
+	d.stats.PhaseSeconds[name] = time.Since(d.mark).Seconds()
+	d.mark = time.Now()
+}
 
 // treeDiff brings every tree up to date, rebalances them and compares them: the mismatched
 // leaves to narrow down, with each node's count there, the changed keys that settle the
@@ -96,18 +111,20 @@ func (d *differ) treeDiff(ctx context.Context) ([]diff.Leaf, [][]string, []int64
 	if err := d.loadTrees(ctx); err != nil {
 		return nil, nil, nil, err
 	}
+	d.lap("prepare")
 	d.phase("catching up with the change streams")
-	caughtUp := time.Now()
 	if err := d.onNodes(ctx, d.catchUp); err != nil {
 		return nil, nil, nil, err
 	}
-	d.stats.CatchUpSeconds = time.Since(caughtUp).Seconds()
+	d.lap("catch_up")
+	d.stats.CatchUpSeconds = d.stats.PhaseSeconds["catch_up"]
 	if err := d.lockTrees(ctx); err != nil {
 		return nil, nil, nil, err
 	}
 	if err := d.openSessions(ctx); err != nil {
 		return nil, nil, nil, err
 	}
+	d.lap("lock")
 	d.phase("refreshing stale leaves")
 	refreshed := make([][]int, len(d.nodes))
 	err = d.onNodes(ctx, func(ctx context.Context, i int) error {
@@ -119,10 +136,12 @@ func (d *differ) treeDiff(ctx context.Context) ([]diff.Leaf, [][]string, []int64
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	d.lap("refresh")
 	d.phase("rebalancing leaves")
 	if err := d.rebalance(ctx, refreshed); err != nil {
 		return nil, nil, nil, fmt.Errorf("rebalance the leaves: %w", err)
 	}
+	d.lap("rebalance")
 	d.phase("comparing trees")
 	mismatched, sums, ids, rows, err := d.compare(ctx)
 	if err != nil {
@@ -134,7 +153,9 @@ func (d *differ) treeDiff(ctx context.Context) ([]diff.Leaf, [][]string, []int64
 		return nil, nil, nil, err
 	}
 	d.stats.SettledLeaves = len(mismatched) - len(leaves)
-	return leaves, keys, rows, d.commit(ctx)
+	err = d.commit(ctx)
+	d.lap("compare")
+	return leaves, keys, rows, err
 }
 
 func (d *differ) onNodes(ctx context.Context, fn func(ctx context.Context, i int) error) error {

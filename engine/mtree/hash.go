@@ -3,6 +3,7 @@ package mtree
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -76,11 +77,67 @@ func (s *subject) fixedWidthKey() bool {
 	return false
 }
 
+// integerKey reports whether the key is one integer column.
+func (s *subject) integerKey() bool {
+	if s.keys.Len() != 1 {
+		return false
+	}
+	switch s.keys.Columns()[0].BaseType {
+	case "int2", "int4", "int8":
+		return true
+	}
+	return false
+}
+
+// arithmetic reports whether bounds of an integer key are lo, lo+w, lo+2w…, with w > 0.
+func (s *subject) arithmetic(bounds [][]string) (lo, w int64, ok bool) {
+	if !s.integerKey() || len(bounds) < 2 {
+		return 0, 0, false
+	}
+	vals := make([]int64, len(bounds))
+	for i, b := range bounds {
+		v, err := strconv.ParseInt(b[0], 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		vals[i] = v
+	}
+	w = vals[1] - vals[0]
+	for i := 1; i < len(vals); i++ {
+		if vals[i]-vals[i-1] != w {
+			return 0, 0, false
+		}
+	}
+	return vals[0], w, w > 0
+}
+
+// denseBounds returns every step-th key after the first for an integer key whose values are
+// every integer from min to max on the session's node (then they are min+step, min+2*step…,
+// without reading the keys in order), or ok = false.
+func (s *subject) denseBounds(ctx context.Context, session *engine.Session, step int64) (bounds [][]string, ok bool, err error) {
+	if !s.integerKey() {
+		return nil, false, nil
+	}
+	k := engine.Ident(s.keys.Columns()[0].Name)
+	var lo, hi *int64
+	var count int64
+	err = session.Read(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8, count(*) FROM %[2]s`, k, s.table.Qualified())).Scan(&lo, &hi, &count)
+	})
+	if err != nil || lo == nil || *hi-*lo+1 != count {
+		return nil, false, err
+	}
+	for v := *lo + step; v <= *hi; v += step {
+		bounds = append(bounds, []string{strconv.FormatInt(v, 10)})
+	}
+	return bounds, true, nil
+}
+
 // splitSummaries hashes r cut at bounds (ascending, strictly inside r) into len(bounds)+1
 // pieces, on one session.
 func (s *subject) splitSummaries(ctx context.Context, session *engine.Session, r engine.Range, bounds [][]string) ([]summary, error) {
 	chunk := maxSearchedBounds
-	if s.fixedWidthKey() {
+	if _, _, ok := s.arithmetic(bounds); ok || s.fixedWidthKey() {
 		chunk = len(bounds) + 1
 	}
 	out := make([]summary, 0, len(bounds)+1)
@@ -107,7 +164,16 @@ func (s *subject) bucketSummaries(ctx context.Context, session *engine.Session, 
 	var args []any
 	where := s.keys.Where(r, &args)
 	bucket := "0"
-	if len(inner) > 0 {
+	switch lo, w, ok := s.arithmetic(inner); {
+	case ok:
+		// Bounds lo, lo+w, lo+2w…: the bucket is computed, not searched for. The CASE keeps
+		// k - lo from overflowing for keys far outside.
+		k, n := engine.Ident(s.keys.Columns()[0].Name), len(inner)
+		first := len(args) + 1
+		args = append(args, lo, lo+int64(n-1)*w, w)
+		bucket = fmt.Sprintf("CASE WHEN %[1]s < $%[2]d::int8 THEN 0 WHEN %[1]s >= $%[3]d::int8 THEN %[5]d ELSE (%[1]s::int8 - $%[2]d::int8) / $%[4]d::int8 + 1 END",
+			k, first, first+1, first+2, n)
+	case len(inner) > 0:
 		bucket = fmt.Sprintf("width_bucket(%s, %s)", s.keys.KeyExpr(), s.keys.ParamKeyArray(len(args)+1))
 		args = engine.AppendKeyArrays(args, inner, s.keys.Len())
 	}

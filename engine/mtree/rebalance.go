@@ -3,7 +3,9 @@ package mtree
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 
@@ -40,11 +42,15 @@ func (d *differ) rebalance(ctx context.Context, refreshed [][]int) error {
 	if len(touched) == 0 {
 		return nil
 	}
+	limit := int64(d.trees[0].LeafRows)
+	// Most refreshes leave every leaf within bounds: then no neighbour needs reading.
+	if touched, err := d.outOfBounds(ctx, touched, limit); err != nil || len(touched) == 0 {
+		return err
+	}
 	leaves, err := d.leavesAround(ctx, touched)
 	if err != nil {
 		return err
 	}
-	limit := int64(d.trees[0].LeafRows)
 	next := 0
 	for _, t := range d.trees {
 		next = max(next, t.NextLeafID)
@@ -100,13 +106,42 @@ func (d *differ) rebalance(ctx context.Context, refreshed [][]int) error {
 	})
 }
 
+// outOfBounds returns the leaves among ids that hold more than twice limit rows, or fewer than
+// half of it, on some node.
+func (d *differ) outOfBounds(ctx context.Context, ids []int, limit int64) ([]int, error) {
+	found := map[int]bool{}
+	var mu sync.Mutex
+	err := d.onNodes(ctx, func(ctx context.Context, i int) error {
+		rows, err := d.txs[i].Query(ctx, `SELECT leaf_id FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = ANY($2)
+			AND (row_count > 2 * $3::bigint OR row_count < $3::bigint / 2)`, d.trees[i].ID, ids, limit)
+		if err != nil {
+			return err
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		mu.Lock()
+		for _, id := range out {
+			found[id] = true
+		}
+		mu.Unlock()
+		return err
+	})
+	return slices.Sorted(maps.Keys(found)), err
+}
+
 // leavesAround reads the given leaves and their neighbours from every node.
 func (d *differ) leavesAround(ctx context.Context, ids []int) (map[int]*nodeLeaf, error) {
 	out := map[int]*nodeLeaf{}
 	for i := range d.nodes {
-		rows, err := d.txs[i].Query(ctx, `SELECT DISTINCT n.leaf_id, n.lo, n.hi, n.row_count
-			FROM ace.mtree_leaves t JOIN ace.mtree_leaves n ON n.tree_id = t.tree_id
-			     AND (n.leaf_id = t.leaf_id OR n.lo = t.hi OR n.hi = t.lo)
+		rows, err := d.txs[i].Query(ctx, `SELECT n.leaf_id, n.lo, n.hi, n.row_count
+			FROM ace.mtree_leaves t JOIN ace.mtree_leaves n ON n.tree_id = t.tree_id AND n.leaf_id = t.leaf_id
+			WHERE t.tree_id = $1 AND t.leaf_id = ANY($2)
+			UNION
+			SELECT n.leaf_id, n.lo, n.hi, n.row_count
+			FROM ace.mtree_leaves t JOIN ace.mtree_leaves n ON n.tree_id = t.tree_id AND n.lo = t.hi
+			WHERE t.tree_id = $1 AND t.leaf_id = ANY($2)
+			UNION
+			SELECT n.leaf_id, n.lo, n.hi, n.row_count
+			FROM ace.mtree_leaves t JOIN ace.mtree_leaves n ON n.tree_id = t.tree_id AND n.hi = t.lo
 			WHERE t.tree_id = $1 AND t.leaf_id = ANY($2)`, d.trees[i].ID, ids)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: read leaves: %w", d.nodes[i].Name(), err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/sourcegraph/conc/pool"
 
 	"github.com/ace-agent/ace-agent/engine"
 )
@@ -126,7 +127,16 @@ func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
 	for j, l := range stale {
 		ranges[j], ids[j] = l.Range, l.ID
 	}
-	sums, err := d.sub.summaries(ctx, d.sessions[i], ranges)
+	total, err := d.leafCount(ctx, i)
+	if err != nil {
+		return nil, err
+	}
+	var sums []summary
+	if len(stale)*wholePassShare > total {
+		ids, sums, err = d.rehashAll(ctx, i)
+	} else {
+		sums, err = d.parallelSummaries(ctx, i, ranges)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -162,4 +172,76 @@ func updateLeaves(ctx context.Context, tx pgx.Tx, treeID int64, ids []int, sums 
 		return fmt.Errorf("store the refreshed leaves: %w", err)
 	}
 	return nil
+}
+
+// refreshChunk is the fewest stale leaves worth a connection of their own.
+const refreshChunk = 32
+
+// parallelSummaries hashes ranges on node i over up to Workers connections at once.
+func (d *differ) parallelSummaries(ctx context.Context, i int, ranges []engine.Range) ([]summary, error) {
+	sums := make([]summary, len(ranges))
+	workers := max(1, min(d.opts.Diff.Workers, (len(ranges)+refreshChunk-1)/refreshChunk))
+	per := (len(ranges) + workers - 1) / workers
+	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+	for start := 0; start < len(ranges); start += per {
+		end := min(start+per, len(ranges))
+		p.Go(func(ctx context.Context) error {
+			part, err := d.sub.summaries(ctx, d.sessions[i], ranges[start:end])
+			copy(sums[start:end], part)
+			return err
+		})
+	}
+	return sums, p.Wait()
+}
+
+// wholePassShare: when more than one leaf in this many is stale, one pass over the whole table
+// costs less than a range scan per leaf.
+const wholePassShare = 4
+
+// rehashAll hashes every leaf of node i's tree in one pass over the table, cut into Workers
+// ranges hashed at once, and returns the leaf ids with their summaries.
+func (d *differ) rehashAll(ctx context.Context, i int) ([]int, []summary, error) {
+	k := d.sub.keys
+	rows, err := d.txs[i].Query(ctx, fmt.Sprintf(`SELECT leaf_id, lo FROM ace.mtree_leaves WHERE tree_id = $1 ORDER BY lo IS NOT NULL, %s`,
+		k.KeyFromArray("lo")), d.trees[i].ID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the leaves: %w", err)
+	}
+	var ids []int
+	var bounds [][]string
+	var id int
+	var lo []string
+	_, err = pgx.ForEachRow(rows, []any{&id, &lo}, func() error {
+		ids = append(ids, id)
+		if lo != nil {
+			bounds = append(bounds, append([]string(nil), lo...))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the leaves: %w", err)
+	}
+	if len(bounds) != len(ids)-1 {
+		return nil, nil, fmt.Errorf("the tree's leaves do not cover the key space (%d leaves, %d lower bounds); build it again", len(ids), len(bounds))
+	}
+	sums := make([]summary, len(ids))
+	parts := max(1, min(d.opts.Diff.Workers, len(ids)/refreshChunk))
+	per := (len(ids) + parts - 1) / parts
+	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+	for first := 0; first < len(ids); first += per {
+		last := min(first+per, len(ids)) // leaves first..last-1
+		r := engine.Range{}
+		if first > 0 {
+			r.Lo = bounds[first-1]
+		}
+		if last < len(ids) {
+			r.Hi = bounds[last-1]
+		}
+		p.Go(func(ctx context.Context) error {
+			part, err := d.sub.splitSummaries(ctx, d.sessions[i], r, bounds[first:last-1])
+			copy(sums[first:last], part)
+			return err
+		})
+	}
+	return ids, sums, p.Wait()
 }

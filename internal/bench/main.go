@@ -29,6 +29,7 @@ type options struct {
 	rows, diffs, repeat int
 	bin, out            string
 	emptyNode, mtree    bool
+	onlyMtree           bool
 }
 
 // Result is what one benchmark run writes as JSON.
@@ -61,6 +62,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "bench-results/bench.json", "where to write the results")
 	flag.BoolVar(&o.emptyNode, "empty-node", true, "also diff a full node against an empty one, with a fresh agent, for its peak RSS")
 	flag.BoolVar(&o.mtree, "mtree", true, "also measure Merkle trees: build, diffs after 100 and 10,000 updates, the change stream under load")
+	flag.BoolVar(&o.onlyMtree, "only-mtree", false, "measure the one pass and the Merkle trees only")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -135,11 +137,17 @@ func measure(ctx context.Context, conns []*pgx.Conn, o options, r *Result) error
 			return err
 		}
 		r.OnePassSeconds = append(r.OnePassSeconds, d.Seconds())
+		if o.onlyMtree {
+			continue
+		}
 		d, _, err = diff(ctx, conns[0])
 		if err != nil {
 			return err
 		}
 		r.IdenticalSeconds = append(r.IdenticalSeconds, d.Seconds())
+	}
+	if o.onlyMtree {
+		return nil
 	}
 	step("planting %d differences", o.diffs)
 	if err := plant(ctx, conns, o); err != nil {

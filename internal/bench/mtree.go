@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +43,11 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 	}
 	m := &MtreeResult{}
 	r.Mtree = m
-	step("undoing the planted differences: the trees start from identical tables")
-	if err := unplant(ctx, conns, o); err != nil {
-		return err
+	if !o.onlyMtree {
+		step("undoing the planted differences: the trees start from identical tables")
+		if err := unplant(ctx, conns, o); err != nil {
+			return err
+		}
 	}
 	step("building the Merkle tree")
 	d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeBuild, sqlapi.MtreeBuildArgs{TableName: "public.bench"})
@@ -56,8 +59,11 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 	if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"}); err != nil {
 		return err
 	}
+	// Each round drifts n2 by 100 updated rows, diffs, then brings n1 and n3 level, as a repair
+	// would: every diff starts from tables in sync.
 	for i := range o.repeat {
-		if err := updateRandom(ctx, conns[1], o.rows, 100, i); err != nil {
+		ids := randomIDs(o.rows, 100)
+		if err := updateIDs(ctx, conns[1:2], ids, i); err != nil {
 			return err
 		}
 		d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"})
@@ -66,8 +72,15 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 		}
 		m.Diff100Seconds = append(m.Diff100Seconds, d.Seconds())
 		step("mtree diff after 100 updates on n2: %.3fs %s", d.Seconds(), res)
+		if err := updateIDs(ctx, []*pgx.Conn{conns[0], conns[2]}, ids, i); err != nil {
+			return err
+		}
+		// The trees take the repair in before the next round's drift.
+		if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"}); err != nil {
+			return err
+		}
 	}
-	if err := updateRandom(ctx, conns[1], o.rows, 10_000, 99); err != nil {
+	if err := updateIDs(ctx, conns[1:2], randomIDs(o.rows, 10_000), 99); err != nil {
 		return err
 	}
 	if d, res, err = runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"}); err != nil {
@@ -117,11 +130,28 @@ func runTask(ctx context.Context, conn *pgx.Conn, typ sqlapi.TaskType, args any)
 	return d, fmt.Sprintf("(%d differing rows; %s)", *s.DifferingKeys, mt), nil
 }
 
-// updateRandom updates n random rows of the node, each in its own transaction.
-func updateRandom(ctx context.Context, conn *pgx.Conn, rows, n, round int) error {
-	_, err := conn.Exec(ctx, `UPDATE public.bench SET note = 'mtree ' || $2::int || ' ' || id
-		WHERE id IN (SELECT 1 + (random() * ($1 - 1))::bigint FROM generate_series(1, $3))`, rows, round, n)
-	return err
+// randomIDs returns n distinct keys of the table.
+func randomIDs(rows, n int) []int64 {
+	seen := map[int64]bool{}
+	out := make([]int64, 0, n)
+	for len(out) < n {
+		id := 1 + rand.Int64N(int64(rows))
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// updateIDs updates the rows with the given keys on each node, in one statement per node.
+func updateIDs(ctx context.Context, conns []*pgx.Conn, ids []int64, round int) error {
+	for _, c := range conns {
+		if _, err := c.Exec(ctx, `UPDATE public.bench SET note = 'mtree ' || $2::int || ' ' || id WHERE id = ANY($1)`, ids, round); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // measureLoad writes at least 5,000 row changes a second to n1 for 20 seconds from two
@@ -178,7 +208,7 @@ func measureLoad(ctx context.Context, conn *pgx.Conn, dsn string, rows int, m *M
 	}
 	m.LoadChangesPerSec = float64(changes.Load()) / time.Since(began).Seconds()
 	var target string
-	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&target); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&target); err != nil {
 		return err
 	}
 	caughtUp := time.Now()
@@ -199,6 +229,6 @@ func measureLoad(ctx context.Context, conn *pgx.Conn, dsn string, rows int, m *M
 
 func streamLag(ctx context.Context, conn *pgx.Conn) (int64, error) {
 	var lag int64
-	err := conn.QueryRow(ctx, `SELECT coalesce((pg_current_wal_lsn() - confirmed_lsn)::bigint, 0) FROM ace.cdc_state`).Scan(&lag)
+	err := conn.QueryRow(ctx, `SELECT coalesce((pg_current_wal_insert_lsn() - confirmed_lsn)::bigint, 0) FROM ace.cdc_state`).Scan(&lag)
 	return lag, err
 }

@@ -260,13 +260,13 @@ RETURNS TABLE (
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
     SELECT m.table_name, m.status, l.leaves, l.row_count, l.largest, d.dirty, p.pending, m.leaf_rows, m.built_at,
            m.refreshed_at, m.hash_version, s.slot_name, r.wal_status, s.confirmed_lsn,
-           pg_current_wal_lsn() - s.confirmed_lsn, pg_current_wal_lsn() - r.restart_lsn, r.safe_wal_size,
+           pg_current_wal_insert_lsn() - s.confirmed_lsn, pg_current_wal_insert_lsn() - r.restart_lsn, r.safe_wal_size,
            s.heartbeat_at, s.last_error,
            CASE WHEN s.slot_name IS NULL OR r.slot_name IS NULL THEN 'no change stream: the slot is missing; build the tree again'
                 WHEN r.wal_status = 'lost' THEN 'the slot was invalidated (max_slot_wal_keep_size): build the tree again'
                 WHEN r.wal_status = 'unreserved' THEN 'the slot is about to lose WAL it needs: is the agent running?'
                 WHEN s.heartbeat_at < now() - interval '1 minute' THEN 'the agent''s stream has not reported for over a minute'
-                WHEN pg_current_wal_lsn() - r.restart_lsn > 1073741824 THEN 'the slot retains over 1 GB of WAL'
+                WHEN pg_current_wal_insert_lsn() - r.restart_lsn > 1073741824 THEN 'the slot retains over 1 GB of WAL'
            END
     FROM ace.mtrees m
     LEFT JOIN LATERAL (SELECT count(*) AS leaves, coalesce(sum(x.row_count), 0)::bigint AS row_count,
