@@ -158,6 +158,15 @@ func (a *Agent) diffOptions(args sqlapi.TableDiffArgs) (diff.TableDiffOptions, e
 // openNodes connects to the named nodes as the task's submitter. The local node is reached
 // through ACE_DSN, the others through their ace.nodes connection strings.
 func (a *Agent) openNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]*engine.Node, error) {
+	return a.openEach(ctx, names, func(o engine.NodeOptions) engine.NodeOptions {
+		o.MaxConns = maxConns
+		return a.asSubmitter(o, run)
+	})
+}
+
+// openEach connects to the named nodes at once, each with the options login makes of its name
+// and connection string.
+func (a *Agent) openEach(ctx context.Context, names []string, login func(engine.NodeOptions) engine.NodeOptions) ([]*engine.Node, error) {
 	conninfo, err := a.nodeConnInfo(ctx)
 	if err != nil {
 		return nil, err
@@ -170,7 +179,7 @@ func (a *Agent) openNodes(ctx context.Context, run *sqlapi.Run, names []string, 
 			return nil, fmt.Errorf("node %s is not registered in ace.nodes any more", name)
 		}
 		p.Go(func(ctx context.Context) error {
-			n, err := engine.OpenNode(ctx, a.asSubmitter(engine.NodeOptions{Name: name, ConnInfo: ci, MaxConns: maxConns}, run))
+			n, err := engine.OpenNode(ctx, login(engine.NodeOptions{Name: name, ConnInfo: ci}))
 			nodes[i] = n
 			return err
 		})

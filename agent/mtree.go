@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/sourcegraph/conc/pool"
-
 	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/mtree"
 	"github.com/ace-agent/ace-agent/sqlapi"
@@ -98,29 +96,12 @@ func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []stri
 // openAgentNodes connects to the named nodes with this agent's own login: its certificate,
 // and ACE_DSN's user.
 func (a *Agent) openAgentNodes(ctx context.Context, names []string) ([]*engine.Node, error) {
-	conninfo, err := a.nodeConnInfo(ctx)
+	nodes, err := a.openEach(ctx, names, func(o engine.NodeOptions) engine.NodeOptions {
+		o.User, o.ClientCerts, o.MaxConns = a.user, a.clientCerts, 3
+		return o
+	})
 	if err != nil {
-		return nil, err
-	}
-	nodes := make([]*engine.Node, len(names))
-	p := pool.New().WithErrors().WithContext(ctx)
-	for i, name := range names {
-		ci, ok := conninfo[name]
-		if !ok {
-			return nil, fmt.Errorf("node %s is not registered in ace.nodes any more", name)
-		}
-		p.Go(func(ctx context.Context) error {
-			n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: ci, User: a.user, ClientCerts: a.clientCerts, MaxConns: 3})
-			if err != nil {
-				err = fmt.Errorf("%w (the agent logs in to every node as %s to keep its Merkle trees)", err, a.user)
-			}
-			nodes[i] = n
-			return err
-		})
-	}
-	if err := p.Wait(); err != nil {
-		closeNodes(nodes)
-		return nil, err
+		return nil, fmt.Errorf("%w (the agent logs in to every node as %s to keep its Merkle trees)", err, a.user)
 	}
 	return nodes, nil
 }

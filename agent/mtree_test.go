@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/mtree"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -222,4 +223,49 @@ func statusRows(t *testing.T, e *diffEnv) []string {
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	return out
+}
+
+// Compaction folds pending keys onto leaves, skips a tree a task holds, and changes nothing a
+// diff finds.
+func TestMtreeCompaction(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, `CREATE TABLE public.t (id int PRIMARY KEY, v text); INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 2000) g`)
+	var built map[string]any
+	e.completed(&built, `ace.mtree_build('public.t', leaf_rows => 100)`)
+	n2 := e.Node("n2")
+	n2.Exec(t, `UPDATE public.t SET v = 'drift' WHERE id % 97 = 0`)
+	ctx := context.Background()
+	agentNode, err := engine.OpenNode(ctx, engine.NodeOptions{Name: "n2", ConnInfo: n2.DSN, MaxConns: 2})
+	require.NoError(t, err)
+	defer agentNode.Close()
+	require.Eventually(t, func() bool {
+		var pending int
+		require.NoError(t, n2.Pool.QueryRow(ctx, `SELECT count(*) FROM ace.mtree_pending`).Scan(&pending))
+		return pending == 20
+	}, 10*time.Second, 20*time.Millisecond, "the stream records the 20 changed keys")
+
+	t.Run("a held tree is skipped", func(t *testing.T) {
+		tx, err := n2.Pool.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx)
+		_, err = tx.Exec(ctx, `SELECT 1 FROM ace.mtrees FOR UPDATE`)
+		require.NoError(t, err)
+		moved, err := mtree.Compact(ctx, agentNode, 1)
+		require.NoError(t, err)
+		require.Zero(t, moved)
+	})
+	moved, err := mtree.Compact(ctx, agentNode, 1)
+	require.NoError(t, err)
+	require.Positive(t, moved)
+	var pending, dirty int
+	require.NoError(t, n2.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM ace.mtree_pending), (SELECT count(DISTINCT leaf_id) FROM ace.mtree_dirty)`).Scan(&pending, &dirty))
+	require.Zero(t, pending)
+	require.Equal(t, 20, dirty, "ids 97, 194, … fall in 20 leaves of 100 rows")
+
+	var s engine.DiffSummary
+	id := e.completed(&s, `ace.mtree_diff('public.t')`)
+	require.EqualValues(t, 20, s.DifferingKeys)
+	require.Equal(t, 20, s.Mtree.LeavesRefreshed["n2"])
+	_, want := e.completedDiff(`'public.t'`)
+	require.Equal(t, keys(want), keys(e.diffRows(id)))
 }

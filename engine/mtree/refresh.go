@@ -2,6 +2,7 @@ package mtree
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -50,6 +51,9 @@ func Compact(ctx context.Context, agent *engine.Node, minPending int) (int64, er
 	var moved int64
 	for _, table := range tables {
 		n, err := compactTree(ctx, agent, table)
+		if errors.Is(err, errTreeBusy) {
+			continue // a task holds it, and assigns the pending keys itself
+		}
 		if err != nil {
 			return moved, fmt.Errorf("compact the pending changes of %s: %w", table, err)
 		}
@@ -62,7 +66,7 @@ func compactTree(ctx context.Context, agent *engine.Node, table string) (int64, 
 	var moved int64
 	err := pgx.BeginFunc(ctx, agent.Pool, func(tx pgx.Tx) error {
 		t, err := lockTreeNoWait(ctx, tx, table)
-		if t == nil || err != nil {
+		if err != nil {
 			return err
 		}
 		keys, err := treeKeyOrder(ctx, agent, t)
@@ -76,14 +80,17 @@ func compactTree(ctx context.Context, agent *engine.Node, table string) (int64, 
 	return moved, err
 }
 
-// lockTreeNoWait locks the tree's row unless someone holds it (then nil).
+// errTreeBusy is a tree another transaction holds.
+var errTreeBusy = errors.New("the tree is held by a task")
+
+// lockTreeNoWait locks the tree's row, or returns errTreeBusy if someone holds it (or it is gone).
 func lockTreeNoWait(ctx context.Context, tx pgx.Tx, table string) (*tree, error) {
 	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '10ms'`); err != nil {
 		return nil, err
 	}
 	t, err := loadTree(ctx, tx, table, true)
-	if engine.IsLockTimeout(err) || err == errNoTree {
-		return nil, nil
+	if engine.IsLockTimeout(err) || errors.Is(err, errNoTree) {
+		return nil, errTreeBusy
 	}
 	return t, err
 }
