@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -216,7 +217,7 @@ func (b *builder) publish(ctx context.Context, n *engine.Node) (string, error) {
 	if ident != "f" {
 		cols := b.sub.table.PKNames()
 		for _, c := range identCols {
-			if !contains(cols, c) {
+			if !slices.Contains(cols, c) {
 				cols = append(cols, c)
 			}
 		}
@@ -232,15 +233,6 @@ func (b *builder) publish(ctx context.Context, n *engine.Node) (string, error) {
 		return "", fmt.Errorf("node %s: publish %s for change tracking (only its owner may): %w", n.Name, b.sub.table.Display(), err)
 	}
 	return pub, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // register records the tree as building on a node, with the agent's login, and wakes the
