@@ -269,3 +269,25 @@ func TestMtreeCompaction(t *testing.T) {
 	_, want := e.completedDiff(`'public.t'`)
 	require.Equal(t, keys(want), keys(e.diffRows(id)))
 }
+
+// recheck_after rechecks an mtree diff's differences at fresh snapshots, as a table-diff's.
+func TestMtreeDiffRecheckReadsFreshSnapshots(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, `CREATE TABLE public.lag (id int PRIMARY KEY, v text); INSERT INTO public.lag SELECT g, 'v' FROM generate_series(1, 500) g`)
+	var built map[string]any
+	e.completed(&built, `ace.mtree_build('public.lag', leaf_rows => 100)`)
+	e.Node("n2").Exec(t, `UPDATE public.lag SET v = 'in flight' WHERE id = 10`)
+	e.Node("n3").Exec(t, `UPDATE public.lag SET v = 'drifted' WHERE id = 20`)
+	n1 := e.Node("n1")
+	var id uuid.UUID
+	require.NoError(t, n1.Pool.QueryRow(t.Context(), `SELECT ace.mtree_diff('public.lag', recheck_after => '3 seconds')`).Scan(&id))
+	waitForPhase(t, n1, id, "waiting")
+	e.Node("n2").Exec(t, `UPDATE public.lag SET v = 'v' WHERE id = 10`)
+	task := n1.Wait(t, id)
+	require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+	var s engine.DiffSummary
+	require.NoError(t, json.Unmarshal(task.Result, &s))
+	require.EqualValues(t, 1, s.DifferingKeys)
+	require.EqualValues(t, 1, s.TransientDiffs)
+	require.Equal(t, []string{`{"id": 20}`}, keys(e.diffRows(id)))
+}

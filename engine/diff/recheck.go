@@ -95,7 +95,9 @@ func (d *differ) recheckPersisting(ctx context.Context) error {
 		return ctx.Err()
 	case <-time.After(d.opts.RecheckAfter):
 	}
+	// The recheck reads fresh snapshots, even where the first pass read the caller's.
 	d.closeSessions(ctx)
+	d.opts.Sessions, d.borrowed = nil, false
 	if err := d.openSessions(ctx, d.tables); err != nil {
 		return err
 	}
