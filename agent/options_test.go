@@ -32,6 +32,21 @@ func TestTableDiffOptionGuardrails(t *testing.T) {
 		})
 	}
 	require.Contains(t, submitErr(t, e, `'public.ok', block_size => 10`).Hint, "override_block_size")
+	t.Run("nodes as ACE's API sends them", func(t *testing.T) {
+		for _, c := range []struct{ nodes, want string }{
+			{`"all"`, `["n1", "n2", "n3"]`},
+			{`"n3, n1"`, `["n1", "n3"]`},
+			{`["n2", "n1"]`, `["n1", "n2"]`},
+			{`null`, `["n1", "n2", "n3"]`},
+		} {
+			var got string
+			require.NoError(t, e.Node("n1").Pool.QueryRow(t.Context(), `INSERT INTO ace.tasks (task_type, args)
+				VALUES ('table-diff', jsonb_build_object('table_name', 'public.ok', 'nodes', $1::jsonb)) RETURNING args->>'nodes'`, c.nodes).Scan(&got))
+			require.Equal(t, c.want, got, c.nodes)
+		}
+		_, err := e.Node("n1").Pool.Exec(t.Context(), `INSERT INTO ace.tasks (task_type, args) VALUES ('table-diff', '{"table_name": "public.ok", "nodes": 3}')`)
+		require.ErrorContains(t, err, `nodes must be an array of node names, or "all", got 3`)
+	})
 	var id uuid.UUID
 	require.NoError(t, e.Node("n1").Pool.QueryRow(t.Context(),
 		`SELECT ace.table_diff('public.ok', block_size => 10, override_block_size => true)`).Scan(&id))

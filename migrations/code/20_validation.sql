@@ -69,6 +69,27 @@ BEGIN
     RETURN resolved;
 END $$;
 
+-- Reads the nodes argument of a task: a JSON array of node names, or (as ACE's command line and
+-- REST API take it) a string, "all" or a comma-separated list. Absent or null means every node.
+-- Anything else is refused rather than read as "all".
+CREATE OR REPLACE FUNCTION ace.nodes_arg(args jsonb) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    CASE coalesce(jsonb_typeof(args->'nodes'), 'null')
+        WHEN 'null' THEN RETURN NULL;
+        WHEN 'array' THEN
+            IF EXISTS (SELECT 1 FROM jsonb_array_elements(args->'nodes') e WHERE jsonb_typeof(e) <> 'string') THEN
+                RAISE EXCEPTION 'nodes must be node names, got %', args->'nodes' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            RETURN ARRAY(SELECT jsonb_array_elements_text(args->'nodes'));
+        WHEN 'string' THEN
+            RETURN ARRAY(SELECT btrim(n) FROM unnest(string_to_array(args->>'nodes', ',')) n WHERE btrim(n) <> '');
+        ELSE
+            RAISE EXCEPTION 'nodes must be an array of node names, or "all", got %', args->'nodes'
+                USING ERRCODE = 'invalid_parameter_value';
+    END CASE;
+END $$;
+
 CREATE OR REPLACE FUNCTION ace.check_positive(args jsonb, key text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -230,9 +251,7 @@ DECLARE
 BEGIN
     args := args
         || jsonb_build_object('table_name', ace.resolve_table(args->>'table_name'))
-        || jsonb_build_object('nodes', to_jsonb(ace.resolve_nodes(
-               CASE WHEN jsonb_typeof(args->'nodes') = 'array'
-                    THEN ARRAY(SELECT jsonb_array_elements_text(args->'nodes')) END)));
+        || jsonb_build_object('nodes', to_jsonb(ace.resolve_nodes(ace.nodes_arg(args))));
     -- Flags and text options are normalised as every validator does: booleans by ace.bool_arg
     -- (absent means the documented default), text by ace.text_arg ('' means absent).
     args := args || jsonb_build_object('override_block_size', ace.bool_arg(args, 'override_block_size', false));

@@ -65,8 +65,7 @@ BEGIN
     RETURN jsonb_strip_nulls(args || jsonb_build_object(
         'table_name', tbl,
         'leaf_rows', coalesce((args->>'leaf_rows')::int, 1000),
-        'nodes', to_jsonb(ace.resolve_nodes(CASE WHEN jsonb_typeof(args->'nodes') = 'array'
-                                                  THEN ARRAY(SELECT jsonb_array_elements_text(args->'nodes')) END))));
+        'nodes', to_jsonb(ace.resolve_nodes(ace.nodes_arg(args)))));
 END $$;
 
 -- A Merkle tree diff takes the table-diff options that apply to it (the tree decides the ranges,
@@ -109,8 +108,7 @@ BEGIN
     END IF;
     RETURN jsonb_strip_nulls(jsonb_build_object(
         'table_name', tbl,
-        'nodes', to_jsonb(ace.resolve_nodes(CASE WHEN jsonb_typeof(args->'nodes') = 'array'
-                                                  THEN ARRAY(SELECT jsonb_array_elements_text(args->'nodes')) END))));
+        'nodes', to_jsonb(ace.resolve_nodes(ace.nodes_arg(args)))));
 END $$;
 
 CREATE OR REPLACE FUNCTION ace.mtree_exists(tbl text) RETURNS boolean
