@@ -15,16 +15,11 @@ import (
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
-// treeEnv is a diffEnv whose slots are dropped when the test ends, after its agents stop.
+// treeSetup is setup whose slots are dropped when the test ends, after its agents stop.
 func treeSetup(t *testing.T, ddl string) *diffEnv {
 	t.Helper()
 	e := setupNoAgents(t, ddl)
-	t.Cleanup(func() {
-		for _, n := range e.Nodes {
-			_, _ = n.Pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-				WHERE database = current_database() AND NOT active`)
-		}
-	})
+	e.DropSlotsAtEnd()
 	for _, n := range e.Nodes {
 		n.StartAgent(t)
 	}
@@ -162,11 +157,7 @@ func requireTracked(t *testing.T, e *diffEnv, trees int, slot bool) {
 func TestMtreeDiffRefusesAStaleTree(t *testing.T) {
 	t.Parallel()
 	e := setupNoAgents(t, `CREATE TABLE public.t (id int PRIMARY KEY, v text); INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 300) g`)
-	t.Cleanup(func() {
-		for _, n := range e.Nodes {
-			_, _ = n.Pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
-		}
-	})
+	e.DropSlotsAtEnd()
 	agents := map[string]interface{ Stop() error }{}
 	for _, n := range e.Nodes {
 		agents[n.Name] = n.StartAgent(t)

@@ -29,6 +29,7 @@ func newWallEnv(t *testing.T) *wallEnv {
 	e := &wallEnv{Env: testcluster.NewSecure(t)}
 	e.alice, e.bob = e.AddSubmitter("alice", true), e.AddSubmitter("bob", true)
 	e.ExecAll(fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s`, e.alice))
+	e.DropSlotsAtEnd()
 	for _, n := range e.Nodes {
 		n.StartAgent(t)
 	}
@@ -157,11 +158,6 @@ func TestUnmappedSubmitterGetsTheFix(t *testing.T) {
 func TestMtreeRunsAsTheSubmitter(t *testing.T) {
 	t.Parallel()
 	e := newWallEnv(t)
-	t.Cleanup(func() {
-		for _, n := range e.Nodes {
-			n.Exec(t, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
-		}
-	})
 	e.asAll(t, e.alice, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 500) g`)
 
 	t.Run("publishing needs CREATE on the database", func(t *testing.T) {

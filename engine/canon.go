@@ -338,6 +338,18 @@ func RowDigests(ctx context.Context, q Querier, t *Table, docs []json.RawMessage
 	return out, err
 }
 
+// ScanKey scans a row of n key columns, as text, into a key.
+func ScanKey(n int) pgx.RowToFunc[[]string] {
+	return func(row pgx.CollectableRow) ([]string, error) {
+		key := make([]string, n)
+		dest := make([]any, n)
+		for i := range key {
+			dest[i] = &key[i]
+		}
+		return key, row.Scan(dest...)
+	}
+}
+
 // KeyString joins key values into a map key. PostgreSQL text cannot hold NUL, so NUL cannot be
 // forged by a value.
 func KeyString(key []string) string { return strings.Join(key, "\x00") }

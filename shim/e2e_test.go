@@ -202,11 +202,6 @@ func TestEventsAndIsolation(t *testing.T) {
 func TestMtreeRoutes(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	t.Cleanup(func() {
-		for _, n := range e.Nodes {
-			n.Exec(t, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active`)
-		}
-	})
 	e.ExecAll(fmt.Sprintf(`ALTER TABLE public.t OWNER TO %s; GRANT CREATE ON DATABASE %s TO %[1]s`, e.alice, e.DB))
 	alice := e.as(t, e.alice)
 	id := submit(t, alice, e.url+"/api/v1/mtree/build", map[string]any{"table": "public.t", "block_size": 100})

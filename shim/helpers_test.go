@@ -42,6 +42,7 @@ func setup(t *testing.T) *shimEnv {
 	e := &shimEnv{Env: testcluster.NewSecure(t)}
 	e.alice, e.bob = e.AddSubmitter("alice", true), e.AddSubmitter("bob", true)
 	e.ExecAll(tableDDL + fmt.Sprintf(`; GRANT SELECT, INSERT, UPDATE, DELETE ON public.t TO %s, %s`, e.alice, e.bob))
+	e.DropSlotsAtEnd()
 	for _, n := range e.Nodes {
 		n.StartAgent(t)
 	}

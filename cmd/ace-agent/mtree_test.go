@@ -19,16 +19,6 @@ import (
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
-// dropSlotsAtEnd drops the test database's slots once its agents are gone.
-func dropSlotsAtEnd(t *testing.T, e *testcluster.Env) {
-	t.Cleanup(func() {
-		for _, n := range e.Nodes {
-			_, _ = n.Pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-				WHERE database = current_database() AND NOT active`)
-		}
-	})
-}
-
 // runTask submits a task with SQL on n and waits for it to end.
 func runTask(t *testing.T, n *testcluster.Node, expr string, args ...any) sqlapi.Task {
 	t.Helper()
@@ -62,7 +52,7 @@ func TestMtreeSurvivesAKilledAgent(t *testing.T) {
 	t.Parallel()
 	e := testcluster.New(t)
 	createTable(e, 20000)
-	dropSlotsAtEnd(t, e)
+	e.DropSlotsAtEnd()
 	n1, n2, n3 := e.Node("n1"), e.Node("n2"), e.Node("n3")
 	startAgentProc(t, n1)
 	startAgentProc(t, n3)

@@ -120,7 +120,7 @@ func (d *differ) sampleBounds(ctx context.Context, i int, estimate float64) ([][
 		if err != nil {
 			return err
 		}
-		keys, err = pgx.CollectRows(rows, scanKey(len(d.keys.Columns())))
+		keys, err = pgx.CollectRows(rows, engine.ScanKey(len(d.keys.Columns())))
 		return err
 	})
 	return keys, err
@@ -142,7 +142,7 @@ func (d *differ) splitKeys(ctx context.Context, i int, r engine.Range, step int)
 		if err != nil {
 			return err
 		}
-		keys, err = pgx.CollectRows(rows, scanKey(len(d.keys.Columns())))
+		keys, err = pgx.CollectRows(rows, engine.ScanKey(len(d.keys.Columns())))
 		return err
 	})
 	return keys, err
@@ -157,15 +157,4 @@ func (d *differ) keyColumns() string {
 		cols += engine.Ident(c.Name)
 	}
 	return cols
-}
-
-func scanKey(n int) pgx.RowToFunc[[]string] {
-	return func(row pgx.CollectableRow) ([]string, error) {
-		key := make([]string, n)
-		dest := make([]any, n)
-		for i := range key {
-			dest[i] = &key[i]
-		}
-		return key, row.Scan(dest...)
-	}
 }

@@ -52,23 +52,12 @@ func (d *differ) readCandidates(ctx context.Context, i int) error {
 	if err != nil {
 		return fmt.Errorf("read the changed keys: %w", err)
 	}
-	keys, err := pgx.CollectRows(rows, scanKeyText(d.sub.keys.Len()))
+	keys, err := pgx.CollectRows(rows, engine.ScanKey(d.sub.keys.Len()))
 	if err != nil {
 		return fmt.Errorf("read the changed keys: %w", err)
 	}
 	d.cands.add(keys)
 	return nil
-}
-
-func scanKeyText(n int) pgx.RowToFunc[[]string] {
-	return func(row pgx.CollectableRow) ([]string, error) {
-		key := make([]string, n)
-		dest := make([]any, n)
-		for i := range key {
-			dest[i] = &key[i]
-		}
-		return key, row.Scan(dest...)
-	}
 }
 
 // keysByLeaf assigns keys to the leaves that hold them (the leaves are the same on every

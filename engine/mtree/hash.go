@@ -217,14 +217,7 @@ func (s *subject) splitKeys(ctx context.Context, session *engine.Session, r engi
 		if err != nil {
 			return fmt.Errorf("split range %s: %w", r, err)
 		}
-		keys, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) ([]string, error) {
-			key := make([]string, s.keys.Len())
-			dest := make([]any, len(key))
-			for i := range key {
-				dest[i] = &key[i]
-			}
-			return key, row.Scan(dest...)
-		})
+		keys, err = pgx.CollectRows(rows, engine.ScanKey(s.keys.Len()))
 		return err
 	})
 	return keys, err

@@ -147,6 +147,18 @@ func (e *Env) ExecAll(sql string, args ...any) {
 	}
 }
 
+// DropSlotsAtEnd drops the test database's replication slots (the Merkle trees' change
+// streams) when the test ends: a slot left behind holds WAL on the shared cluster. Call it
+// before starting agents, so that it runs after they stop and their slots are idle.
+func (e *Env) DropSlotsAtEnd() {
+	e.T.Cleanup(func() {
+		for _, n := range e.Nodes {
+			_, _ = n.Pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+				WHERE database = current_database() AND NOT active`)
+		}
+	})
+}
+
 // Exec runs sql on the node.
 func (n *Node) Exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
