@@ -39,6 +39,7 @@ type metrics struct {
 	submits map[[2]string]int64 // {task type, outcome} -> count
 	rereads atomic.Int64        // re-reads of the tasks by event streams
 	streams func() int          // event streams open
+	uploads func() int          // uploads of ACE diff files being read or imported
 }
 
 // reread counts one re-read of an event stream.
@@ -152,6 +153,8 @@ func (m *metrics) write(w io.Writer, aggs []taskAgg, lags []treeLag) {
 	e.sample("ace_shim_event_streams", float64(m.streams()))
 	e.family("ace_shim_event_rereads_total", "counter", "Re-reads of the tasks by event streams since the shim started (at most one per stream per ACE_SHIM_EVENT_MIN_INTERVAL).")
 	e.sample("ace_shim_event_rereads_total", float64(m.rereads.Load()))
+	e.family("ace_shim_uploads", "gauge", "Requests uploading an ACE diff file that this shim is reading or importing.")
+	e.sample("ace_shim_uploads", float64(m.uploads()))
 	e.family("ace_mtree_lag_bytes", "gauge", "How far each node's change stream, and so each Merkle tree, trails the node's WAL.")
 	for _, l := range lags {
 		e.sample("ace_mtree_lag_bytes", l.lagBytes, "node", l.node, "table", l.table)
