@@ -77,3 +77,19 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	return c, nil
 }
+
+// checkLimits refuses limits that would turn every caller away or mean nothing.
+func (c Config) checkLimits() error {
+	for name, v := range map[string]int64{"ACE_SHIM_MAX_STREAMS_PER_CN": int64(c.MaxStreamsPerCN), "ACE_SHIM_MAX_STREAMS": int64(c.MaxStreams),
+		"ACE_SHIM_MAX_UPLOADS_PER_CN": int64(c.MaxUploadsPerCN), "ACE_SHIM_MAX_BODY_BYTES": c.MaxBodyBytes,
+		"ACE_SHIM_EVENT_MIN_INTERVAL": int64(c.EventMinInterval), "ACE_SHIM_BODY_TIMEOUT": int64(c.BodyTimeout),
+		"ACE_SHIM_READ_HEADER_TIMEOUT": int64(c.ReadHeaderTimeout), "ACE_SHIM_IDLE_TIMEOUT": int64(c.IdleTimeout)} {
+		if v < 0 {
+			return fmt.Errorf("%s must not be negative (0 takes its default)", name)
+		}
+	}
+	if c.MaxUploadBytes < c.MaxBodyBytes {
+		return fmt.Errorf("ACE_SHIM_MAX_UPLOAD_BYTES (%d) must be at least ACE_SHIM_MAX_BODY_BYTES (%d)", c.MaxUploadBytes, c.MaxBodyBytes)
+	}
+	return nil
+}

@@ -39,6 +39,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.checkLimits(); err != nil {
+		return nil, err
+	}
 	v, err := newVerifier(cfg)
 	if err != nil {
 		return nil, err
