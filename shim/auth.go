@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -14,7 +15,8 @@ import (
 )
 
 // verifier checks client certificates in the handler rather than in the TLS handshake, so a
-// rejected client gets a 401 with a JSON reason instead of a bare handshake failure.
+// rejected client gets a 401 with a JSON reason instead of a bare handshake failure. (The
+// handshake still refuses a client that sends no certificate at all: see Server.tls.)
 type verifier struct {
 	roots   *x509.CertPool
 	crl     *x509.RevocationList // nil: no CRL configured
@@ -108,6 +110,11 @@ func (v *verifier) clientCN(state *tls.ConnectionState) (string, error) {
 	if err := v.checkCRL(leaf, now); err != nil {
 		return "", err
 	}
+	if n := commonNames(leaf); n > 1 {
+		// Go takes the last CN and PostgreSQL's cert authentication the first: with two, the
+		// shim would check one role and log in as another.
+		return "", fmt.Errorf("the client certificate's subject %q has %d common names (CN); it must have exactly one, the role", leaf.Subject.String(), n)
+	}
 	cn := leaf.Subject.CommonName
 	switch {
 	case cn == "":
@@ -116,6 +123,20 @@ func (v *verifier) clientCN(state *tls.ConnectionState) (string, error) {
 		return "", fmt.Errorf("CN %q is not in ACE_SHIM_ALLOWED_CNS", cn)
 	}
 	return cn, nil
+}
+
+// oidCommonName is the X.520 commonName attribute (2.5.4.3).
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// commonNames counts the CN attributes of the certificate's subject.
+func commonNames(c *x509.Certificate) int {
+	n := 0
+	for _, a := range c.Subject.Names {
+		if a.Type.Equal(oidCommonName) {
+			n++
+		}
+	}
+	return n
 }
 
 func (v *verifier) checkCRL(leaf *x509.Certificate, now time.Time) error {
@@ -143,6 +164,7 @@ func (v *verifier) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cn, err := v.clientCN(r.TLS)
 		if err != nil {
+			stopReading(w)
 			writeError(w, http.StatusUnauthorized, err)
 			return
 		}

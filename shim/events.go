@@ -29,38 +29,40 @@ const (
 	eventDone     = "done"
 )
 
-// eventsHandler streams the caller's own tasks as Server-Sent Events. It LISTENs on the
-// caller's own login, so row-level security decides what it can read: the payload-free
-// ace_task wakes it for new tasks, each followed task's ace_task_<id> for its changes, and it
-// re-reads the rows (a notification is only a wake-up) at least every poll interval.
+// eventsHandler streams the caller's own tasks as Server-Sent Events. It holds no database
+// connection: the shared hub wakes it (the payload-free ace_task for new tasks, each followed
+// task's ace_task_<id> for its changes), and it re-reads the rows on the caller's own login, so
+// row-level security decides what it can read, at most once per ACE_SHIM_EVENT_MIN_INTERVAL and
+// at least every poll interval. A CN may hold ACE_SHIM_MAX_STREAMS_PER_CN streams at once.
 func (s *Server) eventsHandler(w http.ResponseWriter, r *http.Request) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, fmt.Errorf("this connection cannot stream"))
 		return
 	}
-	ctx := r.Context()
-	conn, err := s.logins.connect(ctx, callerCN(r))
+	ctx, role := r.Context(), callerCN(r)
+	release, err := s.streams.take(role)
 	if err != nil {
-		dbError(w, err)
+		writeError(w, http.StatusTooManyRequests, err)
 		return
 	}
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	st := &stream{conn: conn, since: time.Now(), seen: map[uuid.UUID]string{}, listening: map[uuid.UUID]bool{}}
-	if err := st.listen(ctx, "ace_task"); err != nil {
-		dbError(w, err)
-		return
-	}
+	defer release()
+	st := &stream{s: s, role: role, sub: newSubscriber(), since: time.Now(), seen: map[uuid.UUID]string{}, following: map[uuid.UUID]bool{}}
+	s.hub.subscribe(newTaskChannel, st.sub)
+	defer st.close()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush()
-	if err := st.run(ctx, s.cfg.PollInterval, func(name string, e event) error {
+	if err := st.run(ctx, func(name string, e event) error {
 		return writeEvent(w, flusher, name, e)
 	}); err != nil && ctx.Err() == nil {
-		s.log.Warn("event stream ended", "role", callerCN(r), "error", err)
+		s.log.Warn("event stream ended", "role", role, "error", err)
 	}
 }
+
+// newTaskChannel is notified (without a payload) when any task is inserted.
+const newTaskChannel = "ace_task"
 
 func writeEvent(w http.ResponseWriter, f http.Flusher, name string, e event) error {
 	data, err := json.Marshal(e)
@@ -76,33 +78,54 @@ func writeEvent(w http.ResponseWriter, f http.Flusher, name string, e event) err
 
 // stream follows one caller's tasks.
 type stream struct {
-	conn      *pgx.Conn
+	s         *Server
+	role      string
+	sub       *subscriber
 	since     time.Time
 	seen      map[uuid.UUID]string // task -> what was last sent about it ("" once done)
-	listening map[uuid.UUID]bool
+	following map[uuid.UUID]bool   // tasks whose channel wakes the stream
 }
 
-func (st *stream) listen(ctx context.Context, channel string) error {
-	if _, err := st.conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
-		return fmt.Errorf("listen on %s: %w", channel, err)
+func (st *stream) close() {
+	st.s.hub.unsubscribe(newTaskChannel, st.sub)
+	for id := range st.following {
+		st.s.hub.unsubscribe(sqlapi.TaskChannel(id), st.sub)
 	}
-	return nil
 }
 
-func (st *stream) run(ctx context.Context, poll time.Duration, send func(string, event) error) error {
+// run re-reads the tasks, then waits for a wake-up or the poll interval, and never re-reads
+// sooner than the minimum interval after the last re-read: a flood of notifications, which any
+// role may send, costs one re-read per interval.
+func (st *stream) run(ctx context.Context, send func(string, event) error) error {
+	var last time.Time
 	for {
+		if err := sleep(ctx, time.Until(last.Add(st.s.cfg.EventMinInterval))); err != nil {
+			return err
+		}
+		last = time.Now()
 		if err := st.scan(ctx, send); err != nil {
 			return err
 		}
-		waitCtx, cancel := context.WithTimeout(ctx, poll)
-		_, err := st.conn.WaitForNotification(waitCtx)
-		cancel()
-		if ctx.Err() != nil {
+		select {
+		case <-ctx.Done():
 			return ctx.Err()
+		case <-st.sub.wake:
+		case <-time.After(st.s.cfg.PollInterval):
 		}
-		if err != nil && waitCtx.Err() == nil {
-			return fmt.Errorf("wait for task notifications: %w", err)
-		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -110,11 +133,32 @@ func (st *stream) run(ctx context.Context, poll time.Duration, send func(string,
 // what changed. submitted_by = current_user keeps the stream to the caller's own tasks, even
 // where row-level security would also show those of roles the caller belongs to.
 func (st *stream) scan(ctx context.Context, send func(string, event) error) error {
-	rows, err := st.conn.Query(ctx, `SELECT task_id, task_type, status, progress, error FROM ace.tasks
-		WHERE submitted_by = current_user AND (status IN ('QUEUED', 'RUNNING') OR submitted_at >= $1)
-		ORDER BY submitted_at, task_id`, st.since)
+	st.s.metrics.reread()
+	conn, err := st.s.logins.acquire(ctx, st.role)
 	if err != nil {
-		return fmt.Errorf("read tasks: %w", err)
+		return err
+	}
+	events, err := readEvents(ctx, conn.Conn(), st.since)
+	conn.Release()
+	if err != nil {
+		return err
+	}
+	for _, e := range events {
+		st.update(e)
+		if err := st.send(e, send); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readEvents reads, on the caller's connection, the tasks a scan reports.
+func readEvents(ctx context.Context, conn *pgx.Conn, since time.Time) ([]event, error) {
+	rows, err := conn.Query(ctx, `SELECT task_id, task_type, status, progress, error FROM ace.tasks
+		WHERE submitted_by = current_user AND (status IN ('QUEUED', 'RUNNING') OR submitted_at >= $1)
+		ORDER BY submitted_at, task_id`, since)
+	if err != nil {
+		return nil, fmt.Errorf("read tasks: %w", err)
 	}
 	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (event, error) {
 		var e event
@@ -122,29 +166,32 @@ func (st *stream) scan(ctx context.Context, send func(string, event) error) erro
 		return e, err
 	})
 	if err != nil {
-		return fmt.Errorf("read tasks: %w", err)
+		return nil, fmt.Errorf("read tasks: %w", err)
 	}
-	for _, e := range events {
-		if err := st.update(ctx, e, send); err != nil {
-			return err
-		}
-	}
-	return nil
+	return events, nil
 }
 
-// update sends what is new about one task. A task first seen after it was submitted gets its
+// update follows the channel of a task the caller's own read returned while it runs, and
+// stops once it ended: the stream never subscribes to a task it could not read.
+func (st *stream) update(e event) {
+	ch := sqlapi.TaskChannel(e.TaskID)
+	switch {
+	case !e.Status.Terminal() && !st.following[e.TaskID]:
+		st.s.hub.subscribe(ch, st.sub)
+		st.following[e.TaskID] = true
+	case e.Status.Terminal() && st.following[e.TaskID]:
+		st.s.hub.unsubscribe(ch, st.sub)
+		delete(st.following, e.TaskID)
+	}
+}
+
+// send sends what is new about one task. A task first seen after it was submitted gets its
 // queued event first, so every task the stream saw begin reports queued … done.
-func (st *stream) update(ctx context.Context, e event, send func(string, event) error) error {
+func (st *stream) send(e event, send func(string, event) error) error {
 	state := string(e.Status) + string(e.Progress)
 	last, known := st.seen[e.TaskID]
 	if known && (last == "" || last == state) {
 		return nil
-	}
-	if !st.listening[e.TaskID] && !e.Status.Terminal() {
-		if err := st.listen(ctx, sqlapi.TaskChannel(e.TaskID)); err != nil {
-			return err
-		}
-		st.listening[e.TaskID] = true
 	}
 	if !known && e.Status != sqlapi.StatusQueued {
 		queued := event{TaskID: e.TaskID, TaskType: e.TaskType, Status: sqlapi.StatusQueued}
@@ -158,12 +205,6 @@ func (st *stream) update(ctx context.Context, e event, send func(string, event) 
 		name = eventQueued
 	case e.Status.Terminal():
 		name, state = eventDone, ""
-		if st.listening[e.TaskID] {
-			if _, err := st.conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{sqlapi.TaskChannel(e.TaskID)}.Sanitize()); err != nil {
-				return fmt.Errorf("stop listening to task %s: %w", e.TaskID, err)
-			}
-			delete(st.listening, e.TaskID)
-		}
 	}
 	st.seen[e.TaskID] = state
 	return send(name, e)

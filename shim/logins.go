@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -82,20 +81,6 @@ func (l *logins) acquire(ctx context.Context, role string) (*pgxpool.Conn, error
 		return nil, &errLogin{role: role, err: err}
 	}
 	return nil, fmt.Errorf("connect to the database as %s: %w", role, err)
-}
-
-// connect opens a connection of its own as role, for a LISTEN that lasts as long as a stream.
-func (l *logins) connect(ctx context.Context, role string) (*pgx.Conn, error) {
-	cfg := l.base.ConnConfig.Copy()
-	cfg.User = role
-	c, err := pgx.ConnectConfig(ctx, cfg)
-	if isLoginRefused(err) {
-		return nil, &errLogin{role: role, err: err}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("connect to the database as %s: %w", role, err)
-	}
-	return c, nil
 }
 
 func (l *logins) drop(role string, p *pgxpool.Pool) {

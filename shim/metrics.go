@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,11 +22,12 @@ import (
 type treeLag struct {
 	node, table                    string
 	lagBytes, retainedBytes, dirty float64
+	warning                        *string // why the tree or its node's change stream is unwell
 }
 
 // treeLagSQL reads every node's trees as ace.mtree_status reports them.
 const treeLagSQL = `SELECT node_name, table_name, coalesce(lag_bytes, 0)::float8, coalesce(retained_wal_bytes, 0)::float8,
-	coalesce(dirty_leaves, 0)::float8 FROM ace.mtree_status()`
+	coalesce(dirty_leaves, 0)::float8, warning FROM ace.mtree_status()`
 
 // metrics serves /metrics in Prometheus' text exposition format (version 0.0.4), written by
 // hand: a few gauges and counters do not justify a dependency. Everything but the shim's own
@@ -35,7 +37,13 @@ type metrics struct {
 	pool    *pgxpool.Pool // the agent's login (ACE_DSN)
 	mu      sync.Mutex
 	submits map[[2]string]int64 // {task type, outcome} -> count
+	rereads atomic.Int64        // re-reads of the tasks by event streams
+	streams func() int          // event streams open
+	uploads func() int          // uploads of ACE diff files being read or imported
 }
+
+// reread counts one re-read of an event stream.
+func (m *metrics) reread() { m.rereads.Add(1) }
 
 func (m *metrics) submitted(typ sqlapi.TaskType, err error) {
 	outcome := "accepted"
@@ -85,8 +93,9 @@ func (m *metrics) readLags(ctx context.Context) ([]treeLag, error) {
 	}
 	var out []treeLag
 	var l treeLag
-	_, err = pgx.ForEachRow(rows, []any{&l.node, &l.table, &l.lagBytes, &l.retainedBytes, &l.dirty}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&l.node, &l.table, &l.lagBytes, &l.retainedBytes, &l.dirty, &l.warning}, func() error {
 		out = append(out, l)
+		l.warning = nil // a fresh string for the next row, not one shared with this one
 		return nil
 	})
 	if err != nil {
@@ -140,6 +149,12 @@ func (m *metrics) write(w io.Writer, aggs []taskAgg, lags []treeLag) {
 		e.sample("ace_shim_submissions_total", float64(m.submits[k]), "type", k[0], "outcome", k[1])
 	}
 	m.mu.Unlock()
+	e.family("ace_shim_event_streams", "gauge", "Event streams (GET /api/v1/events) open on this shim.")
+	e.sample("ace_shim_event_streams", float64(m.streams()))
+	e.family("ace_shim_event_rereads_total", "counter", "Re-reads of the tasks by event streams since the shim started (at most one per stream per ACE_SHIM_EVENT_MIN_INTERVAL).")
+	e.sample("ace_shim_event_rereads_total", float64(m.rereads.Load()))
+	e.family("ace_shim_uploads", "gauge", "Requests uploading an ACE diff file that this shim is reading or importing.")
+	e.sample("ace_shim_uploads", float64(m.uploads()))
 	e.family("ace_mtree_lag_bytes", "gauge", "How far each node's change stream, and so each Merkle tree, trails the node's WAL.")
 	for _, l := range lags {
 		e.sample("ace_mtree_lag_bytes", l.lagBytes, "node", l.node, "table", l.table)
@@ -151,6 +166,12 @@ func (m *metrics) write(w io.Writer, aggs []taskAgg, lags []treeLag) {
 	e.family("ace_mtree_stale_leaves", "gauge", "Leaves of each tree whose hashes wait for the next diff to be refreshed.")
 	for _, l := range lags {
 		e.sample("ace_mtree_stale_leaves", l.dirty, "node", l.node, "table", l.table)
+	}
+	e.family("ace_mtree_warning", "gauge", "1 for each tree whose node reports a warning (a failing change stream, a lost slot), the warning as a label.")
+	for _, l := range lags {
+		if l.warning != nil {
+			e.sample("ace_mtree_warning", 1, "node", l.node, "table", l.table, "warning", *l.warning)
+		}
 	}
 }
 

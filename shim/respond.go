@@ -24,9 +24,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// writeError answers err as JSON. An error raised by PostgreSQL is shown as PostgreSQL worded it.
+// writeError answers err as JSON, with code unless err is a *statusError, which has its own. An error raised by PostgreSQL is shown as PostgreSQL worded it.
 func writeError(w http.ResponseWriter, code int, err error) {
 	body := errorBody{Error: err.Error()}
+	var st *statusError
+	if errors.As(err, &st) {
+		code = st.code
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		body = errorBody{Error: pgErr.Message, Detail: pgErr.Detail, Hint: pgErr.Hint}
@@ -34,14 +38,21 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, body)
 }
 
-// dbError answers an error met while working as the caller: a refused login is 403, an error
-// the SQL side raised (a validation) is 400, anything else (the database is unreachable) 503.
+// dbError answers an error met while working as the caller: a refused login or a privileged
+// role is 403, an error the SQL side raised (a validation) is 400, a refusal of the shim's own
+// its status, anything else (the database is unreachable) 503.
 func dbError(w http.ResponseWriter, err error) {
 	var login *errLogin
+	var privileged *errPrivileged
+	var st *statusError
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &login):
 		writeJSON(w, http.StatusForbidden, errorBody{Error: login.Error()})
+	case errors.As(err, &privileged):
+		writeJSON(w, http.StatusForbidden, errorBody{Error: privileged.Error()})
+	case errors.As(err, &st):
+		writeError(w, st.code, err)
 	case errors.As(err, &pgErr):
 		writeError(w, http.StatusBadRequest, err)
 	default:

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ace-agent/ace-agent/agent"
@@ -18,17 +19,29 @@ import (
 
 // Server is the shim: the HTTPS API and, on a listener of its own, /metrics and /healthz.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	verify  *verifier
-	logins  *logins
-	agent   *pgxpool.Pool // the agent's own login: metrics and health only, never a caller's work
-	metrics *metrics
-	tls     *tls.Config
+	cfg       Config
+	log       *slog.Logger
+	verify    *verifier
+	logins    *logins
+	agent     *pgxpool.Pool // the agent's own login: metrics and health only, never a caller's work
+	agentUser string        // the agent's login role, refused as a CN
+	metrics   *metrics
+	tls       *tls.Config
+	hub       *hub   // the one LISTEN connection of every event stream
+	streams   *slots // open event streams
+	uploads   *slots // requests reading an uploaded ACE diff file
+	stopHub   context.CancelFunc
 }
 
 // New checks the configuration and prepares the server; nothing listens before Serve.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.checkLimits(); err != nil {
+		return nil, err
+	}
 	v, err := newVerifier(cfg)
 	if err != nil {
 		return nil, err
@@ -51,20 +64,31 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to the local node: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, verify: v, logins: l, agent: pool,
-		metrics: &metrics{pool: pool, submits: map[[2]string]int64{}}}
+	s := &Server{cfg: cfg, log: log, verify: v, logins: l, agent: pool, agentUser: poolCfg.ConnConfig.User,
+		streams: newSlots("event streams", cfg.MaxStreamsPerCN, "ACE_SHIM_MAX_STREAMS_PER_CN", cfg.MaxStreams, "ACE_SHIM_MAX_STREAMS"),
+		uploads: newSlots("uploads of an ACE diff file", cfg.MaxUploadsPerCN, "ACE_SHIM_MAX_UPLOADS_PER_CN", 0, "")}
+	s.metrics = &metrics{pool: pool, submits: map[[2]string]int64{}, streams: s.streams.count, uploads: s.uploads.count}
 	s.tls = &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
-		// The certificate is asked for but judged by the handler (verifier), so a refused
-		// client gets a 401 with a JSON reason rather than a failed handshake.
-		ClientAuth: tls.RequestClientCert,
+		// A client without a certificate is refused in the handshake. One that has a
+		// certificate is judged by the handler (verifier), so an expired, revoked or foreign
+		// one gets a 401 with a JSON reason rather than a bare failed handshake.
+		ClientAuth: tls.RequireAnyClientCert,
 	}
+	listenCfg := poolCfg.ConnConfig.Copy()
+	listenCfg.RuntimeParams["application_name"] = "ace-agent shim events"
+	s.hub = newHub(func(ctx context.Context) (*pgx.Conn, error) { return pgx.ConnectConfig(ctx, listenCfg) }, log)
+	hubCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopHub = stop
+	go s.hub.run(hubCtx)
 	return s, nil
 }
 
-// Close releases the database connections.
+// Close stops the event streams' LISTEN connection and releases the database connections.
 func (s *Server) Close() {
+	s.stopHub()
+	<-s.hub.done
 	s.logins.close()
 	s.agent.Close()
 }
@@ -85,7 +109,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no route %s", r.URL.Path))
 	})
-	return s.verify.authenticate(mux)
+	return s.verify.authenticate(s.admit(mux))
 }
 
 // MetricsHandler serves /metrics and /healthz, without client certificates: bind it to a
@@ -122,7 +146,9 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 // Serve serves the API on ln (TLS is added here) and the metrics on metricsLn (nil: none) until
 // ctx ends, then shuts both down gracefully.
 func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
-	api := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+	// No ReadTimeout or WriteTimeout: they would cut event streams. ReadHeaderTimeout also
+	// bounds the TLS handshake; a body gets its own deadline where it is read (readBody).
+	api := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	servers := []*http.Server{api}
 	errs := make(chan error, 2)

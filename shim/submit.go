@@ -9,17 +9,16 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
-
-// maxBody bounds a request body; an uploaded ACE diff file is the largest thing one holds.
-const maxBody = 256 << 20
 
 // requestError is a request the shim cannot map at all (not JSON, a field it does not know);
 // everything it can map is judged by the SQL side.
@@ -55,6 +54,12 @@ func (rt submitRoute) args(body map[string]json.RawMessage) (args map[string]jso
 	return args, upload, nil
 }
 
+// takesUpload reports a route whose diff_file may be an uploaded ACE diff file.
+func (rt submitRoute) takesUpload() bool {
+	_, ok := rt.field(diffFileField.rest)
+	return ok
+}
+
 func (rt submitRoute) field(name string) (field, bool) {
 	i := slices.IndexFunc(rt.fields, func(f field) bool { return f.rest == name })
 	if i < 0 {
@@ -72,17 +77,82 @@ func (rt submitRoute) fieldNames() string {
 	return strings.Join(names, ", ")
 }
 
-// readBody reads a JSON object body.
-func readBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, error) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+// readBody reads a JSON object body of at most ACE_SHIM_MAX_BODY_BYTES, or, on a route that
+// takes an uploaded ACE diff file, of at most ACE_SHIM_MAX_UPLOAD_BYTES while holding one of the
+// CN's upload slots (release gives it back; nil when none is held). The body must arrive
+// within ACE_SHIM_BODY_TIMEOUT and have no key twice in an object.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, uploads bool) (body map[string]json.RawMessage, release func(), err error) {
+	limit, setting := s.cfg.MaxBodyBytes, "ACE_SHIM_MAX_BODY_BYTES"
+	if uploads {
+		limit, setting = s.cfg.MaxUploadBytes, "ACE_SHIM_MAX_UPLOAD_BYTES"
+	}
+	if r.ContentLength > limit {
+		return nil, nil, tooLarge(limit, setting)
+	}
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)); err != nil {
+		return nil, nil, fmt.Errorf("set the body's read deadline: %w", err)
+	}
+	raw, err := readUpTo(r.Body, s.cfg.MaxBodyBytes)
+	if err == nil && int64(len(raw)) > s.cfg.MaxBodyBytes {
+		if !uploads {
+			return nil, nil, tooLarge(s.cfg.MaxBodyBytes, "ACE_SHIM_MAX_BODY_BYTES")
+		}
+		if release, err = s.uploads.take(callerCN(r)); err != nil {
+			return nil, nil, err
+		}
+		var rest []byte
+		rest, err = readUpTo(r.Body, limit-int64(len(raw)))
+		if raw = append(raw, rest...); err == nil && int64(len(raw)) > limit {
+			err = tooLarge(limit, setting)
+		}
+	}
+	if err == nil {
+		err = duplicateKey(raw)
+	}
+	if err == nil {
+		if e := json.Unmarshal(raw, &body); e != nil || body == nil {
+			err = &requestError{fmt.Sprintf("invalid JSON payload: the body must be a JSON object (%v)", e)}
+		}
+	}
 	if err != nil {
+		if release != nil {
+			release()
+		}
+		return nil, nil, err
+	}
+	// Cleared once read: a deadline that passes while the request is served would end it.
+	if err := rc.SetReadDeadline(time.Time{}); err != nil {
+		return nil, nil, fmt.Errorf("clear the body's read deadline: %w", err)
+	}
+	return body, release, nil
+}
+
+// stopReading makes the server read nothing more of a refused request's body (it would read
+// what is left to keep the connection) and close the connection after the answer.
+func stopReading(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
+// readUpTo reads up to max+1 bytes of r, so a longer body shows as one byte too many.
+func readUpTo(r io.Reader, max int64) ([]byte, error) {
+	raw, err := io.ReadAll(io.LimitReader(r, max+1))
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, &statusError{http.StatusRequestTimeout, "the request body did not arrive in time (ACE_SHIM_BODY_TIMEOUT): send it whole, without pauses"}
+	case err != nil:
 		return nil, &requestError{fmt.Sprintf("read the request body: %v", err)}
 	}
-	var body map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &body); err != nil || body == nil {
-		return nil, &requestError{fmt.Sprintf("invalid JSON payload: the body must be a JSON object (%v)", err)}
+	return raw, nil
+}
+
+func tooLarge(limit int64, setting string) error {
+	msg := fmt.Sprintf("the request body is larger than %d bytes (%s)", limit, setting)
+	if setting == "ACE_SHIM_MAX_BODY_BYTES" {
+		msg += "; only a repair or rerun that uploads an ACE diff file in diff_file may be larger (ACE_SHIM_MAX_UPLOAD_BYTES)"
 	}
-	return body, nil
+	return &statusError{http.StatusRequestEntityTooLarge, msg}
 }
 
 // submitted is the answer to a submission, ACE's.
@@ -95,15 +165,24 @@ type submitted struct {
 func (s *Server) submit(rt submitRoute) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !isJSON(r) {
+			stopReading(w)
 			writeError(w, http.StatusUnsupportedMediaType, fmt.Errorf("the body must be JSON (Content-Type: application/json), got %q", r.Header.Get("Content-Type")))
 			return
 		}
-		body, err := readBody(w, r)
+		body, release, err := s.readBody(w, r, rt.takesUpload())
 		if err != nil {
+			stopReading(w)
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
 		args, upload, err := rt.args(body)
+		if err == nil && upload != nil && release == nil {
+			// A small upload takes a slot too: its import holds a connection until it ends.
+			release, err = s.uploads.take(callerCN(r))
+		}
+		if release != nil {
+			defer release()
+		}
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
