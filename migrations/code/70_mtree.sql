@@ -54,10 +54,10 @@ BEGIN
     ELSE
         RETURN;
     END IF;
-    RAISE EXCEPTION 'permission denied: on this node, role % does not see every row of % (%); a Merkle tree is shared by every user of the table, so its leaves must cover every row', current_user, rel::text, why
+    RAISE EXCEPTION 'permission denied: on this node, role % does not see every row of % (%); a Merkle tree is shared by every user of the table, so its leaves must cover every row', current_user, tbl, why
         USING ERRCODE = 'insufficient_privilege',
               DETAIL = 'A tree built or refreshed at a restricted view would make later diffs by anyone miss differences.',
-              HINT = format('Compare at your own view with SELECT ace.table_diff(%L); or have a role that sees every row of the table (its owner, unless FORCE ROW LEVEL SECURITY applies) run the Merkle tree task.', rel::text);
+              HINT = format('Compare at your own view with SELECT ace.table_diff(%L); or have a role that sees every row of the table (its owner, unless FORCE ROW LEVEL SECURITY applies) run the Merkle tree task.', tbl);
 END $$;
 
 -- Raises unless this node has a ready tree of the table and it is the tree of the table with
