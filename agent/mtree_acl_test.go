@@ -103,7 +103,9 @@ func TestMtreeRefusesARestrictedView(t *testing.T) {
 	e.build(t)
 	e.Node("n2").Exec(t, `UPDATE public.t SET v = -v WHERE id = 'k0300'`)
 	// The stream must have delivered the change, so a refresh would hash its leaf.
-	require.Eventually(t, func() bool { return e.scalarOn(t, "n2", `SELECT (SELECT count(*) FROM ace.mtree_pending) + (SELECT count(*) FROM ace.mtree_dirty)`) > 0 }, 20*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return e.scalarOn(t, "n2", `SELECT (SELECT count(*) FROM ace.mtree_pending) + (SELECT count(*) FROM ace.mtree_dirty)`) > 0
+	}, 20*time.Second, 50*time.Millisecond)
 	before := e.leavesOf(t)
 
 	t.Run("restricted on the coordinator", func(t *testing.T) {
