@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -194,12 +193,13 @@ func olderTransactionsError(ctx context.Context, n *engine.Node, snap string, wa
 		return fmt.Errorf("node %s: find the transactions a tree build waits for: %w", n.Name, err)
 	}
 	var open []string
-	var pids []string
-	var pid int
+	var pid, firstPid int
 	var user, age string
 	_, err = pgx.ForEachRow(rows, []any{&pid, &user, &age}, func() error {
+		if open == nil {
+			firstPid = pid
+		}
 		open = append(open, fmt.Sprintf("pid %d (user %s, open for %s)", pid, user, age))
-		pids = append(pids, strconv.Itoa(pid))
 		return nil
 	})
 	if err != nil {
@@ -209,8 +209,8 @@ func olderTransactionsError(ctx context.Context, n *engine.Node, snap string, wa
 		return fmt.Errorf("node %s: transactions open when the tree's change tracking began were still open after %s, and none of them is a session's (a prepared transaction? see pg_prepared_xacts); end them, then build again",
 			n.Name, waited)
 	}
-	return fmt.Errorf("node %s: transactions open when the tree's change tracking began were still open after %s: %s; end them (COMMIT or ROLLBACK in that session, or SELECT pg_terminate_backend(pid) as the session's user or a superuser, e.g. pg_terminate_backend(%s)), then build again",
-		n.Name, waited, strings.Join(open, ", "), pids[0])
+	return fmt.Errorf("node %s: transactions open when the tree's change tracking began were still open after %s: %s; end them (COMMIT or ROLLBACK in that session, or SELECT pg_terminate_backend(%d) as the session's user or a superuser), then build again",
+		n.Name, waited, strings.Join(open, ", "), firstPid)
 }
 
 // snapshotOf is the pg_snapshot of a session: which transactions its reads see.
