@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/internal/localpg"
-	"github.com/ace-agent/ace-agent/migrations"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
+	"github.com/ace-agent/ace-agent/migrations"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
