@@ -183,7 +183,7 @@ func waitForOlderTransactions(ctx context.Context, n *engine.Node, timeout time.
 // transaction has been open only for the submitter's own sessions (or with pg_read_all_stats).
 func olderTransactionsError(ctx context.Context, n *engine.Node, snap string, waited time.Duration) error {
 	rows, err := n.Pool.Query(ctx, `SELECT a.pid, coalesce(a.usename::text, '?'),
-			coalesce(to_char(date_trunc('second', now() - a.xact_start), 'HH24:MI:SS'), 'an unknown time')
+			coalesce(date_trunc('second', now() - a.xact_start)::text, 'an unknown time')
 		FROM pg_stat_activity a
 		WHERE a.backend_xid::text::bigint IN (
 			SELECT x::text::bigint % 4294967296 FROM pg_snapshot_xip($1::pg_snapshot) x
