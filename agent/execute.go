@@ -62,8 +62,10 @@ func (a *Agent) end(ctx context.Context, cause error, log *slog.Logger, run *sql
 		log.Info("task handed back for another agent", "reason", cmp.Or(cause, err))
 		return run.HandBack(ctx)
 	}
+	// The log keeps key values; the task's error, which its submitter reads, names ranges by
+	// position only.
 	log.Warn("task failed", "err", err)
-	return run.Fail(ctx, err)
+	return run.Fail(ctx, engine.Redacted(err))
 }
 
 // handBack reports whether an unfinished task goes back to the queue: the shutdown's grace ran

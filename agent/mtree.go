@@ -25,6 +25,7 @@ func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run) (any, error) {
 	defer stop()
 	return mtree.Build(ctx, nodes, mtree.BuildOptions{
 		Table: args.TableName, LeafRows: args.LeafRows, TaskID: run.Task.ID.String(), User: run.Task.SubmittedBy,
+		TxWait: a.cfg.TreeTxWait,
 	}, progress)
 }
 
@@ -75,9 +76,13 @@ func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run) (any, error)
 }
 
 // openTreeNodes connects to the named nodes twice: as the submitter, who reads the table, and
-// as this agent, which writes the trees in the ace schema it owns.
+// as this agent, which writes the trees in the ace schema it owns. The submitter's sessions run
+// with mtree.DataSettings: what they hash goes into trees every user of the table shares.
 func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]mtree.Node, error) {
-	data, err := a.openNodes(ctx, run, names, maxConns)
+	data, err := a.openEach(ctx, names, func(o engine.NodeOptions) engine.NodeOptions {
+		o.MaxConns, o.Settings = maxConns, mtree.DataSettings
+		return a.asSubmitter(o, run)
+	})
 	if err != nil {
 		return nil, err
 	}

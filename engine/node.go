@@ -43,6 +43,8 @@ type NodeOptions struct {
 	ClientCerts []tls.Certificate
 	Role        string // SET ROLE to this on every connection; empty keeps the login role
 	MaxConns    int32
+	// Settings are run-time settings of this node's connections beyond the pinned ones.
+	Settings map[string]string
 }
 
 // OpenNode connects to a node and checks that the connection works, so an unreachable or
@@ -53,6 +55,9 @@ func OpenNode(ctx context.Context, o NodeOptions) (*Node, error) {
 		return nil, fmt.Errorf("node %s: %w", o.Name, err)
 	}
 	for k, v := range pinnedSettings {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	for k, v := range o.Settings {
 		cfg.ConnConfig.RuntimeParams[k] = v
 	}
 	if o.User != "" {

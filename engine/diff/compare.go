@@ -40,7 +40,8 @@ func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash
 		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, sql, args...)
 			if err != nil {
-				return fmt.Errorf("hash range %s on node %s: %w", r, d.nodes[i].Name, err)
+				return engine.WithKeys(err, fmt.Sprintf("hash range %s on node %s", r, d.nodes[i].Name),
+					fmt.Sprintf("hash a range of %d pieces on node %s", len(b.bounds)+1, d.nodes[i].Name))
 			}
 			out[i] = map[int]bucketHash{}
 			var b int
@@ -159,7 +160,7 @@ func (d *differ) narrow(ctx context.Context, r engine.Range, counts []int64) err
 	step := max(int64(d.opts.CompareUnitSize), counts[most]/256+1)
 	bounds, err := d.splitKeys(ctx, most, r, int(step))
 	if err != nil {
-		return fmt.Errorf("split range %s: %w", r, err)
+		return engine.WithKeys(err, fmt.Sprintf("split range %s", r), "split a range")
 	}
 	sub := block{rng: r, bounds: bounds}
 	hashes, err := d.hashBuckets(ctx, sub)
@@ -189,7 +190,8 @@ func (d *differ) compareRows(ctx context.Context, ranges []engine.Range) error {
 	where := "(" + strings.Join(conds, " OR ") + ")"
 	perNode, err := d.rowDigests(ctx, where, args)
 	if err != nil {
-		return fmt.Errorf("read row hashes in %d ranges from %s: %w", len(ranges), ranges[0], err)
+		return engine.WithKeys(err, fmt.Sprintf("read row hashes in %d ranges from %s", len(ranges), ranges[0]),
+			fmt.Sprintf("read row hashes in %d ranges", len(ranges)))
 	}
 	return d.reportKeys(ctx, differingKeys(perNode))
 }

@@ -22,6 +22,8 @@ type BuildOptions struct {
 	User     string // the submitting role, recorded in the tree
 	// TrackTimeout bounds the wait for each node's agent to start streaming the table's changes.
 	TrackTimeout time.Duration
+	// TxWait bounds the wait for the transactions open when the tracking began (0: a minute).
+	TxWait time.Duration
 }
 
 // BuildResult describes a built tree.
@@ -52,6 +54,12 @@ func Build(ctx context.Context, nodes []Node, opts BuildOptions, progress engine
 		progress = func(engine.Progress) {}
 	}
 	b := &builder{nodes: nodes, opts: opts, progress: progress}
+	// Refused before anything is made or taken down (not even the earlier tree).
+	if err := b.onNodes(ctx, func(ctx context.Context, i int) error {
+		return checkAccess(ctx, nodes[i], opts.Table, false)
+	}); err != nil {
+		return nil, err
+	}
 	res, err := b.build(ctx)
 	if err != nil {
 		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -169,7 +177,7 @@ func (b *builder) track(ctx context.Context, i int) error {
 	}
 	// A transaction older than the publication must not be decoded with it: pgoutput would look
 	// the publication up as of the transaction's start and fail.
-	if err := waitForOlderTransactions(ctx, n.Data); err != nil {
+	if err := waitForOlderTransactions(ctx, n.Data, b.opts.TxWait); err != nil {
 		return err
 	}
 	t, err := b.register(ctx, n, pub)
@@ -182,7 +190,7 @@ func (b *builder) track(ctx context.Context, i int) error {
 	}
 	// Every transaction the stream passed before it took the table on must be visible to the
 	// snapshot, or its change would be in neither.
-	if err := waitForOlderTransactions(ctx, n.Data); err != nil {
+	if err := waitForOlderTransactions(ctx, n.Data, b.opts.TxWait); err != nil {
 		return err
 	}
 	s, err := engine.OpenSession(ctx, n.Data)
@@ -340,7 +348,10 @@ func (b *builder) store(ctx context.Context, i int, ranges []engine.Range, sums 
 		if _, err := tx.Exec(ctx, `DELETE FROM ace.mtree_pending WHERE tree_id = $1 AND pg_visible_in_snapshot(xid, $2::pg_snapshot)`, t.ID, snap); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE ace.mtrees SET status = 'ready', built_at = now(), refreshed_at = now(), next_leaf_id = $2, error = NULL
+		// The table's owner now is recorded with its OID: a diff refuses the tree of a table that
+		// was re-created or given away since.
+		_, err := tx.Exec(ctx, `UPDATE ace.mtrees SET status = 'ready', built_at = now(), refreshed_at = now(), next_leaf_id = $2, error = NULL,
+				rel_owner = (SELECT c.relowner FROM pg_class c WHERE c.oid = relid)
 			WHERE tree_id = $1`, t.ID, len(leaves))
 		return err
 	})

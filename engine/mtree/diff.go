@@ -176,6 +176,9 @@ func (d *differ) onNodes(ctx context.Context, fn func(ctx context.Context, i int
 func (d *differ) loadTrees(ctx context.Context) error {
 	d.trees = make([]*tree, len(d.nodes))
 	err := d.onNodes(ctx, func(ctx context.Context, i int) error {
+		if err := checkAccess(ctx, d.nodes[i], d.opts.Diff.Table, true); err != nil {
+			return err
+		}
 		t, err := loadTree(ctx, d.nodes[i].Agent.Pool, d.opts.Diff.Table, false)
 		if errors.Is(err, errNoTree) {
 			return fmt.Errorf("there is no Merkle tree of %s; build one with ace.mtree_build(%s), or compare without one with ace.table_diff",

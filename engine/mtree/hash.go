@@ -53,7 +53,7 @@ func (s *subject) summaries(ctx context.Context, session *engine.Session, ranges
 			var bucket int
 			err := results.QueryRow().Scan(&bucket, &out[i].Count, &out[i].Lane1, &out[i].Lane2)
 			if err != nil && err != pgx.ErrNoRows {
-				return fmt.Errorf("hash range %s: %w", r, err)
+				return engine.WithKeys(err, fmt.Sprintf("hash range %s", r), fmt.Sprintf("hash range %d of %d", i+1, len(ranges)))
 			}
 		}
 		return results.Close()
@@ -185,7 +185,7 @@ func (s *subject) bucketSummaries(ctx context.Context, session *engine.Session, 
 	err := session.Read(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
-			return fmt.Errorf("hash range %s: %w", r, err)
+			return engine.WithKeys(err, fmt.Sprintf("hash range %s", r), fmt.Sprintf("hash a range of %d leaves", len(inner)+1))
 		}
 		var b int
 		var sum summary
@@ -215,7 +215,7 @@ func (s *subject) splitKeys(ctx context.Context, session *engine.Session, r engi
 	err := session.Read(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
-			return fmt.Errorf("split range %s: %w", r, err)
+			return engine.WithKeys(err, fmt.Sprintf("split range %s", r), "split a range into leaves")
 		}
 		keys, err = pgx.CollectRows(rows, engine.ScanKey(s.keys.Len()))
 		return err

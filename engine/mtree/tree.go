@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,27 @@ func dataNodes(nodes []Node) []*engine.Node {
 		out[i] = n.Data
 	}
 	return out
+}
+
+// DataSettings are the run-time settings of the submitter's sessions of a tree task. With
+// row_security off PostgreSQL raises instead of filtering rows by a policy, so no view that
+// row-level security restricts can hash a tree's leaves, even if checkAccess missed it.
+var DataSettings = map[string]string{"row_security": "off"}
+
+// checkAccess refuses, before anything is written, a submitter whose view of the table on a
+// node is restricted (ace.check_full_view: a tree is shared by every user of the table, so its
+// leaves must cover every row) and, when ready is set, a tree that is not ready or not the tree
+// of the table the submitter's name resolves to now (ace.check_mtree_ready: a table dropped
+// and re-created, or given to another owner, since the tree was built).
+func checkAccess(ctx context.Context, n Node, table string, ready bool) error {
+	sql := `SELECT ace.check_full_view($1::text)`
+	if ready {
+		sql += `, ace.check_mtree_ready($1::text, $1::text::regclass::oid)`
+	}
+	if _, err := n.Data.Pool.Exec(ctx, sql, table); err != nil {
+		return fmt.Errorf("node %s: %w", n.Name(), err)
+	}
+	return nil
 }
 
 // tree is a row of ace.mtrees.
@@ -131,13 +153,17 @@ func poll(ctx context.Context, timeout time.Duration, check func() (bool, error)
 
 // waitForOlderTransactions waits until every transaction that was running when it was called
 // has ended, as CREATE INDEX CONCURRENTLY does: afterwards every transaction whose commit the
-// change stream has passed is visible to a new snapshot.
-func waitForOlderTransactions(ctx context.Context, n *engine.Node) error {
+// change stream has passed is visible to a new snapshot. Anyone can leave a transaction open,
+// so the wait ends after timeout (0: a minute) with an error naming the sessions still open.
+func waitForOlderTransactions(ctx context.Context, n *engine.Node, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
 	var snap string
 	if err := n.Pool.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
 		return fmt.Errorf("node %s: read the running transactions: %w", n.Name, err)
 	}
-	_, err := poll(ctx, 365*24*time.Hour, func() (bool, error) {
+	done, err := poll(ctx, timeout, func() (bool, error) {
 		var done bool
 		err := n.Pool.QueryRow(ctx, `SELECT coalesce(bool_and(pg_visible_in_snapshot(x, pg_current_snapshot())), true)
 			FROM pg_snapshot_xip($1::pg_snapshot) x`, snap).Scan(&done)
@@ -146,7 +172,45 @@ func waitForOlderTransactions(ctx context.Context, n *engine.Node) error {
 	if err != nil {
 		return fmt.Errorf("node %s: wait for the transactions running before the tree's change tracking began: %w", n.Name, err)
 	}
+	if !done {
+		return olderTransactionsError(ctx, n, snap, timeout)
+	}
 	return nil
+}
+
+// olderTransactionsError names the sessions whose transactions of snap are still open, with
+// what pg_stat_activity shows the submitter of them: pid and user always, how long the
+// transaction has been open only for the submitter's own sessions (or with pg_read_all_stats).
+func olderTransactionsError(ctx context.Context, n *engine.Node, snap string, waited time.Duration) error {
+	rows, err := n.Pool.Query(ctx, `SELECT a.pid, coalesce(a.usename::text, '?'),
+			coalesce(date_trunc('second', now() - a.xact_start)::text, 'an unknown time')
+		FROM pg_stat_activity a
+		WHERE a.backend_xid::text::bigint IN (
+			SELECT x::text::bigint % 4294967296 FROM pg_snapshot_xip($1::pg_snapshot) x
+			WHERE NOT pg_visible_in_snapshot(x, pg_current_snapshot()))
+		ORDER BY a.pid`, snap)
+	if err != nil {
+		return fmt.Errorf("node %s: find the transactions a tree build waits for: %w", n.Name, err)
+	}
+	var open []string
+	var pid, firstPid int
+	var user, age string
+	_, err = pgx.ForEachRow(rows, []any{&pid, &user, &age}, func() error {
+		if open == nil {
+			firstPid = pid
+		}
+		open = append(open, fmt.Sprintf("pid %d (user %s, open for %s)", pid, user, age))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s: find the transactions a tree build waits for: %w", n.Name, err)
+	}
+	if len(open) == 0 {
+		return fmt.Errorf("node %s: transactions open when the tree's change tracking began were still open after %s, and none of them is a session's (a prepared transaction? see pg_prepared_xacts); end them, then build again",
+			n.Name, waited)
+	}
+	return fmt.Errorf("node %s: transactions open when the tree's change tracking began were still open after %s: %s; end them (COMMIT or ROLLBACK in that session, or SELECT pg_terminate_backend(%d) as the session's user or a superuser), then build again",
+		n.Name, waited, strings.Join(open, ", "), firstPid)
 }
 
 // snapshotOf is the pg_snapshot of a session: which transactions its reads see.

@@ -25,3 +25,7 @@ BEGIN
         EXECUTE format('DROP ROUTINE %s', p);
     END LOOP;
 END $$;
+
+-- Issue 16: ace.ready_mtree returned a tree's whole row (its builder and build task) to anyone;
+-- ace.check_mtree_ready only raises.
+DROP FUNCTION IF EXISTS ace.ready_mtree(text);

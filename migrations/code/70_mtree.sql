@@ -33,13 +33,42 @@ BEGIN
     END IF;
 END $$;
 
--- Raises unless this node has a ready tree of the table, and returns its row.
-CREATE OR REPLACE FUNCTION ace.ready_mtree(tbl text) RETURNS ace.mtrees
+-- Raises unless the current user sees every row and every column of the table. A Merkle tree
+-- is shared by every user of the table: its leaves are written by whoever builds or refreshes
+-- it, so what a view restricted by row-level security or column privileges computed must never
+-- get into it.
+CREATE OR REPLACE FUNCTION ace.check_full_view(tbl text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    rel regclass := tbl::regclass;
+    hidden text;
+    why text;
+BEGIN
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO hidden
+    FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped AND NOT has_column_privilege(rel, a.attnum, 'SELECT');
+    IF row_security_active(rel) THEN
+        why := 'row-level security filters its rows for that role';
+    ELSIF hidden IS NOT NULL THEN
+        why := format('that role may not read the column(s) %s', hidden);
+    ELSE
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'permission denied: on this node, role % does not see every row of % (%); a Merkle tree is shared by every user of the table, so its leaves must cover every row', current_user, tbl, why
+        USING ERRCODE = 'insufficient_privilege',
+              DETAIL = 'A tree built or refreshed at a restricted view would make later diffs by anyone miss differences.',
+              HINT = format('Compare at your own view with SELECT ace.table_diff(%L); or have a role that sees every row of the table (its owner, unless FORCE ROW LEVEL SECURITY applies) run the Merkle tree task.', tbl);
+END $$;
+
+-- Raises unless this node has a ready tree of the table and it is the tree of the table with
+-- OID relid (the table as the submitter resolved it) and of its present owner. It returns
+-- nothing: the tree's row (who built it, by which task) is the agents' business.
+CREATE OR REPLACE FUNCTION ace.check_mtree_ready(tbl text, relid oid) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
-    t ace.mtrees;
+    t record;
 BEGIN
-    SELECT * INTO t FROM ace.mtrees m WHERE m.table_name = tbl;
+    SELECT m.status, m.error, m.relid, m.rel_owner INTO t FROM ace.mtrees m WHERE m.table_name = tbl;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'there is no Merkle tree of %', tbl
             USING ERRCODE = 'undefined_object',
@@ -50,7 +79,12 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Build it again: SELECT ace.mtree_build(%L);', tbl);
     END IF;
-    RETURN t;
+    IF t.relid IS DISTINCT FROM check_mtree_ready.relid
+       OR t.rel_owner IS DISTINCT FROM (SELECT c.relowner FROM pg_class c WHERE c.oid = check_mtree_ready.relid) THEN
+        RAISE EXCEPTION 'the Merkle tree of % was built for a table that has since been dropped and re-created (or changed owner); build it again with ace.mtree_build(%)', tbl, quote_literal(tbl)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Build it again: SELECT ace.mtree_build(%L);', tbl);
+    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION ace.validate_mtree_build(args jsonb) RETURNS jsonb
@@ -60,6 +94,7 @@ DECLARE
     bounds int[] := ace.mtree_leaf_rows_range();
 BEGIN
     PERFORM ace.check_trackable(tbl);
+    PERFORM ace.check_full_view(tbl);
     PERFORM ace.check_range(args, 'leaf_rows', bounds[1], bounds[2]);
     PERFORM ace.check_positive(args, 'leaf_rows');
     RETURN jsonb_strip_nulls(args || jsonb_build_object(
@@ -89,7 +124,8 @@ BEGIN
         RAISE EXCEPTION 'cdc_timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     args := ace.validate_table_diff(args - 'cdc_timeout');
-    PERFORM ace.ready_mtree(args->>'table_name');
+    PERFORM ace.check_full_view(args->>'table_name');
+    PERFORM ace.check_mtree_ready(args->>'table_name', (args->>'table_name')::regclass::oid);
     RETURN args || jsonb_build_object('cdc_timeout', extract(epoch FROM timeout));
 END $$;
 
@@ -276,23 +312,43 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
     WHERE mtree_local_status.table_name IS NULL OR m.table_name = mtree_local_status.table_name
 $$;
 
--- Every node's trees and streams as this node's agent last collected them (each heartbeat).
+-- Every node's trees and streams as this node's agent last collected them (each heartbeat). The
+-- row counts and the change activity of a table are shown only to roles that may read it on this
+-- node (NULL to others); the status and the warnings to everyone. The view reads the agents'
+-- tables as its owner, while its privilege tests run as the querying role.
+CREATE OR REPLACE VIEW ace.mtree_status_rows AS
+    SELECT s.table_name, s.node_name, j.status,
+           CASE WHEN r.readable THEN j.leaves END AS leaves,
+           CASE WHEN r.readable THEN j.row_count END AS row_count,
+           CASE WHEN r.readable THEN j.largest_leaf_rows END AS largest_leaf_rows,
+           CASE WHEN r.readable THEN j.dirty_leaves END AS dirty_leaves,
+           CASE WHEN r.readable THEN j.pending_changes END AS pending_changes,
+           j.leaf_rows, j.confirmed_lsn, j.lag_bytes, j.retained_wal_bytes, j.safe_wal_bytes,
+           j.slot_status, j.heartbeat_at, j.built_at, j.hash_version,
+           coalesce(s.status->>'error', j.warning) AS warning, s.reported_at
+    FROM ace.mtree_node_status s
+    CROSS JOIN LATERAL jsonb_to_record(s.status) AS j(status text, leaves bigint, row_count bigint, largest_leaf_rows bigint,
+        dirty_leaves bigint, pending_changes bigint, leaf_rows int, confirmed_lsn pg_lsn, lag_bytes numeric,
+        retained_wal_bytes numeric, safe_wal_bytes bigint, slot_status text, heartbeat_at timestamptz,
+        built_at timestamptz, hash_version int, warning text)
+    -- The table as this node's tree recorded it, by OID: resolving the name could raise for a
+    -- schema the role may not use, and a table dropped since has no privileges to test. The
+    -- agents (the ace schema's owner, who write the trees) see every count.
+    CROSS JOIN LATERAL (SELECT pg_catalog.pg_has_role((SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'ace'), 'MEMBER')
+                               OR coalesce((SELECT pg_catalog.has_schema_privilege(c.relnamespace, 'USAGE')
+                                                   AND pg_catalog.has_table_privilege(c.oid, 'SELECT')
+                                            FROM ace.mtrees m JOIN pg_catalog.pg_class c ON c.oid = m.relid
+                                            WHERE m.table_name = s.table_name), false) AS readable) r;
+GRANT SELECT ON ace.mtree_status_rows TO PUBLIC;
+
 CREATE OR REPLACE FUNCTION ace.mtree_status(table_name text DEFAULT NULL)
 RETURNS TABLE (
     table_name text, node_name text, status text, leaves bigint, row_count bigint, largest_leaf_rows bigint,
     dirty_leaves bigint, pending_changes bigint, leaf_rows int, confirmed_lsn pg_lsn, lag_bytes numeric,
     retained_wal_bytes numeric, safe_wal_bytes bigint, slot_status text, heartbeat_at timestamptz,
     built_at timestamptz, hash_version int, warning text, reported_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
-    SELECT s.table_name, s.node_name, j.status, j.leaves, j.row_count, j.largest_leaf_rows, j.dirty_leaves,
-           j.pending_changes, j.leaf_rows, j.confirmed_lsn, j.lag_bytes, j.retained_wal_bytes, j.safe_wal_bytes,
-           j.slot_status, j.heartbeat_at, j.built_at, j.hash_version,
-           coalesce(s.status->>'error', j.warning), s.reported_at
-    FROM ace.mtree_node_status s,
-         LATERAL jsonb_to_record(s.status) AS j(status text, leaves bigint, row_count bigint, largest_leaf_rows bigint,
-             dirty_leaves bigint, pending_changes bigint, leaf_rows int, confirmed_lsn pg_lsn, lag_bytes numeric,
-             retained_wal_bytes numeric, safe_wal_bytes bigint, slot_status text, heartbeat_at timestamptz,
-             built_at timestamptz, hash_version int, warning text)
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT s.* FROM ace.mtree_status_rows s
     WHERE mtree_status.table_name IS NULL OR s.table_name = mtree_status.table_name
     ORDER BY s.table_name, s.node_name
 $$;
