@@ -83,10 +83,13 @@ func TestInstallUpgradesV5(t *testing.T) {
 
 	r := ace(t, inst.DSN(old.Config().Database), "install")
 	require.Equal(t, exitOK, r.code, r)
-	require.Equal(t, "ace schema installed on "+old.Config().Database+" (version 6)\n", r.stdout)
-	after := withoutEmptyNew(contents(t, old), before)
-	before["schema_version"] = strings.Replace(before["schema_version"], `"version": 5`, `"version": 6`, 1)
+	require.Equal(t, "ace schema installed on "+old.Config().Database+" (version 7)\n", r.stdout)
+	after := withoutEmptyNew(contentsAsV5(t, old), before)
+	before["schema_version"] = strings.Replace(before["schema_version"], `"version": 5`, `"version": 7`, 1)
 	require.Equal(t, before, after, "install lost or changed rows")
+	var unset int
+	require.NoError(t, old.QueryRow(ctx, `SELECT count(*) FROM ace.tasks WHERE submitted_session_user IS DISTINCT FROM submitted_by`).Scan(&unset))
+	require.Zero(t, unset, "migration 007 records the old tasks' submitters as their logins")
 
 	_, err = sqlapi.Install(ctx, fresh)
 	require.NoError(t, err)
@@ -94,7 +97,7 @@ func TestInstallUpgradesV5(t *testing.T) {
 	// The tables are the ones the old migrations made; the functions are the SQL API's, which
 	// install replaces (issue 9 renamed and merged some), so they are compared with the upgraded
 	// database's below, not with the old ones.
-	require.Equal(t, withoutFunctions(v5), withoutFunctions(withoutLater(want)), "a fresh install's tables differ from what the migrations of earlier releases made")
+	require.Equal(t, withoutFunctions(withoutReplaced(v5)), withoutFunctions(withoutLater(want)), "a fresh install's tables differ from what the migrations of earlier releases made")
 	require.Equal(t, want, fingerprint(t, old), "the upgraded schema differs from a fresh one")
 
 	// A second install changes nothing, and does not make the triggers again.
@@ -108,7 +111,7 @@ func TestInstallUpgradesV5(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, oids, triggers(old))
 	require.Equal(t, want, fingerprint(t, old))
-	require.Equal(t, after, withoutEmptyNew(contents(t, old), before))
+	require.Equal(t, after, withoutEmptyNew(contentsAsV5(t, old), before))
 
 	// The upgraded API works on the old rows.
 	var n int
@@ -165,6 +168,20 @@ func newDatabase(t *testing.T, inst *localpg.Instance, suffix string) *pgx.Conn 
 // contents is every row of every table of the ace schema, as JSON, by table.
 func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
+	return contentsAs(t, conn, "to_jsonb(x)", "true")
+}
+
+// contentsAsV5 is contents without what migration 007 added to existing tables: the tasks'
+// submitted_session_user and two settings.
+func contentsAsV5(t *testing.T, conn *pgx.Conn) map[string]string {
+	t.Helper()
+	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user'",
+		"NOT (to_jsonb(x) ? 'description' AND to_jsonb(x)->>'name' IN ('max_cdc_timeout', 'task_retention'))")
+}
+
+// contentsAs is every row that matches where, as the JSON row makes it, by table.
+func contentsAs(t *testing.T, conn *pgx.Conn, row, where string) map[string]string {
+	t.Helper()
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, `SELECT relname FROM pg_class WHERE relnamespace = 'ace'::regnamespace AND relkind = 'r'`)
 	require.NoError(t, err)
@@ -173,8 +190,8 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 	out := map[string]string{}
 	for _, table := range tables {
 		var s string
-		require.NoError(t, conn.QueryRow(ctx, `SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY to_jsonb(x)::text), '[]')::text FROM ace.`+
-			pgx.Identifier{table}.Sanitize()+` x`).Scan(&s))
+		require.NoError(t, conn.QueryRow(ctx, `SELECT coalesce(jsonb_agg(`+row+` ORDER BY (`+row+`)::text), '[]')::text FROM ace.`+
+			pgx.Identifier{table}.Sanitize()+` x WHERE `+where).Scan(&s))
 		out[table] = s
 	}
 	return out
@@ -202,14 +219,28 @@ func withoutEmptyNew(tables, old map[string]string) map[string]string {
 	return out
 }
 
-// withoutLater leaves out what the migrations after version 5 made: 006's Merkle tree tables.
+// withoutLater leaves out what the migrations after version 5 made: 006's Merkle tree tables,
+// 007's column and indexes of ace.tasks.
 func withoutLater(lines []string) []string {
 	var out []string
 	for _, l := range lines {
 		switch {
-		case l == "version 6":
+		case l == "version 7":
 			out = append(out, "version 5")
-		case !strings.Contains(l, "mtree") && !strings.Contains(l, "cdc_state"):
+		case !strings.Contains(l, "mtree") && !strings.Contains(l, "cdc_state") && !strings.Contains(l, "submitted_session_user") &&
+			!strings.Contains(l, "tasks_finished") && !strings.Contains(l, "_by_login"):
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// withoutReplaced leaves out what the migrations after version 5 dropped: 007 replaced the
+// indexes of the per-role limits with ones on the login.
+func withoutReplaced(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if !strings.Contains(l, "_by_role") {
 			out = append(out, l)
 		}
 	}

@@ -88,6 +88,7 @@ BEGIN
     IF timeout <= '0'::interval THEN
         RAISE EXCEPTION 'cdc_timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM ace.check_cdc_timeout(timeout);
     args := ace.validate_table_diff(args - 'cdc_timeout');
     PERFORM ace.ready_mtree(args->>'table_name');
     RETURN args || jsonb_build_object('cdc_timeout', extract(epoch FROM timeout));
