@@ -2,7 +2,11 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -12,7 +16,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
+	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
 // Issue 16, item 14: the queued limit counted current_user, so a submitter who SET ROLE to a
@@ -177,4 +183,47 @@ func TestCdcTimeoutIsCapped(t *testing.T) {
 		_, err := asBob.Exec(ctx, `SELECT ace.mtree_diff('public.t', cdc_timeout => '2 minutes')`)
 		require.Contains(t, pgError(t, err).Message, "cdc_timeout 00:02:00 is longer than max_cdc_timeout (1 minute)")
 	})
+}
+
+// Issue 16, item 18: reports were named <schema>_<table>_diffs-<second>, so the diffs of a.b_c
+// and a_b.c that ended in the same second wrote one file, the second over the first. Each task's
+// report now has a name of its own.
+func TestReportNamesAreUniquePerTask(t *testing.T) {
+	t.Parallel()
+	e := setupNoAgents(t, `CREATE SCHEMA a; CREATE SCHEMA a_b;
+		CREATE TABLE a.b_c (id int PRIMARY KEY, v text); CREATE TABLE a_b.c (id int PRIMARY KEY, v text);
+		INSERT INTO a.b_c VALUES (1, 'x'); INSERT INTO a_b.c VALUES (1, 'x')`)
+	e.Node("n2").Exec(t, `UPDATE a.b_c SET v = 'only in a.b_c'; UPDATE a_b.c SET v = 'only in a_b.c'`)
+	n1 := e.Node("n1")
+	cfg := n1.AgentConfig()
+	cfg.ReportDir = t.TempDir()
+	ctx := context.Background()
+	stamp := regexp.MustCompile(`_diffs-(\d{14})`)
+	// Until both end in the same second, which collided before; the names must differ anyway.
+	for attempt := 0; attempt < 5; attempt++ {
+		var ids [2]uuid.UUID
+		for i, table := range []string{"a.b_c", "a_b.c"} {
+			require.NoError(t, n1.Pool.QueryRow(ctx, `SELECT ace.table_diff($1, output => 'json')`, table).Scan(&ids[i]))
+		}
+		agent := n1.StartAgentWith(t, cfg)
+		var files [2]string
+		for i, id := range ids {
+			task := n1.Wait(t, id)
+			require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+			var s engine.DiffSummary
+			require.NoError(t, json.Unmarshal(task.Result, &s))
+			files[i] = s.ReportFile
+		}
+		require.NoError(t, agent.Stop())
+		require.NotEqual(t, files[0], files[1])
+		for i, want := range []string{"only in a.b_c", "only in a_b.c"} {
+			raw, err := os.ReadFile(files[i])
+			require.NoError(t, err)
+			require.Contains(t, string(raw), want, files[i])
+			require.Contains(t, filepath.Base(files[i]), ids[i].String())
+		}
+		if stamp.FindString(files[0]) == stamp.FindString(files[1]) {
+			return
+		}
+	}
 }
