@@ -227,3 +227,25 @@ func TestReportNamesAreUniquePerTask(t *testing.T) {
 		}
 	}
 }
+
+// Issue 16, item 14: the running limit counted the role too, so a task submitted after SET ROLE
+// to a group ran beside the login's own. It counts the login now.
+func TestSetRoleGivesNoSecondRunningSlot(t *testing.T) {
+	t.Parallel()
+	e := newQueueEnv(t)
+	ctx := context.Background()
+	e.set("max_running_tasks_per_role", "1")
+	bob := e.role("bob")
+	group := pgx.Identifier{e.DB + "_bobs_group"}.Sanitize()
+	e.ExecAll(fmt.Sprintf(`CREATE ROLE %s NOLOGIN; GRANT %[1]s TO %s; GRANT SELECT ON t TO %[1]s`, group, pgx.Identifier{bob}.Sanitize()))
+	asBob := e.connect("n1", bob)
+	first := e.submit(asBob, `SELECT ace.table_diff('public.t')`)
+	_, err := asBob.Exec(ctx, `SET ROLE `+group)
+	require.NoError(t, err)
+	e.submit(asBob, `SELECT ace.table_diff('public.t')`)
+
+	run, _ := e.claim("agent")
+	require.Equal(t, first, run.Task.ID)
+	none, _ := e.claim("agent")
+	require.Nil(t, none, "bob's task as the group waits for his first")
+}
