@@ -47,6 +47,10 @@ func TestSetRoleGivesNoSecondQuota(t *testing.T) {
 			require.Contains(t, pgErr.Message, "role "+bob+" already has 2 queued tasks, as many as max_queued_tasks_per_role allows")
 		})
 	}
+	t.Run("no user may lock a login's row of the submission line", func(t *testing.T) {
+		_, err := asBob.Exec(ctx, `SELECT * FROM ace.role_submissions FOR UPDATE`)
+		require.Equal(t, "42501", pgError(t, err).Code)
+	})
 	var logins []string
 	rows, err := e.agent.Query(ctx, `SELECT DISTINCT submitted_session_user::text FROM ace.tasks`)
 	require.NoError(t, err)

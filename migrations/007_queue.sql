@@ -10,6 +10,9 @@ DROP INDEX IF EXISTS ace.tasks_queued_by_role;
 DROP INDEX IF EXISTS ace.tasks_running_by_role;
 CREATE INDEX tasks_queued_by_login ON ace.tasks (submitted_session_user) WHERE status = 'QUEUED';
 CREATE INDEX tasks_running_by_login ON ace.tasks (submitted_session_user) WHERE status = 'RUNNING';
+-- ace.check_queued_limit (SECURITY DEFINER) is now the only writer of ace.role_submissions,
+-- keyed by login: no user may lock a row of it, and so hold up another login's submissions.
+REVOKE ALL ON ace.role_submissions FROM PUBLIC;
 -- The agent deletes finished tasks older than task_retention, oldest first.
 CREATE INDEX tasks_finished ON ace.tasks (finished_at) WHERE status IN ('COMPLETED', 'FAILED', 'CANCELLED');
 

@@ -220,7 +220,7 @@ func withoutEmptyNew(tables, old map[string]string) map[string]string {
 }
 
 // withoutLater leaves out what the migrations after version 5 made: 006's Merkle tree tables,
-// 007's column and indexes of ace.tasks.
+// 007's column and indexes of ace.tasks and ace.role_submissions without grants.
 func withoutLater(lines []string) []string {
 	var out []string
 	for _, l := range lines {
@@ -228,7 +228,7 @@ func withoutLater(lines []string) []string {
 		case l == "version 7":
 			out = append(out, "version 5")
 		case !strings.Contains(l, "mtree") && !strings.Contains(l, "cdc_state") && !strings.Contains(l, "submitted_session_user") &&
-			!strings.Contains(l, "tasks_finished") && !strings.Contains(l, "_by_login"):
+			!strings.Contains(l, "tasks_finished") && !strings.Contains(l, "_by_login") && !strings.HasPrefix(l, "relation role_submissions kind r"):
 			out = append(out, l)
 		}
 	}
@@ -236,11 +236,12 @@ func withoutLater(lines []string) []string {
 }
 
 // withoutReplaced leaves out what the migrations after version 5 dropped: 007 replaced the
-// indexes of the per-role limits with ones on the login.
+// indexes of the per-role limits with ones on the login, and revoked the grants of
+// ace.role_submissions.
 func withoutReplaced(lines []string) []string {
 	var out []string
 	for _, l := range lines {
-		if !strings.Contains(l, "_by_role") {
+		if !strings.Contains(l, "_by_role") && !strings.HasPrefix(l, "relation role_submissions kind r") {
 			out = append(out, l)
 		}
 	}
