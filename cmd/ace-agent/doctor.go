@@ -27,7 +27,8 @@ func newDoctorCmd(g *globals) *cobra.Command {
 		Use:   "doctor",
 		Short: "Check that task sessions can log in as every submitter on every node",
 		Long: `Check the wall between submitters and the agent, from the local node ($ACE_DSN):
-the agent's own login is not a superuser, every node is reached over verified TLS, and on
+the agent's own login is not a superuser, on every node the schema ace and everything in it
+belong to that login alone (as install demands), every node is reached over verified TLS, and on
 every node the agent's certificate logs in as each member of ace_submitters (the pg_hba.conf
 and pg_ident.conf lines the README's "The wall" section shows). Names what is missing.
 
