@@ -108,6 +108,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	bg.Go(func() { a.listen(bgCtx, wake) })
 	bg.Go(func() { a.heartbeatLoop(bgCtx) })
 	bg.Go(func() { a.keepTrees(bgCtx) })
+	bg.Go(func() { a.retentionLoop(bgCtx) })
 
 	var tasks conc.WaitGroup
 	a.claimLoop(ctx, wake, &tasks)

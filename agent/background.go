@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -103,5 +104,49 @@ func (a *Agent) recover(ctx context.Context) {
 	}
 	for _, o := range orphans {
 		a.log.Warn("recovered task of a stopped agent", "task", o.TaskID, "agent", o.ClaimedBy, "requeued", o.Requeued)
+	}
+}
+
+// Retention: finished tasks and their results are deleted once they are older than the
+// task_retention setting, in batches of retentionBatch rows, so that each transaction stays short
+// and holds few locks. Several agents on one node share the work (the batches skip rows another
+// has locked).
+const (
+	retentionBatch           = 500
+	defaultRetentionInterval = 10 * time.Minute
+)
+
+// retentionLoop deletes expired tasks at start and then every RetentionInterval.
+func (a *Agent) retentionLoop(ctx context.Context) {
+	every := cmp.Or(a.cfg.RetentionInterval, defaultRetentionInterval)
+	for {
+		a.deleteExpiredTasks(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// deleteExpiredTasks deletes batches until none is full. A failure is logged and the next round
+// tries again: nothing is lost by deleting later.
+func (a *Agent) deleteExpiredTasks(ctx context.Context) {
+	total := 0
+	for ctx.Err() == nil {
+		var n int
+		if err := a.pool.QueryRow(ctx, `SELECT ace.delete_expired_tasks($1)`, retentionBatch).Scan(&n); err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("deleting finished tasks older than task_retention failed; trying again later", "err", err)
+			}
+			return
+		}
+		total += n
+		if n < retentionBatch {
+			break
+		}
+	}
+	if total > 0 {
+		a.log.Info("deleted finished tasks older than task_retention", "count", total)
 	}
 }

@@ -420,7 +420,8 @@ func TestSettingsAreTheOwners(t *testing.T) {
 	}
 	require.NoError(t, rows.Err())
 	require.Equal(t, map[string]string{"max_queued_tasks_per_role": "50", "max_running_tasks_per_role": "2",
-		"max_task_runtime": "12 hours", "max_recheck_after": "1 hour"}, settings)
+		"max_task_runtime": "12 hours", "max_recheck_after": "1 hour", "max_cdc_timeout": "10 minutes",
+		"task_retention": "30 days"}, settings)
 	for _, sql := range []string{`UPDATE ace.settings SET value = '1000'`, `DELETE FROM ace.settings`,
 		`INSERT INTO ace.settings VALUES ('max_task_runtime', '1 year', '')`} {
 		_, err := asBob.Exec(ctx, sql)
@@ -431,6 +432,8 @@ func TestSettingsAreTheOwners(t *testing.T) {
 		`max_queued_tasks_per_role = 'lots'`: `setting max_queued_tasks_per_role must be a whole number of at least 1, got "lots"`,
 		`max_task_runtime = 'soon'`:          `setting max_task_runtime must be a positive interval`,
 		`max_recheck_after = '-1 hour'`:      `setting max_recheck_after must be a positive interval`,
+		`max_cdc_timeout = '0'`:              `setting max_cdc_timeout must be a positive interval`,
+		`task_retention = 'forever'`:         `setting task_retention must be a positive interval`,
 	} {
 		t.Run(value, func(t *testing.T) {
 			name, v, _ := strings.Cut(value, " = ")

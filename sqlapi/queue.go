@@ -64,9 +64,9 @@ type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// claimSQL marks the oldest queued task RUNNING whose role runs fewer tasks than
-// max_running_tasks_per_role, skipping rows another claim has locked, and returns it with
-// max_task_runtime in seconds. Submitters cannot lock task rows (they may only insert them), so
+// claimSQL marks the oldest queued task RUNNING whose login (the session user that submitted
+// it, whatever role it set) runs fewer tasks than max_running_tasks_per_role, skipping rows
+// another claim has locked, and returns it with max_task_runtime in seconds. Submitters cannot lock task rows (they may only insert them), so
 // a skipped row is always another claim's.
 const claimSQL = `
 	UPDATE ace.tasks SET status = 'RUNNING', claimed_by = $1, started_at = clock_timestamp(),
@@ -74,7 +74,7 @@ const claimSQL = `
 	WHERE task_id = (
 		SELECT q.task_id FROM ace.tasks q
 		WHERE q.status = 'QUEUED'
-		  AND (SELECT count(*) FROM ace.tasks r WHERE r.status = 'RUNNING' AND r.submitted_by = q.submitted_by)
+		  AND (SELECT count(*) FROM ace.tasks r WHERE r.status = 'RUNNING' AND r.submitted_session_user = q.submitted_session_user)
 		      < coalesce(ace.setting('max_running_tasks_per_role')::int, 2147483647)
 		ORDER BY q.submitted_at FOR UPDATE SKIP LOCKED LIMIT 1)
 	RETURNING ` + taskColumns + `, coalesce(extract(epoch FROM ace.setting('max_task_runtime')::interval), 0)::float8`

@@ -27,7 +27,8 @@ func newDoctorCmd(g *globals) *cobra.Command {
 		Use:   "doctor",
 		Short: "Check that task sessions can log in as every submitter on every node",
 		Long: `Check the wall between submitters and the agent, from the local node ($ACE_DSN):
-the agent's own login is not a superuser, every node is reached over verified TLS, and on
+the agent's own login is not a superuser, on every node the schema ace and everything in it
+belong to that login alone (as install demands), every node is reached over verified TLS, and on
 every node the agent's certificate logs in as each member of ace_submitters (the pg_hba.conf
 and pg_ident.conf lines the README's "The wall" section shows). Names what is missing.
 
@@ -66,6 +67,9 @@ func doctor(ctx context.Context, w io.Writer, dsn string) (int, error) {
 	if err := d.checkAgentLogin(ctx, conn); err != nil {
 		return 0, err
 	}
+	if usable, err := d.checkLocalSchemaOwner(ctx, conn); err != nil || !usable {
+		return d.problems, err
+	}
 	submitters, err := membersOf(ctx, conn, submittersGroup)
 	if err != nil {
 		return 0, err
@@ -82,6 +86,9 @@ func doctor(ctx context.Context, w io.Writer, dsn string) (int, error) {
 		return 0, err
 	}
 	agentCN := certName(certs)
+	if err := d.checkPeerSchemaOwners(ctx, conn.Config().User, nodes, certs); err != nil {
+		return 0, err
+	}
 	for _, n := range nodes {
 		ci := n.ConnInfo
 		if n.Name == os.Getenv("ACE_NODE") {
@@ -109,10 +116,21 @@ func (d *doctorRun) fail(msg string) {
 
 func (d *doctorRun) checkAgentLogin(ctx context.Context, conn *pgx.Conn) error {
 	var user string
-	var super, replication, trees bool
-	if err := conn.QueryRow(ctx, `SELECT current_user, rolsuper, rolreplication, EXISTS (SELECT 1 FROM ace.mtrees)
-		FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super, &replication, &trees); err != nil {
+	var super, replication, readable, trees bool
+	if err := conn.QueryRow(ctx, `SELECT current_user, rolsuper, rolreplication, has_schema_privilege('ace', 'USAGE')
+		FROM pg_roles WHERE rolname = current_user`).Scan(&user, &super, &replication, &readable); err != nil {
 		return fmt.Errorf("read the agent's login role: %w", err)
+	}
+	// A schema ace the agent cannot use is reported by checkSchemaOwners.
+	if readable {
+		if err := conn.QueryRow(ctx, `SELECT to_regclass('ace.mtrees') IS NOT NULL`).Scan(&trees); err != nil {
+			return fmt.Errorf("read the agent's login role: %w", err)
+		}
+	}
+	if trees {
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ace.mtrees)`).Scan(&trees); err != nil {
+			return fmt.Errorf("read the agent's login role: %w", err)
+		}
 	}
 	if super {
 		d.fail(fmt.Sprintf("the agent logs in as %s, a superuser: give it a login of its own without superuser that owns the ace schema", user))
@@ -126,6 +144,62 @@ func (d *doctorRun) checkAgentLogin(ctx context.Context, conn *pgx.Conn) error {
 		d.fail(fmt.Sprintf("%s lacks REPLICATION, so it cannot stream the changes of the Merkle trees built here: ALTER ROLE %s REPLICATION; on every node", user, user))
 	default:
 		fmt.Fprintf(d.w, "note     %s lacks REPLICATION: Merkle trees (ace-agent mtree) need it: ALTER ROLE %s REPLICATION;\n", user, user)
+	}
+	return nil
+}
+
+// checkLocalSchemaOwner wants the local node's schema ace to be the agent's login's alone, as
+// install does: whoever else owns it, or an object in it, can change what the agent and every
+// submitter run. It reports whether the agent can use the schema, without which the other
+// checks cannot read the nodes.
+func (d *doctorRun) checkLocalSchemaOwner(ctx context.Context, conn *pgx.Conn) (usable bool, err error) {
+	where := "the local node"
+	if node := os.Getenv("ACE_NODE"); node != "" {
+		where = "node " + node
+	}
+	if err := d.reportSchemaOwners(ctx, where, conn); err != nil {
+		return false, err
+	}
+	if err := conn.QueryRow(ctx, `SELECT has_schema_privilege('ace', 'USAGE') AND to_regclass('ace.nodes') IS NOT NULL`).Scan(&usable); err != nil {
+		return false, fmt.Errorf("read schema ace: %w", err)
+	}
+	if !usable {
+		d.fail(fmt.Sprintf("%s: the agent's login cannot use schema ace: install it as the agent's login (ace-agent install)", where))
+	}
+	return usable, nil
+}
+
+// checkPeerSchemaOwners makes the same check on every other node, logged in there as the
+// agent's login with its certificate.
+func (d *doctorRun) checkPeerSchemaOwners(ctx context.Context, user string, nodes []sqlapi.Node, certs []tls.Certificate) error {
+	for _, n := range nodes {
+		if n.Name == os.Getenv("ACE_NODE") {
+			continue
+		}
+		peer, err := engine.OpenNode(ctx, engine.NodeOptions{Name: n.Name, ConnInfo: n.ConnInfo, User: user, ClientCerts: certs, MaxConns: 1})
+		if err != nil {
+			d.fail(fmt.Sprintf("node %s: cannot check who owns schema ace as %s: %v", n.Name, user, firstLine(err)))
+			continue
+		}
+		err = d.reportSchemaOwners(ctx, "node "+n.Name, peer.Pool)
+		peer.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *doctorRun) reportSchemaOwners(ctx context.Context, where string, q sqlapi.Querier) error {
+	problems, err := sqlapi.SchemaOwnershipProblems(ctx, q)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	for _, p := range problems {
+		d.fail(where + ": " + p)
+	}
+	if len(problems) == 0 {
+		d.ok(where + ": schema ace and everything in it belong to the agent's login alone")
 	}
 	return nil
 }

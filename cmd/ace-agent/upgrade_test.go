@@ -88,9 +88,12 @@ func TestInstallUpgradesV5(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r)
 	latest := latestVersion(t)
 	require.Equal(t, fmt.Sprintf("ace schema installed on %s (version %d)\n", old.Config().Database, latest), r.stdout)
-	after := withoutEmptyNew(contents(t, old), before)
+	after := withoutEmptyNew(contentsAsV5(t, old), before)
 	before["schema_version"] = strings.Replace(before["schema_version"], `"version": 5`, fmt.Sprintf(`"version": %d`, latest), 1)
 	require.Equal(t, before, after, "install lost or changed rows")
+	var unset int
+	require.NoError(t, old.QueryRow(ctx, `SELECT count(*) FROM ace.tasks WHERE submitted_session_user IS DISTINCT FROM submitted_by`).Scan(&unset))
+	require.Zero(t, unset, "migration 007 records the old tasks' submitters as their logins")
 
 	_, err = sqlapi.Install(ctx, fresh)
 	require.NoError(t, err)
@@ -98,7 +101,7 @@ func TestInstallUpgradesV5(t *testing.T) {
 	// The tables are the ones the old migrations made; the functions are the SQL API's, which
 	// install replaces (issue 9 renamed and merged some), so they are compared with the upgraded
 	// database's below, not with the old ones.
-	require.Equal(t, withoutFunctions(v5), withoutFunctions(withoutLater(t, want)), "a fresh install's tables differ from what the migrations of earlier releases made")
+	require.Equal(t, withoutFunctions(withoutReplaced(v5)), withoutFunctions(withoutLater(t, want)), "a fresh install's tables differ from what the migrations of earlier releases made")
 	require.Equal(t, want, fingerprint(t, old), "the upgraded schema differs from a fresh one")
 
 	// A second install changes nothing, and does not make the triggers again.
@@ -112,7 +115,7 @@ func TestInstallUpgradesV5(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, oids, triggers(old))
 	require.Equal(t, want, fingerprint(t, old))
-	require.Equal(t, after, withoutEmptyNew(contents(t, old), before))
+	require.Equal(t, after, withoutEmptyNew(contentsAsV5(t, old), before))
 
 	// The upgraded API works on the old rows.
 	var n int
@@ -169,6 +172,20 @@ func newDatabase(t *testing.T, inst *localpg.Instance, suffix string) *pgx.Conn 
 // contents is every row of every table of the ace schema, as JSON, by table.
 func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
+	return contentsAs(t, conn, "to_jsonb(x)", "true")
+}
+
+// contentsAsV5 is contents without what migration 007 added to existing tables: the tasks'
+// submitted_session_user and two settings.
+func contentsAsV5(t *testing.T, conn *pgx.Conn) map[string]string {
+	t.Helper()
+	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user'",
+		"NOT (to_jsonb(x) ? 'description' AND to_jsonb(x)->>'name' IN ('max_cdc_timeout', 'task_retention'))")
+}
+
+// contentsAs is every row that matches where, as the JSON row makes it, by table.
+func contentsAs(t *testing.T, conn *pgx.Conn, row, where string) map[string]string {
+	t.Helper()
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, `SELECT relname FROM pg_class WHERE relnamespace = 'ace'::regnamespace AND relkind = 'r'`)
 	require.NoError(t, err)
@@ -177,8 +194,8 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 	out := map[string]string{}
 	for _, table := range tables {
 		var s string
-		require.NoError(t, conn.QueryRow(ctx, `SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY to_jsonb(x)::text), '[]')::text FROM ace.`+
-			pgx.Identifier{table}.Sanitize()+` x`).Scan(&s))
+		require.NoError(t, conn.QueryRow(ctx, `SELECT coalesce(jsonb_agg(`+row+` ORDER BY (`+row+`)::text), '[]')::text FROM ace.`+
+			pgx.Identifier{table}.Sanitize()+` x WHERE `+where).Scan(&s))
 		out[table] = s
 	}
 	return out
@@ -214,7 +231,7 @@ func latestVersion(t *testing.T) int {
 }
 
 // withoutLater leaves out what the migrations after version 5 made: the Merkle tree tables of
-// 006 and later.
+// 006 and later, and 007's column and indexes of ace.tasks and ace.role_submissions without grants.
 func withoutLater(t *testing.T, lines []string) []string {
 	latest := fmt.Sprintf("version %d", latestVersion(t))
 	var out []string
@@ -222,7 +239,21 @@ func withoutLater(t *testing.T, lines []string) []string {
 		switch {
 		case l == latest:
 			out = append(out, "version 5")
-		case !strings.Contains(l, "mtree") && !strings.Contains(l, "cdc_state"):
+		case !strings.Contains(l, "mtree") && !strings.Contains(l, "cdc_state") && !strings.Contains(l, "submitted_session_user") &&
+			!strings.Contains(l, "tasks_finished") && !strings.Contains(l, "_by_login") && !strings.HasPrefix(l, "relation role_submissions kind r"):
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// withoutReplaced leaves out what the migrations after version 5 dropped: 007 replaced the
+// indexes of the per-role limits with ones on the login, and revoked the grants of
+// ace.role_submissions.
+func withoutReplaced(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if !strings.Contains(l, "_by_role") && !strings.HasPrefix(l, "relation role_submissions kind r") {
 			out = append(out, l)
 		}
 	}

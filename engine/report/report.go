@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/acefile"
 )
@@ -68,6 +70,14 @@ func Write(ctx context.Context, w io.Writer, format string, s *engine.DiffSummar
 func FileName(s *engine.DiffSummary, format string, t time.Time) string {
 	safe := strings.NewReplacer(".", "_", "/", "_", `\`, "_", "\x00", "_")
 	return fmt.Sprintf("%s_%s_diffs-%s.%s", safe.Replace(s.Schema), safe.Replace(s.Table), t.Format("20060102150405"), format)
+}
+
+// TaskFileName is the name of one task's report: ACE's name (FileName) with the task's id before
+// the extension, <schema>_<table>_diffs-<YYYYMMDDHHMMSS>-<task id>.<ext>. FileName alone is not
+// unique: tables whose names differ only in where the dot is (a.b_c, a_b.c) share it, and so do
+// two diffs of one table that end in the same second.
+func TaskFileName(s *engine.DiffSummary, format string, t time.Time, taskID uuid.UUID) string {
+	return strings.TrimSuffix(FileName(s, format, t), "."+format) + "-" + taskID.String() + "." + format
 }
 
 // withContext stops a pass over the rows once ctx is done.

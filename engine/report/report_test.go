@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -19,6 +20,18 @@ func TestFileName(t *testing.T) {
 	require.Equal(t, "my_schema_a_b_c_diffs-20250722120351.json", FileName(s, "json", at))
 	require.Equal(t, "my_schema_a_b_c_diffs-20250722100351.html", FileName(s, "html", at.UTC()))
 	require.Equal(t, "public_t_diffs-20250722120351.csv", FileName(testSummary(), "csv", at))
+}
+
+func TestTaskFileNameIsUniquePerTask(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2025, 7, 22, 12, 3, 51, 0, time.UTC)
+	id := uuid.MustParse("0b7e6a52-3a6c-4f55-9b1e-2f0c8a4d5e61")
+	require.Equal(t, "my_schema_a_b_c_diffs-20250722120351-0b7e6a52-3a6c-4f55-9b1e-2f0c8a4d5e61.json",
+		TaskFileName(&engine.DiffSummary{Schema: "my.schema", Table: "a.b/c"}, "json", at, id))
+	// Tables that ACE's name alone cannot tell apart, diffed in the same second.
+	abc, abC := &engine.DiffSummary{Schema: "a", Table: "b_c"}, &engine.DiffSummary{Schema: "a_b", Table: "c"}
+	require.Equal(t, FileName(abc, "csv", at), FileName(abC, "csv", at))
+	require.NotEqual(t, TaskFileName(abc, "csv", at, uuid.New()), TaskFileName(abC, "csv", at, uuid.New()))
 }
 
 func TestWriteErrors(t *testing.T) {

@@ -13,6 +13,9 @@ DROP PROCEDURE IF EXISTS ace.follow_task(uuid, text, jsonb);
 DROP FUNCTION IF EXISTS ace.wait(uuid, interval);
 DROP FUNCTION IF EXISTS ace.repair_report(uuid);
 
+-- Issue 16: the queued limit counts the inserting login, which it finds itself.
+DROP FUNCTION IF EXISTS ace.check_queued_limit(name);
+
 -- table_repair's nodes became target_nodes. The argument types did not change, so the old
 -- definitions are found by their argument names; CREATE OR REPLACE cannot rename an argument.
 DO $$

@@ -13,7 +13,7 @@ BEGIN
             RAISE EXCEPTION 'setting % must be a whole number of at least 1, got "%"', name, value
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-    WHEN 'max_task_runtime', 'max_recheck_after' THEN
+    WHEN 'max_task_runtime', 'max_recheck_after', 'max_cdc_timeout', 'task_retention' THEN
         BEGIN
             span := value::interval;
         EXCEPTION WHEN data_exception OR syntax_error THEN
@@ -26,7 +26,7 @@ BEGIN
     ELSE
         RAISE EXCEPTION 'unknown setting "%"', name
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known settings: max_queued_tasks_per_role, max_running_tasks_per_role, max_task_runtime, max_recheck_after.';
+                  HINT = 'Known settings: max_queued_tasks_per_role, max_running_tasks_per_role, max_task_runtime, max_recheck_after, max_cdc_timeout, task_retention.';
     END CASE;
     RETURN true;
 END $$;

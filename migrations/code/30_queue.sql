@@ -1,14 +1,16 @@
 -- The queue's trigger functions: server-managed columns, validation, limits at submission, and
 -- notifications that reveal nothing. The triggers themselves are made in 90_wiring.sql.
 
--- Sets every server-managed column, whoever inserts the row and whatever they gave. It runs
--- before ace.tasks_validate (triggers of one event fire in name order), so the task id the
--- validator records is the final one.
+-- Sets every server-managed column, whoever inserts the row and whatever they gave, once the
+-- inserting login is found to be a submitter. It runs before ace.tasks_validate (triggers of one
+-- event fire in name order), so the task id the validator records is the final one.
 CREATE OR REPLACE FUNCTION ace.tasks_server_values() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM ace.check_submitter();
     NEW.task_id := gen_random_uuid();
     NEW.status := 'QUEUED';
     NEW.submitted_by := current_user;
+    NEW.submitted_session_user := session_user;
     NEW.submitted_at := clock_timestamp();
     NEW.started_at := NULL;
     NEW.finished_at := NULL;
@@ -20,6 +22,27 @@ BEGIN
     NEW.result := NULL;
     NEW.error := NULL;
     RETURN NEW;
+END $$;
+
+-- Refuses a task from a login that is not a member of ace_submitters (nor SET ROLE to one): the
+-- role pg_hba.conf admits to the agent's certificate. Superusers count as members of every role,
+-- and may submit before the role exists.
+CREATE OR REPLACE FUNCTION ace.check_submitter() RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname IN (session_user, current_user) AND r.rolsuper) THEN
+        RETURN;
+    END IF;
+    IF to_regrole('ace_submitters') IS NULL THEN
+        RAISE EXCEPTION 'role % may not submit tasks: only members of ace_submitters may, and that role does not exist', session_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('As a superuser: CREATE ROLE ace_submitters NOLOGIN; GRANT ace_submitters TO %I;', session_user);
+    END IF;
+    IF NOT (pg_has_role(session_user, 'ace_submitters', 'MEMBER') OR pg_has_role(current_user, 'ace_submitters', 'MEMBER')) THEN
+        RAISE EXCEPTION 'role % may not submit tasks: it is not a member of ace_submitters', session_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('An administrator of ace_submitters can GRANT ace_submitters TO %I; (and map the agent''s certificate to it, see ace-agent doctor).', session_user);
+    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION ace.tasks_validate() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -46,9 +69,11 @@ BEGIN
     RETURN NEW;
 END $$;
 
--- Refuses a task when its role already has max_queued_tasks_per_role tasks queued.
-CREATE OR REPLACE FUNCTION ace.check_queued_limit(role_name name) RETURNS void
-LANGUAGE plpgsql AS $$
+-- Refuses a task when the inserting login (session_user: SET ROLE does not change it) already
+-- has max_queued_tasks_per_role tasks queued. SECURITY DEFINER: it counts the login's tasks of
+-- every role it submitted them as, which row-level security would hide from the current role.
+CREATE OR REPLACE FUNCTION ace.check_queued_limit() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     lim int := ace.setting('max_queued_tasks_per_role')::int;
     queued bigint;
@@ -56,13 +81,14 @@ BEGIN
     IF lim IS NULL THEN
         RETURN;
     END IF;
-    INSERT INTO ace.role_submissions AS s (role_name) VALUES (check_queued_limit.role_name)
+    -- The row lock puts the login's concurrent submissions in line, so each counts the ones before.
+    INSERT INTO ace.role_submissions AS s (role_name) VALUES (session_user)
         ON CONFLICT ON CONSTRAINT role_submissions_pkey DO UPDATE SET last_submitted_at = clock_timestamp();
-    SELECT count(*) INTO queued FROM ace.tasks t WHERE t.submitted_by = check_queued_limit.role_name AND t.status = 'QUEUED';
+    SELECT count(*) INTO queued FROM ace.tasks t WHERE t.submitted_session_user = session_user AND t.status = 'QUEUED';
     IF queued >= lim THEN
-        RAISE EXCEPTION 'role % already has % queued tasks, as many as max_queued_tasks_per_role allows', role_name, queued
+        RAISE EXCEPTION 'role % already has % queued tasks, as many as max_queued_tasks_per_role allows', session_user, queued
             USING ERRCODE = 'configuration_limit_exceeded',
-                  HINT = 'Wait until some have started, or cancel some with ace.cancel(task_id). '
+                  HINT = 'Wait until some have started, or cancel some with ace.cancel(task_id); the limit counts the login, whatever role it sets. '
                          || ace.setting_hint('max_queued_tasks_per_role', (lim * 2)::text);
     END IF;
 END $$;
@@ -82,10 +108,24 @@ BEGIN
     END IF;
 END $$;
 
+-- Refuses a cdc_timeout (normalised to seconds) longer than max_cdc_timeout: an mtree-diff holds
+-- its agent's slot for as long as it waits for the nodes' streams.
+CREATE OR REPLACE FUNCTION ace.check_cdc_timeout(timeout interval) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    cap interval := ace.setting('max_cdc_timeout')::interval;
+BEGIN
+    IF cap IS NOT NULL AND timeout > cap THEN
+        RAISE EXCEPTION 'cdc_timeout % is longer than max_cdc_timeout (%)', timeout, ace.setting('max_cdc_timeout')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Ask for a shorter cdc_timeout. ' || ace.setting_hint('max_cdc_timeout', '30 minutes');
+    END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION ace.tasks_within_limits() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM ace.check_recheck_after(NEW.args);
-    PERFORM ace.check_queued_limit(NEW.submitted_by);
+    PERFORM ace.check_queued_limit();
     RETURN NEW;
 END $$;
 

@@ -123,6 +123,7 @@ BEGIN
     IF timeout <= '0'::interval THEN
         RAISE EXCEPTION 'cdc_timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM ace.check_cdc_timeout(timeout);
     args := ace.validate_table_diff(args - 'cdc_timeout');
     PERFORM ace.check_full_view(args->>'table_name');
     PERFORM ace.check_mtree_ready(args->>'table_name', (args->>'table_name')::regclass::oid);
