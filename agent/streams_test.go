@@ -65,11 +65,28 @@ func (e *streamsEnv) differing(t *testing.T, role, table string) int64 {
 }
 
 // tree is the row of table's tree on node.
-func (e *streamsEnv) tree(t *testing.T, node, table string) (pub, slot, status, failure string) {
+func (e *streamsEnv) tree(t *testing.T, node, table string) (pub, status, failure string) {
 	t.Helper()
-	require.NoError(t, e.Node(node).Pool.QueryRow(context.Background(), `SELECT publication, slot_name, status, coalesce(error, '')
-		FROM ace.mtrees WHERE table_name = $1`, table).Scan(&pub, &slot, &status, &failure))
-	return pub, slot, status, failure
+	require.NoError(t, e.Node(node).Pool.QueryRow(context.Background(), `SELECT publication, status, coalesce(error, '')
+		FROM ace.mtrees WHERE table_name = $1`, table).Scan(&pub, &status, &failure))
+	return pub, status, failure
+}
+
+// slotOf is the slot that streams table's changes on node.
+func (e *streamsEnv) slotOf(t *testing.T, node, table string) string {
+	t.Helper()
+	var slot string
+	require.NoError(t, e.Node(node).Pool.QueryRow(context.Background(), `SELECT slot_name FROM ace.mtrees WHERE table_name = $1`, table).Scan(&slot))
+	return slot
+}
+
+// slots counts the test database's slots on node.
+func (e *streamsEnv) slots(t *testing.T, node string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.Node(node).Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`).Scan(&n))
+	return n
 }
 
 func (e *streamsEnv) slotExists(t *testing.T, node, slot string) bool {
@@ -119,18 +136,18 @@ func TestAPublicationStopsOnlyItsOwnersTrees(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e.completed(t, e.alice, `SELECT ace.mtree_build('public.a', leaf_rows => 100)`)
-			pub, slot, _, _ := e.tree(t, "n1", "public.a")
-			_, bobSlot, _, _ := e.tree(t, "n1", "public.b")
+			pub, _, _ := e.tree(t, "n1", "public.a")
+			slot, bobSlot := e.slotOf(t, "n1", "public.a"), e.slotOf(t, "n1", "public.b")
 			require.NotEqual(t, slot, bobSlot, "alice's and bob's trees stream through slots of their own")
 
 			e.asOn(t, "n1", e.alice, fmt.Sprintf(c.sabotage, pub))
 			e.Node("n1").Exec(t, `UPDATE public.a SET v = 'x' WHERE id = 5`)
 			e.Node("n1").Exec(t, `UPDATE public.b SET v = 'x' WHERE id = 5`)
 			require.Eventually(t, func() bool {
-				_, _, status, _ := e.tree(t, "n1", "public.a")
+				_, status, _ := e.tree(t, "n1", "public.a")
 				return status == "failed"
 			}, 30*time.Second, 50*time.Millisecond, "alice's tree on n1 fails")
-			_, _, _, failure := e.tree(t, "n1", "public.a")
+			_, _, failure := e.tree(t, "n1", "public.a")
 			require.Contains(t, failure, pub)
 			require.Contains(t, failure, c.want)
 			require.Contains(t, failure, "build the tree again")
@@ -169,12 +186,12 @@ func TestAnAlteredPublicationFailsItsTree(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e.completed(t, e.alice, `SELECT ace.mtree_build('public.a', leaf_rows => 100)`)
 			require.Zero(t, e.differing(t, e.alice, "public.a"))
-			pub, _, _, _ := e.tree(t, "n2", "public.a")
+			pub, _, _ := e.tree(t, "n2", "public.a")
 			e.asOn(t, "n2", e.alice, fmt.Sprintf(c.alter, pub))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE public.a SET v = 'hidden' WHERE id = %d`, 10+i))
 
 			e.requireRefused(t, e.alice, `SELECT ace.mtree_diff('public.a')`, pub, c.want)
-			_, _, status, failure := e.tree(t, "n2", "public.a")
+			_, status, failure := e.tree(t, "n2", "public.a")
 			require.Equal(t, "failed", status)
 			require.Contains(t, failure, c.want)
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE public.a SET v = 'v' WHERE id = %d`, 10+i))
@@ -189,7 +206,7 @@ func TestTeardownByTheTablesOwnerRole(t *testing.T) {
 	t.Parallel()
 	e := newStreamsEnv(t)
 	e.completed(t, e.alice, `SELECT ace.mtree_build('public.a', leaf_rows => 100)`)
-	pub, slot, _, _ := e.tree(t, "n1", "public.a")
+	pub, _, _ := e.tree(t, "n1", "public.a")
 
 	t.Run("others are refused", func(t *testing.T) {
 		e.ExecAll(fmt.Sprintf(`GRANT SELECT ON public.a TO %s`, pgx.Identifier{e.carol}.Sanitize()))
@@ -213,7 +230,7 @@ func TestTeardownByTheTablesOwnerRole(t *testing.T) {
 		var trees int
 		require.NoError(t, n.Pool.QueryRow(context.Background(), `SELECT count(*) FROM ace.mtrees`).Scan(&trees))
 		require.Zero(t, trees, "on %s", n.Name)
-		require.Eventually(t, func() bool { return !e.slotExists(t, n.Name, slot) }, 20*time.Second, 50*time.Millisecond, "slot on %s", n.Name)
+		require.Eventually(t, func() bool { return e.slots(t, n.Name) == 0 }, 20*time.Second, 50*time.Millisecond, "slot on %s", n.Name)
 	}
 	// The publication left behind stops nothing, and alice's next build replaces it.
 	e.completed(t, e.alice, `SELECT ace.mtree_build('public.a', leaf_rows => 100)`)
@@ -242,4 +259,20 @@ func TestMtreeInASchemaTheAgentCannotUse(t *testing.T) {
 		require.NoError(t, n.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM ace.mtrees) + (SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ace_mtree%')`).Scan(&left))
 		require.Zero(t, left, "on %s", n.Name)
 	}
+}
+
+// A transaction larger than a chunk of the stream (10,000 changes) is recorded in parts, and the
+// tree finds exactly the rows it left different.
+func TestMtreeAfterALargeTransaction(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, `CREATE TABLE public.t (id int PRIMARY KEY, v text); INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 1000) g`)
+	var built map[string]any
+	e.completed(&built, `ace.mtree_build('public.t', leaf_rows => 1000)`)
+	e.ExecAll(`INSERT INTO public.t SELECT g, repeat('x', 200) FROM generate_series(1001, 26000) g`)
+	e.Node("n2").Exec(t, `BEGIN; UPDATE public.t SET v = 'big' WHERE id > 1000; UPDATE public.t SET v = repeat('x', 200) WHERE id > 1001; COMMIT`)
+	var s engine.DiffSummary
+	e.completed(&s, `ace.mtree_diff('public.t')`)
+	require.EqualValues(t, 1, s.DifferingKeys, "%+v", s)
+	_, want := e.completedDiff(`'public.t'`)
+	require.Len(t, want, 1)
 }
