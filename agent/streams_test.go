@@ -276,3 +276,49 @@ func TestMtreeAfterALargeTransaction(t *testing.T) {
 	_, want := e.completedDiff(`'public.t'`)
 	require.Len(t, want, 1)
 }
+
+// A node of the release with one slot for every tree moves its trees onto their owner's slot
+// without losing a change: the owner's slot starts as a copy of the old one, which is dropped.
+func TestSingleSlotTreesMoveToTheirOwnersSlot(t *testing.T) {
+	t.Parallel()
+	e := setupNoAgents(t, `CREATE TABLE public.t (id int PRIMARY KEY, v text); INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 500) g`)
+	e.DropSlotsAtEnd()
+	agents := make([]*testcluster.Agent, len(e.Nodes))
+	for i, n := range e.Nodes {
+		agents[i] = n.StartAgent(t)
+	}
+	var built map[string]any
+	e.completed(&built, `ace.mtree_build('public.t', leaf_rows => 100)`)
+	for _, a := range agents {
+		require.NoError(t, a.Stop())
+	}
+	// Make each node what the single-slot release left: one slot ace_mtree_<database oid>
+	// where the trees' changes were confirmed, and trees with no owner or slot of their own.
+	legacy := map[string]string{}
+	for _, n := range e.Nodes {
+		var slot string
+		require.NoError(t, n.Pool.QueryRow(context.Background(), `SELECT 'ace_mtree_' || oid FROM pg_database WHERE datname = current_database()`).Scan(&slot))
+		legacy[n.Name] = slot
+		n.Exec(t, `SELECT pg_copy_logical_replication_slot(m.slot_name, $1) FROM ace.mtrees m`, slot)
+		n.Exec(t, `SELECT pg_drop_replication_slot(m.slot_name) FROM ace.mtrees m`)
+		n.Exec(t, `UPDATE ace.cdc_state SET slot_name = $1`, slot)
+		n.Exec(t, `UPDATE ace.mtrees SET pub_owner = NULL, slot_name = NULL, pub_xmin = NULL, pubrel_xmin = NULL, pub_columns = NULL`)
+	}
+	// A change while no agent runs: only the old slot still has it.
+	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'drift' WHERE id = 7`)
+	for _, n := range e.Nodes {
+		n.StartAgent(t)
+	}
+	var s engine.DiffSummary
+	e.completed(&s, `ace.mtree_diff('public.t')`)
+	require.EqualValues(t, 1, s.DifferingKeys, "the change made before the move is in the tree")
+	for _, n := range e.Nodes {
+		require.Eventually(t, func() bool {
+			var old, adopted int
+			require.NoError(t, n.Pool.QueryRow(context.Background(), `SELECT
+				(SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1),
+				(SELECT count(*) FROM ace.mtrees m JOIN pg_replication_slots r ON r.slot_name = m.slot_name)`, legacy[n.Name]).Scan(&old, &adopted))
+			return old == 0 && adopted == 1
+		}, 20*time.Second, 50*time.Millisecond, "on %s the tree streams through its owner's slot, and the old slot is gone", n.Name)
+	}
+}

@@ -185,6 +185,9 @@ type groupWant struct {
 // reconcile makes the streams match the tracked tables: each group's stream started,
 // restarted with other publications, or stopped with its slot dropped.
 func (k *treeKeeper) reconcile(ctx context.Context) error {
+	if _, err := k.local.Pool.Exec(ctx, `SELECT ace.mtree_adopt_trees()`); err != nil {
+		return fmt.Errorf("move the trees of the single stream onto their owners' streams: %w", err)
+	}
 	if err := k.failAlteredPublications(ctx); err != nil {
 		return err
 	}
@@ -235,7 +238,11 @@ func (k *treeKeeper) failAlteredPublications(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("check the trees' publications: %w", err)
 	}
-	_, err = pgx.ForEachRow(rows, []any{new(string), new(string)}, func() error { return nil })
+	var table, failure string
+	_, err = pgx.ForEachRow(rows, []any{&table, &failure}, func() error {
+		k.a.log.Error("a tree's publication changed since its build: the tree is failed", "table", table, "err", failure)
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("check the trees' publications: %w", err)
 	}

@@ -9,17 +9,7 @@ ALTER TABLE ace.mtrees
     ADD COLUMN pubrel_xmin xid,     -- xmin of its pg_publication_rel row of the table at build
     ADD COLUMN pub_columns text[];  -- the publication's column list at build (NULL: every column)
 
--- Trees of the single-slot releases join their owner's group. Their publications' catalog rows
--- are taken as they are now; a tree whose publication is gone keeps no owner and fails.
-UPDATE ace.mtrees m
-SET pub_owner = p.pubowner,
-    slot_name = format('ace_mtree_%s_%s', d.oid, p.pubowner),
-    pub_xmin = p.xmin,
-    pubrel_xmin = (SELECT r.xmin FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid = m.relid),
-    pub_columns = (SELECT array_agg(a.attname::text ORDER BY a.attnum)
-                   FROM pg_publication_rel r JOIN pg_attribute a ON a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs)
-                   WHERE r.prpubid = p.oid AND r.prrelid = m.relid)
-FROM pg_publication p, pg_database d
-WHERE p.pubname = m.publication AND d.datname = current_database();
+-- Trees of the single-slot releases have neither yet: their agent fills them in
+-- (ace.mtree_adopt_trees) and moves them onto their owner's slot without losing a change.
 
 CREATE INDEX mtrees_slot ON ace.mtrees (slot_name);

@@ -307,6 +307,27 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
                        WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs)) c ON true
 $$;
 
+-- Trees recorded without a stream group (by a release with one slot for every tree, or by its
+-- agent during an upgrade) join the group of their publication's owner, with the publication's
+-- catalog rows taken as they are now; a tree whose publication is gone keeps none and fails.
+-- The agent calls it before it reconciles its streams; returns how many trees it adopted.
+CREATE OR REPLACE FUNCTION ace.mtree_adopt_trees() RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog AS $$
+    WITH adopted AS (
+        UPDATE ace.mtrees m
+        SET pub_owner = p.pubowner,
+            slot_name = format('ace_mtree_%s_%s', d.oid, p.pubowner),
+            pub_xmin = p.xmin,
+            pubrel_xmin = (SELECT r.xmin FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid = m.relid),
+            pub_columns = (SELECT array_agg(a.attname::text ORDER BY a.attnum)
+                           FROM pg_publication_rel r JOIN pg_attribute a ON a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs)
+                           WHERE r.prpubid = p.oid AND r.prrelid = m.relid)
+        FROM pg_publication p, pg_database d
+        WHERE m.slot_name IS NULL AND p.pubname = m.publication AND d.datname = current_database()
+        RETURNING 1)
+    SELECT count(*) FROM adopted
+$$;
+
 -- This node's trees and their streams (each tree's own: the stream of its publication's owner),
 -- live; warning says what needs doing, a failed tree's error first. Readable by every role
 -- through this function only: it shows counts and positions, never keys.
