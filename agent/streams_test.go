@@ -28,7 +28,10 @@ type streamsEnv struct {
 	app, dba, carol string
 }
 
-func newStreamsEnv(t *testing.T) *streamsEnv {
+// newStreamsEnv starts the agents with heartbeat as their heartbeat interval (0: the tests'
+// default). A long one keeps the agents from checking the publications on their own, so that
+// what a broken publication does to the stream itself is what the test sees.
+func newStreamsEnv(t *testing.T, heartbeat time.Duration) *streamsEnv {
 	t.Helper()
 	w := &wallEnv{Env: testcluster.NewSecure(t)}
 	w.alice, w.bob = w.AddSubmitter("alice", true), w.AddSubmitter("bob", true)
@@ -43,7 +46,11 @@ func newStreamsEnv(t *testing.T) *streamsEnv {
 		pgx.Identifier{e.DB}.Sanitize(), pgx.Identifier{e.bob}.Sanitize()))
 	e.DropSlotsAtEnd()
 	for _, n := range e.Nodes {
-		n.StartAgent(t)
+		cfg := n.AgentConfig()
+		if heartbeat > 0 {
+			cfg.HeartbeatInterval = heartbeat
+		}
+		n.StartAgentWith(t, cfg)
 	}
 	return e
 }
@@ -123,15 +130,16 @@ func (e *streamsEnv) asOn(t *testing.T, node, role, sql string) {
 }
 
 // A publication its owner drops, or gives a row filter that raises, stops her own trees only:
-// they fail with an error that names the publication, her slot is dropped (no WAL held for a
-// stream nobody can read), mtree_status warns, and bob's tree streams and diffs on.
+// her stream fails, her trees fail with an error that names the publication, her slot is
+// dropped (no WAL held for a stream nobody can read), the trees' status warns, and bob's tree
+// streams and diffs on.
 func TestAPublicationStopsOnlyItsOwnersTrees(t *testing.T) {
 	t.Parallel()
-	e := newStreamsEnv(t)
+	e := newStreamsEnv(t, time.Minute)
 	e.completed(t, e.bob, `SELECT ace.mtree_build('public.b', leaf_rows => 100)`)
 	cases := []struct{ name, sabotage, want string }{
-		{"dropped", `DROP PUBLICATION %s`, "no longer exists"},
-		{"row filter that raises", `ALTER PUBLICATION %s SET TABLE public.a WHERE (1 / (id - 5) > 0)`, "row filter"},
+		{"dropped", `DROP PUBLICATION %s`, "publication does not exist"},
+		{"row filter that raises", `ALTER PUBLICATION %s SET TABLE public.a WHERE (1 / (id - 5) > 0)`, "division by zero"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -155,11 +163,16 @@ func TestAPublicationStopsOnlyItsOwnersTrees(t *testing.T) {
 				"alice's slot on n1 is dropped: it holds no WAL")
 			require.True(t, e.slotExists(t, "n1", bobSlot), "bob's slot stays")
 
-			require.Eventually(t, func() bool {
-				var warning *string
-				err := e.Node("n1").Pool.QueryRow(context.Background(), `SELECT warning FROM ace.mtree_status('public.a') WHERE node_name = 'n1'`).Scan(&warning)
-				return err == nil && warning != nil && strings.Contains(*warning, pub)
-			}, 30*time.Second, 100*time.Millisecond, "mtree_status warns about alice's tree")
+			// What ace.mtree_status shows of n1 (its agent collects it every heartbeat).
+			var warning, streamErr string
+			require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(), `SELECT warning, stream_error
+				FROM ace.mtree_local_status('public.a')`).Scan(&warning, &streamErr))
+			require.Contains(t, warning, pub)
+			require.Contains(t, warning, c.want)
+			require.Contains(t, streamErr, c.want)
+			var bobWarning *string
+			require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(), `SELECT warning FROM ace.mtree_local_status('public.b')`).Scan(&bobWarning))
+			require.Nil(t, bobWarning, "bob's tree has nothing to warn about")
 
 			// Bob's tree keeps up: every change since is in it, on every node.
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE public.b SET v = 'drift' WHERE id = %d`, 100+i))
@@ -177,7 +190,7 @@ func TestAPublicationStopsOnlyItsOwnersTrees(t *testing.T) {
 // sync.
 func TestAnAlteredPublicationFailsItsTree(t *testing.T) {
 	t.Parallel()
-	e := newStreamsEnv(t)
+	e := newStreamsEnv(t, 0)
 	cases := []struct{ name, alter, want string }{
 		{"row filter", `ALTER PUBLICATION %s SET TABLE public.a WHERE (id > 1000)`, "has a row filter (WHERE (id > 1000))"},
 		{"inserts only", `ALTER PUBLICATION %s SET (publish = 'insert')`, "no longer publishes every insert, update, delete and truncate"},
@@ -194,6 +207,11 @@ func TestAnAlteredPublicationFailsItsTree(t *testing.T) {
 			_, status, failure := e.tree(t, "n2", "public.a")
 			require.Equal(t, "failed", status)
 			require.Contains(t, failure, c.want)
+			require.Eventually(t, func() bool {
+				var warning *string
+				err := e.Node("n1").Pool.QueryRow(context.Background(), `SELECT warning FROM ace.mtree_status('public.a') WHERE node_name = 'n2'`).Scan(&warning)
+				return err == nil && warning != nil && strings.Contains(*warning, c.want)
+			}, 10*time.Second, 50*time.Millisecond, "ace.mtree_status warns about the tree on n2")
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE public.a SET v = 'v' WHERE id = %d`, 10+i))
 		})
 	}
@@ -204,7 +222,7 @@ func TestAnAlteredPublicationFailsItsTree(t *testing.T) {
 // role that is none of builder, table owner and ace owner is refused.
 func TestTeardownByTheTablesOwnerRole(t *testing.T) {
 	t.Parallel()
-	e := newStreamsEnv(t)
+	e := newStreamsEnv(t, 0)
 	e.completed(t, e.alice, `SELECT ace.mtree_build('public.a', leaf_rows => 100)`)
 	pub, _, _ := e.tree(t, "n1", "public.a")
 
@@ -241,7 +259,7 @@ func TestTeardownByTheTablesOwnerRole(t *testing.T) {
 // agent never resolves a user's table name itself.
 func TestMtreeInASchemaTheAgentCannotUse(t *testing.T) {
 	t.Parallel()
-	e := newStreamsEnv(t)
+	e := newStreamsEnv(t, 0)
 	e.ExecAll(fmt.Sprintf(`CREATE SCHEMA private AUTHORIZATION %[1]s; REVOKE ALL ON SCHEMA private FROM PUBLIC;
 		CREATE TABLE private.t (id int PRIMARY KEY, v text); INSERT INTO private.t SELECT g, 'v' FROM generate_series(1, 300) g;
 		ALTER TABLE private.t OWNER TO %[1]s`, pgx.Identifier{e.alice}.Sanitize()))
