@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -37,26 +38,51 @@ type trackedTree struct {
 	keyCols []string
 }
 
-// treeKeeper keeps this node's Merkle trees fresh: it is the only consumer of the node's slot,
-// streaming the publications of the tracked tables into ace.mtree_pending. With no tree it
-// holds no slot.
+// Backoff of a stream group whose stream stopped with an error that a restart may cure.
+const (
+	minGroupBackoff = time.Second
+	maxGroupBackoff = time.Minute
+)
+
+// treeKeeper keeps this node's Merkle trees fresh: it streams the publications of the tracked
+// tables into ace.mtree_pending, one stream (and slot) per role that owns publications, so that
+// what one user does to her publications (drop them, filter them) can stop only her own trees.
+// A stream that can never resume fails its trees and gives its slot up: a slot nobody can read
+// must not hold WAL. With no tree it holds no slot.
 type treeKeeper struct {
 	a      *Agent
 	local  *engine.Node
-	slot   string
+	dbOID  uint32
 	signal chan string // "trees" or "sync", from LISTEN ace_mtree
 
-	stream  *cdc.Stream
-	stopped chan error
-	cancel  context.CancelFunc
-	pubs    []string
+	groups map[string]*streamGroup // by slot name
+	stops  chan streamStop
+}
 
-	trees map[uint32]trackedTree // by the table's OID
+// streamGroup is one stream: the trees whose publications one role owns, read through that
+// role's slot ace_mtree_<database oid>_<role oid>.
+type streamGroup struct {
+	slot, owner string
+	stream      *cdc.Stream // nil while stopped
+	cancel      context.CancelFunc
+	pubs        []string
+	retryAt     time.Time // a stopped stream starts again no sooner
+	backoff     time.Duration
+
+	mu    sync.Mutex
+	trees map[uint32]trackedTree // by the table's OID; read by the stream's handler
+}
+
+// streamStop is a group's stream ending, with what Run returned.
+type streamStop struct {
+	g      *streamGroup
+	stream *cdc.Stream
+	err    error
 }
 
 // keepTrees runs the tree keeper until ctx ends.
 func (a *Agent) keepTrees(ctx context.Context) {
-	k := &treeKeeper{a: a, signal: a.treeSignal}
+	k := &treeKeeper{a: a, signal: a.treeSignal, groups: map[string]*streamGroup{}, stops: make(chan streamStop, 16)}
 	for ctx.Err() == nil {
 		if err := k.run(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("Merkle tree upkeep failed; retrying", "err", err)
@@ -75,14 +101,16 @@ func (k *treeKeeper) run(ctx context.Context) error {
 	}
 	defer local.Close()
 	k.local = local
-	if err := local.Pool.QueryRow(ctx, `SELECT 'ace_mtree_' || oid FROM pg_database WHERE datname = current_database()`).Scan(&k.slot); err != nil {
-		return fmt.Errorf("name the slot: %w", err)
+	if err := local.Pool.QueryRow(ctx, `SELECT oid FROM pg_database WHERE datname = current_database()`).Scan(&k.dbOID); err != nil {
+		return fmt.Errorf("read the database's OID: %w", err)
 	}
-	defer k.stopStream()
+	defer k.stopAll()
 	compact := time.NewTicker(compactInterval)
 	defer compact.Stop()
 	heartbeat := time.NewTicker(k.a.cfg.HeartbeatInterval)
 	defer heartbeat.Stop()
+	retry := time.NewTicker(minGroupBackoff)
+	defer retry.Stop()
 	if err := k.reconcile(ctx); err != nil {
 		return err
 	}
@@ -91,22 +119,35 @@ func (k *treeKeeper) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case s := <-k.signal:
-			if s == "sync" && k.stream != nil {
-				k.stream.Poke()
+			if s == "sync" {
+				k.pokeAll()
 				continue
 			}
 			if err := k.reconcile(ctx); err != nil {
 				return err
 			}
-		case err := <-k.stopped:
-			k.stream, k.stopped = nil, nil
-			k.a.log.Warn("change stream stopped", "slot", k.slot, "err", err)
-			k.recordError(ctx, err)
+		case st := <-k.stops:
+			if st.g.stream != st.stream {
+				continue // a stream the keeper stopped itself
+			}
+			st.g.stream, st.g.pubs = nil, nil
+			k.streamStopped(ctx, st.g, st.err)
 			if err := k.reconcile(ctx); err != nil {
 				return err
 			}
+		case <-retry.C:
+			if k.retryDue() {
+				if err := k.reconcile(ctx); err != nil {
+					return err
+				}
+			}
 		case <-heartbeat.C:
 			k.beat(ctx)
+			// Reconciling checks every tree's publication too: one altered since the build fails
+			// its tree even while no diff asks.
+			if err := k.reconcile(ctx); err != nil {
+				return err
+			}
 			k.a.collectTreeStatus(ctx, k.local)
 		case <-compact.C:
 			if _, err := mtree.Compact(ctx, k.local, compactMinRows); err != nil {
@@ -116,57 +157,144 @@ func (k *treeKeeper) run(ctx context.Context) error {
 	}
 }
 
-// reconcile makes the stream match the tracked tables: started, restarted with other
-// publications, or stopped with its slot dropped.
+func (k *treeKeeper) pokeAll() {
+	for _, g := range k.groups {
+		if g.stream != nil {
+			g.stream.Poke()
+		}
+	}
+}
+
+// retryDue reports whether a stopped group may start its stream again.
+func (k *treeKeeper) retryDue() bool {
+	for _, g := range k.groups {
+		if g.stream == nil && !time.Now().Before(g.retryAt) {
+			return true
+		}
+	}
+	return false
+}
+
+// groupWant is what a group should stream, as the trees say.
+type groupWant struct {
+	owner string
+	pubs  []string
+	trees map[uint32]trackedTree
+}
+
+// reconcile makes the streams match the tracked tables: each group's stream started,
+// restarted with other publications, or stopped with its slot dropped.
 func (k *treeKeeper) reconcile(ctx context.Context) error {
-	trees, pubs, err := k.loadTrees(ctx)
+	if _, err := k.local.Pool.Exec(ctx, `SELECT ace.mtree_adopt_trees()`); err != nil {
+		return fmt.Errorf("move the trees of the single stream onto their owners' streams: %w", err)
+	}
+	if err := k.failAlteredPublications(ctx); err != nil {
+		return err
+	}
+	wants, err := k.loadGroups(ctx)
 	if err != nil {
 		return err
 	}
-	k.trees = trees
-	if len(pubs) == 0 {
-		k.stopStream()
-		return k.dropSlot(ctx)
-	}
-	if k.stream != nil {
-		if !slices.Equal(pubs, k.pubs) {
-			k.pubs = pubs
-			k.stream.SetPublications(pubs)
-			k.stream.Poke() // the build waits for the stream to report that it covers the table
+	for slot, g := range k.groups {
+		if _, ok := wants[slot]; !ok {
+			g.stop()
+			delete(k.groups, slot)
 		}
-		return nil
 	}
-	return k.startStream(ctx, pubs)
+	for slot, want := range wants {
+		g := k.groups[slot]
+		if g == nil {
+			g = &streamGroup{slot: slot, backoff: minGroupBackoff}
+			k.groups[slot] = g
+		}
+		g.owner = want.owner
+		g.setTrees(want.trees)
+		if g.stream != nil {
+			if !slices.Equal(want.pubs, g.pubs) {
+				g.pubs = want.pubs
+				g.stream.SetPublications(want.pubs)
+				g.stream.Poke() // the build waits for the stream to report that it covers the table
+			}
+			continue
+		}
+		if time.Now().Before(g.retryAt) {
+			continue
+		}
+		if err := k.startStream(ctx, g, want.pubs); err != nil {
+			k.streamStopped(ctx, g, err)
+		}
+	}
+	return k.dropUnusedSlots(ctx)
 }
 
-func (k *treeKeeper) loadTrees(ctx context.Context) (map[uint32]trackedTree, []string, error) {
-	rows, err := k.local.Pool.Query(ctx, `SELECT relid, tree_id, table_name, key_columns, publication
-		FROM ace.mtrees WHERE status IN ('building', 'ready') ORDER BY publication`)
+// failAlteredPublications fails the trees whose publication changed since their build
+// (ace.mtree_publication_problem): such a tree may have missed changes.
+func (k *treeKeeper) failAlteredPublications(ctx context.Context) error {
+	rows, err := k.local.Pool.Query(ctx, `UPDATE ace.mtrees m
+		SET status = 'failed', error = format('%s since the tree was built, so it may have missed changes; build the tree again with ace.mtree_build(%L)', c.problem, m.table_name)
+		FROM (SELECT x.tree_id, ace.mtree_publication_problem(x) AS problem FROM ace.mtrees x WHERE x.status IN ('building', 'ready')) c
+		WHERE c.tree_id = m.tree_id AND c.problem IS NOT NULL
+		RETURNING m.table_name, m.error`)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read the tracked tables: %w", err)
+		return fmt.Errorf("check the trees' publications: %w", err)
 	}
-	trees := map[uint32]trackedTree{}
-	var pubs []string
-	var relid uint32
-	var t trackedTree
-	var pub string
-	_, err = pgx.ForEachRow(rows, []any{&relid, &t.id, &t.table, &t.keyCols, &pub}, func() error {
-		trees[relid] = t
-		pubs = append(pubs, pub)
+	var table, failure string
+	_, err = pgx.ForEachRow(rows, []any{&table, &failure}, func() error {
+		k.a.log.Error("a tree's publication changed since its build: the tree is failed", "table", table, "err", failure)
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read the tracked tables: %w", err)
+		return fmt.Errorf("check the trees' publications: %w", err)
 	}
-	return trees, pubs, nil
+	return nil
 }
 
-func (k *treeKeeper) startStream(ctx context.Context, pubs []string) error {
-	if _, err := cdc.EnsureSlot(ctx, k.a.cfg.DSN, k.slot); err != nil {
+func (k *treeKeeper) loadGroups(ctx context.Context) (map[string]*groupWant, error) {
+	rows, err := k.local.Pool.Query(ctx, `SELECT m.relid, m.tree_id, m.table_name, m.key_columns, m.publication, m.slot_name,
+			coalesce(m.pub_owner::regrole::text, m.pub_owner::text)
+		FROM ace.mtrees m WHERE m.status IN ('building', 'ready') AND m.slot_name IS NOT NULL ORDER BY m.slot_name, m.publication`)
+	if err != nil {
+		return nil, fmt.Errorf("read the tracked tables: %w", err)
+	}
+	wants := map[string]*groupWant{}
+	var relid uint32
+	var t trackedTree
+	var pub, slot, owner string
+	_, err = pgx.ForEachRow(rows, []any{&relid, &t.id, &t.table, &t.keyCols, &pub, &slot, &owner}, func() error {
+		w := wants[slot]
+		if w == nil {
+			w = &groupWant{owner: owner, trees: map[uint32]trackedTree{}}
+			wants[slot] = w
+		}
+		w.trees[relid] = t
+		w.pubs = append(w.pubs, pub)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the tracked tables: %w", err)
+	}
+	return wants, nil
+}
+
+func (g *streamGroup) setTrees(trees map[uint32]trackedTree) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.trees = trees
+}
+
+func (g *streamGroup) tree(relid uint32) (trackedTree, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	t, ok := g.trees[relid]
+	return t, ok
+}
+
+func (k *treeKeeper) startStream(ctx context.Context, g *streamGroup, pubs []string) error {
+	if err := k.ensureSlot(ctx, g.slot, pubs); err != nil {
 		return err
 	}
 	_, err := k.local.Pool.Exec(ctx, `INSERT INTO ace.cdc_state (slot_name, agent_id, heartbeat_at) VALUES ($1, $2, now())
-		ON CONFLICT (slot_name) DO UPDATE SET agent_id = excluded.agent_id, heartbeat_at = now()`, k.slot, k.a.id)
+		ON CONFLICT (slot_name) DO UPDATE SET agent_id = excluded.agent_id, heartbeat_at = now()`, g.slot, k.a.id)
 	if err != nil {
 		return fmt.Errorf("record the change stream: %w", err)
 	}
@@ -174,18 +302,40 @@ func (k *treeKeeper) startStream(ctx context.Context, pubs []string) error {
 	if err != nil {
 		return err
 	}
-	k.pubs = pubs
+	g.pubs = pubs
+	h := &groupHandler{k: k, g: g}
 	// A short batch delay: a diff waits for the stream to report where it is.
-	k.stream = cdc.NewStream(cdc.Options{ConnString: conn, Slot: k.slot, Publications: pubs, Log: k.a.log, BatchDelay: 20 * time.Millisecond}, k)
+	stream := cdc.NewStream(cdc.Options{ConnString: conn, Slot: g.slot, Publications: pubs, Log: k.a.log, BatchDelay: 20 * time.Millisecond}, h)
+	h.stream = stream
 	streamCtx, cancel := context.WithCancel(ctx)
-	k.cancel = cancel
-	stopped := make(chan error, 1)
-	k.stopped = stopped
-	stream := k.stream
-	go func() { stopped <- stream.Run(streamCtx) }()
+	g.stream, g.cancel = stream, cancel
+	go func() {
+		err := stream.Run(streamCtx)
+		select {
+		case k.stops <- streamStop{g: g, stream: stream, err: err}:
+		case <-ctx.Done():
+		}
+	}()
 	stream.Poke() // report a position at once: a build waits for it
-	k.a.log.Info("change stream started", "slot", k.slot, "publications", pubs)
+	k.a.log.Info("change stream started", "slot", g.slot, "owner", g.owner, "publications", pubs)
 	return nil
+}
+
+// ensureSlot makes the group's slot. On a node upgraded from one slot for every tree, a group
+// whose publications that slot streamed starts as a copy of it (it is where their changes were
+// confirmed up to), so the upgrade loses no change; the old slot is dropped once the groups
+// started.
+func (k *treeKeeper) ensureSlot(ctx context.Context, slot string, pubs []string) error {
+	legacy := fmt.Sprintf("ace_mtree_%d", k.dbOID)
+	_, err := k.local.Pool.Exec(ctx, `SELECT pg_copy_logical_replication_slot($1, $2)
+		WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database() AND wal_status IS DISTINCT FROM 'lost')
+		  AND EXISTS (SELECT 1 FROM ace.cdc_state WHERE slot_name = $1 AND $3::text[] <@ publications)
+		  AND NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $2)`, legacy, slot, pubs)
+	if err != nil {
+		return fmt.Errorf("copy the slot %s of the single stream to %s: %w", legacy, slot, err)
+	}
+	_, err = cdc.EnsureSlot(ctx, k.a.cfg.DSN, slot)
+	return err
 }
 
 // withSettings adds the stream's settings to a connection string as runtime parameters.
@@ -208,64 +358,137 @@ func withSettings(dsn string) (string, error) {
 	return u.String(), nil
 }
 
-func (k *treeKeeper) stopStream() {
-	if k.stream == nil {
+func (g *streamGroup) stop() {
+	if g.stream == nil {
 		return
 	}
-	k.cancel()
-	<-k.stopped
-	k.stream, k.stopped, k.pubs = nil, nil, nil
+	g.cancel()
+	g.stream, g.pubs = nil, nil // its stop, when it comes, is not news
 }
 
-// dropSlot drops the slot once nothing is tracked: a slot nobody reads holds WAL forever.
-func (k *treeKeeper) dropSlot(ctx context.Context) error {
-	var exists bool
-	if err := k.local.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, k.slot).Scan(&exists); err != nil {
-		return err
+func (k *treeKeeper) stopAll() {
+	for slot, g := range k.groups {
+		g.stop()
+		delete(k.groups, slot)
 	}
-	if exists {
-		if err := cdc.DropSlot(ctx, k.a.cfg.DSN, k.slot); err != nil {
-			return err
+}
+
+// streamStopped handles a group's stream ending with err. A stream that can never resume (its
+// publication or slot is gone, or the server fails the same change every time) fails the
+// group's trees and drops its slot; anything else is retried after a backoff, doubling to a
+// minute, so that nothing loops hot.
+func (k *treeKeeper) streamStopped(ctx context.Context, g *streamGroup, err error) {
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	k.recordError(ctx, g.slot, err)
+	if permanentStreamFailure(err) {
+		k.failGroup(ctx, g, err)
+		return
+	}
+	g.retryAt = time.Now().Add(g.backoff)
+	k.a.log.Warn("change stream stopped; restarting later", "slot", g.slot, "owner", g.owner, "retry_in", g.backoff, "err", err)
+	g.backoff = min(2*g.backoff, maxGroupBackoff)
+}
+
+// permanentStreamFailure reports whether err means the stream cannot resume without changes
+// being lost: the trees must be built again.
+func permanentStreamFailure(err error) bool {
+	return errors.Is(err, cdc.ErrPublicationMissing) || errors.Is(err, cdc.ErrSlotMissing) ||
+		errors.Is(err, cdc.ErrSlotInvalidated) || errors.Is(err, cdc.ErrDecoding)
+}
+
+// failGroup marks the group's trees failed, naming each publication, what went wrong and what
+// else is wrong with it, and drops the group's slot: nobody can read it, and it would hold WAL
+// without limit. Other groups stream on.
+func (k *treeKeeper) failGroup(ctx context.Context, g *streamGroup, cause error) {
+	k.a.log.Error("a change stream failed for good: its trees are failed and its slot dropped; they must be built again",
+		"slot", g.slot, "owner", g.owner, "err", cause)
+	_, err := k.local.Pool.Exec(ctx, `UPDATE ace.mtrees m SET status = 'failed',
+			error = format('the change stream of publication %I (slot %s, which streams the publications of %s) stopped for good: %s%s; build the tree again with ace.mtree_build(%L)',
+				m.publication, m.slot_name, $2::text, $3::text, coalesce('; ' || ace.mtree_publication_problem(m), ''), m.table_name)
+		WHERE m.slot_name = $1 AND m.status IN ('building', 'ready')`, g.slot, g.owner, cause.Error())
+	if err != nil {
+		k.a.log.Warn("recording the failed trees failed", "slot", g.slot, "err", err)
+	}
+	if err := cdc.DropSlot(ctx, k.a.cfg.DSN, g.slot); err != nil {
+		k.a.log.Warn("dropping the failed stream's slot failed", "slot", g.slot, "err", err)
+	}
+	delete(k.groups, g.slot)
+}
+
+// dropUnusedSlots drops this database's ace_mtree_ slots that no group streams (the single
+// slot of earlier releases, a group whose trees went), and forgets the state of streams none
+// of whose trees is left. Only this database's slots: other databases have agents of their
+// own.
+func (k *treeKeeper) dropUnusedSlots(ctx context.Context) error {
+	rows, err := k.local.Pool.Query(ctx, `SELECT slot_name FROM pg_replication_slots
+		WHERE database = current_database() AND slot_type = 'logical' AND slot_name LIKE 'ace\_mtree\_%'`)
+	if err != nil {
+		return fmt.Errorf("list the slots: %w", err)
+	}
+	slots, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("list the slots: %w", err)
+	}
+	for _, slot := range slots {
+		if _, used := k.groups[slot]; used {
+			continue
 		}
-		k.a.log.Info("change stream slot dropped: no table is tracked", "slot", k.slot)
+		if err := cdc.DropSlot(ctx, k.a.cfg.DSN, slot); err != nil {
+			k.a.log.Warn("dropping an unused change stream slot failed", "slot", slot, "err", err)
+			continue
+		}
+		k.a.log.Info("change stream slot dropped: no tree uses it", "slot", slot)
 	}
-	_, err := k.local.Pool.Exec(ctx, `DELETE FROM ace.cdc_state WHERE slot_name = $1`, k.slot)
-	return err
+	_, err = k.local.Pool.Exec(ctx, `DELETE FROM ace.cdc_state s WHERE NOT EXISTS (SELECT 1 FROM ace.mtrees m WHERE m.slot_name = s.slot_name)`)
+	if err != nil {
+		return fmt.Errorf("forget the state of unused streams: %w", err)
+	}
+	return nil
 }
 
-// beat records that the stream's agent is alive, while it streams.
+// beat records that the streams' agent is alive, for each stream that streams.
 func (k *treeKeeper) beat(ctx context.Context) {
-	if k.stream == nil || !k.stream.Status().Connected {
-		return
-	}
-	if _, err := k.local.Pool.Exec(ctx, `UPDATE ace.cdc_state SET heartbeat_at = now(), connected = true, agent_id = $2 WHERE slot_name = $1`,
-		k.slot, k.a.id); err != nil && ctx.Err() == nil {
-		k.a.log.Warn("change stream heartbeat failed", "err", err)
+	for _, g := range k.groups {
+		if g.stream == nil || !g.stream.Status().Connected {
+			continue
+		}
+		g.backoff = minGroupBackoff
+		if _, err := k.local.Pool.Exec(ctx, `UPDATE ace.cdc_state SET heartbeat_at = now(), connected = true, agent_id = $2 WHERE slot_name = $1`,
+			g.slot, k.a.id); err != nil && ctx.Err() == nil {
+			k.a.log.Warn("change stream heartbeat failed", "slot", g.slot, "err", err)
+		}
 	}
 }
 
-func (k *treeKeeper) recordError(ctx context.Context, err error) {
-	if err == nil {
-		return
-	}
+func (k *treeKeeper) recordError(ctx context.Context, slot string, err error) {
 	_, _ = k.local.Pool.Exec(ctx, `UPDATE ace.cdc_state SET connected = false, last_error = $2, updated_at = now() WHERE slot_name = $1`,
-		k.slot, err.Error())
-	if errors.Is(err, cdc.ErrSlotInvalidated) || errors.Is(err, cdc.ErrSlotMissing) {
-		k.a.log.Error("the change stream's slot is gone or invalidated: the trees miss changes; build them again", "slot", k.slot, "err", err)
-	}
+		slot, err.Error())
+}
+
+// groupHandler records what one group's stream delivers.
+type groupHandler struct {
+	k      *treeKeeper
+	g      *streamGroup
+	stream *cdc.Stream
 }
 
 // Apply records a batch of the stream: each changed key (old and new, when an UPDATE changes
 // it) as pending for its table's tree, the stream's position, and which trees the stream now
-// covers, in one transaction.
-func (k *treeKeeper) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl.LSN) error {
+// covers, in one transaction. A large transaction comes in parts (cdc.Txn.Partial): its keys
+// are recorded as they come (it has committed: pgoutput sends nothing else), and the position
+// moves past it only with its last part. If the agent stops before that, the server sends the
+// whole transaction again and its first parts' keys are recorded twice: a pending key only
+// marks a leaf to refresh, so a duplicate changes nothing.
+func (h *groupHandler) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl.LSN) error {
 	var ids []int64
 	var keys [][]byte
 	var xids []int64
 	var lsns []string
 	for _, txn := range txns {
 		for _, c := range txn.Changes {
-			t, ok := k.trees[c.Rel.ID]
+			t, ok := h.g.tree(c.Rel.ID)
 			if !ok {
 				continue
 			}
@@ -274,8 +497,9 @@ func (k *treeKeeper) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl.L
 			}
 		}
 	}
-	pubs := k.stream.Status().Publications
-	return pgx.BeginFunc(ctx, k.local.Pool, func(tx pgx.Tx) error {
+	pubs := h.stream.Status().Publications
+	slot := h.g.slot
+	return pgx.BeginFunc(ctx, h.k.local.Pool, func(tx pgx.Tx) error {
 		if len(ids) > 0 {
 			_, err := tx.Exec(ctx, `INSERT INTO ace.mtree_pending (tree_id, key, xid, lsn)
 				SELECT u.t, CASE WHEN u.k IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(u.k)) END, ace.xid8_of(u.x), u.l::pg_lsn
@@ -285,11 +509,12 @@ func (k *treeKeeper) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl.L
 			}
 		}
 		_, err := tx.Exec(ctx, `UPDATE ace.cdc_state SET confirmed_lsn = $2::pg_lsn, heartbeat_at = now(), connected = true,
-			publications = $3, last_error = NULL, updated_at = now(), agent_id = $4 WHERE slot_name = $1`, k.slot, upTo.String(), pubs, k.a.id)
+			publications = $3, last_error = NULL, updated_at = now(), agent_id = $4 WHERE slot_name = $1`, slot, upTo.String(), pubs, h.k.a.id)
 		if err != nil {
 			return fmt.Errorf("record the stream's position: %w", err)
 		}
-		_, err = tx.Exec(ctx, `UPDATE ace.mtrees SET tracking_lsn = $1::pg_lsn WHERE tracking_lsn IS NULL AND publication = ANY($2)`, upTo.String(), pubs)
+		_, err = tx.Exec(ctx, `UPDATE ace.mtrees SET tracking_lsn = $1::pg_lsn WHERE tracking_lsn IS NULL AND slot_name = $3 AND publication = ANY($2)`,
+			upTo.String(), pubs, slot)
 		return err
 	})
 }

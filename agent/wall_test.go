@@ -191,10 +191,10 @@ func TestMtreeRunsAsTheSubmitter(t *testing.T) {
 		_, err = conn.Exec(context.Background(), `INSERT INTO ace.mtree_pending (tree_id, xid, lsn) VALUES (1, '1', '0/0')`)
 		require.ErrorContains(t, err, "permission denied")
 	})
-	t.Run("only the publication's owner may tear it down", func(t *testing.T) {
+	t.Run("only the builder, the table owner or the ace owner may tear it down", func(t *testing.T) {
 		task := e.submit(t, e.bob, `SELECT ace.mtree_teardown('public.t')`)
 		require.Equal(t, sqlapi.StatusFailed, task.Status)
-		require.Contains(t, *task.Error, "belongs to "+e.alice)
+		require.Contains(t, *task.Error, "only its builder ("+e.alice+")")
 		task = e.submit(t, e.alice, `SELECT ace.mtree_teardown('public.t')`)
 		require.Equal(t, sqlapi.StatusCompleted, task.Status, "teardown: %v", task.Error)
 	})

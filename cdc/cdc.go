@@ -78,6 +78,12 @@ type Txn struct {
 	EndLSN     pglogrepl.LSN // end of the commit record: the position to confirm once this txn is recorded
 	CommitTime time.Time
 	Changes    []Change
+	// Partial: more changes of this transaction follow in a later Apply. A large transaction
+	// is handed over in chunks (Options.ChunkChanges, ChunkBytes) so that the stream never holds
+	// it whole; a partial transaction is always the last of its Apply, whose upTo then does not
+	// pass it. EndLSN is unknown (zero) until the last chunk; CommitLSN and Xid are known from
+	// the start (pgoutput sends only committed transactions).
+	Partial bool
 }
 
 // Handler records what the stream delivers.
@@ -86,6 +92,11 @@ type Handler interface {
 	// commits before upTo has now been delivered. The stream confirms upTo to the server (flush
 	// position) only after Apply returns nil, so a crash between delivery and Apply loses
 	// nothing: the server resends. Apply must be idempotent for redelivered transactions.
+	//
+	// A transaction may come in chunks (Txn.Partial): the chunks are committed changes, so they
+	// may be recorded at once; upTo confirms the transaction only with its last chunk. After a
+	// crash the server resends the whole transaction, so the chunks recorded before it come
+	// again.
 	//
 	// Apply runs on the stream's receive loop: while it runs the server hears nothing from the
 	// stream, so it should return well within the server's wal_sender_timeout (60s by default),
@@ -109,6 +120,8 @@ type Options struct {
 	StatusInterval time.Duration // how often to send standby status updates (default 10s)
 	BatchDelay     time.Duration // the longest a delivered txn waits before Apply (default 100ms)
 	BatchChanges   int           // Apply once this many changes are pending (default 5000)
+	ChunkChanges   int           // hand a transaction over in chunks of this many changes (default 10000)
+	ChunkBytes     int           // or of this many bytes of values, whichever comes first (default 16 MiB)
 	Log            *slog.Logger  // optional
 }
 
@@ -117,6 +130,8 @@ const (
 	DefaultStatusInterval = 10 * time.Second
 	DefaultBatchDelay     = 100 * time.Millisecond
 	DefaultBatchChanges   = 5000
+	DefaultChunkChanges   = 10_000
+	DefaultChunkBytes     = 16 << 20
 )
 
 func (o Options) withDefaults() Options {
@@ -128,6 +143,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BatchChanges <= 0 {
 		o.BatchChanges = DefaultBatchChanges
+	}
+	if o.ChunkChanges <= 0 {
+		o.ChunkChanges = DefaultChunkChanges
+	}
+	if o.ChunkBytes <= 0 {
+		o.ChunkBytes = DefaultChunkBytes
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

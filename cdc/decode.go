@@ -12,6 +12,7 @@ import (
 type decoder struct {
 	rels map[uint32]*Relation
 	txn  *Txn // the transaction being received, between Begin and Commit
+	size int  // bytes of values in txn.Changes
 }
 
 func newDecoder() *decoder { return &decoder{rels: map[uint32]*Relation{}} }
@@ -86,7 +87,7 @@ func (d *decoder) commit(m *pglogrepl.CommitMessage) (*Txn, error) {
 		return nil, fmt.Errorf("decode pgoutput: Commit at %s without Begin", m.CommitLSN)
 	}
 	t := d.txn
-	d.txn = nil
+	d.txn, d.size = nil, 0
 	t.CommitLSN, t.EndLSN, t.CommitTime = m.CommitLSN, m.TransactionEndLSN, m.CommitTime
 	return t, nil
 }
@@ -108,7 +109,34 @@ func (d *decoder) add(relID uint32, kind Kind, newTuple, oldTuple *pglogrepl.Tup
 		return fmt.Errorf("decode pgoutput: %s of %s.%s: old tuple: %w", kind, rel.Namespace, rel.Name, err)
 	}
 	d.txn.Changes = append(d.txn.Changes, c)
+	d.size += valuesSize(c.New) + valuesSize(c.Old)
 	return nil
+}
+
+func valuesSize(vals []Value) int {
+	n := 0
+	for _, v := range vals {
+		n += len(v.Text) + 16
+	}
+	return n
+}
+
+// held is how many changes, and bytes of values, of the transaction being received the
+// decoder holds.
+func (d *decoder) held() (changes, bytes int) {
+	if d.txn == nil {
+		return 0, 0
+	}
+	return len(d.txn.Changes), d.size
+}
+
+// takeChunk hands over the changes of the transaction being received so far, as a partial
+// transaction, and keeps receiving the rest.
+func (d *decoder) takeChunk() Txn {
+	chunk := *d.txn
+	chunk.Partial = true
+	d.txn.Changes, d.size = nil, 0
+	return chunk
 }
 
 // values aligns a tuple with rel.Columns. Columns the tuple does not carry are Null (pgoutput

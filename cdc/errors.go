@@ -17,6 +17,10 @@ var (
 	ErrSlotInvalidated = errors.New("replication slot has been invalidated")
 	// ErrPublicationMissing: a publication of Options.Publications does not exist.
 	ErrPublicationMissing = errors.New("publication does not exist")
+	// ErrDecoding: the server refused the stream at the same position again and again, e.g.
+	// a publication's row filter that raises on a change: decoding uses the catalog as of the
+	// change, so it fails the same way every time.
+	ErrDecoding = errors.New("the server failed to decode the stream")
 )
 
 // SQLSTATEs the classification reads.
@@ -62,6 +66,19 @@ func classify(err error) error {
 		return permanent(err)
 	}
 	return err
+}
+
+// serverRefusal reports whether err is an error the server sent that is not about the
+// connection or the server's resources (SQLSTATE classes 08, 53, 57P, and a slot in use by
+// another consumer are transient): repeated at the same position, it will not go away.
+func serverRefusal(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || isPermanent(err) {
+		return false
+	}
+	code := pgErr.Code
+	return !strings.HasPrefix(code, "08") && !strings.HasPrefix(code, "53") && !strings.HasPrefix(code, "57P") &&
+		code != sqlstateObjectInUse
 }
 
 // slotBusy reports whether err says another process is consuming the slot.

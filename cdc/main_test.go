@@ -199,7 +199,9 @@ func (r *recorder) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl.LSN
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n := len(r.applies); n > 0 && upTo <= r.applies[n-1].upTo {
+	// upTo grows with every Apply, except one that hands over part of a transaction.
+	partial := len(txns) > 0 && txns[len(txns)-1].Partial
+	if n := len(r.applies); n > 0 && (upTo < r.applies[n-1].upTo || upTo == r.applies[n-1].upTo && !partial) {
 		return fmt.Errorf("upTo went from %s to %s", r.applies[n-1].upTo, upTo)
 	}
 	r.applies = append(r.applies, apply{txns: txns, upTo: upTo})

@@ -33,12 +33,13 @@ type session struct {
 	restartWanted  bool // the publication list changed
 	restartAt      pglogrepl.LSN
 	lastRestartAsk time.Time
-	streamed       bool
+	start          pglogrepl.LSN // where the session started
+	streamed       bool          // the session confirmed a position past start: it made progress
 }
 
 func newSession(s *Stream, conn *pgconn.PgConn, from pglogrepl.LSN) *session {
 	// The first status update goes out at once: it tells the server where we are.
-	return &session{s: s, conn: conn, dec: newDecoder(), confirmed: from}
+	return &session{s: s, conn: conn, dec: newDecoder(), confirmed: from, start: from}
 }
 
 func (ss *session) opts() *Options { return &ss.s.opts }
@@ -55,8 +56,7 @@ func (ss *session) loop(ctx context.Context) error {
 		if msg == nil {
 			continue // deadline or wake-up: time to service
 		}
-		ss.streamed = true
-		if err := ss.handle(msg); err != nil {
+		if err := ss.handle(ctx, msg); err != nil {
 			return err
 		}
 	}
@@ -130,6 +130,7 @@ func (ss *session) apply(ctx context.Context, txns []Txn, upTo pglogrepl.LSN) er
 		return permanent(fmt.Errorf("handler: apply %d transactions up to %s: %w", len(txns), upTo, err))
 	}
 	ss.confirmed = upTo
+	ss.streamed = ss.streamed || upTo > ss.start
 	// A new slice, not pending[:0]: the Handler may keep what it was given.
 	ss.pending, ss.pendingChanges, ss.batchDue, ss.idleDue = nil, 0, time.Time{}, time.Time{}
 	ss.s.setConfirmed(upTo)
@@ -203,10 +204,10 @@ func (ss *session) receive(ctx context.Context) (pgproto3.BackendMessage, error)
 	return nil, fmt.Errorf("receive from the replication connection: %w", err)
 }
 
-func (ss *session) handle(msg pgproto3.BackendMessage) error {
+func (ss *session) handle(ctx context.Context, msg pgproto3.BackendMessage) error {
 	switch m := msg.(type) {
 	case *pgproto3.CopyData:
-		return ss.copyData(m.Data)
+		return ss.copyData(ctx, m.Data)
 	case *pgproto3.ErrorResponse:
 		return classify(fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m)))
 	case *pgproto3.CopyDone:
@@ -217,7 +218,7 @@ func (ss *session) handle(msg pgproto3.BackendMessage) error {
 	return fmt.Errorf("replication stream: unexpected %T", msg)
 }
 
-func (ss *session) copyData(data []byte) error {
+func (ss *session) copyData(ctx context.Context, data []byte) error {
 	if len(data) == 0 {
 		return fmt.Errorf("replication stream: empty CopyData")
 	}
@@ -242,8 +243,31 @@ func (ss *session) copyData(data []byte) error {
 			ss.deliver(txn)
 		}
 		ss.sawWALEnd(xld.ServerWALEnd)
+		return ss.handOverChunk(ctx)
 	}
 	return nil
+}
+
+// handOverChunk applies the changes received so far of a large transaction, with what is
+// pending before it, once they reach ChunkChanges or ChunkBytes: the stream never holds a
+// whole large transaction. The position confirmed is that of the pending transactions only;
+// the large one is confirmed with its last part, at its commit. (pgoutput sends a transaction
+// only once it has committed, so its changes may be recorded early; after a crash the server
+// resends it whole, and the Handler sees its first chunks again.)
+func (ss *session) handOverChunk(ctx context.Context) error {
+	changes, bytes := ss.dec.held()
+	if changes < ss.opts().ChunkChanges && bytes < ss.opts().ChunkBytes {
+		return nil
+	}
+	chunk := ss.dec.takeChunk()
+	if chunk.CommitLSN < ss.confirmed {
+		return nil // a resent transaction, recorded already
+	}
+	upTo := max(ss.confirmed, ss.idleW)
+	if n := len(ss.pending); n > 0 {
+		upTo = max(upTo, ss.pending[n-1].EndLSN)
+	}
+	return ss.apply(ctx, append(ss.pending, chunk), upTo)
 }
 
 // deliver queues a committed transaction for the next Apply. One that ends at or before the

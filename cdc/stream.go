@@ -21,6 +21,30 @@ const (
 	maxBackoff = 10 * time.Second
 )
 
+// maxRefusals is how many times the server may refuse the stream at the same confirmed
+// position (with backoff between) before Run gives up with ErrDecoding.
+const maxRefusals = 3
+
+// refusalCount counts the server's refusals of the stream (errors that are not about the
+// connection) at one confirmed position.
+type refusalCount struct {
+	at pglogrepl.LSN
+	n  int
+}
+
+// note counts err if it is a refusal and returns the count at this position.
+func (r *refusalCount) note(err error, at pglogrepl.LSN) int {
+	if !serverRefusal(err) {
+		r.n = 0
+		return 0
+	}
+	if r.n == 0 || r.at != at {
+		r.at, r.n = at, 0
+	}
+	r.n++
+	return r.n
+}
+
 // errRestart ends a session so that Run starts the next one at once, with the new publications.
 var errRestart = errors.New("restart with new publications")
 
@@ -56,8 +80,9 @@ func NewStream(opts Options, h Handler) *Stream {
 // Run streams until ctx ends (returns nil then) or a permanent error: ErrSlotMissing (the slot
 // does not exist), ErrSlotInvalidated (the slot was invalidated, e.g. by
 // max_slot_wal_keep_size: wal_status 'lost'), ErrPublicationMissing (a publication that does
-// not exist), a slot that is not a pgoutput slot of the connection's database, an invalid
-// connection string or slot name, or an error of the Handler (wrapped; the transactions it was
+// not exist), ErrDecoding (the server refused the stream maxRefusals times at the same
+// position with an error that is not about the connection, e.g. a row filter that raises), a
+// slot that is not a pgoutput slot of the connection's database, an invalid connection string or slot name, or an error of the Handler (wrapped; the transactions it was
 // given are redelivered by the next Run). Transient failures (connection lost, server restart,
 // the slot active for another consumer) are retried with capped exponential backoff, resuming
 // from the confirmed position; it records the last error for Status. While the publication list
@@ -70,6 +95,7 @@ func (s *Stream) Run(ctx context.Context) error {
 		return err
 	}
 	backoff := minBackoff
+	var refusals refusalCount
 	for {
 		streamed, err := s.session(ctx)
 		s.setConnected(false)
@@ -80,12 +106,17 @@ func (s *Stream) Run(ctx context.Context) error {
 			backoff = minBackoff
 			continue
 		}
+		if refusals.note(err, s.Status().Confirmed) >= maxRefusals {
+			err = permanent(fmt.Errorf("%w %d times at %s, the same way each time: %w", ErrDecoding, maxRefusals, s.Status().Confirmed, err))
+		}
 		s.recordError(err)
 		if isPermanent(err) {
 			return fmt.Errorf("cdc: slot %s: %w", s.opts.Slot, err)
 		}
 		s.logRetry(err, backoff)
 		if streamed {
+			// Only a session that confirmed something resets the backoff: one that merely
+			// connected and failed again must not reconnect in a tight loop.
 			backoff = minBackoff
 		}
 		if sleep(ctx, backoff) != nil {
@@ -115,8 +146,8 @@ func replicationConfig(connString string) (*pgconn.Config, error) {
 	return cfg, nil
 }
 
-// session runs one replication connection; streamed reports whether it got as far as
-// receiving from the server, which resets the backoff.
+// session runs one replication connection; streamed reports whether it confirmed a position
+// past where it started, which resets the backoff.
 func (s *Stream) session(ctx context.Context) (streamed bool, err error) {
 	pubs := s.takePublications()
 	if len(pubs) == 0 {

@@ -289,6 +289,9 @@ Exit codes: 0 done, 2 error.`
 		if len(r.SlotsDropped) > 0 {
 			fmt.Fprintf(cmd.OutOrStdout(), "slots dropped on %s\n", strings.Join(r.SlotsDropped, ", "))
 		}
+		for _, note := range r.Notices {
+			fmt.Fprintln(cmd.OutOrStdout(), note)
+		}
 		return nil
 	}
 	f := cmd.Flags()

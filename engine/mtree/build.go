@@ -171,7 +171,7 @@ func (b *builder) closeSessions(ctx context.Context) {
 // the snapshot the node's leaves are hashed at.
 func (b *builder) track(ctx context.Context, i int) error {
 	n := b.nodes[i]
-	pub, err := b.publish(ctx, n.Data)
+	pub, relid, err := b.publish(ctx, n.Data)
 	if err != nil {
 		return err
 	}
@@ -180,7 +180,7 @@ func (b *builder) track(ctx context.Context, i int) error {
 	if err := waitForOlderTransactions(ctx, n.Data, b.opts.TxWait); err != nil {
 		return err
 	}
-	t, err := b.register(ctx, n, pub)
+	t, err := b.register(ctx, n, pub, relid)
 	if err != nil {
 		return err
 	}
@@ -202,8 +202,10 @@ func (b *builder) track(ctx context.Context, i int) error {
 }
 
 // publish creates the publication of the table's key columns on a node, as the submitter:
-// PostgreSQL lets only the table's owner publish it.
-func (b *builder) publish(ctx context.Context, n *engine.Node) (string, error) {
+// PostgreSQL lets only the table's owner publish it. It returns the publication and the
+// table's OID, resolved in the submitter's session (the agent's login may not even have USAGE
+// on the table's schema).
+func (b *builder) publish(ctx context.Context, n *engine.Node) (string, uint32, error) {
 	var relid uint32
 	var ident string
 	var identCols []string
@@ -212,10 +214,10 @@ func (b *builder) publish(ctx context.Context, n *engine.Node) (string, error) {
 			          WHERE i.indrelid = c.oid AND i.indisreplident), '{}')
 		FROM pg_class c WHERE c.oid = $1::regclass`, b.sub.table.Qualified()).Scan(&relid, &ident, &identCols)
 	if err != nil {
-		return "", fmt.Errorf("node %s: read the replica identity of %s: %w", n.Name, b.sub.table.Display(), err)
+		return "", 0, fmt.Errorf("node %s: read the replica identity of %s: %w", n.Name, b.sub.table.Display(), err)
 	}
 	if ident == "n" {
-		return "", fmt.Errorf("node %s: table %s has REPLICA IDENTITY NOTHING: publishing it would make PostgreSQL refuse its UPDATEs and DELETEs; ALTER TABLE %s REPLICA IDENTITY DEFAULT there first",
+		return "", 0, fmt.Errorf("node %s: table %s has REPLICA IDENTITY NOTHING: publishing it would make PostgreSQL refuse its UPDATEs and DELETEs; ALTER TABLE %s REPLICA IDENTITY DEFAULT there first",
 			n.Name, b.sub.table.Display(), b.sub.table.Qualified())
 	}
 	pub := fmt.Sprintf("ace_mtree_%d", relid)
@@ -238,27 +240,43 @@ func (b *builder) publish(ctx context.Context, n *engine.Node) (string, error) {
 	sql := fmt.Sprintf(`CREATE PUBLICATION %s FOR TABLE %s%s WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`,
 		engine.Ident(pub), b.sub.table.Qualified(), columns)
 	if _, err := n.Pool.Exec(ctx, sql); err != nil {
-		return "", fmt.Errorf("node %s: publish %s for change tracking (only its owner may): %w", n.Name, b.sub.table.Display(), err)
+		return "", 0, fmt.Errorf("node %s: publish %s for change tracking (only its owner may): %w", n.Name, b.sub.table.Display(), err)
 	}
-	return pub, nil
+	return pub, relid, nil
 }
 
 // register records the tree as building on a node, with the agent's login, and wakes the
-// node's agent to stream its publication.
-func (b *builder) register(ctx context.Context, n Node, pub string) (*tree, error) {
+// node's agent to stream its publication. The tree joins the stream of its publication's
+// owner (one slot per owner: a publication can stop only its owner's trees), and records what
+// the publication looks like now, so that a later change of it is noticed
+// (ace.mtree_publication_problem); one already unfit for tracking is refused.
+func (b *builder) register(ctx context.Context, n Node, pub string, relid uint32) (*tree, error) {
 	var t *tree
 	err := pgx.BeginFunc(ctx, n.Agent.Pool, func(tx pgx.Tx) error {
 		var keyCols []string
 		for _, c := range b.sub.keys.Columns() {
 			keyCols = append(keyCols, c.Name)
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO ace.mtrees (table_name, relid, publication, leaf_rows, key_columns, key_collate_c,
-				hash_mode, hash_version, built_by, build_task)
-			VALUES ($1, $2::regclass, $3, $4, $5, $6, $7, $8, $9, nullif($10, '')::uuid)`,
-			b.opts.Table, b.sub.table.Qualified(), pub, b.opts.LeafRows, keyCols, b.sub.keys.CollateC(),
-			string(b.sub.mode), engine.HashVersion, b.opts.User, b.opts.TaskID)
+		var problem *string
+		err := tx.QueryRow(ctx, `INSERT INTO ace.mtrees (table_name, relid, publication, leaf_rows, key_columns, key_collate_c,
+				hash_mode, hash_version, built_by, build_task, pub_owner, slot_name, pub_xmin, pubrel_xmin, pub_columns)
+			SELECT $1, $2::oid, $3::text, $4, $5, $6, $7, $8, $9, nullif($10, '')::uuid, p.pubowner,
+				format('ace_mtree_%s_%s', d.oid, p.pubowner), p.xmin, r.xmin,
+				(SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs))
+			FROM pg_publication p JOIN pg_database d ON d.datname = current_database()
+			LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = $2::oid
+			WHERE p.pubname = $3::text
+			RETURNING ace.mtree_publication_problem(mtrees)`,
+			b.opts.Table, relid, pub, b.opts.LeafRows, keyCols, b.sub.keys.CollateC(),
+			string(b.sub.mode), engine.HashVersion, b.opts.User, b.opts.TaskID).Scan(&problem)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("publication %s is gone: it was dropped while the tree was being built; build again", pub)
+		}
 		if err != nil {
 			return err
+		}
+		if problem != nil {
+			return fmt.Errorf("%s while the tree was being built; build again", *problem)
 		}
 		if t, err = loadTree(ctx, tx, b.opts.Table, false); err != nil {
 			return err
@@ -288,8 +306,12 @@ func (b *builder) awaitTracking(ctx context.Context, n Node, t *tree) error {
 			}
 		}
 		var tracking bool
-		err := n.Agent.Pool.QueryRow(ctx, `SELECT m.tracking_lsn IS NOT NULL, (SELECT s.last_error FROM ace.cdc_state s LIMIT 1)
-			FROM ace.mtrees m WHERE m.tree_id = $1`, t.ID).Scan(&tracking, &streamErr)
+		var status string
+		err := n.Agent.Pool.QueryRow(ctx, `SELECT m.tracking_lsn IS NOT NULL, m.status, coalesce(m.error, s.last_error)
+			FROM ace.mtrees m LEFT JOIN ace.cdc_state s ON s.slot_name = m.slot_name WHERE m.tree_id = $1`, t.ID).Scan(&tracking, &status, &streamErr)
+		if err == nil && status == "failed" {
+			err = fmt.Errorf("its agent failed the tree%s", errorSuffix(streamErr))
+		}
 		return tracking, err
 	})
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
 )
 
 // defaultCDCTimeout bounds the wait for a node's stream to catch up.
@@ -20,14 +22,22 @@ const staleHeartbeat = 30 * time.Second
 // trails commits made with synchronous_commit = off), read in a transaction that writes, so
 // its commit flushes the WAL to there and the stream can reach it without waiting for the WAL
 // writer; the same transaction wakes the agent, which asks the server where its stream is.
+//
+// The tree's publication is checked before and after: one changed since the build may have
+// hidden changes from the tree (a false "in sync"), so the tree is failed and the diff refused.
 func (d *differ) catchUp(ctx context.Context, i int) error {
 	agent, t := d.nodes[i].Agent, d.trees[i]
+	slot, err := checkStream(ctx, agent, t)
+	if err != nil {
+		return err
+	}
 	var target string
-	err := pgx.BeginFunc(ctx, agent.Pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, agent.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = local`); err != nil {
 			return err
 		}
-		if err := tx.QueryRow(ctx, `UPDATE ace.cdc_state SET updated_at = now() RETURNING pg_current_wal_insert_lsn()::text`).Scan(&target); err != nil {
+		if err := tx.QueryRow(ctx, `UPDATE ace.cdc_state SET updated_at = now() WHERE slot_name = $1
+			RETURNING pg_current_wal_insert_lsn()::text`, slot).Scan(&target); err != nil {
 			if errors.Is(err, pgx.ErrNoRows) {
 				return fmt.Errorf("no change stream: the node's agent has not started one (is ace-agent running there?); build the tree again with ace.mtree_build, or use ace.table_diff")
 			}
@@ -44,7 +54,7 @@ func (d *differ) catchUp(ctx context.Context, i int) error {
 	}
 	var st streamState
 	done, err := poll(ctx, timeout, func() (bool, error) {
-		if err := st.read(ctx, agent.Pool, target, t.Publication); err != nil {
+		if err := st.read(ctx, agent.Pool, target, slot, t.Publication); err != nil {
 			return false, err
 		}
 		return st.caughtUp, st.problem()
@@ -56,8 +66,39 @@ func (d *differ) catchUp(ctx context.Context, i int) error {
 		return fmt.Errorf("its change stream has not caught up with WAL position %s within %s (it is at %s%s); is ace-agent running there? Run the diff again once it is, or use ace.table_diff",
 			target, timeout, st.confirmed, st.heartbeatNote())
 	}
+	if _, err := checkStream(ctx, agent, t); err != nil {
+		return err
+	}
 	d.stats.CaughtUpTo[d.nodes[i].Name()] = target
 	return nil
+}
+
+// checkStream returns the slot of the tree's stream, or an error if the tree failed or its
+// publication changed since the build; such a tree is failed here, with the agent's login, so
+// that every later diff is refused too until it is built again.
+func checkStream(ctx context.Context, agent *engine.Node, t *tree) (string, error) {
+	var slot, status string
+	var failure, problem *string
+	err := agent.Pool.QueryRow(ctx, `SELECT coalesce(m.slot_name, ''), m.status, m.error, ace.mtree_publication_problem(m)
+		FROM ace.mtrees m WHERE m.tree_id = $1`, t.ID).Scan(&slot, &status, &failure, &problem)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("the Merkle tree of %s was torn down while the diff ran", t.Table)
+	}
+	if err != nil {
+		return "", fmt.Errorf("check the tree's publication: %w", err)
+	}
+	rebuild := fmt.Sprintf("build the tree again with ace.mtree_build(%s), or use ace.table_diff", engine.QuoteLiteral(t.Table))
+	if problem != nil {
+		msg := fmt.Sprintf("%s since the Merkle tree of %s was built, so the tree may have missed changes and cannot be trusted", *problem, t.Table)
+		if _, err := agent.Pool.Exec(ctx, `UPDATE ace.mtrees SET status = 'failed', error = $2 WHERE tree_id = $1`, t.ID, msg+"; "+rebuild); err != nil {
+			return "", fmt.Errorf("%s; and recording that failed: %w", msg, err)
+		}
+		return "", fmt.Errorf("%s; %s", msg, rebuild)
+	}
+	if status == "failed" {
+		return "", fmt.Errorf("the Merkle tree of %s failed%s; %s", t.Table, errorSuffix(failure), rebuild)
+	}
+	return slot, nil
 }
 
 // streamState is what a node records about its change stream.
@@ -71,12 +112,12 @@ type streamState struct {
 
 func (s *streamState) read(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, target, pub string) error {
+}, target, slot, pub string) error {
 	var age *float64
 	err := q.QueryRow(ctx, `SELECT s.slot_name, coalesce(s.confirmed_lsn::text, 'nowhere'), coalesce(s.confirmed_lsn >= $1::pg_lsn, false),
 			$2 = ANY(s.publications), extract(epoch FROM now() - s.heartbeat_at)::float8, s.last_error,
 			r.slot_name IS NOT NULL, coalesce(r.wal_status, '')
-		FROM ace.cdc_state s LEFT JOIN pg_replication_slots r ON r.slot_name = s.slot_name`, target, pub).
+		FROM ace.cdc_state s LEFT JOIN pg_replication_slots r ON r.slot_name = s.slot_name WHERE s.slot_name = $3`, target, pub, slot).
 		Scan(&s.slot, &s.confirmed, &s.caughtUp, &s.tracked, &age, &s.lastError, &s.slotExists, &s.walStatus)
 	if err != nil {
 		return fmt.Errorf("read the change stream's state: %w", err)

@@ -148,6 +148,27 @@ BEGIN
         'nodes', to_jsonb(ace.resolve_nodes(ace.nodes_arg(args)))));
 END $$;
 
+-- Raises unless the current user may tear down the tree of tbl: its builder, the owner of the
+-- table (relid, 0 when gone) and the owner of the ace schema may, and their members. Tearing
+-- down does not need the builder's publication: it is left to her if the user may not drop it.
+CREATE OR REPLACE FUNCTION ace.check_mtree_teardown(tbl text, builder text, relid oid) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+DECLARE
+    builder_role oid := CASE WHEN builder <> '' THEN to_regrole(quote_ident(builder)) END;
+    table_owner oid := (SELECT c.relowner FROM pg_class c WHERE c.oid = relid);
+    ace_owner oid := (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'ace');
+BEGIN
+    IF coalesce(pg_has_role(current_user, builder_role, 'USAGE'), false)
+       OR coalesce(pg_has_role(current_user, table_owner, 'USAGE'), false)
+       OR pg_has_role(current_user, ace_owner, 'USAGE') THEN
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'permission denied: % may not tear down the Merkle tree of %: only its builder (%), the owner of the table (%) or the owner of the ace schema (%) may, or a member of one of them',
+            current_user, tbl, coalesce(nullif(builder, ''), 'unknown'), coalesce(table_owner::regrole::text, 'the table is gone'), ace_owner::regrole
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Run the teardown as one of them, or GRANT one of those roles to the role that runs it.';
+END $$;
+
 CREATE OR REPLACE FUNCTION ace.mtree_exists(tbl text) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
     SELECT EXISTS (SELECT 1 FROM ace.mtrees WHERE table_name = tbl)
@@ -284,8 +305,69 @@ LANGUAGE sql STABLE AS $$
     FROM (SELECT ace.xid8_of(xid) AS x) s
 $$;
 
--- This node's trees and stream, live. Readable by every role through this function only: it
--- shows counts and positions, never keys.
+-- What changed in a tree's publication since the tree was built, or NULL if nothing did. The
+-- publication belongs to the tree's builder, who can alter it at any time; one that no longer
+-- sends every change of the table (fewer operations, a row filter, another column list, another
+-- owner, other tables, or any change of its catalog rows, even one undone since) could have hidden
+-- changes from the tree, and a diff would then call differing rows in sync. The agents call it
+-- when they reconcile their streams and before every tree diff.
+CREATE OR REPLACE FUNCTION ace.mtree_publication_problem(t ace.mtrees) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT CASE
+        WHEN p.oid IS NULL THEN format('publication %I no longer exists', t.publication)
+        WHEN t.pub_owner IS DISTINCT FROM p.pubowner THEN
+            format('publication %I now belongs to %s, not to %s who built the tree', t.publication, p.pubowner::regrole,
+                   coalesce(t.pub_owner::regrole::text, 'the role'))
+        WHEN NOT (p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate) THEN
+            format('publication %I no longer publishes every insert, update, delete and truncate (publish = %L)', t.publication,
+                   concat_ws(', ', CASE WHEN p.pubinsert THEN 'insert' END, CASE WHEN p.pubupdate THEN 'update' END,
+                             CASE WHEN p.pubdelete THEN 'delete' END, CASE WHEN p.pubtruncate THEN 'truncate' END))
+        WHEN NOT p.pubviaroot THEN format('publication %I no longer publishes through the partition root', t.publication)
+        WHEN p.puballtables OR EXISTS (SELECT 1 FROM pg_publication_namespace n WHERE n.pnpubid = p.oid)
+             OR EXISTS (SELECT 1 FROM pg_publication_rel o WHERE o.prpubid = p.oid AND o.prrelid <> t.relid) THEN
+            format('publication %I now publishes other tables too', t.publication)
+        WHEN r.oid IS NULL THEN format('publication %I no longer publishes %s', t.publication, t.table_name)
+        WHEN r.prqual IS NOT NULL THEN
+            format('publication %I has a row filter (WHERE %s), which hides changes from the tree', t.publication,
+                   pg_get_expr(r.prqual, r.prrelid))
+        WHEN c.cols IS DISTINCT FROM t.pub_columns THEN
+            format('publication %I publishes the columns %s, not %s as when the tree was built', t.publication,
+                   coalesce(array_to_string(c.cols, ', '), 'all'), coalesce(array_to_string(t.pub_columns, ', '), 'all'))
+        WHEN p.xmin::text IS DISTINCT FROM coalesce(t.pub_xmin, p.xmin)::text
+             OR r.xmin::text IS DISTINCT FROM coalesce(t.pubrel_xmin, r.xmin)::text THEN
+            format('publication %I was altered after the tree was built, which may have hidden changes from it meanwhile', t.publication)
+    END
+    FROM (SELECT 1) one
+    LEFT JOIN pg_publication p ON p.pubname = t.publication
+    LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid AND r.prrelid = t.relid
+    LEFT JOIN LATERAL (SELECT array_agg(a.attname::text ORDER BY a.attnum) AS cols FROM pg_attribute a
+                       WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs)) c ON true
+$$;
+
+-- Trees recorded without a stream group (by a release with one slot for every tree, or by its
+-- agent during an upgrade) join the group of their publication's owner, with the publication's
+-- catalog rows taken as they are now; a tree whose publication is gone keeps none and fails.
+-- The agent calls it before it reconciles its streams; returns how many trees it adopted.
+CREATE OR REPLACE FUNCTION ace.mtree_adopt_trees() RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog AS $$
+    WITH adopted AS (
+        UPDATE ace.mtrees m
+        SET pub_owner = p.pubowner,
+            slot_name = format('ace_mtree_%s_%s', d.oid, p.pubowner),
+            pub_xmin = p.xmin,
+            pubrel_xmin = (SELECT r.xmin FROM pg_publication_rel r WHERE r.prpubid = p.oid AND r.prrelid = m.relid),
+            pub_columns = (SELECT array_agg(a.attname::text ORDER BY a.attnum)
+                           FROM pg_publication_rel r JOIN pg_attribute a ON a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs)
+                           WHERE r.prpubid = p.oid AND r.prrelid = m.relid)
+        FROM pg_publication p, pg_database d
+        WHERE m.slot_name IS NULL AND p.pubname = m.publication AND d.datname = current_database()
+        RETURNING 1)
+    SELECT count(*) FROM adopted
+$$;
+
+-- This node's trees and their streams (each tree's own: the stream of its publication's owner),
+-- live; warning says what needs doing, a failed tree's error first. Readable by every role
+-- through this function only: it shows counts and positions, never keys.
 CREATE OR REPLACE FUNCTION ace.mtree_local_status(table_name text DEFAULT NULL)
 RETURNS TABLE (
     table_name text, status text, leaves bigint, row_count bigint, largest_leaf_rows bigint, dirty_leaves bigint,
@@ -297,7 +379,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
            m.refreshed_at, m.hash_version, s.slot_name, r.wal_status, s.confirmed_lsn,
            pg_current_wal_insert_lsn() - s.confirmed_lsn, pg_current_wal_insert_lsn() - r.restart_lsn, r.safe_wal_size,
            s.heartbeat_at, s.last_error,
-           CASE WHEN s.slot_name IS NULL OR r.slot_name IS NULL THEN 'no change stream: the slot is missing; build the tree again'
+           CASE WHEN m.status = 'failed' THEN 'the tree failed: ' || coalesce(m.error, 'no reason recorded') || coalesce(' (stream: ' || s.last_error || ')', '')
+                WHEN s.last_error IS NOT NULL THEN 'the change stream reports an error: ' || s.last_error
+                WHEN s.slot_name IS NULL OR r.slot_name IS NULL THEN 'no change stream: the slot is missing; build the tree again'
                 WHEN r.wal_status = 'lost' THEN 'the slot was invalidated (max_slot_wal_keep_size): build the tree again'
                 WHEN r.wal_status = 'unreserved' THEN 'the slot is about to lose WAL it needs: is the agent running?'
                 WHEN s.heartbeat_at < now() - interval '1 minute' THEN 'the agent''s stream has not reported for over a minute'
@@ -308,7 +392,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
                               max(x.row_count) AS largest FROM ace.mtree_leaves x WHERE x.tree_id = m.tree_id) l ON true
     LEFT JOIN LATERAL (SELECT count(DISTINCT x.leaf_id) AS dirty FROM ace.mtree_dirty x WHERE x.tree_id = m.tree_id) d ON true
     LEFT JOIN LATERAL (SELECT count(*) AS pending FROM ace.mtree_pending x WHERE x.tree_id = m.tree_id) p ON true
-    LEFT JOIN ace.cdc_state s ON true
+    LEFT JOIN ace.cdc_state s ON s.slot_name = m.slot_name
     LEFT JOIN pg_replication_slots r ON r.slot_name = s.slot_name
     WHERE mtree_local_status.table_name IS NULL OR m.table_name = mtree_local_status.table_name
 $$;
