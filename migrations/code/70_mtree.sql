@@ -364,6 +364,8 @@ LANGUAGE sql SET search_path = pg_catalog AS $$
         RETURNING 1)
     SELECT count(*) FROM adopted
 $$;
+-- Both are the agents' own: the check reads catalogs anyone can read, and adopting writes trees.
+REVOKE EXECUTE ON FUNCTION ace.mtree_publication_problem(ace.mtrees), ace.mtree_adopt_trees() FROM PUBLIC;
 
 -- This node's trees and their streams (each tree's own: the stream of its publication's owner),
 -- live; warning says what needs doing, a failed tree's error first. Readable by every role
