@@ -74,14 +74,16 @@ BEGIN
             USING ERRCODE = 'undefined_object',
                   HINT = format('Build one first: SELECT ace.mtree_build(%L); or compare without a tree: SELECT ace.table_diff(%L);', tbl, tbl);
     END IF;
-    IF t.status <> 'ready' THEN
-        RAISE EXCEPTION 'the Merkle tree of % is %, not ready%', tbl, t.status, coalesce(': ' || t.error, '')
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = format('Build it again: SELECT ace.mtree_build(%L);', tbl);
-    END IF;
+    -- The table's identity first: a tree of a table dropped since is failed by its agent too,
+    -- and this says why.
     IF t.relid IS DISTINCT FROM check_mtree_ready.relid
        OR t.rel_owner IS DISTINCT FROM (SELECT c.relowner FROM pg_class c WHERE c.oid = check_mtree_ready.relid) THEN
         RAISE EXCEPTION 'the Merkle tree of % was built for a table that has since been dropped and re-created (or changed owner); build it again with ace.mtree_build(%)', tbl, quote_literal(tbl)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Build it again: SELECT ace.mtree_build(%L);', tbl);
+    END IF;
+    IF t.status <> 'ready' THEN
+        RAISE EXCEPTION 'the Merkle tree of % is %, not ready%', tbl, t.status, coalesce(': ' || t.error, '')
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = format('Build it again: SELECT ace.mtree_build(%L);', tbl);
     END IF;
@@ -314,6 +316,8 @@ $$;
 CREATE OR REPLACE FUNCTION ace.mtree_publication_problem(t ace.mtrees) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
     SELECT CASE
+        WHEN NOT EXISTS (SELECT 1 FROM pg_class x WHERE x.oid = t.relid) THEN
+            format('table %s was dropped (or dropped and re-created: a table of that name now is another one)', t.table_name)
         WHEN p.oid IS NULL THEN format('publication %I no longer exists', t.publication)
         WHEN t.pub_owner IS DISTINCT FROM p.pubowner THEN
             format('publication %I now belongs to %s, not to %s who built the tree', t.publication, p.pubowner::regrole,
