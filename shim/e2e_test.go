@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -80,13 +81,13 @@ func TestDiffAndRepairOverBothRouteSets(t *testing.T) {
 		require.EqualValues(t, 0, task["task_context"].(map[string]any)["diff_summary"].(map[string]any)["differing_keys"])
 	})
 	t.Run("metrics and health", func(t *testing.T) {
-		r := do(t, http.DefaultClient, http.MethodGet, e.metricsURL+"/metrics", "", "")
-		require.Equal(t, http.StatusOK, r.code, "body: %s", r.body)
-		require.Contains(t, string(r.body), `ace_tasks{type="table-diff",status="COMPLETED"} 2`)
-		require.Contains(t, string(r.body), `ace_differing_rows_total{type="table-diff"} 3`)
-		require.Contains(t, string(r.body), "ace_task_duration_seconds_count")
-		require.Contains(t, string(r.body), `ace_shim_submissions_total{type="table-repair",outcome="accepted"} 2`)
-		r = do(t, http.DefaultClient, http.MethodGet, e.metricsURL+"/healthz", "", "")
+		families := scrape(t, e.metricsURL)
+		require.Equal(t, 2.0, sample(t, families, "ace_tasks", dto.MetricType_GAUGE, "type", "table-diff", "status", "COMPLETED"))
+		require.Equal(t, 3.0, sample(t, families, "ace_differing_rows_total", dto.MetricType_COUNTER, "type", "table-diff"))
+		durations := series(family(t, families, "ace_task_duration_seconds", dto.MetricType_HISTOGRAM), "type", "table-diff", "status", "COMPLETED")
+		require.EqualValues(t, 2, durations.GetHistogram().GetSampleCount())
+		require.Equal(t, 2.0, sample(t, families, "ace_shim_submissions_total", dto.MetricType_COUNTER, "type", "table-repair", "outcome", "accepted"))
+		r := do(t, http.DefaultClient, http.MethodGet, e.metricsURL+"/healthz", "", "")
 		require.Equal(t, http.StatusOK, r.code)
 		require.Equal(t, "ok", r.json(t)["database"])
 		r = do(t, alice, http.MethodGet, e.url+"/healthz", "", "")

@@ -17,8 +17,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,18 +63,6 @@ func readAnswer(t *testing.T, conn *tls.Conn, wait time.Duration) response {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return response{code: resp.StatusCode, header: resp.Header, body: b}
-}
-
-// metric reads one sample without labels from the shim's /metrics.
-func metric(t *testing.T, metricsURL, name string) float64 {
-	t.Helper()
-	r := do(t, http.DefaultClient, http.MethodGet, metricsURL+"/metrics", "", "")
-	require.Equal(t, http.StatusOK, r.code, "body: %s", r.body)
-	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(r.body)
-	require.NotNil(t, m, "no %s in /metrics:\n%s", name, r.body)
-	v, err := strconv.ParseFloat(string(m[1]), 64)
-	require.NoError(t, err)
-	return v
 }
 
 const unknownTask = "/api/v1/tasks/00000000-0000-4000-8000-000000000000"
@@ -348,16 +334,4 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 	require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(),
 		`SELECT count(*) FROM ace.tasks WHERE task_type IN ('table-repair', 'diff-import')`).Scan(&repairs))
 	require.Zero(t, repairs, "a refused body inserted a task")
-}
-
-// /metrics shows each tree's warning (a failing change stream, a lost slot) as a label, escaped.
-func TestMetricsShowTreeWarnings(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	warning := "the stream failed: \"pub\" is gone\nC:\\wal"
-	e.Node("n1").Exec(t, `INSERT INTO ace.mtree_node_status (node_name, table_name, status) VALUES ('n9', 'public.t', jsonb_build_object('warning', $1::text))`, warning)
-	r := do(t, http.DefaultClient, http.MethodGet, e.metricsURL+"/metrics", "", "")
-	require.Equal(t, http.StatusOK, r.code, "body: %s", r.body)
-	require.Contains(t, string(r.body), `ace_mtree_warning{node="n9",table="public.t",warning="the stream failed: \"pub\" is gone\nC:\\wal"} 1`+"\n")
-	require.Contains(t, string(r.body), "# TYPE ace_mtree_warning gauge\n")
 }

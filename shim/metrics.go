@@ -3,19 +3,118 @@ package shim
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
+
+// metrics serves /metrics through Prometheus' client library. The shim's own counts (submissions,
+// event streams, re-reads, uploads) live in a registry of the shim's own, not the process-wide
+// default one. What ace.tasks and ace.mtree_status() hold is read afresh at every scrape, on the
+// agent's own login, which owns the ace schema and so sees every role's tasks (in aggregate only:
+// no task ids, no arguments).
+type metrics struct {
+	pool    *pgxpool.Pool // the agent's login (ACE_DSN)
+	reg     *prometheus.Registry
+	submits *prometheus.CounterVec // by task type and outcome
+	rereads prometheus.Counter     // re-reads of the tasks by event streams
+}
+
+// newMetrics registers the shim's own metrics; streams and uploads count the event streams open
+// and the uploads of ACE diff files being read or imported, at scrape time.
+func newMetrics(pool *pgxpool.Pool, streams, uploads func() int) *metrics {
+	m := &metrics{
+		pool: pool,
+		reg:  prometheus.NewRegistry(),
+		submits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ace_shim_submissions_total",
+			Help: "Tasks submitted through this shim since it started, by type and outcome."}, []string{"type", "outcome"}),
+		rereads: prometheus.NewCounter(prometheus.CounterOpts{Name: "ace_shim_event_rereads_total",
+			Help: "Re-reads of the tasks by event streams since the shim started (at most one per stream per ACE_SHIM_EVENT_MIN_INTERVAL)."}),
+	}
+	m.reg.MustRegister(m.submits, m.rereads,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ace_shim_event_streams",
+			Help: "Event streams (GET /api/v1/events) open on this shim."}, func() float64 { return float64(streams()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ace_shim_uploads",
+			Help: "Requests uploading an ACE diff file that this shim is reading or importing."}, func() float64 { return float64(uploads()) }))
+	return m
+}
+
+// reread counts one re-read of an event stream.
+func (m *metrics) reread() { m.rereads.Inc() }
+
+func (m *metrics) submitted(typ sqlapi.TaskType, err error) {
+	outcome := "accepted"
+	if err != nil {
+		outcome = "refused"
+	}
+	m.submits.WithLabelValues(string(typ), outcome).Inc()
+}
+
+// handler reads the database with the request's context first, so that a scraper that gives up
+// cancels the queries and a database that cannot answer gets a 503 with its error, as the rest
+// of the shim answers. What it read is then gathered with the shim's own registry, in a registry
+// that lives for this scrape only: no reading outlives the request that asked for it.
+func (m *metrics) handler(w http.ResponseWriter, r *http.Request) {
+	db, err := readDatabaseMetrics(r.Context(), m.pool)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	scrape := prometheus.NewPedanticRegistry()
+	if err := scrape.Register(db); err != nil {
+		writeError(w, http.StatusInternalServerError, fmt.Errorf("register the database's metrics: %w", err))
+		return
+	}
+	promhttp.HandlerFor(prometheus.Gatherers{m.reg, scrape}, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).ServeHTTP(w, r)
+}
+
+// durationBuckets are the upper bounds, in seconds, of ace_task_duration_seconds' buckets: a diff
+// of a small table or a Merkle tree ends within a second, one of a large table or a repair can
+// take hours.
+var durationBuckets = []float64{0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600}
+
+// taskMetricsSQL aggregates ace.tasks by type and status: the count, the run time of the tasks
+// that ran to an end (its sum, count and how many ended within each of durationBuckets, $1), and
+// the rows hashed and differing rows their results report. One statement, so that the
+// histogram's buckets, sum and count come from one snapshot.
+var taskMetricsSQL = `SELECT task_type, status, count(*), coalesce(sum(seconds), 0)::float8, count(seconds),
+	coalesce(sum(rows_hashed), 0)::bigint, coalesce(sum(differing), 0)::bigint,
+	ARRAY[` + bucketCountsSQL(len(durationBuckets)) + `]::bigint[]
+FROM (SELECT task_type, status,
+	extract(epoch FROM finished_at - started_at)::float8 AS seconds,
+	(SELECT sum(v::bigint) FROM jsonb_each_text(CASE WHEN jsonb_typeof(result->'rows_per_node') = 'object' THEN result->'rows_per_node' END) x(k, v)) AS rows_hashed,
+	CASE WHEN jsonb_typeof(result->'differing_keys') = 'number' THEN (result->>'differing_keys')::bigint END AS differing
+	FROM ace.tasks) t
+GROUP BY task_type, status ORDER BY task_type, status`
+
+// bucketCountsSQL counts, for each of n bucket bounds in the parameter $1, the tasks that ended
+// within it: cumulative counts, as a Prometheus histogram's buckets are ("le", less or equal).
+func bucketCountsSQL(n int) string {
+	counts := make([]string, n)
+	for i := range counts {
+		counts[i] = fmt.Sprintf("count(*) FILTER (WHERE seconds <= ($1::float8[])[%d])", i+1)
+	}
+	return strings.Join(counts, ", ")
+}
+
+// treeLagSQL reads every node's trees as ace.mtree_status reports them.
+const treeLagSQL = `SELECT node_name, table_name, coalesce(lag_bytes, 0)::float8, coalesce(retained_wal_bytes, 0)::float8,
+	coalesce(dirty_leaves, 0)::float8, warning FROM ace.mtree_status()`
+
+type taskAgg struct {
+	typ, status         string
+	count, ended        int64
+	seconds             float64
+	rowsHashed, differs int64
+	endedWithin         []int64 // per durationBuckets bound, cumulative
+}
 
 // treeLag is how far one table's Merkle tree on a node trails the node's WAL, as the local
 // agent last collected it (ace.mtree_status).
@@ -25,69 +124,45 @@ type treeLag struct {
 	warning                        *string // why the tree or its node's change stream is unwell
 }
 
-// treeLagSQL reads every node's trees as ace.mtree_status reports them.
-const treeLagSQL = `SELECT node_name, table_name, coalesce(lag_bytes, 0)::float8, coalesce(retained_wal_bytes, 0)::float8,
-	coalesce(dirty_leaves, 0)::float8, warning FROM ace.mtree_status()`
-
-// metrics serves /metrics in Prometheus' text exposition format (version 0.0.4), written by
-// hand: a few gauges and counters do not justify a dependency. Everything but the shim's own
-// request counts is read from ace.tasks on the agent's own login, which owns the ace schema
-// and so sees every role's tasks (in aggregate only: no task ids, no arguments).
-type metrics struct {
-	pool    *pgxpool.Pool // the agent's login (ACE_DSN)
-	mu      sync.Mutex
-	submits map[[2]string]int64 // {task type, outcome} -> count
-	rereads atomic.Int64        // re-reads of the tasks by event streams
-	streams func() int          // event streams open
-	uploads func() int          // uploads of ACE diff files being read or imported
+// databaseMetrics is what one scrape read from ace.tasks and ace.mtree_status(): a
+// prometheus.Collector of const metrics.
+type databaseMetrics struct {
+	tasks []taskAgg
+	trees []treeLag
 }
 
-// reread counts one re-read of an event stream.
-func (m *metrics) reread() { m.rereads.Add(1) }
-
-func (m *metrics) submitted(typ sqlapi.TaskType, err error) {
-	outcome := "accepted"
+func readDatabaseMetrics(ctx context.Context, pool *pgxpool.Pool) (*databaseMetrics, error) {
+	tasks, err := readTasks(ctx, pool)
 	if err != nil {
-		outcome = "refused"
+		return nil, err
 	}
-	m.mu.Lock()
-	m.submits[[2]string{string(typ), outcome}]++
-	m.mu.Unlock()
-}
-
-// taskMetricsSQL aggregates ace.tasks by type and status: the count, the run time of the tasks
-// that ran to an end, and the rows hashed and differing rows their results report.
-const taskMetricsSQL = `SELECT task_type, status, count(*),
-	coalesce(sum(extract(epoch FROM finished_at - started_at)) FILTER (WHERE finished_at IS NOT NULL AND started_at IS NOT NULL), 0)::float8,
-	count(*) FILTER (WHERE finished_at IS NOT NULL AND started_at IS NOT NULL),
-	coalesce(sum((SELECT sum(v::bigint) FROM jsonb_each_text(CASE WHEN jsonb_typeof(result->'rows_per_node') = 'object' THEN result->'rows_per_node' END) x(k, v))), 0)::bigint,
-	coalesce(sum(CASE WHEN jsonb_typeof(result->'differing_keys') = 'number' THEN (result->>'differing_keys')::bigint END), 0)::bigint
-FROM ace.tasks GROUP BY task_type, status ORDER BY task_type, status`
-
-type taskAgg struct {
-	typ, status         string
-	count, ended        int64
-	seconds             float64
-	rowsHashed, differs int64
-}
-
-func (m *metrics) handler(w http.ResponseWriter, r *http.Request) {
-	aggs, err := m.read(r.Context())
+	trees, err := readLags(ctx, pool)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err)
-		return
+		return nil, err
 	}
-	lags, err := m.readLags(r.Context())
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	m.write(w, aggs, lags)
+	return &databaseMetrics{tasks: tasks, trees: trees}, nil
 }
 
-func (m *metrics) readLags(ctx context.Context) ([]treeLag, error) {
-	rows, err := m.pool.Query(ctx, treeLagSQL)
+func readTasks(ctx context.Context, pool *pgxpool.Pool) ([]taskAgg, error) {
+	rows, err := pool.Query(ctx, taskMetricsSQL, durationBuckets)
+	if err != nil {
+		return nil, fmt.Errorf("read task metrics: %w", err)
+	}
+	var out []taskAgg
+	var a taskAgg
+	_, err = pgx.ForEachRow(rows, []any{&a.typ, &a.status, &a.count, &a.seconds, &a.ended, &a.rowsHashed, &a.differs, &a.endedWithin}, func() error {
+		out = append(out, a)
+		a.endedWithin = nil // a fresh slice for the next row, not one shared with this one
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read task metrics: %w", err)
+	}
+	return out, nil
+}
+
+func readLags(ctx context.Context, pool *pgxpool.Pool) ([]treeLag, error) {
+	rows, err := pool.Query(ctx, treeLagSQL)
 	if err != nil {
 		return nil, fmt.Errorf("read the Merkle trees' lag: %w", err)
 	}
@@ -104,75 +179,75 @@ func (m *metrics) readLags(ctx context.Context) ([]treeLag, error) {
 	return out, nil
 }
 
-func (m *metrics) read(ctx context.Context) ([]taskAgg, error) {
-	rows, err := m.pool.Query(ctx, taskMetricsSQL)
-	if err != nil {
-		return nil, fmt.Errorf("read task metrics: %w", err)
+var (
+	tasksDesc = prometheus.NewDesc("ace_tasks", "Tasks in ace.tasks by type and status.",
+		[]string{"type", "status"}, nil)
+	durationDesc = prometheus.NewDesc("ace_task_duration_seconds", "Run time of the tasks that ended (started_at to finished_at), by type and status.",
+		[]string{"type", "status"}, nil)
+	rowsHashedDesc = prometheus.NewDesc("ace_rows_hashed_total", "Rows hashed by diffs, summed over their nodes, as their results report.",
+		[]string{"type"}, nil)
+	differingDesc = prometheus.NewDesc("ace_differing_rows_total", "Differing keys found by diffs, as their results report.",
+		[]string{"type"}, nil)
+	lagDesc = prometheus.NewDesc("ace_mtree_lag_bytes", "How far each node's change stream, and so each Merkle tree, trails the node's WAL.",
+		[]string{"node", "table"}, nil)
+	retainedDesc = prometheus.NewDesc("ace_mtree_retained_wal_bytes", "WAL each node's slot holds back.",
+		[]string{"node", "table"}, nil)
+	staleDesc = prometheus.NewDesc("ace_mtree_stale_leaves", "Leaves of each tree whose hashes wait for the next diff to be refreshed.",
+		[]string{"node", "table"}, nil)
+	warningDesc = prometheus.NewDesc("ace_mtree_warning", "1 for each tree whose node reports a warning (a failing change stream, a lost slot), the warning as a label.",
+		[]string{"node", "table", "warning"}, nil)
+)
+
+func (d *databaseMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, desc := range []*prometheus.Desc{tasksDesc, durationDesc, rowsHashedDesc, differingDesc, lagDesc, retainedDesc, staleDesc, warningDesc} {
+		ch <- desc
 	}
-	defer rows.Close()
-	var out []taskAgg
-	for rows.Next() {
-		var a taskAgg
-		if err := rows.Scan(&a.typ, &a.status, &a.count, &a.seconds, &a.ended, &a.rowsHashed, &a.differs); err != nil {
-			return nil, fmt.Errorf("read task metrics: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read task metrics: %w", err)
-	}
-	return out, nil
 }
 
-func (m *metrics) write(w io.Writer, aggs []taskAgg, lags []treeLag) {
-	e := &exposition{w: w}
-	e.family("ace_tasks", "gauge", "Tasks in ace.tasks by type and status.")
-	for _, a := range aggs {
-		e.sample("ace_tasks", float64(a.count), "type", a.typ, "status", a.status)
-	}
-	e.family("ace_task_duration_seconds", "summary", "Run time of the tasks that ended (started_at to finished_at), by type and status.")
-	for _, a := range aggs {
+func (d *databaseMetrics) Collect(ch chan<- prometheus.Metric) {
+	for _, a := range d.tasks {
+		constant(ch, tasksDesc, prometheus.GaugeValue, float64(a.count), a.typ, a.status)
 		if a.ended > 0 {
-			e.sample("ace_task_duration_seconds_sum", a.seconds, "type", a.typ, "status", a.status)
-			e.sample("ace_task_duration_seconds_count", float64(a.ended), "type", a.typ, "status", a.status)
+			h, err := prometheus.NewConstHistogram(durationDesc, uint64(a.ended), a.seconds, bucketCounts(a.endedWithin), a.typ, a.status)
+			send(ch, durationDesc, h, err)
 		}
 	}
-	e.family("ace_rows_hashed_total", "counter", "Rows hashed by diffs, summed over their nodes, as their results report.")
-	e.family("ace_differing_rows_total", "counter", "Differing keys found by diffs, as their results report.")
-	for _, a := range sumByType(aggs) {
-		e.sample("ace_rows_hashed_total", float64(a.rowsHashed), "type", a.typ)
-		e.sample("ace_differing_rows_total", float64(a.differs), "type", a.typ)
+	for _, a := range sumByType(d.tasks) {
+		constant(ch, rowsHashedDesc, prometheus.CounterValue, float64(a.rowsHashed), a.typ)
+		constant(ch, differingDesc, prometheus.CounterValue, float64(a.differs), a.typ)
 	}
-	e.family("ace_shim_submissions_total", "counter", "Tasks submitted through this shim since it started, by type and outcome.")
-	m.mu.Lock()
-	for _, k := range sortedKeys(m.submits) {
-		e.sample("ace_shim_submissions_total", float64(m.submits[k]), "type", k[0], "outcome", k[1])
-	}
-	m.mu.Unlock()
-	e.family("ace_shim_event_streams", "gauge", "Event streams (GET /api/v1/events) open on this shim.")
-	e.sample("ace_shim_event_streams", float64(m.streams()))
-	e.family("ace_shim_event_rereads_total", "counter", "Re-reads of the tasks by event streams since the shim started (at most one per stream per ACE_SHIM_EVENT_MIN_INTERVAL).")
-	e.sample("ace_shim_event_rereads_total", float64(m.rereads.Load()))
-	e.family("ace_shim_uploads", "gauge", "Requests uploading an ACE diff file that this shim is reading or importing.")
-	e.sample("ace_shim_uploads", float64(m.uploads()))
-	e.family("ace_mtree_lag_bytes", "gauge", "How far each node's change stream, and so each Merkle tree, trails the node's WAL.")
-	for _, l := range lags {
-		e.sample("ace_mtree_lag_bytes", l.lagBytes, "node", l.node, "table", l.table)
-	}
-	e.family("ace_mtree_retained_wal_bytes", "gauge", "WAL each node's slot holds back.")
-	for _, l := range lags {
-		e.sample("ace_mtree_retained_wal_bytes", l.retainedBytes, "node", l.node, "table", l.table)
-	}
-	e.family("ace_mtree_stale_leaves", "gauge", "Leaves of each tree whose hashes wait for the next diff to be refreshed.")
-	for _, l := range lags {
-		e.sample("ace_mtree_stale_leaves", l.dirty, "node", l.node, "table", l.table)
-	}
-	e.family("ace_mtree_warning", "gauge", "1 for each tree whose node reports a warning (a failing change stream, a lost slot), the warning as a label.")
-	for _, l := range lags {
+	for _, l := range d.trees {
+		constant(ch, lagDesc, prometheus.GaugeValue, l.lagBytes, l.node, l.table)
+		constant(ch, retainedDesc, prometheus.GaugeValue, l.retainedBytes, l.node, l.table)
+		constant(ch, staleDesc, prometheus.GaugeValue, l.dirty, l.node, l.table)
 		if l.warning != nil {
-			e.sample("ace_mtree_warning", 1, "node", l.node, "table", l.table, "warning", *l.warning)
+			constant(ch, warningDesc, prometheus.GaugeValue, 1, l.node, l.table, *l.warning)
 		}
 	}
+}
+
+// constant sends one sample of a gauge or counter.
+func constant(ch chan<- prometheus.Metric, desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+	m, err := prometheus.NewConstMetric(desc, t, v, labels...)
+	send(ch, desc, m, err)
+}
+
+// send sends m, or when it could not be made (a label value that is not UTF-8, say) a metric
+// that fails the scrape with err.
+func send(ch chan<- prometheus.Metric, desc *prometheus.Desc, m prometheus.Metric, err error) {
+	if err != nil {
+		m = prometheus.NewInvalidMetric(desc, err)
+	}
+	ch <- m
+}
+
+// bucketCounts pairs durationBuckets' bounds with the cumulative counts taskMetricsSQL read.
+func bucketCounts(endedWithin []int64) map[float64]uint64 {
+	out := make(map[float64]uint64, len(durationBuckets))
+	for i, le := range durationBuckets {
+		out[le] = uint64(endedWithin[i])
+	}
+	return out
 }
 
 func sumByType(aggs []taskAgg) []taskAgg {
@@ -191,38 +266,3 @@ func sumByType(aggs []taskAgg) []taskAgg {
 	sort.Slice(out, func(i, j int) bool { return out[i].typ < out[j].typ })
 	return out
 }
-
-func sortedKeys(m map[[2]string]int64) [][2]string {
-	keys := make([][2]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i][0]+"\x00"+keys[i][1] < keys[j][0]+"\x00"+keys[j][1] })
-	return keys
-}
-
-// exposition writes Prometheus' text format.
-type exposition struct{ w io.Writer }
-
-func (e *exposition) family(name, typ, help string) {
-	fmt.Fprintf(e.w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-}
-
-// sample writes one sample; labels are name, value pairs.
-func (e *exposition) sample(name string, v float64, labels ...string) {
-	var b strings.Builder
-	b.WriteString(name)
-	if len(labels) > 0 {
-		b.WriteByte('{')
-		for i := 0; i+1 < len(labels); i += 2 {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(labels[i] + `="` + labelEscaper.Replace(labels[i+1]) + `"`)
-		}
-		b.WriteByte('}')
-	}
-	fmt.Fprintf(e.w, "%s %s\n", b.String(), strconv.FormatFloat(v, 'g', -1, 64))
-}
-
-var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)

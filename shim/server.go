@@ -67,7 +67,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, verify: v, logins: l, agent: pool, agentUser: poolCfg.ConnConfig.User,
 		streams: newSlots("event streams", cfg.MaxStreamsPerCN, "ACE_SHIM_MAX_STREAMS_PER_CN", cfg.MaxStreams, "ACE_SHIM_MAX_STREAMS"),
 		uploads: newSlots("uploads of an ACE diff file", cfg.MaxUploadsPerCN, "ACE_SHIM_MAX_UPLOADS_PER_CN", 0, "")}
-	s.metrics = &metrics{pool: pool, submits: map[[2]string]int64{}, streams: s.streams.count, uploads: s.uploads.count}
+	s.metrics = newMetrics(pool, s.streams.count, s.uploads.count)
 	s.tls = &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
