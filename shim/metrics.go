@@ -75,9 +75,8 @@ func (m *metrics) handler(w http.ResponseWriter, r *http.Request) {
 	promhttp.HandlerFor(prometheus.Gatherers{m.reg, scrape}, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).ServeHTTP(w, r)
 }
 
-// durationBuckets are the upper bounds, in seconds, of ace_task_duration_seconds' buckets: a diff
-// of a small table or a Merkle tree ends within a second, one of a large table or a repair can
-// take hours.
+// durationBuckets are the upper bounds, in seconds, of ace_task_duration_seconds' buckets: from
+// tasks that end within a second (a small table) to those that take hours (a large one).
 var durationBuckets = []float64{0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600}
 
 // taskMetricsSQL aggregates ace.tasks by type and status: the count, the run time of the tasks
