@@ -1,6 +1,20 @@
 // Package agent is the ace-agent daemon: it listens for tasks on its node, claims them with
-// SKIP LOCKED, runs a bounded number at once, heartbeats, recovers tasks whose agent died, and
-// shuts down gracefully. The algorithms themselves live in engine.
+// SKIP LOCKED, runs a bounded number at once (within the per-role limits of ace.settings and
+// max_task_runtime), heartbeats, recovers tasks whose agent died, deletes finished tasks past
+// task_retention, and shuts down gracefully, handing unfinished tasks back. The algorithms
+// themselves live in engine; this package runs them for a task, as its submitter.
+//
+// A map of the files:
+//
+//   - agent.go: Agent, Run and the worker pool; config.go: the ACE_* environment.
+//   - background.go: the listener (LISTEN ace_task, ace_task_cancel), the heartbeat, the
+//     recovery sweep and retention.
+//   - execute.go: one claimed task, from dispatch by task type to its end or hand-back;
+//     limits.go: max_task_runtime and cancel requests.
+//   - repair.go, mtree.go, report.go: the repair, Merkle-tree and report parts of running a task.
+//   - trees.go: the tree keeper, the node's only consumer of its change streams (one per
+//     publication owner, through package cdc), recording changed keys in ace.mtree_pending.
+//   - treestatus.go: the collection of every node's tree status into ace.mtree_node_status.
 package agent
 
 import (

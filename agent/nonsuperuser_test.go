@@ -15,9 +15,9 @@ import (
 )
 
 // TestNonSuperuserAgent runs the agent in the set_role mode (ACE_IMPERSONATION=set_role) the way
-// the README sets it up: a login without superuser that owns the ace schema, may SET ROLE to the
-// submitters, and holds only the grants a repair needs. Code that escapes the submitter's role
-// then lands on that login, not on a superuser.
+// docs/security.md ("The wall") sets it up: a login without superuser that owns the ace schema,
+// may SET ROLE to the submitters, and holds only the grants a repair needs. Code that escapes the
+// submitter's role then lands on that login, not on a superuser.
 func TestNonSuperuserAgent(t *testing.T) {
 	t.Parallel()
 	e := testcluster.New(t)

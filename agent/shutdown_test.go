@@ -21,7 +21,7 @@ import (
 
 // The shutdown tests stop n1's agent (as SIGTERM does: its context ends) at random moments of a
 // task, with a short grace, sometimes while the node drops the agent's connections, and check
-// that every task ends as the README promises. ACE_SHUTDOWN_TRIES sets the tries per task type
+// that every task ends as docs/operations.md promises (SIGTERM). ACE_SHUTDOWN_TRIES sets the tries per task type
 // (default 20); ACE_SHUTDOWN_SEED repeats a run whose seed a failure printed.
 
 const shutdownRows = 6000

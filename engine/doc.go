@@ -1,7 +1,7 @@
 // Package engine is the base every algorithm of ace-agent shares, independent of the task
 // queue: node sessions, table metadata, the one value and key semantics, the SQL they become,
-// the result types and the safety checks. The diff lives in engine/diff and the repair in
-// engine/repair, both built on this package's exported base. Callers hand them node sessions
+// the result types and the safety checks. The diff lives in engine/diff, the repair in
+// engine/repair and the Merkle trees in engine/mtree, all built on this package's exported base. Callers hand them node sessions
 // and typed options, and get results streamed into a sink and progress through a callback; none
 // of them logs or knows anything of ace.tasks or NOTIFY.
 //
@@ -17,7 +17,8 @@
 //     KeyFromJSON, KeyString); sqlgen.go turns both into SQL (RowHash and SummarySQL: row
 //     digests and block summaries; KeyOrder: key ranges (Range, Where), orders and key matches;
 //     Ident, QuoteLiteral, JSONObjectExpr, ElemCast for rows read from jsonb).
-//   - Results: result.go (DiffRow, DiffSummary, Sink, Progress).
+//   - Results: result.go (DiffRow, DiffSummary, Sink, Progress); keyederror.go (KeyedError: a
+//     failure quoting key values, recorded for the submitter without them).
 //   - Safety: filtercheck.go and nodetree.go (CheckFilter: a table_filter is one predicate made
 //     only of built-ins that run no SQL, read from PostgreSQL's own parse tree; the diff's only
 //     check, kept here because tablecode.go reads expressions with the same parse-tree reader
@@ -31,6 +32,10 @@
 //     ImportACEDiff, all streaming DiffRows into a Sink.
 //   - engine/repair: Repair, from a diff's stored rows: plan, decide against the rows each node
 //     holds now, write; and the repair report's arguments and actions.
+//   - engine/mtree: Build, Diff and Teardown of Merkle trees (leaves of row-hash sums, kept
+//     fresh from the keys the agent's change streams record, split and merged alike on every
+//     node), and Compact; differing leaves are narrowed to rows by engine/diff. It writes the
+//     tree tables (ace.mtrees, ace.mtree_leaves, ace.mtree_dirty, ...) on the agent's login.
 //   - engine/acefile owns ACE's file formats in both directions (the diff file's types, reading
 //     and writing it, the repair report); engine/report writes diffs as ACE diff files (through
 //     acefile), HTML and CSV reports.

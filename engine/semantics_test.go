@@ -11,7 +11,7 @@ import (
 	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
-// The README's two tables, "When two values are the same", as tests: n1 and n3 hold one value or
+// The two tables of docs/semantics.md, "When two values are the same", as tests: n1 and n3 hold one value or
 // key, n2 the other.
 
 func TestValueSemanticsTable(t *testing.T) {

@@ -11,4 +11,9 @@
 // The shim holds no validation of its own: REST fields become the task's args JSON through one
 // table (routes.go), and the BEFORE INSERT triggers and ace.validate_<type> judge them; their
 // error becomes a 400 with the SQL message.
+//
+// Beyond ACE's routes it serves a finished diff as an ACE diff file, HTML or CSV (through
+// engine/report), a Server-Sent Events stream of the caller's own tasks, /healthz, and, on a
+// plain-HTTP address of its own, /metrics: task counts and durations from ace.tasks and every
+// node's Merkle-tree lag from ace.mtree_status().
 package shim

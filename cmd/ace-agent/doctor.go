@@ -30,7 +30,7 @@ func newDoctorCmd(g *globals) *cobra.Command {
 the agent's own login is not a superuser, on every node the schema ace and everything in it
 belong to that login alone (as install demands), every node is reached over verified TLS, and on
 every node the agent's certificate logs in as each member of ace_submitters (the pg_hba.conf
-and pg_ident.conf lines the README's "The wall" section shows). Names what is missing.
+and pg_ident.conf lines docs/security.md's "The wall" section shows). Names what is missing.
 
 Exit codes: 0 all is well, 1 something is missing, 2 error.`,
 		Args: cobra.NoArgs,

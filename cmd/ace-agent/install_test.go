@@ -14,7 +14,7 @@ import (
 
 // installEnv is a test database on the certificate-only cluster, installed by the agent's login,
 // and mallory: an ordinary login (a submitter) who may create schemas in the database, as the
-// README grants tree builders.
+// docs/merkle-trees.md says tree builders need.
 type installEnv struct {
 	*testcluster.Env
 	mallory string

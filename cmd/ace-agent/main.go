@@ -1,7 +1,8 @@
 // Command ace-agent is the one binary of ace-agent. It installs the ace schema on a node
-// (install), runs the node's agent (run), registers the cluster's nodes (node, cluster import),
-// and submits ACE-style tasks to the local node, shows their progress and prints their result
-// (table-diff, diff export, task).
+// (install), runs the node's agent (run) and the HTTP shim (serve), checks the wall (doctor),
+// registers the cluster's nodes (node, cluster import), and submits ACE-style tasks to the local
+// node, shows their progress and prints their result (table-diff, table-repair, table-rerun,
+// mtree, diff export, repair export, task).
 //
 // The local node is reached through $ACE_DSN, a libpq connection string, or --dsn.
 //

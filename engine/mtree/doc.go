@@ -1,4 +1,8 @@
-// Package mtree keeps Merkle trees of tables on every node and compares them.
+// Package mtree keeps Merkle trees of tables on every node and compares them: Build (the
+// publication, the stream handshake, leaves cut at the reference node's keys), Diff (catch-up,
+// refresh, rebalance, compare), Teardown, and Compact, which the agent's tree keeper calls to
+// fold pending changes onto leaves. It writes the tree tables on the agent's login and reads
+// tables as the submitter.
 //
 // A tree's leaves are key ranges, the same on every node: each holds the node's row count there
 // and the exact sums of two 64-bit lanes of its rows' digests, the row hash of table-diff

@@ -16,7 +16,7 @@ import (
 )
 
 // The secure cluster authenticates every connection by client certificate, made at test time:
-// no trust. It is set up the way the README's "the wall" section says: the agent logs in as
+// no trust. It is set up the way docs/security.md's "The wall" section says: the agent logs in as
 // AgentRole, a role without superuser that owns the ace schema, and pg_ident.conf maps the
 // agent's certificate onto each submitter (members of SubmittersRole); a submitter logs in with
 // a certificate of her own.
