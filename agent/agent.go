@@ -37,9 +37,6 @@ type Agent struct {
 	// user is ACE_DSN's login: the agent's own role on every node, owner of the ace schema.
 	user string
 
-	// treeSignal carries the payloads of NOTIFY ace_mtree to the tree keeper.
-	treeSignal chan string
-
 	mu      sync.Mutex
 	running map[uuid.UUID]*runningTask
 	stop    <-chan struct{} // closed when the agent starts shutting down
@@ -62,11 +59,10 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
 	return &Agent{
-		cfg:        cfg,
-		id:         fmt.Sprintf("%s@%s:%d:%s", cfg.Node, host, os.Getpid(), hex.EncodeToString(suffix)),
-		log:        log,
-		running:    map[uuid.UUID]*runningTask{},
-		treeSignal: make(chan string, 8),
+		cfg:     cfg,
+		id:      fmt.Sprintf("%s@%s:%d:%s", cfg.Node, host, os.Getpid(), hex.EncodeToString(suffix)),
+		log:     log,
+		running: map[uuid.UUID]*runningTask{},
 	}
 }
 
@@ -79,8 +75,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("ACE_DSN: %w", err)
 	}
 	// Each task holds its claim connection and may read a stream (a repair's diff rows) while it
-	// writes on a third; the rest serve the heartbeat, recovery and claiming.
-	pcfg.MaxConns = int32(3*a.cfg.MaxTasks + 3)
+	// writes on a third; the rest serve claiming and the background services (the tree keeper
+	// has a pool of its own).
+	pcfg.MaxConns = int32(3*a.cfg.MaxTasks + 4)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "ace-agent"
 	if a.cfg.Impersonation == "" {
 		a.cfg.Impersonation = ImpersonateLogin
@@ -103,21 +100,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent started", "agent", a.id, "node", a.cfg.Node, "max_tasks", a.cfg.MaxTasks)
 
 	wake := make(chan struct{}, 1)
-	var bg conc.WaitGroup
-	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	bg.Go(func() { a.listen(bgCtx, wake) })
-	bg.Go(func() { a.heartbeatLoop(bgCtx) })
-	bg.Go(func() { a.keepTrees(bgCtx) })
-	bg.Go(func() { a.retentionLoop(bgCtx) })
+	services := a.services(wake)
+	// The services outlive ctx: while running tasks finish or are handed back, the heartbeat
+	// keeps them this agent's and the listener still hears cancel requests.
+	if err := startServices(context.WithoutCancel(ctx), services); err != nil {
+		a.unregister()
+		return err
+	}
 
 	var tasks conc.WaitGroup
 	a.claimLoop(ctx, wake, &tasks)
 	a.shutdown(&tasks)
-	stopBG()
-	bg.Wait()
+	stopServices(services)
 	a.unregister()
 	a.log.Info("agent stopped", "agent", a.id)
 	return nil
+}
+
+// services is the agent's background work, in the order it starts; it stops in reverse, so the
+// heartbeat stops last and the agent looks alive until all else has stopped. The listener wakes
+// the claim loop through wake, and passes the tree notifications on to the tree keeper.
+func (a *Agent) services(wake chan struct{}) []service {
+	trees := make(chan string, 8)
+	return []service{
+		&heartbeat{a: a},
+		&recoverySweep{a: a},
+		&listener{a: a, wake: wake, trees: trees},
+		newTreeKeeper(a, trees),
+		&treeStatusCollector{a: a},
+		&retention{a: a},
+	}
 }
 
 func (a *Agent) register(ctx context.Context) error {

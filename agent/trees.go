@@ -50,6 +50,7 @@ const (
 // A stream that can never resume fails its trees and gives its slot up: a slot nobody can read
 // must not hold WAL. With no tree it holds no slot.
 type treeKeeper struct {
+	startStop
 	a      *Agent
 	local  *engine.Node
 	dbOID  uint32
@@ -78,20 +79,6 @@ type streamStop struct {
 	g      *streamGroup
 	stream *cdc.Stream
 	err    error
-}
-
-// keepTrees runs the tree keeper until ctx ends.
-func (a *Agent) keepTrees(ctx context.Context) {
-	k := &treeKeeper{a: a, signal: a.treeSignal, groups: map[string]*streamGroup{}, stops: make(chan streamStop, 16)}
-	for ctx.Err() == nil {
-		if err := k.run(ctx); err != nil && ctx.Err() == nil {
-			a.log.Warn("Merkle tree upkeep failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(a.cfg.PollInterval):
-			}
-		}
-	}
 }
 
 func (k *treeKeeper) run(ctx context.Context) error {
@@ -148,7 +135,6 @@ func (k *treeKeeper) run(ctx context.Context) error {
 			if err := k.reconcile(ctx); err != nil {
 				return err
 			}
-			k.a.collectTreeStatus(ctx, k.local)
 		case <-compact.C:
 			if _, err := mtree.Compact(ctx, k.local, compactMinRows); err != nil {
 				k.a.log.Warn("compacting pending changes failed", "err", err)

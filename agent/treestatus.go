@@ -3,30 +3,56 @@ package agent
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ace-agent/ace-agent/engine"
 )
 
-// collectTreeStatus copies every node's ace.mtree_local_status() into this node's
-// ace.mtree_node_status, which ace.mtree_status reads: one place to see every node's trees and
-// streams. A node that cannot be reached keeps its last report, marked with the error.
-func (a *Agent) collectTreeStatus(ctx context.Context, local *engine.Node) {
-	conninfo, err := a.nodeConnInfo(ctx)
+// treeStatusCollector copies, every HeartbeatInterval, every node's ace.mtree_local_status() into
+// this node's ace.mtree_node_status, which ace.mtree_status reads: one place to see every node's
+// trees and streams. It runs whether or not this node has a tree, and whatever the tree keeper
+// does. A node that cannot be reached keeps its last report, marked with the error.
+type treeStatusCollector struct {
+	startStop
+	a *Agent
+}
+
+func (c *treeStatusCollector) Name() string { return "tree status collector" }
+
+func (c *treeStatusCollector) Start(ctx context.Context) error { return c.start(ctx, c.run) }
+
+func (c *treeStatusCollector) run(ctx context.Context) {
+	t := time.NewTicker(c.a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.collect(ctx)
+	}
+}
+
+// collect asks every registered node, this one included, for its trees' status.
+func (c *treeStatusCollector) collect(ctx context.Context) {
+	conninfo, err := c.a.nodeConnInfo(ctx)
 	if err != nil {
 		return
 	}
 	for name, ci := range conninfo {
-		rows, err := a.nodeTreeStatus(ctx, name, ci)
+		rows, err := c.a.nodeTreeStatus(ctx, name, ci)
 		if err == nil {
-			err = storeTreeStatus(ctx, local, name, rows)
+			err = storeTreeStatus(ctx, c.a.pool, name, rows)
 		} else {
-			_, err = local.Pool.Exec(ctx, `UPDATE ace.mtree_node_status SET status = status || jsonb_build_object('error', $2::text) WHERE node_name = $1`,
+			_, err = c.a.pool.Exec(ctx, `UPDATE ace.mtree_node_status SET status = status || jsonb_build_object('error', $2::text) WHERE node_name = $1`,
 				name, fmt.Sprintf("node %s could not be asked for its trees' status: %v", name, err))
 		}
 		if err != nil && ctx.Err() == nil {
-			a.log.Debug("collecting Merkle tree status failed", "node", name, "err", err)
+			c.a.log.Debug("collecting Merkle tree status failed", "node", name, "err", err)
 		}
 	}
 }
@@ -52,13 +78,13 @@ func (a *Agent) nodeTreeStatus(ctx context.Context, name, conninfo string) ([]tr
 	})
 }
 
-func storeTreeStatus(ctx context.Context, local *engine.Node, node string, rows []treeStatus) error {
+func storeTreeStatus(ctx context.Context, local *pgxpool.Pool, node string, rows []treeStatus) error {
 	tables := make([]string, len(rows))
 	docs := make([][]byte, len(rows))
 	for i, r := range rows {
 		tables[i], docs[i] = r.table, r.status
 	}
-	return pgx.BeginFunc(ctx, local.Pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, local, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM ace.mtree_node_status WHERE node_name = $1 AND NOT table_name = ANY($2)`, node, tables); err != nil {
 			return err
 		}

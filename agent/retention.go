@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"time"
+)
+
+// Retention: finished tasks and their results are deleted once they are older than the
+// task_retention setting, in batches of retentionBatch rows, so that each transaction stays short
+// and holds few locks. Several agents on one node share the work (the batches skip rows another
+// has locked).
+const (
+	retentionBatch           = 500
+	defaultRetentionInterval = 10 * time.Minute
+)
+
+// retention deletes expired tasks at start and then every RetentionInterval.
+type retention struct {
+	startStop
+	a *Agent
+}
+
+func (r *retention) Name() string { return "retention job" }
+
+func (r *retention) Start(ctx context.Context) error { return r.start(ctx, r.run) }
+
+func (r *retention) run(ctx context.Context) {
+	every := cmp.Or(r.a.cfg.RetentionInterval, defaultRetentionInterval)
+	for {
+		r.deleteExpiredTasks(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// deleteExpiredTasks deletes batches until none is full. A failure is logged and the next round
+// tries again: nothing is lost by deleting later.
+func (r *retention) deleteExpiredTasks(ctx context.Context) {
+	total := 0
+	for ctx.Err() == nil {
+		var n int
+		if err := r.a.pool.QueryRow(ctx, `SELECT ace.delete_expired_tasks($1)`, retentionBatch).Scan(&n); err != nil {
+			if ctx.Err() == nil {
+				r.a.log.Warn("deleting finished tasks older than task_retention failed; trying again later", "err", err)
+			}
+			return
+		}
+		total += n
+		if n < retentionBatch {
+			break
+		}
+	}
+	if total > 0 {
+		r.a.log.Info("deleted finished tasks older than task_retention", "count", total)
+	}
+}
