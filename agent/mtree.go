@@ -38,7 +38,7 @@ func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}
-	opts, err := a.diffOptions(args.TableDiffArgs())
+	opts, err := args.Options(a.diffSessions())
 	if err != nil {
 		return nil, err
 	}

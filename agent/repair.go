@@ -168,10 +168,7 @@ func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run) (any, error) {
 	defer closeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	s, err := diff.RecheckKeys(ctx, nodes, diff.RecheckOptions{
-		Table: args.TableName, Keys: keys, TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows,
-		SetRoleSessions: a.cfg.setRole(),
-	}, run, progress)
+	s, err := diff.RecheckKeys(ctx, nodes, args.RecheckOptions(keys, a.cfg.setRole()), run, progress)
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,6 @@ package shim
 
 import (
 	"encoding/json"
-	"reflect"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -108,12 +106,4 @@ func TestRouteArgumentsAreSQLArguments(t *testing.T) {
 	}
 }
 
-func jsonNames(v any) []string {
-	var names []string
-	rt := reflect.TypeOf(v)
-	for i := range rt.NumField() {
-		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-		names = append(names, name)
-	}
-	return names
-}
+func jsonNames(v any) []string { return sqlapi.ArgNames(v) }

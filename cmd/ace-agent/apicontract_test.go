@@ -1,7 +1,6 @@
 package main
 
 import (
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -107,12 +106,7 @@ func functionArgs(t *testing.T, e *testcluster.Env, name string) []string {
 }
 
 func jsonNames(v any) []string {
-	var names []string
-	typ := reflect.TypeOf(v)
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
-		names = append(names, name)
-	}
+	names := sqlapi.ArgNames(v)
 	sort.Strings(names)
 	return names
 }
