@@ -3,7 +3,6 @@ package agent
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,31 +75,7 @@ func (a *Agent) handBack(cause, err error, run *sqlapi.Run) bool {
 	return stopped && !run.MayHaveChangedData()
 }
 
-func (a *Agent) dispatch(ctx context.Context, run *sqlapi.Run) (any, error) {
-	switch run.Task.Type {
-	case sqlapi.TypeTableDiff:
-		return a.tableDiff(ctx, run)
-	case sqlapi.TypeTableRepair:
-		return a.tableRepair(ctx, run)
-	case sqlapi.TypeTableRerun:
-		return a.tableRerun(ctx, run)
-	case sqlapi.TypeDiffImport:
-		return a.diffImport(ctx, run)
-	case sqlapi.TypeMtreeBuild:
-		return a.mtreeBuild(ctx, run)
-	case sqlapi.TypeMtreeDiff:
-		return a.mtreeDiff(ctx, run)
-	case sqlapi.TypeMtreeTeardown:
-		return a.mtreeTeardown(ctx, run)
-	}
-	return nil, fmt.Errorf("this agent (version %s) cannot run %q tasks", Version, run.Task.Type)
-}
-
-func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.TableDiffArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode table-diff arguments: %w", err)
-	}
+func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.TableDiffArgs) (any, error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}

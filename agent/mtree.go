@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -11,11 +10,7 @@ import (
 )
 
 // mtreeBuild runs an mtree-build task: the tree of a table on the chosen nodes.
-func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.MtreeBuildArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode mtree-build arguments: %w", err)
-	}
+func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeBuildArgs) (any, error) {
 	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, 4)
 	if err != nil {
 		return nil, err
@@ -30,11 +25,7 @@ func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run) (any, error) {
 }
 
 // mtreeDiff runs an mtree-diff task; its result and rows are those of a table-diff.
-func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.MtreeDiffArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode mtree-diff arguments: %w", err)
-	}
+func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeDiffArgs) (any, error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}
@@ -62,11 +53,7 @@ func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 }
 
 // mtreeTeardown runs an mtree-teardown task: one table's tree, or all of them.
-func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.MtreeTeardownArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode mtree-teardown arguments: %w", err)
-	}
+func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeTeardownArgs) (any, error) {
 	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, 2)
 	if err != nil {
 		return nil, err
