@@ -2,13 +2,6 @@ package sqlapi
 
 import "time"
 
-// Merkle tree task types.
-const (
-	TypeMtreeBuild    TaskType = "mtree-build"
-	TypeMtreeDiff     TaskType = "mtree-diff"
-	TypeMtreeTeardown TaskType = "mtree-teardown"
-)
-
 // MtreeBuildArgs are an mtree-build task's arguments, named as ace.mtree_build's.
 type MtreeBuildArgs struct {
 	TableName string   `json:"table_name"`

@@ -5,6 +5,17 @@ import (
 	"strings"
 )
 
+// The task types, each described by its entry in TaskSpecs.
+const (
+	TypeTableDiff     TaskType = "table-diff"
+	TypeTableRepair   TaskType = "table-repair"
+	TypeTableRerun    TaskType = "table-rerun"
+	TypeDiffImport    TaskType = "diff-import"
+	TypeMtreeBuild    TaskType = "mtree-build"
+	TypeMtreeDiff     TaskType = "mtree-diff"
+	TypeMtreeTeardown TaskType = "mtree-teardown"
+)
+
 // Result says what a task type's result is, and so who may read it as what.
 type Result int
 

@@ -13,13 +13,6 @@ import (
 	"github.com/ace-agent/ace-agent/engine/repair"
 )
 
-// Task types of repairs and of the diffs they act on.
-const (
-	TypeTableRepair TaskType = "table-repair"
-	TypeTableRerun  TaskType = "table-rerun"
-	TypeDiffImport  TaskType = "diff-import"
-)
-
 // TableRepairArgs are a table-repair task's arguments, named as the arguments of
 // ace.table_repair(...). The validator fills TableName, TargetNodes (the nodes to repair) and
 // DiffNodes from the diff, and every flag, so the agent always reads them all.

@@ -10,11 +10,6 @@ import (
 // TaskType names a kind of work; it is the value of ace.tasks.task_type.
 type TaskType string
 
-// Task types the agent knows.
-const (
-	TypeTableDiff TaskType = "table-diff"
-)
-
 // Status is a task's place in its life cycle.
 type Status string
 
