@@ -18,10 +18,7 @@ func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run, args *sqlapi.Mt
 	defer closeTreeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	return mtree.Build(ctx, nodes, mtree.BuildOptions{
-		Table: args.TableName, LeafRows: args.LeafRows, TaskID: run.Task.ID.String(), User: run.Task.SubmittedBy,
-		TxWait: a.cfg.TreeTxWait,
-	}, progress)
+	return mtree.Build(ctx, nodes, args.Options(run.Task, a.cfg.TreeTxWait), progress)
 }
 
 // mtreeDiff runs an mtree-diff task; its result and rows are those of a table-diff.
@@ -33,16 +30,14 @@ func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Mtr
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, int32(opts.Workers+2))
+	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, int32(opts.Diff.Workers+2))
 	if err != nil {
 		return nil, err
 	}
 	defer closeTreeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	summary, err := mtree.Diff(ctx, nodes, mtree.DiffOptions{
-		Diff: opts, CDCTimeout: args.CDCTimeoutDuration(),
-	}, run, progress)
+	summary, err := mtree.Diff(ctx, nodes, opts, run, progress)
 	if err != nil {
 		return nil, err
 	}

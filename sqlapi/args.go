@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ace-agent/ace-agent/engine/diff"
+	"github.com/ace-agent/ace-agent/engine/mtree"
 	"github.com/ace-agent/ace-agent/engine/repair"
 )
 
@@ -111,6 +112,20 @@ func (a TableDiffArgs) Options(s DiffSessions) (diff.TableDiffOptions, error) {
 	o, err := a.DiffArgs.Options(s)
 	o.BlockSize = a.BlockSize
 	return o, err
+}
+
+// Options are the engine's options for the tree diff: the diff options, and how long to wait for
+// the change streams.
+func (a MtreeDiffArgs) Options(s DiffSessions) (mtree.DiffOptions, error) {
+	o, err := a.DiffArgs.Options(s)
+	return mtree.DiffOptions{Diff: o, CDCTimeout: a.CDCTimeoutDuration()}, err
+}
+
+// Options are the engine's options for building the tree of the task's table. txWait bounds the
+// wait for transactions open when the tracking began (the agent's setting).
+func (a MtreeBuildArgs) Options(task Task, txWait time.Duration) mtree.BuildOptions {
+	return mtree.BuildOptions{Table: a.TableName, LeafRows: a.LeafRows, TaskID: task.ID.String(),
+		User: task.SubmittedBy, TxWait: txWait}
 }
 
 // RecheckOptions are the engine's options for rechecking keys of the rerun's diff.
