@@ -3,12 +3,9 @@ package agent
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"runtime"
 	"sync"
 	"time"
 
@@ -78,35 +75,11 @@ func (a *Agent) handBack(cause, err error, run *sqlapi.Run) bool {
 	return stopped && !run.MayHaveChangedData()
 }
 
-func (a *Agent) dispatch(ctx context.Context, run *sqlapi.Run) (any, error) {
-	switch run.Task.Type {
-	case sqlapi.TypeTableDiff:
-		return a.tableDiff(ctx, run)
-	case sqlapi.TypeTableRepair:
-		return a.tableRepair(ctx, run)
-	case sqlapi.TypeTableRerun:
-		return a.tableRerun(ctx, run)
-	case sqlapi.TypeDiffImport:
-		return a.diffImport(ctx, run)
-	case sqlapi.TypeMtreeBuild:
-		return a.mtreeBuild(ctx, run)
-	case sqlapi.TypeMtreeDiff:
-		return a.mtreeDiff(ctx, run)
-	case sqlapi.TypeMtreeTeardown:
-		return a.mtreeTeardown(ctx, run)
-	}
-	return nil, fmt.Errorf("this agent (version %s) cannot run %q tasks", Version, run.Task.Type)
-}
-
-func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.TableDiffArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode table-diff arguments: %w", err)
-	}
+func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.TableDiffArgs) (any, error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}
-	opts, err := a.diffOptions(args)
+	opts, err := args.Options(a.diffSessions())
 	if err != nil {
 		return nil, err
 	}
@@ -128,33 +101,9 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 	return summary, nil
 }
 
-// diffOptions turns a task's arguments into engine options. concurrency_factor scales the
-// blocks hashed at once by the CPUs (ACE's meaning); max_connections caps them per node.
-func (a *Agent) diffOptions(args sqlapi.TableDiffArgs) (diff.TableDiffOptions, error) {
-	workers := a.cfg.DiffWorkers
-	if args.ConcurrencyFactor > 0 {
-		workers = int(math.Round(float64(runtime.NumCPU()) * args.ConcurrencyFactor))
-	}
-	if workers <= 0 {
-		workers = max(2, runtime.NumCPU())
-	}
-	workers = max(workers, 1)
-	if args.MaxConnections > 0 {
-		workers = max(1, min(workers, args.MaxConnections-1))
-	}
-	recheck, err := args.RecheckAfterDuration()
-	if err != nil {
-		return diff.TableDiffOptions{}, err
-	}
-	until, err := args.UntilTime()
-	if err != nil {
-		return diff.TableDiffOptions{}, err
-	}
-	return diff.TableDiffOptions{
-		Table: args.TableName, BlockSize: args.BlockSize, CompareUnitSize: args.CompareUnitSize,
-		TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows, Workers: workers,
-		AgainstOrigin: args.AgainstOrigin, Until: until, RecheckAfter: recheck, SetRoleSessions: a.cfg.setRole(),
-	}, nil
+// diffSessions is what a diff's engine options take from this agent rather than from the task.
+func (a *Agent) diffSessions() sqlapi.DiffSessions {
+	return sqlapi.DiffSessions{Workers: a.cfg.DiffWorkers, SetRole: a.cfg.setRole()}
 }
 
 // openNodes connects to the named nodes as the task's submitter. The local node is reached

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -11,11 +10,7 @@ import (
 )
 
 // mtreeBuild runs an mtree-build task: the tree of a table on the chosen nodes.
-func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.MtreeBuildArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode mtree-build arguments: %w", err)
-	}
+func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeBuildArgs) (any, error) {
 	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, 4)
 	if err != nil {
 		return nil, err
@@ -23,35 +18,26 @@ func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run) (any, error) {
 	defer closeTreeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	return mtree.Build(ctx, nodes, mtree.BuildOptions{
-		Table: args.TableName, LeafRows: args.LeafRows, TaskID: run.Task.ID.String(), User: run.Task.SubmittedBy,
-		TxWait: a.cfg.TreeTxWait,
-	}, progress)
+	return mtree.Build(ctx, nodes, args.Options(run.Task, a.cfg.TreeTxWait), progress)
 }
 
 // mtreeDiff runs an mtree-diff task; its result and rows are those of a table-diff.
-func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.MtreeDiffArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode mtree-diff arguments: %w", err)
-	}
+func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeDiffArgs) (any, error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}
-	opts, err := a.diffOptions(args.TableDiffArgs())
+	opts, err := args.Options(a.diffSessions())
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, int32(opts.Workers+2))
+	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, int32(opts.Diff.Workers+2))
 	if err != nil {
 		return nil, err
 	}
 	defer closeTreeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	summary, err := mtree.Diff(ctx, nodes, mtree.DiffOptions{
-		Diff: opts, CDCTimeout: args.CDCTimeoutDuration(),
-	}, run, progress)
+	summary, err := mtree.Diff(ctx, nodes, opts, run, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -62,11 +48,7 @@ func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run) (any, error) {
 }
 
 // mtreeTeardown runs an mtree-teardown task: one table's tree, or all of them.
-func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.MtreeTeardownArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode mtree-teardown arguments: %w", err)
-	}
+func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeTeardownArgs) (any, error) {
 	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, 2)
 	if err != nil {
 		return nil, err

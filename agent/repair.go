@@ -16,11 +16,7 @@ import (
 
 // tableRepair runs a table-repair task: it reads the diff the task refers to and has the engine
 // change the target nodes, recording every action in ace.repair_actions.
-func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.TableRepairArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode table-repair arguments: %w", err)
-	}
+func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.TableRepairArgs) (any, error) {
 	diff, err := a.diffSummary(ctx, args.DiffTask)
 	if err != nil {
 		return nil, err
@@ -40,7 +36,7 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
 	}
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	summary, err := repair.Repair(ctx, nodes, a.repairOptions(run, args, diff), sink, progress)
+	summary, err := repair.Repair(ctx, nodes, a.repairOptions(run, *args, diff), sink, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +44,7 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run) (any, error) {
 		// The nodes are committed: the shutdown must not cut the report short.
 		reportCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 		defer cancel()
-		if summary.RepairReport, err = a.repairReport(reportCtx, run, args, summary); err != nil {
+		if summary.RepairReport, err = a.repairReport(reportCtx, run, *args, summary); err != nil {
 			return nil, err
 		}
 	}
@@ -149,11 +145,7 @@ func (a *Agent) conninfos(ctx context.Context) (map[string]string, error) {
 
 // tableRerun rechecks exactly the keys of a diff on the diff's nodes, and stores the keys that
 // still differ as a diff of its own.
-func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.TableRerunArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode table-rerun arguments: %w", err)
-	}
+func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run, args *sqlapi.TableRerunArgs) (any, error) {
 	keys, err := a.diffKeys(ctx, args.DiffTask)
 	if err != nil {
 		return nil, err
@@ -168,10 +160,7 @@ func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run) (any, error) {
 	defer closeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	s, err := diff.RecheckKeys(ctx, nodes, diff.RecheckOptions{
-		Table: args.TableName, Keys: keys, TableFilter: args.TableFilter, MaxDiffRows: args.MaxDiffRows,
-		SetRoleSessions: a.cfg.setRole(),
-	}, run, progress)
+	s, err := diff.RecheckKeys(ctx, nodes, args.RecheckOptions(keys, a.cfg.setRole()), run, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -204,11 +193,7 @@ func (a *Agent) diffKeys(ctx context.Context, id uuid.UUID) ([][]string, error) 
 
 // diffImport stores an ACE diff file's rows as the result of a diff task, so a repair or a
 // rerun can refer to it.
-func (a *Agent) diffImport(ctx context.Context, run *sqlapi.Run) (any, error) {
-	var args sqlapi.DiffImportArgs
-	if err := json.Unmarshal(run.Task.Args, &args); err != nil {
-		return nil, fmt.Errorf("decode diff-import arguments: %w", err)
-	}
+func (a *Agent) diffImport(ctx context.Context, run *sqlapi.Run, args *sqlapi.DiffImportArgs) (any, error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}

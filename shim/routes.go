@@ -7,14 +7,6 @@ import (
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
-// The mtree task types are being added beside this package; until then the SQL side refuses
-// them as unknown task types, with its own message.
-const (
-	typeMtreeBuild    sqlapi.TaskType = "mtree-build"
-	typeMtreeDiff     sqlapi.TaskType = "mtree-diff"
-	typeMtreeTeardown sqlapi.TaskType = "mtree-teardown"
-)
-
 // A field maps one REST body field onto the task's args. This file is the one place where REST
 // fields meet task arguments; the arguments are judged by the SQL validators, not here.
 type field struct {
@@ -78,40 +70,73 @@ func join(lists ...[]field) []field {
 var repairFlags = same("source_of_truth", "dry_run", "insert_only", "upsert_only", "fire_triggers",
 	"generate_report", "fix_nulls", "bidirectional")
 
-// submitRoutes are every POST route of both route sets.
-var submitRoutes = []submitRoute{
+// submitRoutes are every POST route of sqlapi.TaskSpecs, with the fields aceFields maps, or,
+// for a route aceFields does not list, the task type's own argument names.
+var submitRoutes = routesOf(sqlapi.TaskSpecs)
+
+func routesOf(specs []sqlapi.TaskSpec) []submitRoute {
+	var routes []submitRoute
+	for _, spec := range specs {
+		for _, path := range spec.Routes {
+			fields, ok := aceFields[path]
+			if !ok {
+				fields = argFields(spec)
+			}
+			routes = append(routes, submitRoute{path, spec.Type, fields})
+		}
+	}
+	return routes
+}
+
+// argFields are the fields of a route that takes its task type's arguments under their own
+// names, and ignores ACE's fields that mean nothing here.
+func argFields(spec sqlapi.TaskSpec) []field {
+	fields := ignored("cluster", "dbname", "quiet")
+	for _, name := range sqlapi.ArgNames(spec.Args()) {
+		if name == nodesField.arg {
+			fields = append(fields, nodesField)
+			continue
+		}
+		fields = append(fields, arg(name, name))
+	}
+	return fields
+}
+
+// aceFields map the REST fields of ACE's routes (the Python seed's and ACE Go's) onto the
+// task's arguments, where ACE's names differ from ours.
+var aceFields = map[string][]field{
 	// The Python seed's routes.
-	{"/ace/table-diff", sqlapi.TypeTableDiff, join(
+	"/ace/table-diff": join(
 		[]field{arg("table_name", "table_name"), arg("block_rows", "block_size"),
 			arg("max_cpu_ratio", "concurrency_factor"), nodesField},
-		same("output", "table_filter"), ignored("cluster_name", "dbname", "batch_size", "quiet"))},
-	{"/ace/table-repair", sqlapi.TypeTableRepair, join(
-		[]field{arg("table_name", "table_name"), diffFileField}, repairFlags, ignored("cluster_name", "dbname", "quiet"))},
-	{"/ace/table-rerun", sqlapi.TypeTableRerun, join(
-		[]field{arg("table_name", "table_name"), diffFileField}, ignored("cluster_name", "dbname", "quiet", "behavior"))},
+		same("output", "table_filter"), ignored("cluster_name", "dbname", "batch_size", "quiet")),
+	"/ace/table-repair": join(
+		[]field{arg("table_name", "table_name"), diffFileField}, repairFlags, ignored("cluster_name", "dbname", "quiet")),
+	"/ace/table-rerun": join(
+		[]field{arg("table_name", "table_name"), diffFileField}, ignored("cluster_name", "dbname", "quiet", "behavior")),
 
 	// ACE Go's routes.
-	{"/api/v1/table-diff", sqlapi.TypeTableDiff, join(
+	"/api/v1/table-diff": join(
 		[]field{arg("table", "table_name"), nodesField},
 		same("block_size", "concurrency_factor", "compare_unit_size", "max_diff_rows", "max_connections",
-			"table_filter", "override_block_size"), ignored("cluster", "dbname", "quiet"))},
-	{"/api/v1/table-rerun", sqlapi.TypeTableRerun, join(
+			"table_filter", "override_block_size"), ignored("cluster", "dbname", "quiet")),
+	"/api/v1/table-rerun": join(
 		// A rerun compares the diff's own nodes, so ACE's nodes has nothing to choose.
-		[]field{diffFileField}, ignored("cluster", "dbname", "nodes", "quiet"))},
-	{"/api/v1/table-repair", sqlapi.TypeTableRepair, join(
+		[]field{diffFileField}, ignored("cluster", "dbname", "nodes", "quiet")),
+	"/api/v1/table-repair": join(
 		// nodes goes through to be refused by the SQL side, which names target_nodes instead.
 		[]field{arg("table", "table_name"), diffFileField, nodesField}, repairFlags,
-		unsupported("repair_plan", "preserve_origin"), ignored("cluster", "dbname", "quiet"))},
-	{"/api/v1/mtree/build", typeMtreeBuild, join(
+		unsupported("repair_plan", "preserve_origin"), ignored("cluster", "dbname", "quiet")),
+	"/api/v1/mtree/build": join(
 		[]field{arg("table", "table_name"), nodesField, arg("block_size", "leaf_rows")},
 		ignored("cluster", "dbname", "quiet", "max_cpu_ratio", "override_block_size", "analyse",
-			"recreate_objects", "write_ranges", "ranges_file"))},
-	{"/api/v1/mtree/diff", typeMtreeDiff, join(
+			"recreate_objects", "write_ranges", "ranges_file")),
+	"/api/v1/mtree/diff": join(
 		[]field{arg("table", "table_name"), nodesField}, same("max_diff_rows", "output"),
-		ignored("cluster", "dbname", "quiet", "max_cpu_ratio", "skip_update"))},
-	{"/api/v1/mtree/teardown-table", typeMtreeTeardown, join(
-		[]field{arg("table", "table_name")}, ignored("cluster", "dbname", "nodes", "quiet"))},
-	{"/api/v1/mtree/teardown", typeMtreeTeardown, ignored("cluster", "dbname", "nodes", "quiet")},
+		ignored("cluster", "dbname", "quiet", "max_cpu_ratio", "skip_update")),
+	"/api/v1/mtree/teardown-table": join(
+		[]field{arg("table", "table_name")}, ignored("cluster", "dbname", "nodes", "quiet")),
+	"/api/v1/mtree/teardown": ignored("cluster", "dbname", "nodes", "quiet"),
 }
 
 // nodesArg reads ACE's node lists; see nodesField. Any other JSON goes through unchanged, for

@@ -2,8 +2,6 @@ package shim
 
 import (
 	"encoding/json"
-	"reflect"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -108,12 +106,41 @@ func TestRouteArgumentsAreSQLArguments(t *testing.T) {
 	}
 }
 
-func jsonNames(v any) []string {
-	var names []string
-	rt := reflect.TypeOf(v)
-	for i := range rt.NumField() {
-		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-		names = append(names, name)
+func jsonNames(v any) []string { return sqlapi.ArgNames(v) }
+
+// Every ACE field mapping belongs to a route of the task registry: a mapping of a route the
+// registry does not name would never be served.
+func TestACEFieldsAreRegistryRoutes(t *testing.T) {
+	t.Parallel()
+	var routes []string
+	for _, spec := range sqlapi.TaskSpecs {
+		routes = append(routes, spec.Routes...)
 	}
-	return names
+	for path := range aceFields {
+		require.Contains(t, routes, path, "aceFields maps %s, which no sqlapi.TaskSpecs entry routes", path)
+	}
+}
+
+// A task type whose routes need no ACE mapping gets them from its registry entry alone: the
+// body's fields are its argument names, ACE's node lists are read, and ACE's cluster fields
+// are ignored.
+func TestRegistryRouteWithoutACEFieldsTakesTheArgumentNames(t *testing.T) {
+	t.Parallel()
+	spec := sqlapi.TaskSpec{Type: "example-diff", Args: func() any { return new(sqlapi.DiffArgs) },
+		Routes: []string{"/api/v1/example-diff"}}
+	routes := routesOf([]sqlapi.TaskSpec{spec})
+	require.Len(t, routes, 1)
+	rt := routes[0]
+	require.Equal(t, "/api/v1/example-diff", rt.path)
+	require.Equal(t, spec.Type, rt.taskType)
+	var body map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(`{"cluster": "c", "table_name": "public.t", "nodes": "n1, n2", "max_diff_rows": 5}`), &body))
+	args, upload, err := rt.args(body)
+	require.NoError(t, err)
+	require.Nil(t, upload)
+	raw, err := json.Marshal(args)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"table_name": "public.t", "nodes": ["n1", "n2"], "max_diff_rows": 5}`, string(raw))
+	_, _, err = rt.args(map[string]json.RawMessage{"block_size": json.RawMessage("5")})
+	require.ErrorContains(t, err, `unknown field "block_size"`)
 }

@@ -60,10 +60,10 @@ func taskContext(t sqlapi.Task) map[string]any {
 	c := map[string]any{}
 	if len(t.Result) > 0 {
 		key := "result"
-		switch t.Type {
-		case sqlapi.TypeTableDiff, sqlapi.TypeMtreeDiff, sqlapi.TypeTableRerun, sqlapi.TypeDiffImport:
+		switch spec, _ := sqlapi.Spec(t.Type); spec.Result {
+		case sqlapi.ResultDiff:
 			key = "diff_summary"
-		case sqlapi.TypeTableRepair:
+		case sqlapi.ResultRepair:
 			key = "repair_report"
 		}
 		c[key] = t.Result

@@ -23,7 +23,7 @@ func CompletedDiff(ctx context.Context, q Querier, id uuid.UUID) (Task, *engine.
 	if err != nil {
 		return task, nil, err
 	}
-	if task.Type != TypeTableDiff && task.Type != TypeMtreeDiff {
+	if !task.Type.Exported() {
 		return task, nil, fmt.Errorf("task %s is a %s task, not a diff: %w", id, task.Type, ErrNotCompletedDiff)
 	}
 	if task.Status != StatusCompleted {

@@ -2,13 +2,6 @@ package sqlapi
 
 import "time"
 
-// Merkle tree task types.
-const (
-	TypeMtreeBuild    TaskType = "mtree-build"
-	TypeMtreeDiff     TaskType = "mtree-diff"
-	TypeMtreeTeardown TaskType = "mtree-teardown"
-)
-
 // MtreeBuildArgs are an mtree-build task's arguments, named as ace.mtree_build's.
 type MtreeBuildArgs struct {
 	TableName string   `json:"table_name"`
@@ -16,31 +9,14 @@ type MtreeBuildArgs struct {
 	LeafRows  int      `json:"leaf_rows,omitempty"`
 }
 
-// MtreeDiffArgs are an mtree-diff task's arguments: the table-diff options that apply to a tree
-// (block_size does not: the leaves are the ranges) and how long, in seconds, to wait for the
-// nodes' change streams to catch up.
+// MtreeDiffArgs are an mtree-diff task's arguments: the diff options (block_size does not apply
+// to a tree: the leaves are the ranges) and how long, in seconds, to wait for the nodes' change
+// streams to catch up.
 type MtreeDiffArgs struct {
-	TableName         string   `json:"table_name"`
-	Nodes             []string `json:"nodes,omitempty"`
-	CompareUnitSize   int      `json:"compare_unit_size,omitempty"`
-	TableFilter       string   `json:"table_filter,omitempty"`
-	MaxDiffRows       int64    `json:"max_diff_rows,omitempty"`
-	ConcurrencyFactor float64  `json:"concurrency_factor,omitempty"`
-	MaxConnections    int      `json:"max_connections,omitempty"`
-	AgainstOrigin     string   `json:"against_origin,omitempty"`
-	Until             string   `json:"until,omitempty"`
-	Output            string   `json:"output,omitempty"`
-	RecheckAfter      any      `json:"recheck_after,omitempty"`
+	DiffArgs
 	// CDCTimeout is an interval (in SQL) or a number of seconds; the insert trigger normalises it
 	// to seconds.
 	CDCTimeout any `json:"cdc_timeout,omitempty"`
-}
-
-// TableDiffArgs are the table-diff options of the tree diff.
-func (a MtreeDiffArgs) TableDiffArgs() TableDiffArgs {
-	return TableDiffArgs{TableName: a.TableName, Nodes: a.Nodes, CompareUnitSize: a.CompareUnitSize, TableFilter: a.TableFilter,
-		MaxDiffRows: a.MaxDiffRows, ConcurrencyFactor: a.ConcurrencyFactor, MaxConnections: a.MaxConnections,
-		AgainstOrigin: a.AgainstOrigin, Until: a.Until, Output: a.Output, RecheckAfter: a.RecheckAfter}
 }
 
 // CDCTimeoutDuration reads the normalised cdc_timeout; 0 means the engine's default.

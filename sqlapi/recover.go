@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -70,11 +69,6 @@ func RecoverOrphans(ctx context.Context, conn *pgx.Conn, staleSeconds int, skip 
 	}
 	return recovered, nil
 }
-
-// rerunnableTypes change no table's rows, so running them again after a crash changes nothing
-// (a Merkle tree task only rewrites the ace schema's trees, and does so idempotently).
-var rerunnableTypes = []string{string(TypeTableDiff), string(TypeTableRerun), string(TypeDiffImport),
-	string(TypeMtreeBuild), string(TypeMtreeDiff), string(TypeMtreeTeardown)}
 
 // recoverOne recovers the task if its claim session is gone, and returns what it did (nil: the
 // task's agent is still there, or the task is busy or ended meanwhile).
@@ -157,10 +151,13 @@ func claimAlive(ctx context.Context, tx pgx.Tx, id uuid.UUID) (bool, error) {
 // committed nothing, and never will: once the task is recovered, its agent's next record is
 // refused by the claim's fence, so it rolls back. A dry run changes nothing at all.
 func rerunIsHarmless(ctx context.Context, tx pgx.Tx, id uuid.UUID, typ TaskType, attempt int, dryRun bool) (bool, error) {
+	// A type that changes no table's rows changes nothing when run again (a Merkle tree task
+	// only rewrites the ace schema's trees, and does so idempotently).
+	spec, known := Spec(typ)
 	switch {
-	case slices.Contains(rerunnableTypes, string(typ)):
+	case !typ.ChangesData():
 		return true, nil
-	case typ != TypeTableRepair:
+	case !known || !spec.RecordsChanges:
 		return false, nil
 	case dryRun:
 		return true, nil

@@ -13,43 +13,14 @@ import (
 	"github.com/ace-agent/ace-agent/engine/repair"
 )
 
-// Task types of repairs and of the diffs they act on.
-const (
-	TypeTableRepair TaskType = "table-repair"
-	TypeTableRerun  TaskType = "table-rerun"
-	TypeDiffImport  TaskType = "diff-import"
-)
-
 // TableRepairArgs are a table-repair task's arguments, named as the arguments of
 // ace.table_repair(...). The validator fills TableName, TargetNodes (the nodes to repair) and
 // DiffNodes from the diff, and every flag, so the agent always reads them all.
 type TableRepairArgs struct {
-	DiffTask       uuid.UUID `json:"diff_task"`
-	TableName      string    `json:"table_name,omitempty"`
-	SourceOfTruth  string    `json:"source_of_truth,omitempty"`
-	Strategy       string    `json:"strategy,omitempty"`
-	TargetNodes    []string  `json:"target_nodes,omitempty"`
-	DiffNodes      []string  `json:"diff_nodes,omitempty"`
-	DryRun         bool      `json:"dry_run"`
-	UpsertOnly     bool      `json:"upsert_only"`
-	InsertOnly     bool      `json:"insert_only"`
-	Bidirectional  bool      `json:"bidirectional"`
-	FixNulls       bool      `json:"fix_nulls"`
-	FireTriggers   bool      `json:"fire_triggers"`
-	GenerateReport bool      `json:"generate_report"`
-	Atomic         bool      `json:"atomic"`
-	CheckUnchanged bool      `json:"check_unchanged"`
-}
-
-// RepairOptions are the engine's options for the repair's arguments: the one conversion of
-// the repair's flags from the task's arguments. The caller adds what the task does not hold
-// (ID, the diff and its rows, the role, the session mode).
-func (a TableRepairArgs) RepairOptions() repair.RepairOptions {
-	return repair.RepairOptions{
-		SourceOfTruth: a.SourceOfTruth, Strategy: a.Strategy, Targets: a.TargetNodes,
-		DryRun: a.DryRun, UpsertOnly: a.UpsertOnly, InsertOnly: a.InsertOnly, Bidirectional: a.Bidirectional,
-		FixNulls: a.FixNulls, FireTriggers: a.FireTriggers, Atomic: a.Atomic, CheckUnchanged: a.CheckUnchanged,
-	}
+	DiffTask  uuid.UUID `json:"diff_task"`
+	TableName string    `json:"table_name,omitempty"`
+	DiffNodes []string  `json:"diff_nodes,omitempty"`
+	RepairArgs
 }
 
 // ReportArgs are the repair's arguments as its ACE repair report lists them.

@@ -2,7 +2,6 @@ package sqlapi
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -10,11 +9,6 @@ import (
 
 // TaskType names a kind of work; it is the value of ace.tasks.task_type.
 type TaskType string
-
-// Task types the agent knows.
-const (
-	TypeTableDiff TaskType = "table-diff"
-)
 
 // Status is a task's place in its life cycle.
 type Status string
@@ -65,49 +59,4 @@ func scanTask(row rowScanner, extra ...any) (Task, error) {
 		&t.ClaimedBy, &t.Attempts, &t.MaxAttempts, &t.CancelRequested, &t.Progress, &t.Result, &t.Error}
 	err := row.Scan(append(dest, extra...)...)
 	return t, err
-}
-
-// TableDiffArgs are a table-diff task's arguments. The JSON names are the argument names of
-// ace.table_diff(...), the CLI flags (with dashes) and the REST fields.
-type TableDiffArgs struct {
-	TableName         string   `json:"table_name"`
-	Nodes             []string `json:"nodes,omitempty"`
-	BlockSize         int      `json:"block_size,omitempty"`
-	CompareUnitSize   int      `json:"compare_unit_size,omitempty"`
-	TableFilter       string   `json:"table_filter,omitempty"`
-	MaxDiffRows       int64    `json:"max_diff_rows,omitempty"`
-	ConcurrencyFactor float64  `json:"concurrency_factor,omitempty"` // blocks hashed at once = CPUs × this
-	MaxConnections    int      `json:"max_connections,omitempty"`    // per node; 0 = derived
-	AgainstOrigin     string   `json:"against_origin,omitempty"`
-	// Until is a timestamp; the insert trigger normalises it to ISO 8601.
-	Until string `json:"until,omitempty"`
-	// Output names a report (json, html or csv) the agent stores when the diff ends.
-	Output string `json:"output,omitempty"`
-	// RecheckAfter is an interval (in SQL) or a number of seconds; the insert trigger
-	// normalises it to seconds.
-	RecheckAfter      any  `json:"recheck_after,omitempty"`
-	OverrideBlockSize bool `json:"override_block_size,omitempty"`
-}
-
-// RecheckAfterDuration reads the normalised recheck_after.
-func (a TableDiffArgs) RecheckAfterDuration() (time.Duration, error) {
-	switch v := a.RecheckAfter.(type) {
-	case nil:
-		return 0, nil
-	case float64:
-		return time.Duration(v * float64(time.Second)), nil
-	}
-	return 0, fmt.Errorf("recheck_after %v is not a number of seconds", a.RecheckAfter)
-}
-
-// UntilTime reads the normalised until.
-func (a TableDiffArgs) UntilTime() (*time.Time, error) {
-	if a.Until == "" {
-		return nil, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, a.Until)
-	if err != nil {
-		return nil, fmt.Errorf("until %q: %w", a.Until, err)
-	}
-	return &t, nil
 }

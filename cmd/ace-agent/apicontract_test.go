@@ -1,7 +1,6 @@
 package main
 
 import (
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -16,22 +15,11 @@ import (
 )
 
 // One option, three places: the SQL function's arguments, the task's Go argument struct (its JSON
-// names are the args keys) and the CLI command's flags (dashes for underscores). An option
-// added to one of them must be added to all three; the exceptions are named here, with the
-// reason.
-var apiContracts = []struct {
-	task, function, procedure, command string
-	goArgs                             any
-	notInSQL, notInGo, notInCLI        []string
-}{
-	{
-		task: "table-diff", function: "table_diff", procedure: "run_table_diff", command: "table-diff",
-		goArgs:   sqlapi.TableDiffArgs{},
-		notInCLI: []string{"table_name"}, // the command's positional argument
-	},
-	{
-		task: "table-repair", function: "table_repair", procedure: "run_table_repair", command: "table-repair",
-		goArgs: sqlapi.TableRepairArgs{},
+// names are the args keys) and the CLI command's flags (dashes for underscores), for every task
+// type of the registry that has a command. An option added to one of them must be added to all
+// three; the exceptions are named here, with the reason.
+var apiExceptions = map[sqlapi.TaskType]struct{ notInSQL, notInGo, notInCLI []string }{
+	sqlapi.TypeTableRepair: {
 		// The server resolves table_name and diff_nodes from the diff task when the repair is
 		// submitted. --diff-file submits a diff-import task (ace.diff_import) first and repairs
 		// that: the SQL path makes the same two calls.
@@ -39,18 +27,12 @@ var apiContracts = []struct {
 		notInGo:  []string{"diff_file"},
 		notInCLI: []string{"table_name", "diff_nodes"},
 	},
-	{
-		task: "mtree-build", function: "mtree_build", procedure: "run_mtree_build", command: "mtree build",
-		goArgs: sqlapi.MtreeBuildArgs{}, notInCLI: []string{"table_name"},
-	},
-	{
-		task: "mtree-diff", function: "mtree_diff", procedure: "run_mtree_diff", command: "mtree diff",
-		goArgs: sqlapi.MtreeDiffArgs{}, notInCLI: []string{"table_name"},
-	},
-	{
-		// Teardown is quick: it has no CALL form.
-		task: "mtree-teardown", function: "mtree_teardown", command: "mtree teardown-table",
-		goArgs: sqlapi.MtreeTeardownArgs{}, notInCLI: []string{"table_name"},
+	sqlapi.TypeTableRerun: {
+		// A rerun rechecks its diff's table, nodes and filter: the server fills them from the diff
+		// task. --diff-file imports a diff file first, as for a repair.
+		notInSQL: []string{"table_name", "nodes", "table_filter", "max_diff_rows", "diff_file"},
+		notInGo:  []string{"diff_file"},
+		notInCLI: []string{"nodes", "table_filter", "max_diff_rows"},
 	},
 }
 
@@ -61,23 +43,30 @@ func TestSQLGoAndCLIOptionsAgree(t *testing.T) {
 	t.Parallel()
 	e := testcluster.New(t)
 	root := newRootCmd()
-	for _, c := range apiContracts {
-		t.Run(c.task, func(t *testing.T) {
-			sqlNames := functionArgs(t, e, c.function)
-			if c.procedure != "" {
-				require.Equal(t, sqlNames, functionArgs(t, e, c.procedure), "ace.%s and CALL ace.%s take the same options", c.function, c.procedure)
+	for _, spec := range sqlapi.TaskSpecs {
+		if len(spec.Commands) == 0 {
+			continue
+		}
+		t.Run(string(spec.Type), func(t *testing.T) {
+			x := apiExceptions[spec.Type]
+			// The table is the commands' positional argument.
+			x.notInCLI = append(x.notInCLI, "table_name")
+			function, command := spec.Submit[0], spec.Commands[0]
+			sqlNames := functionArgs(t, e, function)
+			for _, procedure := range spec.Submit[1:] {
+				require.Equal(t, sqlNames, functionArgs(t, e, procedure), "ace.%s and CALL ace.%s take the same options", function, procedure)
 			}
-			goNames := jsonNames(c.goArgs)
-			cliNames := flagNames(t, root, c.command)
+			goNames := jsonNames(spec.Args())
+			cliNames := flagNames(t, root, command)
 			for _, name := range union(sqlNames, goNames, cliNames) {
-				if !slices.Contains(c.notInSQL, name) {
-					require.Contains(t, sqlNames, name, "ace.%s has no argument %s", c.function, name)
+				if !slices.Contains(x.notInSQL, name) {
+					require.Contains(t, sqlNames, name, "ace.%s has no argument %s", function, name)
 				}
-				if !slices.Contains(c.notInGo, name) {
-					require.Contains(t, goNames, name, "%T has no field %s", c.goArgs, name)
+				if !slices.Contains(x.notInGo, name) {
+					require.Contains(t, goNames, name, "%T has no field %s", spec.Args(), name)
 				}
-				if !slices.Contains(c.notInCLI, name) {
-					require.Contains(t, cliNames, name, "ace-agent %s has no flag --%s", c.command, strings.ReplaceAll(name, "_", "-"))
+				if !slices.Contains(x.notInCLI, name) {
+					require.Contains(t, cliNames, name, "ace-agent %s has no flag --%s", command, strings.ReplaceAll(name, "_", "-"))
 				}
 			}
 		})
@@ -107,12 +96,7 @@ func functionArgs(t *testing.T, e *testcluster.Env, name string) []string {
 }
 
 func jsonNames(v any) []string {
-	var names []string
-	typ := reflect.TypeOf(v)
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
-		names = append(names, name)
-	}
+	names := sqlapi.ArgNames(v)
 	sort.Strings(names)
 	return names
 }

@@ -105,7 +105,7 @@ func loadCompletedDiff(ctx context.Context, q sqlapi.Querier, id uuid.UUID) (sql
 	switch {
 	case errors.Is(err, sqlapi.ErrNoTask):
 		return task, nil, fmt.Errorf("task %s does not exist", id)
-	case errors.Is(err, sqlapi.ErrNotCompletedDiff) && (task.Type == sqlapi.TypeTableDiff || task.Type == sqlapi.TypeMtreeDiff):
+	case errors.Is(err, sqlapi.ErrNotCompletedDiff) && task.Type.Exported():
 		return task, nil, withHint(fmt.Errorf("task %s is %s, not COMPLETED", id, task.Status),
 			"only a completed diff can be exported; 'ace-agent task show "+id.String()+"' shows the task")
 	case errors.Is(err, sqlapi.ErrNotCompletedDiff):

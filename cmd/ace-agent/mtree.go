@@ -135,10 +135,7 @@ Exit codes: 0 the tables match, 1 they differ, 2 error.`,
 }
 
 func (o *mtreeDiffOpts) args(table string) sqlapi.MtreeDiffArgs {
-	a := sqlapi.MtreeDiffArgs{TableName: table, Nodes: parseNodes(o.nodes), CompareUnitSize: o.compareUnitSize,
-		TableFilter: o.tableFilter, MaxDiffRows: o.maxDiffRows, ConcurrencyFactor: o.concurrencyFactor,
-		MaxConnections: o.maxConnections, AgainstOrigin: o.againstOrigin, Until: o.until, Output: o.output,
-		RecheckAfter: recheckSeconds(o.recheckAfter)}
+	a := sqlapi.MtreeDiffArgs{DiffArgs: o.diffArgs(table)}
 	if o.cdcTimeout > 0 {
 		a.CDCTimeout = fmt.Sprintf("%f seconds", o.cdcTimeout.Seconds())
 	}

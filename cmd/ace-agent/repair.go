@@ -123,10 +123,12 @@ skipped or left unrepaired, 2 error (including a node whose repair failed).`,
 
 func (o *tableRepairOpts) args(diff uuid.UUID, table string) sqlapi.TableRepairArgs {
 	return sqlapi.TableRepairArgs{
-		DiffTask: diff, TableName: table, SourceOfTruth: o.sourceOfTruth, Strategy: o.strategy, TargetNodes: parseNodes(o.targetNodes),
-		DryRun: o.dryRun, UpsertOnly: o.upsertOnly, InsertOnly: o.insertOnly, Bidirectional: o.bidirectional,
-		FixNulls: o.fixNulls, FireTriggers: o.fireTriggers, GenerateReport: o.generateReport, Atomic: o.atomic,
-		CheckUnchanged: o.checkUnchanged,
+		DiffTask: diff, TableName: table, RepairArgs: sqlapi.RepairArgs{
+			SourceOfTruth: o.sourceOfTruth, Strategy: o.strategy, TargetNodes: parseNodes(o.targetNodes),
+			DryRun: o.dryRun, UpsertOnly: o.upsertOnly, InsertOnly: o.insertOnly, Bidirectional: o.bidirectional,
+			FixNulls: o.fixNulls, FireTriggers: o.fireTriggers, GenerateReport: o.generateReport, Atomic: o.atomic,
+			CheckUnchanged: o.checkUnchanged,
+		},
 	}
 }
 

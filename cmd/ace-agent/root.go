@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ace-agent/ace-agent/agent"
+	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
 // globals are the settings every command shares.
@@ -38,6 +39,7 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 	})
 	root.AddCommand(newInstallCmd(g), newRunCmd(g), newNodeCmd(g), newClusterCmd(g), newTableDiffCmd(g), newMtreeCmd(g),
 		newDiffCmd(g), newTaskCmd(g), newVersionCmd(), newServeCmd(g), newTableRepairCmd(g), newTableRerunCmd(g), newRepairCmd(g), newDoctorCmd(g))
+	addTaskCommands(root, g, sqlapi.TaskSpecs)
 	return root
 }
 

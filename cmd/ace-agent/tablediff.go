@@ -68,21 +68,23 @@ Exit codes: 0 the tables match, 1 they differ, 2 error.`,
 }
 
 func (o *tableDiffOpts) args(table string) sqlapi.TableDiffArgs {
-	return sqlapi.TableDiffArgs{
-		TableName:       table,
-		Nodes:           parseNodes(o.nodes),
-		BlockSize:       o.blockSize,
-		CompareUnitSize: o.compareUnitSize,
-		TableFilter:     o.tableFilter,
-		MaxDiffRows:     o.maxDiffRows,
+	return sqlapi.TableDiffArgs{DiffArgs: o.diffArgs(table), BlockSize: o.blockSize, OverrideBlockSize: o.overrideBlockSize}
+}
 
+// diffArgs are the diff options every diff command shares.
+func (o *tableDiffOpts) diffArgs(table string) sqlapi.DiffArgs {
+	return sqlapi.DiffArgs{
+		TableName:         table,
+		Nodes:             parseNodes(o.nodes),
+		CompareUnitSize:   o.compareUnitSize,
+		TableFilter:       o.tableFilter,
+		MaxDiffRows:       o.maxDiffRows,
 		ConcurrencyFactor: o.concurrencyFactor,
 		MaxConnections:    o.maxConnections,
 		AgainstOrigin:     o.againstOrigin,
 		Until:             o.until,
 		Output:            o.output,
 		RecheckAfter:      recheckSeconds(o.recheckAfter),
-		OverrideBlockSize: o.overrideBlockSize,
 	}
 }
 

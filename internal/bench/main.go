@@ -255,7 +255,7 @@ func diff(ctx context.Context, conn *pgx.Conn) (time.Duration, int64, error) {
 
 func diffNodes(ctx context.Context, conn *pgx.Conn, nodes []string) (time.Duration, int64, error) {
 	start := time.Now()
-	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableDiff, sqlapi.TableDiffArgs{TableName: "public.bench", Nodes: nodes})
+	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableDiff, sqlapi.TableDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench", Nodes: nodes}})
 	if err != nil {
 		return 0, 0, err
 	}

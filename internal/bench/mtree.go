@@ -56,7 +56,7 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 	}
 	m.BuildSeconds, m.BuildRatio = d.Seconds(), d.Seconds()/median(r.OnePassSeconds)
 	step("build: %.3fs (%.2f × the one pass) %s", m.BuildSeconds, m.BuildRatio, res)
-	if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"}); err != nil {
+	if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench"}}); err != nil {
 		return err
 	}
 	// Each round drifts n2 by 100 updated rows, diffs, then brings n1 and n3 level, as a repair
@@ -66,7 +66,7 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 		if err := updateIDs(ctx, conns[1:2], ids, i); err != nil {
 			return err
 		}
-		d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"})
+		d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench"}})
 		if err != nil {
 			return err
 		}
@@ -76,14 +76,14 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 			return err
 		}
 		// The trees take the repair in before the next round's drift.
-		if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"}); err != nil {
+		if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench"}}); err != nil {
 			return err
 		}
 	}
 	if err := updateIDs(ctx, conns[1:2], randomIDs(o.rows, 10_000), 99); err != nil {
 		return err
 	}
-	if d, res, err = runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{TableName: "public.bench"}); err != nil {
+	if d, res, err = runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench"}}); err != nil {
 		return err
 	}
 	m.Diff10kSeconds = d.Seconds()
