@@ -1,10 +1,7 @@
 package engine_test
 
 import (
-	"context"
 	"encoding/json"
-	"sort"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -16,42 +13,12 @@ import (
 
 func TestMain(m *testing.M) { testcluster.Main(m) }
 
-// memorySink keeps differing rows in memory.
-type memorySink struct {
-	mu   sync.Mutex
-	rows []engine.DiffRow
-}
-
-func (s *memorySink) WriteDiffRows(_ context.Context, rows []engine.DiffRow) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.rows = append(s.rows, rows...)
-	return nil
-}
-
-// keys returns the differing keys as their JSON arrays, sorted.
-func (s *memorySink) keys() []string {
-	var out []string
-	for _, r := range s.rows {
-		out = append(out, string(r.PKSort))
-	}
-	sort.Strings(out)
-	return out
-}
-
 // engineEnv is a test database on three nodes, opened as engine nodes.
 func engineEnv(t *testing.T, ddl string) (*testcluster.Env, []*engine.Node) {
 	t.Helper()
 	e := testcluster.New(t)
-	e.ExecAll(ddl)
-	var nodes []*engine.Node
-	for _, n := range e.Nodes {
-		node, err := engine.OpenNode(context.Background(), engine.NodeOptions{Name: n.Name, ConnInfo: n.DSN, MaxConns: 6})
-		require.NoError(t, err)
-		t.Cleanup(node.Close)
-		nodes = append(nodes, node)
-	}
-	return e, nodes
+	e.CreateTable(ddl)
+	return e, e.EngineNodes(6)
 }
 
 func TestQuotedIdentifiersAndMixedCollations(t *testing.T) {
@@ -62,11 +29,11 @@ func TestQuotedIdentifiersAndMixedCollations(t *testing.T) {
 	e.ExecAll(`INSERT INTO "Sales Data"."Order-Items" SELECT k, n, k || n FROM unnest(ARRAY['a', 'B', 'c', 'D', 'é', 'Z', '_x']) k, generate_series(1, 40) n`)
 	e.Node("n3").Exec(t, `UPDATE "Sales Data"."Order-Items" SET "Value" = 'x' WHERE "Key" = 'D' AND "Line No" = 40`)
 	e.Node("n1").Exec(t, `DELETE FROM "Sales Data"."Order-Items" WHERE "Key" = 'c' AND "Line No" = 1`)
-	sink := &memorySink{}
+	sink := &testcluster.DiffSink{}
 	s, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{
 		Table: `"Sales Data"."Order-Items"`, BlockSize: 9, CompareUnitSize: 3}, sink, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{`["D", 40]`, `["c", 1]`}, sink.keys())
+	require.Equal(t, []string{`["D", 40]`, `["c", 1]`}, sink.Keys())
 	require.Equal(t, "Sales Data", s.Schema)
 	require.Equal(t, "Order-Items", s.Table)
 	require.EqualValues(t, 280, s.TotalRowsChecked)
@@ -79,7 +46,7 @@ func TestNondeterministicKeyCollationIsRefused(t *testing.T) {
 	e, nodes := engineEnv(t, `CREATE TABLE ci (k text PRIMARY KEY, v int)`)
 	e.Node("n2").Exec(t, `CREATE COLLATION nd (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
 		ALTER TABLE ci ALTER COLUMN k TYPE text COLLATE nd`)
-	_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.ci"}, &memorySink{}, nil)
+	_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.ci"}, &testcluster.DiffSink{}, nil)
 	require.ErrorContains(t, err, `key column "k" of public.ci uses the nondeterministic collation nd on node n2`)
 }
 
@@ -88,27 +55,27 @@ func TestRecheckKeysKeepsOnlyPersistingDifferences(t *testing.T) {
 	e, nodes := engineEnv(t, `CREATE TABLE r (a bigint, b numeric, v text, PRIMARY KEY (a, b))`)
 	e.ExecAll(`INSERT INTO r SELECT g, g / 4.0, 'v' FROM generate_series(1, 100) g`)
 	e.Node("n2").Exec(t, `UPDATE r SET v = 'drift' WHERE a IN (10, 20)`)
-	first := &memorySink{}
+	first := &testcluster.DiffSink{}
 	_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.r"}, first, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{`[10, "2.5"]`, `[20, "5"]`}, first.keys())
+	require.Equal(t, []string{`[10, "2.5"]`, `[20, "5"]`}, first.Keys())
 
 	// One difference is resolved; another key is rechecked though it never differed.
 	e.Node("n2").Exec(t, `UPDATE r SET v = 'v' WHERE a = 10`)
 	var keys [][]string
-	for _, r := range first.rows {
+	for _, r := range first.Rows {
 		k, err := engine.KeyFromJSON(r.PKSort)
 		require.NoError(t, err)
 		keys = append(keys, k)
 	}
 	keys = append(keys, []string{"30", "7.5"})
-	again := &memorySink{}
+	again := &testcluster.DiffSink{}
 	s, err := diff.RecheckKeys(t.Context(), nodes, diff.RecheckOptions{Table: "public.r", Keys: keys}, again, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{`[20, "5"]`}, again.keys())
+	require.Equal(t, []string{`[20, "5"]`}, again.Keys())
 	require.Equal(t, map[string]int64{"n1/n2": 1, "n1/n3": 0, "n2/n3": 1}, s.DiffRowsCount)
 	var row map[string]any
-	require.NoError(t, json.Unmarshal(again.rows[0].Rows["n2"], &row))
+	require.NoError(t, json.Unmarshal(again.Rows[0].Rows["n2"], &row))
 	require.Equal(t, "drift", row["v"])
 }
 

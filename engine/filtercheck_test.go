@@ -56,7 +56,7 @@ func TestFilterInjectionIsRefusedAndNothingCommits(t *testing.T) {
 		for _, mode := range sessionModes {
 			t.Run(mode+"/"+filter, func(t *testing.T) {
 				_, err := diff.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
-					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
+					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &testcluster.DiffSink{}, nil)
 				require.ErrorContains(t, err, "table_filter")
 				require.ErrorContains(t, err, "refused on node n1")
 				t.Log(err)
@@ -98,7 +98,7 @@ func TestFilterAllowListRefusesCodeThatCouldEscape(t *testing.T) {
 		for _, mode := range sessionModes {
 			t.Run(mode+"/"+filter, func(t *testing.T) {
 				_, err := diff.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
-					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
+					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &testcluster.DiffSink{}, nil)
 				require.ErrorContains(t, err, "refused on node n1")
 				require.ErrorContains(t, err, why)
 			})
@@ -123,7 +123,7 @@ func TestLegitimateFiltersPass(t *testing.T) {
 		for _, mode := range sessionModes {
 			t.Run(mode+"/"+filter, func(t *testing.T) {
 				s, err := diff.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
-					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
+					diff.TableDiffOptions{Table: "public.f", TableFilter: filter, SetRoleSessions: mode == setRoleMode}, &testcluster.DiffSink{}, nil)
 				require.NoError(t, err)
 				require.Equal(t, rows, s.TotalRowsChecked)
 			})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/diff"
+	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
 // Regression tests for the false negatives and false positives of the row hash built on
@@ -56,10 +57,10 @@ func TestValueDriftIsFoundForEveryFoldedOrSignedValue(t *testing.T) {
 			e.ExecAll(fmt.Sprintf(`CREATE TABLE %[1]s (id int PRIMARY KEY, v %[2]s); INSERT INTO %[1]s SELECT g, %[3]s FROM generate_series(1, 20) g`,
 				table, c.typ, c.value))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE %s SET v = %s WHERE id = 7`, table, c.other))
-			sink := &memorySink{}
+			sink := &testcluster.DiffSink{}
 			s, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: table}, sink, nil)
 			require.NoError(t, err)
-			require.Equal(t, []string{"[7]"}, sink.keys())
+			require.Equal(t, []string{"[7]"}, sink.Keys())
 			require.Equal(t, map[string]int64{"n1/n2": 1, "n1/n3": 0, "n2/n3": 1}, s.DiffRowsCount)
 		})
 	}
@@ -70,10 +71,10 @@ func TestBigintKeyFoldedOntoAnotherIsTwoMissingKeys(t *testing.T) {
 	e, nodes := engineEnv(t, `CREATE TABLE k (id bigint PRIMARY KEY, v text)`)
 	e.ExecAll(`INSERT INTO k VALUES (-1, 'same'), (1, 'other')`)
 	e.Node("n2").Exec(t, `UPDATE k SET id = 4294967295 WHERE id = -1`)
-	sink := &memorySink{}
+	sink := &testcluster.DiffSink{}
 	_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "k"}, sink, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{"[-1]", "[4294967295]"}, sink.keys())
+	require.Equal(t, []string{"[-1]", "[4294967295]"}, sink.Keys())
 }
 
 func TestThreeDifferentVersionsCountEveryPair(t *testing.T) {
@@ -82,11 +83,11 @@ func TestThreeDifferentVersionsCountEveryPair(t *testing.T) {
 	e.ExecAll(`INSERT INTO p SELECT g, 100.50 FROM generate_series(1, 50) g`)
 	e.Node("n2").Exec(t, `UPDATE p SET amount = -100.50 WHERE id <= 5`)
 	e.Node("n3").Exec(t, `UPDATE p SET amount = 100.51 WHERE id <= 5`)
-	sink := &memorySink{}
+	sink := &testcluster.DiffSink{}
 	s, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "p"}, sink, nil)
 	require.NoError(t, err)
 	require.Equal(t, map[string]int64{"n1/n2": 5, "n1/n3": 5, "n2/n3": 5}, s.DiffRowsCount)
-	for _, r := range sink.rows {
+	for _, r := range sink.Rows {
 		require.Len(t, r.Versions, 3)
 		require.NotEqual(t, r.Versions["n2"], r.Versions["n3"], "n2 and n3 hold different rows")
 	}
@@ -110,11 +111,11 @@ func TestEqualKeysOfDifferentTextAreOneKey(t *testing.T) {
 			next := map[string]string{"numeric": "151", "float8": "1", "interval": "'1 day 1 second'"}[c.typ]
 			e.ExecAll(fmt.Sprintf(`INSERT INTO ek VALUES (%s, 'a'), (%s, 'b')`, c.key, next))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE ek SET id = %s WHERE id = %s; UPDATE ek SET v = 'changed' WHERE id = %s`, c.other, c.key, next))
-			sink := &memorySink{}
+			sink := &testcluster.DiffSink{}
 			_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "ek", CompareUnitSize: 2}, sink, nil)
 			require.NoError(t, err)
-			require.Equal(t, c.want, sink.keys())
-			for _, r := range sink.rows {
+			require.Equal(t, c.want, sink.Keys())
+			for _, r := range sink.Rows {
 				require.Equal(t, engine.KindModified, r.Kind, "an equal key is never missing on both sides")
 			}
 		})
@@ -133,9 +134,9 @@ func TestEnumKeysWhoseLabelOrderDiffersBetweenNodes(t *testing.T) {
 		INSERT INTO en SELECT c::colour, n, 'same' FROM unnest(ARRAY['w', 'x', 'y']) c, generate_series(1, 84) n`)
 	e.Node("n2").Exec(t, `UPDATE en SET v = 'drift' WHERE c = 'x' AND n = 42`)
 	for _, opts := range []diff.TableDiffOptions{{Table: "en"}, {Table: "en", CompareUnitSize: 5, BlockSize: 50}} {
-		sink := &memorySink{}
+		sink := &testcluster.DiffSink{}
 		_, err := diff.TableDiff(context.Background(), nodes, opts, sink, nil)
 		require.NoError(t, err)
-		require.Equal(t, []string{`["x", 42]`}, sink.keys())
+		require.Equal(t, []string{`["x", 42]`}, sink.Keys())
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine/diff"
+	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
 func TestImportChecksEveryRowAgainstTheTableBeforeStoringAny(t *testing.T) {
@@ -44,10 +45,10 @@ func TestImportChecksEveryRowAgainstTheTableBeforeStoringAny(t *testing.T) {
 	}
 	for name, c := range bad {
 		t.Run(name, func(t *testing.T) {
-			sink := &memorySink{}
+			sink := &testcluster.DiffSink{}
 			_, err := diff.ImportACEDiff(context.Background(), nodes[0], c.file, sink, diff.ImportOptions{})
 			require.ErrorContains(t, err, c.msg)
-			require.Empty(t, sink.rows, "nothing is stored from a file with a bad row")
+			require.Empty(t, sink.Rows, "nothing is stored from a file with a bad row")
 		})
 	}
 }

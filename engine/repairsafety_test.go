@@ -3,47 +3,15 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/diff"
 	"github.com/ace-agent/ace-agent/engine/repair"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
-
-// memoryRepairSink keeps a repair's actions in memory.
-type memoryRepairSink struct {
-	mu      sync.Mutex
-	actions []repair.RepairAction
-}
-
-func (s *memoryRepairSink) WriteRepairActions(_ context.Context, a []repair.RepairAction) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.actions = append(s.actions, a...)
-	return nil
-}
-
-func (s *memoryRepairSink) MarkApplied(context.Context, string) error { return nil }
-
-// source streams the sink's rows in key order, as a repair reads a stored diff.
-func (s *memorySink) source() repair.DiffSource {
-	rows := slices.Clone(s.rows)
-	slices.SortFunc(rows, func(a, b engine.DiffRow) int { return strings.Compare(string(a.PKSort), string(b.PKSort)) })
-	return func(_ context.Context, fn func(engine.DiffRow) error) error {
-		for _, r := range rows {
-			if err := fn(r); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-}
 
 // aceFile writes an ACE diff file for pair n1/n2 of public.<table> (key id) listing the rows.
 func aceFile(t *testing.T, table string, n1, n2 []map[string]any) json.RawMessage {
@@ -68,13 +36,13 @@ func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.Raw
 		login, setRole = "postgres", role
 	}
 	nodes := nodesAs(t, e, login, loginMode)
-	found := &memorySink{}
+	found := &testcluster.DiffSink{}
 	summary, err := diff.ImportACEDiff(ctx, nodes[0], file, found, diff.ImportOptions{SetRoleSessions: mode == setRoleMode})
 	require.NoError(t, err)
 	return repair.Repair(ctx, nodes[1:2], repair.RepairOptions{
-		ID: "t", Diff: summary, Rows: found.source(), Role: setRole, SourceOfTruth: "n1", Targets: []string{"n2"},
+		ID: "t", Diff: summary, Rows: found.Source(), Role: setRole, SourceOfTruth: "n1", Targets: []string{"n2"},
 		SetRoleSessions: mode == setRoleMode,
-	}, &memoryRepairSink{}, nil)
+	}, &testcluster.RepairSink{}, nil)
 }
 
 // keepRulesEnv has child rows that reference parent rows, an audit trigger on child and a rule

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/diff"
+	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
 // The two tables of docs/semantics.md, "When two values are the same", as tests: n1 and n3 hold one value or
@@ -49,13 +50,13 @@ func TestValueSemanticsTable(t *testing.T) {
 			table := fmt.Sprintf("vs%d", i)
 			e.ExecAll(fmt.Sprintf(`CREATE TABLE %[1]s (id int PRIMARY KEY, v %[2]s); INSERT INTO %[1]s VALUES (1, %[3]s), (2, %[3]s)`, table, c.typ, c.a))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE %s SET v = %s WHERE id = 2`, table, c.b))
-			sink := &memorySink{}
+			sink := &testcluster.DiffSink{}
 			_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: table}, sink, nil)
 			require.NoError(t, err)
 			if c.same {
-				require.Empty(t, sink.keys())
+				require.Empty(t, sink.Keys())
 			} else {
-				require.Equal(t, []string{"[2]"}, sink.keys())
+				require.Equal(t, []string{"[2]"}, sink.Keys())
 			}
 		})
 	}
@@ -80,11 +81,11 @@ func TestKeySemanticsTable(t *testing.T) {
 			table := fmt.Sprintf("ks%d", i)
 			e.ExecAll(fmt.Sprintf(`CREATE TABLE %[1]s (k %[2]s PRIMARY KEY, v text); INSERT INTO %[1]s VALUES (%[3]s, 'same')`, table, c.typ, c.a))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE %s SET k = %s`, table, c.b))
-			sink := &memorySink{}
+			sink := &testcluster.DiffSink{}
 			_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: table}, sink, nil)
 			require.NoError(t, err)
-			require.Equal(t, c.want, sink.keys())
-			for _, r := range sink.rows {
+			require.Equal(t, c.want, sink.Keys())
+			for _, r := range sink.Rows {
 				require.Equal(t, c.kind, r.Kind)
 			}
 		})

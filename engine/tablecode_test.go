@@ -54,9 +54,9 @@ func codeEnv(t *testing.T) (e *testcluster.Env, mallory, marker string) {
 }
 
 // diffOf diffs a table as the superuser.
-func diffOf(t *testing.T, e *testcluster.Env, table string) (*engine.DiffSummary, *memorySink) {
+func diffOf(t *testing.T, e *testcluster.Env, table string) (*engine.DiffSummary, *testcluster.DiffSink) {
 	t.Helper()
-	sink := &memorySink{}
+	sink := &testcluster.DiffSink{}
 	s, err := diff.TableDiff(context.Background(), nodesAs(t, e, "postgres", loginMode), diff.TableDiffOptions{Table: "public." + table}, sink, nil)
 	require.NoError(t, err)
 	require.EqualValues(t, 1, s.DifferingKeys)
@@ -82,8 +82,8 @@ func TestSetRoleRepairRefusesTablesCarryingNonSuperuserCode(t *testing.T) {
 		t.Run(table, func(t *testing.T) {
 			diff, rows := diffOf(t, e, table)
 			s, err := repair.Repair(context.Background(), nodes[1:2], repair.RepairOptions{
-				ID: "t", Diff: diff, Rows: rows.source(), Role: mallory, SourceOfTruth: "n1", Targets: []string{"n2"}, SetRoleSessions: true,
-			}, &memoryRepairSink{}, nil)
+				ID: "t", Diff: diff, Rows: rows.Source(), Role: mallory, SourceOfTruth: "n1", Targets: []string{"n2"}, SetRoleSessions: true,
+			}, &testcluster.RepairSink{}, nil)
 			if why == "" {
 				require.NoError(t, err)
 				require.Equal(t, repair.WriteNormal, s.Nodes["n2"].WriteMode)
@@ -105,7 +105,7 @@ func TestSetRoleDiffRefusesANonSuperusersPolicy(t *testing.T) {
 	for _, mode := range sessionModes {
 		t.Run(mode, func(t *testing.T) {
 			_, err := diff.TableDiff(context.Background(), nodesAs(t, e, mallory, mode),
-				diff.TableDiffOptions{Table: "public.with_policy", SetRoleSessions: mode == setRoleMode}, &memorySink{}, nil)
+				diff.TableDiffOptions{Table: "public.with_policy", SetRoleSessions: mode == setRoleMode}, &testcluster.DiffSink{}, nil)
 			if mode == loginMode {
 				require.NoError(t, err, "logged in as herself, her policy runs as her")
 				return

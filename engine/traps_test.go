@@ -8,6 +8,7 @@ import (
 
 	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/diff"
+	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
 // Regression tests for the silent false negatives in ACE's history (reference §9).
@@ -25,11 +26,11 @@ func TestSwappedValuesAndPrimaryKeyChangesAreFound(t *testing.T) {
 	// Keys beyond 2^53 lose precision as float64 (ACE 1.7.2).
 	e.ExecAll(`INSERT INTO s VALUES (9007199254740993, 'big', 'big')`)
 	e.Node("n3").Exec(t, `UPDATE s SET a = 'bigger' WHERE id = 9007199254740993`)
-	sink := &memorySink{}
+	sink := &testcluster.DiffSink{}
 	_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.s", CompareUnitSize: 10}, sink, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{"[100000]", "[100]", "[200]", "[300]", "[400]", "[9007199254740993]"}, sink.keys())
-	for _, r := range sink.rows {
+	require.Equal(t, []string{"[100000]", "[100]", "[200]", "[300]", "[400]", "[9007199254740993]"}, sink.Keys())
+	for _, r := range sink.Rows {
 		if string(r.PKSort) == "[9007199254740993]" {
 			require.JSONEq(t, `{"id": 9007199254740993}`, string(r.PK))
 			k, err := engine.KeyFromJSON(r.PKSort)
@@ -52,10 +53,10 @@ func TestRowsOnBlockAndLeafBoundariesAreCountedOnce(t *testing.T) {
 		{Table: "public.b", CompareUnitSize: 7, BlockSize: 21},
 	} {
 		t.Run(fmt.Sprintf("leaves_of_%d_blocks_of_%d", opts.CompareUnitSize, opts.BlockSize), func(t *testing.T) {
-			sink := &memorySink{}
+			sink := &testcluster.DiffSink{}
 			s, err := diff.TableDiff(t.Context(), nodes, opts, sink, nil)
 			require.NoError(t, err)
-			require.Equal(t, []string{"[1000]", "[1001]", "[10]", "[11]", "[1]", "[2001]", "[5000]"}, sink.keys())
+			require.Equal(t, []string{"[1000]", "[1001]", "[10]", "[11]", "[1]", "[2001]", "[5000]"}, sink.Keys())
 			require.EqualValues(t, 5000, s.TotalRowsChecked, "each row counted exactly once")
 		})
 	}
@@ -68,10 +69,10 @@ func TestTextKeysSampledIntoSmallBlocks(t *testing.T) {
 	e.ExecAll(`INSERT INTO k SELECT md5(g::text), g FROM generate_series(1, 210000) g; ANALYZE k`)
 	e.Node("n1").Exec(t, `INSERT INTO k VALUES ('', 0), ('zzzz', 0)`)
 	e.Node("n3").Exec(t, `UPDATE k SET v = -1 WHERE v = 777`)
-	sink := &memorySink{}
+	sink := &testcluster.DiffSink{}
 	s, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.k"}, sink, nil)
 	require.NoError(t, err)
-	require.Len(t, sink.rows, 3)
+	require.Len(t, sink.Rows, 3)
 	require.EqualValues(t, 210002, s.TotalRowsChecked)
 	require.Greater(t, s.InitialRangesCount, 10, "blocks are capped at 64 leaves for searched bounds")
 }

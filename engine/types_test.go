@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine/diff"
+	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
 
 // typeCases are the types of ACE's typed-repair list and more: a column of each, a value, and a
@@ -64,10 +65,10 @@ func TestEveryTypeIsComparedExactlyAndRoundTrips(t *testing.T) {
 		e.Nodes[1+i%2].Exec(t, fmt.Sprintf(`UPDATE ty SET c%d = %s WHERE id = %d`, i, c.other, i))
 		want = append(want, fmt.Sprintf("[%d]", i))
 	}
-	sink := &memorySink{}
+	sink := &testcluster.DiffSink{}
 	_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "public.ty"}, sink, nil)
 	require.NoError(t, err)
-	require.ElementsMatch(t, want, sink.keys())
+	require.ElementsMatch(t, want, sink.Keys())
 
 	// Every reported value reads back, cast from its text to its column's type, as the node's
 	// value: what a repair will write is what the diff saw.
@@ -76,7 +77,7 @@ func TestEveryTypeIsComparedExactlyAndRoundTrips(t *testing.T) {
 		checks = append(checks, fmt.Sprintf(`((($1::jsonb->>'c%[1]d')::%[2]s)::text IS NOT DISTINCT FROM c%[1]d::text)`, i, c.typ))
 	}
 	sql := `SELECT ` + strings.Join(checks, " AND ") + ` FROM ty WHERE id = ($2::jsonb->>'id')::int`
-	for _, r := range sink.rows {
+	for _, r := range sink.Rows {
 		for _, n := range e.Nodes {
 			var same bool
 			require.NoError(t, n.Pool.QueryRow(context.Background(), sql, string(r.Rows[n.Name]), string(r.PK)).Scan(&same))
@@ -102,17 +103,17 @@ func TestWideTablesLargeValuesAndPartitions(t *testing.T) {
 	e.Node("n2").Exec(t, `UPDATE parted SET v = 'x' WHERE region = 'us' AND id = 50`)
 	e.Node("n3").Exec(t, `DELETE FROM parted_eu WHERE id = 1`)
 
-	sink := &memorySink{}
+	sink := &testcluster.DiffSink{}
 	_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "public.wide"}, sink, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{"[3]", "[7]"}, sink.keys())
-	for _, r := range sink.rows {
+	require.Equal(t, []string{"[3]", "[7]"}, sink.Keys())
+	for _, r := range sink.Rows {
 		if string(r.PKSort) == "[3]" {
 			require.Greater(t, len(r.Rows["n3"]), 3_000_000, "the 1.5 MB value is reported whole")
 		}
 	}
-	sink = &memorySink{}
+	sink = &testcluster.DiffSink{}
 	_, err = diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "public.parted"}, sink, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{`["eu", 1]`, `["us", 50]`}, sink.keys())
+	require.Equal(t, []string{`["eu", 1]`, `["us", 50]`}, sink.Keys())
 }
