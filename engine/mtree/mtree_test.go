@@ -1,0 +1,185 @@
+package mtree_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
+	"github.com/ace-agent/ace-agent/engine/mtree"
+	"github.com/ace-agent/ace-agent/internal/testcluster"
+)
+
+// treeEnv is public.t (rows 1..rows) on three nodes, each with an agent that streams the
+// table's changes once a tree tracks it, and each node opened as a tree task opens it.
+type treeEnv struct {
+	*testcluster.Env
+	nodes []mtree.Node
+}
+
+// treeSetup seeds public.t and starts the agents; their slots are dropped when the test ends.
+func treeSetup(t *testing.T, rows int) *treeEnv {
+	t.Helper()
+	e := testcluster.New(t)
+	e.SeedTable("public.t", rows)
+	e.DropSlotsAtEnd()
+	for _, n := range e.Nodes {
+		n.StartAgent(t)
+	}
+	te := &treeEnv{Env: e}
+	te.openNodes()
+	return te
+}
+
+// openNodes opens every node twice, as a tree task does: the table's reader with the tree
+// sessions' settings, and the agent's login that writes the trees. (With treeEnv's field, the
+// only place that names the node pair's type.)
+func (e *treeEnv) openNodes() {
+	for _, n := range e.Nodes {
+		e.nodes = append(e.nodes, mtree.Node{Data: n.EngineNode(e.T, 6, mtree.DataSettings), Agent: n.EngineNode(e.T, 3, nil)})
+	}
+}
+
+func (e *treeEnv) build(leafRows int) *mtree.BuildResult {
+	e.T.Helper()
+	res, err := mtree.Build(e.T.Context(), e.nodes, mtree.BuildOptions{Table: "public.t", LeafRows: leafRows, TaskID: uuid.NewString(), User: "postgres",
+		TrackTimeout: time.Minute, TxWait: 30 * time.Second}, nil)
+	require.NoError(e.T, err)
+	return res
+}
+
+func (e *treeEnv) diff() (*engine.DiffSummary, *testcluster.DiffSink) {
+	e.T.Helper()
+	sink := &testcluster.DiffSink{}
+	s, err := mtree.Diff(e.T.Context(), e.nodes, mtree.DiffOptions{Diff: diff.TableDiffOptions{Table: "public.t"}, CDCTimeout: time.Minute}, sink, nil)
+	require.NoError(e.T, err)
+	return s, sink
+}
+
+// count runs a counting query on a node.
+func (e *treeEnv) count(node, sql string) int64 {
+	e.T.Helper()
+	var n int64
+	require.NoError(e.T, e.Node(node).Pool.QueryRow(context.Background(), sql).Scan(&n))
+	return n
+}
+
+// keysOf lists the differing keys' values, sorted as text, as DifferingKeys does.
+func keysOf(t *testing.T, sink *testcluster.DiffSink) []string {
+	var out []string
+	for _, r := range sink.Rows {
+		k, err := engine.KeyFromJSON(r.PKSort)
+		require.NoError(t, err)
+		out = append(out, k[0])
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestBuildThenDiffFindsPlantedDrift(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, 2000)
+	res := e.build(100)
+	require.Equal(t, 20, res.Leaves)
+	require.Equal(t, []string{"n1", "n2", "n3"}, res.Nodes)
+	require.Equal(t, map[string]int64{"n1": 2000, "n2": 2000, "n3": 2000}, res.RowsPerNode)
+	for _, n := range e.Nodes {
+		require.EqualValues(t, 20, e.count(n.Name, `SELECT count(*) FROM ace.mtree_leaves`), "leaves on %s", n.Name)
+		require.EqualValues(t, 1, e.count(n.Name, `SELECT count(*) FROM ace.mtrees WHERE table_name = 'public.t' AND status = 'ready'`))
+	}
+
+	s, sink := e.diff()
+	require.Empty(t, sink.Rows)
+	require.True(t, s.InSync())
+	require.Equal(t, 20, s.Mtree.Leaves)
+
+	// Changes after the build reach the trees through the agents' streams.
+	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id = 10`)
+	e.Node("n3").Exec(t, `INSERT INTO public.t VALUES (5000, 'extra')`)
+	e.Node("n1").Exec(t, `DELETE FROM public.t WHERE id = 1500`)
+	s, sink = e.diff()
+	require.Equal(t, []string{"[10]", "[1500]", "[5000]"}, sink.Keys())
+	require.EqualValues(t, 3, s.DifferingKeys)
+	require.Equal(t, map[string]int{"n1": 1, "n2": 2, "n3": 1}, sink.ByKey()["[10]"].Versions)
+	require.Equal(t, map[string]int64{"n1": 1999, "n2": 2000, "n3": 2001}, s.RowsPerNode)
+	require.NotNil(t, s.Mtree)
+	require.Equal(t, []string{"10", "1500", "5000"}, e.DifferingKeys("public.t", "id"))
+}
+
+func TestDiffOfTreesFindsRandomDrift(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, 3000)
+	e.build(50)
+	for round := uint64(1); round <= 2; round++ {
+		t.Run(fmt.Sprintf("round %d", round), func(t *testing.T) {
+			e.PlantDrift(rand.New(rand.NewPCG(round, 23)), "public.t", 3000, 25)
+			_, sink := e.diff()
+			require.Equal(t, e.DifferingKeys("public.t", "id"), keysOf(t, sink))
+		})
+	}
+}
+
+func TestCompactMovesPendingKeysOntoLeaves(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, 1000)
+	e.build(100)
+	// Two leaves change: keys 10 and 20 share the first leaf, 550 lies in another.
+	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id IN (10, 20, 550)`)
+	require.Eventually(t, func() bool {
+		return e.count("n2", `SELECT count(*) FROM ace.mtree_pending`) == 3
+	}, time.Minute, 100*time.Millisecond, "n2's agent streams the three changed keys into mtree_pending")
+
+	moved, err := mtree.Compact(t.Context(), e.nodes[1].Agent, 1)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, moved, "one stale mark per changed leaf")
+	require.Zero(t, e.count("n2", `SELECT count(*) FROM ace.mtree_pending`))
+	require.EqualValues(t, 2, e.count("n2", `SELECT count(DISTINCT leaf_id) FROM ace.mtree_dirty`))
+
+	moved, err = mtree.Compact(t.Context(), e.nodes[1].Agent, 1)
+	require.NoError(t, err)
+	require.Zero(t, moved, "nothing is pending any more")
+
+	// The stale leaves are hashed again by the next diff: the changes are not lost.
+	_, sink := e.diff()
+	require.Equal(t, []string{"[10]", "[20]", "[550]"}, sink.Keys())
+}
+
+func TestTeardownRemovesTreesAndPublications(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, 500)
+	e.build(100)
+	var relid uint32
+	require.NoError(t, e.Node("n1").Pool.QueryRow(t.Context(), `SELECT 'public.t'::regclass::oid`).Scan(&relid))
+	for _, n := range e.Nodes {
+		require.EqualValues(t, 1, e.count(n.Name, `SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ace_mtree_%'`))
+	}
+
+	res, err := mtree.Teardown(t.Context(), e.nodes, "public.t")
+	require.NoError(t, err)
+	for _, n := range e.Nodes {
+		require.Equal(t, []string{"public.t"}, res.Tables[n.Name], "on %s", n.Name)
+		require.Len(t, res.Publications[n.Name], 1, "on %s", n.Name)
+		require.Zero(t, e.count(n.Name, `SELECT count(*) FROM ace.mtrees`), "trees left on %s", n.Name)
+		require.Zero(t, e.count(n.Name, `SELECT count(*) FROM ace.mtree_leaves`), "leaves left on %s", n.Name)
+		require.Zero(t, e.count(n.Name, `SELECT count(*) FROM pg_publication WHERE pubname LIKE 'ace_mtree_%'`), "publications left on %s", n.Name)
+	}
+	require.Equal(t, fmt.Sprintf("ace_mtree_%d", relid), res.Publications["n1"][0])
+	// A stream left with no tree loses its slot: its agent drops it, or the teardown does.
+	for _, n := range e.Nodes {
+		require.Eventually(t, func() bool {
+			return e.count(n.Name, `SELECT count(*) FROM pg_replication_slots WHERE database = current_database()`) == 0
+		}, 15*time.Second, 100*time.Millisecond, "slots left on %s", n.Name)
+	}
+	require.Empty(t, res.PublicationsLeft)
+
+	// A diff of the torn-down tree is refused.
+	_, err = mtree.Diff(t.Context(), e.nodes, mtree.DiffOptions{Diff: diff.TableDiffOptions{Table: "public.t"}}, &testcluster.DiffSink{}, nil)
+	require.ErrorContains(t, err, "public.t")
+}
