@@ -8,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/engine"
-	"github.com/ace-agent/ace-agent/engine/mtree"
 )
 
 // listener holds one connection that LISTENs for new and cancelled tasks and for changes to the
@@ -47,7 +46,7 @@ func (l *listener) listenOnce(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range []string{"ace_task", "ace_task_cancel", mtree.Channel} {
+	for _, ch := range []string{"ace_task", "ace_task_cancel", treeChannel} {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return err
 		}
@@ -66,7 +65,7 @@ func (l *listener) listenOnce(ctx context.Context) error {
 			notify(l.wake)
 		case "ace_task_cancel":
 			l.a.cancelRequested(ctx)
-		case mtree.Channel:
+		case treeChannel:
 			l.signalTrees(n.Payload)
 		}
 	}

@@ -59,8 +59,9 @@ func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run, args *sqlapi
 
 // openTreeNodes connects to the named nodes twice: as the submitter, who reads the table, and
 // as this agent, which writes the trees in the ace schema it owns. The submitter's sessions run
-// with mtree.DataSettings: what they hash goes into trees every user of the table shares.
-func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]mtree.Node, error) {
+// with mtree.DataSettings: what they hash goes into trees every user of the table shares. The
+// tasks wake each node's tree keeper with wakeTreeKeeper.
+func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]mtree.NodeLogins, error) {
 	data, err := a.openEach(ctx, names, func(o engine.NodeOptions) engine.NodeOptions {
 		o.MaxConns, o.Settings = maxConns, mtree.DataSettings
 		return a.asSubmitter(o, run)
@@ -73,9 +74,9 @@ func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []stri
 		closeNodes(data)
 		return nil, err
 	}
-	nodes := make([]mtree.Node, len(names))
+	nodes := make([]mtree.NodeLogins, len(names))
 	for i := range names {
-		nodes[i] = mtree.Node{Data: data[i], Agent: agents[i]}
+		nodes[i] = mtree.NodeLogins{Data: data[i], Agent: agents[i], Wake: wakeTreeKeeper}
 	}
 	return nodes, nil
 }
@@ -93,7 +94,7 @@ func (a *Agent) openAgentNodes(ctx context.Context, names []string) ([]*engine.N
 	return nodes, nil
 }
 
-func closeTreeNodes(nodes []mtree.Node) {
+func closeTreeNodes(nodes []mtree.NodeLogins) {
 	for _, n := range nodes {
 		n.Data.Close()
 		n.Agent.Close()

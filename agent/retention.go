@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"time"
+
+	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
 // Retention: finished tasks and their results are deleted once they are older than the
@@ -42,10 +44,10 @@ func (r *retention) run(ctx context.Context) {
 func (r *retention) deleteExpiredTasks(ctx context.Context) {
 	total := 0
 	for ctx.Err() == nil {
-		var n int
-		if err := r.a.pool.QueryRow(ctx, `SELECT ace.delete_expired_tasks($1)`, retentionBatch).Scan(&n); err != nil {
+		n, err := sqlapi.DeleteExpiredTasks(ctx, r.a.pool, retentionBatch)
+		if err != nil {
 			if ctx.Err() == nil {
-				r.a.log.Warn("deleting finished tasks older than task_retention failed; trying again later", "err", err)
+				r.a.log.Warn("deleting finished tasks failed; trying again later", "err", err)
 			}
 			return
 		}

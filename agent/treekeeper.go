@@ -2,8 +2,33 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/mtree"
 )
+
+// treeChannel is where tree tasks wake the node's agent: the payload "trees" says the set of
+// tracked tables changed, "sync" asks the streams to report their positions now.
+const treeChannel = "ace_mtree"
+
+// wakeTreeKeeper is the mtree.WakeFunc of the tree tasks this agent runs: a NOTIFY on the node's
+// treeChannel, sent on the task's session, inside its transaction when it has one, so that the
+// node's tree keeper hears of a change only once it is committed.
+func wakeTreeKeeper(ctx context.Context, q engine.Querier, w mtree.Wakeup) error {
+	var payload string
+	switch w {
+	case mtree.TreesChanged:
+		payload = "trees"
+	case mtree.PositionWanted:
+		payload = "sync"
+	default:
+		return fmt.Errorf("wake the tree keeper: unknown wakeup %d", w)
+	}
+	_, err := q.Exec(ctx, `SELECT pg_notify($1, $2)`, treeChannel, payload)
+	return err
+}
 
 // newTreeKeeper makes the tree keeper, the service that keeps this node's Merkle trees fresh
 // (trees.go holds how), fed by signal with the listener's tree notifications.

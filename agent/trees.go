@@ -171,8 +171,8 @@ type groupWant struct {
 // reconcile makes the streams match the tracked tables: each group's stream started,
 // restarted with other publications, or stopped with its slot dropped.
 func (k *treeKeeper) reconcile(ctx context.Context) error {
-	if _, err := k.local.Pool.Exec(ctx, `SELECT ace.mtree_adopt_trees()`); err != nil {
-		return fmt.Errorf("move the trees of the single stream onto their owners' streams: %w", err)
+	if err := mtree.AdoptTrees(ctx, k.local.Pool); err != nil {
+		return err
 	}
 	if err := k.failAlteredPublications(ctx); err != nil {
 		return err
@@ -216,23 +216,11 @@ func (k *treeKeeper) reconcile(ctx context.Context) error {
 // failAlteredPublications fails the trees whose publication changed since their build
 // (ace.mtree_publication_problem): such a tree may have missed changes.
 func (k *treeKeeper) failAlteredPublications(ctx context.Context) error {
-	rows, err := k.local.Pool.Query(ctx, `UPDATE ace.mtrees m
-		SET status = 'failed', error = format('%s since the tree was built, so it may have missed changes; build the tree again with ace.mtree_build(%L)', c.problem, m.table_name)
-		FROM (SELECT x.tree_id, ace.mtree_publication_problem(x) AS problem FROM ace.mtrees x WHERE x.status IN ('building', 'ready')) c
-		WHERE c.tree_id = m.tree_id AND c.problem IS NOT NULL
-		RETURNING m.table_name, m.error`)
-	if err != nil {
-		return fmt.Errorf("check the trees' publications: %w", err)
+	failed, err := mtree.FailAlteredPublications(ctx, k.local.Pool)
+	for _, f := range failed {
+		k.a.log.Error("a tree's publication changed since its build: the tree is failed", "table", f.Table, "err", f.Error)
 	}
-	var table, failure string
-	_, err = pgx.ForEachRow(rows, []any{&table, &failure}, func() error {
-		k.a.log.Error("a tree's publication changed since its build: the tree is failed", "table", table, "err", failure)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("check the trees' publications: %w", err)
-	}
-	return nil
+	return err
 }
 
 func (k *treeKeeper) loadGroups(ctx context.Context) (map[string]*groupWant, error) {
@@ -279,10 +267,8 @@ func (k *treeKeeper) startStream(ctx context.Context, g *streamGroup, pubs []str
 	if err := k.ensureSlot(ctx, g.slot, pubs); err != nil {
 		return err
 	}
-	_, err := k.local.Pool.Exec(ctx, `INSERT INTO ace.cdc_state (slot_name, agent_id, heartbeat_at) VALUES ($1, $2, now())
-		ON CONFLICT (slot_name) DO UPDATE SET agent_id = excluded.agent_id, heartbeat_at = now()`, g.slot, k.a.id)
-	if err != nil {
-		return fmt.Errorf("record the change stream: %w", err)
+	if err := mtree.RegisterStream(ctx, k.local.Pool, g.slot, k.a.id); err != nil {
+		return err
 	}
 	conn, err := withSettings(k.a.cfg.DSN)
 	if err != nil {
@@ -390,11 +376,7 @@ func permanentStreamFailure(err error) bool {
 func (k *treeKeeper) failGroup(ctx context.Context, g *streamGroup, cause error) {
 	k.a.log.Error("a change stream failed for good: its trees are failed and its slot dropped; they must be built again",
 		"slot", g.slot, "owner", g.owner, "err", cause)
-	_, err := k.local.Pool.Exec(ctx, `UPDATE ace.mtrees m SET status = 'failed',
-			error = format('the change stream of publication %I (slot %s, which streams the publications of %s) stopped for good: %s%s; build the tree again with ace.mtree_build(%L)',
-				m.publication, m.slot_name, $2::text, $3::text, coalesce('; ' || ace.mtree_publication_problem(m), ''), m.table_name)
-		WHERE m.slot_name = $1 AND m.status IN ('building', 'ready')`, g.slot, g.owner, cause.Error())
-	if err != nil {
+	if err := mtree.FailStreamTrees(ctx, k.local.Pool, g.slot, g.owner, cause.Error()); err != nil {
 		k.a.log.Warn("recording the failed trees failed", "slot", g.slot, "err", err)
 	}
 	if err := cdc.DropSlot(ctx, k.a.cfg.DSN, g.slot); err != nil {
@@ -427,11 +409,7 @@ func (k *treeKeeper) dropUnusedSlots(ctx context.Context) error {
 		}
 		k.a.log.Info("change stream slot dropped: no tree uses it", "slot", slot)
 	}
-	_, err = k.local.Pool.Exec(ctx, `DELETE FROM ace.cdc_state s WHERE NOT EXISTS (SELECT 1 FROM ace.mtrees m WHERE m.slot_name = s.slot_name)`)
-	if err != nil {
-		return fmt.Errorf("forget the state of unused streams: %w", err)
-	}
-	return nil
+	return mtree.ForgetUnusedStreams(ctx, k.local.Pool)
 }
 
 // beat records that the streams' agent is alive, for each stream that streams.
@@ -441,16 +419,14 @@ func (k *treeKeeper) beat(ctx context.Context) {
 			continue
 		}
 		g.backoff = minGroupBackoff
-		if _, err := k.local.Pool.Exec(ctx, `UPDATE ace.cdc_state SET heartbeat_at = now(), connected = true, agent_id = $2 WHERE slot_name = $1`,
-			g.slot, k.a.id); err != nil && ctx.Err() == nil {
+		if err := mtree.StreamHeartbeat(ctx, k.local.Pool, g.slot, k.a.id); err != nil && ctx.Err() == nil {
 			k.a.log.Warn("change stream heartbeat failed", "slot", g.slot, "err", err)
 		}
 	}
 }
 
 func (k *treeKeeper) recordError(ctx context.Context, slot string, err error) {
-	_, _ = k.local.Pool.Exec(ctx, `UPDATE ace.cdc_state SET connected = false, last_error = $2, updated_at = now() WHERE slot_name = $1`,
-		slot, err.Error())
+	_ = mtree.RecordStreamError(ctx, k.local.Pool, slot, err.Error())
 }
 
 // groupHandler records what one group's stream delivers.
@@ -468,10 +444,7 @@ type groupHandler struct {
 // whole transaction again and its first parts' keys are recorded twice: a pending key only
 // marks a leaf to refresh, so a duplicate changes nothing.
 func (h *groupHandler) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl.LSN) error {
-	var ids []int64
-	var keys [][]byte
-	var xids []int64
-	var lsns []string
+	var keys []mtree.PendingKey
 	for _, txn := range txns {
 		for _, c := range txn.Changes {
 			t, ok := h.g.tree(c.Rel.ID)
@@ -479,29 +452,12 @@ func (h *groupHandler) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl
 				continue
 			}
 			for _, key := range changedKeys(c, t.keyCols) {
-				ids, keys, xids, lsns = append(ids, t.id), append(keys, key), append(xids, int64(txn.Xid)), append(lsns, txn.CommitLSN.String())
+				keys = append(keys, mtree.PendingKey{TreeID: t.id, Key: key, Xid: int64(txn.Xid), CommitLSN: txn.CommitLSN.String()})
 			}
 		}
 	}
-	pubs := h.stream.Status().Publications
-	slot := h.g.slot
-	return pgx.BeginFunc(ctx, h.k.local.Pool, func(tx pgx.Tx) error {
-		if len(ids) > 0 {
-			_, err := tx.Exec(ctx, `INSERT INTO ace.mtree_pending (tree_id, key, xid, lsn)
-				SELECT u.t, CASE WHEN u.k IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(u.k)) END, ace.xid8_of(u.x), u.l::pg_lsn
-				FROM unnest($1::bigint[], $2::jsonb[], $3::bigint[], $4::text[]) AS u(t, k, x, l)`, ids, keys, xids, lsns)
-			if err != nil {
-				return fmt.Errorf("record %d changed keys: %w", len(ids), err)
-			}
-		}
-		_, err := tx.Exec(ctx, `UPDATE ace.cdc_state SET confirmed_lsn = $2::pg_lsn, heartbeat_at = now(), connected = true,
-			publications = $3, last_error = NULL, updated_at = now(), agent_id = $4 WHERE slot_name = $1`, slot, upTo.String(), pubs, h.k.a.id)
-		if err != nil {
-			return fmt.Errorf("record the stream's position: %w", err)
-		}
-		_, err = tx.Exec(ctx, `UPDATE ace.mtrees SET tracking_lsn = $1::pg_lsn WHERE tracking_lsn IS NULL AND slot_name = $3 AND publication = ANY($2)`,
-			upTo.String(), pubs, slot)
-		return err
+	return mtree.RecordStreamBatch(ctx, h.k.local.Pool, mtree.StreamBatch{
+		Slot: h.g.slot, AgentID: h.k.a.id, Keys: keys, UpTo: upTo.String(), Publications: h.stream.Status().Publications,
 	})
 }
 

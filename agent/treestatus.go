@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/mtree"
 )
 
 // treeStatusCollector copies, every HeartbeatInterval, every node's ace.mtree_local_status() into
@@ -46,10 +46,9 @@ func (c *treeStatusCollector) collect(ctx context.Context) {
 	for name, ci := range conninfo {
 		rows, err := c.a.nodeTreeStatus(ctx, name, ci)
 		if err == nil {
-			err = storeTreeStatus(ctx, c.a.pool, name, rows)
+			err = mtree.StoreNodeStatus(ctx, c.a.pool, name, rows)
 		} else {
-			_, err = c.a.pool.Exec(ctx, `UPDATE ace.mtree_node_status SET status = status || jsonb_build_object('error', $2::text) WHERE node_name = $1`,
-				name, fmt.Sprintf("node %s could not be asked for its trees' status: %v", name, err))
+			err = mtree.MarkNodeStatusError(ctx, c.a.pool, name, fmt.Sprintf("node %s could not be asked for its trees' status: %v", name, err))
 		}
 		if err != nil && ctx.Err() == nil {
 			c.a.log.Debug("collecting Merkle tree status failed", "node", name, "err", err)
@@ -57,12 +56,7 @@ func (c *treeStatusCollector) collect(ctx context.Context) {
 	}
 }
 
-type treeStatus struct {
-	table  string
-	status []byte
-}
-
-func (a *Agent) nodeTreeStatus(ctx context.Context, name, conninfo string) ([]treeStatus, error) {
+func (a *Agent) nodeTreeStatus(ctx context.Context, name, conninfo string) ([]mtree.NodeTreeStatus, error) {
 	n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: conninfo, User: a.user, ClientCerts: a.clientCerts, MaxConns: 1})
 	if err != nil {
 		return nil, err
@@ -72,25 +66,8 @@ func (a *Agent) nodeTreeStatus(ctx context.Context, name, conninfo string) ([]tr
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (treeStatus, error) {
-		var s treeStatus
-		return s, r.Scan(&s.table, &s.status)
-	})
-}
-
-func storeTreeStatus(ctx context.Context, local *pgxpool.Pool, node string, rows []treeStatus) error {
-	tables := make([]string, len(rows))
-	docs := make([][]byte, len(rows))
-	for i, r := range rows {
-		tables[i], docs[i] = r.table, r.status
-	}
-	return pgx.BeginFunc(ctx, local, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `DELETE FROM ace.mtree_node_status WHERE node_name = $1 AND NOT table_name = ANY($2)`, node, tables); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO ace.mtree_node_status (node_name, table_name, status, reported_at)
-			SELECT $1, u.t, u.s, now() FROM unnest($2::text[], $3::jsonb[]) AS u(t, s)
-			ON CONFLICT (node_name, table_name) DO UPDATE SET status = excluded.status, reported_at = excluded.reported_at`, node, tables, docs)
-		return err
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (mtree.NodeTreeStatus, error) {
+		var s mtree.NodeTreeStatus
+		return s, r.Scan(&s.Table, &s.Status)
 	})
 }

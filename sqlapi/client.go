@@ -117,3 +117,33 @@ func AddNode(ctx context.Context, q Querier, n Node) error {
 	}
 	return nil
 }
+
+// RemoveNode unregisters a node on the node q is connected to (ace.remove_node); it reports
+// whether the node was registered.
+func RemoveNode(ctx context.Context, q Querier, name string) (bool, error) {
+	var removed bool
+	if err := q.QueryRow(ctx, `SELECT ace.remove_node($1)`, name).Scan(&removed); err != nil {
+		return false, fmt.Errorf("remove node %s: %w", name, err)
+	}
+	return removed, nil
+}
+
+// Cancel asks for a task to be cancelled (ace.cancel): at once if it is queued, at its next step
+// if it is running. It returns ace.cancel's word on what happened.
+func Cancel(ctx context.Context, q Querier, id uuid.UUID) (string, error) {
+	var outcome string
+	if err := q.QueryRow(ctx, `SELECT ace.cancel($1)`, id).Scan(&outcome); err != nil {
+		return "", fmt.Errorf("cancel task %s: %w", id, err)
+	}
+	return outcome, nil
+}
+
+// DeleteExpiredTasks deletes up to batch finished tasks older than task_retention
+// (ace.delete_expired_tasks) and returns how many it deleted.
+func DeleteExpiredTasks(ctx context.Context, q Querier, batch int) (int, error) {
+	var n int
+	if err := q.QueryRow(ctx, `SELECT ace.delete_expired_tasks($1)`, batch).Scan(&n); err != nil {
+		return 0, fmt.Errorf("delete finished tasks older than task_retention: %w", err)
+	}
+	return n, nil
+}

@@ -104,9 +104,9 @@ func newNodeRemoveCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer closeConn(conn)
-			var removed bool
-			if err := conn.QueryRow(ctx, `SELECT ace.remove_node($1)`, args[0]).Scan(&removed); err != nil {
-				return fmt.Errorf("remove node %s: %w", args[0], err)
+			removed, err := sqlapi.RemoveNode(ctx, conn, args[0])
+			if err != nil {
+				return err
 			}
 			if !removed {
 				return withHint(fmt.Errorf("node %s is not registered", args[0]), "'ace-agent node list' shows the registered nodes")

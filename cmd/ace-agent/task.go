@@ -49,9 +49,9 @@ func newTaskCancelCmd(g *globals) *cobra.Command {
 		Short: "Cancel a task: at once if it is queued, at its next step if it is running",
 		Args:  cobra.ExactArgs(1),
 		RunE: onTask(g, func(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID) error {
-			var outcome string
-			if err := conn.QueryRow(cmd.Context(), `SELECT ace.cancel($1)`, id).Scan(&outcome); err != nil {
-				return fmt.Errorf("cancel task %s: %w", id, err)
+			outcome, err := sqlapi.Cancel(cmd.Context(), conn, id)
+			if err != nil {
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "task %s: %s\n", id, outcome)
 			return nil

@@ -47,7 +47,7 @@ type BuildResult struct {
 // its stream, and only then is the snapshot taken that the leaves are hashed at, so every
 // change after it is in the stream. The leaf boundaries are every LeafRows-th key of the node
 // with the most rows, the same on every node. On failure what was made is taken down again.
-func Build(ctx context.Context, nodes []Node, opts BuildOptions, progress engine.ProgressFunc) (*BuildResult, error) {
+func Build(ctx context.Context, nodes []NodeLogins, opts BuildOptions, progress engine.ProgressFunc) (*BuildResult, error) {
 	start := time.Now()
 	nodes = sortNodes(nodes)
 	if progress == nil {
@@ -75,7 +75,7 @@ func Build(ctx context.Context, nodes []Node, opts BuildOptions, progress engine
 }
 
 type builder struct {
-	nodes    []Node
+	nodes    []NodeLogins
 	opts     BuildOptions
 	progress engine.ProgressFunc
 	sub      *subject
@@ -250,7 +250,7 @@ func (b *builder) publish(ctx context.Context, n *engine.Node) (string, uint32, 
 // owner (one slot per owner: a publication can stop only its owner's trees), and records what
 // the publication looks like now, so that a later change of it is noticed
 // (ace.mtree_publication_problem); one already unfit for tracking is refused.
-func (b *builder) register(ctx context.Context, n Node, pub string, relid uint32) (*tree, error) {
+func (b *builder) register(ctx context.Context, n NodeLogins, pub string, relid uint32) (*tree, error) {
 	var t *tree
 	err := pgx.BeginFunc(ctx, n.Agent.Pool, func(tx pgx.Tx) error {
 		var keyCols []string
@@ -281,7 +281,7 @@ func (b *builder) register(ctx context.Context, n Node, pub string, relid uint32
 		if t, err = loadTree(ctx, tx, b.opts.Table, false); err != nil {
 			return err
 		}
-		return notify(ctx, tx, "trees")
+		return n.wake(ctx, tx, TreesChanged)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node %s: record the tree of %s: %w", n.Name(), b.opts.Table, err)
@@ -290,7 +290,7 @@ func (b *builder) register(ctx context.Context, n Node, pub string, relid uint32
 }
 
 // awaitTracking waits until the node's agent streams the table's publication.
-func (b *builder) awaitTracking(ctx context.Context, n Node, t *tree) error {
+func (b *builder) awaitTracking(ctx context.Context, n NodeLogins, t *tree) error {
 	timeout := b.opts.TrackTimeout
 	if timeout <= 0 {
 		timeout = time.Minute
@@ -301,7 +301,7 @@ func (b *builder) awaitTracking(ctx context.Context, n Node, t *tree) error {
 		if time.Since(lastPoke) > 200*time.Millisecond {
 			// An idle stream reports its position when asked.
 			lastPoke = time.Now()
-			if err := notify(ctx, n.Agent.Pool, "sync"); err != nil {
+			if err := n.wake(ctx, n.Agent.Pool, PositionWanted); err != nil {
 				return false, err
 			}
 		}

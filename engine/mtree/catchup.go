@@ -43,7 +43,7 @@ func (d *differ) catchUp(ctx context.Context, i int) error {
 			}
 			return err
 		}
-		return notify(ctx, tx, "sync")
+		return d.nodes[i].wake(ctx, tx, PositionWanted)
 	})
 	if err != nil {
 		return fmt.Errorf("ask the change stream for its position: %w", err)

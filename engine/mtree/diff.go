@@ -29,7 +29,7 @@ const lockTimeout = "60s"
 // Diff compares the table's trees on every node and reports the differing rows as a table-diff
 // does. Every node's tree is first brought up to the WAL position the node had when the diff
 // began: a tree that has not caught up is never compared.
-func Diff(ctx context.Context, nodes []Node, opts DiffOptions, sink engine.Sink, progress engine.ProgressFunc) (*engine.DiffSummary, error) {
+func Diff(ctx context.Context, nodes []NodeLogins, opts DiffOptions, sink engine.Sink, progress engine.ProgressFunc) (*engine.DiffSummary, error) {
 	if len(nodes) < 2 {
 		return nil, fmt.Errorf("mtree-diff needs at least 2 nodes, got %d", len(nodes))
 	}
@@ -69,7 +69,7 @@ func Diff(ctx context.Context, nodes []Node, opts DiffOptions, sink engine.Sink,
 }
 
 type differ struct {
-	nodes    []Node
+	nodes    []NodeLogins
 	opts     DiffOptions
 	progress engine.ProgressFunc
 	stats    *engine.MtreeStats

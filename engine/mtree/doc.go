@@ -2,7 +2,10 @@
 // publication, the stream handshake, leaves cut at the reference node's keys), Diff (catch-up,
 // refresh, rebalance, compare), Teardown, and Compact, which the agent's tree keeper calls to
 // fold pending changes onto leaves. It writes the tree tables on the agent's login and reads
-// tables as the submitter.
+// tables as the submitter. It is the one writer of the tree tables: the records the agent's tree
+// keeper and status collector write (stream batches, stream state, every node's tree status) are
+// its functions too (streams.go). It sends no notification: a task tells the node's agent what
+// it did through the NodeLogins' WakeFunc, which the agent provides.
 //
 // A tree's leaves are key ranges, the same on every node: each holds the node's row count there
 // and the exact sums of two 64-bit lanes of its rows' digests, the row hash of table-diff

@@ -20,7 +20,7 @@ type subject struct {
 	hash   engine.RowHash
 }
 
-func loadSubject(ctx context.Context, nodes []Node, table string) (*subject, error) {
+func loadSubject(ctx context.Context, nodes []NodeLogins, table string) (*subject, error) {
 	tables, mode, err := engine.LoadTables(ctx, dataNodes(nodes), table)
 	if err != nil {
 		return nil, err

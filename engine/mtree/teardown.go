@@ -36,7 +36,7 @@ const streamReleaseTimeout = 15 * time.Second
 // left with no tree loses its slot. A node whose agent is not running gets the same done for
 // it, so no slot is left behind. The builder, the table's owner and the ace schema's owner (and
 // their members) may tear a tree down; the publication's ownership is not needed.
-func Teardown(ctx context.Context, nodes []Node, table string) (*TeardownResult, error) {
+func Teardown(ctx context.Context, nodes []NodeLogins, table string) (*TeardownResult, error) {
 	res := &TeardownResult{Tables: map[string][]string{}, Publications: map[string][]string{}, PublicationsLeft: map[string][]string{}}
 	out := make([]nodeTeardown, len(nodes))
 	p := pool.New().WithErrors().WithContext(ctx)
@@ -77,7 +77,7 @@ type trackedTable struct {
 	relid                       uint32
 }
 
-func (r *nodeTeardown) run(ctx context.Context, n Node, table string) error {
+func (r *nodeTeardown) run(ctx context.Context, n NodeLogins, table string) error {
 	relid, err := tableOID(ctx, n.Data, table)
 	if err != nil {
 		return err
@@ -93,7 +93,7 @@ func (r *nodeTeardown) run(ctx context.Context, n Node, table string) error {
 		}
 	}
 	if len(tracked) > 0 {
-		if err := untrack(ctx, n.Agent, tracked); err != nil {
+		if err := untrack(ctx, n, tracked); err != nil {
 			return err
 		}
 	}
@@ -182,12 +182,12 @@ func dropPublication(ctx context.Context, data *engine.Node, pub string) (droppe
 }
 
 // untrack deletes the trees (with their leaves and pending changes) and wakes the agent.
-func untrack(ctx context.Context, agent *engine.Node, tracked []trackedTable) error {
+func untrack(ctx context.Context, n NodeLogins, tracked []trackedTable) error {
 	names := make([]string, len(tracked))
 	for i, t := range tracked {
 		names[i] = t.table
 	}
-	err := pgx.BeginFunc(ctx, agent.Pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, n.Agent.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM ace.mtrees WHERE table_name = ANY($1)`, names); err != nil {
 			return err
 		}
@@ -195,7 +195,7 @@ func untrack(ctx context.Context, agent *engine.Node, tracked []trackedTable) er
 		if err != nil {
 			return err
 		}
-		return notify(ctx, tx, "trees")
+		return n.wake(ctx, tx, TreesChanged)
 	})
 	if err != nil {
 		return fmt.Errorf("delete the trees: %w", err)

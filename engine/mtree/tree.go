@@ -13,27 +13,49 @@ import (
 	"github.com/ace-agent/ace-agent/engine"
 )
 
-// Channel is where a tree's tasks wake the node's agent: the payload "trees" says the set of
-// tracked tables changed, "sync" asks the stream to report its position now.
-const Channel = "ace_mtree"
-
-// Node is one node as a tree task sees it: the submitter's login reads the table, the agent's
-// own login (the owner of the ace schema) writes the tree, so no submitter can write a tree.
-type Node struct {
+// NodeLogins is one node as a tree task sees it: the submitter's login reads the table, the
+// agent's own login (the owner of the ace schema) writes the tree, so no submitter can write a
+// tree. Wake, when set, tells the node's agent what the task did (see WakeFunc).
+type NodeLogins struct {
 	Data  *engine.Node
 	Agent *engine.Node
+	Wake  WakeFunc
+}
+
+// Wakeup is what a tree task tells the node's agent.
+type Wakeup int
+
+const (
+	// TreesChanged: the set of tracked tables changed, a tree was registered or deleted.
+	TreesChanged Wakeup = iota + 1
+	// PositionWanted: a build or a diff waits for the change stream to report its position now.
+	PositionWanted
+)
+
+// WakeFunc tells the node's agent w on q, the agent's login: inside the task's transaction when q
+// is one, so that the agent hears of a change only once it is committed. The caller (the agent)
+// chooses how; the engine knows nothing of notifications.
+type WakeFunc func(ctx context.Context, q engine.Querier, w Wakeup) error
+
+// wake tells the node's agent w; a node without a WakeFunc has no agent to tell, and its agent
+// notices on its next round instead.
+func (n NodeLogins) wake(ctx context.Context, q engine.Querier, w Wakeup) error {
+	if n.Wake == nil {
+		return nil
+	}
+	return n.Wake(ctx, q, w)
 }
 
 // Name is the node's name.
-func (n Node) Name() string { return n.Data.Name }
+func (n NodeLogins) Name() string { return n.Data.Name }
 
-func sortNodes(nodes []Node) []Node {
-	out := append([]Node(nil), nodes...)
+func sortNodes(nodes []NodeLogins) []NodeLogins {
+	out := append([]NodeLogins(nil), nodes...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name() < out[j].Name() })
 	return out
 }
 
-func dataNodes(nodes []Node) []*engine.Node {
+func dataNodes(nodes []NodeLogins) []*engine.Node {
 	out := make([]*engine.Node, len(nodes))
 	for i, n := range nodes {
 		out[i] = n.Data
@@ -51,7 +73,7 @@ var DataSettings = map[string]string{"row_security": "off"}
 // leaves must cover every row) and, when ready is set, a tree that is not ready or not the tree
 // of the table the submitter's name resolves to now (ace.check_mtree_ready: a table dropped
 // and re-created, or given to another owner, since the tree was built).
-func checkAccess(ctx context.Context, n Node, table string, ready bool) error {
+func checkAccess(ctx context.Context, n NodeLogins, table string, ready bool) error {
 	sql := `SELECT ace.check_full_view($1::text)`
 	if ready {
 		sql += `, ace.check_mtree_ready($1::text, $1::text::regclass::oid)`
@@ -123,12 +145,6 @@ func copyLeaves(ctx context.Context, tx pgx.Tx, id int64, leaves []leaf) error {
 	}
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "mtree_leaves"},
 		[]string{"tree_id", "leaf_id", "lo", "hi", "row_count", "lane1", "lane2"}, pgx.CopyFromRows(rows))
-	return err
-}
-
-// notify wakes the node's agent.
-func notify(ctx context.Context, q engine.Querier, payload string) error {
-	_, err := q.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, payload)
 	return err
 }
 
