@@ -21,7 +21,7 @@ import (
 // table's changes once a tree tracks it, and each node opened as a tree task opens it.
 type treeEnv struct {
 	*testcluster.Env
-	nodes []mtree.Node
+	nodes []mtree.NodeLogins
 }
 
 // treeSetup seeds public.t and starts the agents; their slots are dropped when the test ends.
@@ -43,7 +43,7 @@ func treeSetup(t *testing.T, rows int) *treeEnv {
 // only place that names the node pair's type.)
 func (e *treeEnv) openNodes() {
 	for _, n := range e.Nodes {
-		e.nodes = append(e.nodes, mtree.Node{Data: n.EngineNode(e.T, 6, mtree.DataSettings), Agent: n.EngineNode(e.T, 3, nil)})
+		e.nodes = append(e.nodes, mtree.NodeLogins{Data: n.EngineNode(e.T, 6, mtree.DataSettings), Agent: n.EngineNode(e.T, 3, nil)})
 	}
 }
 
