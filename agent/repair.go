@@ -60,7 +60,7 @@ func (a *Agent) setRoleTo(run *sqlapi.Run) string {
 	return ""
 }
 
-func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) repair.RepairOptions {
+func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) repair.Options {
 	o := args.RepairOptions()
 	o.ID = run.Task.ID.String()
 	o.Diff = diff
@@ -74,7 +74,7 @@ func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff
 }
 
 // repairReport renders the recorded actions as ACE's repair report.
-func (a *Agent) repairReport(ctx context.Context, run *sqlapi.Run, args sqlapi.TableRepairArgs, s *repair.RepairSummary) (json.RawMessage, error) {
+func (a *Agent) repairReport(ctx context.Context, run *sqlapi.Run, args sqlapi.TableRepairArgs, s *repair.Summary) (json.RawMessage, error) {
 	actions, err := sqlapi.ReadRepairActions(ctx, a.pool, run.Task.ID)
 	if err != nil {
 		return nil, err

@@ -21,10 +21,10 @@ const finishTimeout = 30 * time.Second
 
 // repairer is one run of Repair.
 type repairer struct {
-	opts     RepairOptions
+	opts     Options
 	targets  []string
 	nodes    map[string]*engine.Node
-	sink     RepairSink
+	sink     Sink
 	progress engine.ProgressFunc
 	start    time.Time
 
@@ -49,7 +49,7 @@ type repairSession struct {
 	failed    error
 }
 
-func newRepairer(nodes []*engine.Node, opts RepairOptions, sink RepairSink, progress engine.ProgressFunc) (*repairer, error) {
+func newRepairer(nodes []*engine.Node, opts Options, sink Sink, progress engine.ProgressFunc) (*repairer, error) {
 	if progress == nil {
 		progress = func(engine.Progress) {}
 	}
@@ -375,7 +375,7 @@ func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) err
 		}
 	}
 	live := r.live()
-	results := make([][]RepairAction, len(live))
+	results := make([][]Action, len(live))
 	p := pool.New().WithContext(ctx)
 	for i, s := range live {
 		p.Go(func(ctx context.Context) error {
@@ -392,7 +392,7 @@ func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var all []RepairAction
+	var all []Action
 	for i, s := range live {
 		if s.failed == nil {
 			all = append(all, results[i]...)
@@ -409,12 +409,12 @@ func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) err
 	return nil
 }
 
-func (r *repairer) count(actions []RepairAction) {
+func (r *repairer) count(actions []Action) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, a := range actions {
 		st := r.stats[a.Node]
-		switch a.Action {
+		switch a.Kind {
 		case ActionInsert:
 			st.Inserted++
 		case ActionUpdate:
