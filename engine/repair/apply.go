@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -345,7 +346,7 @@ func fillElement(pk json.RawMessage, fill map[string]json.RawMessage) (json.RawM
 // refuses ON CONFLICT).
 func (r *repairer) ruleHint(s *repairSession, err error) string {
 	var pg *pgconn.PgError
-	if r.modes[s.node.Name] != WriteNormal || !errors.As(err, &pg) || pg.Code != "0A000" ||
+	if r.modes[s.node.Name] != WriteNormal || !errors.As(err, &pg) || pg.Code != pgerrcode.FeatureNotSupported ||
 		!(strings.Contains(pg.Message, "RETURNING") || strings.Contains(pg.Message, "ON CONFLICT")) {
 		return ""
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/sourcegraph/conc/pool"
@@ -270,14 +271,14 @@ func (r *repairer) setupSession(ctx context.Context, s *repairSession) (spock bo
 // serves one session at a time, so a repair waits for another one on the same node.
 func (r *repairer) setupOrigin(ctx context.Context, s *repairSession) error {
 	_, err := s.conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, r.opts.Origin)
-	if err != nil && !isCode(err, "23505") {
+	if err != nil && !isCode(err, pgerrcode.UniqueViolation) {
 		return fmt.Errorf("create replication origin %s (a repair that writes as replication does needs EXECUTE on pg_replication_origin_create, "+
 			"pg_replication_origin_oid, pg_replication_origin_session_setup and pg_replication_origin_session_reset for the session's login; "+
 			"or revoke SET ON PARAMETER session_replication_role from the submitter to have repairs write normally): %w", r.opts.Origin, err)
 	}
 	for {
 		_, err := s.conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, r.opts.Origin)
-		if err == nil || !isCode(err, "55006") {
+		if err == nil || !isCode(err, pgerrcode.ObjectInUse) {
 			if err != nil {
 				return fmt.Errorf("use replication origin %s: %w", r.opts.Origin, err)
 			}
