@@ -61,7 +61,7 @@ func (a *Agent) setRoleTo(run *sqlapi.Run) string {
 }
 
 func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) repair.Options {
-	o := args.RepairOptions()
+	o := args.Options()
 	o.ID = run.Task.ID.String()
 	o.Diff = diff
 	o.Rows = func(ctx context.Context, fn func(engine.DiffRow) error) error {

@@ -152,10 +152,10 @@ type RepairArgs struct {
 	CheckUnchanged bool     `json:"check_unchanged"`
 }
 
-// RepairOptions are the engine's options for the repair's arguments: the one conversion of
+// Options are the engine's options for the repair's arguments: the one conversion of
 // the repair's flags from the task's arguments. The caller adds what the task does not hold
 // (ID, the diff and its rows, the role, the session mode).
-func (a RepairArgs) RepairOptions() repair.Options {
+func (a RepairArgs) Options() repair.Options {
 	return repair.Options{
 		SourceOfTruth: a.SourceOfTruth, Strategy: a.Strategy, Targets: a.TargetNodes,
 		DryRun: a.DryRun, UpsertOnly: a.UpsertOnly, InsertOnly: a.InsertOnly, Bidirectional: a.Bidirectional,

@@ -25,7 +25,7 @@ type TableRepairArgs struct {
 
 // ReportArgs are the repair's arguments as its ACE repair report lists them.
 func (a TableRepairArgs) ReportArgs(id uuid.UUID) acefile.ReportArgs {
-	o := a.RepairOptions()
+	o := a.Options()
 	o.ID = id.String()
 	return o.ReportArgs(a.DiffTask.String(), a.TableName, a.GenerateReport)
 }
