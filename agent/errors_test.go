@@ -96,7 +96,7 @@ func TestTableDiffFailsNamingAnUnreachablePeer(t *testing.T) {
 	_, err = sqlapi.Install(ctx, conn)
 	require.NoError(t, err)
 	for _, n := range c.Nodes {
-		require.NoError(t, sqlapi.AddNode(ctx, conn, sqlapi.Node{Name: n.Name, ConnInfo: n.DSN("postgres") + " connect_timeout=2"}))
+		require.NoError(t, sqlapi.AddNode(ctx, conn, sqlapi.RegisteredNode{Name: n.Name, ConnInfo: n.DSN("postgres") + " connect_timeout=2"}))
 	}
 	_, err = conn.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY)`)
 	require.NoError(t, err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
@@ -111,7 +112,7 @@ func TestMtreeRefusesARestrictedView(t *testing.T) {
 	t.Run("restricted on the coordinator", func(t *testing.T) {
 		task, err := e.submitErr(t, e.bob, `SELECT ace.mtree_diff('public.t')`)
 		require.Nil(t, task, "bob's diff was accepted and ran")
-		requireSQLState(t, err, "42501", e.bob, "public.t", "does not see every row", "shared by every user", "ace.table_diff")
+		requireSQLState(t, err, pgerrcode.InsufficientPrivilege, e.bob, "public.t", "does not see every row", "shared by every user", "ace.table_diff")
 	})
 	t.Run("restricted on a peer only", func(t *testing.T) {
 		e.Node("n1").Exec(t, `ALTER TABLE public.t DISABLE ROW LEVEL SECURITY`)
@@ -142,7 +143,7 @@ func TestMtreeBuildRefusesForcedRowSecurity(t *testing.T) {
 	e.asAll(t, e.alice, `ALTER TABLE t ENABLE ROW LEVEL SECURITY; ALTER TABLE t FORCE ROW LEVEL SECURITY;
 		CREATE POLICY part ON t USING (id <= 'k0100')`)
 	_, err := e.submitErr(t, e.alice, `SELECT ace.mtree_build('public.t')`)
-	requireSQLState(t, err, "42501", "does not see every row")
+	requireSQLState(t, err, pgerrcode.InsufficientPrivilege, "does not see every row")
 }
 
 // Issue 16 item 8: a tree is the tree of one table. Dropped and re-created, or given to another
@@ -167,13 +168,13 @@ func TestMtreeRefusesATreeOfAnotherTable(t *testing.T) {
 	t.Run("re-created on the coordinator", func(t *testing.T) {
 		e.Node("n1").Exec(t, recreate+fmt.Sprintf(`; ALTER TABLE public.t OWNER TO %s`, e.alice))
 		_, err := e.submitErr(t, e.alice, `SELECT ace.mtree_diff('public.t')`)
-		requireSQLState(t, err, "55000", "dropped and re-created", rebuildHint)
+		requireSQLState(t, err, pgerrcode.ObjectNotInPrerequisiteState, "dropped and re-created", rebuildHint)
 	})
 	t.Run("given to another owner", func(t *testing.T) {
 		e.build(t)
 		e.Node("n1").Exec(t, fmt.Sprintf(`ALTER TABLE public.t OWNER TO %s`, e.bob))
 		_, err := e.submitErr(t, e.bob, `SELECT ace.mtree_diff('public.t')`)
-		requireSQLState(t, err, "55000", "changed owner")
+		requireSQLState(t, err, pgerrcode.ObjectNotInPrerequisiteState, "changed owner")
 	})
 }
 
@@ -227,7 +228,7 @@ func TestMtreeRowIsNotReadableThroughFunctions(t *testing.T) {
 	task := e.submit(t, e.bob, `SELECT ace.mtree_diff('public.t')`)
 	require.Equal(t, sqlapi.StatusCompleted, task.Status, "bob's diff: %v", task.Error)
 	_, err = conn.Exec(context.Background(), `SELECT ace.check_mtree_ready('public.t', 0)`)
-	requireSQLState(t, err, "55000", "dropped and re-created")
+	requireSQLState(t, err, pgerrcode.ObjectNotInPrerequisiteState, "dropped and re-created")
 }
 
 // Issue 16 item 7: a failed tree diff tells its submitter which range failed by position, never by

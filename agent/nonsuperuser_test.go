@@ -48,7 +48,7 @@ func TestNonSuperuserAgent(t *testing.T) {
 		_, err = sqlapi.Install(ctx, conn)
 		require.NoError(t, err)
 		for _, peer := range e.Nodes {
-			require.NoError(t, sqlapi.AddNode(ctx, conn, sqlapi.Node{Name: peer.Name,
+			require.NoError(t, sqlapi.AddNode(ctx, conn, sqlapi.RegisteredNode{Name: peer.Name,
 				ConnInfo: strings.Replace(peer.DSN, "user=postgres", "user="+agentRole, 1)}))
 		}
 		require.NoError(t, conn.Close(ctx))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
@@ -43,13 +44,13 @@ func TestSetRoleGivesNoSecondQuota(t *testing.T) {
 			require.NoError(t, err)
 			_, err = asBob.Exec(ctx, `SELECT ace.table_diff('public.t')`)
 			pgErr := pgError(t, err)
-			require.Equal(t, "53400", pgErr.Code, pgErr.Message) // configuration_limit_exceeded
+			require.Equal(t, pgerrcode.ConfigurationLimitExceeded, pgErr.Code, pgErr.Message)
 			require.Contains(t, pgErr.Message, "role "+bob+" already has 2 queued tasks, as many as max_queued_tasks_per_role allows")
 		})
 	}
 	t.Run("no user may lock a login's row of the submission line", func(t *testing.T) {
 		_, err := asBob.Exec(ctx, `SELECT * FROM ace.role_submissions FOR UPDATE`)
-		require.Equal(t, "42501", pgError(t, err).Code)
+		require.Equal(t, pgerrcode.InsufficientPrivilege, pgError(t, err).Code)
 	})
 	var logins []string
 	rows, err := e.agent.Query(ctx, `SELECT DISTINCT submitted_session_user::text FROM ace.tasks`)
@@ -75,7 +76,7 @@ func TestOnlySubmittersMaySubmit(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := asOutsider.Exec(ctx, sql)
 			pgErr := pgError(t, err)
-			require.Equal(t, "42501", pgErr.Code, pgErr.Message)
+			require.Equal(t, pgerrcode.InsufficientPrivilege, pgErr.Code, pgErr.Message)
 			require.Equal(t, "role "+outsider+" may not submit tasks: it is not a member of ace_submitters", pgErr.Message)
 			require.Contains(t, pgErr.Hint, "GRANT ace_submitters TO "+outsider)
 		})
@@ -96,7 +97,7 @@ func TestSubmittersRoleMustExist(t *testing.T) {
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, `INSERT INTO ace.tasks (task_type, args) VALUES ('table-diff', '{"table_name": "public.t"}')`)
 	pgErr := pgError(t, err)
-	require.Equal(t, "42501", pgErr.Code, pgErr.Message)
+	require.Equal(t, pgerrcode.InsufficientPrivilege, pgErr.Code, pgErr.Message)
 	require.Contains(t, pgErr.Message, "only members of ace_submitters may, and that role does not exist")
 	require.Contains(t, pgErr.Hint, "CREATE ROLE ace_submitters NOLOGIN; GRANT ace_submitters TO "+login)
 }
@@ -135,7 +136,7 @@ func TestFinishedTasksExpire(t *testing.T) {
 
 	t.Run("only the schema's owner may delete", func(t *testing.T) {
 		_, err := asBob.Exec(ctx, `SELECT ace.delete_expired_tasks(10)`)
-		require.Equal(t, "42501", pgError(t, err).Code)
+		require.Equal(t, pgerrcode.InsufficientPrivilege, pgError(t, err).Code)
 	})
 	t.Run("in batches, finished tasks older than task_retention", func(t *testing.T) {
 		var n int
@@ -173,7 +174,7 @@ func TestCdcTimeoutIsCapped(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			_, err := asBob.Exec(ctx, sql)
 			pgErr := pgError(t, err)
-			require.Equal(t, "22023", pgErr.Code, pgErr.Message)
+			require.Equal(t, pgerrcode.InvalidParameterValue, pgErr.Code, pgErr.Message)
 			require.Contains(t, pgErr.Message, "is longer than max_cdc_timeout (10 minutes)")
 			require.Contains(t, pgErr.Hint, "WHERE name = 'max_cdc_timeout'")
 		})

@@ -60,8 +60,8 @@ func (a *Agent) setRoleTo(run *sqlapi.Run) string {
 	return ""
 }
 
-func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) repair.RepairOptions {
-	o := args.RepairOptions()
+func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff *engine.DiffSummary) repair.Options {
+	o := args.Options()
 	o.ID = run.Task.ID.String()
 	o.Diff = diff
 	o.Rows = func(ctx context.Context, fn func(engine.DiffRow) error) error {
@@ -74,7 +74,7 @@ func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff
 }
 
 // repairReport renders the recorded actions as ACE's repair report.
-func (a *Agent) repairReport(ctx context.Context, run *sqlapi.Run, args sqlapi.TableRepairArgs, s *repair.RepairSummary) (json.RawMessage, error) {
+func (a *Agent) repairReport(ctx context.Context, run *sqlapi.Run, args sqlapi.TableRepairArgs, s *repair.Summary) (json.RawMessage, error) {
 	actions, err := sqlapi.ReadRepairActions(ctx, a.pool, run.Task.ID)
 	if err != nil {
 		return nil, err

@@ -34,11 +34,11 @@ func (e *diffEnv) repair(diff uuid.UUID, args string, params ...any) (uuid.UUID,
 }
 
 // completedRepair runs a repair that must complete, and returns its summary.
-func (e *diffEnv) completedRepair(diff uuid.UUID, args string, params ...any) (uuid.UUID, *repair.RepairSummary) {
+func (e *diffEnv) completedRepair(diff uuid.UUID, args string, params ...any) (uuid.UUID, *repair.Summary) {
 	e.t.Helper()
 	id, task := e.repair(diff, args, params...)
 	require.Equal(e.t, sqlapi.StatusCompleted, task.Status, "repair error: %v", task.Error)
-	var s repair.RepairSummary
+	var s repair.Summary
 	require.NoError(e.t, json.Unmarshal(task.Result, &s))
 	return id, &s
 }

@@ -215,7 +215,7 @@ func (s *shutdownEnv) fingerprint(node string) string {
 }
 
 // calibrateRepair runs the repair once uninterrupted, and returns its summary.
-func (s *shutdownEnv) calibrateRepair() *repair.RepairSummary {
+func (s *shutdownEnv) calibrateRepair() *repair.Summary {
 	diff := s.diffID("public.t")
 	start := time.Now()
 	_, want := s.completedRepair(diff, `'n1'`)
@@ -229,7 +229,7 @@ func (s *shutdownEnv) calibrateRepair() *repair.RepairSummary {
 // either all of the repair or none of it; a handed-back repair must have changed nothing, and
 // must re-plan from what the nodes hold when it runs again: a row fixed by hand meanwhile is
 // skipped.
-func (s *shutdownEnv) tryRepair(try int, want *repair.RepairSummary) {
+func (s *shutdownEnv) tryRepair(try int, want *repair.Summary) {
 	s.plantDrift()
 	diff := s.diffID("public.t")
 	target := s.fingerprint("n1")
@@ -253,9 +253,9 @@ func (s *shutdownEnv) tryRepair(try int, want *repair.RepairSummary) {
 
 // requireRepaired checks a completed repair: every node holds n1's rows, the report has one
 // action per node and key from one attempt, and a row fixed by hand was left alone.
-func (s *shutdownEnv) requireRepaired(try int, id uuid.UUID, task sqlapi.Task, want *repair.RepairSummary, target string, fixedByHand bool) {
+func (s *shutdownEnv) requireRepaired(try int, id uuid.UUID, task sqlapi.Task, want *repair.Summary, target string, fixedByHand bool) {
 	s.t.Helper()
-	var got repair.RepairSummary
+	var got repair.Summary
 	require.NoError(s.t, json.Unmarshal(task.Result, &got))
 	for _, node := range []string{"n2", "n3"} {
 		require.Equal(s.t, target, s.fingerprint(node), "seed %d try %d: %s is not repaired", s.seed, try, node)
@@ -273,7 +273,7 @@ func (s *shutdownEnv) requireRepaired(try int, id uuid.UUID, task sqlapi.Task, w
 
 // vanishedRepair submits a repair of a drifted table on n1 and claims it as an agent that then
 // vanishes (its session ends) after recording the given actions.
-func vanishedRepair(t *testing.T, repairArgs string, record []repair.RepairAction) (*diffEnv, uuid.UUID) {
+func vanishedRepair(t *testing.T, repairArgs string, record []repair.Action) (*diffEnv, uuid.UUID) {
 	t.Helper()
 	ctx := context.Background()
 	e := &diffEnv{Env: testcluster.New(t), t: t}
@@ -301,8 +301,8 @@ func vanishedRepair(t *testing.T, repairArgs string, record []repair.RepairActio
 
 func TestRecoveryRequeuesARepairOnlyIfItChangedNothing(t *testing.T) {
 	t.Parallel()
-	action := func(kind, reason string) repair.RepairAction {
-		return repair.RepairAction{Node: "n2", Action: kind, PK: json.RawMessage(`{"id": 1}`), PKSort: json.RawMessage(`[1]`),
+	action := func(kind, reason string) repair.Action {
+		return repair.Action{Node: "n2", Kind: kind, PK: json.RawMessage(`{"id": 1}`), PKSort: json.RawMessage(`[1]`),
 			Before: json.RawMessage(`{"id": 1, "x": "drift"}`), After: json.RawMessage(`{"id": 1, "x": "x1"}`), Reason: reason}
 	}
 	t.Run("nothing recorded", func(t *testing.T) {
@@ -312,12 +312,12 @@ func TestRecoveryRequeuesARepairOnlyIfItChangedNothing(t *testing.T) {
 	})
 	t.Run("only skips recorded", func(t *testing.T) {
 		t.Parallel()
-		e, id := vanishedRepair(t, `'n1'`, []repair.RepairAction{action(repair.ActionSkip, repair.ReasonChangedSinceDiff)})
+		e, id := vanishedRepair(t, `'n1'`, []repair.Action{action(repair.ActionSkip, repair.ReasonChangedSinceDiff)})
 		requireRequeuedAndRepaired(e, id)
 	})
 	t.Run("dry run", func(t *testing.T) {
 		t.Parallel()
-		e, id := vanishedRepair(t, `'n1', dry_run => true`, []repair.RepairAction{action(repair.ActionUpdate, "")})
+		e, id := vanishedRepair(t, `'n1', dry_run => true`, []repair.Action{action(repair.ActionUpdate, "")})
 		task := e.Node("n1").Wait(t, id)
 		require.Equal(t, sqlapi.StatusCompleted, task.Status, "error: %s", errorOf(task))
 		require.Equal(t, 2, task.Attempts)
@@ -325,7 +325,7 @@ func TestRecoveryRequeuesARepairOnlyIfItChangedNothing(t *testing.T) {
 	})
 	t.Run("a change recorded", func(t *testing.T) {
 		t.Parallel()
-		e, id := vanishedRepair(t, `'n1'`, []repair.RepairAction{action(repair.ActionUpdate, "")})
+		e, id := vanishedRepair(t, `'n1'`, []repair.Action{action(repair.ActionUpdate, "")})
 		task := e.Node("n1").Wait(t, id)
 		require.Equal(t, sqlapi.StatusFailed, task.Status, "it may have committed: a person looks first")
 		require.Contains(t, *task.Error, "agent vanished-agent stopped while running this task (attempt 1 of 3)")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
@@ -231,7 +232,7 @@ func TestTeardownByTheTablesOwnerRole(t *testing.T) {
 		task := e.submit(t, e.carol, `SELECT ace.mtree_teardown('public.a')`)
 		require.Equal(t, sqlapi.StatusFailed, task.Status)
 		require.Contains(t, *task.Error, "permission denied")
-		require.Contains(t, *task.Error, "42501")
+		require.Contains(t, *task.Error, pgerrcode.InsufficientPrivilege)
 		require.Contains(t, *task.Error, "only its builder ("+e.alice+")")
 	})
 

@@ -464,7 +464,7 @@ func (h *groupHandler) Apply(ctx context.Context, txns []cdc.Txn, upTo pglogrepl
 // changedKeys are the keys a change touches, each a JSON array of the key columns' text, or
 // nil when every key may be touched: a TRUNCATE, or a key the stream could not show (an
 // unchanged TOASTed key value).
-func changedKeys(c cdc.Change, keyCols []string) [][]byte {
+func changedKeys(c cdc.RowChange, keyCols []string) [][]byte {
 	switch c.Kind {
 	case cdc.Truncate:
 		return [][]byte{nil}

@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pglogrepl"
 )
 
-// Kind is what a Change did.
+// Kind is what a RowChange did.
 type Kind byte
 
 // The kinds of change pgoutput sends.
@@ -51,7 +51,7 @@ type Value struct {
 }
 
 // Relation is a table as the stream last described it (pgoutput Relation message). A Relation
-// is never modified once a Change refers to it: a new Relation message makes a new Relation.
+// is never modified once a RowChange refers to it: a new Relation message makes a new Relation.
 type Relation struct {
 	ID        uint32 // pg_class OID
 	Namespace string
@@ -60,11 +60,11 @@ type Relation struct {
 	Key       []bool   // pgoutput's flag: column is part of the replica identity
 }
 
-// Change is one row change. New is the new tuple (Insert, Update); Old is the old tuple or old
+// RowChange is one row change. New is the new tuple (Insert, Update); Old is the old tuple or old
 // key (Delete; Update only when pgoutput sent one, i.e. the key changed or REPLICA IDENTITY
 // FULL). Both are aligned with Rel.Columns; a column absent from a key-only ('K') tuple is Null.
-// Truncate: one Change per truncated relation, no tuples.
-type Change struct {
+// Truncate: one RowChange per truncated relation, no tuples.
+type RowChange struct {
 	Kind Kind
 	Rel  *Relation
 	New  []Value
@@ -77,7 +77,7 @@ type Txn struct {
 	CommitLSN  pglogrepl.LSN
 	EndLSN     pglogrepl.LSN // end of the commit record: the position to confirm once this txn is recorded
 	CommitTime time.Time
-	Changes    []Change
+	Changes    []RowChange
 	// Partial: more changes of this transaction follow in a later Apply. A large transaction
 	// is handed over in chunks (Options.ChunkChanges, ChunkBytes) so that the stream never holds
 	// it whole; a partial transaction is always the last of its Apply, whose upTo then does not

@@ -100,7 +100,7 @@ func (d *decoder) add(relID uint32, kind Kind, newTuple, oldTuple *pglogrepl.Tup
 	if !ok {
 		return fmt.Errorf("decode pgoutput: %s of relation %d before its Relation message", kind, relID)
 	}
-	c := Change{Kind: kind, Rel: rel}
+	c := RowChange{Kind: kind, Rel: rel}
 	var err error
 	if c.New, err = values(rel, newTuple); err != nil {
 		return fmt.Errorf("decode pgoutput: %s of %s.%s: new tuple: %w", kind, rel.Namespace, rel.Name, err)

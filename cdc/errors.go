@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -21,14 +22,6 @@ var (
 	// a publication's row filter that raises on a change: decoding uses the catalog as of the
 	// change, so it fails the same way every time.
 	ErrDecoding = errors.New("the server failed to decode the stream")
-)
-
-// SQLSTATEs the classification reads.
-const (
-	sqlstateUndefinedObject  = "42704" // slot or publication missing
-	sqlstateNotInPrereqState = "55000" // slot invalidated, or not usable here
-	sqlstateObjectInUse      = "55006" // slot active for another PID
-	sqlstateDuplicateObject  = "42710" // slot already exists
 )
 
 // permanentError marks an error Run returns instead of retrying.
@@ -54,14 +47,14 @@ func classify(err error) error {
 	}
 	msg := strings.ToLower(pgErr.Message + " " + pgErr.Detail)
 	switch {
-	case pgErr.Code == sqlstateUndefinedObject && strings.Contains(msg, "publication"):
+	case pgErr.Code == pgerrcode.UndefinedObject && strings.Contains(msg, "publication"):
 		return permanent(errors.Join(ErrPublicationMissing, err))
-	case pgErr.Code == sqlstateUndefinedObject && strings.Contains(msg, "replication slot"):
+	case pgErr.Code == pgerrcode.UndefinedObject && strings.Contains(msg, "replication slot"):
 		return permanent(errors.Join(ErrSlotMissing, err))
-	case pgErr.Code == sqlstateNotInPrereqState &&
+	case pgErr.Code == pgerrcode.ObjectNotInPrerequisiteState &&
 		(strings.Contains(msg, "can no longer get changes") || strings.Contains(msg, "has been invalidated")):
 		return permanent(errors.Join(ErrSlotInvalidated, err))
-	case pgErr.Code == sqlstateNotInPrereqState:
+	case pgErr.Code == pgerrcode.ObjectNotInPrerequisiteState:
 		// E.g. a physical slot, or a slot of another database: a configuration error.
 		return permanent(err)
 	}
@@ -77,12 +70,23 @@ func serverRefusal(err error) bool {
 		return false
 	}
 	code := pgErr.Code
-	return !strings.HasPrefix(code, "08") && !strings.HasPrefix(code, "53") && !strings.HasPrefix(code, "57P") &&
-		code != sqlstateObjectInUse
+	return !pgerrcode.IsConnectionException(code) && !pgerrcode.IsInsufficientResources(code) &&
+		!serverEndedSession(code) && code != pgerrcode.ObjectInUse
+}
+
+// serverEndedSession reports whether code is one of the 57P SQLSTATEs: the server ended the
+// session (shutdown, crash, dropped database, idle timeout) or is not accepting connections yet.
+func serverEndedSession(code string) bool {
+	switch code {
+	case pgerrcode.AdminShutdown, pgerrcode.CrashShutdown, pgerrcode.CannotConnectNow,
+		pgerrcode.DatabaseDropped, pgerrcode.IdleSessionTimeout:
+		return true
+	}
+	return false
 }
 
 // slotBusy reports whether err says another process is consuming the slot.
 func slotBusy(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == sqlstateObjectInUse
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ObjectInUse
 }

@@ -227,8 +227,8 @@ func (r *recorder) txns() []cdc.Txn {
 }
 
 // changes is every change delivered so far, in order.
-func (r *recorder) changes() []cdc.Change {
-	var all []cdc.Change
+func (r *recorder) changes() []cdc.RowChange {
+	var all []cdc.RowChange
 	for _, t := range r.txns() {
 		all = append(all, t.Changes...)
 	}
@@ -236,7 +236,7 @@ func (r *recorder) changes() []cdc.Change {
 }
 
 // waitChanges waits until n changes have been delivered and returns them.
-func (r *recorder) waitChanges(t *testing.T, n int) []cdc.Change {
+func (r *recorder) waitChanges(t *testing.T, n int) []cdc.RowChange {
 	t.Helper()
 	require.Eventually(t, func() bool { return len(r.changes()) >= n }, 15*time.Second, 10*time.Millisecond,
 		"waiting for %d changes", n)

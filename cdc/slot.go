@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -40,7 +41,7 @@ func EnsureSlot(ctx context.Context, connString, slot string) (created bool, err
 	}
 	_, err = conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, $2)`, slot, plugin)
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == sqlstateDuplicateObject {
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.DuplicateObject {
 		return false, nil // made by someone else since we looked
 	}
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -564,11 +565,11 @@ func (r *filterRefs) checkCollations(ctx context.Context, tx pgx.Tx) error {
 // IsStatementTimeout reports whether err is a statement cancelled by statement_timeout.
 func IsStatementTimeout(err error) bool {
 	var pg *pgconn.PgError
-	return errors.As(err, &pg) && pg.Code == "57014"
+	return errors.As(err, &pg) && pg.Code == pgerrcode.QueryCanceled
 }
 
 // IsLockTimeout reports whether err is a lock wait that ran out (lock_timeout, or NOWAIT).
 func IsLockTimeout(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.LockNotAvailable
 }

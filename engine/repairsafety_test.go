@@ -26,7 +26,7 @@ func aceFile(t *testing.T, table string, n1, n2 []map[string]any) json.RawMessag
 
 // repairAs imports file on n1 and repairs n2 from n1 with it, in the sessions a role has in the
 // given mode ("" role: the superuser).
-func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.RawMessage) (*repair.RepairSummary, error) {
+func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.RawMessage) (*repair.Summary, error) {
 	t.Helper()
 	ctx := context.Background()
 	login, setRole := role, ""
@@ -39,7 +39,7 @@ func repairAs(t *testing.T, e *testcluster.Env, role, mode string, file json.Raw
 	found := &testcluster.DiffSink{}
 	summary, err := diff.ImportACEDiff(ctx, nodes[0], file, found, diff.ImportOptions{SetRoleSessions: mode == setRoleMode})
 	require.NoError(t, err)
-	return repair.Repair(ctx, nodes[1:2], repair.RepairOptions{
+	return repair.Repair(ctx, nodes[1:2], repair.Options{
 		ID: "t", Diff: summary, Rows: found.Source(), Role: setRole, SourceOfTruth: "n1", Targets: []string{"n2"},
 		SetRoleSessions: mode == setRoleMode,
 	}, &testcluster.RepairSink{}, nil)

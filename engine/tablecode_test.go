@@ -81,7 +81,7 @@ func TestSetRoleRepairRefusesTablesCarryingNonSuperuserCode(t *testing.T) {
 	for table, why := range refused {
 		t.Run(table, func(t *testing.T) {
 			diff, rows := diffOf(t, e, table)
-			s, err := repair.Repair(context.Background(), nodes[1:2], repair.RepairOptions{
+			s, err := repair.Repair(context.Background(), nodes[1:2], repair.Options{
 				ID: "t", Diff: diff, Rows: rows.Source(), Role: mallory, SourceOfTruth: "n1", Targets: []string{"n2"}, SetRoleSessions: true,
 			}, &testcluster.RepairSink{}, nil)
 			if why == "" {

@@ -152,11 +152,11 @@ type RepairArgs struct {
 	CheckUnchanged bool     `json:"check_unchanged"`
 }
 
-// RepairOptions are the engine's options for the repair's arguments: the one conversion of
+// Options are the engine's options for the repair's arguments: the one conversion of
 // the repair's flags from the task's arguments. The caller adds what the task does not hold
 // (ID, the diff and its rows, the role, the session mode).
-func (a RepairArgs) RepairOptions() repair.RepairOptions {
-	return repair.RepairOptions{
+func (a RepairArgs) Options() repair.Options {
+	return repair.Options{
 		SourceOfTruth: a.SourceOfTruth, Strategy: a.Strategy, Targets: a.TargetNodes,
 		DryRun: a.DryRun, UpsertOnly: a.UpsertOnly, InsertOnly: a.InsertOnly, Bidirectional: a.Bidirectional,
 		FixNulls: a.FixNulls, FireTriggers: a.FireTriggers, Atomic: a.Atomic, CheckUnchanged: a.CheckUnchanged,

@@ -87,28 +87,28 @@ func Wait(ctx context.Context, conn *pgx.Conn, id uuid.UUID, pollEvery time.Dura
 	}
 }
 
-// Node is one row of ace.nodes.
-type Node struct {
+// RegisteredNode is one row of ace.nodes.
+type RegisteredNode struct {
 	Name     string `json:"node_name"`
 	ConnInfo string `json:"conninfo"`
 	Cluster  string `json:"cluster_name"`
 }
 
 // Nodes lists the registered nodes by name.
-func Nodes(ctx context.Context, q Querier) ([]Node, error) {
+func Nodes(ctx context.Context, q Querier) ([]RegisteredNode, error) {
 	rows, err := q.Query(ctx, `SELECT node_name, conninfo, cluster_name FROM ace.nodes ORDER BY node_name`)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Node, error) {
-		var n Node
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (RegisteredNode, error) {
+		var n RegisteredNode
 		err := r.Scan(&n.Name, &n.ConnInfo, &n.Cluster)
 		return n, err
 	})
 }
 
 // AddNode registers or updates a node on the node q is connected to.
-func AddNode(ctx context.Context, q Querier, n Node) error {
+func AddNode(ctx context.Context, q Querier, n RegisteredNode) error {
 	if n.Cluster == "" {
 		n.Cluster = "default"
 	}

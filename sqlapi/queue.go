@@ -10,11 +10,11 @@ import (
 	"io"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -324,7 +324,8 @@ func connectionLostHere(err error) bool {
 	case *pgconn.PgError:
 		// Class 08: connection exception; 57P01-57P03: the server ended the session, or is
 		// stopping or starting.
-		return strings.HasPrefix(e.Code, "08") || slices.Contains([]string{"57P01", "57P02", "57P03"}, e.Code)
+		return pgerrcode.IsConnectionException(e.Code) ||
+			slices.Contains([]string{pgerrcode.AdminShutdown, pgerrcode.CrashShutdown, pgerrcode.CannotConnectNow}, e.Code)
 	case *pgconn.ConnectError:
 		return true
 	case net.Error:

@@ -25,7 +25,7 @@ type TableRepairArgs struct {
 
 // ReportArgs are the repair's arguments as its ACE repair report lists them.
 func (a TableRepairArgs) ReportArgs(id uuid.UUID) acefile.ReportArgs {
-	o := a.RepairOptions()
+	o := a.Options()
 	o.ID = id.String()
 	return o.ReportArgs(a.DiffTask.String(), a.TableName, a.GenerateReport)
 }
@@ -64,7 +64,7 @@ func decodeDiffRow(d *engine.DiffRow, rowsJSON, versions, meta []byte) error {
 }
 
 // RepairActions records a repair's actions in ace.repair_actions. It implements
-// repair.RepairSink; every write is fenced by the run's claim.
+// repair.Sink; every write is fenced by the run's claim.
 type RepairActions struct {
 	run   *Run
 	rowNo int64
@@ -86,7 +86,7 @@ func (r *Run) RepairActions(ctx context.Context) (*RepairActions, error) {
 // WriteRepairActions stores actions with COPY, as not applied, in one transaction on a
 // connection of its own. A repair commits a node only after every change made there is stored,
 // which is what lets the recovery sweep tell an attempt that changed nothing.
-func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []repair.RepairAction) error {
+func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []repair.Action) error {
 	if len(actions) == 0 {
 		return nil
 	}
@@ -94,7 +94,7 @@ func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []repair
 	data := make([][]any, len(actions))
 	for i, a := range actions {
 		w.rowNo++
-		data[i] = []any{r.Task.ID, w.rowNo, r.Task.Attempts, a.Node, a.Action, []byte(a.PK), []byte(a.PKSort),
+		data[i] = []any{r.Task.ID, w.rowNo, r.Task.Attempts, a.Node, a.Kind, []byte(a.PK), []byte(a.PKSort),
 			nullString(a.Source), nullJSON(a.Before), nullJSON(a.After), nullString(a.Reason)}
 	}
 	return r.fenced(ctx, func(tx pgx.Tx) error {
@@ -129,16 +129,16 @@ func (w *RepairActions) MarkApplied(ctx context.Context, node string) error {
 }
 
 // ReadRepairActions returns a repair's recorded actions, by node and key.
-func ReadRepairActions(ctx context.Context, q Querier, taskID uuid.UUID) ([]repair.RepairAction, error) {
+func ReadRepairActions(ctx context.Context, q Querier, taskID uuid.UUID) ([]repair.Action, error) {
 	rows, err := q.Query(ctx, `SELECT node, action, pk, pk_sort, coalesce(source, ''), before, after, coalesce(reason, ''), applied
 		FROM ace.repair_actions WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("read repair actions of task %s: %w", taskID, err)
 	}
-	actions, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repair.RepairAction, error) {
-		var a repair.RepairAction
+	actions, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repair.Action, error) {
+		var a repair.Action
 		var pk, pkSort, before, after []byte
-		err := row.Scan(&a.Node, &a.Action, &pk, &pkSort, &a.Source, &before, &after, &a.Reason, &a.Applied)
+		err := row.Scan(&a.Node, &a.Kind, &pk, &pkSort, &a.Source, &before, &after, &a.Reason, &a.Applied)
 		a.PK, a.PKSort, a.Before, a.After = pk, pkSort, before, after
 		return a, err
 	})

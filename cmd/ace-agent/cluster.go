@@ -72,7 +72,7 @@ func runClusterImport(cmd *cobra.Command, g *globals, o importOpts) error {
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	for _, n := range nodes {
-		if err := sqlapi.AddNode(ctx, tx, sqlapi.Node{Name: n.Name, ConnInfo: n.ConnInfo, Cluster: o.cluster}); err != nil {
+		if err := sqlapi.AddNode(ctx, tx, sqlapi.RegisteredNode{Name: n.Name, ConnInfo: n.ConnInfo, Cluster: o.cluster}); err != nil {
 			return explainNodeError(n.Name, fmt.Errorf("[%s]: %w", n.Section, err))
 		}
 	}

@@ -58,7 +58,7 @@ host=elsewhere
 
 	nodes, err := sqlapi.Nodes(context.Background(), n1.Pool)
 	require.NoError(t, err)
-	imported := map[string]sqlapi.Node{}
+	imported := map[string]sqlapi.RegisteredNode{}
 	for _, n := range nodes {
 		require.NotContains(t, n.ConnInfo, "s3cret")
 		if strings.HasPrefix(n.Name, "a") {

@@ -171,7 +171,7 @@ func (d *doctorRun) checkLocalSchemaOwner(ctx context.Context, conn *pgx.Conn) (
 
 // checkPeerSchemaOwners makes the same check on every other node, logged in there as the
 // agent's login with its certificate.
-func (d *doctorRun) checkPeerSchemaOwners(ctx context.Context, user string, nodes []sqlapi.Node, certs []tls.Certificate) error {
+func (d *doctorRun) checkPeerSchemaOwners(ctx context.Context, user string, nodes []sqlapi.RegisteredNode, certs []tls.Certificate) error {
 	for _, n := range nodes {
 		if n.Name == os.Getenv("ACE_NODE") {
 			continue

@@ -37,7 +37,7 @@ connection string without a password: the agent takes passwords from its own env
 				return err
 			}
 			defer closeConn(conn)
-			n := sqlapi.Node{Name: args[0], ConnInfo: args[1], Cluster: cluster}
+			n := sqlapi.RegisteredNode{Name: args[0], ConnInfo: args[1], Cluster: cluster}
 			if err := sqlapi.AddNode(ctx, conn, n); err != nil {
 				return explainNodeError(n.Name, err)
 			}

@@ -164,7 +164,7 @@ func reportRepair(stdout, stderr io.Writer, t sqlapi.Task, o *tableRepairOpts) e
 		}
 		return err
 	}
-	var s repair.RepairSummary
+	var s repair.Summary
 	if err := json.Unmarshal(t.Result, &s); err != nil {
 		return fmt.Errorf("decode the result of task %s: %w", t.ID, err)
 	}
@@ -191,7 +191,7 @@ func reportRepair(stdout, stderr io.Writer, t sqlapi.Task, o *tableRepairOpts) e
 	return nil
 }
 
-func printRepair(w io.Writer, id uuid.UUID, s *repair.RepairSummary) {
+func printRepair(w io.Writer, id uuid.UUID, s *repair.Summary) {
 	switch {
 	case s.DryRun:
 		fmt.Fprintf(w, "DRY RUN: %s (%s), nothing was changed\n", s.TableName, s.Mode)
@@ -237,7 +237,7 @@ func sortedNames[V any](m map[string]V) []string {
 
 // writeRepairReport writes ACE's repair report where ACE does: under dir,
 // reports/<YYYY-MM-DD>/repair_report_<HHMMSS.mmm>.json (dry_run_report_… for a dry run).
-func writeRepairReport(dir string, s *repair.RepairSummary) (string, error) {
+func writeRepairReport(dir string, s *repair.Summary) (string, error) {
 	at := s.EndTime.Local()
 	kind := "repair_report"
 	if s.DryRun {
@@ -304,7 +304,7 @@ func runRepairExport(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID, output st
 }
 
 // repairReportOf builds the ACE report of a finished repair task from its recorded actions.
-func repairReportOf(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*repair.RepairSummary, error) {
+func repairReportOf(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*repair.Summary, error) {
 	task, err := sqlapi.GetTask(ctx, conn, id)
 	if err != nil {
 		return nil, err
@@ -319,7 +319,7 @@ func repairReportOf(ctx context.Context, conn *pgx.Conn, id uuid.UUID) (*repair.
 	if err := json.Unmarshal(task.Args, &args); err != nil {
 		return nil, fmt.Errorf("decode the arguments of task %s: %w", id, err)
 	}
-	s := &repair.RepairSummary{DryRun: args.DryRun}
+	s := &repair.Summary{DryRun: args.DryRun}
 	if len(task.Result) > 0 && string(task.Result) != "null" {
 		if err := json.Unmarshal(task.Result, s); err != nil {
 			return nil, fmt.Errorf("decode the result of task %s: %w", id, err)

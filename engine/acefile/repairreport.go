@@ -7,7 +7,7 @@ import (
 )
 
 // ReportArgs are a repair's arguments as ACE's repair report lists them under supplied_args,
-// plus ace-agent's own. repair.RepairOptions.ReportArgs builds them.
+// plus ace-agent's own. repair.Options.ReportArgs builds them.
 type ReportArgs struct {
 	TaskID         string `json:"task_id"`
 	DiffTask       string `json:"diff_task"`
@@ -26,8 +26,8 @@ type ReportArgs struct {
 	CheckUnchanged bool   `json:"check_unchanged"`
 }
 
-// Change is one recorded repair action, as the report needs it.
-type Change struct {
+// ReportChange is one recorded repair action, as the report needs it.
+type ReportChange struct {
 	Node    string
 	Source  string // the node whose version was copied
 	Skip    bool   // not done, for Reason
@@ -52,7 +52,7 @@ type repairReport struct {
 // RepairReport renders a repair that ended at end after runTime seconds as ACE's repair report
 // JSON. Rows are in ace-agent's encoding (JSON numbers and booleans, else PostgreSQL's text
 // form). Beyond ACE's keys, every node lists "skipped_rows" with the reason for each.
-func RepairReport(args ReportArgs, end time.Time, runTime float64, changes []Change) (json.RawMessage, error) {
+func RepairReport(args ReportArgs, end time.Time, runTime float64, changes []ReportChange) (json.RawMessage, error) {
 	rep := repairReport{OperationType: "table-repair", Mode: "LIVE_RUN", Changes: map[string]map[string]any{},
 		TimeStamp: end.UTC().Format("2006-01-02 15:04:05.000"), RunTime: runTime}
 	if args.DryRun {
@@ -89,7 +89,7 @@ func appendTo(m map[string]any, key string, v any) {
 }
 
 // add files one change under ACE's keys for the repair's mode.
-func (rep *repairReport) add(args ReportArgs, c Change) error {
+func (rep *repairReport) add(args ReportArgs, c ReportChange) error {
 	if c.Skip {
 		appendTo(rep.section(c.Node), "skipped_rows", map[string]any{"pk": c.PK, "reason": c.Reason, "row": c.Before})
 		return nil
@@ -131,7 +131,7 @@ func (rep *repairReport) add(args ReportArgs, c Change) error {
 }
 
 // addFill lists a fix_nulls update as ACE does: the key's columns and the filled values.
-func (rep *repairReport) addFill(args ReportArgs, c Change) error {
+func (rep *repairReport) addFill(args ReportArgs, c ReportChange) error {
 	entry, err := rowFields(c.PK)
 	if err != nil {
 		return fmt.Errorf("decode key %s: %w", c.PK, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -14,23 +15,23 @@ import (
 
 // decided is a planned action after looking at the node's row as it is now.
 type decided struct {
-	RepairAction
+	Action
 	key  []string
 	fill map[string]json.RawMessage
 }
 
 // applyBatch reads the batch's rows on the node (locking those it will change), decides each
 // action against what is there now, and applies them unless this is a dry run.
-func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []planned) ([]RepairAction, error) {
-	var out []RepairAction
+func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []planned) ([]Action, error) {
+	var out []Action
 	var work []planned
 	for _, p := range plans {
-		if p.Action == ActionSkip {
+		if p.Kind == ActionSkip {
 			p.Before = p.expect
 			if p.After == nil {
 				p.After = engine.NullRow
 			}
-			out = append(out, p.RepairAction)
+			out = append(out, p.Action)
 			continue
 		}
 		work = append(work, p)
@@ -52,8 +53,8 @@ func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []pla
 		if err != nil {
 			return nil, err
 		}
-		if d.Action == ActionSkip || r.opts.DryRun {
-			out = append(out, d.RepairAction)
+		if d.Kind == ActionSkip || r.opts.DryRun {
+			out = append(out, d.Action)
 			continue
 		}
 		ops = append(ops, d)
@@ -71,7 +72,7 @@ func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []pla
 func (r *repairer) currentRows(ctx context.Context, s *repairSession, work []planned) (map[string]json.RawMessage, error) {
 	var lockKeys, plainKeys [][]string
 	for _, p := range work {
-		if p.Action == ActionInsert {
+		if p.Kind == ActionInsert {
 			plainKeys = append(plainKeys, p.key)
 		} else {
 			lockKeys = append(lockKeys, p.key)
@@ -153,7 +154,7 @@ func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.Ra
 	if cur == nil {
 		cur = engine.NullRow
 	}
-	d := decided{RepairAction: p.RepairAction, key: p.key, fill: p.fill}
+	d := decided{Action: p.Action, key: p.key, fill: p.fill}
 	d.Before = cur
 	want := p.After
 	if p.fill != nil {
@@ -165,7 +166,7 @@ func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.Ra
 			return d, fmt.Errorf("fill the row %s: %w", p.PK, err)
 		}
 		want = merged
-	} else if p.Action == ActionDelete {
+	} else if p.Kind == ActionDelete {
 		want = engine.NullRow
 	}
 	d.After = want
@@ -175,23 +176,23 @@ func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.Ra
 	case r.opts.CheckUnchanged && !same(cur, p.expect):
 		return d.skipped(ReasonChangedSinceDiff, want), nil
 	case p.fill != nil:
-		d.Action = ActionUpdate
+		d.Kind = ActionUpdate
 	case engine.IsNullRow(want):
-		d.Action = ActionDelete
+		d.Kind = ActionDelete
 	case engine.IsNullRow(cur):
-		d.Action = ActionInsert
+		d.Kind = ActionInsert
 	case r.opts.Bidirectional:
 		return d.skipped(ReasonBidirectional, want), nil
 	case r.opts.InsertOnly:
 		return d.skipped(ReasonInsertOnly, want), nil
 	default:
-		d.Action = ActionUpdate
+		d.Kind = ActionUpdate
 	}
 	return d, nil
 }
 
 func (d decided) skipped(reason string, after json.RawMessage) decided {
-	d.Action, d.Reason, d.After = ActionSkip, reason, after
+	d.Kind, d.Reason, d.After = ActionSkip, reason, after
 	d.fill = nil
 	return d
 }
@@ -199,16 +200,16 @@ func (d decided) skipped(reason string, after json.RawMessage) decided {
 // apply runs the decided inserts, updates, fills and deletes on the node and returns them with
 // the rows as they are afterwards. A row a statement did not touch (it changed under the repair)
 // becomes a changed_since_diff skip.
-func (r *repairer) apply(ctx context.Context, s *repairSession, ops []decided) ([]RepairAction, error) {
+func (r *repairer) apply(ctx context.Context, s *repairSession, ops []decided) ([]Action, error) {
 	groups := map[string][]decided{}
 	for _, d := range ops {
-		kind := d.Action
+		kind := d.Kind
 		if d.fill != nil {
 			kind = "fill"
 		}
 		groups[kind] = append(groups[kind], d)
 	}
-	var out []RepairAction
+	var out []Action
 	for _, kind := range []string{ActionDelete, ActionUpdate, "fill", ActionInsert} {
 		group := groups[kind]
 		if len(group) == 0 {
@@ -227,8 +228,8 @@ func (r *repairer) apply(ctx context.Context, s *repairSession, ops []decided) (
 	return out, nil
 }
 
-func (r *repairer) outcomes(kind string, group []decided, after map[string]json.RawMessage) []RepairAction {
-	out := make([]RepairAction, 0, len(group))
+func (r *repairer) outcomes(kind string, group []decided, after map[string]json.RawMessage) []Action {
+	out := make([]Action, 0, len(group))
 	for _, d := range group {
 		row, ok := after[engine.KeyString(d.key)]
 		switch {
@@ -239,7 +240,7 @@ func (r *repairer) outcomes(kind string, group []decided, after map[string]json.
 		default:
 			d.After = row
 		}
-		out = append(out, d.RepairAction)
+		out = append(out, d.Action)
 	}
 	return out
 }
@@ -345,7 +346,7 @@ func fillElement(pk json.RawMessage, fill map[string]json.RawMessage) (json.RawM
 // refuses ON CONFLICT).
 func (r *repairer) ruleHint(s *repairSession, err error) string {
 	var pg *pgconn.PgError
-	if r.modes[s.node.Name] != WriteNormal || !errors.As(err, &pg) || pg.Code != "0A000" ||
+	if r.modes[s.node.Name] != WriteNormal || !errors.As(err, &pg) || pg.Code != pgerrcode.FeatureNotSupported ||
 		!(strings.Contains(pg.Message, "RETURNING") || strings.Contains(pg.Message, "ON CONFLICT")) {
 		return ""
 	}

@@ -6,9 +6,9 @@
 //
 // A map of the files:
 //
-//   - repair.go: Repair, its options (RepairOptions: source of truth, modes, dry run, atomic),
-//     the actions and reasons it records (RepairAction, RepairSink) and its results
-//     (NodeRepair, RepairSummary).
+//   - repair.go: Repair, its options (Options: source of truth, modes, dry run, atomic),
+//     the actions and reasons it records (Action, Sink) and its results
+//     (NodeRepair, Summary).
 //   - run.go: the run: tables checked against what the diff saw, one session and transaction
 //     per target, batches of diff rows, progress.
 //   - plan.go: what each node should get for a key (source of truth, latest_commit,
@@ -18,6 +18,6 @@
 //   - mode.go: how a repair writes on a node (WriteReplica or WriteNormal) and, in the set_role
 //     mode, the refusal of tables carrying code a non-superuser owns (engine.CheckTableCode).
 //   - finish.go: commit, rollback, two-phase commit for Atomic, and the summary.
-//   - report.go: RepairOptions.ReportArgs and ACERepairReport, a repair's options and actions
+//   - report.go: Options.ReportArgs and ACERepairReport, a repair's options and actions
 //     handed to engine/acefile's repair report.
 package repair

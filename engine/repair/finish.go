@@ -105,10 +105,10 @@ func (r *repairer) warn(msg string) {
 }
 
 // summary describes what every target got.
-func (r *repairer) summary() *RepairSummary {
+func (r *repairer) summary() *Summary {
 	end := time.Now()
 	o := r.opts
-	s := &RepairSummary{
+	s := &Summary{
 		TableName: o.Diff.TableName, Mode: o.Mode(), SourceOfTruth: o.SourceOfTruth, DryRun: o.DryRun, Atomic: o.Atomic,
 		InsertOnly: o.InsertOnly, UpsertOnly: o.UpsertOnly, FireTriggers: o.FireTriggers, CheckUnchanged: o.CheckUnchanged,
 		Nodes: map[string]*NodeRepair{}, RepairedNodes: []string{}, FailedNodes: []string{},
@@ -145,7 +145,7 @@ func (r *repairer) summary() *RepairSummary {
 	return s
 }
 
-func (s *RepairSummary) addNode(n *NodeRepair) {
+func (s *Summary) addNode(n *NodeRepair) {
 	s.Inserted += n.Inserted
 	s.Updated += n.Updated
 	s.Deleted += n.Deleted

@@ -20,7 +20,7 @@ import (
 // else it writes normally: foreign keys, rules and triggers apply, a violation fails the node's
 // transaction, and no replication origin is used (pg_replication_origin_session_setup is a
 // privilege of its own), so the changes replicate like any other write. The submitting role is
-// RepairOptions.Role when the sessions SET ROLE to it, else the sessions' own login.
+// Options.Role when the sessions SET ROLE to it, else the sessions' own login.
 
 // decideWriteModes decides how the repair writes on every target and, with SetRoleSessions,
 // refuses a table whose code a non-superuser owns and the repair would run, before any session

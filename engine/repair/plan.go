@@ -12,10 +12,10 @@ import (
 
 // planned is a repair's intention for one key on one node, before the node is looked at.
 type planned struct {
-	RepairAction                            // Action is what to do; After what the row should become
-	key          []string                   // the key as text values
-	expect       json.RawMessage            // what the diff saw on the node ("null": absent)
-	fill         map[string]json.RawMessage // fix_nulls: column -> value for columns that are NULL
+	Action                            // Kind is what to do; After what the row should become
+	key    []string                   // the key as text values
+	expect json.RawMessage            // what the diff saw on the node ("null": absent)
+	fill   map[string]json.RawMessage // fix_nulls: column -> value for columns that are NULL
 }
 
 // plan decides, for every target node, what to do with one differing key.
@@ -57,7 +57,7 @@ func present(d engine.DiffRow, node string) bool {
 }
 
 func (r *repairer) skip(node, reason string) planned {
-	return planned{RepairAction: RepairAction{Node: node, Action: ActionSkip, Reason: reason}}
+	return planned{Action: Action{Node: node, Kind: ActionSkip, Reason: reason}}
 }
 
 // planFromSource copies one node's version (the source of truth's, or the latest committed
@@ -86,22 +86,22 @@ func (r *repairer) planFromSource(d engine.DiffRow) []planned {
 // copyAction is what makes target t hold src's version of the row.
 func (r *repairer) copyAction(d engine.DiffRow, src, t string) (planned, bool) {
 	srcHas, tHas := present(d, src), present(d, t)
-	p := planned{RepairAction: RepairAction{Node: t, Source: src, After: rowOf(d, src)}}
+	p := planned{Action: Action{Node: t, Source: src, After: rowOf(d, src)}}
 	switch {
 	case !srcHas && !tHas:
 		return p, false
 	case !srcHas && r.opts.InsertOnly:
-		p.Action, p.Reason = ActionSkip, ReasonInsertOnly
+		p.Kind, p.Reason = ActionSkip, ReasonInsertOnly
 	case !srcHas && r.opts.UpsertOnly:
-		p.Action, p.Reason = ActionSkip, ReasonUpsertOnly
+		p.Kind, p.Reason = ActionSkip, ReasonUpsertOnly
 	case !srcHas:
-		p.Action = ActionDelete
+		p.Kind = ActionDelete
 	case !tHas:
-		p.Action = ActionInsert
+		p.Kind = ActionInsert
 	case r.opts.InsertOnly:
-		p.Action, p.Reason = ActionSkip, ReasonInsertOnly
+		p.Kind, p.Reason = ActionSkip, ReasonInsertOnly
 	default:
-		p.Action = ActionUpdate
+		p.Kind = ActionUpdate
 	}
 	return p, true
 }
@@ -148,7 +148,7 @@ func (r *repairer) planBidirectional(d engine.DiffRow) []planned {
 	for _, t := range r.targets {
 		switch {
 		case !present(d, t) && src != "":
-			out = append(out, planned{RepairAction: RepairAction{Node: t, Action: ActionInsert, Source: src, After: rowOf(d, src)}})
+			out = append(out, planned{Action: Action{Node: t, Kind: ActionInsert, Source: src, After: rowOf(d, src)}})
 		case !present(d, t):
 			out = append(out, r.skip(t, ReasonConflictingVersions))
 		case len(versions) > 1:
@@ -200,7 +200,7 @@ func (r *repairer) fillNulls(rows map[string]map[string]json.RawMessage, t strin
 	}
 	switch {
 	case len(fill) > 0:
-		p := planned{RepairAction: RepairAction{Node: t, Action: ActionUpdate, Source: fillSource(rows, t, fill)}, fill: fill}
+		p := planned{Action: Action{Node: t, Kind: ActionUpdate, Source: fillSource(rows, t, fill)}, fill: fill}
 		if conflict {
 			p.Reason = ReasonConflictingValues
 		}

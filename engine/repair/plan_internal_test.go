@@ -19,7 +19,7 @@ type act struct{ Node, Action, Source, Reason string }
 func acts(ps []planned) []act {
 	out := []act{}
 	for _, p := range ps {
-		out = append(out, act{p.Node, p.Action, p.Source, p.Reason})
+		out = append(out, act{p.Node, p.Kind, p.Source, p.Reason})
 	}
 	return out
 }
@@ -42,7 +42,7 @@ func TestPlanFromSourceOfTruth(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name     string
-		opts     RepairOptions
+		opts     Options
 		rows     map[string]string
 		versions map[string]int
 		want     []act
@@ -67,28 +67,28 @@ func TestPlanFromSourceOfTruth(t *testing.T) {
 		},
 		{
 			name:     "upsert_only skips the delete of an extra row",
-			opts:     RepairOptions{UpsertOnly: true},
+			opts:     Options{UpsertOnly: true},
 			rows:     map[string]string{"n1": "null", "n2": rowA, "n3": "null"},
 			versions: map[string]int{"n2": 1},
 			want:     []act{{"n2", ActionSkip, "n1", ReasonUpsertOnly}},
 		},
 		{
 			name:     "upsert_only still inserts and updates",
-			opts:     RepairOptions{UpsertOnly: true},
+			opts:     Options{UpsertOnly: true},
 			rows:     map[string]string{"n1": rowA, "n2": "null", "n3": rowB},
 			versions: map[string]int{"n1": 1, "n3": 2},
 			want:     []act{{"n2", ActionInsert, "n1", ""}, {"n3", ActionUpdate, "n1", ""}},
 		},
 		{
 			name:     "insert_only skips the delete of an extra row",
-			opts:     RepairOptions{InsertOnly: true},
+			opts:     Options{InsertOnly: true},
 			rows:     map[string]string{"n1": "null", "n2": rowA, "n3": "null"},
 			versions: map[string]int{"n2": 1},
 			want:     []act{{"n2", ActionSkip, "n1", ReasonInsertOnly}},
 		},
 		{
 			name:     "insert_only inserts a missing row and skips the update of a modified one",
-			opts:     RepairOptions{InsertOnly: true},
+			opts:     Options{InsertOnly: true},
 			rows:     map[string]string{"n1": rowA, "n2": "null", "n3": rowB},
 			versions: map[string]int{"n1": 1, "n3": 2},
 			want:     []act{{"n2", ActionInsert, "n1", ""}, {"n3", ActionSkip, "n1", ReasonInsertOnly}},
@@ -174,7 +174,7 @@ func TestPlanLatestCommit(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			r := &repairer{opts: RepairOptions{Strategy: StrategyLatestCommit}, targets: []string{"n1", "n2", "n3"}}
+			r := &repairer{opts: Options{Strategy: StrategyLatestCommit}, targets: []string{"n1", "n2", "n3"}}
 			d := diffRow(c.rows, c.versions)
 			d.Meta = c.meta
 			got, err := r.plan(d)
@@ -245,13 +245,13 @@ func TestPlanBidirectional(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			r := &repairer{opts: RepairOptions{Bidirectional: true, SourceOfTruth: c.sot}, targets: c.targets}
+			r := &repairer{opts: Options{Bidirectional: true, SourceOfTruth: c.sot}, targets: c.targets}
 			d := diffRow(c.rows, c.versions)
 			got, err := r.plan(d)
 			require.NoError(t, err)
 			require.Equal(t, c.want, acts(got))
 			for _, p := range got {
-				if p.Action == ActionInsert {
+				if p.Kind == ActionInsert {
 					require.Equal(t, string(rowOf(d, p.Source)), string(p.After))
 					require.Equal(t, "null", string(p.expect))
 				}
@@ -341,7 +341,7 @@ func TestPlanFixNulls(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			r := &repairer{opts: RepairOptions{FixNulls: true, SourceOfTruth: c.sot}, targets: []string{"n1", "n2", "n3"}, writable: writable}
+			r := &repairer{opts: Options{FixNulls: true, SourceOfTruth: c.sot}, targets: []string{"n1", "n2", "n3"}, writable: writable}
 			if c.sot != "" {
 				r.targets = []string{"n1", "n2"}
 			}
@@ -365,17 +365,17 @@ func TestPlanErrors(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name string
-		opts RepairOptions
+		opts Options
 		d    engine.DiffRow
 	}{
 		{
 			name: "a stored key that is not an array of key values",
-			opts: RepairOptions{SourceOfTruth: "n1"},
+			opts: Options{SourceOfTruth: "n1"},
 			d:    engine.DiffRow{PKSort: json.RawMessage(`{"id": 1}`)},
 		},
 		{
 			name: "fix_nulls with a stored row that is not an object",
-			opts: RepairOptions{FixNulls: true},
+			opts: Options{FixNulls: true},
 			d:    engine.DiffRow{PKSort: json.RawMessage(`[1]`), Rows: map[string]json.RawMessage{"n1": json.RawMessage(`[1]`)}, Versions: map[string]int{"n1": 1}},
 		},
 	} {
@@ -431,7 +431,7 @@ func TestFillValue(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			r := &repairer{opts: RepairOptions{SourceOfTruth: c.sot}}
+			r := &repairer{opts: Options{SourceOfTruth: c.sot}}
 			v, ok := r.fillValue(c.rows, "n1", "a")
 			require.Equal(t, c.wantOK, ok)
 			if c.want == "" {
@@ -453,7 +453,7 @@ func TestDecide(t *testing.T) {
 	)
 	for _, c := range []struct {
 		name       string
-		opts       RepairOptions
+		opts       Options
 		action     string // planned
 		after      string // planned After ("" for none)
 		expect     string // what the diff saw
@@ -489,17 +489,17 @@ func TestDecide(t *testing.T) {
 			wantAction: ActionSkip, wantReason: ReasonAlreadyInSync, wantAfter: nullRow,
 		},
 		{
-			name: "changed since the diff with check_unchanged", opts: RepairOptions{CheckUnchanged: true},
+			name: "changed since the diff with check_unchanged", opts: Options{CheckUnchanged: true},
 			action: ActionUpdate, after: rowA, expect: rowB, cur: ptr(`{"id": 1, "v": "c"}`),
 			wantAction: ActionSkip, wantReason: ReasonChangedSinceDiff, wantAfter: rowA,
 		},
 		{
-			name: "row inserted since the diff with check_unchanged", opts: RepairOptions{CheckUnchanged: true},
+			name: "row inserted since the diff with check_unchanged", opts: Options{CheckUnchanged: true},
 			action: ActionInsert, after: rowA, expect: nullRow, cur: ptr(rowB),
 			wantAction: ActionSkip, wantReason: ReasonChangedSinceDiff, wantAfter: rowA,
 		},
 		{
-			name: "unchanged since the diff with check_unchanged", opts: RepairOptions{CheckUnchanged: true},
+			name: "unchanged since the diff with check_unchanged", opts: Options{CheckUnchanged: true},
 			action: ActionUpdate, after: rowA, expect: rowB, cur: ptr(`{"v": "b", "id": 1.0}`),
 			wantAction: ActionUpdate, wantAfter: rowA,
 		},
@@ -517,12 +517,12 @@ func TestDecide(t *testing.T) {
 			wantAction: ActionInsert, wantAfter: rowA,
 		},
 		{
-			name: "bidirectional never updates a row that appeared", opts: RepairOptions{Bidirectional: true},
+			name: "bidirectional never updates a row that appeared", opts: Options{Bidirectional: true},
 			action: ActionInsert, after: rowA, expect: nullRow, cur: ptr(rowB),
 			wantAction: ActionSkip, wantReason: ReasonBidirectional, wantAfter: rowA,
 		},
 		{
-			name: "insert_only never updates a row that appeared", opts: RepairOptions{InsertOnly: true},
+			name: "insert_only never updates a row that appeared", opts: Options{InsertOnly: true},
 			action: ActionInsert, after: rowA, expect: nullRow, cur: ptr(rowB),
 			wantAction: ActionSkip, wantReason: ReasonInsertOnly, wantAfter: rowA,
 		},
@@ -543,7 +543,7 @@ func TestDecide(t *testing.T) {
 			wantAction: ActionSkip, wantReason: ReasonChangedSinceDiff, wantAfter: nullRow,
 		},
 		{
-			name: "fill of a row changed since the diff with check_unchanged", opts: RepairOptions{CheckUnchanged: true},
+			name: "fill of a row changed since the diff with check_unchanged", opts: Options{CheckUnchanged: true},
 			action: ActionUpdate, expect: holey, cur: ptr(`{"id": 1, "a": null, "b": 2}`),
 			fill:       map[string]json.RawMessage{"a": json.RawMessage("5")},
 			wantAction: ActionSkip, wantReason: ReasonChangedSinceDiff, wantAfter: `{"id": 1, "a": 5, "b": 2}`,
@@ -553,8 +553,8 @@ func TestDecide(t *testing.T) {
 			t.Parallel()
 			r := &repairer{opts: c.opts}
 			p := planned{
-				RepairAction: RepairAction{Node: "n2", Action: c.action, Source: "n1", PK: json.RawMessage(`{"id": 1}`)},
-				key:          []string{"1"}, expect: json.RawMessage(c.expect), fill: c.fill,
+				Action: Action{Node: "n2", Kind: c.action, Source: "n1", PK: json.RawMessage(`{"id": 1}`)},
+				key:    []string{"1"}, expect: json.RawMessage(c.expect), fill: c.fill,
 			}
 			if c.after != "" {
 				p.After = json.RawMessage(c.after)
@@ -565,7 +565,7 @@ func TestDecide(t *testing.T) {
 			}
 			d, err := r.decide(p, cur, same)
 			require.NoError(t, err)
-			require.Equal(t, c.wantAction, d.Action)
+			require.Equal(t, c.wantAction, d.Kind)
 			require.Equal(t, c.wantReason, d.Reason)
 			require.JSONEq(t, c.wantAfter, string(d.After))
 			if c.cur == nil {
@@ -574,7 +574,7 @@ func TestDecide(t *testing.T) {
 				require.Equal(t, *c.cur, string(d.Before), "Before is the node's row now")
 			}
 			require.Equal(t, []string{"1"}, d.key)
-			if d.Action == ActionSkip {
+			if d.Kind == ActionSkip {
 				require.Nil(t, d.fill, "a skip fills nothing")
 			}
 		})
@@ -583,7 +583,7 @@ func TestDecide(t *testing.T) {
 	t.Run("fill of a row that is not an object is an error", func(t *testing.T) {
 		t.Parallel()
 		r := &repairer{}
-		p := planned{RepairAction: RepairAction{Action: ActionUpdate}, fill: map[string]json.RawMessage{"a": json.RawMessage("5")}}
+		p := planned{Action: Action{Kind: ActionUpdate}, fill: map[string]json.RawMessage{"a": json.RawMessage("5")}}
 		_, err := r.decide(p, json.RawMessage(`[1, 2]`), same)
 		require.Error(t, err)
 	})

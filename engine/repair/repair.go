@@ -51,10 +51,10 @@ const StrategyLatestCommit = "latest_commit"
 // does not echo them to the other nodes.
 const defaultRepairOrigin = "ace_repair"
 
-// RepairAction is what a repair did, or would do, to one key on one node.
-type RepairAction struct {
+// Action is what a repair did, or would do, to one key on one node.
+type Action struct {
 	Node    string          `json:"node"`
-	Action  string          `json:"action"` // ActionInsert, ActionUpdate, ActionDelete or ActionSkip
+	Kind    string          `json:"action"` // ActionInsert, ActionUpdate, ActionDelete or ActionSkip
 	PK      json.RawMessage `json:"pk"`
 	PKSort  json.RawMessage `json:"pk_sort"`
 	Source  string          `json:"source,omitempty"` // the node whose version was copied
@@ -64,17 +64,17 @@ type RepairAction struct {
 	Applied bool            `json:"applied"` // committed on the node
 }
 
-// RepairSink records a repair's actions as they are decided, and learns which nodes committed.
-type RepairSink interface {
-	WriteRepairActions(ctx context.Context, actions []RepairAction) error
+// Sink records a repair's actions as they are decided, and learns which nodes committed.
+type Sink interface {
+	WriteRepairActions(ctx context.Context, actions []Action) error
 	MarkApplied(ctx context.Context, node string) error
 }
 
 // DiffSource streams the stored rows of a diff, in key order, with DiffRow.PKSort set.
 type DiffSource func(ctx context.Context, fn func(engine.DiffRow) error) error
 
-// RepairOptions are the inputs of Repair.
-type RepairOptions struct {
+// Options are the inputs of Repair.
+type Options struct {
 	ID            string              // names the repair's prepared transactions (atomic)
 	Diff          *engine.DiffSummary // the summary of the diff being repaired
 	Rows          DiffSource
@@ -113,7 +113,7 @@ const (
 )
 
 // check rejects incompatible options with the reason, as the SQL validator does.
-func (o *RepairOptions) check() error {
+func (o *Options) check() error {
 	type combo struct {
 		a, b bool
 		msg  string
@@ -151,7 +151,7 @@ func (o *RepairOptions) check() error {
 }
 
 // Mode names what decides the rows a repair writes.
-func (o *RepairOptions) Mode() string {
+func (o *Options) Mode() string {
 	switch {
 	case o.FixNulls:
 		return "fix_nulls"
@@ -185,8 +185,8 @@ type NodeRepair struct {
 	WriteMode string `json:"write_mode,omitempty"`
 }
 
-// RepairSummary is a repair's outcome: the result of a table-repair task.
-type RepairSummary struct {
+// Summary is a repair's outcome: the result of a table-repair task.
+type Summary struct {
 	TableName        string                 `json:"table_name"`
 	Mode             string                 `json:"mode"`
 	SourceOfTruth    string                 `json:"source_of_truth,omitempty"`
@@ -217,7 +217,7 @@ type RepairSummary struct {
 
 // repairError is a repair that failed on at least one node. Summary says what every node got.
 type repairError struct {
-	Summary *RepairSummary
+	Summary *Summary
 }
 
 func (e *repairError) Error() string {
@@ -250,7 +250,7 @@ func (e *repairError) Error() string {
 // its row is still what the diff saw (with CheckUnchanged). Every decision is sent to sink.
 // nodes are the target nodes. A failure on some node returns the summary and an error that
 // says what every node got.
-func Repair(ctx context.Context, nodes []*engine.Node, opts RepairOptions, sink RepairSink, progress engine.ProgressFunc) (*RepairSummary, error) {
+func Repair(ctx context.Context, nodes []*engine.Node, opts Options, sink Sink, progress engine.ProgressFunc) (*Summary, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
 	}

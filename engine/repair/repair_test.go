@@ -47,9 +47,9 @@ func (r *repairEnv) diff() (*engine.DiffSummary, *testcluster.DiffSink) {
 }
 
 // repairFromN1 repairs n2 and n3 from n1 with the stored diff's rows; set adjusts the options.
-func (r *repairEnv) repairFromN1(set func(o *repair.RepairOptions)) (*repair.RepairSummary, *testcluster.RepairSink, error) {
+func (r *repairEnv) repairFromN1(set func(o *repair.Options)) (*repair.Summary, *testcluster.RepairSink, error) {
 	r.T.Helper()
-	o := repair.RepairOptions{ID: r.DB, Diff: r.summary, Rows: r.rows.Source(), SourceOfTruth: "n1"}
+	o := repair.Options{ID: r.DB, Diff: r.summary, Rows: r.rows.Source(), SourceOfTruth: "n1"}
 	if set != nil {
 		set(&o)
 	}
@@ -63,7 +63,7 @@ func actions(t *testing.T, sink *testcluster.RepairSink) map[string]string {
 	out := map[string]string{}
 	for _, a := range sink.Actions {
 		require.NotEmpty(t, a.PKSort)
-		out[a.Node+" "+a.Action+" "+string(a.PKSort)] = a.Reason
+		out[a.Node+" "+a.Kind+" "+string(a.PKSort)] = a.Reason
 	}
 	return out
 }
@@ -102,7 +102,7 @@ func TestRepairFromSourceOfTruthConverges(t *testing.T) {
 func TestRepairDryRunChangesNothing(t *testing.T) {
 	t.Parallel()
 	r := repairSetup(t, plantedDrift)
-	s, sink, err := r.repairFromN1(func(o *repair.RepairOptions) { o.DryRun = true })
+	s, sink, err := r.repairFromN1(func(o *repair.Options) { o.DryRun = true })
 	require.NoError(t, err)
 	require.True(t, s.DryRun)
 	require.False(t, s.FullyRepaired)
@@ -121,7 +121,7 @@ func TestRepairCheckUnchangedSkipsRowsChangedSinceTheDiff(t *testing.T) {
 	t.Parallel()
 	r := repairSetup(t, plantedDrift)
 	r.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed again' WHERE id = 10`)
-	s, sink, err := r.repairFromN1(func(o *repair.RepairOptions) { o.CheckUnchanged = true })
+	s, sink, err := r.repairFromN1(func(o *repair.Options) { o.CheckUnchanged = true })
 	require.NoError(t, err)
 	require.False(t, s.FullyRepaired)
 	require.EqualValues(t, 1, s.Unresolved)

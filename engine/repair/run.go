@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/sourcegraph/conc/pool"
@@ -21,10 +22,10 @@ const finishTimeout = 30 * time.Second
 
 // repairer is one run of Repair.
 type repairer struct {
-	opts     RepairOptions
+	opts     Options
 	targets  []string
 	nodes    map[string]*engine.Node
-	sink     RepairSink
+	sink     Sink
 	progress engine.ProgressFunc
 	start    time.Time
 
@@ -49,7 +50,7 @@ type repairSession struct {
 	failed    error
 }
 
-func newRepairer(nodes []*engine.Node, opts RepairOptions, sink RepairSink, progress engine.ProgressFunc) (*repairer, error) {
+func newRepairer(nodes []*engine.Node, opts Options, sink Sink, progress engine.ProgressFunc) (*repairer, error) {
 	if progress == nil {
 		progress = func(engine.Progress) {}
 	}
@@ -270,14 +271,14 @@ func (r *repairer) setupSession(ctx context.Context, s *repairSession) (spock bo
 // serves one session at a time, so a repair waits for another one on the same node.
 func (r *repairer) setupOrigin(ctx context.Context, s *repairSession) error {
 	_, err := s.conn.Exec(ctx, `SELECT pg_replication_origin_create($1) WHERE pg_replication_origin_oid($1) IS NULL`, r.opts.Origin)
-	if err != nil && !isCode(err, "23505") {
+	if err != nil && !isCode(err, pgerrcode.UniqueViolation) {
 		return fmt.Errorf("create replication origin %s (a repair that writes as replication does needs EXECUTE on pg_replication_origin_create, "+
 			"pg_replication_origin_oid, pg_replication_origin_session_setup and pg_replication_origin_session_reset for the session's login; "+
 			"or revoke SET ON PARAMETER session_replication_role from the submitter to have repairs write normally): %w", r.opts.Origin, err)
 	}
 	for {
 		_, err := s.conn.Exec(ctx, `SELECT pg_replication_origin_session_setup($1)`, r.opts.Origin)
-		if err == nil || !isCode(err, "55006") {
+		if err == nil || !isCode(err, pgerrcode.ObjectInUse) {
 			if err != nil {
 				return fmt.Errorf("use replication origin %s: %w", r.opts.Origin, err)
 			}
@@ -375,7 +376,7 @@ func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) err
 		}
 	}
 	live := r.live()
-	results := make([][]RepairAction, len(live))
+	results := make([][]Action, len(live))
 	p := pool.New().WithContext(ctx)
 	for i, s := range live {
 		p.Go(func(ctx context.Context) error {
@@ -392,7 +393,7 @@ func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var all []RepairAction
+	var all []Action
 	for i, s := range live {
 		if s.failed == nil {
 			all = append(all, results[i]...)
@@ -409,12 +410,12 @@ func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) err
 	return nil
 }
 
-func (r *repairer) count(actions []RepairAction) {
+func (r *repairer) count(actions []Action) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, a := range actions {
 		st := r.stats[a.Node]
-		switch a.Action {
+		switch a.Kind {
 		case ActionInsert:
 			st.Inserted++
 		case ActionUpdate:

@@ -217,7 +217,7 @@ func prepare(ctx context.Context, c *localpg.Cluster, o options) ([]*pgx.Conn, e
 			return nil, err
 		}
 		for _, n := range c.Nodes {
-			if err := sqlapi.AddNode(ctx, conn, sqlapi.Node{Name: n.Name, ConnInfo: n.DSN("bench")}); err != nil {
+			if err := sqlapi.AddNode(ctx, conn, sqlapi.RegisteredNode{Name: n.Name, ConnInfo: n.DSN("bench")}); err != nil {
 				return nil, err
 			}
 		}

@@ -209,12 +209,12 @@ func RowOf(t testing.TB, d engine.DiffRow, node string) map[string]any {
 // RepairSink keeps a repair's actions in memory, and the nodes it committed.
 type RepairSink struct {
 	mu      sync.Mutex
-	Actions []repair.RepairAction
+	Actions []repair.Action
 	Applied []string
 }
 
 // WriteRepairActions keeps the actions.
-func (s *RepairSink) WriteRepairActions(_ context.Context, a []repair.RepairAction) error {
+func (s *RepairSink) WriteRepairActions(_ context.Context, a []repair.Action) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.Actions = append(s.Actions, a...)

@@ -87,7 +87,7 @@ func NewSecure(t testing.TB) *Env {
 		_, err = sqlapi.Install(ctx, conn)
 		require.NoError(t, err)
 		for _, peer := range e.Nodes {
-			require.NoError(t, sqlapi.AddNode(ctx, conn, sqlapi.Node{Name: peer.Name, ConnInfo: peer.NodeConnInfo()}))
+			require.NoError(t, sqlapi.AddNode(ctx, conn, sqlapi.RegisteredNode{Name: peer.Name, ConnInfo: peer.NodeConnInfo()}))
 		}
 		require.NoError(t, conn.Close(ctx))
 	}

@@ -122,7 +122,7 @@ func NewOn(t testing.TB, instances []*localpg.Instance, db string) *Env {
 		conn.Release()
 		require.NoError(t, err)
 		for _, peer := range e.Nodes {
-			require.NoError(t, sqlapi.AddNode(ctx, n.Pool, sqlapi.Node{Name: peer.Name, ConnInfo: peer.DSN}))
+			require.NoError(t, sqlapi.AddNode(ctx, n.Pool, sqlapi.RegisteredNode{Name: peer.Name, ConnInfo: peer.DSN}))
 		}
 	}
 	return e
