@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"time"
 
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
@@ -19,16 +18,7 @@ func (r *recoverySweep) Name() string { return "recovery sweep" }
 func (r *recoverySweep) Start(ctx context.Context) error { return r.start(ctx, r.run) }
 
 func (r *recoverySweep) run(ctx context.Context) {
-	t := time.NewTicker(r.a.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		r.sweep(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	every(ctx, r.a.cfg.HeartbeatInterval, true, r.sweep)
 }
 
 func (r *recoverySweep) sweep(ctx context.Context) {

@@ -28,15 +28,7 @@ func (r *retention) Name() string { return "retention job" }
 func (r *retention) Start(ctx context.Context) error { return r.start(ctx, r.run) }
 
 func (r *retention) run(ctx context.Context) {
-	every := cmp.Or(r.a.cfg.RetentionInterval, defaultRetentionInterval)
-	for {
-		r.deleteExpiredTasks(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-	}
+	every(ctx, cmp.Or(r.a.cfg.RetentionInterval, defaultRetentionInterval), true, r.deleteExpiredTasks)
 }
 
 // deleteExpiredTasks deletes batches until none is full. A failure is logged and the next round

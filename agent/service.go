@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 )
 
 // service is one piece of the agent's background work: the heartbeat, the recovery sweep, the
@@ -80,5 +81,23 @@ func startServices(ctx context.Context, services []service) error {
 func stopServices(services []service) {
 	for _, s := range slices.Backward(services) {
 		s.Stop()
+	}
+}
+
+// every calls fn every interval until ctx ends, and once at once when first is set: the loop of
+// the services that work on a timer.
+func every(ctx context.Context, interval time.Duration, first bool, fn func(context.Context)) {
+	if first {
+		fn(ctx)
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn(ctx)
+		}
 	}
 }

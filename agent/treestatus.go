@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -25,16 +24,7 @@ func (c *treeStatusCollector) Name() string { return "tree status collector" }
 func (c *treeStatusCollector) Start(ctx context.Context) error { return c.start(ctx, c.run) }
 
 func (c *treeStatusCollector) run(ctx context.Context) {
-	t := time.NewTicker(c.a.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.collect(ctx)
-	}
+	every(ctx, c.a.cfg.HeartbeatInterval, false, c.collect)
 }
 
 // collect asks every registered node, this one included, for its trees' status.
