@@ -14,6 +14,9 @@ const (
 	TypeMtreeBuild    TaskType = "mtree-build"
 	TypeMtreeDiff     TaskType = "mtree-diff"
 	TypeMtreeTeardown TaskType = "mtree-teardown"
+
+	TypeSpockExceptionSync   TaskType = "spock-exception-sync"
+	TypeSpockExceptionUpdate TaskType = "spock-exception-update"
 )
 
 // Result says what a task type's result is, and so who may read it as what.
@@ -110,6 +113,18 @@ var TaskSpecs = []TaskSpec{
 		Submit: []string{"mtree_teardown"}, Results: []string{"mtree_status"},
 		Commands: []string{"mtree teardown-table", "mtree teardown"},
 		Routes:   []string{"/api/v1/mtree/teardown-table", "/api/v1/mtree/teardown"},
+	},
+	{
+		// The Spock tasks write only Spock's status tables, and running one again sets the same
+		// statuses: they are safe to re-queue.
+		Type: TypeSpockExceptionSync, Args: func() any { return new(SpockExceptionSyncArgs) },
+		Submit: []string{"spock_exception_sync"}, Results: []string{"spock_exceptions"},
+		Commands: []string{"spock exception-sync"}, Routes: []string{"/api/v1/spock/exception-sync"},
+	},
+	{
+		Type: TypeSpockExceptionUpdate, Args: func() any { return new(SpockExceptionUpdateArgs) },
+		Submit: []string{"update_spock_exception"}, Results: []string{"spock_exceptions"},
+		Commands: []string{"spock exception-update"}, Routes: []string{"/api/v1/spock/exception-update"},
 	},
 }
 
