@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/google/uuid"
@@ -28,9 +27,7 @@ const (
 // table the exceptions are about.
 func plantSpockExceptions(t *testing.T, n *testcluster.Node) {
 	t.Helper()
-	ddl, err := os.ReadFile("../testdata/spock/exception_tables.sql")
-	require.NoError(t, err)
-	n.Exec(t, string(ddl))
+	n.CreateSpockTables(t)
 	n.Exec(t, `CREATE TABLE IF NOT EXISTS public.t (id int PRIMARY KEY, v text)`)
 	n.Exec(t, fmt.Sprintf(`INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, remote_xid, command_counter,
 			retry_errored_at, table_schema, table_name, operation, remote_new_tup, error_message) VALUES

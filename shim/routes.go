@@ -19,6 +19,9 @@ type field struct {
 	// unsupported fields are refused unless absent or false/empty: ignoring a repair plan or
 	// preserve_origin would repair differently from what was asked.
 	unsupported bool
+	// nested: the value is a JSON object whose members are args under their own names (the
+	// seed's exception_details).
+	nested bool
 }
 
 // convert turns a REST value into the args value; ok=false leaves the argument out.
@@ -137,6 +140,17 @@ var aceFields = map[string][]field{
 	"/api/v1/mtree/teardown-table": join(
 		[]field{arg("table", "table_name")}, ignored("cluster", "dbname", "nodes", "quiet")),
 	"/api/v1/mtree/teardown": ignored("cluster", "dbname", "nodes", "quiet"),
+
+	// The seed's Spock exception update: the exception's key and status in exception_details.
+	"/ace/update-spock-exception": join(
+		[]field{arg("node_name", "node_name"), {rest: "exception_details", nested: true}},
+		ignored("cluster_name", "dbname")),
+}
+
+// waitedRoutes answer only once their task has ended, with ACE's message when it completed: the
+// seed's API answers so, synchronously.
+var waitedRoutes = map[string]string{
+	"/ace/update-spock-exception": "Exception status updated successfully",
 }
 
 // nodesArg reads ACE's node lists; see nodesField. Any other JSON goes through unchanged, for

@@ -38,6 +38,11 @@ func (rt submitRoute) args(body map[string]json.RawMessage) (args map[string]jso
 			return nil, nil, &requestError{fmt.Sprintf("unknown field %q for %s (known: %s)", name, rt.path, rt.fieldNames())}
 		case f.unsupported && !isZero(v):
 			return nil, nil, &requestError{fmt.Sprintf("field %q is not supported by ace-agent", name)}
+		case f.nested:
+			if err := nestedArgs(args, name, v); err != nil {
+				return nil, nil, err
+			}
+			continue
 		case f.arg == "":
 			continue
 		case f.rest == diffFileField.rest && f.arg == diffFileField.arg && bytes.HasPrefix(bytes.TrimSpace(v), []byte("{")):
@@ -52,6 +57,22 @@ func (rt submitRoute) args(body map[string]json.RawMessage) (args map[string]jso
 		args[f.arg] = v
 	}
 	return args, upload, nil
+}
+
+// nestedArgs adds the members of the object v (the field name) to args, refusing one that
+// would replace an argument given at the top.
+func nestedArgs(args map[string]json.RawMessage, name string, v json.RawMessage) error {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(v, &members); err != nil {
+		return &requestError{fmt.Sprintf("field %q must be a JSON object: %v", name, err)}
+	}
+	for k, mv := range members {
+		if _, dup := args[k]; dup {
+			return &requestError{fmt.Sprintf("%q is given twice, at the top and in %q", k, name)}
+		}
+		args[k] = mv
+	}
+	return nil
 }
 
 // takesUpload reports a route whose diff_file may be an uploaded ACE diff file.
@@ -197,8 +218,43 @@ func (s *Server) submit(rt submitRoute) http.HandlerFunc {
 			dbError(w, err)
 			return
 		}
+		if msg, ok := waitedRoutes[rt.path]; ok {
+			s.answerWhenEnded(w, r, id, msg)
+			return
+		}
 		writeJSON(w, http.StatusAccepted, submitted{TaskID: id, Status: sqlapi.StatusQueued})
 	}
+}
+
+// message is the answer of a waited route, the seed's.
+type message struct {
+	Message string    `json:"message"`
+	TaskID  uuid.UUID `json:"task_id"`
+}
+
+// answerWhenEnded waits for the task on the caller's login and answers 200 with msg once it
+// completed, or 400 with the reason it did not.
+func (s *Server) answerWhenEnded(w http.ResponseWriter, r *http.Request, id uuid.UUID, msg string) {
+	conn, err := s.logins.acquire(r.Context(), callerCN(r))
+	if err != nil {
+		dbError(w, err)
+		return
+	}
+	defer conn.Release()
+	task, err := sqlapi.Wait(r.Context(), conn.Conn(), id, s.cfg.PollInterval, nil)
+	if err != nil {
+		dbError(w, fmt.Errorf("wait for task %s: %w", id, err))
+		return
+	}
+	if task.Status != sqlapi.StatusCompleted {
+		reason := "no reason recorded"
+		if task.Error != nil {
+			reason = *task.Error
+		}
+		writeError(w, http.StatusBadRequest, fmt.Errorf("task %s %s: %s", id, task.Status, reason))
+		return
+	}
+	writeJSON(w, http.StatusOK, message{Message: msg, TaskID: id})
 }
 
 // insert inserts the task on the caller's own login, importing an uploaded diff file first.

@@ -124,7 +124,8 @@ var TaskSpecs = []TaskSpec{
 	{
 		Type: TypeSpockExceptionUpdate, Args: func() any { return new(SpockExceptionUpdateArgs) },
 		Submit: []string{"update_spock_exception"}, Results: []string{"spock_exceptions"},
-		Commands: []string{"spock exception-update"}, Routes: []string{"/api/v1/spock/exception-update"},
+		Commands: []string{"spock exception-update"},
+		Routes:   []string{"/ace/update-spock-exception", "/api/v1/spock/exception-update"},
 	},
 }
 

@@ -86,6 +86,19 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Name a node of ace.nodes.';
     END IF;
     node := (ace.resolve_spock_nodes(ARRAY[node]))[1];
+    -- The command line gives resolution_details as text.
+    IF jsonb_typeof(args->'resolution_details') = 'string' THEN
+        BEGIN
+            args := jsonb_set(args, '{resolution_details}', (args->>'resolution_details')::jsonb);
+        EXCEPTION WHEN data_exception THEN
+            RAISE EXCEPTION 'resolution_details is not JSON: %', SQLERRM
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'Give a JSON object, e.g. {"details": "fixed by hand"}.';
+        END;
+    END IF;
+    IF coalesce(jsonb_typeof(args->'resolution_details'), 'object') NOT IN ('object', 'null') THEN
+        RAISE EXCEPTION 'resolution_details must be a JSON object, got %', args->'resolution_details'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Give a JSON object, e.g. {"details": "fixed by hand"}.';
+    END IF;
     FOREACH required IN ARRAY ARRAY['remote_origin', 'remote_commit_ts', 'remote_xid', 'status'] LOOP
         IF coalesce(args->>required, '') = '' THEN
             RAISE EXCEPTION '% is required: an exception is found by remote_origin, remote_commit_ts and remote_xid, and given a status', required

@@ -1,0 +1,22 @@
+package testcluster
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// CreateSpockTables creates on the node the Spock tables the Spock exception tasks use, from
+// Spock 5's own definitions (testdata/spock/exception_tables.sql): Spock is not packaged for
+// Debian, and ace-agent detects Spock by these tables.
+func (n *Node) CreateSpockTables(t testing.TB) {
+	t.Helper()
+	_, here, _, ok := runtime.Caller(0)
+	require.True(t, ok, "locate the testcluster package's source")
+	ddl, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "..", "testdata", "spock", "exception_tables.sql"))
+	require.NoError(t, err)
+	n.Exec(t, string(ddl))
+}
