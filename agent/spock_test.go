@@ -107,6 +107,10 @@ func TestSpockExceptions(t *testing.T) {
 		require.Equal(t, sqlapi.StatusCompleted, again.Status, "%s", errText(again))
 		require.JSONEq(t, `{"exceptions": 4, "new_status_rows": 0, "new_detail_rows": 0, "by_status": {"PENDING": 4}, "row_images_hidden": 0}`,
 			jsonAt(t, again.Result, "nodes", "n1"), "a second sync adds nothing")
+		require.NoError(t, n1.Pool.QueryRow(context.Background(), `SELECT count(*) FROM ace.spock_exceptions('n2')`).Scan(&listed))
+		require.Equal(t, 4, listed, "n2's exceptions are those of the latest sync that covered n2")
+		require.NoError(t, n1.Pool.QueryRow(context.Background(), `SELECT count(DISTINCT task_id) FROM ace.spock_exceptions()`).Scan(&listed))
+		require.Equal(t, 2, listed, "each node's rows come from its latest sync")
 	})
 	t.Run("updates without and with command_counter and retry_errored_at", func(t *testing.T) {
 		t.Parallel()
@@ -176,6 +180,10 @@ func TestSpockExceptionRowImages(t *testing.T) {
 		GRANT SELECT ON ALL TABLES IN SCHEMA spock TO %[1]s, %[2]s;
 		GRANT INSERT, UPDATE ON spock.exception_status, spock.exception_status_detail TO %[1]s, %[2]s;
 		GRANT SELECT ON public.t TO %[2]s`, e.alice, e.bob))
+	// A DDL exception is of no table: its error message is no row of one.
+	e.Node("n1").Exec(t, `INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, remote_xid, command_counter,
+		retry_errored_at, operation, ddl_statement, ddl_user, error_message) VALUES
+		(1003, '2026-01-02 03:04:07+00', 502, 1, '2026-01-02 03:05:03+00', 'DDL', 'CREATE TABLE u ()', 'admin', 'relation "u" already exists')`)
 	e.Node("n1").StartAgent(t)
 
 	images := func(role string) (listed, shown, messages int) {
@@ -187,17 +195,17 @@ func TestSpockExceptionRowImages(t *testing.T) {
 	}
 	t.Run("a caller without SELECT on the table sees no row images", func(t *testing.T) {
 		listed, shown, messages := images(e.alice)
-		require.Equal(t, 12, listed, "alice sees every exception of the three nodes")
+		require.Equal(t, 13, listed, "alice sees every exception of the three nodes")
 		require.Zero(t, shown, "alice may not SELECT public.t")
-		require.Zero(t, messages, "the error messages quote the rows' keys")
+		require.Equal(t, 1, messages, "the error messages quote the rows' keys; only the DDL exception's is shown")
 		var stored int
 		require.NoError(t, e.Node("n1").ConnectAs(t, e.alice).QueryRow(context.Background(),
-			`SELECT count(*) FROM ace.spock_exception_rows WHERE remote_new_tup IS NOT NULL OR error_message IS NOT NULL`).Scan(&stored))
+			`SELECT count(*) FROM ace.spock_exception_rows WHERE table_name IS NOT NULL AND (remote_new_tup IS NOT NULL OR error_message IS NOT NULL)`).Scan(&stored))
 		require.Zero(t, stored, "nor are they stored where alice could read them")
 	})
 	t.Run("a caller who may SELECT it sees them", func(t *testing.T) {
 		listed, shown, messages := images(e.bob)
-		require.Equal(t, []int{12, 12, 12}, []int{listed, shown, messages})
+		require.Equal(t, []int{13, 12, 13}, []int{listed, shown, messages})
 	})
 	t.Run("a grant revoked since the sync hides them again", func(t *testing.T) {
 		e.Node("n1").Exec(t, fmt.Sprintf(`REVOKE SELECT ON public.t FROM %s`, e.bob))

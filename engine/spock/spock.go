@@ -121,7 +121,7 @@ func Sync(ctx context.Context, n *engine.Node) (rows []Exception, counts SyncCou
 
 // read returns the node's exceptions with their detail status (the transaction's status where
 // the command has none). Row images and the error message only where the session may SELECT the
-// table: they are rows of it.
+// table: they are rows of it. An exception of no table (DDL) has no row images to hide.
 func read(ctx context.Context, tx pgx.Tx, node string) ([]Exception, error) {
 	rows, err := tx.Query(ctx, `SELECT l.remote_origin, l.remote_commit_ts, l.command_counter, l.retry_errored_at, l.remote_xid,
 			l.local_origin, l.local_commit_ts, l.table_schema, l.table_name, l.operation,
@@ -130,8 +130,8 @@ func read(ctx context.Context, tx pgx.Tx, node string) ([]Exception, error) {
 			l.ddl_statement, l.ddl_user,
 			coalesce(d.status, s.status), coalesce(d.resolved_at, s.resolved_at), coalesce(d.resolution_details, s.resolution_details)
 		FROM spock.exception_log l
-		CROSS JOIN LATERAL (SELECT l.table_name IS NULL OR coalesce(has_table_privilege(
-			to_regclass(format('%I.%I', l.table_schema, l.table_name)), 'SELECT'), false) AS ok) v
+		CROSS JOIN LATERAL (SELECT CASE WHEN l.table_name IS NULL THEN true WHEN l.table_schema IS NULL THEN false
+			ELSE coalesce(has_table_privilege(to_regclass(format('%I.%I', l.table_schema, l.table_name)), 'SELECT'), false) END AS ok) v
 		LEFT JOIN spock.exception_status_detail d USING (remote_origin, remote_commit_ts, command_counter, retry_errored_at)
 		LEFT JOIN spock.exception_status s USING (remote_origin, remote_commit_ts, retry_errored_at)
 		ORDER BY l.remote_commit_ts, l.remote_origin, l.retry_errored_at, l.command_counter`)

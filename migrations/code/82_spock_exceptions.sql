@@ -37,15 +37,18 @@ BEGIN
     RETURN id;
 END $$;
 
--- Whether the current user may SELECT the table schema.name here (false when it is not here).
+-- Whether the current user may see an exception's row images: those of table schema.name only
+-- if they may SELECT it here (not when it is not here); an exception of no table (DDL) has none.
 CREATE OR REPLACE FUNCTION ace.may_select(schema_name text, table_name text) RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce(has_table_privilege(to_regclass(format('%I.%I', schema_name, table_name)), 'SELECT'), false)
+    SELECT CASE WHEN table_name IS NULL THEN true
+                WHEN schema_name IS NULL THEN false
+                ELSE coalesce(has_table_privilege(to_regclass(format('%I.%I', schema_name, table_name)), 'SELECT'), false) END
 $$;
 
--- The exceptions the caller's latest completed sync collected, per node and status. The row
--- images and the error message are shown only where the caller may SELECT the table on this
--- node now: a grant revoked since the sync hides them again.
+-- The exceptions the caller's latest completed sync of each node collected, per node and status.
+-- The row images and the error message are shown only where the caller may SELECT the table on
+-- this node now: a grant revoked since the sync hides them again.
 CREATE OR REPLACE FUNCTION ace.spock_exceptions(node_name text DEFAULT NULL, status text DEFAULT NULL)
 RETURNS TABLE (node_name text, remote_origin oid, remote_commit_ts timestamptz, command_counter integer,
                retry_errored_at timestamptz, remote_xid bigint, table_schema text, table_name text,
@@ -54,13 +57,14 @@ RETURNS TABLE (node_name text, remote_origin oid, remote_commit_ts timestamptz, 
                remote_new_tup jsonb, error_message text, ddl_statement text, ddl_user text, task_id uuid)
 LANGUAGE sql STABLE AS $$
     WITH latest AS (
-        SELECT t.task_id FROM ace.tasks t
+        SELECT DISTINCT ON (n.node) n.node, t.task_id
+        FROM ace.tasks t CROSS JOIN LATERAL jsonb_array_elements_text(t.args->'nodes') AS n(node)
         WHERE t.task_type = 'spock-exception-sync' AND t.status = 'COMPLETED'
           AND t.submitted_by = current_user
-        ORDER BY t.finished_at DESC LIMIT 1
+        ORDER BY n.node, t.finished_at DESC
     ), shown AS (
         SELECT e.*, ace.may_select(e.table_schema, e.table_name) AS images
-        FROM ace.spock_exception_rows e JOIN latest l USING (task_id)
+        FROM ace.spock_exception_rows e JOIN latest l ON l.task_id = e.task_id AND l.node = e.node_name
         WHERE (spock_exceptions.node_name IS NULL OR e.node_name = spock_exceptions.node_name)
           AND (spock_exceptions.status IS NULL OR upper(e.status) = upper(spock_exceptions.status))
     )
