@@ -31,9 +31,9 @@ func newSpockExceptionsCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "exceptions [flags]",
-		Short: "List the Spock exceptions your latest exception-sync collected",
-		Long: `List the Spock exceptions your latest exception-sync collected (ace.spock_exceptions). Row
-images and error messages are shown only for tables you may SELECT.
+		Short: "List the Spock exceptions your latest exception-sync of each node collected",
+		Long: `List the Spock exceptions your latest exception-sync of each node collected
+(ace.spock_exceptions). Row images and error messages are shown only for tables you may SELECT.
 
 Exit codes: 0 none listed, 1 exceptions listed, 2 error.`,
 		Example: `  ace-agent spock exceptions
