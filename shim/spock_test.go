@@ -54,6 +54,13 @@ func TestSpockExceptionRoutes(t *testing.T) {
 		require.Contains(t, r.json(t)["error"], "node_name is required")
 		require.Equal(t, "1:PENDING 2:IGNORED status:PENDING", statuses())
 	})
+	t.Run("the seed's route refuses node_name given twice", func(t *testing.T) {
+		r := post(t, alice, e.url+"/ace/update-spock-exception", map[string]any{
+			"node_name": "n2", "exception_details": map[string]any{"node_name": "n1", "remote_origin": "1001",
+				"remote_commit_ts": "2024-03-15T12:34:56Z", "remote_xid": "123456", "status": "RESOLVED"}})
+		require.Equal(t, http.StatusBadRequest, r.code, "body: %s", r.body)
+		require.Contains(t, r.json(t)["error"], "given twice")
+	})
 	t.Run("the seed's route answers 400 for an exception that is not there", func(t *testing.T) {
 		r := post(t, alice, e.url+"/ace/update-spock-exception", map[string]any{
 			"cluster_name": "my_cluster", "node_name": "n2", "exception_details": map[string]any{"remote_origin": "1001",

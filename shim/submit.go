@@ -54,6 +54,9 @@ func (rt submitRoute) args(body map[string]json.RawMessage) (args map[string]jso
 				continue
 			}
 		}
+		if _, dup := args[f.arg]; dup {
+			return nil, nil, &requestError{fmt.Sprintf("%q is given twice (field %q and another)", f.arg, name)}
+		}
 		args[f.arg] = v
 	}
 	return args, upload, nil
