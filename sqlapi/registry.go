@@ -14,6 +14,7 @@ const (
 	TypeMtreeBuild    TaskType = "mtree-build"
 	TypeMtreeDiff     TaskType = "mtree-diff"
 	TypeMtreeTeardown TaskType = "mtree-teardown"
+	TypeSpockDiff     TaskType = "spock-diff"
 )
 
 // Result says what a task type's result is, and so who may read it as what.
@@ -110,6 +111,12 @@ var TaskSpecs = []TaskSpec{
 		Submit: []string{"mtree_teardown"}, Results: []string{"mtree_status"},
 		Commands: []string{"mtree teardown-table", "mtree teardown"},
 		Routes:   []string{"/api/v1/mtree/teardown-table", "/api/v1/mtree/teardown"},
+	},
+	{
+		// Compares the nodes' replication configuration, not rows: no CALL form.
+		Type: TypeSpockDiff, Args: func() any { return new(SpockDiffArgs) },
+		Submit:   []string{"spock_diff"},
+		Commands: []string{"spock-diff"}, Routes: []string{"/ace/spock-diff", "/api/v1/spock-diff"},
 	},
 }
 
