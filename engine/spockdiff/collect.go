@@ -118,7 +118,7 @@ func (c *NodeConfig) readCatalog(ctx context.Context, q engine.Querier, schema s
 		return fmt.Errorf("read the subscriptions: %w", err)
 	}
 	// Only the sets of the local node: the catalog also lists other nodes' sets it learnt of.
-	return c.readSets(ctx, q, `SELECT rs.set_name::text, format('%I.%I', n.nspname, t.relname)
+	return c.readSets(ctx, q, `SELECT rs.set_name::text, CASE WHEN t.oid IS NOT NULL THEN format('%I.%I', n.nspname, t.relname) END
 		FROM `+s+`.replication_set rs
 		JOIN `+s+`.local_node l ON l.node_id = rs.set_nodeid
 		LEFT JOIN `+s+`.replication_set_table rt ON rt.set_id = rs.set_id
@@ -160,7 +160,7 @@ func (c *NodeConfig) readNative(ctx context.Context, q engine.Querier) error {
 		return fmt.Errorf("read the replication slots: %w", err)
 	}
 	// pg_publication_tables expands FOR ALL TABLES and FOR TABLES IN SCHEMA.
-	return c.readSets(ctx, q, `SELECT p.pubname::text, format('%I.%I', pt.schemaname, pt.tablename)
+	return c.readSets(ctx, q, `SELECT p.pubname::text, CASE WHEN pt.tablename IS NOT NULL THEN format('%I.%I', pt.schemaname, pt.tablename) END
 		FROM pg_catalog.pg_publication p
 		LEFT JOIN pg_catalog.pg_publication_tables pt ON pt.pubname = p.pubname
 		ORDER BY 1, 2`)

@@ -59,7 +59,7 @@ func TestSpockCatalog(t *testing.T) {
 	e := testcluster.New(t)
 	e.ExecAll(`CREATE TABLE public.t1 (id int PRIMARY KEY); CREATE TABLE public.t2 (id int PRIMARY KEY)`)
 	both := []string{"public.t1", "public.t2"}
-	spockNode(t, e.Node("n1"), 1, map[int]bool{2: true, 3: true}, map[string][]string{"default": both, "extra": {"public.t1"}})
+	spockNode(t, e.Node("n1"), 1, map[int]bool{2: true, 3: true}, map[string][]string{"default": both, "extra": {"public.t1"}, "ddl_sql": {}})
 	spockNode(t, e.Node("n2"), 2, map[int]bool{1: true, 3: true}, map[string][]string{"default": both, "extra": {"public.t1"}})
 	// n3: its subscription to n1 is disabled, it has none to n2, and t1 is only in default.
 	spockNode(t, e.Node("n3"), 3, map[int]bool{1: false}, map[string][]string{"default": both})
@@ -70,7 +70,7 @@ func TestSpockCatalog(t *testing.T) {
 	require.Equal(t, "n1", n1.NodeName)
 	require.Equal(t, map[string][]string{"public.t1": {"default", "extra"}, "public.t2": {"default"}}, n1.TableSets,
 		"every set a table is in, and only the local node's sets")
-	require.Equal(t, []spockdiff.RepSet{{SetName: "default", RelName: both}, {SetName: "extra", RelName: []string{"public.t1"}}}, n1.RepSetInfo)
+	require.Equal(t, []spockdiff.RepSet{{SetName: "ddl_sql", RelName: []string{}}, {SetName: "default", RelName: both}, {SetName: "extra", RelName: []string{"public.t1"}}}, n1.RepSetInfo)
 	require.Equal(t, spockdiff.Subscription{SubName: "sub_n1n2", ProviderNode: "n2", SubEnabled: true,
 		ReplicationSets: []string{"ddl_sql", "default"}, ForwardOrigins: []string{}, SlotName: "spk_db_n2_sub_n1n2"}, n1.Subscriptions[0])
 
