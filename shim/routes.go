@@ -137,7 +137,15 @@ var aceFields = map[string][]field{
 	"/api/v1/mtree/teardown-table": join(
 		[]field{arg("table", "table_name")}, ignored("cluster", "dbname", "nodes", "quiet")),
 	"/api/v1/mtree/teardown": ignored("cluster", "dbname", "nodes", "quiet"),
+
+	// spock-diff: ACE's file is always JSON, so output chooses nothing.
+	"/ace/spock-diff":     join([]field{nodesField}, ignored("cluster_name", "dbname", "quiet", "output")),
+	"/api/v1/spock-diff": join([]field{nodesField}, ignored("cluster", "dbname", "quiet", "output")),
 }
+
+// queryRoutes are the routes the Python API also serves as GET, their fields in the query
+// string.
+var queryRoutes = []string{"/ace/spock-diff"}
 
 // nodesArg reads ACE's node lists; see nodesField. Any other JSON goes through unchanged, for
 // the SQL side to judge.
