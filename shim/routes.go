@@ -139,7 +139,7 @@ var aceFields = map[string][]field{
 	"/api/v1/mtree/teardown": ignored("cluster", "dbname", "nodes", "quiet"),
 
 	// spock-diff: ACE's file is always JSON, so output chooses nothing.
-	"/ace/spock-diff":     join([]field{nodesField}, ignored("cluster_name", "dbname", "quiet", "output")),
+	"/ace/spock-diff":    join([]field{nodesField}, ignored("cluster_name", "dbname", "quiet", "output")),
 	"/api/v1/spock-diff": join([]field{nodesField}, ignored("cluster", "dbname", "quiet", "output")),
 }
 
