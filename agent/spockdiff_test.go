@@ -55,7 +55,7 @@ func TestSpockDiffOnPglogical(t *testing.T) {
 	require.True(t, d13.Subscriptions.Different[0].Node1.SubEnabled, "n1's subscription to n3")
 	require.False(t, d13.Subscriptions.Different[0].Node2.SubEnabled, "n3's subscription to n1")
 	require.Empty(t, d13.ReplicationSets.TablePlacementDiffs)
-	require.False(t, r.Diffs["n1/n2"].Details.Subscriptions.Different != nil && len(r.Diffs["n1/n2"].Details.Subscriptions.Different) > 0)
+	require.Empty(t, r.Diffs["n1/n2"].Details.Subscriptions.Different)
 	for _, pair := range []string{"n1/n2", "n2/n3"} {
 		want := spockdiff.TablePlacement{TableName: "public.acct", Node1RepSet: "default", Node2RepSet: spockdiff.NotInAnySet}
 		if pair == "n2/n3" {

@@ -7,11 +7,14 @@ package spockdiff
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ace-agent/ace-agent/engine"
 )
@@ -67,7 +70,11 @@ type NodeConfig struct {
 func Detect(ctx context.Context, q engine.Querier) (string, error) {
 	for _, schema := range []string{ProviderSpock, ProviderPglogical} {
 		var complete bool
-		err := q.QueryRow(ctx, `SELECT bool_and(to_regclass(quote_ident($1) || '.' || r) IS NOT NULL) FROM unnest($2::text[]) r`,
+		// pg_class, not to_regclass: the catalog is found whether or not the reader may use
+		// the schema, so a reader without the rights gets a permission error, not "native".
+		err := q.QueryRow(ctx, `SELECT count(DISTINCT c.relname) = cardinality($2::text[])
+			FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname = ANY ($2::text[]) AND c.relkind IN ('r', 'p', 'v')`,
 			schema, catalogRelations).Scan(&complete)
 		if err != nil {
 			return "", fmt.Errorf("look for %s's catalog: %w", schema, err)
@@ -93,7 +100,12 @@ func Collect(ctx context.Context, node *engine.Node) (NodeConfig, error) {
 		err = cfg.readCatalog(ctx, node.Pool, provider)
 	}
 	if err != nil {
-		return NodeConfig{}, fmt.Errorf("node %s: read the %s replication configuration: %w", node.Name, provider, err)
+		err = fmt.Errorf("node %s: read the %s replication configuration: %w", node.Name, provider, err)
+		if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == pgerrcode.InsufficientPrivilege && provider != ProviderNative {
+			err = fmt.Errorf("%w (spock-diff reads the catalog as you: GRANT USAGE ON SCHEMA %s and SELECT on its tables to your role on %s, or run it as a role that may read them)",
+				err, provider, node.Name)
+		}
+		return NodeConfig{}, err
 	}
 	cfg.addHints()
 	return cfg, nil

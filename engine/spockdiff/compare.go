@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/sourcegraph/conc/pool"
 
@@ -131,13 +132,20 @@ func resolveNativeProviders(configs map[string]NodeConfig) {
 			continue
 		}
 		for i, s := range c.Subscriptions {
+			var holders []string
 			for other, oc := range configs {
 				if other != name && s.SlotName != "" && slices.Contains(oc.slots, s.SlotName) {
-					c.Subscriptions[i].ProviderNode = other
+					holders = append(holders, other)
 				}
 			}
-			if c.Subscriptions[i].ProviderNode == "" {
+			slices.Sort(holders)
+			switch len(holders) {
+			case 1:
+				c.Subscriptions[i].ProviderNode = holders[0]
+			case 0:
 				c.Hints = append(c.Hints, fmt.Sprintf("The provider of subscription %q is not among the compared nodes: none of them has its slot %q.", s.SubName, s.SlotName))
+			default:
+				c.Hints = append(c.Hints, fmt.Sprintf("The provider of subscription %q is unknown: nodes %s all have a slot named %q.", s.SubName, strings.Join(holders, ", "), s.SlotName))
 			}
 		}
 		configs[name] = c

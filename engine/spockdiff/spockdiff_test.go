@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/spockdiff"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 )
@@ -162,4 +163,26 @@ func TestDetectByRelations(t *testing.T) {
 	var ext int
 	require.NoError(t, n1.Pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_extension WHERE extname = 'spock'`).Scan(&ext))
 	require.Zero(t, ext)
+}
+
+// TestCatalogReadAsTheSessionUser: a role that may not read Spock's catalog gets a permission
+// error that says what to grant, not an empty configuration.
+func TestCatalogReadAsTheSessionUser(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := testcluster.New(t)
+	n1 := e.Node("n1")
+	n1.Exec(t, spockCatalog(t))
+	role := e.DB + "_reader"
+	n1.Exec(t, fmt.Sprintf(`CREATE ROLE %s NOLOGIN`, role))
+	t.Cleanup(func() { _, _ = n1.Pool.Exec(ctx, fmt.Sprintf(`DROP ROLE %s`, role)) })
+	node, err := engine.OpenNode(ctx, engine.NodeOptions{Name: "n1", ConnInfo: n1.DSN, Role: role, MaxConns: 1})
+	require.NoError(t, err)
+	defer node.Close()
+	p, err := spockdiff.Detect(ctx, node.Pool)
+	require.NoError(t, err)
+	require.Equal(t, spockdiff.ProviderSpock, p, "found without the right to use schema spock")
+	_, err = spockdiff.Collect(ctx, node)
+	require.ErrorContains(t, err, "permission denied")
+	require.ErrorContains(t, err, "GRANT USAGE ON SCHEMA spock and SELECT on its tables to your role on n1")
 }
