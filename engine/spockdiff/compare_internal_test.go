@@ -13,7 +13,9 @@ func nativeNode(name string, slots []string, subs ...Subscription) NodeConfig {
 // TestNativeProviderBySlot: a subscription's provider is the one other node holding its slot;
 // when two do, it is not guessed.
 func TestNativeProviderBySlot(t *testing.T) {
-	sub := func(name, slot string) Subscription { return Subscription{SubName: name, SlotName: slot, SubEnabled: true} }
+	sub := func(name, slot string) Subscription {
+		return Subscription{SubName: name, SlotName: slot, SubEnabled: true}
+	}
 	r := Compare(map[string]NodeConfig{
 		"n1": nativeNode("n1", []string{"b_from_a"}, sub("a_from_b", "a_from_b"), sub("a_from_c", "twice")),
 		"n2": nativeNode("n2", []string{"a_from_b", "twice"}, sub("b_from_a", "b_from_a")),
