@@ -20,7 +20,7 @@ func TestDoctorFindsTheAceSchemaReplicated(t *testing.T) {
 	n1 := e.Node("n1")
 
 	r := ace(t, n1.AgentDSN, "doctor")
-	require.Equal(t, exitOK, r.code, r.String())
+	require.NotContains(t, r.stdout, "ace schema's tables", r.String())
 	require.Contains(t, r.stdout, "ok       node n2: schema ace is in no publication or replication set")
 
 	e.Node("n1").Exec(t, `CREATE PUBLICATION everything FOR ALL TABLES`)
@@ -41,6 +41,7 @@ func TestDoctorFindsTheAceSchemaReplicated(t *testing.T) {
 	require.Contains(t, r.stdout, "PROBLEM  node n2: publication by_schema publishes")
 	require.Contains(t, r.stdout, "PROBLEM  node n2: publication listed publishes the ace schema's tables (tasks)")
 	require.Contains(t, r.stdout, "PROBLEM  node n3: spock replication set \"default\" holds the ace schema's tables (nodes, tasks)")
-	// n1 twice: as the local node and as a registered node.
-	require.Equal(t, 5, strings.Count(r.stdout, "PROBLEM"), r.String())
+	// n1 twice: as the local node and as a registered node. Other tests' submitters, members of
+	// the cluster-wide ace_submitters, may add problems of their own.
+	require.Equal(t, 5, strings.Count(r.stdout, "publishes the ace schema's tables")+strings.Count(r.stdout, "holds the ace schema's tables"), r.String())
 }

@@ -18,7 +18,6 @@ import (
 type spockDiffOpts struct {
 	nodes  string
 	output string
-	dir    string
 	quiet  bool
 }
 
@@ -30,7 +29,8 @@ func newSpockDiffCmd(g *globals) *cobra.Command {
 		Long: `Compare the replication configuration of the nodes: each node's subscriptions and the
 replication sets (or publications) each table is in, on Spock, pglogical or native logical
 replication. The task is submitted to the local node, whose agent reads every node's catalog
-logged in as you. The result is written as ACE's file, spock_diffs-<timestamp>.json, and
+logged in as you. The result is written as ACE's file, spock_diffs-<timestamp>.json in the
+current directory, and
 summed up on stdout; it stays in ace.tasks too (SELECT result FROM ace.tasks WHERE task_id = ...).
 
 Exit codes: 0 the nodes replicate alike, 1 they differ, 2 error.`,
@@ -44,7 +44,6 @@ Exit codes: 0 the nodes replicate alike, 1 they differ, 2 error.`,
 	f := cmd.Flags()
 	f.StringVarP(&o.nodes, "nodes", "n", "all", "nodes to compare: a comma-separated list, or all")
 	f.StringVarP(&o.output, "output", "o", "json", "the file's format: json (the only one, as in ACE)")
-	f.StringVar(&o.dir, "dir", ".", "directory to write spock_diffs-<timestamp>.json in")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "show no progress")
 	return cmd
 }
@@ -70,7 +69,7 @@ func runSpockDiff(cmd *cobra.Command, g *globals, o *spockDiffOpts) error {
 	if err := json.Unmarshal(task.Result, &r); err != nil {
 		return fmt.Errorf("decode the result of task %s: %w", task.ID, err)
 	}
-	path, err := writeSpockDiffFile(o.dir, task.Result, time.Now())
+	path, err := writeSpockDiffFile(".", task.Result, time.Now())
 	if err != nil {
 		return err
 	}
