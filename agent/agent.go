@@ -79,6 +79,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	// has a pool of its own).
 	pcfg.MaxConns = int32(3*a.cfg.MaxTasks + 4)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "ace-agent"
+	// The agent's own writes to the ace schema, and its DDL, stay on this node.
+	pcfg.AfterConnect = engine.KeepLocal
 	if a.cfg.Impersonation == "" {
 		a.cfg.Impersonation = ImpersonateLogin
 	}

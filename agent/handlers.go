@@ -29,14 +29,14 @@ func handle[A any](fn func(*Agent, context.Context, *sqlapi.Run, *A) (any, error
 // handlers run each task type of sqlapi.TaskSpecs, once each; TestEveryTaskTypeHasAHandler
 // keeps the two lists the same.
 var handlers = map[sqlapi.TaskType]handler{
-	sqlapi.TypeTableDiff:     handle((*Agent).tableDiff),
-	sqlapi.TypeTableRepair:   handle((*Agent).tableRepair),
-	sqlapi.TypeTableRerun:    handle((*Agent).tableRerun),
-	sqlapi.TypeDiffImport:    handle((*Agent).diffImport),
-	sqlapi.TypeMtreeBuild:    handle((*Agent).mtreeBuild),
-	sqlapi.TypeMtreeDiff:     handle((*Agent).mtreeDiff),
-	sqlapi.TypeMtreeTeardown: handle((*Agent).mtreeTeardown),
-
+	sqlapi.TypeTableDiff:            handle((*Agent).tableDiff),
+	sqlapi.TypeTableRepair:          handle((*Agent).tableRepair),
+	sqlapi.TypeTableRerun:           handle((*Agent).tableRerun),
+	sqlapi.TypeDiffImport:           handle((*Agent).diffImport),
+	sqlapi.TypeMtreeBuild:           handle((*Agent).mtreeBuild),
+	sqlapi.TypeMtreeDiff:            handle((*Agent).mtreeDiff),
+	sqlapi.TypeMtreeTeardown:        handle((*Agent).mtreeTeardown),
+	sqlapi.TypeSpockDiff:            handle((*Agent).spockDiff),
 	sqlapi.TypeSpockExceptionSync:   handle((*Agent).spockExceptionSync),
 	sqlapi.TypeSpockExceptionUpdate: handle((*Agent).spockExceptionUpdate),
 }

@@ -70,14 +70,18 @@ func OpenNode(ctx context.Context, o NodeOptions) (*Node, error) {
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
 	}
-	if o.Role != "" {
-		role := o.Role
-		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-			if _, err := c.Exec(ctx, "SET ROLE "+pgx.Identifier{role}.Sanitize()); err != nil {
-				return fmt.Errorf("set role %s: %w", role, err)
-			}
+	role := o.Role
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if err := KeepLocal(ctx, c); err != nil {
+			return err
+		}
+		if role == "" {
 			return nil
 		}
+		if _, err := c.Exec(ctx, "SET ROLE "+pgx.Identifier{role}.Sanitize()); err != nil {
+			return fmt.Errorf("set role %s: %w", role, err)
+		}
+		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

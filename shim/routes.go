@@ -141,6 +141,9 @@ var aceFields = map[string][]field{
 		[]field{arg("table", "table_name")}, ignored("cluster", "dbname", "nodes", "quiet")),
 	"/api/v1/mtree/teardown": ignored("cluster", "dbname", "nodes", "quiet"),
 
+	// spock-diff: ACE's file is always JSON, so output chooses nothing.
+	"/ace/spock-diff":    join([]field{nodesField}, ignored("cluster_name", "dbname", "quiet", "output")),
+	"/api/v1/spock-diff": join([]field{nodesField}, ignored("cluster", "dbname", "quiet", "output")),
 	// The seed's Spock exception update: the exception's key and status in exception_details.
 	"/ace/update-spock-exception": join(
 		[]field{arg("node_name", "node_name"), {rest: "exception_details", nested: true}},
@@ -152,6 +155,10 @@ var aceFields = map[string][]field{
 var waitedRoutes = map[string]string{
 	"/ace/update-spock-exception": "Exception status updated successfully",
 }
+
+// queryRoutes are the routes the Python API also serves as GET, their fields in the query
+// string.
+var queryRoutes = []string{"/ace/spock-diff"}
 
 // nodesArg reads ACE's node lists; see nodesField. Any other JSON goes through unchanged, for
 // the SQL side to judge.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -97,7 +98,18 @@ func (s *Server) Close() {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range submitRoutes {
-		mux.Handle(rt.path, methods(s.submit(rt), http.MethodPost))
+		if !slices.Contains(queryRoutes, rt.path) {
+			mux.Handle(rt.path, methods(s.submit(rt), http.MethodPost))
+			continue
+		}
+		post, get := s.submit(rt), s.submitQuery(rt)
+		mux.Handle(rt.path, methods(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost {
+				post(w, r)
+				return
+			}
+			get(w, r)
+		}, http.MethodPost, http.MethodGet))
 	}
 	get := func(path string, h http.HandlerFunc) { mux.Handle(path, methods(h, http.MethodGet)) }
 	get("/ace/task-status", s.taskStatusHandler(true))

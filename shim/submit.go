@@ -211,22 +211,53 @@ func (s *Server) submit(rt submitRoute) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		id, err := s.insert(r.Context(), callerCN(r), rt.taskType, args, upload)
-		if err != nil {
-			var reqErr *requestError
-			if errors.As(err, &reqErr) {
-				writeError(w, http.StatusBadRequest, err)
+		s.insertAndAnswer(w, r, rt, args, upload)
+	}
+}
+
+// submitQuery serves the Python API's GET form of a route: the query string's parameters are
+// the route's fields, each a string (a node list is a comma-separated one).
+func (s *Server) submitQuery(rt submitRoute) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body := map[string]json.RawMessage{}
+		for name, values := range r.URL.Query() {
+			v, err := json.Marshal(values[len(values)-1])
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter %q: %w", name, err))
 				return
 			}
-			dbError(w, err)
+			body[name] = v
+		}
+		args, upload, err := rt.args(body)
+		if err == nil && upload != nil {
+			err = &requestError{"a GET request cannot upload a diff file: POST it"}
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		if msg, ok := waitedRoutes[rt.path]; ok {
-			s.answerWhenEnded(w, r, id, msg)
-			return
-		}
-		writeJSON(w, http.StatusAccepted, submitted{TaskID: id, Status: sqlapi.StatusQueued})
+		s.insertAndAnswer(w, r, rt, args, upload)
 	}
+}
+
+// insertAndAnswer inserts the task on the caller's login and answers 202 with its id, or, on a
+// waited route, once the task has ended.
+func (s *Server) insertAndAnswer(w http.ResponseWriter, r *http.Request, rt submitRoute, args map[string]json.RawMessage, upload json.RawMessage) {
+	id, err := s.insert(r.Context(), callerCN(r), rt.taskType, args, upload)
+	if err != nil {
+		var reqErr *requestError
+		if errors.As(err, &reqErr) {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		dbError(w, err)
+		return
+	}
+	if msg, ok := waitedRoutes[rt.path]; ok {
+		s.answerWhenEnded(w, r, id, msg)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, submitted{TaskID: id, Status: sqlapi.StatusQueued})
 }
 
 // message is the answer of a waited route, the seed's.

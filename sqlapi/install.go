@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/tern/v2/migrate"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/migrations"
 )
 
@@ -66,6 +67,10 @@ func InstallWith(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (vers
 			err = unlockErr
 		}
 	}()
+	// On a Spock node, the ace schema is each node's own: its DDL must not replicate.
+	if err := engine.KeepLocal(ctx, conn); err != nil {
+		return 0, err
+	}
 	// IF NOT EXISTS accepts a schema someone else made: the check after it is what refuses one.
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS ace"); err != nil {
 		return 0, fmt.Errorf("create schema ace: %w", err)
@@ -100,9 +105,10 @@ func InstallWith(ctx context.Context, conn *pgx.Conn, opts InstallOptions) (vers
 	return version, nil
 }
 
-// lockTimeoutSQL bounds the waits of the transaction it starts.
+// lockTimeoutSQL bounds the waits of the transaction it starts, and keeps its DDL from
+// replicating through Spock (tern resets the session's settings between migrations).
 func lockTimeoutSQL(timeout time.Duration) string {
-	return fmt.Sprintf("SET LOCAL lock_timeout = %d;\n", max(timeout.Milliseconds(), 1))
+	return fmt.Sprintf("SET LOCAL lock_timeout = %d;\n%s;\n", max(timeout.Milliseconds(), 1), engine.KeepLocalInTransaction)
 }
 
 // takeInstallLocks takes the install lock and tern's, each within timeout, and returns what

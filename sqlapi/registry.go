@@ -14,6 +14,7 @@ const (
 	TypeMtreeBuild    TaskType = "mtree-build"
 	TypeMtreeDiff     TaskType = "mtree-diff"
 	TypeMtreeTeardown TaskType = "mtree-teardown"
+	TypeSpockDiff     TaskType = "spock-diff"
 
 	TypeSpockExceptionSync   TaskType = "spock-exception-sync"
 	TypeSpockExceptionUpdate TaskType = "spock-exception-update"
@@ -126,6 +127,12 @@ var TaskSpecs = []TaskSpec{
 		Submit: []string{"update_spock_exception"}, Results: []string{"spock_exceptions"},
 		Commands: []string{"spock exception-update"},
 		Routes:   []string{"/ace/update-spock-exception", "/api/v1/spock/exception-update"},
+	},
+	{
+		// Compares the nodes' replication configuration, not rows: no CALL form.
+		Type: TypeSpockDiff, Args: func() any { return new(SpockDiffArgs) },
+		Submit:   []string{"spock_diff"},
+		Commands: []string{"spock-diff"}, Routes: []string{"/ace/spock-diff", "/api/v1/spock-diff"},
 	},
 }
 

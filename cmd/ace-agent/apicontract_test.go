@@ -34,6 +34,11 @@ var apiExceptions = map[sqlapi.TaskType]struct{ notInSQL, notInGo, notInCLI []st
 		notInGo:  []string{"diff_file"},
 		notInCLI: []string{"nodes", "table_filter", "max_diff_rows"},
 	},
+	sqlapi.TypeSpockDiff: {
+		// ACE's --output, whose one value (json) is the format of the file the command writes.
+		notInSQL: []string{"output"},
+		notInGo:  []string{"output"},
+	},
 }
 
 // presentationFlags only change what the CLI prints.

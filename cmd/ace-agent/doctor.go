@@ -28,7 +28,8 @@ func newDoctorCmd(g *globals) *cobra.Command {
 		Short: "Check that task sessions can log in as every submitter on every node",
 		Long: `Check the wall between submitters and the agent, from the local node ($ACE_DSN):
 the agent's own login is not a superuser, on every node the schema ace and everything in it
-belong to that login alone (as install demands), every node is reached over verified TLS, and on
+belong to that login alone (as install demands) and are in no publication and no Spock or
+pglogical replication set, every node is reached over verified TLS, and on
 every node the agent's certificate logs in as each member of ace_submitters (the pg_hba.conf
 and pg_ident.conf lines docs/security.md's "The wall" section shows). Names what is missing.
 
@@ -160,6 +161,9 @@ func (d *doctorRun) checkLocalSchemaOwner(ctx context.Context, conn *pgx.Conn) (
 	if err := d.reportSchemaOwners(ctx, where, conn); err != nil {
 		return false, err
 	}
+	if err := d.reportReplicated(ctx, where, conn); err != nil {
+		return false, err
+	}
 	if err := conn.QueryRow(ctx, `SELECT has_schema_privilege('ace', 'USAGE') AND to_regclass('ace.nodes') IS NOT NULL`).Scan(&usable); err != nil {
 		return false, fmt.Errorf("read schema ace: %w", err)
 	}
@@ -182,6 +186,9 @@ func (d *doctorRun) checkPeerSchemaOwners(ctx context.Context, user string, node
 			continue
 		}
 		err = d.reportSchemaOwners(ctx, "node "+n.Name, peer.Pool)
+		if err == nil {
+			err = d.reportReplicated(ctx, "node "+n.Name, peer.Pool)
+		}
 		peer.Close()
 		if err != nil {
 			return err
@@ -200,6 +207,23 @@ func (d *doctorRun) reportSchemaOwners(ctx context.Context, where string, q sqla
 	}
 	if len(problems) == 0 {
 		d.ok(where + ": schema ace and everything in it belong to the agent's login alone")
+	}
+	return nil
+}
+
+// reportReplicated wants the node's ace schema in no publication and no Spock or pglogical
+// replication set: each node's queue and results are its own, and replicated they would be
+// run, or overwritten, on the other nodes.
+func (d *doctorRun) reportReplicated(ctx context.Context, where string, q sqlapi.Querier) error {
+	problems, err := sqlapi.ReplicationProblems(ctx, q)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	for _, p := range problems {
+		d.fail(where + ": " + p)
+	}
+	if len(problems) == 0 {
+		d.ok(where + ": schema ace is in no publication or replication set")
 	}
 	return nil
 }
