@@ -36,6 +36,7 @@ var handlers = map[sqlapi.TaskType]handler{
 	sqlapi.TypeMtreeBuild:    handle((*Agent).mtreeBuild),
 	sqlapi.TypeMtreeDiff:     handle((*Agent).mtreeDiff),
 	sqlapi.TypeMtreeTeardown: handle((*Agent).mtreeTeardown),
+	sqlapi.TypeSchemaDiff:    handle((*Agent).schemaDiff),
 }
 
 // dispatch decodes the task's arguments into its type's argument struct and runs its handler.

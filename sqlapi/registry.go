@@ -14,6 +14,7 @@ const (
 	TypeMtreeBuild    TaskType = "mtree-build"
 	TypeMtreeDiff     TaskType = "mtree-diff"
 	TypeMtreeTeardown TaskType = "mtree-teardown"
+	TypeSchemaDiff    TaskType = "schema-diff"
 )
 
 // Result says what a task type's result is, and so who may read it as what.
@@ -110,6 +111,12 @@ var TaskSpecs = []TaskSpec{
 		Submit: []string{"mtree_teardown"}, Results: []string{"mtree_status"},
 		Commands: []string{"mtree teardown-table", "mtree teardown"},
 		Routes:   []string{"/api/v1/mtree/teardown-table", "/api/v1/mtree/teardown"},
+	},
+	{
+		// A parent task: its data comparison runs one child table-diff per table.
+		Type: TypeSchemaDiff, Args: func() any { return new(SchemaDiffArgs) },
+		Submit: []string{"schema_diff", "run_schema_diff"}, Results: []string{"schema_diff_rows", "describe_schema_diff"},
+		Commands: []string{"schema-diff"}, Routes: []string{"/ace/schema-diff", "/api/v1/schema-diff"},
 	},
 }
 
