@@ -129,3 +129,100 @@ func TestSchemaDiffStructureHasNoFalsePositives(t *testing.T) {
 func uniqueSuffix(t *testing.T) string {
 	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(t.Name())).String()[:8]
 }
+
+// The data comparison: drift in one table, a table missing on one node, a table whose column
+// types differ (failed, not diffed), a skipped table with drift, and a per-role running limit
+// of 1, which the parent must not deadlock on: it holds no running slot while it waits.
+func TestSchemaDiffData(t *testing.T) {
+	t.Parallel()
+	e := setup(t, `
+		CREATE TABLE public.same (id int PRIMARY KEY, v text);
+		CREATE TABLE public.drift (id int PRIMARY KEY, v text);
+		CREATE TABLE public.skipped (id int PRIMARY KEY, v text);
+		CREATE TABLE public.typed (id int PRIMARY KEY, v int);
+		INSERT INTO same SELECT g, 'v' || g FROM generate_series(1, 500) g;
+		INSERT INTO drift SELECT g, 'v' || g FROM generate_series(1, 500) g;
+		INSERT INTO skipped SELECT g, 'v' || g FROM generate_series(1, 50) g;`)
+	e.Node("n1").Exec(t, `UPDATE ace.settings SET value = '1' WHERE name = 'max_running_tasks_per_role'`)
+	e.Node("n2").Exec(t, `UPDATE drift SET v = 'changed' WHERE id IN (7, 8)`)
+	e.Node("n3").Exec(t, `DELETE FROM skipped WHERE id = 1`)
+	e.Node("n2").Exec(t, `ALTER TABLE typed ALTER COLUMN v TYPE bigint`)
+	e.Node("n1").Exec(t, `CREATE TABLE public.partial (id int PRIMARY KEY)`)
+	e.Node("n2").Exec(t, `CREATE TABLE public.partial (id int PRIMARY KEY)`)
+
+	id, result := e.schemaDiff(`'public', skip_tables => ARRAY['public.skipped']`)
+	require.Equal(t, "data", result["compare"])
+	require.EqualValues(t, 4, result["tables_total"])
+	require.Equal(t, []any{"public.same"}, result["identical"])
+	require.Equal(t, []any{"public.skipped"}, result["skipped"])
+	require.Equal(t, []any{map[string]any{"table": "public.partial", "present_on": []any{"n1", "n2"}, "missing_from": []any{"n3"}}}, result["missing"])
+	failed := result["failed"].([]any)
+	require.Len(t, failed, 1)
+	require.Equal(t, "public.typed", failed[0].(map[string]any)["table"])
+	require.Contains(t, failed[0].(map[string]any)["error"], "bigint")
+	differed := result["differed"].([]any)
+	require.Len(t, differed, 1)
+	d := differed[0].(map[string]any)
+	require.Equal(t, "public.drift", d["table"])
+	require.EqualValues(t, 2, d["differing_keys"])
+
+	// Each child is a table-diff that names its parent, and holds the differing rows.
+	child := uuid.MustParse(d["task_id"].(string))
+	task, err := sqlapi.GetTask(context.Background(), e.Node("n1").Pool, child)
+	require.NoError(t, err)
+	require.Equal(t, sqlapi.TypeTableDiff, task.Type)
+	var args map[string]any
+	require.NoError(t, json.Unmarshal(task.Args, &args))
+	require.Equal(t, id.String(), args["parent_task"])
+	require.Len(t, e.diffRows(child), 2)
+	var children int
+	require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(),
+		`SELECT count(*) FROM ace.tasks WHERE args->>'parent_task' = $1`, id.String()).Scan(&children))
+	require.Equal(t, 2, children, "only same and drift are diffed")
+}
+
+// ace.cancel(parent) cancels its children; a child cannot name a task that is not its
+// submitter's running task as its parent.
+func TestSchemaDiffCancelReachesChildren(t *testing.T) {
+	t.Parallel()
+	e := setupNoAgents(t, `CREATE TABLE public.t (id int PRIMARY KEY)`)
+	n1 := e.Node("n1")
+	ctx := context.Background()
+	var parent uuid.UUID
+	require.NoError(t, n1.Pool.QueryRow(ctx, `SELECT ace.schema_diff('public')`).Scan(&parent))
+	childArgs := map[string]any{"table_name": "public.t", sqlapi.ParentTaskArg: parent.String()}
+	_, err := sqlapi.Submit(ctx, n1.Pool, sqlapi.TypeTableDiff, childArgs)
+	require.ErrorContains(t, err, "is not a running task", "a queued parent has no children")
+
+	// As the parent's agent would have claimed it.
+	n1.Exec(t, `UPDATE ace.tasks SET status = 'RUNNING', claimed_by = 'test', attempts = 1 WHERE task_id = $1`, parent)
+	child, err := sqlapi.Submit(ctx, n1.Pool, sqlapi.TypeTableDiff, childArgs)
+	require.NoError(t, err)
+	outcome, err := sqlapi.Cancel(ctx, n1.Pool, parent)
+	require.NoError(t, err)
+	require.Equal(t, "CANCEL REQUESTED", outcome)
+	task, err := sqlapi.GetTask(ctx, n1.Pool, child)
+	require.NoError(t, err)
+	require.Equal(t, sqlapi.StatusCancelled, task.Status)
+}
+
+// compare => 'objects' (ddl_only) compares the objects' names: ACE's per-pair result, and a
+// finding per object missing somewhere.
+func TestSchemaDiffObjects(t *testing.T) {
+	t.Parallel()
+	e := setup(t, `CREATE TABLE public.t (id int PRIMARY KEY, v int); CREATE VIEW public.v AS SELECT id FROM t`)
+	e.Node("n2").Exec(t, `CREATE FUNCTION public.f(a int, b text) RETURNS int LANGUAGE sql AS 'SELECT 1'`)
+	e.Node("n3").Exec(t, `ALTER TABLE t ALTER COLUMN v TYPE bigint`) // names only: no difference
+
+	id, result := e.schemaDiff(`'public', ddl_only => true`)
+	require.Equal(t, "objects", result["compare"])
+	pairs := result["pairs"].(map[string]any)
+	require.Equal(t, map[string]any{"status": "IDENTICAL", "diffs": map[string]any{}}, pairs["n1/n3"])
+	require.Equal(t, map[string]any{"status": "MISMATCH", "diffs": map[string]any{
+		"n1": map[string]any{"missing_objects": map[string]any{"functions": []any{"f(a integer, b text)"}}, "extra_objects": map[string]any{}},
+		"n2": map[string]any{"missing_objects": map[string]any{}, "extra_objects": map[string]any{"functions": []any{"f(a integer, b text)"}}},
+	}}, pairs["n1/n2"])
+	require.Equal(t, "MISMATCH", pairs["n2/n3"].(map[string]any)["status"])
+	require.Equal(t, []finding{{"function", "public.f(a integer, b text)", "", "missing",
+		map[string]*string{"n1": nil, "n2": def("public.f(a integer, b text)"), "n3": nil}}}, e.findings(id))
+}
