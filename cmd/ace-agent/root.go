@@ -38,7 +38,8 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 		return fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())
 	})
 	root.AddCommand(newInstallCmd(g), newRunCmd(g), newNodeCmd(g), newClusterCmd(g), newTableDiffCmd(g), newMtreeCmd(g),
-		newDiffCmd(g), newTaskCmd(g), newVersionCmd(), newServeCmd(g), newTableRepairCmd(g), newTableRerunCmd(g), newRepairCmd(g), newDoctorCmd(g))
+		newDiffCmd(g), newTaskCmd(g), newVersionCmd(), newServeCmd(g), newTableRepairCmd(g), newTableRerunCmd(g), newRepairCmd(g), newDoctorCmd(g),
+		newSchemaDiffCmd(g))
 	addTaskCommands(root, g, sqlapi.TaskSpecs)
 	return root
 }
