@@ -100,6 +100,9 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle(rt.path, methods(s.submit(rt), http.MethodPost))
 	}
 	get := func(path string, h http.HandlerFunc) { mux.Handle(path, methods(h, http.MethodGet)) }
+	for _, rt := range queryRoutes {
+		get(rt.path, s.submitQuery(rt))
+	}
 	get("/ace/task-status", s.taskStatusHandler(true))
 	get("/ace/task-status/{task_id}", s.taskStatusHandler(true))
 	get("/api/v1/tasks/{task_id}", s.taskStatusHandler(false))

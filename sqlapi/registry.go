@@ -58,6 +58,9 @@ type TaskSpec struct {
 	Commands []string
 	// Routes are the shim's POST routes that submit it.
 	Routes []string
+	// QueryRoutes are the shim's GET routes that submit it with the fields as query parameters,
+	// as ACE's Python API has them.
+	QueryRoutes []string
 }
 
 // Validator is the SQL function that validates and normalises the type's arguments: the insert
@@ -116,7 +119,7 @@ var TaskSpecs = []TaskSpec{
 		// A parent task: its data comparison runs one child table-diff per table.
 		Type: TypeSchemaDiff, Args: func() any { return new(SchemaDiffArgs) },
 		Submit: []string{"schema_diff", "run_schema_diff"}, Results: []string{"schema_diff_rows", "describe_schema_diff"},
-		Commands: []string{"schema-diff"}, Routes: []string{"/ace/schema-diff", "/api/v1/schema-diff"},
+		Commands: []string{"schema-diff"}, Routes: []string{"/api/v1/schema-diff"}, QueryRoutes: []string{"/ace/schema-diff"},
 	},
 }
 

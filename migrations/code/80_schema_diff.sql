@@ -144,6 +144,12 @@ BEGIN
         RAISE EXCEPTION 'ddl_only means compare => ''objects'', not ''%''', compare
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass either ddl_only => true or compare => ''objects''.';
     END IF;
+    -- ACE's output: the result is JSON in the ace schema; no other format is written.
+    IF coalesce(ace.text_arg(args, 'output'), 'json') <> 'json' THEN
+        RAISE EXCEPTION 'output must be json for a schema diff, got "%"', args->>'output'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The result is stored as JSON; export a table''s diff as html or csv with ace-agent diff export.';
+    END IF;
     compare := coalesce(compare, CASE WHEN ddl_only THEN 'objects' ELSE 'data' END);
     IF compare NOT IN ('objects', 'structure', 'data') THEN
         RAISE EXCEPTION 'compare must be objects, structure or data, got "%"', compare USING ERRCODE = 'invalid_parameter_value';
