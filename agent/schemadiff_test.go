@@ -226,3 +226,15 @@ func TestSchemaDiffObjects(t *testing.T) {
 	require.Equal(t, []finding{{"function", "public.f(a integer, b text)", "", "missing",
 		map[string]*string{"n1": nil, "n2": def("public.f(a integer, b text)"), "n3": nil}}}, e.findings(id))
 }
+
+// An agent that runs one task at a time still runs a schema diff's children: the parent, only
+// waiting, does not take that one place.
+func TestSchemaDiffOnAnAgentOfOneTask(t *testing.T) {
+	t.Parallel()
+	e := setupNoAgents(t, `CREATE TABLE public.a (id int PRIMARY KEY); CREATE TABLE public.b (id int PRIMARY KEY)`)
+	cfg := e.Node("n1").AgentConfig()
+	cfg.MaxTasks = 1
+	e.Node("n1").StartAgentWith(t, cfg)
+	_, result := e.schemaDiff(`'public'`)
+	require.Equal(t, []any{"public.a", "public.b"}, result["identical"])
+}
