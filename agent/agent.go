@@ -45,6 +45,9 @@ type Agent struct {
 type runningTask struct {
 	run    *sqlapi.Run
 	cancel context.CancelCauseFunc
+	// waiting: a parent task that only waits for its children; it takes no place of MaxTasks,
+	// so that this agent can run the children.
+	waiting bool
 }
 
 // Causes for stopping a task early.
@@ -173,10 +176,26 @@ func (a *Agent) claimLoop(ctx context.Context, wake chan struct{}, tasks *conc.W
 	}
 }
 
+// runningCount counts the tasks that take a place of MaxTasks: those not only waiting.
 func (a *Agent) runningCount() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.running)
+	n := 0
+	for _, t := range a.running {
+		if !t.waiting {
+			n++
+		}
+	}
+	return n
+}
+
+// setWaiting marks a running parent task as one that only waits for its children.
+func (a *Agent) setWaiting(id uuid.UUID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t, ok := a.running[id]; ok {
+		t.waiting = true
+	}
 }
 
 // tryClaim claims one task on a dedicated connection and starts it. The connection holds the

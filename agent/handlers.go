@@ -39,6 +39,7 @@ var handlers = map[sqlapi.TaskType]handler{
 	sqlapi.TypeSpockDiff:            handle((*Agent).spockDiff),
 	sqlapi.TypeSpockExceptionSync:   handle((*Agent).spockExceptionSync),
 	sqlapi.TypeSpockExceptionUpdate: handle((*Agent).spockExceptionUpdate),
+	sqlapi.TypeSchemaDiff:           handle((*Agent).schemaDiff),
 }
 
 // dispatch decodes the task's arguments into its type's argument struct and runs its handler.

@@ -81,14 +81,31 @@ func routesOf(specs []sqlapi.TaskSpec) []submitRoute {
 	var routes []submitRoute
 	for _, spec := range specs {
 		for _, path := range spec.Routes {
-			fields, ok := aceFields[path]
-			if !ok {
-				fields = argFields(spec)
-			}
-			routes = append(routes, submitRoute{path, spec.Type, fields})
+			routes = append(routes, routeOf(spec, path))
 		}
 	}
 	return routes
+}
+
+// queryRoutes are every GET route of sqlapi.TaskSpecs (fields as query parameters).
+var queryRoutes = queryRoutesOf(sqlapi.TaskSpecs)
+
+func queryRoutesOf(specs []sqlapi.TaskSpec) []submitRoute {
+	var routes []submitRoute
+	for _, spec := range specs {
+		for _, path := range spec.QueryRoutes {
+			routes = append(routes, routeOf(spec, path))
+		}
+	}
+	return routes
+}
+
+func routeOf(spec sqlapi.TaskSpec, path string) submitRoute {
+	fields, ok := aceFields[path]
+	if !ok {
+		fields = argFields(spec)
+	}
+	return submitRoute{path, spec.Type, fields}
 }
 
 // argFields are the fields of a route that takes its task type's arguments under their own
@@ -148,6 +165,18 @@ var aceFields = map[string][]field{
 	"/ace/update-spock-exception": join(
 		[]field{arg("node_name", "node_name"), {rest: "exception_details", nested: true}},
 		ignored("cluster_name", "dbname")),
+	// Schema diffs: ACE Go's POST route, and the Python API's GET route (query parameters).
+	// skip_file names a path on the server, which the shim never opens: it is refused.
+	"/api/v1/schema-diff": join(
+		[]field{arg("schema", "schema_name"), nodesField},
+		same("skip_tables", "ddl_only", "block_size", "concurrency_factor", "compare_unit_size", "max_connections",
+			"override_block_size", "compare", "compare_privileges", "ignore_names", "table_filter", "max_diff_rows"),
+		same("output"), unsupported("skip_file"), ignored("cluster", "dbname", "quiet")),
+	"/ace/schema-diff": join(
+		[]field{arg("schema_name", "schema_name"), nodesField, arg("block_rows", "block_size"),
+			arg("max_cpu_ratio", "concurrency_factor")},
+		same("skip_tables", "ddl_only", "compare", "compare_privileges", "ignore_names", "table_filter"),
+		same("output"), unsupported("skip_file"), ignored("cluster_name", "dbname", "quiet", "batch_size")),
 }
 
 // waitedRoutes answer only once their task has ended, with ACE's message when it completed: the
@@ -155,10 +184,6 @@ var aceFields = map[string][]field{
 var waitedRoutes = map[string]string{
 	"/ace/update-spock-exception": "Exception status updated successfully",
 }
-
-// queryRoutes are the routes the Python API also serves as GET, their fields in the query
-// string.
-var queryRoutes = []string{"/ace/spock-diff"}
 
 // nodesArg reads ACE's node lists; see nodesField. Any other JSON goes through unchanged, for
 // the SQL side to judge.

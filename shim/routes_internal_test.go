@@ -115,6 +115,7 @@ func TestACEFieldsAreRegistryRoutes(t *testing.T) {
 	var routes []string
 	for _, spec := range sqlapi.TaskSpecs {
 		routes = append(routes, spec.Routes...)
+		routes = append(routes, spec.QueryRoutes...)
 	}
 	for path := range aceFields {
 		require.Contains(t, routes, path, "aceFields maps %s, which no sqlapi.TaskSpecs entry routes", path)

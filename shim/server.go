@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -98,20 +97,12 @@ func (s *Server) Close() {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range submitRoutes {
-		if !slices.Contains(queryRoutes, rt.path) {
-			mux.Handle(rt.path, methods(s.submit(rt), http.MethodPost))
-			continue
-		}
-		post, get := s.submit(rt), s.submitQuery(rt)
-		mux.Handle(rt.path, methods(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPost {
-				post(w, r)
-				return
-			}
-			get(w, r)
-		}, http.MethodPost, http.MethodGet))
+		mux.Handle(rt.path, methods(s.submit(rt), http.MethodPost))
 	}
 	get := func(path string, h http.HandlerFunc) { mux.Handle(path, methods(h, http.MethodGet)) }
+	for _, rt := range queryRoutes {
+		get(rt.path, s.submitQuery(rt))
+	}
 	get("/ace/task-status", s.taskStatusHandler(true))
 	get("/ace/task-status/{task_id}", s.taskStatusHandler(true))
 	get("/api/v1/tasks/{task_id}", s.taskStatusHandler(false))

@@ -199,45 +199,43 @@ func (s *Server) submit(rt submitRoute) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		args, upload, err := rt.args(body)
-		if err == nil && upload != nil && release == nil {
-			// A small upload takes a slot too: its import holds a connection until it ends.
-			release, err = s.uploads.take(callerCN(r))
-		}
-		if release != nil {
-			defer release()
-		}
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		s.insertAndAnswer(w, r, rt, args, upload)
+		s.submitFields(w, r, rt, body, release)
 	}
 }
 
-// submitQuery serves the Python API's GET form of a route: the query string's parameters are
-// the route's fields, each a string (a node list is a comma-separated one).
+// submitQuery serves a route whose fields are URL query parameters, as the GET routes of ACE's
+// Python API take them. A value that is JSON (true, 100, ["n1"]) is read as such, any other as
+// text; the fields then map onto the task's args as a body's do.
 func (s *Server) submitQuery(rt submitRoute) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body := map[string]json.RawMessage{}
 		for name, values := range r.URL.Query() {
-			v, err := json.Marshal(values[len(values)-1])
-			if err != nil {
-				writeError(w, http.StatusBadRequest, fmt.Errorf("query parameter %q: %w", name, err))
-				return
+			v := values[len(values)-1]
+			raw := json.RawMessage(v)
+			if !json.Valid(raw) || bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
+				raw, _ = json.Marshal(v)
 			}
-			body[name] = v
+			body[name] = raw
 		}
-		args, upload, err := rt.args(body)
-		if err == nil && upload != nil {
-			err = &requestError{"a GET request cannot upload a diff file: POST it"}
-		}
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		s.insertAndAnswer(w, r, rt, args, upload)
+		s.submitFields(w, r, rt, body, nil)
 	}
+}
+
+// submitFields maps a request's fields onto the task's args and inserts the task.
+func (s *Server) submitFields(w http.ResponseWriter, r *http.Request, rt submitRoute, body map[string]json.RawMessage, release func()) {
+	args, upload, err := rt.args(body)
+	if err == nil && upload != nil && release == nil {
+		// A small upload takes a slot too: its import holds a connection until it ends.
+		release, err = s.uploads.take(callerCN(r))
+	}
+	if release != nil {
+		defer release()
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	s.insertAndAnswer(w, r, rt, args, upload)
 }
 
 // insertAndAnswer inserts the task on the caller's login and answers 202 with its id, or, on a

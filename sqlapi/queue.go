@@ -65,16 +65,17 @@ type DB interface {
 }
 
 // claimSQL marks the oldest queued task RUNNING whose login (the session user that submitted
-// it, whatever role it set) runs fewer tasks than max_running_tasks_per_role, skipping rows
+// it, whatever role it set) runs fewer tasks than max_running_tasks_per_role (a parent that only
+// waits for its children does not count), skipping rows
 // another claim has locked, and returns it with max_task_runtime in seconds. Submitters cannot lock task rows (they may only insert them), so
 // a skipped row is always another claim's.
 const claimSQL = `
 	UPDATE ace.tasks SET status = 'RUNNING', claimed_by = $1, started_at = clock_timestamp(),
-	       attempts = attempts + 1, error = NULL
+	       attempts = attempts + 1, error = NULL, waiting_on_children = false
 	WHERE task_id = (
 		SELECT q.task_id FROM ace.tasks q
 		WHERE q.status = 'QUEUED'
-		  AND (SELECT count(*) FROM ace.tasks r WHERE r.status = 'RUNNING' AND r.submitted_session_user = q.submitted_session_user)
+		  AND (SELECT count(*) FROM ace.tasks r WHERE r.status = 'RUNNING' AND NOT r.waiting_on_children AND r.submitted_session_user = q.submitted_session_user)
 		      < coalesce(ace.setting('max_running_tasks_per_role')::int, 2147483647)
 		ORDER BY q.submitted_at FOR UPDATE SKIP LOCKED LIMIT 1)
 	RETURNING ` + taskColumns + `, coalesce(extract(epoch FROM ace.setting('max_task_runtime')::interval), 0)::float8`
@@ -262,6 +263,9 @@ func (r *Run) HandBack(ctx context.Context) error {
 func deletePartialResults(ctx context.Context, q Querier, id uuid.UUID, attempt int) error {
 	if _, err := q.Exec(ctx, `DELETE FROM ace.diff_results WHERE task_id = $1`, id); err != nil {
 		return fmt.Errorf("delete differing rows of task %s: %w", id, err)
+	}
+	if _, err := q.Exec(ctx, `DELETE FROM ace.schema_findings WHERE task_id = $1`, id); err != nil {
+		return fmt.Errorf("delete schema findings of task %s: %w", id, err)
 	}
 	if _, err := q.Exec(ctx, `DELETE FROM ace.repair_actions WHERE task_id = $1 AND attempt = $2`, id, attempt); err != nil {
 		return fmt.Errorf("delete repair actions of task %s attempt %d: %w", id, attempt, err)

@@ -18,6 +18,7 @@ const (
 
 	TypeSpockExceptionSync   TaskType = "spock-exception-sync"
 	TypeSpockExceptionUpdate TaskType = "spock-exception-update"
+	TypeSchemaDiff           TaskType = "schema-diff"
 )
 
 // Result says what a task type's result is, and so who may read it as what.
@@ -61,6 +62,9 @@ type TaskSpec struct {
 	Commands []string
 	// Routes are the shim's POST routes that submit it.
 	Routes []string
+	// QueryRoutes are the shim's GET routes that submit it with the fields as query parameters,
+	// as ACE's Python API has them.
+	QueryRoutes []string
 }
 
 // Validator is the SQL function that validates and normalises the type's arguments: the insert
@@ -132,7 +136,13 @@ var TaskSpecs = []TaskSpec{
 		// Compares the nodes' replication configuration, not rows: no CALL form.
 		Type: TypeSpockDiff, Args: func() any { return new(SpockDiffArgs) },
 		Submit:   []string{"spock_diff"},
-		Commands: []string{"spock-diff"}, Routes: []string{"/ace/spock-diff", "/api/v1/spock-diff"},
+		Commands: []string{"spock-diff"}, Routes: []string{"/api/v1/spock-diff"}, QueryRoutes: []string{"/ace/spock-diff"},
+	},
+	{
+		// A parent task: its data comparison runs one child table-diff per table.
+		Type: TypeSchemaDiff, Args: func() any { return new(SchemaDiffArgs) },
+		Submit: []string{"schema_diff", "run_schema_diff"}, Results: []string{"schema_diff_rows", "describe_schema_diff"},
+		Commands: []string{"schema-diff"}, Routes: []string{"/api/v1/schema-diff"}, QueryRoutes: []string{"/ace/schema-diff"},
 	},
 }
 

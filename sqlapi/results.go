@@ -17,6 +17,9 @@ func (r *Run) ResetResults(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM ace.diff_results WHERE task_id = $1`, r.Task.ID); err != nil {
 			return fmt.Errorf("clear earlier results of task %s: %w", r.Task.ID, err)
 		}
+		if _, err := tx.Exec(ctx, `DELETE FROM ace.schema_findings WHERE task_id = $1`, r.Task.ID); err != nil {
+			return fmt.Errorf("clear earlier findings of task %s: %w", r.Task.ID, err)
+		}
 		return nil
 	})
 }

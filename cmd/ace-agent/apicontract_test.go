@@ -39,6 +39,13 @@ var apiExceptions = map[sqlapi.TaskType]struct{ notInSQL, notInGo, notInCLI []st
 		notInSQL: []string{"output"},
 		notInGo:  []string{"output"},
 	},
+	sqlapi.TypeSchemaDiff: {
+		// The schema is the positional argument. --skip-file is read by the CLI into skip_tables
+		// (the server opens no path a caller names); --output is ACE's flag, json only.
+		notInSQL: []string{"skip_file", "output"},
+		notInGo:  []string{"skip_file", "output"},
+		notInCLI: []string{"schema_name"},
+	},
 }
 
 // presentationFlags only change what the CLI prints.

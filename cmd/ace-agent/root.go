@@ -40,7 +40,8 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 	root.AddCommand(newInstallCmd(g), newRunCmd(g), newNodeCmd(g), newClusterCmd(g), newTableDiffCmd(g), newMtreeCmd(g),
 		newDiffCmd(g), newTaskCmd(g), newVersionCmd(), newServeCmd(g), newTableRepairCmd(g), newTableRerunCmd(g), newRepairCmd(g), newDoctorCmd(g),
 		newSpockCmd(g),
-		newSpockDiffCmd(g))
+		newSpockDiffCmd(g),
+		newSchemaDiffCmd(g))
 	addTaskCommands(root, g, sqlapi.TaskSpecs)
 	return root
 }

@@ -175,11 +175,11 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 	return contentsAs(t, conn, "to_jsonb(x)", "true")
 }
 
-// contentsAsV5 is contents without what migration 007 added to existing tables: the tasks'
-// submitted_session_user and two settings.
+// contentsAsV5 is contents without what migrations 007 and 010 added to existing tables: the
+// tasks' submitted_session_user and waiting_on_children, and two settings.
 func contentsAsV5(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
-	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user'",
+	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children'",
 		"NOT (to_jsonb(x) ? 'description' AND to_jsonb(x)->>'name' IN ('max_cdc_timeout', 'task_retention'))")
 }
 
@@ -232,7 +232,8 @@ func latestVersion(t *testing.T) int {
 
 // withoutLater leaves out what the migrations after version 5 made: the Merkle tree tables of
 // 006 and later, 007's column and indexes of ace.tasks and ace.role_submissions without grants,
-// and 010's ace.spock_exception_rows.
+// 010's ace.spock_exception_rows,
+// and 011's schema findings, parent index and waiting_on_children.
 func withoutLater(t *testing.T, lines []string) []string {
 	latest := fmt.Sprintf("version %d", latestVersion(t))
 	var out []string
@@ -242,7 +243,8 @@ func withoutLater(t *testing.T, lines []string) []string {
 			out = append(out, "version 5")
 		case !strings.Contains(l, "mtree") && !strings.Contains(l, "cdc_state") && !strings.Contains(l, "submitted_session_user") &&
 			!strings.Contains(l, "spock_exception_rows") &&
-			!strings.Contains(l, "tasks_finished") && !strings.Contains(l, "_by_login") && !strings.HasPrefix(l, "relation role_submissions kind r"):
+			!strings.Contains(l, "tasks_finished") && !strings.Contains(l, "_by_login") && !strings.HasPrefix(l, "relation role_submissions kind r") &&
+			!strings.Contains(l, "schema_finding") && !strings.Contains(l, "waiting_on_children") && !strings.Contains(l, "tasks_parent_task"):
 			out = append(out, l)
 		}
 	}

@@ -30,6 +30,8 @@ type options struct {
 	bin, out            string
 	emptyNode, mtree    bool
 	onlyMtree           bool
+	// The schema diffs: tables and rows in all of the data comparison, tables of the structure one.
+	schemaTables, schemaRows, structureTables int
 }
 
 // Result is what one benchmark run writes as JSON.
@@ -51,6 +53,8 @@ type Result struct {
 	EmptyNodeRSSMB   float64 `json:"empty_node_agent_peak_rss_mb,omitempty"`
 	// Mtree measures Merkle trees (make bench MTREE=0 leaves them out).
 	Mtree *MtreeResult `json:"mtree,omitempty"`
+	// SchemaDiff measures schema diffs (-schema-tables 0 leaves them out).
+	SchemaDiff *SchemaDiffResult `json:"schema_diff,omitempty"`
 }
 
 func main() {
@@ -63,6 +67,9 @@ func main() {
 	flag.BoolVar(&o.emptyNode, "empty-node", true, "also diff a full node against an empty one, with a fresh agent, for its peak RSS")
 	flag.BoolVar(&o.mtree, "mtree", true, "also measure Merkle trees: build, diffs after 100 and 10,000 updates, the change stream under load")
 	flag.BoolVar(&o.onlyMtree, "only-mtree", false, "measure the one pass and the Merkle trees only")
+	flag.IntVar(&o.schemaTables, "schema-tables", 200, "tables of the data schema-diff (0: no schema-diff measurements)")
+	flag.IntVar(&o.schemaRows, "schema-rows", 1_000_000, "rows of the data schema-diff's tables in all, per node")
+	flag.IntVar(&o.structureTables, "structure-tables", 1000, "tables of the structure schema-diff")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -100,6 +107,11 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.emptyNode {
 		if err := measureEmptyNode(ctx, c, conns, o, &r); err != nil {
+			return err
+		}
+	}
+	if o.schemaTables > 0 {
+		if err := measureSchemaDiff(ctx, c, o, &r); err != nil {
 			return err
 		}
 	}
@@ -395,6 +407,11 @@ func report(r Result, out string) error {
 	}
 	if r.EmptyNodeDiffs > 0 {
 		fmt.Printf("full node vs empty node:  %.3fs, %d differing rows, agent peak RSS %.1f MB\n", r.EmptyNodeSeconds, r.EmptyNodeDiffs, r.EmptyNodeRSSMB)
+	}
+	if s := r.SchemaDiff; s != nil {
+		fmt.Printf("schema one pass:          %.3fs   %d tables, %d rows in all   runs %v\n", median(s.OnePassSeconds), s.Tables, s.TotalRows, fmtSeconds(s.OnePassSeconds))
+		fmt.Printf("schema-diff (data):       %.3fs   ratio %.2f   runs %v\n", median(s.DataSeconds), s.DataRatio, fmtSeconds(s.DataSeconds))
+		fmt.Printf("schema-diff (structure):  %.3fs   %d tables\n", s.StructureSeconds, s.StructureTables)
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err

@@ -18,6 +18,7 @@ BEGIN
     NEW.attempts := 0;
     NEW.max_attempts := 3;
     NEW.cancel_requested := false;
+    NEW.waiting_on_children := false;
     NEW.progress := NULL;
     NEW.result := NULL;
     NEW.error := NULL;
@@ -63,6 +64,7 @@ BEGIN
                                                  FROM pg_proc WHERE pronamespace = 'ace'::regnamespace AND proname LIKE 'validate\_%');
     END IF;
     EXECUTE format('SELECT %s($1)', validator::oid::regproc) INTO NEW.args USING NEW.args;
+    PERFORM ace.check_parent_task(NEW.args);
     -- ace.wait uses this to refuse waiting on a task its own transaction has not committed.
     PERFORM set_config('ace.uncommitted_tasks',
                        coalesce(current_setting('ace.uncommitted_tasks', true), '') || NEW.task_id::text || ' ', true);

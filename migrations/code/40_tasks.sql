@@ -52,7 +52,7 @@ BEGIN
     END LOOP;
 END $$;
 
--- Asks the agent to stop a task. A queued task is cancelled at once.
+-- Asks the agent to stop a task, and its child tasks. A queued task is cancelled at once.
 CREATE OR REPLACE FUNCTION ace.cancel(task_id uuid) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
@@ -62,6 +62,9 @@ BEGIN
     IF NOT FOUND OR NOT pg_has_role(session_user, t.submitted_by, 'MEMBER') THEN
         RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
     END IF;
+    -- A parent's children go with it (each under the same check of who may cancel it).
+    PERFORM ace.cancel(c.task_id) FROM ace.tasks c
+        WHERE c.args->>'parent_task' = cancel.task_id::text AND c.args ? 'parent_task' AND c.status IN ('QUEUED', 'RUNNING');
     IF t.status = 'QUEUED' THEN
         UPDATE ace.tasks x SET status = 'CANCELLED', finished_at = clock_timestamp(), error = 'cancelled before it started'
         WHERE x.task_id = cancel.task_id;
