@@ -8,6 +8,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ace-agent/ace-agent/internal/localpg"
+	"github.com/ace-agent/ace-agent/internal/pglogicaltest"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -107,4 +109,44 @@ func TestRepsetDiffOnPublications(t *testing.T) {
 		require.Equal(t, sqlapi.StatusFailed, task.Status)
 		require.Contains(t, *task.Error, "spock.replication_set, pglogical.replication_set and pg_publication")
 	})
+}
+
+// On the suite's pglogical cluster: the set's tables are read from pglogical's catalog; a table
+// removed from the set on one node is missing there; a row filter set on one node only fails
+// the table, and one set on every node is ANDed into its diff.
+func TestRepsetDiffOnPglogical(t *testing.T) {
+	t.Parallel()
+	c := pglogicaltest.Start(t, 3, "repl", `CREATE TABLE public.acct (id bigint PRIMARY KEY, v text);
+		CREATE TABLE public.other (id bigint PRIMARY KEY, v text)`)
+	var instances []*localpg.Instance
+	for _, n := range c.Nodes {
+		instances = append(instances, n.Instance)
+	}
+	e := envOn(t, instances, c.DB)
+
+	_, task := e.repsetDiff(`'default', skip_tables => ARRAY['pglogicaltest.ace_test_marker']`)
+	result := completedResult(t, task)
+	require.Equal(t, map[string]any{"n1": "pglogical", "n2": "pglogical", "n3": "pglogical"}, result["providers"])
+	require.Equal(t, []any{"public.acct", "public.other"}, result["identical"])
+
+	c.Node("n2").Exec(t, `SELECT pglogical.replication_set_remove_table('default', 'public.acct')`)
+	c.Node("n1").Exec(t, `SELECT pglogical.replication_set_remove_table('default', 'public.other')`)
+	c.Node("n1").Exec(t, `SELECT pglogical.replication_set_add_table('default', 'public.other', row_filter := 'id <= 100')`)
+	_, task = e.repsetDiff(`'default', provider => 'pglogical', skip_tables => ARRAY['ace_test_marker']`)
+	result = completedResult(t, task)
+	require.Equal(t, []any{map[string]any{"table": "public.acct", "present_on": []any{"n1", "n3"}, "missing_from": []any{"n2"}}}, result["missing"])
+	failed := result["failed"].([]any)
+	require.Len(t, failed, 1)
+	require.Equal(t, "public.other", failed[0].(map[string]any)["table"])
+	require.Contains(t, failed[0].(map[string]any)["error"], "n1: (id <= 100); n2: (every row)")
+
+	for _, n := range []string{"n2", "n3"} {
+		c.Node(n).Exec(t, `SELECT pglogical.replication_set_remove_table('default', 'public.other')`)
+		c.Node(n).Exec(t, `SELECT pglogical.replication_set_add_table('default', 'public.other', row_filter := 'id <= 100')`)
+	}
+	_, task = e.repsetDiff(`'default', skip_tables => ARRAY['ace_test_marker']`)
+	result = completedResult(t, task)
+	require.Equal(t, []any{"public.other"}, result["identical"])
+	require.Equal(t, map[string]any{"row_filter": "(id <= 100)", "table_filter": "((id <= 100))"},
+		result["tables"].(map[string]any)["public.other"])
 }
