@@ -40,6 +40,7 @@ var handlers = map[sqlapi.TaskType]handler{
 	sqlapi.TypeSpockExceptionSync:   handle((*Agent).spockExceptionSync),
 	sqlapi.TypeSpockExceptionUpdate: handle((*Agent).spockExceptionUpdate),
 	sqlapi.TypeSchemaDiff:           handle((*Agent).schemaDiff),
+	sqlapi.TypeRepsetDiff:           handle((*Agent).repsetDiff),
 }
 
 // dispatch decodes the task's arguments into its type's argument struct and runs its handler.

@@ -177,6 +177,17 @@ var aceFields = map[string][]field{
 			arg("max_cpu_ratio", "concurrency_factor")},
 		same("skip_tables", "ddl_only", "compare", "compare_privileges", "ignore_names", "table_filter"),
 		same("output"), unsupported("skip_file"), ignored("cluster_name", "dbname", "quiet", "batch_size")),
+	// Replication-set diffs: ACE Go's POST route and the Python API's GET route; provider is ours.
+	"/api/v1/repset-diff": join(
+		[]field{arg("repset", "repset"), nodesField},
+		same("skip_tables", "block_size", "concurrency_factor", "compare_unit_size", "max_connections",
+			"override_block_size", "table_filter", "max_diff_rows", "provider"),
+		same("output"), unsupported("skip_file"), ignored("cluster", "dbname", "quiet")),
+	"/ace/repset-diff": join(
+		[]field{arg("repset_name", "repset"), nodesField, arg("block_rows", "block_size"),
+			arg("max_cpu_ratio", "concurrency_factor")},
+		same("skip_tables", "table_filter", "provider"),
+		same("output"), unsupported("skip_file"), ignored("cluster_name", "dbname", "quiet", "batch_size")),
 }
 
 // waitedRoutes answer only once their task has ended, with ACE's message when it completed: the

@@ -19,6 +19,7 @@ const (
 	TypeSpockExceptionSync   TaskType = "spock-exception-sync"
 	TypeSpockExceptionUpdate TaskType = "spock-exception-update"
 	TypeSchemaDiff           TaskType = "schema-diff"
+	TypeRepsetDiff           TaskType = "repset-diff"
 )
 
 // Result says what a task type's result is, and so who may read it as what.
@@ -143,6 +144,12 @@ var TaskSpecs = []TaskSpec{
 		Type: TypeSchemaDiff, Args: func() any { return new(SchemaDiffArgs) },
 		Submit: []string{"schema_diff", "run_schema_diff"}, Results: []string{"schema_diff_rows", "describe_schema_diff"},
 		Commands: []string{"schema-diff"}, Routes: []string{"/api/v1/schema-diff"}, QueryRoutes: []string{"/ace/schema-diff"},
+	},
+	{
+		// A parent task: one child table-diff per member table, its row filter ANDed in.
+		Type: TypeRepsetDiff, Args: func() any { return new(RepsetDiffArgs) },
+		Submit: []string{"repset_diff", "run_repset_diff"}, Results: []string{"describe_repset_diff"},
+		Commands: []string{"repset-diff"}, Routes: []string{"/api/v1/repset-diff"}, QueryRoutes: []string{"/ace/repset-diff"},
 	},
 }
 

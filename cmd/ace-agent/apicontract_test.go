@@ -46,6 +46,12 @@ var apiExceptions = map[sqlapi.TaskType]struct{ notInSQL, notInGo, notInCLI []st
 		notInGo:  []string{"skip_file", "output"},
 		notInCLI: []string{"schema_name"},
 	},
+	sqlapi.TypeRepsetDiff: {
+		// The set is the positional argument; --skip-file and --output as for schema-diff.
+		notInSQL: []string{"skip_file", "output"},
+		notInGo:  []string{"skip_file", "output"},
+		notInCLI: []string{"repset"},
+	},
 }
 
 // presentationFlags only change what the CLI prints.

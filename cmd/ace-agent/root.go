@@ -41,7 +41,8 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 		newDiffCmd(g), newTaskCmd(g), newVersionCmd(), newServeCmd(g), newTableRepairCmd(g), newTableRerunCmd(g), newRepairCmd(g), newDoctorCmd(g),
 		newSpockCmd(g),
 		newSpockDiffCmd(g),
-		newSchemaDiffCmd(g))
+		newSchemaDiffCmd(g),
+		newRepsetDiffCmd(g))
 	addTaskCommands(root, g, sqlapi.TaskSpecs)
 	return root
 }
