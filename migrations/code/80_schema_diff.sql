@@ -81,18 +81,16 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
--- Reads the skip_tables argument: an array, or (as ACE's command line takes it) a comma list.
--- Each entry is a table or schema.table of the diffed schema; returned as bare table names.
-CREATE OR REPLACE FUNCTION ace.skip_tables_arg(args jsonb, schema_name text) RETURNS text[]
+-- Reads the skip_tables argument of schema-diff and repset-diff: an array, or (as ACE's command
+-- line takes it) a comma list. Returns each entry, in order, with its name parts (table, or
+-- schema and table).
+CREATE OR REPLACE FUNCTION ace.skip_tables_entries(args jsonb) RETURNS TABLE (entry text, parts text[])
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     entries text[];
-    entry text;
-    parts text[];
-    names text[] := '{}';
 BEGIN
     CASE coalesce(jsonb_typeof(args->'skip_tables'), 'null')
-        WHEN 'null' THEN RETURN '{}';
+        WHEN 'null' THEN RETURN;
         WHEN 'array' THEN
             IF EXISTS (SELECT 1 FROM jsonb_array_elements(args->'skip_tables') e WHERE jsonb_typeof(e) <> 'string') THEN
                 RAISE EXCEPTION 'skip_tables must be table names, got %', args->'skip_tables' USING ERRCODE = 'invalid_parameter_value';
@@ -112,13 +110,27 @@ BEGIN
             RAISE EXCEPTION 'invalid table name "%" in skip_tables', entry
                 USING ERRCODE = 'invalid_name', HINT = 'Write table or schema.table; quote mixed-case names: "Orders".';
         END;
-        IF cardinality(parts) > 2 OR (cardinality(parts) = 2 AND parts[1] <> schema_name) THEN
-            RAISE EXCEPTION 'skip_tables entry "%" is not a table of schema %', entry, schema_name
+        IF cardinality(parts) > 2 THEN
+            RAISE EXCEPTION 'invalid table name "%" in skip_tables', entry
+                USING ERRCODE = 'invalid_name', HINT = 'Write table or schema.table.';
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+-- schema-diff's skip_tables: tables of the diffed schema, returned as bare table names.
+CREATE OR REPLACE FUNCTION ace.skip_tables_arg(args jsonb, schema_name text) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    skip record;
+BEGIN
+    FOR skip IN SELECT * FROM ace.skip_tables_entries(args) LOOP
+        IF cardinality(skip.parts) = 2 AND skip.parts[1] <> schema_name THEN
+            RAISE EXCEPTION 'skip_tables entry "%" is not a table of schema %', skip.entry, schema_name
                 USING ERRCODE = 'invalid_parameter_value', HINT = 'Name tables of the diffed schema only, as table or schema.table.';
         END IF;
-        names := names || parts[cardinality(parts)];
     END LOOP;
-    RETURN ARRAY(SELECT DISTINCT n FROM unnest(names) n ORDER BY n);
+    RETURN ARRAY(SELECT DISTINCT e.parts[cardinality(e.parts)] FROM ace.skip_tables_entries(args) e ORDER BY 1);
 END $$;
 
 CREATE OR REPLACE FUNCTION ace.validate_schema_diff(args jsonb) RETURNS jsonb

@@ -69,46 +69,14 @@ LANGUAGE sql IMMUTABLE AS $$
     END
 $$;
 
--- Reads repset-diff's skip_tables (an array, or a comma list as ACE's command line takes it):
--- each entry a table or schema.table, returned quoted as the members are named, schema.table
--- or a bare table name that matches that table in any schema.
+-- repset-diff's skip_tables (ace.skip_tables_entries), each quoted as the members are named:
+-- schema.table, or a bare table name that matches that table in any schema.
 CREATE OR REPLACE FUNCTION ace.repset_skip_tables_arg(args jsonb) RETURNS text[]
-LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-    entries text[];
-    entry text;
-    parts text[];
-    names text[] := '{}';
-BEGIN
-    CASE coalesce(jsonb_typeof(args->'skip_tables'), 'null')
-        WHEN 'null' THEN RETURN '{}';
-        WHEN 'array' THEN
-            IF EXISTS (SELECT 1 FROM jsonb_array_elements(args->'skip_tables') e WHERE jsonb_typeof(e) <> 'string') THEN
-                RAISE EXCEPTION 'skip_tables must be table names, got %', args->'skip_tables' USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-            entries := ARRAY(SELECT jsonb_array_elements_text(args->'skip_tables'));
-        WHEN 'string' THEN
-            entries := string_to_array(args->>'skip_tables', ',');
-        ELSE
-            RAISE EXCEPTION 'skip_tables must be an array of table names or a comma-separated list, got %', args->'skip_tables'
-                USING ERRCODE = 'invalid_parameter_value';
-    END CASE;
-    FOREACH entry IN ARRAY entries LOOP
-        CONTINUE WHEN btrim(entry) = '';
-        BEGIN
-            parts := parse_ident(btrim(entry));
-        EXCEPTION WHEN invalid_parameter_value OR invalid_name OR syntax_error THEN
-            RAISE EXCEPTION 'invalid table name "%" in skip_tables', entry
-                USING ERRCODE = 'invalid_name', HINT = 'Write table or schema.table; quote mixed-case names: "Orders".';
-        END;
-        IF cardinality(parts) > 2 THEN
-            RAISE EXCEPTION 'invalid table name "%" in skip_tables', entry
-                USING ERRCODE = 'invalid_name', HINT = 'Write table or schema.table.';
-        END IF;
-        names := names || (SELECT string_agg(quote_ident(p), '.') FROM unnest(parts) p);
-    END LOOP;
-    RETURN names;
-END $$;
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(array_agg((SELECT string_agg(quote_ident(p), '.' ORDER BY i) FROM unnest(e.parts) WITH ORDINALITY u(p, i))
+                              ORDER BY e.n), '{}')
+    FROM ace.skip_tables_entries(args) WITH ORDINALITY e(entry, parts, n)
+$$;
 
 CREATE OR REPLACE FUNCTION ace.validate_repset_diff(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
