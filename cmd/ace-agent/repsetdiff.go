@@ -11,10 +11,8 @@ import (
 )
 
 type repsetDiffOpts struct {
-	tableDiffOpts
-	skipTables string
-	skipFile   string
-	provider   string
+	parentDiffOpts
+	provider string
 }
 
 // newRepsetDiffCmd is ACE's repset-diff: every table of a replication set or publication, each
@@ -40,39 +38,21 @@ Exit codes: 0 identical, 1 differences (or tables missing from the set on some n
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.nodes, "nodes", "n", "all", "nodes to compare: a comma-separated list, or all")
-	f.StringVarP(&o.skipTables, "skip-tables", "T", "", "tables to leave out: a comma-separated list of table or schema.table")
-	f.StringVarP(&o.skipFile, "skip-file", "s", "", "a file of tables to leave out, one per line")
+	o.bind(f, "", "SQL predicate every table is compared under, ANDed with the set's row filter")
 	f.StringVar(&o.provider, "provider", "", "spock, pglogical or native (default: detected on each node)")
-	f.IntVarP(&o.blockSize, "block-size", "b", 0, "rows per initial block (default: the agent's)")
-	f.IntVarP(&o.compareUnitSize, "compare-unit-size", "u", 0, "rows per block compared row by row")
-	f.StringVarP(&o.tableFilter, "table-filter", "F", "", "SQL predicate every table is compared under, ANDed with the set's row filter")
-	f.Int64Var(&o.maxDiffRows, "max-diff-rows", 0, "stop a table once a node pair has this many differing rows")
-	f.Float64VarP(&o.concurrencyFactor, "concurrency-factor", "c", 0, "blocks hashed at once per node = CPUs × this, in (0, 4]")
-	f.IntVarP(&o.maxConnections, "max-connections", "M", 0, "cap on connections per node")
-	f.BoolVarP(&o.overrideBlockSize, "override-block-size", "B", false, "allow a block size outside 1000..1000000")
-	f.StringVarP(&o.output, "output", "o", "json", "ACE's output flag: json only (the result is in the ace schema; print it with --json)")
-	f.BoolVarP(&o.quiet, "quiet", "q", false, "show no progress")
-	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return cmd
 }
 
 func runRepsetDiff(cmd *cobra.Command, g *globals, o *repsetDiffOpts, repset string) error {
-	if o.output != "json" {
-		return fmt.Errorf("repset-diff --output %q: only json; each table's diff can be exported with 'ace-agent diff export <task_id>'", o.output)
+	if err := o.checkOutput("repset-diff"); err != nil {
+		return err
 	}
-	skip := parseNodes(o.skipTables)
-	if o.skipFile != "" {
-		fromFile, err := readSkipFile(o.skipFile)
-		if err != nil {
-			return err
-		}
-		skip = append(skip, fromFile...)
+	skip, err := o.skip()
+	if err != nil {
+		return err
 	}
 	args := sqlapi.RepsetDiffArgs{Repset: repset, Nodes: parseNodes(o.nodes), SkipTables: skip, Provider: o.provider,
-		ChildDiffArgs: sqlapi.ChildDiffArgs{BlockSize: o.blockSize, TableFilter: o.tableFilter, MaxDiffRows: o.maxDiffRows,
-			CompareUnitSize: o.compareUnitSize, ConcurrencyFactor: o.concurrencyFactor, MaxConnections: o.maxConnections,
-			OverrideBlockSize: o.overrideBlockSize}}
+		ChildDiffArgs: o.childArgs()}
 	conn, err := g.connect(cmd.Context())
 	if err != nil {
 		return err

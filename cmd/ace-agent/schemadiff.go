@@ -17,9 +17,7 @@ import (
 )
 
 type schemaDiffOpts struct {
-	tableDiffOpts
-	skipTables        string
-	skipFile          string
+	parentDiffOpts
 	ddlOnly           bool
 	compare           string
 	comparePrivileges bool
@@ -51,29 +49,17 @@ could not be diffed).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.nodes, "nodes", "n", "all", "nodes to compare: a comma-separated list, or all")
-	f.StringVarP(&o.skipTables, "skip-tables", "T", "", "tables to leave out: a comma-separated list of table or schema.table")
-	f.StringVarP(&o.skipFile, "skip-file", "s", "", "a file of tables to leave out, one per line")
+	o.bind(f, "data: ", "data: SQL predicate every table is compared under")
 	f.BoolVarP(&o.ddlOnly, "ddl-only", "L", false, "compare the objects' names only (--compare objects)")
 	f.StringVar(&o.compare, "compare", "", "objects, structure or data (default data)")
 	f.BoolVar(&o.comparePrivileges, "compare-privileges", false, "structure: compare tables' owners and grants too")
 	f.BoolVar(&o.ignoreNames, "ignore-names", false, "structure: match constraints and indexes by definition, not name")
-	f.IntVarP(&o.blockSize, "block-size", "b", 0, "data: rows per initial block (default: the agent's)")
-	f.IntVarP(&o.compareUnitSize, "compare-unit-size", "u", 0, "data: rows per block compared row by row")
-	f.StringVarP(&o.tableFilter, "table-filter", "F", "", "data: SQL predicate every table is compared under")
-	f.Int64Var(&o.maxDiffRows, "max-diff-rows", 0, "data: stop a table once a node pair has this many differing rows")
-	f.Float64VarP(&o.concurrencyFactor, "concurrency-factor", "c", 0, "data: blocks hashed at once per node = CPUs × this, in (0, 4]")
-	f.IntVarP(&o.maxConnections, "max-connections", "M", 0, "data: cap on connections per node")
-	f.BoolVarP(&o.overrideBlockSize, "override-block-size", "B", false, "data: allow a block size outside 1000..1000000")
-	f.StringVarP(&o.output, "output", "o", "json", "ACE's output flag: json only (the result is in the ace schema; print it with --json)")
-	f.BoolVarP(&o.quiet, "quiet", "q", false, "show no progress")
-	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return cmd
 }
 
 func runSchemaDiff(cmd *cobra.Command, g *globals, o *schemaDiffOpts, schema string) error {
-	if o.output != "json" {
-		return fmt.Errorf("schema-diff --output %q: only json; each table's diff can be exported with 'ace-agent diff export <task_id>'", o.output)
+	if err := o.checkOutput("schema-diff"); err != nil {
+		return err
 	}
 	args, err := o.args(schema)
 	if err != nil {
@@ -123,20 +109,13 @@ func printFindings(ctx context.Context, w io.Writer, conn *pgx.Conn, task sqlapi
 }
 
 func (o *schemaDiffOpts) args(schema string) (sqlapi.SchemaDiffArgs, error) {
-	skip := parseNodes(o.skipTables)
-	if o.skipFile != "" {
-		fromFile, err := readSkipFile(o.skipFile)
-		if err != nil {
-			return sqlapi.SchemaDiffArgs{}, err
-		}
-		skip = append(skip, fromFile...)
+	skip, err := o.skip()
+	if err != nil {
+		return sqlapi.SchemaDiffArgs{}, err
 	}
 	return sqlapi.SchemaDiffArgs{
 		SchemaName: schema, Nodes: parseNodes(o.nodes), SkipTables: skip, DDLOnly: o.ddlOnly, Compare: o.compare,
-		ComparePrivileges: o.comparePrivileges, IgnoreNames: o.ignoreNames,
-		ChildDiffArgs: sqlapi.ChildDiffArgs{BlockSize: o.blockSize, TableFilter: o.tableFilter, MaxDiffRows: o.maxDiffRows,
-			CompareUnitSize: o.compareUnitSize, ConcurrencyFactor: o.concurrencyFactor, MaxConnections: o.maxConnections,
-			OverrideBlockSize: o.overrideBlockSize},
+		ComparePrivileges: o.comparePrivileges, IgnoreNames: o.ignoreNames, ChildDiffArgs: o.childArgs(),
 	}, nil
 }
 
