@@ -156,7 +156,10 @@ func TestFinishedTasksExpire(t *testing.T) {
 		cfg.RetentionInterval = 100 * time.Millisecond
 		n1.StartAgentWith(t, cfg)
 		require.Eventually(t, func() bool { return !slices.Contains(remaining(), expired) }, 30*time.Second, 50*time.Millisecond)
-		require.Subset(t, remaining(), kept)
+		// The agent also claims the queued task and recovers the running one, whose fake agent
+		// has no heartbeat; once they end, the diff the queued one named is no longer needed.
+		// Their protection is shown above, where no agent runs; here, the recent task stays.
+		require.Contains(t, remaining(), recent)
 	})
 }
 
