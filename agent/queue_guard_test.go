@@ -422,7 +422,8 @@ func TestSettingsAreTheOwners(t *testing.T) {
 	require.NoError(t, rows.Err())
 	require.Equal(t, map[string]string{"max_queued_tasks_per_role": "50", "max_running_tasks_per_role": "2",
 		"max_task_runtime": "12 hours", "max_recheck_after": "1 hour", "max_cdc_timeout": "10 minutes",
-		"task_retention": "30 days"}, settings)
+		"task_retention": "30 days", "scheduled_task_retention": "7 days", "event_retention": "30 days",
+		"min_schedule_interval": "1 minute", "schedule_timezone": "UTC", "table_status_max_age": "1 day"}, settings)
 	for _, sql := range []string{`UPDATE ace.settings SET value = '1000'`, `DELETE FROM ace.settings`,
 		`INSERT INTO ace.settings VALUES ('max_task_runtime', '1 year', '')`} {
 		_, err := asBob.Exec(ctx, sql)
@@ -435,6 +436,7 @@ func TestSettingsAreTheOwners(t *testing.T) {
 		`max_recheck_after = '-1 hour'`:      `setting max_recheck_after must be a positive interval`,
 		`max_cdc_timeout = '0'`:              `setting max_cdc_timeout must be a positive interval`,
 		`task_retention = 'forever'`:         `setting task_retention must be a positive interval`,
+		`schedule_timezone = 'Mars/Olympus'`: `setting schedule_timezone must be a time zone name`,
 	} {
 		t.Run(value, func(t *testing.T) {
 			name, v, _ := strings.Cut(value, " = ")

@@ -1,5 +1,22 @@
 -- Settings: the checks and readers of ace.settings, whose limits keep one role from taking the
--- queue or the agents for itself.
+-- queue or the agents for itself, and which hold the cluster's schedules and retention.
+
+-- Every known setting and the kind of value it takes: a count (a whole number of at least 1),
+-- an interval (positive), or a time zone. One row per setting, so adding one is one line.
+CREATE OR REPLACE FUNCTION ace.setting_kinds() RETURNS TABLE (name text, kind text)
+LANGUAGE sql IMMUTABLE AS $$
+    VALUES ('max_queued_tasks_per_role', 'count'),
+           ('max_running_tasks_per_role', 'count'),
+           ('max_task_runtime', 'interval'),
+           ('max_recheck_after', 'interval'),
+           ('max_cdc_timeout', 'interval'),
+           ('task_retention', 'interval'),
+           ('scheduled_task_retention', 'interval'),
+           ('event_retention', 'interval'),
+           ('min_schedule_interval', 'interval'),
+           ('table_status_max_age', 'interval'),
+           ('schedule_timezone', 'timezone')
+$$;
 
 -- Refuses a value a setting cannot take, naming the setting.
 CREATE OR REPLACE FUNCTION ace.check_setting(name text, value text) RETURNS boolean
@@ -7,13 +24,13 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     span interval;
 BEGIN
-    CASE name
-    WHEN 'max_queued_tasks_per_role', 'max_running_tasks_per_role' THEN
+    CASE (SELECT k.kind FROM ace.setting_kinds() k WHERE k.name = check_setting.name)
+    WHEN 'count' THEN
         IF value !~ '^\s*[0-9]{1,9}\s*$' OR NOT value ~ '[1-9]' THEN
             RAISE EXCEPTION 'setting % must be a whole number of at least 1, got "%"', name, value
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-    WHEN 'max_task_runtime', 'max_recheck_after', 'max_cdc_timeout', 'task_retention' THEN
+    WHEN 'interval' THEN
         BEGIN
             span := value::interval;
         EXCEPTION WHEN data_exception OR syntax_error THEN
@@ -23,10 +40,16 @@ BEGIN
             RAISE EXCEPTION 'setting % must be a positive interval such as ''12 hours'', got "%"', name, value
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
+    WHEN 'timezone' THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_timezone_names z WHERE z.name = value) THEN
+            RAISE EXCEPTION 'setting % must be a time zone name such as ''UTC'' or ''Europe/Paris'', got "%"', name, value
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'SELECT name FROM pg_timezone_names lists them.';
+        END IF;
     ELSE
         RAISE EXCEPTION 'unknown setting "%"', name
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known settings: max_queued_tasks_per_role, max_running_tasks_per_role, max_task_runtime, max_recheck_after, max_cdc_timeout, task_retention.';
+                  HINT = 'Known settings: ' || (SELECT string_agg(k.name, ', ') FROM ace.setting_kinds() k) || '.';
     END CASE;
     RETURN true;
 END $$;
