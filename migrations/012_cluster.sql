@@ -36,3 +36,33 @@ INSERT INTO ace.settings (name, value, description) VALUES
     ('schedule_timezone', 'UTC', 'the time zone in which cron expressions of schedules and repair policies are read'),
     ('table_status_max_age', '1 day', 'how old a table''s last verdict in ace.table_status may be before it is shown as stale')
 ON CONFLICT (name) DO NOTHING;
+
+-- What this node's agent last saw of every node (itself included), collected every heartbeat:
+-- facts about the nodes, never rows. ace.cluster_status reads it, and the leader is chosen from it.
+CREATE TABLE ace.node_status (
+    node_name                 text PRIMARY KEY,
+    reachable                 boolean NOT NULL,
+    agent_alive               boolean NOT NULL,
+    heartbeat_age             interval,
+    version                   text,
+    schema_version            int,
+    track_commit_timestamp    boolean,
+    wal_level                 text,
+    max_prepared_transactions int,
+    subscriptions_enabled     int,
+    subscriptions_total       int,
+    max_slot_lag_bytes        bigint,
+    config_digest             text,       -- of the node's ace.nodes and ace.settings rows
+    config                    jsonb,      -- those rows, for ace.cluster_config_diff
+    warning                   text,
+    reported_at               timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+GRANT SELECT ON ace.node_status TO PUBLIC;
+
+-- The node pinned as leader by the schema's owner (ace.set_leader), at most one row.
+CREATE TABLE ace.leader_pin (
+    pinned    boolean PRIMARY KEY DEFAULT true CONSTRAINT one_pin CHECK (pinned),
+    node_name text NOT NULL REFERENCES ace.nodes ON DELETE CASCADE,
+    pinned_at timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT ON ace.leader_pin TO PUBLIC;

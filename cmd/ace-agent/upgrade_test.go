@@ -257,7 +257,7 @@ func addedAfterV5(line string) bool {
 		"submitted_session_user", "tasks_finished", "_by_login", // 007: the queue
 		"spock_exception_rows",                                       // 010: Spock exceptions
 		"schema_finding", "waiting_on_children", "tasks_parent_task", // 011: schema diffs
-		"events", "nodes.state", "node_state", // 012: the cluster's life
+		"events", "nodes.state", "node_state", "node_status", "leader_pin", "one_pin", // 012: the cluster's life
 	} {
 		if strings.Contains(line, part) {
 			return true
