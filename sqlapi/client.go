@@ -92,27 +92,41 @@ type RegisteredNode struct {
 	Name     string `json:"node_name"`
 	ConnInfo string `json:"conninfo"`
 	Cluster  string `json:"cluster_name"`
+	// State is active (a default node of every task), joining (taking part only when named) or
+	// down (refused when named), with the reason given and when it changed.
+	State          NodeState `json:"state"`
+	StateReason    *string   `json:"state_reason"`
+	StateChangedAt time.Time `json:"state_changed_at"`
 }
 
 // Nodes lists the registered nodes by name.
 func Nodes(ctx context.Context, q Querier) ([]RegisteredNode, error) {
-	rows, err := q.Query(ctx, `SELECT node_name, conninfo, cluster_name FROM ace.nodes ORDER BY node_name`)
+	rows, err := q.Query(ctx, `SELECT `+nodeColumns+` FROM ace.nodes n ORDER BY node_name`)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (RegisteredNode, error) {
-		var n RegisteredNode
-		err := r.Scan(&n.Name, &n.ConnInfo, &n.Cluster)
-		return n, err
-	})
+	return pgx.CollectRows(rows, scanNode)
 }
 
-// AddNode registers or updates a node on the node q is connected to.
+// nodeColumns are the columns of ace.nodes (alias n) that scanNode reads.
+const nodeColumns = `n.node_name, n.conninfo, n.cluster_name, n.state, n.state_reason, n.state_changed_at`
+
+func scanNode(r pgx.CollectableRow) (RegisteredNode, error) {
+	var n RegisteredNode
+	err := r.Scan(&n.Name, &n.ConnInfo, &n.Cluster, &n.State, &n.StateReason, &n.StateChangedAt)
+	return n, err
+}
+
+// AddNode registers or updates a node on the node q is connected to. A new node starts in
+// n.State (active when empty); a registered one keeps its state.
 func AddNode(ctx context.Context, q Querier, n RegisteredNode) error {
 	if n.Cluster == "" {
 		n.Cluster = "default"
 	}
-	if _, err := q.Exec(ctx, `SELECT ace.add_node($1, $2, $3)`, n.Name, n.ConnInfo, n.Cluster); err != nil {
+	if n.State == "" {
+		n.State = NodeActive
+	}
+	if _, err := q.Exec(ctx, `SELECT ace.add_node($1, $2, $3, $4)`, n.Name, n.ConnInfo, n.Cluster, n.State); err != nil {
 		return fmt.Errorf("add node %s: %w", n.Name, err)
 	}
 	return nil

@@ -39,11 +39,17 @@ func TestLeaderIsTheFirstLiveActiveNodeUnlessPinned(t *testing.T) {
 		{"the pinned node down", `UPDATE ace.nodes SET state = 'down' WHERE node_name = 'n3'`, "n2"},
 		{"the pinned node back", `UPDATE ace.nodes SET state = 'active' WHERE node_name = 'n3'`, "n3"},
 		{"unpinned", `SELECT ace.set_leader(NULL)`, "n2"},
+		{"the leader marked down", `SELECT ace.mark_node_down('n2', 'maintenance')`, "n3"},
+		{"a stale reading of the next one", `UPDATE ace.node_status SET stale_at = now() - interval '1 second' WHERE node_name = 'n3'`, ""},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
 			if s.sql != "" {
 				n1.Exec(t, s.sql)
+			}
+			if s.want == "" {
+				require.Nil(t, leader())
+				return
 			}
 			require.Equal(t, s.want, *leader())
 		})

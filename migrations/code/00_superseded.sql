@@ -32,3 +32,6 @@ END $$;
 -- Issue 16: ace.ready_mtree returned a tree's whole row (its builder and build task) to anyone;
 -- ace.check_mtree_ready only raises.
 DROP FUNCTION IF EXISTS ace.ready_mtree(text);
+
+-- Issue 19: ace.add_node took the state of a new node.
+DROP FUNCTION IF EXISTS ace.add_node(text, text, text);

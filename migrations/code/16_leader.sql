@@ -2,13 +2,20 @@
 -- No consensus is needed: that work is read-only or compare-and-set, so two leaders during a
 -- partition are harmless. Nodes that see the same ace.node_status agree.
 
+-- Whether a node is live as this node's agent last saw it: reachable, with a live agent, in a
+-- reading that is not stale (the collector that wrote it, this node's agent, still collects).
+-- The one definition of a live node, for the leader and the cluster's health.
+CREATE OR REPLACE FUNCTION ace.node_live(s ace.node_status) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT coalesce(s.reachable AND s.agent_alive AND (s.stale_at IS NULL OR s.stale_at > now()), false)
+$$;
+
 -- The leader is the pinned node while it is active with a live agent; otherwise the first
 -- active node by name (in byte order, the same on every node) with a live agent. NULL when no
 -- active node has a live agent, as far as this node's agent last saw.
 CREATE OR REPLACE FUNCTION ace.leader() RETURNS text LANGUAGE sql STABLE AS $$
     WITH live AS (
         SELECT n.node_name FROM ace.nodes n JOIN ace.node_status s ON s.node_name = n.node_name
-        WHERE n.state = 'active' AND s.agent_alive)
+        WHERE n.state = 'active' AND ace.node_live(s))
     SELECT coalesce((SELECT p.node_name FROM ace.leader_pin p JOIN live l ON l.node_name = p.node_name),
                     (SELECT l.node_name FROM live l ORDER BY l.node_name COLLATE "C" LIMIT 1))
 $$;
@@ -19,10 +26,21 @@ CREATE OR REPLACE FUNCTION ace.is_leader() RETURNS boolean LANGUAGE sql STABLE A
                             WHERE a.node_name = ace.leader() AND a.stopped_at IS NULL), false)
 $$;
 
--- Pins the leader to a node, or unpins it with NULL. Only the schema's owner may: it writes
--- ace.leader_pin with the caller's privileges.
+-- Refuses a caller who does not own the ace schema (the agent's login does): what follows
+-- changes the cluster's shared state.
+CREATE OR REPLACE FUNCTION ace.require_schema_owner(action text) RETURNS void LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT pg_has_role(current_user, (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'ace'), 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied: only the owner of schema ace may %', action
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Connect as the agent''s login (the owner of schema ace), or ask its administrator.';
+    END IF;
+END $$;
+
+-- Pins the leader to a node, or unpins it with NULL. Only the schema's owner may.
 CREATE OR REPLACE FUNCTION ace.set_leader(node_name text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM ace.require_schema_owner('pin the leader');
     IF node_name IS NULL THEN
         DELETE FROM ace.leader_pin;
     ELSE

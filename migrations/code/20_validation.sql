@@ -41,30 +41,62 @@ BEGIN
                            (SELECT c.relname FROM pg_class c WHERE c.oid = rel));
 END $$;
 
--- Expands NULL to every registered node, drops duplicates, and rejects unknown names.
+-- Checks nodes a caller named: each must be registered, and none marked down (a joining node
+-- may be named). The one check of named nodes, for every task type.
+CREATE OR REPLACE FUNCTION ace.check_named_nodes(nodes text[]) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    unknown text[];
+    down ace.nodes;
+BEGIN
+    SELECT array_agg(n ORDER BY n) INTO unknown
+        FROM unnest(nodes) n WHERE NOT EXISTS (SELECT 1 FROM ace.nodes x WHERE x.node_name = n);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown node(s): %', array_to_string(unknown, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Registered nodes are listed in ace.nodes; add one with ace.add_node(name, conninfo).';
+    END IF;
+    SELECT * INTO down FROM ace.nodes x WHERE x.node_name = ANY (nodes) AND x.state = 'down' ORDER BY x.node_name LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'node % is marked down (%); mark it up with ace.mark_node_up(%) or leave it out',
+            down.node_name, coalesce(down.state_reason, 'no reason given'), quote_literal(down.node_name)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'SELECT node_name, state, state_reason FROM ace.nodes shows every node''s state.';
+    END IF;
+END $$;
+
+-- The default nodes of a task: the active ones, by name. A NOTICE names those left out (down or
+-- joining), so that a caller sees what the task will not look at.
+CREATE OR REPLACE FUNCTION ace.default_nodes() RETURNS text[]
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    left_out text;
+BEGIN
+    SELECT string_agg(format('%s (%s%s)', n.node_name, n.state, ': ' || n.state_reason), ', ' ORDER BY n.node_name)
+        INTO left_out FROM ace.nodes n WHERE n.state <> 'active';
+    IF left_out IS NOT NULL THEN
+        RAISE NOTICE 'nodes left out: %', left_out
+            USING HINT = 'Only active nodes take part by default; name a joining node to include it.';
+    END IF;
+    RETURN (SELECT coalesce(array_agg(n.node_name ORDER BY n.node_name), '{}') FROM ace.nodes n WHERE n.state = 'active');
+END $$;
+
+-- Expands NULL (or 'all') to the default nodes, drops duplicates, and checks named nodes.
 CREATE OR REPLACE FUNCTION ace.resolve_nodes(nodes text[]) RETURNS text[]
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     resolved text[];
-    unknown text[];
 BEGIN
     IF nodes IS NULL OR cardinality(nodes) = 0 OR nodes = ARRAY['all'] THEN
-        SELECT coalesce(array_agg(node_name ORDER BY node_name), '{}') INTO resolved FROM ace.nodes;
+        resolved := ace.default_nodes();
     ELSE
-        SELECT array_agg(DISTINCT btrim(n)) INTO resolved FROM unnest(nodes) n;
-        SELECT array_agg(n ORDER BY n) INTO unknown
-            FROM unnest(resolved) n WHERE NOT EXISTS (SELECT 1 FROM ace.nodes x WHERE x.node_name = n);
-        IF unknown IS NOT NULL THEN
-            RAISE EXCEPTION 'unknown node(s): %', array_to_string(unknown, ', ')
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Registered nodes are listed in ace.nodes; add one with ace.add_node(name, conninfo).';
-        END IF;
-        SELECT array_agg(n ORDER BY n) INTO resolved FROM unnest(resolved) n;
+        SELECT array_agg(DISTINCT btrim(n) ORDER BY btrim(n)) INTO resolved FROM unnest(nodes) n;
+        PERFORM ace.check_named_nodes(resolved);
     END IF;
     IF cardinality(resolved) < 2 THEN
-        RAISE EXCEPTION 'a diff needs at least 2 nodes, got %', coalesce(array_to_string(resolved, ', '), 'none')
+        RAISE EXCEPTION 'a diff needs at least 2 nodes, got %', coalesce(nullif(array_to_string(resolved, ', '), ''), 'none')
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Register the cluster''s nodes with ace.add_node(name, conninfo) on this node.';
+                  HINT = 'Register the cluster''s nodes with ace.add_node(name, conninfo) on this node; SELECT node_name, state FROM ace.nodes shows which are active.';
     END IF;
     RETURN resolved;
 END $$;

@@ -1,14 +1,108 @@
 -- The SQL API shared by every task type: nodes, waiting (with or without progress NOTICEs), cancelling.
 
-CREATE OR REPLACE FUNCTION ace.add_node(node_name text, conninfo text, cluster_name text DEFAULT 'default')
-RETURNS void LANGUAGE sql AS $$
-    INSERT INTO ace.nodes (node_name, conninfo, cluster_name) VALUES ($1, $2, $3)
-    ON CONFLICT ON CONSTRAINT nodes_pkey DO UPDATE SET conninfo = EXCLUDED.conninfo, cluster_name = EXCLUDED.cluster_name;
-$$;
+-- Registers a node, or changes a registered node's connection string and cluster. A new node
+-- starts in the given state: active (a default node of every task), or joining (taking part
+-- only when named, until ace.promote_node). A registered node keeps its state: ace.promote_node,
+-- ace.mark_node_down and ace.mark_node_up change it.
+CREATE OR REPLACE FUNCTION ace.add_node(node_name text, conninfo text, cluster_name text DEFAULT 'default',
+                                        state text DEFAULT 'active')
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    added boolean;
+BEGIN
+    IF state IS NULL OR state NOT IN ('active', 'joining') THEN
+        RAISE EXCEPTION 'a node is added as active or joining, not %', coalesce(state, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Add it as joining to let it take part only when named, then ace.promote_node it.';
+    END IF;
+    INSERT INTO ace.nodes AS n (node_name, conninfo, cluster_name, state)
+    VALUES (add_node.node_name, add_node.conninfo, add_node.cluster_name, add_node.state)
+    ON CONFLICT ON CONSTRAINT nodes_pkey DO UPDATE SET conninfo = EXCLUDED.conninfo, cluster_name = EXCLUDED.cluster_name
+    RETURNING xmax = 0 INTO added;
+    IF added THEN
+        PERFORM ace.record_event('node_added', add_node.node_name,
+                                 detail => jsonb_build_object('state', add_node.state, 'cluster_name', add_node.cluster_name));
+    END IF;
+END $$;
 
-CREATE OR REPLACE FUNCTION ace.remove_node(node_name text) RETURNS boolean LANGUAGE sql AS $$
-    WITH d AS (DELETE FROM ace.nodes n WHERE n.node_name = $1 RETURNING 1) SELECT EXISTS (SELECT 1 FROM d);
-$$;
+CREATE OR REPLACE FUNCTION ace.remove_node(node_name text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM ace.nodes n WHERE n.node_name = remove_node.node_name;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM ace.record_event('node_removed', remove_node.node_name);
+    RETURN true;
+END $$;
+
+-- A registered node's row, locked for a change of state; an unknown name is an error.
+CREATE OR REPLACE FUNCTION ace.node_for_update(node_name text) RETURNS ace.nodes
+LANGUAGE plpgsql AS $$
+DECLARE
+    n ace.nodes;
+BEGIN
+    PERFORM ace.require_schema_owner('change a node''s state');
+    SELECT * INTO n FROM ace.nodes x WHERE x.node_name = node_for_update.node_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'node % is not in ace.nodes', node_name
+            USING ERRCODE = 'no_data_found', HINT = 'SELECT node_name, state FROM ace.nodes lists the nodes.';
+    END IF;
+    RETURN n;
+END $$;
+
+-- Sets a node's state and records the event; the state functions below decide when.
+CREATE OR REPLACE FUNCTION ace.set_node_state(node_name text, state text, reason text, kind text) RETURNS ace.nodes
+LANGUAGE plpgsql AS $$
+DECLARE
+    n ace.nodes;
+BEGIN
+    UPDATE ace.nodes x SET state = set_node_state.state, state_reason = reason, state_changed_at = now()
+    WHERE x.node_name = set_node_state.node_name RETURNING * INTO n;
+    PERFORM ace.record_event(kind, node_name, detail => jsonb_strip_nulls(jsonb_build_object('reason', reason)));
+    RETURN n;
+END $$;
+
+-- A joining node becomes active: a default node of every task.
+CREATE OR REPLACE FUNCTION ace.promote_node(node_name text) RETURNS ace.nodes
+LANGUAGE plpgsql AS $$
+DECLARE
+    n ace.nodes := ace.node_for_update(node_name);
+BEGIN
+    IF n.state <> 'joining' THEN
+        RAISE EXCEPTION 'node % is %, not joining', node_name, n.state
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = CASE n.state WHEN 'down' THEN format('Mark it up with ace.mark_node_up(%L).', node_name)
+                                      ELSE 'It takes part in every task already.' END;
+    END IF;
+    RETURN ace.set_node_state(node_name, 'active', NULL, 'node_promoted');
+END $$;
+
+-- Marks a node down: tasks leave it out of their default nodes and refuse it when named. Marking
+-- a down node down again only changes the reason.
+CREATE OR REPLACE FUNCTION ace.mark_node_down(node_name text, reason text DEFAULT NULL) RETURNS ace.nodes
+LANGUAGE plpgsql AS $$
+DECLARE
+    n ace.nodes := ace.node_for_update(node_name);
+BEGIN
+    IF n.state = 'down' THEN
+        UPDATE ace.nodes x SET state_reason = reason WHERE x.node_name = mark_node_down.node_name RETURNING * INTO n;
+        RETURN n;
+    END IF;
+    RETURN ace.set_node_state(node_name, 'down', reason, 'node_down');
+END $$;
+
+-- Marks a down node up again: active, a default node of every task.
+CREATE OR REPLACE FUNCTION ace.mark_node_up(node_name text) RETURNS ace.nodes
+LANGUAGE plpgsql AS $$
+DECLARE
+    n ace.nodes := ace.node_for_update(node_name);
+BEGIN
+    IF n.state <> 'down' THEN
+        RAISE NOTICE 'node % is % already', node_name, n.state;
+        RETURN n;
+    END IF;
+    RETURN ace.set_node_state(node_name, 'active', NULL, 'node_up');
+END $$;
 
 -- Blocks until the task reaches a terminal status and returns it: the one wait loop, used by
 -- ace.wait callers and by the CALL forms (ace.run_*). It polls, because a function cannot

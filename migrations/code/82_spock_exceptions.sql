@@ -10,11 +10,7 @@ CREATE OR REPLACE FUNCTION ace.resolve_spock_nodes(nodes text[]) RETURNS text[]
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF cardinality(nodes) = 1 AND nodes <> ARRAY['all'] THEN
-        IF NOT EXISTS (SELECT 1 FROM ace.nodes x WHERE x.node_name = btrim(nodes[1])) THEN
-            RAISE EXCEPTION 'unknown node(s): %', nodes[1]
-                USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Registered nodes are listed in ace.nodes; add one with ace.add_node(name, conninfo).';
-        END IF;
+        PERFORM ace.check_named_nodes(ARRAY[btrim(nodes[1])]);
         RETURN ARRAY[btrim(nodes[1])];
     END IF;
     RETURN ace.resolve_nodes(nodes);
