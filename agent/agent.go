@@ -78,9 +78,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("ACE_DSN: %w", err)
 	}
 	// Each task holds its claim connection and may read a stream (a repair's diff rows) while it
-	// writes on a third; the rest serve claiming and the background services (the tree keeper
-	// has a pool of its own).
-	pcfg.MaxConns = int32(3*a.cfg.MaxTasks + 4)
+	// writes on a third; the heartbeat holds one; the rest serve claiming and the background
+	// services (the tree keeper has a pool of its own).
+	pcfg.MaxConns = int32(3*a.cfg.MaxTasks + 5)
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "ace-agent"
 	// The agent's own writes to the ace schema, and its DDL, stay on this node.
 	pcfg.AfterConnect = engine.KeepLocal
@@ -133,6 +133,7 @@ func (a *Agent) services(wake chan struct{}) []service {
 		&listener{a: a, wake: wake, trees: trees},
 		newTreeKeeper(a, trees),
 		&treeStatusCollector{a: a},
+		&clusterStatusCollector{a: a},
 		&retention{a: a},
 	}
 }
@@ -151,7 +152,15 @@ func (a *Agent) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("register agent in ace.agents: %w", err)
 	}
+	if _, err := sqlapi.RecordEvent(ctx, a.pool, a.agentEvent("agent_started")); err != nil {
+		return fmt.Errorf("register agent: %w", err)
+	}
 	return nil
+}
+
+// agentEvent is an event about this agent's own start or stop.
+func (a *Agent) agentEvent(kind string) sqlapi.Event {
+	return sqlapi.Event{Kind: kind, NodeName: a.cfg.Node, Detail: map[string]any{"agent_id": a.id, "version": Version}}
 }
 
 func (a *Agent) unregister() {
@@ -159,6 +168,10 @@ func (a *Agent) unregister() {
 	defer cancel()
 	if _, err := a.pool.Exec(ctx, `UPDATE ace.agents SET stopped_at = clock_timestamp(), running = 0 WHERE agent_id = $1`, a.id); err != nil {
 		a.log.Warn("could not mark agent stopped", "err", err)
+		return
+	}
+	if _, err := sqlapi.RecordEvent(ctx, a.pool, a.agentEvent("agent_stopped")); err != nil {
+		a.log.Warn("could not record the agent's stop", "err", err)
 	}
 }
 
