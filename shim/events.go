@@ -27,6 +27,7 @@ const (
 	eventQueued   = "queued"
 	eventProgress = "progress"
 	eventDone     = "done"
+	eventCluster  = "cluster" // payload-free: an event of the cluster was recorded
 )
 
 // eventsHandler streams the caller's own tasks as Server-Sent Events. It holds no database
@@ -34,7 +35,15 @@ const (
 // task's ace_task_<id> for its changes), and it re-reads the rows on the caller's own login, so
 // row-level security decides what it can read, at most once per ACE_SHIM_EVENT_MIN_INTERVAL and
 // at least every poll interval. A CN may hold ACE_SHIM_MAX_STREAMS_PER_CN streams at once.
+//
+// With ?after=ID it is no stream but the list of the cluster's events after ID (eventList).
+// The stream also sends a payload-free "cluster" event whenever an event is recorded
+// (ace_event): the caller reads what it may see with ?after=.
 func (s *Server) eventsHandler(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("after") {
+		s.eventList(w, r)
+		return
+	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, fmt.Errorf("this connection cannot stream"))
@@ -47,14 +56,15 @@ func (s *Server) eventsHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	st := &stream{s: s, role: role, sub: newSubscriber(), since: time.Now(), seen: map[uuid.UUID]string{}, following: map[uuid.UUID]bool{}}
+	st := &stream{s: s, role: role, sub: newSubscriber(), cluster: newSubscriber(), since: time.Now(), seen: map[uuid.UUID]string{}, following: map[uuid.UUID]bool{}}
 	s.hub.subscribe(newTaskChannel, st.sub)
+	s.hub.subscribe(sqlapi.EventChannel, st.cluster)
 	defer st.close()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush()
-	if err := st.run(ctx, func(name string, e event) error {
+	if err := st.run(ctx, func(name string, e any) error {
 		return writeEvent(w, flusher, name, e)
 	}); err != nil && ctx.Err() == nil {
 		s.log.Warn("event stream ended", "role", role, "error", err)
@@ -64,7 +74,7 @@ func (s *Server) eventsHandler(w http.ResponseWriter, r *http.Request) {
 // newTaskChannel is notified (without a payload) when any task is inserted.
 const newTaskChannel = "ace_task"
 
-func writeEvent(w http.ResponseWriter, f http.Flusher, name string, e event) error {
+func writeEvent(w http.ResponseWriter, f http.Flusher, name string, e any) error {
 	data, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
@@ -81,6 +91,7 @@ type stream struct {
 	s         *Server
 	role      string
 	sub       *subscriber
+	cluster   *subscriber // woken by ace_event: an event of the cluster was recorded
 	since     time.Time
 	seen      map[uuid.UUID]string // task -> what was last sent about it ("" once done)
 	following map[uuid.UUID]bool   // tasks whose channel wakes the stream
@@ -88,6 +99,7 @@ type stream struct {
 
 func (st *stream) close() {
 	st.s.hub.unsubscribe(newTaskChannel, st.sub)
+	st.s.hub.unsubscribe(sqlapi.EventChannel, st.cluster)
 	for id := range st.following {
 		st.s.hub.unsubscribe(sqlapi.TaskChannel(id), st.sub)
 	}
@@ -95,22 +107,45 @@ func (st *stream) close() {
 
 // run re-reads the tasks, then waits for a wake-up or the poll interval, and never re-reads
 // sooner than the minimum interval after the last re-read: a flood of notifications, which any
-// role may send, costs one re-read per interval.
-func (st *stream) run(ctx context.Context, send func(string, event) error) error {
-	var last time.Time
+// role may send, costs one re-read per interval. A cluster event is passed on as it comes, with
+// nothing in it (the caller reads the events it may see), at most once per minimum interval too.
+func (st *stream) run(ctx context.Context, send func(string, any) error) error {
+	var last, lastCluster time.Time
 	for {
 		if err := sleep(ctx, time.Until(last.Add(st.s.cfg.EventMinInterval))); err != nil {
 			return err
 		}
 		last = time.Now()
-		if err := st.scan(ctx, send); err != nil {
+		if err := st.scan(ctx, func(name string, e event) error { return send(name, e) }); err != nil {
 			return err
 		}
+		if err := st.wait(ctx, send, &lastCluster); err != nil {
+			return err
+		}
+	}
+}
+
+// wait returns when the tasks are to be read again (a wake-up or the poll interval), passing
+// on the cluster's events meanwhile.
+func (st *stream) wait(ctx context.Context, send func(string, any) error, lastCluster *time.Time) error {
+	poll := time.NewTimer(st.s.cfg.PollInterval)
+	defer poll.Stop()
+	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-st.sub.wake:
-		case <-time.After(st.s.cfg.PollInterval):
+			return nil
+		case <-poll.C:
+			return nil
+		case <-st.cluster.wake:
+			if err := sleep(ctx, time.Until(lastCluster.Add(st.s.cfg.EventMinInterval))); err != nil {
+				return err
+			}
+			*lastCluster = time.Now()
+			if err := send(eventCluster, struct{}{}); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -195,3 +195,42 @@ func DeleteExpiredEvents(ctx context.Context, q Querier, batch int) (int, error)
 	}
 	return int(tag.RowsAffected()), nil
 }
+
+// ClusterMap is the cluster as this node sees it: the registered nodes with their states,
+// which are live, and the leader.
+type ClusterMap struct {
+	Nodes  []MapNode `json:"nodes"`
+	Leader *string   `json:"leader"`
+}
+
+// MapNode is a registered node on the map.
+type MapNode struct {
+	RegisteredNode
+	Live   bool `json:"live"`
+	Leader bool `json:"leader"`
+}
+
+// ReadClusterMap reads ace.nodes with each node's liveness (ace.node_live) and the leader.
+func ReadClusterMap(ctx context.Context, q Querier) (ClusterMap, error) {
+	m := ClusterMap{Nodes: []MapNode{}}
+	if err := q.QueryRow(ctx, `SELECT ace.leader()`).Scan(&m.Leader); err != nil {
+		return m, fmt.Errorf("read the cluster's map: %w", err)
+	}
+	rows, err := q.Query(ctx, `SELECT `+nodeColumns+`, ace.node_live(s)
+		FROM ace.nodes n LEFT JOIN ace.node_status s ON s.node_name = n.node_name ORDER BY n.node_name COLLATE "C"`)
+	if err != nil {
+		return m, fmt.Errorf("read the cluster's map: %w", err)
+	}
+	m.Nodes, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (MapNode, error) {
+		var n MapNode
+		var live *bool
+		err := r.Scan(&n.Name, &n.ConnInfo, &n.Cluster, &n.State, &n.StateReason, &n.StateChangedAt, &live)
+		n.Live = live != nil && *live
+		n.Leader = m.Leader != nil && *m.Leader == n.Name
+		return n, err
+	})
+	if err != nil {
+		return m, fmt.Errorf("read the cluster's map: %w", err)
+	}
+	return m, nil
+}

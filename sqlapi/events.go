@@ -14,15 +14,16 @@ import (
 const EventChannel = "ace_event"
 
 // Event is one row of ace.events: a fact about a node, a table or a task, never a row's values.
+// Its JSON names are those of the columns.
 type Event struct {
-	ID        int64
-	At        time.Time
-	Kind      string
-	NodeName  string
-	TableName string
-	TaskID    *uuid.UUID
-	Actor     string
-	Detail    map[string]any
+	ID        int64          `json:"event_id"`
+	At        time.Time      `json:"at"`
+	Kind      string         `json:"kind"`
+	NodeName  string         `json:"node_name,omitempty"`
+	TableName string         `json:"table_name,omitempty"`
+	TaskID    *uuid.UUID     `json:"task_id,omitempty"`
+	Actor     string         `json:"actor"`
+	Detail    map[string]any `json:"detail"`
 }
 
 // RecordEvent appends an event through ace.record_event, on the given session: its login is the

@@ -183,30 +183,27 @@ func TestNodeStatesDecideATasksNodes(t *testing.T) {
 	})
 }
 
-// TestOnlyTheSchemaOwnerChangesNodesAndTheLeader: a submitter can neither pin the leader nor
-// change a node's state.
-func TestOnlyTheSchemaOwnerChangesNodesAndTheLeader(t *testing.T) {
+// TestWhoChangesNodesAndTheLeader: only the schema's owner pins the leader; a node's state is
+// changed by the owner and by the roles the owner grants the state functions to, and the event
+// names who did it.
+func TestWhoChangesNodesAndTheLeader(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := testcluster.NewSecure(t)
 	n1 := e.Node("n1")
-	alice := n1.ConnectAs(t, e.AddSubmitter("alice", false))
-	for name, sql := range map[string]string{
-		"pin the leader":   `SELECT ace.set_leader('n2')`,
-		"unpin the leader": `SELECT ace.set_leader(NULL)`,
-		"mark a node down": `SELECT ace.mark_node_down('n2', 'mine')`,
-		"mark a node up":   `SELECT ace.mark_node_up('n2')`,
-		"promote a node":   `SELECT ace.promote_node('n2')`,
-	} {
-		t.Run(name, func(t *testing.T) {
-			_, err := alice.Exec(ctx, sql)
-			var pgErr *pgconn.PgError
-			require.True(t, errors.As(err, &pgErr), "refused: %v", err)
-			require.Equal(t, pgerrcode.InsufficientPrivilege, pgErr.Code)
-			require.Contains(t, pgErr.Message, "only the owner of schema ace may")
-		})
+	aliceRole := e.AddSubmitter("alice", false)
+	alice := n1.ConnectAs(t, aliceRole)
+	refused := func(t *testing.T, sql, message string) {
+		t.Helper()
+		_, err := alice.Exec(ctx, sql)
+		var pgErr *pgconn.PgError
+		require.True(t, errors.As(err, &pgErr), "refused: %v", err)
+		require.Equal(t, pgerrcode.InsufficientPrivilege, pgErr.Code)
+		require.Contains(t, pgErr.Message, message)
 	}
-	t.Run("the owner may", func(t *testing.T) {
+	t.Run("the pin is the owner's only", func(t *testing.T) {
+		refused(t, `SELECT ace.set_leader('n2')`, "only the owner of schema ace may pin the leader")
+		refused(t, `SELECT ace.set_leader(NULL)`, "only the owner of schema ace may pin the leader")
 		owner, err := pgx.Connect(ctx, n1.AgentDSN)
 		require.NoError(t, err)
 		defer owner.Close(ctx)
@@ -215,5 +212,25 @@ func TestOnlyTheSchemaOwnerChangesNodesAndTheLeader(t *testing.T) {
 		var pinned string
 		require.NoError(t, owner.QueryRow(ctx, `SELECT node_name FROM ace.leader_pin`).Scan(&pinned))
 		require.Equal(t, "n2", pinned)
+		n1.Exec(t, `GRANT EXECUTE ON FUNCTION ace.set_leader(text) TO `+pgx.Identifier{aliceRole}.Sanitize())
+		refused(t, `SELECT ace.set_leader(NULL)`, "only the owner of schema ace may pin the leader")
+	})
+	t.Run("node states are for the roles granted them", func(t *testing.T) {
+		refused(t, `SELECT ace.mark_node_down('n2', 'mine')`, "permission denied for function mark_node_down")
+		refused(t, `SELECT ace.mark_node_up('n2')`, "permission denied for function mark_node_up")
+		refused(t, `SELECT ace.promote_node('n2')`, "permission denied for function promote_node")
+		refused(t, `SELECT ace.set_node_state('n2', 'down', NULL, 'node_down')`, "permission denied for function set_node_state")
+		from := lastEventID(t, n1.Pool)
+		n1.Exec(t, `GRANT EXECUTE ON FUNCTION ace.mark_node_down(text, text), ace.mark_node_up(text) TO `+pgx.Identifier{aliceRole}.Sanitize())
+		_, err := sqlapi.MarkNodeDown(ctx, alice, "n2", "paged")
+		require.NoError(t, err)
+		_, err = sqlapi.MarkNodeUp(ctx, alice, "n2")
+		require.NoError(t, err)
+		events, err := sqlapi.EventsSince(ctx, alice, from, "node_down", "node_up")
+		require.NoError(t, err)
+		require.Len(t, events, 2)
+		for _, ev := range events {
+			require.Equal(t, aliceRole, ev.Actor, "the event names who changed the state")
+		}
 	})
 }

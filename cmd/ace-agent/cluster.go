@@ -16,9 +16,10 @@ import (
 func newClusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "Register a whole cluster's nodes",
+		Short: "Register a whole cluster's nodes; its status, health, map, configuration differences and leader",
 	}
-	cmd.AddCommand(newClusterImportCmd(g))
+	cmd.AddCommand(newClusterImportCmd(g), newClusterStatusCmd(g), newClusterHealthCmd(g), newClusterMapCmd(g),
+		newClusterConfigDiffCmd(g), newClusterLeaderCmd(g))
 	return cmd
 }
 

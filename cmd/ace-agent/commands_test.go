@@ -23,9 +23,9 @@ func TestNodeCommands(t *testing.T) {
 
 	r = ace(t, dsn, "node", "list")
 	require.Equal(t, exitOK, r.code, r)
-	require.Regexp(t, `^NAME +CLUSTER +CONNINFO\n`, r.stdout)
-	require.Regexp(t, `(?m)^n1 +default +host=127\.0\.0\.1 port=\d+ user=postgres dbname=`+e.DB+` sslmode=disable$`, r.stdout)
-	require.Regexp(t, `(?m)^x +c1 +host=127\.0\.0\.1 port=1 dbname=x$`, r.stdout)
+	require.Regexp(t, `^NAME +CLUSTER +STATE +CONNINFO\n`, r.stdout)
+	require.Regexp(t, `(?m)^n1 +default +active +host=127\.0\.0\.1 port=\d+ user=postgres dbname=`+e.DB+` sslmode=disable$`, r.stdout)
+	require.Regexp(t, `(?m)^x +c1 +active +host=127\.0\.0\.1 port=1 dbname=x$`, r.stdout)
 
 	r = ace(t, dsn, "node", "add", "y", "host=h password=p")
 	require.Equal(t, exitError, r.code, r)

@@ -14,14 +14,15 @@ import (
 func newNodeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Register, list and remove the cluster's nodes (ace.nodes on the local node)",
+		Short: "Register, list and remove the cluster's nodes, and change their states (ace.nodes on the local node)",
 	}
 	cmd.AddCommand(newNodeAddCmd(g), newNodeListCmd(g), newNodeRemoveCmd(g))
+	cmd.AddCommand(nodeStateCmds(g)...)
 	return cmd
 }
 
 func newNodeAddCmd(g *globals) *cobra.Command {
-	var cluster string
+	var cluster, state string
 	cmd := &cobra.Command{
 		Use:   "add NAME CONNINFO",
 		Short: "Register a node, or change a registered node's connection string",
@@ -37,7 +38,7 @@ connection string without a password: the agent takes passwords from its own env
 				return err
 			}
 			defer closeConn(conn)
-			n := sqlapi.RegisteredNode{Name: args[0], ConnInfo: args[1], Cluster: cluster}
+			n := sqlapi.RegisteredNode{Name: args[0], ConnInfo: args[1], Cluster: cluster, State: sqlapi.NodeState(state)}
 			if err := sqlapi.AddNode(ctx, conn, n); err != nil {
 				return explainNodeError(n.Name, err)
 			}
@@ -46,6 +47,7 @@ connection string without a password: the agent takes passwords from its own env
 		},
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "default", "name of the cluster the node belongs to")
+	cmd.Flags().StringVar(&state, "state", "active", "a new node's state: active, or joining (it takes part only when named until 'node promote')")
 	return cmd
 }
 
@@ -83,9 +85,9 @@ func newNodeListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tCLUSTER\tCONNINFO")
+			fmt.Fprintln(tw, "NAME\tCLUSTER\tSTATE\tCONNINFO")
 			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Name, n.Cluster, n.ConnInfo)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Cluster, n.State+sqlapi.NodeState(orEmpty(": ", n.StateReason)), n.ConnInfo)
 			}
 			return tw.Flush()
 		},

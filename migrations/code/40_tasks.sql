@@ -35,13 +35,17 @@ BEGIN
     RETURN true;
 END $$;
 
+-- The state functions below change the cluster's shared state: they run as the schema's owner,
+-- and only the roles the owner grants them to may call them (GRANT EXECUTE ON FUNCTION
+-- ace.mark_node_down(text, text) TO oncall;), through SQL, the CLI or the HTTP shim. The event
+-- they record names the caller's login as its actor.
+
 -- A registered node's row, locked for a change of state; an unknown name is an error.
 CREATE OR REPLACE FUNCTION ace.node_for_update(node_name text) RETURNS ace.nodes
 LANGUAGE plpgsql AS $$
 DECLARE
     n ace.nodes;
 BEGIN
-    PERFORM ace.require_schema_owner('change a node''s state');
     SELECT * INTO n FROM ace.nodes x WHERE x.node_name = node_for_update.node_name FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'node % is not in ace.nodes', node_name
@@ -64,7 +68,7 @@ END $$;
 
 -- A joining node becomes active: a default node of every task.
 CREATE OR REPLACE FUNCTION ace.promote_node(node_name text) RETURNS ace.nodes
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     n ace.nodes := ace.node_for_update(node_name);
 BEGIN
@@ -80,7 +84,7 @@ END $$;
 -- Marks a node down: tasks leave it out of their default nodes and refuse it when named. Marking
 -- a down node down again only changes the reason.
 CREATE OR REPLACE FUNCTION ace.mark_node_down(node_name text, reason text DEFAULT NULL) RETURNS ace.nodes
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     n ace.nodes := ace.node_for_update(node_name);
 BEGIN
@@ -93,7 +97,7 @@ END $$;
 
 -- Marks a down node up again: active, a default node of every task.
 CREATE OR REPLACE FUNCTION ace.mark_node_up(node_name text) RETURNS ace.nodes
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     n ace.nodes := ace.node_for_update(node_name);
 BEGIN
@@ -103,6 +107,9 @@ BEGIN
     END IF;
     RETURN ace.set_node_state(node_name, 'active', NULL, 'node_up');
 END $$;
+
+REVOKE EXECUTE ON FUNCTION ace.promote_node(text), ace.mark_node_down(text, text), ace.mark_node_up(text),
+    ace.node_for_update(text), ace.set_node_state(text, text, text, text) FROM PUBLIC;
 
 -- Blocks until the task reaches a terminal status and returns it: the one wait loop, used by
 -- ace.wait callers and by the CALL forms (ace.run_*). It polls, because a function cannot
