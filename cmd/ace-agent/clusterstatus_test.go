@@ -35,7 +35,9 @@ func startProbe(t *testing.T, e *testcluster.Env) *healthProbe {
 	t.Helper()
 	role := e.DB + "_probe"
 	e.Node("n1").Exec(t, `CREATE ROLE `+pgx.Identifier{role}.Sanitize()+` LOGIN`)
-	t.Cleanup(func() { _, _ = e.Node("n1").Pool.Exec(context.Background(), `DROP ROLE IF EXISTS `+pgx.Identifier{role}.Sanitize()) })
+	t.Cleanup(func() {
+		_, _ = e.Node("n1").Pool.Exec(context.Background(), `DROP ROLE IF EXISTS `+pgx.Identifier{role}.Sanitize())
+	})
 	ca, err := pgtls.New(t.TempDir())
 	require.NoError(t, err)
 	cert, key := ca.ServerFiles()
