@@ -15,6 +15,8 @@
 //   - trees.go: the tree keeper, the node's only consumer of its change streams (one per
 //     publication owner, through package cdc), recording changed keys in ace.mtree_pending.
 //   - treestatus.go: the collection of every node's tree status into ace.mtree_node_status.
+//   - clusterstatus.go: the collection of every node's status into ace.node_status, and the
+//     events of its transitions (agent_lost, config_drift, leader_changed).
 package agent
 
 import (
