@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +24,15 @@ import (
 type clusterStatusCollector struct {
 	startStop
 	a *Agent
+	// peers are the open sessions to the nodes, kept from one collection to the next so that
+	// collecting every heartbeat does not connect every heartbeat; the loop's own.
+	peers map[string]peer
+}
+
+// peer is an open session to a node, and the connection string it was opened with.
+type peer struct {
+	conninfo string
+	node     *engine.Node
 }
 
 func (c *clusterStatusCollector) Name() string { return "cluster status collector" }
@@ -29,6 +40,8 @@ func (c *clusterStatusCollector) Name() string { return "cluster status collecto
 func (c *clusterStatusCollector) Start(ctx context.Context) error { return c.start(ctx, c.run) }
 
 func (c *clusterStatusCollector) run(ctx context.Context) {
+	c.peers = map[string]peer{}
+	defer c.closePeers(nil)
 	every(ctx, c.a.cfg.HeartbeatInterval, true, c.collect)
 }
 
@@ -54,39 +67,70 @@ func (c *clusterStatusCollector) collect(ctx context.Context) {
 		}
 		return
 	}
-	readings := make(chan nodeReading, len(conninfo))
+	c.closePeers(conninfo)
+	names := slices.Sorted(maps.Keys(conninfo))
+	readings := make([]nodeReading, len(names))
+	sessions := make([]*engine.Node, len(names))
 	p := pool.New()
-	for name, ci := range conninfo {
-		p.Go(func() { readings <- c.read(ctx, name, ci) })
+	for i, name := range names {
+		open := c.peers[name].node
+		p.Go(func() { readings[i], sessions[i] = c.read(ctx, name, conninfo[name], open) })
 	}
 	p.Wait()
-	close(readings)
-	var all []nodeReading
-	for r := range readings {
-		all = append(all, r)
+	for i, name := range names {
+		if sessions[i] == nil {
+			delete(c.peers, name)
+		} else {
+			c.peers[name] = peer{conninfo: conninfo[name], node: sessions[i]}
+		}
 	}
-	if err := c.store(ctx, all); err != nil && ctx.Err() == nil {
+	if err := c.store(ctx, readings); err != nil && ctx.Err() == nil {
 		c.a.log.Warn("storing the cluster's status failed; the next heartbeat tries again", "err", err)
 	}
 }
 
-// read asks one node for its status, within a bound, so that a node that does not answer delays
-// the collection by that much only.
-func (c *clusterStatusCollector) read(ctx context.Context, name, conninfo string) nodeReading {
+// closePeers closes the sessions to nodes that are not in conninfo with the same connection
+// string (all of them when conninfo is nil).
+func (c *clusterStatusCollector) closePeers(conninfo map[string]string) {
+	for name, p := range c.peers {
+		if ci, ok := conninfo[name]; !ok || ci != p.conninfo {
+			p.node.Close()
+			delete(c.peers, name)
+		}
+	}
+}
+
+// read asks one node for its status on the open session (opening one when there is none, or
+// when the open one fails: a session a peer dropped is no news about the peer), within a bound,
+// so that a node that does not answer delays the collection by that much only. It returns the
+// session to keep, nil after a failure (the next collection reconnects).
+func (c *clusterStatusCollector) read(ctx context.Context, name, conninfo string, n *engine.Node) (nodeReading, *engine.Node) {
 	ctx, cancel := context.WithTimeout(ctx, max(2*c.a.cfg.HeartbeatInterval, 3*time.Second))
 	defer cancel()
+	if n != nil {
+		if status, err := askStatus(ctx, n, name, c.a.cfg.StaleAfter); err == nil {
+			return nodeReading{node: name, status: status}, n
+		}
+		n.Close()
+	}
 	n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: conninfo, User: c.a.user, ClientCerts: c.a.clientCerts, MaxConns: 1})
 	if err != nil {
-		return nodeReading{node: name, err: err}
+		return nodeReading{node: name, err: err}, nil
 	}
-	defer n.Close()
-	var status json.RawMessage
-	err = n.Pool.QueryRow(ctx, `SELECT to_jsonb(s) FROM ace.local_status($1, make_interval(secs => $2)) s`,
-		name, c.a.cfg.StaleAfter.Seconds()).Scan(&status)
+	status, err := askStatus(ctx, n, name, c.a.cfg.StaleAfter)
 	if err != nil {
-		return nodeReading{node: name, err: fmt.Errorf("ask node %s for its status (is its ace schema up to date? run ace-agent install there): %w", name, err)}
+		n.Close()
+		return nodeReading{node: name, err: fmt.Errorf("ask node %s for its status (is its ace schema up to date? run ace-agent install there): %w", name, err)}, nil
 	}
-	return nodeReading{node: name, status: status}
+	return nodeReading{node: name, status: status}, n
+}
+
+// askStatus reads ace.local_status on a node's session.
+func askStatus(ctx context.Context, n *engine.Node, name string, staleAfter time.Duration) (json.RawMessage, error) {
+	var status json.RawMessage
+	err := n.Pool.QueryRow(ctx, `SELECT to_jsonb(s) FROM ace.local_status($1, make_interval(secs => $2)) s`,
+		name, staleAfter.Seconds()).Scan(&status)
+	return status, err
 }
 
 // previousReading is what ace.node_status held about a node before this collection.
