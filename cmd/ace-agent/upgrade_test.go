@@ -179,7 +179,7 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 // submitted_session_user and waiting_on_children, the nodes' states, and the newer settings.
 func contentsAsV5(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
-	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at'",
+	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at' - 'backend_pid'",
 		"NOT (to_jsonb(x) ? 'description' AND to_jsonb(x)->>'name' IN ('max_cdc_timeout', 'task_retention', 'scheduled_task_retention', "+
 			"'event_retention', 'min_schedule_interval', 'schedule_timezone', 'table_status_max_age'))")
 }
