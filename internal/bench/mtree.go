@@ -59,8 +59,9 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 	if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench"}}); err != nil {
 		return err
 	}
-	// Each round drifts n2 by 100 updated rows, diffs, then brings n1 and n3 level, as a repair
-	// would: every diff starts from tables in sync.
+	// Each round drifts n2 by 100 updated rows, diffs, then brings the other nodes level, as a
+	// repair would: every diff starts from tables in sync.
+	others := append([]*pgx.Conn{conns[0]}, conns[2:]...)
 	for i := range o.repeat {
 		ids := randomIDs(o.rows, 100)
 		if err := updateIDs(ctx, conns[1:2], ids, i); err != nil {
@@ -72,7 +73,7 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 		}
 		m.Diff100Seconds = append(m.Diff100Seconds, d.Seconds())
 		step("mtree diff after 100 updates on n2: %.3fs %s", d.Seconds(), res)
-		if err := updateIDs(ctx, []*pgx.Conn{conns[0], conns[2]}, ids, i); err != nil {
+		if err := updateIDs(ctx, others, ids, i); err != nil {
 			return err
 		}
 		// The trees take the repair in before the next round's drift.
