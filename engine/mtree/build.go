@@ -367,9 +367,7 @@ func (b *builder) planFromEstimates(ctx context.Context) plan {
 	}
 	spans := make([]span, len(b.nodes))
 	k := engine.Ident(b.sub.keys.Columns()[0].Name)
-	sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8,
-			(SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid)
-		FROM %[2]s`, k, b.sub.table.Qualified())
+	sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8, (%[3]s) FROM %[2]s`, k, b.sub.table.Qualified(), engine.RowEstimateSQL)
 	p.err = b.onNodes(ctx, func(ctx context.Context, i int) error {
 		s := &spans[i]
 		if err := b.nodes[i].Data.Pool.QueryRow(ctx, sql, b.sub.table.Qualified()).Scan(&s.lo, &s.hi, &s.est); err != nil {
@@ -438,8 +436,7 @@ func (b *builder) referenceNode(ctx context.Context) (int, error) {
 	for i, s := range b.sessions {
 		var est float64
 		err := s.Read(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
-				FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid`, b.sub.table.Qualified()).Scan(&est)
+			return tx.QueryRow(ctx, engine.RowEstimateSQL, b.sub.table.Qualified()).Scan(&est)
 		})
 		if err != nil {
 			return 0, fmt.Errorf("node %s: estimate rows: %w", b.nodes[i].Name(), err)
