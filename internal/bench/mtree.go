@@ -18,7 +18,8 @@ import (
 // MtreeResult is what the Merkle tree measurements add to a run.
 type MtreeResult struct {
 	BuildSeconds        float64   `json:"build_seconds"`
-	BuildRatio          float64   `json:"build_ratio"` // to the one pass
+	BuildRatio          float64   `json:"build_ratio"`     // to the one pass
+	BuildCPURatio       float64   `json:"build_cpu_ratio"` // PostgreSQL's CPU seconds, to the one pass's
 	Diff100Seconds      []float64 `json:"diff_after_100_updates_seconds"`
 	Diff10kSeconds      float64   `json:"diff_after_10000_updates_seconds"`
 	TableDiff10kSeconds float64   `json:"table_diff_after_10000_updates_seconds"`
@@ -50,11 +51,16 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 		}
 	}
 	step("building the Merkle tree")
-	d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeBuild, sqlapi.MtreeBuildArgs{TableName: "public.bench"})
+	var d time.Duration
+	var res string
+	cpu, _, err := timed(func() (err error) {
+		d, res, err = runTask(ctx, conns[0], sqlapi.TypeMtreeBuild, sqlapi.MtreeBuildArgs{TableName: "public.bench"})
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	m.BuildSeconds, m.BuildRatio = d.Seconds(), d.Seconds()/median(r.OnePassSeconds)
+	m.BuildSeconds, m.BuildRatio, m.BuildCPURatio = d.Seconds(), d.Seconds()/median(r.OnePassSeconds), cpu/median(r.OnePassCPU)
 	step("build: %.3fs (%.2f × the one pass) %s", m.BuildSeconds, m.BuildRatio, res)
 	if _, _, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench"}}); err != nil {
 		return err
