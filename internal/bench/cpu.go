@@ -36,7 +36,8 @@ func newCPUMeter(c *localpg.Cluster) *cpuMeter {
 }
 
 // sample returns the CPU seconds used so far by PostgreSQL (each postmaster, the children it
-// reaped and the children alive) and by the agent.
+// reaped and the sessions and parallel workers alive, not its background processes) and by the
+// agent.
 func (m *cpuMeter) sample() (postgres, agent float64) {
 	parents := map[int]bool{}
 	for _, pm := range m.postmasters {
@@ -55,7 +56,7 @@ func (m *cpuMeter) sample() (postgres, agent float64) {
 		if f == nil {
 			continue
 		}
-		if ppid, _ := strconv.Atoi(f[1]); parents[ppid] {
+		if ppid, _ := strconv.Atoi(f[1]); parents[ppid] && !background(pid) {
 			postgres += ticks(f, 11) + ticks(f, 12)
 		}
 	}
@@ -65,6 +66,24 @@ func (m *cpuMeter) sample() (postgres, agent float64) {
 		}
 	}
 	return postgres, agent
+}
+
+// backgroundProcesses are PostgreSQL's own long-lived processes, whose work (a checkpoint, a
+// change stream's decoding) is not the measured query's.
+var backgroundProcesses = []string{"postgres: checkpointer", "postgres: background writer", "postgres: walwriter",
+	"postgres: autovacuum launcher", "postgres: logical replication launcher", "postgres: walsender", "postgres: archiver"}
+
+func background(pid int) bool {
+	raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return true
+	}
+	for _, p := range backgroundProcesses {
+		if strings.HasPrefix(string(raw), p) {
+			return true
+		}
+	}
+	return false
 }
 
 // statFields are the fields of /proc/<pid>/stat after the command name: [0] is the state, [1]
