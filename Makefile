@@ -6,7 +6,7 @@ CLUSTER_DIR ?= .cluster
 NODES       ?= 3
 
 ROWS        ?= 1000000
-DIFFS       ?= 100
+DIFFS       ?= 200
 
 .PHONY: build test vet demo bench cluster-up cluster-down clean
 
@@ -29,10 +29,10 @@ demo: build
 	./internal/prereq/prereq.sh demo
 	CLUSTER_DIR=$(CLUSTER_DIR) ./internal/demo/demo.sh
 
-# Times table-diff against one hashing pass over each node's table, in the same run, on 3 local
-# nodes (ROWS rows each, DIFFS planted differences); writes bench-results/bench.json.
+# Times table-diff against one hashing pass over each node's table, in the same run, on NODES
+# local nodes (ROWS rows each, DIFFS planted differences); writes bench-results/bench.json.
 bench: build
-	$(GO) run ./internal/bench -rows $(ROWS) -diffs $(DIFFS) -bin $(BIN) -out bench-results/bench.json
+	$(GO) run ./internal/bench -rows $(ROWS) -diffs $(DIFFS) -nodes $(NODES) -bin $(BIN) -out bench-results/bench.json
 
 cluster-up:
 	$(GO) run ./internal/devcluster up --dir $(CLUSTER_DIR) --nodes $(NODES)

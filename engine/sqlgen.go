@@ -74,16 +74,38 @@ func (h RowHash) Source(table, where string) string {
 		" WHERE " + where + `) AS "?ace_r?"`
 }
 
-// lane is the 64-bit big-endian integer in bytes [off, off+8) of the digest column "?ace_h?".
-// Ranges are summarised by their row count and the exact (numeric) sums of two lanes, bytes 0–7
-// and 8–15: 128 bits of hash, added, so no row can cancel another. get_byte measured cheaper than
-// parsing the digest's hex as bit(64).
-func lane(off int) string {
-	parts := make([]string, 8)
-	for i := range parts {
-		parts[i] = fmt.Sprintf(`(get_byte("?ace_h?", %d)::int8 << %d)`, off+i, 56-8*i)
+// byteSums are the aggregates a summary adds up per row of its digest column "?ace_h?": the
+// count, and one sum per byte of the digest's first 16, "?ace_b0?" to "?ace_b15?". Bytes 0 and
+// 8, the high bytes of the two lanes, are summed as signed bytes (less 128 per row, added back
+// in laneFromBytes), so the lanes come out as the exact sums of signed 64-bit integers.
+//
+// Summing bytes and weighting the sums once per bucket gives exactly the sums of the 64-bit
+// lanes (a sum of weighted terms is the weighted sum of their sums) and costs a third less per
+// row than building two int8 lanes from 16 get_byte calls, shifts and ORs and adding those.
+func byteSums() string {
+	parts := []string{`count(*) AS "?ace_c?"`}
+	for i := range 16 {
+		b := fmt.Sprintf(`get_byte("?ace_h?", %d)`, i)
+		if i%8 == 0 {
+			b += " # 128"
+		}
+		parts = append(parts, fmt.Sprintf(`sum(%s) AS "?ace_b%d?"`, b, i))
 	}
-	return strings.Join(parts, " | ")
+	return strings.Join(parts, ", ")
+}
+
+// laneFromBytes is, from byteSums' columns, the exact (numeric) sum of the big-endian signed
+// 64-bit integers in bytes [off, off+8) of the digests. Byte pairs are combined as int8 (no
+// overflow below 10^14 rows a bucket), the four pairs as numeric.
+func laneFromBytes(off int) string {
+	pair := func(i int) string {
+		hi := fmt.Sprintf(`"?ace_b%d?"`, off+i)
+		if i == 0 {
+			hi = fmt.Sprintf(`("?ace_b%d?" - 128 * "?ace_c?")`, off)
+		}
+		return fmt.Sprintf(`(%s * 256 + "?ace_b%d?")`, hi, off+i+1)
+	}
+	return fmt.Sprintf(`(((%s::numeric * 65536 + %s) * 65536 + %s) * 65536 + %s)`, pair(0), pair(2), pair(4), pair(6))
 }
 
 // jsonValue renders a column for reports: JSON numbers and booleans where exact, and
@@ -399,17 +421,28 @@ func (k KeyOrder) ColumnList() string {
 func (k KeyOrder) Len() int { return len(k.cols) }
 
 // SummarySQL summarises the rows of source by bucket: the bucket, the row count and the two lane
-// sums of the row digests, as text.
+// sums of the row digests, as text. Ranges are summarised by their row count and the exact sums
+// of two lanes, the big-endian signed 64-bit integers in bytes 0–7 and 8–15 of each digest: 128
+// bits of hash, added, so no row can cancel another. The lanes are added up byte by byte
+// (byteSums) and weighted once per bucket (laneFromBytes).
 //
 // The subquery selects clock_timestamp(), which nobody reads, because a subquery with a volatile
 // output is not flattened into its parent: flattened, the digest would be computed again for
-// every byte the lanes read. clock_timestamp() is parallel safe, so the scan can still run in
+// every byte the sums read. clock_timestamp() is parallel safe, so the scan can still run in
 // parallel workers.
 func SummarySQL(bucket string, h RowHash, source string) string {
-	return fmt.Sprintf(`SELECT "?ace_k?", count(*), sum(%s)::text, sum(%s)::text
-		FROM (SELECT %s AS "?ace_k?", %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s) s GROUP BY 1`,
-		lane(0), lane(8), bucket, h.Digest, source)
+	return fmt.Sprintf(`SELECT "?ace_k?", "?ace_c?", %s::text, %s::text FROM (
+		SELECT "?ace_k?", %s
+		FROM (SELECT %s AS "?ace_k?", %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s) s GROUP BY 1) g`,
+		laneFromBytes(0), laneFromBytes(8), byteSums(), bucket, h.Digest, source)
 }
+
+// RowEstimateSQL is the planner's estimate of the rows of table $1 (a regclass), partitions
+// included: the sum over its partition tree, or, for a table that is not partitioned (whose
+// partition tree PostgreSQL reports as empty), its own. A table never analysed counts 0.
+const RowEstimateSQL = `SELECT coalesce(
+		(SELECT sum(greatest(c.reltuples, 0)) FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid),
+		(SELECT greatest(c.reltuples, 0) FROM pg_class c WHERE c.oid = $1::regclass), 0)::float8`
 
 // String renders a range for error messages.
 func (r Range) String() string {

@@ -92,9 +92,7 @@ func (d *differ) estimateRows(ctx context.Context) ([]float64, error) {
 	out := make([]float64, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
 		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `
-				SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
-				FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid`, d.table.Qualified()).Scan(&out[i])
+			return tx.QueryRow(ctx, engine.RowEstimateSQL, d.table.Qualified()).Scan(&out[i])
 		})
 	})
 	if err != nil {

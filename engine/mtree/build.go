@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,23 +107,33 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	b.trees = make([]*tree, len(b.nodes))
 	b.sessions = make([]*engine.Session, len(b.nodes))
 	defer b.closeSessions(ctx)
-	if err := b.onNodes(ctx, b.track); err != nil {
-		return nil, err
+	// The leaves of an integer key are planned from each node's key span and row estimate while
+	// the streams take the table on: no pass over any table but the hashing one.
+	planned := make(chan plan, 1)
+	go func() {
+		start := time.Now()
+		p := b.planFromEstimates(ctx)
+		p.seconds = time.Since(start).Seconds()
+		planned <- p
+	}()
+	trackErr := b.onNodes(ctx, b.track)
+	p := <-planned
+	if trackErr != nil {
+		return nil, trackErr
 	}
 	lap("tracking")
-	b.phase("planning leaves")
-	ref, err := b.referenceNode(ctx)
-	if err != nil {
-		return nil, err
+	phases["planning"] = p.seconds
+	if p.err != nil {
+		return nil, p.err
 	}
-	bounds, dense, err := sub.denseBounds(ctx, b.sessions[ref], int64(b.opts.LeafRows))
-	if err == nil && !dense {
-		bounds, err = sub.splitKeys(ctx, b.sessions[ref], engine.Range{}, int64(b.opts.LeafRows))
+	bounds, ref := p.bounds, p.ref
+	if !p.ok {
+		b.phase("planning leaves")
+		if bounds, ref, err = b.planAtSnapshot(ctx); err != nil {
+			return nil, err
+		}
+		lap("planning")
 	}
-	if err != nil {
-		return nil, fmt.Errorf("node %s: plan leaves: %w", b.nodes[ref].Name(), err)
-	}
-	lap("planning")
 	b.phase("hashing")
 	leaves := piecesOf(engine.Range{}, bounds)
 	rows := make([]int64, len(b.nodes))
@@ -328,6 +340,95 @@ func (b *builder) awaitTracking(ctx context.Context, n NodeLogins, t *tree) erro
 	return nil
 }
 
+// plan is the leaf bounds of a build and the node whose rows they were cut for.
+type plan struct {
+	bounds  [][]string
+	ref     int
+	ok      bool // false: the estimates could not plan the leaves
+	seconds float64
+	err     error
+}
+
+// planFromEstimates plans the leaves of an integer key as equal-width ranges of about LeafRows
+// rows, from every node's smallest and largest key (read from the key's index) and the
+// planner's row estimate: lo+w, lo+2w, … over the span of all nodes, w = span × LeafRows ÷ rows
+// of the node with the most. On a dense key with fresh statistics these are exactly the bounds
+// that reading every LeafRows-th key would give. It returns ok = false when the key is not an
+// integer, the table was never analysed, or the keys are too sparse for equal widths, and the
+// caller cuts the leaves at the reference node's keys instead.
+func (b *builder) planFromEstimates(ctx context.Context) plan {
+	p := plan{}
+	if !b.sub.integerKey() {
+		return p
+	}
+	type span struct {
+		lo, hi *int64
+		est    float64
+	}
+	spans := make([]span, len(b.nodes))
+	k := engine.Ident(b.sub.keys.Columns()[0].Name)
+	sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8, (%[3]s) FROM %[2]s`, k, b.sub.table.Qualified(), engine.RowEstimateSQL)
+	p.err = b.onNodes(ctx, func(ctx context.Context, i int) error {
+		s := &spans[i]
+		if err := b.nodes[i].Data.Pool.QueryRow(ctx, sql, b.sub.table.Qualified()).Scan(&s.lo, &s.hi, &s.est); err != nil {
+			return fmt.Errorf("node %s: read the key span of %s: %w", b.nodes[i].Name(), b.sub.table.Display(), err)
+		}
+		return nil
+	})
+	if p.err != nil {
+		return p
+	}
+	var lo, hi int64
+	found := false
+	for i, s := range spans {
+		if s.est > spans[p.ref].est {
+			p.ref = i
+		}
+		if s.lo == nil {
+			continue
+		}
+		if !found || *s.lo < lo {
+			lo = *s.lo
+		}
+		if !found || *s.hi > hi {
+			hi = *s.hi
+		}
+		found = true
+	}
+	rows := spans[p.ref].est
+	if !found || rows < 1 || hi-lo < 0 || hi-lo == math.MaxInt64 { // empty, never analysed, or a span int64 cannot hold
+		return p
+	}
+	leafRows := float64(b.opts.LeafRows)
+	w := max(int64(math.Ceil(float64(hi-lo+1)*leafRows/rows)), 1)
+	leaves := (hi-lo)/w + 1
+	if float64(leaves) > 4*(rows/leafRows+1) {
+		return p // the estimate is far off: cut at the keys
+	}
+	for v := lo + w; v <= hi && v > lo; v += w {
+		p.bounds = append(p.bounds, []string{strconv.FormatInt(v, 10)})
+	}
+	p.ok = true
+	return p
+}
+
+// planAtSnapshot cuts the leaves at every LeafRows-th key of the node with the most rows, read
+// at the build's snapshot.
+func (b *builder) planAtSnapshot(ctx context.Context) ([][]string, int, error) {
+	ref, err := b.referenceNode(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	bounds, dense, err := b.sub.denseBounds(ctx, b.sessions[ref], int64(b.opts.LeafRows))
+	if err == nil && !dense {
+		bounds, err = b.sub.splitKeys(ctx, b.sessions[ref], engine.Range{}, int64(b.opts.LeafRows))
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("node %s: plan leaves: %w", b.nodes[ref].Name(), err)
+	}
+	return bounds, ref, nil
+}
+
 // referenceNode is the node with the most rows by the planner's estimate: its keys cut the
 // leaves.
 func (b *builder) referenceNode(ctx context.Context) (int, error) {
@@ -335,8 +436,7 @@ func (b *builder) referenceNode(ctx context.Context) (int, error) {
 	for i, s := range b.sessions {
 		var est float64
 		err := s.Read(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
-				FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid`, b.sub.table.Qualified()).Scan(&est)
+			return tx.QueryRow(ctx, engine.RowEstimateSQL, b.sub.table.Qualified()).Scan(&est)
 		})
 		if err != nil {
 			return 0, fmt.Errorf("node %s: estimate rows: %w", b.nodes[i].Name(), err)

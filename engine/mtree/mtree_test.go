@@ -183,3 +183,32 @@ func TestTeardownRemovesTreesAndPublications(t *testing.T) {
 	_, err = mtree.Diff(t.Context(), e.nodes, mtree.DiffOptions{Diff: diff.TableDiffOptions{Table: "public.t"}}, &testcluster.DiffSink{}, nil)
 	require.ErrorContains(t, err, "public.t")
 }
+
+// An analysed table with an integer key has its leaves planned from the key span and the row
+// estimate, read while the streams take the table on: equal widths of about leaf_rows rows,
+// not cut at every leaf_rows-th key (which would need a second pass over the reference node).
+func TestBuildPlansIntegerLeavesFromTheEstimate(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, 1500)
+	for _, n := range e.Nodes {
+		e.Node(n.Name).Exec(t, `DELETE FROM public.t WHERE id BETWEEN 501 AND 1000`)
+		e.Node(n.Name).Exec(t, `ANALYZE public.t`)
+	}
+	res := e.build(100)
+	// 1000 rows over keys 1..1500: leaves 150 keys wide, cut at 151, 301, … 1351.
+	require.Equal(t, 10, res.Leaves)
+	require.Contains(t, res.PhaseSeconds, "planning")
+	for _, n := range e.Nodes {
+		var lows []int64
+		require.NoError(t, e.Node(n.Name).Pool.QueryRow(t.Context(),
+			`SELECT array_agg(lo[1]::int8 ORDER BY lo[1]::int8) FROM ace.mtree_leaves WHERE lo IS NOT NULL`).Scan(&lows))
+		require.Equal(t, []int64{151, 301, 451, 601, 751, 901, 1051, 1201, 1351}, lows, "leaves on %s", n.Name)
+	}
+	s, sink := e.diff()
+	require.True(t, s.InSync())
+	require.Empty(t, sink.Rows)
+	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id = 1400`)
+	e.Node("n3").Exec(t, `INSERT INTO public.t VALUES (700, 'in the empty leaf')`)
+	_, sink = e.diff()
+	require.Equal(t, []string{"[1400]", "[700]"}, sink.Keys())
+}

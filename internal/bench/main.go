@@ -1,5 +1,5 @@
 // Command bench measures table-diff against the cost of one hashing pass over each node's
-// table (make bench). It starts 3 local nodes, loads identical rows, runs the diff on identical
+// table (make bench). It starts -nodes local nodes (3 by default), loads identical rows, runs the diff on identical
 // tables and again with scattered differences, and reports both as ratios of the one-pass cost
 // measured in the same run, with rows per second and the agent's peak RSS.
 package main
@@ -27,6 +27,7 @@ import (
 
 type options struct {
 	rows, diffs, repeat int
+	nodes               int
 	bin, out            string
 	emptyNode, mtree    bool
 	onlyMtree           bool
@@ -44,9 +45,16 @@ type Result struct {
 	DriftSeconds     []float64 `json:"drift_seconds"`
 	IdenticalRatio   float64   `json:"identical_ratio"`
 	DriftRatio       float64   `json:"drift_ratio"`
-	RowsPerSecond    float64   `json:"rows_per_second"`
-	DifferencesFound int64     `json:"differences_found"`
-	AgentPeakRSSMB   float64   `json:"agent_peak_rss_mb"`
+	// The CPU seconds PostgreSQL used (all nodes' processes), and the agent, for each measurement.
+	OnePassCPU        []float64 `json:"one_pass_cpu_seconds"`
+	IdenticalCPU      []float64 `json:"identical_cpu_seconds"`
+	DriftCPU          []float64 `json:"drift_cpu_seconds"`
+	IdenticalAgentCPU []float64 `json:"identical_agent_cpu_seconds"`
+	IdenticalCPURatio float64   `json:"identical_cpu_ratio"`
+	DriftCPURatio     float64   `json:"drift_cpu_ratio"`
+	RowsPerSecond     float64   `json:"rows_per_second"`
+	DifferencesFound  int64     `json:"differences_found"`
+	AgentPeakRSSMB    float64   `json:"agent_peak_rss_mb"`
 	// EmptyNode* measure a diff of a full node against an empty one: every row differs.
 	EmptyNodeSeconds float64 `json:"empty_node_seconds,omitempty"`
 	EmptyNodeDiffs   int64   `json:"empty_node_differences,omitempty"`
@@ -60,6 +68,7 @@ type Result struct {
 func main() {
 	var o options
 	flag.IntVar(&o.rows, "rows", 1_000_000, "rows per node")
+	flag.IntVar(&o.nodes, "nodes", 3, "nodes of the cluster (at least 3): the diffs compare all of them")
 	flag.IntVar(&o.diffs, "diffs", 100, "differences planted, scattered over the key space")
 	flag.IntVar(&o.repeat, "repeat", 3, "measurements of each kind; ratios use the medians")
 	flag.StringVar(&o.bin, "bin", "bin/ace-agent", "the ace-agent binary")
@@ -71,6 +80,10 @@ func main() {
 	flag.IntVar(&o.schemaRows, "schema-rows", 1_000_000, "rows of the data schema-diff's tables in all, per node")
 	flag.IntVar(&o.structureTables, "structure-tables", 1000, "tables of the structure schema-diff")
 	flag.Parse()
+	if o.nodes < 3 {
+		fmt.Fprintln(os.Stderr, "bench: -nodes must be at least 3: the planted differences touch n1, n2 and n3")
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
@@ -80,7 +93,7 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
-	c, err := localpg.Start(ctx, localpg.Options{Nodes: 3, Settings: map[string]string{"shared_buffers": "512MB"}})
+	c, err := localpg.Start(ctx, localpg.Options{Nodes: o.nodes, Settings: map[string]string{"shared_buffers": "512MB"}})
 	if err != nil {
 		return err
 	}
@@ -94,6 +107,8 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer agent.stop()
+	meter = newCPUMeter(c)
+	meter.agent = func() int { return agent.pid }
 	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(conns)}
 	if err := measure(ctx, conns, o, &r); err != nil {
 		return err
@@ -138,25 +153,40 @@ func measureEmptyNode(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn
 	return nil
 }
 
+// meter measures the CPU time of each measurement beside its wall-clock time.
+var meter = &cpuMeter{agent: func() int { return 0 }}
+
+// timed runs fn and returns the CPU seconds PostgreSQL and the agent used meanwhile.
+func timed(fn func() error) (pg, agent float64, err error) {
+	pg0, a0 := meter.sample()
+	err = fn()
+	pg1, a1 := meter.sample()
+	return pg1 - pg0, a1 - a0, err
+}
+
 func measure(ctx context.Context, conns []*pgx.Conn, o options, r *Result) error {
 	// A warm-up pass loads the tables into shared buffers for every measurement alike.
 	if _, err := onePass(ctx, conns); err != nil {
 		return err
 	}
 	for range o.repeat {
-		d, err := onePass(ctx, conns)
+		var d time.Duration
+		cpu, _, err := timed(func() (err error) { d, err = onePass(ctx, conns); return err })
 		if err != nil {
 			return err
 		}
 		r.OnePassSeconds = append(r.OnePassSeconds, d.Seconds())
+		r.OnePassCPU = append(r.OnePassCPU, cpu)
 		if o.onlyMtree {
 			continue
 		}
-		d, _, err = diff(ctx, conns[0])
+		cpu, agentCPU, err := timed(func() (err error) { d, _, err = diff(ctx, conns[0]); return err })
 		if err != nil {
 			return err
 		}
 		r.IdenticalSeconds = append(r.IdenticalSeconds, d.Seconds())
+		r.IdenticalCPU = append(r.IdenticalCPU, cpu)
+		r.IdenticalAgentCPU = append(r.IdenticalAgentCPU, agentCPU)
 	}
 	if o.onlyMtree {
 		return nil
@@ -166,16 +196,21 @@ func measure(ctx context.Context, conns []*pgx.Conn, o options, r *Result) error
 		return err
 	}
 	for range o.repeat {
-		d, found, err := diff(ctx, conns[0])
+		var d time.Duration
+		var found int64
+		cpu, _, err := timed(func() (err error) { d, found, err = diff(ctx, conns[0]); return err })
 		if err != nil {
 			return err
 		}
 		r.DriftSeconds = append(r.DriftSeconds, d.Seconds())
+		r.DriftCPU = append(r.DriftCPU, cpu)
 		r.DifferencesFound = found
 	}
 	pass := median(r.OnePassSeconds)
 	r.IdenticalRatio = median(r.IdenticalSeconds) / pass
 	r.DriftRatio = median(r.DriftSeconds) / pass
+	r.IdenticalCPURatio = median(r.IdenticalCPU) / median(r.OnePassCPU)
+	r.DriftCPURatio = median(r.DriftCPU) / median(r.OnePassCPU)
 	r.RowsPerSecond = float64(o.rows*len(conns)) / median(r.IdenticalSeconds)
 	return nil
 }
@@ -233,7 +268,8 @@ func prepare(ctx context.Context, c *localpg.Cluster, o options) ([]*pgx.Conn, e
 				return nil, err
 			}
 		}
-		for _, sql := range []string{tableDDL, loadSQL, "VACUUM ANALYZE public.bench"} {
+		// The checkpoint writes the load out now, not during a measurement.
+		for _, sql := range []string{tableDDL, loadSQL, "VACUUM ANALYZE public.bench", "CHECKPOINT"} {
 			var args []any
 			if strings.Contains(sql, "$1") {
 				args = append(args, o.rows)
@@ -257,7 +293,7 @@ func onePass(ctx context.Context, conns []*pgx.Conn) (time.Duration, error) {
 		}
 	}
 	d := time.Since(start)
-	step("one pass over 3 nodes: %.3fs", d.Seconds())
+	step("one pass over %d nodes: %.3fs", len(conns), d.Seconds())
 	return d, nil
 }
 
@@ -392,14 +428,16 @@ func median(xs []float64) float64 {
 }
 
 func report(r Result, out string) error {
-	fmt.Printf("rows per node:            %d (3 nodes), %d differences planted, %d found\n", r.Rows, r.Diffs, r.DifferencesFound)
+	fmt.Printf("rows per node:            %d (%d nodes), %d differences planted, %d found\n", r.Rows, r.Nodes, r.Diffs, r.DifferencesFound)
 	fmt.Printf("one-pass cost (median):   %.3fs   runs %v\n", median(r.OnePassSeconds), fmtSeconds(r.OnePassSeconds))
 	fmt.Printf("identical tables:         %.3fs   ratio %.2f   runs %v\n", median(r.IdenticalSeconds), r.IdenticalRatio, fmtSeconds(r.IdenticalSeconds))
 	fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))
+	fmt.Printf("CPU seconds (PostgreSQL): one pass %.2f, identical %.2f (ratio %.2f), scattered %.2f (ratio %.2f); agent %.2f in an identical diff\n",
+		median(r.OnePassCPU), median(r.IdenticalCPU), r.IdenticalCPURatio, median(r.DriftCPU), r.DriftCPURatio, median(r.IdenticalAgentCPU))
 	fmt.Printf("rows hashed per second:   %.0f\n", r.RowsPerSecond)
 	fmt.Printf("agent peak RSS:           %.1f MB\n", r.AgentPeakRSSMB)
 	if m := r.Mtree; m != nil {
-		fmt.Printf("mtree build:              %.3fs   ratio %.2f\n", m.BuildSeconds, m.BuildRatio)
+		fmt.Printf("mtree build:              %.3fs   ratio %.2f   CPU ratio %.2f\n", m.BuildSeconds, m.BuildRatio, m.BuildCPURatio)
 		fmt.Printf("mtree diff, 100 updates:  %.3fs   runs %v\n", median(m.Diff100Seconds), fmtSeconds(m.Diff100Seconds))
 		fmt.Printf("mtree diff, 10k updates:  %.3fs   ratio to table-diff (%.3fs) %.2f\n", m.Diff10kSeconds, m.TableDiff10kSeconds, m.Diff10kRatio)
 		fmt.Printf("change stream under load: %.0f changes/s, largest lag %d bytes, caught up %.3fs after, agent peak RSS %.1f MB\n",
