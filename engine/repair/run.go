@@ -35,6 +35,12 @@ type repairer struct {
 	sessions map[string]*repairSession
 	modes    map[string]string // target -> WriteReplica or WriteNormal ("" in a dry run)
 
+	// With a plan: its sides bound to nodes, and each key's choice (planeval.go).
+	rules       *Plan
+	sides       sideNames
+	choices     map[string]choice
+	ruleMatches map[string]int64
+
 	mu       sync.Mutex
 	stats    map[string]*NodeRepair
 	keysDone int64
@@ -92,6 +98,11 @@ func (r *repairer) prepare(ctx context.Context) error {
 	r.report("checking table")
 	if err := r.loadTable(ctx); err != nil {
 		return err
+	}
+	if r.opts.Plan != nil {
+		if err := r.resolvePlan(ctx); err != nil {
+			return err
+		}
 	}
 	if r.opts.Atomic && !r.opts.DryRun {
 		if err := r.checkPrepared(ctx); err != nil {
