@@ -249,3 +249,26 @@ func jsonString(s string) string {
 	raw, _ := json.Marshal(s)
 	return string(raw)
 }
+
+// custom builds a row: custom_row with its templates, coalesce_priority for the other columns,
+// and every node gets the same row.
+func TestRepairPlanCustomRows(t *testing.T) {
+	t.Parallel()
+	e := setup(t, planTable)
+	n1, n2 := e.Node("n1"), e.Node("n2")
+	n1.Exec(t, `UPDATE acc SET v = NULL WHERE id = 1`)
+	n2.Exec(t, `UPDATE acc SET v = 'from n2', qty = NULL WHERE id = 1`)
+	n2.Exec(t, `UPDATE acc SET v = 'b2' WHERE id = 2`)
+	diff := e.diffOn("n1", "n2")
+	_, s := e.completedRepair(diff, `plan => $2::jsonb`, `{"tables": {"public.acc": {
+		"row_overrides": [{"name": "template", "pk": {"id": 2}, "action": {"type": "custom", "custom_row": {"v": "fixed {{n2.v}} (was {{n1.v}})"}}}],
+		"rules": [{"name": "coalesce", "columns_changed": ["v", "qty"], "action": {"type": "custom", "helpers": {"coalesce_priority": ["n1", "n2"]}}}]}}}`)
+	require.Equal(t, map[string]int64{"template": 1, "coalesce": 1}, s.RuleMatches)
+	for _, n := range []string{"n1", "n2"} {
+		rows := e.tableRows(n)
+		require.Equal(t, "1|from n2|1|2025-01-01 00:00:00+00", rows[0], n)
+		require.Equal(t, "2|fixed b2 (was v2)|2|2025-01-01 00:00:00+00", rows[1], n)
+	}
+	_, rows := e.completedDiff(`'public.acc', nodes => $1`, []string{"n1", "n2"})
+	require.Empty(t, rows)
+}

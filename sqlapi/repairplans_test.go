@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
@@ -97,7 +98,7 @@ func TestValidateRepairPlanErrors(t *testing.T) {
 			require.ErrorContains(t, err, c.want)
 			var pg *pgconn.PgError
 			require.ErrorAs(t, err, &pg)
-			require.Equal(t, "22023", pg.Code, "invalid_parameter_value")
+			require.Equal(t, pgerrcode.InvalidParameterValue, pg.Code)
 			require.NotEmpty(t, pg.Hint)
 		})
 	}

@@ -221,7 +221,10 @@ func (s sideNames) bindAction(a PlanAction, where string) (PlanAction, error) {
 	case planApplyFrom:
 		a.From, err = s.node(a.From, where+" apply_from", fmt.Sprintf(`"from": %q`, example))
 	}
-	if err != nil || a.Helpers == nil {
+	if err != nil {
+		return a, err
+	}
+	if a.CustomRow, err = s.bindTemplates(a.CustomRow, where); err != nil || a.Helpers == nil {
 		return a, err
 	}
 	h := *a.Helpers
@@ -239,8 +242,7 @@ func (s sideNames) bindAction(a PlanAction, where string) (PlanAction, error) {
 		h.PickFreshest = &pf
 	}
 	a.Helpers = &h
-	a.CustomRow, err = s.bindTemplates(a.CustomRow, where)
-	return a, err
+	return a, nil
 }
 
 // templateRef is a {{side.column}} template in a custom row's string value.
