@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ace-agent/ace-agent/engine"
 )
@@ -37,6 +38,10 @@ func (r *repairer) resolvePlan(ctx context.Context) error {
 	}
 	r.rules = plan
 	r.sides = sideNames{nodes: slices.Sorted(slices.Values(r.opts.Diff.Nodes))}
+	if r.planNode, err = r.openPlanNode(ctx); err != nil {
+		return err
+	}
+	defer r.closePlanNode()
 	r.choices = map[string]choice{}
 	r.ruleMatches = map[string]int64{}
 	if err := r.checkWhens(ctx); err != nil {
@@ -61,9 +66,42 @@ func (r *repairer) resolvePlan(ctx context.Context) error {
 	return err
 }
 
-// evalNode is where when predicates and typed comparisons run: the first target, as the
-// submitter.
-func (r *repairer) evalNode() *engine.Node { return r.nodes[r.targets[0]] }
+// evalNode is where when predicates and typed comparisons run, as the submitter (planNode).
+func (r *repairer) evalNode() *engine.Node { return r.planNode }
+
+// openPlanNode is the first target's node as the submitter: its own sessions when they log in as
+// the submitter, else (the set_role mode, Options.Role) a pool of one connection that SETs ROLE
+// to the submitter, so no predicate runs with the agent's login.
+func (r *repairer) openPlanNode(ctx context.Context) (*engine.Node, error) {
+	base := r.nodes[r.targets[0]]
+	if r.opts.Role == "" {
+		return base, nil
+	}
+	cfg := base.Pool.Config().Copy()
+	cfg.MaxConns, cfg.MinConns = 1, 0
+	afterConnect, role := cfg.AfterConnect, r.opts.Role
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if afterConnect != nil {
+			if err := afterConnect(ctx, c); err != nil {
+				return err
+			}
+		}
+		_, err := c.Exec(ctx, "SET ROLE "+engine.Ident(role))
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: connect as %s to evaluate the repair plan: %w", base.Name, role, err)
+	}
+	return &engine.Node{Name: base.Name, Pool: pool}, nil
+}
+
+func (r *repairer) closePlanNode() {
+	if r.planNode != nil && r.planNode != r.nodes[r.targets[0]] {
+		r.planNode.Pool.Close()
+	}
+	r.planNode = nil
+}
 
 // checkWhens puts every when predicate through the table_filter allow-list.
 func (r *repairer) checkWhens(ctx context.Context) error {

@@ -40,6 +40,7 @@ type repairer struct {
 	sides       sideNames
 	choices     map[string]choice
 	ruleMatches map[string]int64
+	planNode    *engine.Node // where the plan's predicates run, during resolvePlan
 
 	mu       sync.Mutex
 	stats    map[string]*NodeRepair
@@ -99,11 +100,6 @@ func (r *repairer) prepare(ctx context.Context) error {
 	if err := r.loadTable(ctx); err != nil {
 		return err
 	}
-	if r.opts.Plan != nil {
-		if err := r.resolvePlan(ctx); err != nil {
-			return err
-		}
-	}
 	if r.opts.Atomic && !r.opts.DryRun {
 		if err := r.checkPrepared(ctx); err != nil {
 			return err
@@ -111,6 +107,12 @@ func (r *repairer) prepare(ctx context.Context) error {
 	}
 	if err := r.decideWriteModes(ctx); err != nil {
 		return err
+	}
+	// After the table's code was judged (set_role): a plan's predicates cast the table's types.
+	if r.opts.Plan != nil {
+		if err := r.resolvePlan(ctx); err != nil {
+			return err
+		}
 	}
 	// One node after the other, in name order: two repairs waiting for each other's replication
 	// origin sessions always take them in the same order, so they cannot deadlock.
