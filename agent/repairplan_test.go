@@ -149,10 +149,11 @@ func TestRepairPlanThreeNodes(t *testing.T) {
 		}
 	})
 	t.Run("node names converge", func(t *testing.T) {
-		_, s := e.completedRepair(diff, `plan => $2::jsonb`, `{"tables": {"public.acc": {
+		_, s := e.completedRepair(diff, `plan => $2::jsonb, atomic => true`, `{"tables": {"public.acc": {
 			"rules": [{"name": "n3_rows", "when": "n3.v LIKE '% eu'", "action": {"type": "keep", "node": "n3"}}],
 			"default_action": {"type": "keep", "node": "n1"}}}}`)
 		require.Equal(t, map[string]int64{"n3_rows": 1, "table_default": 2}, s.RuleMatches)
+		require.True(t, s.Atomic, "the plan's writes go through the two-phase commit")
 		e.requireInSync("public.acc")
 		require.Equal(t, "n3 eu", e.scalar("n2", `SELECT v FROM acc WHERE id = 3`))
 		require.Equal(t, "v1", e.scalar("n2", `SELECT v FROM acc WHERE id = 1`))

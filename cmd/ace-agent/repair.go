@@ -219,6 +219,10 @@ func printRepair(w io.Writer, id uuid.UUID, s *repair.Summary) {
 		fmt.Fprintf(w, "  %s: %d %sinserted, %d %supdated, %d %sdeleted, %d skipped%s\n", name,
 			n.Inserted, verb, n.Updated, verb, n.Deleted, verb, n.Skipped, reasons(n.SkippedByReason))
 	}
+	if len(s.RuleMatches) > 0 {
+		// ACE's "Rule usage": the keys each rule of the plan decided.
+		fmt.Fprintf(w, "  rule usage (%s): %s\n", s.RepairPlan, strings.TrimSuffix(strings.TrimPrefix(reasons(s.RuleMatches), " ("), ")"))
+	}
 	if s.Unresolved > 0 {
 		fmt.Fprintf(w, "%d %s left unrepaired; run a new diff after looking at them\n", s.Unresolved, report.Plural(s.Unresolved, "row was", "rows were"))
 	}

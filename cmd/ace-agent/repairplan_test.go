@@ -75,6 +75,12 @@ func TestACEExamplePlansThroughTheCLI(t *testing.T) {
 			require.EqualValues(t, 100, scalarOn(t, n, `SELECT qty FROM inventory WHERE id = 2`), n.Name)
 		}
 	})
+	t.Run("rule usage", func(t *testing.T) {
+		r := ace(t, n1.DSN, "table-repair", "--diff-task", diff, "-p", "repair-plan-latest-wins", "--dry-run")
+		require.Equal(t, exitOK, r.code, r)
+		require.Contains(t, r.stdout, "DRY RUN: public.inventory (repair_plan), nothing was changed\n")
+		require.Contains(t, r.stdout, "  rule usage (repair-plan-latest-wins): latest_commit_wins 2\n")
+	})
 	t.Run("a missing file", func(t *testing.T) {
 		r := ace(t, n1.DSN, "table-repair", "--diff-task", diff, "-p", "no/such/plan.yaml")
 		require.Equal(t, exitError, r.code, r)
