@@ -260,11 +260,14 @@ func TestRepairPlanCustomRows(t *testing.T) {
 	n1.Exec(t, `UPDATE acc SET v = NULL WHERE id = 1`)
 	n2.Exec(t, `UPDATE acc SET v = 'from n2', qty = NULL WHERE id = 1`)
 	n2.Exec(t, `UPDATE acc SET v = 'b2' WHERE id = 2`)
+	n1.Exec(t, `DELETE FROM acc WHERE id = 3`)
 	diff := e.diffOn("n1", "n2")
 	_, s := e.completedRepair(diff, `plan => $2::jsonb`, `{"tables": {"public.acc": {
 		"row_overrides": [{"name": "template", "pk": {"id": 2}, "action": {"type": "custom", "custom_row": {"v": "fixed {{n2.v}} (was {{n1.v}})"}}}],
-		"rules": [{"name": "coalesce", "columns_changed": ["v", "qty"], "action": {"type": "custom", "helpers": {"coalesce_priority": ["n1", "n2"]}}}]}}}`)
-	require.Equal(t, map[string]int64{"template": 1, "coalesce": 1}, s.RuleMatches)
+		"rules": [{"name": "fill", "diff_type": ["missing_on_n1"], "action": {"type": "bidirectional"}},
+		          {"name": "coalesce", "columns_changed": ["v", "qty"], "action": {"type": "custom", "helpers": {"coalesce_priority": ["n1", "n2"]}}}]}}}`)
+	require.Equal(t, map[string]int64{"template": 1, "fill": 1, "coalesce": 1}, s.RuleMatches)
+	require.EqualValues(t, 1, s.Nodes["n1"].Inserted, "bidirectional fills the row n1 lacks")
 	for _, n := range []string{"n1", "n2"} {
 		rows := e.tableRows(n)
 		require.Equal(t, "1|from n2|1|2025-01-01 00:00:00+00", rows[0], n)

@@ -176,10 +176,11 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 }
 
 // contentsAsV5 is contents without what later migrations added to existing tables: the tasks'
-// submitted_session_user and waiting_on_children, the nodes' states, and the newer settings.
+// submitted_session_user and waiting_on_children, the nodes' states, the repair actions' plan
+// rule, and the newer settings.
 func contentsAsV5(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
-	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at'",
+	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at' - 'rule'",
 		"NOT (to_jsonb(x) ? 'description' AND to_jsonb(x)->>'name' IN ('max_cdc_timeout', 'task_retention', 'scheduled_task_retention', "+
 			"'event_retention', 'min_schedule_interval', 'schedule_timezone', 'table_status_max_age'))")
 }

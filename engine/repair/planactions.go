@@ -26,6 +26,9 @@ func (r *repairer) planFromRules(d engine.DiffRow) ([]planned, error) {
 		out = r.copyFrom(d, a.From, a.Mode == modeInsert)
 	case planBidirectional:
 		out = r.planBidirectional(d)
+		for i := range out {
+			out[i].insertOnly = true // it only fills in missing rows, even over a stale check
+		}
 	case planDelete:
 		for _, t := range r.targets {
 			if present(d, t) {
