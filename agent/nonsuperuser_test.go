@@ -77,6 +77,16 @@ func TestNonSuperuserAgent(t *testing.T) {
 	require.Equal(t, sqlapi.StatusCompleted, again.Status, "%v", again.Error)
 	require.Contains(t, string(again.Result), `"differing_keys": 0`)
 
+	// A repair plan's when runs as the submitter too, not as the agent's login.
+	e.Node("n2").Exec(t, `UPDATE t SET v = 'drift' WHERE id = 8`)
+	diff = asAlice(`SELECT ace.table_diff('public.t')`)
+	require.Equal(t, sqlapi.StatusCompleted, diff.Status, "%v", diff.Error)
+	planned := asAlice(`SELECT ace.table_repair($1, plan => $2::jsonb)`, diff.ID, `{"tables": {"public.t": {
+		"rules": [{"name": "as_alice", "when": "current_user = '`+alice+`'", "action": {"type": "keep", "node": "n1"}}],
+		"default_action": {"type": "skip"}}}}`)
+	require.Equal(t, sqlapi.StatusCompleted, planned.Status, "%v", planned.Error)
+	require.Contains(t, string(planned.Result), `"rule_matches": {"as_alice": 1}`)
+
 	escaped := asAlice(`SELECT ace.table_diff('public.owned')`)
 	require.Equal(t, sqlapi.StatusFailed, escaped.Status)
 	require.Contains(t, *escaped.Error, "row-level security policy p on public.owned on node n1 is owned by "+alice,

@@ -36,7 +36,11 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.T
 	}
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	summary, err := repair.Repair(ctx, nodes, a.repairOptions(run, *args, diff), sink, progress)
+	opts := a.repairOptions(run, *args, diff)
+	if opts.Plan, err = args.ParsedPlan(); err != nil {
+		return nil, err
+	}
+	summary, err := repair.Repair(ctx, nodes, opts, sink, progress)
 	if err != nil {
 		return nil, err
 	}

@@ -81,22 +81,28 @@ func WrapFilter(f string) string { return "(\n" + f + "\n)" }
 
 // filterQuery is the query the check parses: the filter in the WHERE clause of a query on the
 // table, inside an IS NOT FALSE test.
-func filterQuery(t *Table, wrapped string) string {
-	return "SELECT 1 FROM " + t.Qualified() + " WHERE " + wrapped + " IS NOT FALSE"
+func filterQuery(from, wrapped string) string {
+	return "SELECT 1 FROM " + from + " WHERE " + wrapped + " IS NOT FALSE"
 }
 
 // CheckFilter refuses a filter (as WrapFilter wraps it) on table t that is not one condition on
 // the table's rows running only built-in, side-effect-free code: the four steps described above,
 // on the node of pool.
 func CheckFilter(ctx context.Context, pool *pgxpool.Pool, t *Table, wrapped string) error {
-	sql := filterQuery(t, wrapped)
+	return CheckCondition(ctx, pool, t, t.Qualified(), wrapped)
+}
+
+// CheckCondition is CheckFilter for a condition over from, a FROM list that reads only table t
+// (a repair plan's when predicate reads t's row type once per node, under the nodes' names).
+func CheckCondition(ctx context.Context, pool *pgxpool.Pool, t *Table, from, wrapped string) error {
+	sql := filterQuery(from, wrapped)
 	if err := inReadOnlyCheck(ctx, pool, func(tx pgx.Tx) error {
 		_, err := tx.Conn().PgConn().Prepare(ctx, "", sql, nil)
 		return err
 	}); err != nil {
 		return fmt.Errorf("PostgreSQL does not read it as one expression on the table's columns: %w", err)
 	}
-	trees, err := loadFilterTrees(ctx, pool, t, sql)
+	trees, err := loadFilterTrees(ctx, pool, t, from, sql)
 	if err != nil {
 		return err
 	}
@@ -140,7 +146,7 @@ type filterTrees struct {
 
 // loadFilterTrees stores the filter's query and the template as temporary views in a
 // transaction that is rolled back, and reads their parse trees.
-func loadFilterTrees(ctx context.Context, pool *pgxpool.Pool, t *Table, sql string) (*filterTrees, error) {
+func loadFilterTrees(ctx context.Context, pool *pgxpool.Pool, t *Table, from, sql string) (*filterTrees, error) {
 	ft := &filterTrees{}
 	tx, err := pool.Begin(ctx)
 	if err != nil {
@@ -151,7 +157,7 @@ func loadFilterTrees(ctx context.Context, pool *pgxpool.Pool, t *Table, sql stri
 		return nil, fmt.Errorf("set the check's statement timeout: %w", err)
 	}
 	conn := tx.Conn().PgConn()
-	for _, v := range []struct{ name, sql string }{{`"?ace_filter?"`, sql}, {`"?ace_template?"`, filterQuery(t, WrapFilter("true"))}} {
+	for _, v := range []struct{ name, sql string }{{`"?ace_filter?"`, sql}, {`"?ace_template?"`, filterQuery(from, WrapFilter("true"))}} {
 		// ExecParams is the extended protocol: one statement, whatever the text holds.
 		if _, err := conn.ExecParams(ctx, "CREATE TEMP VIEW "+v.name+" AS "+v.sql, nil, nil, nil, nil).Close(); err != nil {
 			return nil, fmt.Errorf("read what it refers to through a temporary view (the role needs the TEMPORARY privilege on the database): %w", err)

@@ -57,6 +57,12 @@ func TestDiffAndRepairOverBothRouteSets(t *testing.T) {
 		require.Equal(t, "COMPLETED", task["status"], "%v", task)
 		require.Contains(t, task["task_context"], "repair_report")
 	})
+	t.Run("ACE Go repair with a plan object", func(t *testing.T) {
+		plan := map[string]any{"tables": map[string]any{"public.t": map[string]any{"default_action": map[string]any{"type": "keep", "node": "n1"}}}}
+		id := submit(t, alice, e.url+"/api/v1/table-repair", map[string]any{"table": "public.t", "diff_file": diffID, "repair_plan": plan, "dry_run": true})
+		task := waitTask(t, alice, e.url+"/api/v1/tasks/"+id)
+		require.Equal(t, "COMPLETED", task["status"], "%v", task)
+	})
 
 	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'drift again' WHERE id = 11`)
 	var seedDiff string
@@ -86,7 +92,7 @@ func TestDiffAndRepairOverBothRouteSets(t *testing.T) {
 		require.Equal(t, 3.0, sample(t, families, "ace_differing_rows_total", dto.MetricType_COUNTER, "type", "table-diff"))
 		durations := series(family(t, families, "ace_task_duration_seconds", dto.MetricType_HISTOGRAM), "type", "table-diff", "status", "COMPLETED")
 		require.EqualValues(t, 2, durations.GetHistogram().GetSampleCount())
-		require.Equal(t, 2.0, sample(t, families, "ace_shim_submissions_total", dto.MetricType_COUNTER, "type", "table-repair", "outcome", "accepted"))
+		require.Equal(t, 3.0, sample(t, families, "ace_shim_submissions_total", dto.MetricType_COUNTER, "type", "table-repair", "outcome", "accepted"), "two repairs and a dry run with a plan")
 		r := do(t, http.DefaultClient, http.MethodGet, e.metricsURL+"/healthz", "", "")
 		require.Equal(t, http.StatusOK, r.code)
 		require.Equal(t, "ok", r.json(t)["database"])

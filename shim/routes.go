@@ -22,6 +22,9 @@ type field struct {
 	// nested: the value is a JSON object whose members are args under their own names (the
 	// seed's exception_details).
 	nested bool
+	// objectArg, when set, is the args key of the value when it is a JSON object (ACE's
+	// repair_plan: a plan object goes to plan, a saved plan's name to repair_plan).
+	objectArg string
 }
 
 // convert turns a REST value into the args value; ok=false leaves the argument out.
@@ -59,6 +62,10 @@ var nodesField = field{rest: "nodes", arg: "nodes", conv: nodesArg}
 // diffFileField names the diff a repair or rerun acts on: a task id, or an uploaded ACE diff
 // file, which the handler imports first (as ace.diff_import does) and replaces by its task id.
 var diffFileField = arg("diff_file", "diff_task")
+
+// repairPlanField is ACE's repair_plan: a plan object (ACE's format as JSON) or a saved plan's
+// name.
+var repairPlanField = field{rest: "repair_plan", arg: "repair_plan", objectArg: "plan"}
 
 // join concatenates field lists.
 func join(lists ...[]field) []field {
@@ -145,8 +152,8 @@ var aceFields = map[string][]field{
 		[]field{diffFileField}, ignored("cluster", "dbname", "nodes", "quiet")),
 	"/api/v1/table-repair": join(
 		// nodes goes through to be refused by the SQL side, which names target_nodes instead.
-		[]field{arg("table", "table_name"), diffFileField, nodesField}, repairFlags,
-		unsupported("repair_plan", "preserve_origin"), ignored("cluster", "dbname", "quiet")),
+		[]field{arg("table", "table_name"), diffFileField, nodesField, repairPlanField}, repairFlags,
+		unsupported("preserve_origin"), ignored("cluster", "dbname", "quiet")),
 	"/api/v1/mtree/build": join(
 		[]field{arg("table", "table_name"), nodesField, arg("block_size", "leaf_rows")},
 		ignored("cluster", "dbname", "quiet", "max_cpu_ratio", "override_block_size", "analyse",

@@ -70,6 +70,13 @@ func TestACERoutesMapOntoTheSQLArguments(t *testing.T) {
 		require.JSONEq(t, `{"table_name":"public.t","diff_task":"x","source_of_truth":"n1","dry_run":true}`,
 			mapArgs(t, "/api/v1/table-repair", `{"cluster": "c", "table": "public.t", "diff_file": "x", "source_of_truth": "n1", "dry_run": true, "preserve_origin": false}`))
 	})
+	t.Run("repair_plan: a plan object or a saved plan's name", func(t *testing.T) {
+		t.Parallel()
+		require.JSONEq(t, `{"table_name":"public.t","diff_task":"x","plan":{"tables":{"public.t":{"default_action":{"type":"keep_n1"}}}}}`,
+			mapArgs(t, "/api/v1/table-repair", `{"table": "public.t", "diff_file": "x", "repair_plan": {"tables": {"public.t": {"default_action": {"type": "keep_n1"}}}}}`))
+		require.JSONEq(t, `{"table_name":"public.t","diff_task":"x","repair_plan":"nightly"}`,
+			mapArgs(t, "/api/v1/table-repair", `{"table": "public.t", "diff_file": "x", "repair_plan": "nightly"}`))
+	})
 	t.Run("unknown and unsupported fields", func(t *testing.T) {
 		t.Parallel()
 		_, _, err := route(t, "/api/v1/table-repair").args(map[string]json.RawMessage{"sorce_of_truth": json.RawMessage(`"n1"`)})
@@ -101,6 +108,9 @@ func TestRouteArgumentsAreSQLArguments(t *testing.T) {
 		for _, f := range rt.fields {
 			if f.arg != "" && !(rt.taskType == sqlapi.TypeTableRepair && f.arg == "nodes") {
 				require.Contains(t, names, f.arg, "%s: field %s", rt.path, f.rest)
+			}
+			if f.objectArg != "" {
+				require.Contains(t, names, f.objectArg, "%s: field %s", rt.path, f.rest)
 			}
 		}
 	}

@@ -54,10 +54,14 @@ func (rt submitRoute) args(body map[string]json.RawMessage) (args map[string]jso
 				continue
 			}
 		}
-		if _, dup := args[f.arg]; dup {
-			return nil, nil, &requestError{fmt.Sprintf("%q is given twice (field %q and another)", f.arg, name)}
+		key := f.arg
+		if f.objectArg != "" && bytes.HasPrefix(bytes.TrimSpace(v), []byte("{")) {
+			key = f.objectArg
 		}
-		args[f.arg] = v
+		if _, dup := args[key]; dup {
+			return nil, nil, &requestError{fmt.Sprintf("%q is given twice (field %q and another)", key, name)}
+		}
+		args[key] = v
 	}
 	return args, upload, nil
 }

@@ -2,6 +2,7 @@ package sqlapi
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"math"
 	"reflect"
@@ -150,6 +151,19 @@ type RepairArgs struct {
 	GenerateReport bool     `json:"generate_report"`
 	Atomic         bool     `json:"atomic"`
 	CheckUnchanged bool     `json:"check_unchanged"`
+	// RepairPlan names a saved repair plan (ace.repair_plans); Plan is a plan given inline, which
+	// the validator replaces by the plan the repair runs with (the saved one, or the one given),
+	// checked and narrowed to the table by ace.validate_repair_plan.
+	RepairPlan string          `json:"repair_plan,omitempty"`
+	Plan       json.RawMessage `json:"plan,omitempty"`
+}
+
+// ParsedPlan is the repair plan the validator resolved, as the engine takes it; nil without one.
+func (a RepairArgs) ParsedPlan() (*repair.Plan, error) {
+	if len(a.Plan) == 0 || string(a.Plan) == "null" {
+		return nil, nil
+	}
+	return repair.ParsePlan(a.Plan, a.RepairPlan)
 }
 
 // Options are the engine's options for the repair's arguments: the one conversion of

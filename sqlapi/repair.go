@@ -95,11 +95,11 @@ func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []repair
 	for i, a := range actions {
 		w.rowNo++
 		data[i] = []any{r.Task.ID, w.rowNo, r.Task.Attempts, a.Node, a.Kind, []byte(a.PK), []byte(a.PKSort),
-			nullString(a.Source), nullJSON(a.Before), nullJSON(a.After), nullString(a.Reason)}
+			nullString(a.Source), nullJSON(a.Before), nullJSON(a.After), nullString(a.Reason), nullString(a.Rule)}
 	}
 	return r.fenced(ctx, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "repair_actions"},
-			[]string{"task_id", "row_no", "attempt", "node", "action", "pk", "pk_sort", "source", "before", "after", "reason"},
+			[]string{"task_id", "row_no", "attempt", "node", "action", "pk", "pk_sort", "source", "before", "after", "reason", "rule"},
 			pgx.CopyFromRows(data))
 		if err != nil {
 			return fmt.Errorf("store %d repair actions of task %s: %w", len(actions), r.Task.ID, err)
@@ -130,15 +130,15 @@ func (w *RepairActions) MarkApplied(ctx context.Context, node string) error {
 
 // ReadRepairActions returns a repair's recorded actions, by node and key.
 func ReadRepairActions(ctx context.Context, q Querier, taskID uuid.UUID) ([]repair.Action, error) {
-	rows, err := q.Query(ctx, `SELECT node, action, pk, pk_sort, coalesce(source, ''), before, after, coalesce(reason, ''), applied
-		FROM ace.repair_actions WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
+	rows, err := q.Query(ctx, `SELECT node, action, pk, pk_sort, coalesce(source, ''), before, after, coalesce(reason, ''), applied,
+		coalesce(rule, '') FROM ace.repair_actions WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("read repair actions of task %s: %w", taskID, err)
 	}
 	actions, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repair.Action, error) {
 		var a repair.Action
 		var pk, pkSort, before, after []byte
-		err := row.Scan(&a.Node, &a.Kind, &pk, &pkSort, &a.Source, &before, &after, &a.Reason, &a.Applied)
+		err := row.Scan(&a.Node, &a.Kind, &pk, &pkSort, &a.Source, &before, &after, &a.Reason, &a.Applied, &a.Rule)
 		a.PK, a.PKSort, a.Before, a.After = pk, pkSort, before, after
 		return a, err
 	})

@@ -22,10 +22,11 @@ var apiExceptions = map[sqlapi.TaskType]struct{ notInSQL, notInGo, notInCLI []st
 	sqlapi.TypeTableRepair: {
 		// The server resolves table_name and diff_nodes from the diff task when the repair is
 		// submitted. --diff-file submits a diff-import task (ace.diff_import) first and repairs
-		// that: the SQL path makes the same two calls.
+		// that: the SQL path makes the same two calls. --repair-plan takes a plan file (YAML or
+		// JSON, sent as plan) or a saved plan's name (sent as repair_plan), as ACE's flag takes a file.
 		notInSQL: []string{"table_name", "diff_nodes", "diff_file"},
 		notInGo:  []string{"diff_file"},
-		notInCLI: []string{"table_name", "diff_nodes"},
+		notInCLI: []string{"table_name", "diff_nodes", "plan"},
 	},
 	sqlapi.TypeTableRerun: {
 		// A rerun rechecks its diff's table, nodes and filter: the server fills them from the diff

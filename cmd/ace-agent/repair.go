@@ -74,6 +74,7 @@ type tableRepairOpts struct {
 	fixNulls       bool
 	atomic         bool
 	checkUnchanged bool
+	repairPlan     string
 	json           bool
 }
 
@@ -116,20 +117,25 @@ skipped or left unrepaired, 2 error (including a node whose repair failed).`,
 	f.BoolVarP(&o.fixNulls, "fix-nulls", "X", false, "fill NULL columns from the other nodes' values")
 	f.BoolVar(&o.atomic, "atomic", false, "repair every node or none (two-phase commit)")
 	f.BoolVar(&o.checkUnchanged, "check-unchanged", true, "change a row only if it is still what the diff saw (--check-unchanged=false overwrites)")
+	f.StringVarP(&o.repairPlan, "repair-plan", "p", "", "a repair plan: a file (ACE's YAML, or JSON), or the name of one saved with repair-plan import")
 	f.BoolVarP(&o.diff.quiet, "quiet", "q", false, "show no progress")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return cmd
 }
 
-func (o *tableRepairOpts) args(diff uuid.UUID, table string) sqlapi.TableRepairArgs {
+func (o *tableRepairOpts) args(diff uuid.UUID, table string) (sqlapi.TableRepairArgs, error) {
+	name, plan, err := planArg(o.repairPlan)
+	if err != nil {
+		return sqlapi.TableRepairArgs{}, err
+	}
 	return sqlapi.TableRepairArgs{
 		DiffTask: diff, TableName: table, RepairArgs: sqlapi.RepairArgs{
 			SourceOfTruth: o.sourceOfTruth, Strategy: o.strategy, TargetNodes: parseNodes(o.targetNodes),
 			DryRun: o.dryRun, UpsertOnly: o.upsertOnly, InsertOnly: o.insertOnly, Bidirectional: o.bidirectional,
 			FixNulls: o.fixNulls, FireTriggers: o.fireTriggers, GenerateReport: o.generateReport, Atomic: o.atomic,
-			CheckUnchanged: o.checkUnchanged,
+			CheckUnchanged: o.checkUnchanged, RepairPlan: name, Plan: plan,
 		},
-	}
+	}, nil
 }
 
 func runTableRepair(cmd *cobra.Command, g *globals, o *tableRepairOpts, args []string) error {
@@ -148,7 +154,11 @@ func runTableRepair(cmd *cobra.Command, g *globals, o *tableRepairOpts, args []s
 	if len(args) == 1 {
 		table = args[0]
 	}
-	task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableRepair, o.args(diff, table), o.diff.quiet, stderr)
+	repairArgs, err := o.args(diff, table)
+	if err != nil {
+		return err
+	}
+	task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableRepair, repairArgs, o.diff.quiet, stderr)
 	if err != nil {
 		return err
 	}
@@ -208,6 +218,10 @@ func printRepair(w io.Writer, id uuid.UUID, s *repair.Summary) {
 		n := s.Nodes[name]
 		fmt.Fprintf(w, "  %s: %d %sinserted, %d %supdated, %d %sdeleted, %d skipped%s\n", name,
 			n.Inserted, verb, n.Updated, verb, n.Deleted, verb, n.Skipped, reasons(n.SkippedByReason))
+	}
+	if len(s.RuleMatches) > 0 {
+		// ACE's "Rule usage": the keys each rule of the plan decided.
+		fmt.Fprintf(w, "  rule usage (%s): %s\n", s.RepairPlan, strings.TrimSuffix(strings.TrimPrefix(reasons(s.RuleMatches), " ("), ")"))
 	}
 	if s.Unresolved > 0 {
 		fmt.Fprintf(w, "%d %s left unrepaired; run a new diff after looking at them\n", s.Unresolved, report.Plural(s.Unresolved, "row was", "rows were"))

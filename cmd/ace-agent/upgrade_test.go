@@ -176,10 +176,11 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 }
 
 // contentsAsV5 is contents without what later migrations added to existing tables: the tasks'
-// submitted_session_user and waiting_on_children, the nodes' states, and the newer settings.
+// submitted_session_user and waiting_on_children, the nodes' states, the repair actions' plan
+// rule, and the newer settings.
 func contentsAsV5(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
-	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at' - 'backend_pid'",
+	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at' - 'backend_pid' - 'rule'",
 		"NOT (to_jsonb(x) ? 'description' AND to_jsonb(x)->>'name' IN ('max_cdc_timeout', 'task_retention', 'scheduled_task_retention', "+
 			"'event_retention', 'min_schedule_interval', 'schedule_timezone', 'table_status_max_age'))")
 }
@@ -258,7 +259,8 @@ func addedAfterV5(line string) bool {
 		"spock_exception_rows",                                       // 010: Spock exceptions
 		"schema_finding", "waiting_on_children", "tasks_parent_task", // 011: schema diffs
 		"events", "nodes.state", "node_state", "node_status", "leader_pin", "one_pin", // 012: the cluster's life
-		"agents.backend_pid", // 013: the cluster's status
+		"agents.backend_pid",                  // 013: the cluster's status
+		"repair_plans", "repair_actions.rule", // 014: repair plans
 	} {
 		if strings.Contains(line, part) {
 			return true

@@ -173,7 +173,7 @@ func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.Ra
 	switch {
 	case same(cur, want):
 		return d.skipped(ReasonAlreadyInSync, want), nil
-	case r.opts.CheckUnchanged && !same(cur, p.expect):
+	case p.checkUnchanged(r.opts.CheckUnchanged) && !same(cur, p.expect):
 		return d.skipped(ReasonChangedSinceDiff, want), nil
 	case p.fill != nil:
 		d.Kind = ActionUpdate
@@ -183,12 +183,21 @@ func (r *repairer) decide(p planned, cur json.RawMessage, same func(a, b json.Ra
 		d.Kind = ActionInsert
 	case r.opts.Bidirectional:
 		return d.skipped(ReasonBidirectional, want), nil
-	case r.opts.InsertOnly:
+	case r.opts.InsertOnly || p.insertOnly:
 		return d.skipped(ReasonInsertOnly, want), nil
 	default:
 		d.Kind = ActionUpdate
 	}
 	return d, nil
+}
+
+// checkUnchanged is whether the compare-and-set guards this row: the repair's check_unchanged,
+// unless the plan's rule says otherwise with allow_stale_repairs.
+func (p planned) checkUnchanged(repairWide bool) bool {
+	if p.allowStale != nil {
+		return !*p.allowStale
+	}
+	return repairWide
 }
 
 func (d decided) skipped(reason string, after json.RawMessage) decided {

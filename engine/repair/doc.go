@@ -20,4 +20,8 @@
 //   - finish.go: commit, rollback, two-phase commit for Atomic, and the summary.
 //   - report.go: Options.ReportArgs and ACERepairReport, a repair's options and actions
 //     handed to engine/acefile's repair report.
+//   - planrules.go, planeval.go, planactions.go: repair plans (ACE's rule files, Options.Plan):
+//     the plan's types and its sides bound to the diff's nodes; the first pass, which decides
+//     every key's rule (when and pick_freshest evaluated on a node as the submitter, typed) before
+//     anything is written; and each decision turned into what every target gets.
 package repair

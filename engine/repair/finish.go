@@ -1,6 +1,7 @@
 package repair
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -115,6 +116,9 @@ func (r *repairer) summary() *Summary {
 		KeysChecked: r.keysDone, SkippedByReason: map[string]int64{},
 		StartTime: r.start.UTC(), EndTime: end.UTC(), TimeTaken: end.Sub(r.start).Round(time.Millisecond).String(),
 		TimeTakenSeconds: end.Sub(r.start).Seconds(), Warnings: r.warnings,
+	}
+	if o.Plan != nil {
+		s.RepairPlan, s.RuleMatches = cmp.Or(o.Plan.Name, "inline"), r.ruleMatchCounts()
 	}
 	if o.Diff.DiffRowLimitReached {
 		s.Warnings = append(s.Warnings, "the diff stopped at max_diff_rows, so more rows may differ: diff again after this repair")

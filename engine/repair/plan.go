@@ -16,6 +16,10 @@ type planned struct {
 	key    []string                   // the key as text values
 	expect json.RawMessage            // what the diff saw on the node ("null": absent)
 	fill   map[string]json.RawMessage // fix_nulls: column -> value for columns that are NULL
+	// A repair plan's rule may set the compare-and-set for its rows (allow_stale_repairs), and
+	// may only insert (apply_from with mode insert).
+	allowStale *bool
+	insertOnly bool
 }
 
 // plan decides, for every target node, what to do with one differing key.
@@ -26,6 +30,8 @@ func (r *repairer) plan(d engine.DiffRow) ([]planned, error) {
 	}
 	var out []planned
 	switch {
+	case r.rules != nil:
+		out, err = r.planFromRules(d)
 	case r.opts.FixNulls:
 		out, err = r.planFixNulls(d)
 	case r.opts.Bidirectional:

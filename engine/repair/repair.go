@@ -35,12 +35,15 @@ const (
 	ReasonUpsertOnly    = "upsert_only"     // the mode never deletes
 	ReasonBidirectional = "bidirectional"   // the mode only inserts missing rows
 	ReasonFixNulls      = "fix_nulls"       // the mode only fills NULLs of rows the node has
+	ReasonPlanSkip      = "plan_skip"       // the repair plan's rule says skip
+
+	ReasonFreshestTie = "pick_freshest_tie" // a plan's pick_freshest found no one freshest version and has no tie node holding the row
 )
 
 // unresolvedReasons are the skips that leave a difference the repair was meant to remove.
 var unresolvedReasons = map[string]bool{
 	ReasonChangedSinceDiff: true, ReasonCommitTSTie: true, ReasonMissingCommitTS: true,
-	ReasonConflictingVersions: true, ReasonConflictingValues: true,
+	ReasonConflictingVersions: true, ReasonConflictingValues: true, ReasonFreshestTie: true,
 }
 
 // StrategyLatestCommit picks, for each key, the version with the latest commit timestamp.
@@ -61,7 +64,8 @@ type Action struct {
 	Before  json.RawMessage `json:"before"`           // the node's row before; null when absent
 	After   json.RawMessage `json:"after"`            // its row after (for a skip: what it would have been)
 	Reason  string          `json:"reason,omitempty"`
-	Applied bool            `json:"applied"` // committed on the node
+	Applied bool            `json:"applied"`        // committed on the node
+	Rule    string          `json:"rule,omitempty"` // the repair plan's rule that decided the row
 }
 
 // Sink records a repair's actions as they are decided, and learns which nodes committed.
@@ -93,6 +97,9 @@ type Options struct {
 	CheckUnchanged bool
 	Origin         string // replication origin; default "ace_repair" (defaultRepairOrigin)
 	BatchSize      int    // keys per statement; default 500
+	// Plan is the repair plan that decides every row (instead of a source of truth or a mode);
+	// nil for none. Its sides are resolved against Diff.Nodes when the repair starts.
+	Plan *Plan
 	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
 	// code the table runs on a repair (triggers, rules, policies, domain checks, defaults and
 	// other expressions) could step back to the agent's login, so a table carrying such code
@@ -134,7 +141,15 @@ func (o *Options) check() error {
 	if o.Strategy != "" && o.Strategy != StrategyLatestCommit {
 		return fmt.Errorf("unknown strategy %q: the only strategy is %s", o.Strategy, StrategyLatestCommit)
 	}
-	if o.SourceOfTruth == "" && o.Strategy == "" && !o.Bidirectional && !o.FixNulls {
+	if o.Plan != nil {
+		for name, set := range map[string]bool{"source_of_truth": o.SourceOfTruth != "", "strategy": o.Strategy != "",
+			"bidirectional": o.Bidirectional, "fix_nulls": o.FixNulls, "insert_only": o.InsertOnly, "upsert_only": o.UpsertOnly} {
+			if set {
+				return fmt.Errorf("a repair plan cannot be combined with %s", name)
+			}
+		}
+	}
+	if o.SourceOfTruth == "" && o.Strategy == "" && !o.Bidirectional && !o.FixNulls && o.Plan == nil {
 		return errors.New("a source of truth is required unless strategy, bidirectional or fix_nulls is given")
 	}
 	if o.Diff == nil || o.Rows == nil {
@@ -153,6 +168,8 @@ func (o *Options) check() error {
 // Mode names what decides the rows a repair writes.
 func (o *Options) Mode() string {
 	switch {
+	case o.Plan != nil:
+		return "repair_plan"
 	case o.FixNulls:
 		return "fix_nulls"
 	case o.Bidirectional:
@@ -212,7 +229,11 @@ type Summary struct {
 	TimeTaken        string                 `json:"time_taken"`
 	TimeTakenSeconds float64                `json:"time_taken_seconds"`
 	Warnings         []string               `json:"warnings,omitempty"`
-	RepairReport     json.RawMessage        `json:"repair_report,omitempty"` // ACE's report, with generate_report
+	// RepairPlan names the saved plan the repair ran with ("inline" for one given inline), and
+	// RuleMatches counts the keys each of its rules decided (ACE's rule_matches).
+	RepairPlan   string           `json:"repair_plan,omitempty"`
+	RuleMatches  map[string]int64 `json:"rule_matches,omitempty"`
+	RepairReport json.RawMessage  `json:"repair_report,omitempty"` // ACE's report, with generate_report
 }
 
 // repairError is a repair that failed on at least one node. Summary says what every node got.

@@ -35,6 +35,13 @@ type repairer struct {
 	sessions map[string]*repairSession
 	modes    map[string]string // target -> WriteReplica or WriteNormal ("" in a dry run)
 
+	// With a plan: its sides bound to nodes, and each key's choice (planeval.go).
+	rules       *Plan
+	sides       sideNames
+	choices     map[string]choice
+	ruleMatches map[string]int64
+	planNode    *engine.Node // where the plan's predicates run, during resolvePlan
+
 	mu       sync.Mutex
 	stats    map[string]*NodeRepair
 	keysDone int64
@@ -100,6 +107,12 @@ func (r *repairer) prepare(ctx context.Context) error {
 	}
 	if err := r.decideWriteModes(ctx); err != nil {
 		return err
+	}
+	// After the table's code was judged (set_role): a plan's predicates cast the table's types.
+	if r.opts.Plan != nil {
+		if err := r.resolvePlan(ctx); err != nil {
+			return err
+		}
 	}
 	// One node after the other, in name order: two repairs waiting for each other's replication
 	// origin sessions always take them in the same order, so they cannot deadlock.

@@ -35,3 +35,17 @@ DROP FUNCTION IF EXISTS ace.ready_mtree(text);
 
 -- Issue 19: ace.add_node took the state of a new node.
 DROP FUNCTION IF EXISTS ace.add_node(text, text, text);
+
+-- Issue 20: table_repair and run_table_repair took repair_plan and plan, and repair_rows returns
+-- the plan's rule. The earlier signatures are found by what they lack.
+DO $$
+DECLARE
+    p regprocedure;
+BEGIN
+    FOR p IN SELECT oid::regprocedure FROM pg_proc
+             WHERE pronamespace = 'ace'::regnamespace
+               AND ((proname IN ('table_repair', 'run_table_repair') AND NOT 'repair_plan' = ANY(proargnames))
+                    OR (proname = 'repair_rows' AND NOT 'rule' = ANY(proargnames))) LOOP
+        EXECUTE format('DROP ROUTINE %s', p);
+    END LOOP;
+END $$;

@@ -229,6 +229,7 @@ END $$;
 CREATE OR REPLACE FUNCTION ace.check_repair_options(args jsonb) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
+    conflicting text;
     pairs text[][] := ARRAY[
         ['bidirectional', 'upsert_only'], ['bidirectional', 'fix_nulls'], ['fix_nulls', 'insert_only'],
         ['fix_nulls', 'upsert_only'], ['insert_only', 'upsert_only']];
@@ -259,10 +260,21 @@ BEGIN
             RAISE EXCEPTION 'strategy cannot be combined with %', CASE WHEN (args->>'bidirectional')::boolean THEN 'bidirectional' ELSE 'fix_nulls' END
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-    ELSIF args->>'source_of_truth' IS NULL AND NOT (args->>'fix_nulls')::boolean AND NOT (args->>'bidirectional')::boolean THEN
+    ELSIF args->>'source_of_truth' IS NULL AND NOT (args->>'fix_nulls')::boolean AND NOT (args->>'bidirectional')::boolean
+          AND NOT args ? 'plan' THEN
         RAISE EXCEPTION 'source_of_truth is required'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Name the node whose rows are right (source_of_truth => ''n1''), or use strategy => ''latest_commit'', fix_nulls or bidirectional.';
+                  HINT = 'Name the node whose rows are right (source_of_truth => ''n1''), or use strategy => ''latest_commit'', fix_nulls, bidirectional or a repair plan.';
+    END IF;
+    -- A plan decides every row itself (ACE: not with --fix-nulls or --bidirectional); the other
+    -- deciding options would say something else about the same rows.
+    IF args ? 'plan' THEN
+        SELECT k INTO conflicting FROM unnest(ARRAY['source_of_truth', 'strategy', 'bidirectional', 'fix_nulls', 'insert_only', 'upsert_only']) k
+        WHERE coalesce(args->>k, 'false') NOT IN ('false', '') LIMIT 1;
+        IF conflicting IS NOT NULL THEN
+            RAISE EXCEPTION 'a repair plan cannot be combined with %', conflicting USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'The plan''s rules decide every row (apply_from with mode insert or upsert, keep, skip, ...): say it there.';
+        END IF;
     END IF;
 END $$;
 
@@ -359,8 +371,10 @@ BEGIN
     args := args || jsonb_build_object('check_unchanged', ace.bool_arg(args, 'check_unchanged', true),
                                        'source_of_truth', ace.text_arg(args, 'source_of_truth'),
                                        'strategy', lower(ace.text_arg(args, 'strategy')));
-    PERFORM ace.check_repair_options(args);
     tbl := ace.resolve_table(diff.result->>'table_name');
+    args := args - 'plan' || jsonb_strip_nulls(jsonb_build_object('plan', ace.repair_plan_arg(args, tbl),
+                                                                   'repair_plan', ace.text_arg(args, 'repair_plan')));
+    PERFORM ace.check_repair_options(args);
     IF ace.text_arg(args, 'table_name') IS NOT NULL AND ace.resolve_table(args->>'table_name') <> tbl THEN
         RAISE EXCEPTION 'diff task % is a diff of %, not of %', diff.task_id, tbl, args->>'table_name'
             USING ERRCODE = 'invalid_parameter_value';

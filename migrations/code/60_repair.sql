@@ -29,7 +29,9 @@ CREATE OR REPLACE FUNCTION ace.table_repair(
     strategy text DEFAULT NULL,
     atomic boolean DEFAULT false,
     check_unchanged boolean DEFAULT true,
-    target_nodes text[] DEFAULT NULL
+    target_nodes text[] DEFAULT NULL,
+    repair_plan text DEFAULT NULL,
+    plan jsonb DEFAULT NULL
 ) RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     id uuid;
@@ -39,7 +41,8 @@ BEGIN
         'diff_task', diff_task, 'source_of_truth', source_of_truth, 'dry_run', dry_run, 'upsert_only', upsert_only,
         'insert_only', insert_only, 'bidirectional', bidirectional, 'fix_nulls', fix_nulls, 'fire_triggers', fire_triggers,
         'generate_report', generate_report, 'strategy', strategy, 'atomic', atomic, 'check_unchanged', check_unchanged,
-        'target_nodes', target_nodes)))
+        'target_nodes', target_nodes,
+        'repair_plan', repair_plan, 'plan', plan)))
     RETURNING task_id INTO id;
     RETURN id;
 END $$;
@@ -54,15 +57,17 @@ BEGIN
     RETURN id;
 END $$;
 
--- What a repair did (or, in a dry run, would do) to each row on each node.
+-- What a repair did (or, in a dry run, would do) to each row on each node; rule names the plan's
+-- rule (or row override, or default) that decided the row, for a repair with a plan.
 CREATE OR REPLACE FUNCTION ace.repair_rows(task_id uuid)
-RETURNS TABLE (node text, action text, pk jsonb, source text, before jsonb, after jsonb, reason text, applied boolean, attempt int)
+RETURNS TABLE (node text, action text, pk jsonb, source text, before jsonb, after jsonb, reason text, applied boolean, attempt int,
+               rule text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM ace.tasks t WHERE t.task_id = repair_rows.task_id) THEN
         RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN QUERY SELECT a.node, a.action, a.pk, a.source, a.before, a.after, a.reason, a.applied, a.attempt
+    RETURN QUERY SELECT a.node, a.action, a.pk, a.source, a.before, a.after, a.reason, a.applied, a.attempt, a.rule
         FROM ace.repair_actions a WHERE a.task_id = repair_rows.task_id ORDER BY a.node, a.pk_sort, a.row_no;
 END $$;
 
@@ -97,13 +102,16 @@ CREATE OR REPLACE PROCEDURE ace.run_table_repair(
     atomic boolean DEFAULT false,
     check_unchanged boolean DEFAULT true,
     target_nodes text[] DEFAULT NULL,
+    repair_plan text DEFAULT NULL,
+    plan jsonb DEFAULT NULL,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
     task_id := ace.table_repair(diff_task, source_of_truth, dry_run, upsert_only, insert_only, bidirectional, fix_nulls,
-                                fire_triggers, generate_report, strategy, atomic, check_unchanged, target_nodes);
+                                fire_triggers, generate_report, strategy, atomic, check_unchanged, target_nodes,
+                                repair_plan, plan);
     RAISE NOTICE 'submitted table-repair task %', task_id;
     COMMIT;
     SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
