@@ -85,6 +85,70 @@ LANGUAGE sql IMMUTABLE AS $$
         CASE WHEN (progress->>'differing_keys')::bigint > 0 THEN format('%s differing row(s) so far', progress->>'differing_keys') END)
 $$;
 
+-- The CALL forms (ace.run_*) share one ending: ace.follow_submitted waits for the task with
+-- progress NOTICEs and returns its status, a one-line outcome (ace.describe_task) and its result.
+-- The outcome is the short column psql shows beside the result's jsonb.
+
+-- A task's outcome in one line: what a completed task found or did, or why it did not complete.
+-- plpgsql, so that it may name the describe functions of the task types' files, made later.
+CREATE OR REPLACE FUNCTION ace.describe_task(t ace.tasks) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF t.status <> 'COMPLETED' THEN
+        RETURN format('%s task %s: %s', t.task_type, lower(t.status), coalesce(t.error, 'no error recorded'));
+    END IF;
+    RETURN CASE t.task_type
+        WHEN 'table-diff' THEN ace.describe_diff(t.result)
+        WHEN 'mtree-diff' THEN ace.describe_diff(t.result)
+        WHEN 'table-rerun' THEN CASE WHEN (t.result->>'differing_keys')::bigint = 0
+                                     THEN 'all previously reported differences have been resolved'
+                                     ELSE ace.describe_diff(t.result) END
+        WHEN 'table-repair' THEN ace.describe_repair(t.result)
+        WHEN 'mtree-build' THEN format('Merkle tree of %s built on %s (%s leaves on %s)', t.result->>'table_name',
+                                       (SELECT string_agg(n, ', ') FROM jsonb_array_elements_text(t.result->'nodes') n),
+                                       t.result->>'leaves', t.result->>'reference_node')
+        WHEN 'schema-diff' THEN ace.describe_schema_diff(t.result)
+        WHEN 'repset-diff' THEN ace.describe_repset_diff(t.result)
+        ELSE format('%s task completed', t.task_type)
+    END;
+END $$;
+
+-- Where to look next after a task, as a CALL form's last NOTICE; NULL when there is nothing more.
+CREATE OR REPLACE FUNCTION ace.task_next_step(t ace.tasks) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN t.task_type = 'table-repair' THEN format('see what each node got with: SELECT * FROM ace.repair_rows(%L);', t.task_id)
+        WHEN t.status <> 'COMPLETED' THEN NULL
+        WHEN t.task_type = 'table-rerun' AND (t.result->>'differing_keys')::bigint > 0
+            THEN format('see the rows with: SELECT * FROM ace.diff_rows(%L); repair them with ace.table_repair(%L, ...)', t.task_id, t.task_id)
+        WHEN t.task_type IN ('table-diff', 'mtree-diff') AND (t.result->>'differing_keys')::bigint > 0
+            THEN format('see the rows with: SELECT * FROM ace.diff_rows(%L);', t.task_id)
+        WHEN t.task_type = 'schema-diff' AND t.result->>'compare' <> 'data' AND (t.result->>'findings')::int > 0
+            THEN format('see the findings with: SELECT * FROM ace.schema_diff_rows(%L);', t.task_id)
+    END
+$$;
+
+-- Waits for a task that a CALL form submitted and committed, raising a NOTICE whenever its
+-- progress changes, then its outcome (a WARNING when it did not complete) and where to look next.
+CREATE OR REPLACE PROCEDURE ace.follow_submitted(task_id uuid, INOUT status text, INOUT outcome text, INOUT summary jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t ace.tasks := ace.wait(task_id, timeout => NULL, progress_notices => true);
+    next_step text := ace.task_next_step(t);
+BEGIN
+    status := t.status;
+    summary := t.result;
+    outcome := ace.describe_task(t);
+    IF status = 'COMPLETED' THEN
+        RAISE NOTICE '%', outcome;
+    ELSE
+        RAISE WARNING '%', outcome;
+    END IF;
+    IF next_step IS NOT NULL THEN
+        RAISE NOTICE '%', next_step;
+    END IF;
+END $$;
+
 -- Deletes up to batch finished tasks (COMPLETED, FAILED, CANCELLED) that finished longer than
 -- task_retention ago, oldest first, with their results (ON DELETE CASCADE), and returns how many
 -- it deleted; none when task_retention is unset. A task that a queued or running task names as
