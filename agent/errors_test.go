@@ -74,12 +74,13 @@ func TestRunTableDiffProcedureReportsProgressAndSummary(t *testing.T) {
 	conn, err := pgx.ConnectConfig(t.Context(), cfg)
 	require.NoError(t, err)
 	defer conn.Close(t.Context())
-	var status string
+	var status, outcome string
 	var differing int64
 	require.NoError(t, conn.QueryRow(t.Context(),
-		`CALL ace.run_table_diff('public.t', block_size => 1000)`).Scan(new(uuid.UUID), &status, &differing, new(map[string]any)))
+		`CALL ace.run_table_diff('public.t', block_size => 1000)`).Scan(new(uuid.UUID), &status, &differing, &outcome, new(map[string]any)))
 	require.Equal(t, "COMPLETED", status)
 	require.EqualValues(t, 1, differing)
+	require.Equal(t, "public.t: 1 differing row(s) (n1/n3 1, n2/n3 1); 3000 rows checked", outcome, "the short line beside the summary")
 	require.NotEmpty(t, notices)
 	require.Contains(t, notices[0], "submitted table-diff task")
 	require.Contains(t, notices[len(notices)-1], "SELECT * FROM ace.diff_rows(")

@@ -90,20 +90,23 @@ func TestRunTableRepairAndRerunProcedures(t *testing.T) {
 	conn, err := pgx.ConnectConfig(t.Context(), cfg)
 	require.NoError(t, err)
 	defer conn.Close(t.Context())
-	var status string
+	var status, outcome string
 	var summary map[string]any
 	require.NoError(t, conn.QueryRow(t.Context(), `CALL ace.run_table_repair($1, source_of_truth => 'n1')`, diff).
-		Scan(new(uuid.UUID), &status, &summary))
+		Scan(new(uuid.UUID), &status, &outcome, &summary))
 	require.Equal(t, "COMPLETED", status)
 	require.Equal(t, true, summary["fully_repaired"])
 	require.Contains(t, notices[0], "submitted table-repair task")
-	require.Contains(t, notices[len(notices)-2], "public.v: n2 0 inserted, 1 updated, 0 deleted, 0 skipped; n3 0 inserted, 0 updated, 0 deleted, 0 skipped")
+	const repaired = "public.v: n2 0 inserted, 1 updated, 0 deleted, 0 skipped; n3 0 inserted, 0 updated, 0 deleted, 0 skipped"
+	require.Contains(t, notices[len(notices)-2], repaired)
+	require.Equal(t, repaired, outcome, "the short line beside the summary")
 	require.Contains(t, notices[len(notices)-1], "SELECT * FROM ace.repair_rows(")
 
 	var differing int64
 	require.NoError(t, conn.QueryRow(t.Context(), `CALL ace.run_table_rerun($1)`, diff).
-		Scan(new(uuid.UUID), &status, &differing, &summary))
+		Scan(new(uuid.UUID), &status, &differing, &outcome, &summary))
 	require.Equal(t, "COMPLETED", status)
 	require.EqualValues(t, 0, differing)
+	require.Equal(t, "all previously reported differences have been resolved", outcome)
 	require.Contains(t, notices[len(notices)-1], "all previously reported differences have been resolved")
 }

@@ -114,6 +114,19 @@ func bucketCountsSQL(n int) string {
 const treeLagSQL = `SELECT node_name, table_name, coalesce(lag_bytes, 0)::float8, coalesce(retained_wal_bytes, 0)::float8,
 	coalesce(dirty_leaves, 0)::float8, warning FROM ace.mtree_status()`
 
+// tableVerdictsSQL reads every table's sync status per node (ace.table_sync, which the agent's
+// login reads whole: it owns the schema) with the age of each verdict.
+const tableVerdictsSQL = `SELECT format('%I.%I', schema_name, rel_name), node_name, verdict, differing_keys::float8,
+	extract(epoch FROM now() - as_of)::float8 FROM ace.table_sync`
+
+// verdicts are the values ace_table_verdict has a series for, one per table and node.
+var verdicts = []string{"in_sync", "out_of_sync", "diverged"}
+
+type tableVerdict struct {
+	table, node, verdict string
+	differing, age       float64
+}
+
 type taskAgg struct {
 	typ, status         string
 	count, ended        int64
@@ -133,8 +146,9 @@ type treeLag struct {
 // databaseMetrics is what one scrape read from ace.tasks and ace.mtree_status(): a
 // prometheus.Collector of const metrics.
 type databaseMetrics struct {
-	tasks []taskAgg
-	trees []treeLag
+	tasks    []taskAgg
+	trees    []treeLag
+	verdicts []tableVerdict
 }
 
 func readDatabaseMetrics(ctx context.Context, pool *pgxpool.Pool) (*databaseMetrics, error) {
@@ -146,7 +160,26 @@ func readDatabaseMetrics(ctx context.Context, pool *pgxpool.Pool) (*databaseMetr
 	if err != nil {
 		return nil, err
 	}
-	return &databaseMetrics{tasks: tasks, trees: trees}, nil
+	verdicts, err := readVerdicts(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	return &databaseMetrics{tasks: tasks, trees: trees, verdicts: verdicts}, nil
+}
+
+func readVerdicts(ctx context.Context, pool *pgxpool.Pool) ([]tableVerdict, error) {
+	rows, err := pool.Query(ctx, tableVerdictsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read the tables' sync status: %w", err)
+	}
+	var v tableVerdict
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tableVerdict, error) {
+		return v, r.Scan(&v.table, &v.node, &v.verdict, &v.differing, &v.age)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the tables' sync status: %w", err)
+	}
+	return out, nil
 }
 
 func readTasks(ctx context.Context, pool *pgxpool.Pool) ([]taskAgg, error) {
@@ -200,12 +233,19 @@ var (
 		[]string{"node", "table"}, nil)
 	staleDesc = prometheus.NewDesc("ace_mtree_stale_leaves", "Leaves of each tree whose hashes wait for the next diff to be refreshed.",
 		[]string{"node", "table"}, nil)
+	verdictDesc = prometheus.NewDesc("ace_table_verdict", "1 for each table and node's verdict of its last diff, rerun or repair (in_sync, out_of_sync or diverged), 0 for the others (ace.table_status).",
+		[]string{"table", "node", "verdict"}, nil)
+	verdictKeysDesc = prometheus.NewDesc("ace_table_differing_keys", "Keys on which each node disagreed with the majority (or had none) at its table's last verdict.",
+		[]string{"table", "node"}, nil)
+	verdictAgeDesc = prometheus.NewDesc("ace_table_verdict_age_seconds", "Age of each table and node's last verdict; stale in ace.table_status beyond the table_status_max_age setting.",
+		[]string{"table", "node"}, nil)
 	warningDesc = prometheus.NewDesc("ace_mtree_warning", "1 for each tree whose node reports a warning (a failing change stream, a lost slot), the warning as a label.",
 		[]string{"node", "table", "warning"}, nil)
 )
 
 func (d *databaseMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, desc := range []*prometheus.Desc{tasksDesc, durationDesc, rowsHashedDesc, differingDesc, lagDesc, retainedDesc, staleDesc, warningDesc} {
+	for _, desc := range []*prometheus.Desc{tasksDesc, durationDesc, rowsHashedDesc, differingDesc, lagDesc, retainedDesc, staleDesc, warningDesc,
+		verdictDesc, verdictKeysDesc, verdictAgeDesc} {
 		ch <- desc
 	}
 }
@@ -230,6 +270,20 @@ func (d *databaseMetrics) Collect(ch chan<- prometheus.Metric) {
 			constant(ch, warningDesc, prometheus.GaugeValue, 1, l.node, l.table, *l.warning)
 		}
 	}
+	for _, v := range d.verdicts {
+		for _, verdict := range verdicts {
+			constant(ch, verdictDesc, prometheus.GaugeValue, boolValue(v.verdict == verdict), v.table, v.node, verdict)
+		}
+		constant(ch, verdictKeysDesc, prometheus.GaugeValue, v.differing, v.table, v.node)
+		constant(ch, verdictAgeDesc, prometheus.GaugeValue, v.age, v.table, v.node)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // constant sends one sample of a gauge or counter.

@@ -162,3 +162,19 @@ func TestMetricsShowTreeWarnings(t *testing.T) {
 	require.Equal(t, 8192.0, sample(t, families, "ace_mtree_retained_wal_bytes", dto.MetricType_GAUGE, "node", "n9", "table", "public.t"))
 	require.Equal(t, 3.0, sample(t, families, "ace_mtree_stale_leaves", dto.MetricType_GAUGE, "node", "n9", "table", "public.t"))
 }
+
+// /metrics shows each table's verdict per node (one series per verdict, 1 for the current one),
+// its differing keys and its age, from ace.table_sync, whoever may read the table.
+func TestMetricsShowTableVerdicts(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.Node("n1").Exec(t, `INSERT INTO ace.table_sync (schema_name, rel_name, node_name, verdict, differing_keys, as_of, as_of_task) VALUES
+		('public', 't', 'n1', 'in_sync', 0, now() - interval '1 hour', gen_random_uuid()),
+		('public', 't', 'n2', 'out_of_sync', 7, now() - interval '1 hour', gen_random_uuid())`)
+	families := scrape(t, e.metricsURL)
+	require.Equal(t, 1.0, sample(t, families, "ace_table_verdict", dto.MetricType_GAUGE, "table", "public.t", "node", "n2", "verdict", "out_of_sync"))
+	require.Equal(t, 0.0, sample(t, families, "ace_table_verdict", dto.MetricType_GAUGE, "table", "public.t", "node", "n2", "verdict", "in_sync"))
+	require.Equal(t, 1.0, sample(t, families, "ace_table_verdict", dto.MetricType_GAUGE, "table", "public.t", "node", "n1", "verdict", "in_sync"))
+	require.Equal(t, 7.0, sample(t, families, "ace_table_differing_keys", dto.MetricType_GAUGE, "table", "public.t", "node", "n2"))
+	require.InDelta(t, 3600, sample(t, families, "ace_table_verdict_age_seconds", dto.MetricType_GAUGE, "table", "public.t", "node", "n1"), 60)
+}

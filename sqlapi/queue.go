@@ -53,9 +53,10 @@ type Run struct {
 	lockKey    int64
 	db         DB
 
-	mu      sync.Mutex
-	rowNo   int64 // last diff_results row number written
-	applied bool  // a repair reported a committed node: this attempt may have changed data
+	mu       sync.Mutex
+	rowNo    int64        // last diff_results row number written
+	applied  bool         // a repair reported a committed node: this attempt may have changed data
+	verdicts verdictTally // what the stored differing rows say of each node (tablestatus.go)
 }
 
 // DB hands out connections for a run's writes: a pool.
@@ -224,14 +225,21 @@ func (r *Run) Cancel(ctx context.Context, reason string) error {
 }
 
 // end records the task's end on a fresh connection, trying again while connections are lost.
+// In the same transaction, first, the end of a diff, rerun or repair becomes its table's sync
+// status; the task's row is updated last, so that its finished_at is close to the commit.
 func (r *Run) end(ctx context.Context, status Status, result json.RawMessage, errText string) error {
 	var errArg *string
 	if errText != "" {
 		errArg = &errText
 	}
 	err := retry(ctx, func() error {
-		_, err := r.update(ctx, r.db, "status = $1, result = $2, error = $3, finished_at = clock_timestamp()", status, result, errArg)
-		return err
+		return pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) error {
+			if err := r.recordTableStatus(ctx, tx, status, result); err != nil {
+				return err
+			}
+			_, err := r.update(ctx, tx, "status = $1, result = $2, error = $3, finished_at = clock_timestamp()", status, result, errArg)
+			return err
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("finish task %s as %s: %w", r.Task.ID, status, err)

@@ -13,6 +13,7 @@ import (
 
 // ResetResults deletes what an earlier attempt of this task stored, so a re-run starts clean.
 func (r *Run) ResetResults(ctx context.Context) error {
+	r.resetTally()
 	return r.fenced(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM ace.diff_results WHERE task_id = $1`, r.Task.ID); err != nil {
 			return fmt.Errorf("clear earlier results of task %s: %w", r.Task.ID, err)
@@ -35,7 +36,7 @@ func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 	if err != nil {
 		return err
 	}
-	return r.fenced(ctx, func(tx pgx.Tx) error {
+	err = r.fenced(ctx, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "diff_results"},
 			[]string{"task_id", "row_no", "pk", "pk_sort", "kind", "rows", "versions", "meta"}, pgx.CopyFromRows(data))
 		if err != nil {
@@ -43,6 +44,10 @@ func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 		}
 		return nil
 	})
+	if err == nil {
+		r.tallyRows(rows)
+	}
+	return err
 }
 
 // diffRowData encodes differing rows as ace.diff_results rows, numbered after the last ones.

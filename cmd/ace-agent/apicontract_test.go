@@ -100,7 +100,7 @@ func functionArgs(t *testing.T, e *testcluster.Env, name string) []string {
 		SELECT a.n FROM pg_proc p
 		CROSS JOIN LATERAL unnest(p.proargnames, coalesce(p.proargmodes, array_fill('i'::"char", ARRAY[cardinality(p.proargnames)]))) AS a(n, m)
 		WHERE p.pronamespace = 'ace'::regnamespace AND p.proname = $1
-		  AND (a.m = 'i' OR (a.m = 'b' AND a.n NOT IN ('task_id', 'status', 'differing_rows', 'summary')))`, name)
+		  AND (a.m = 'i' OR (a.m = 'b' AND a.n NOT IN ('task_id', 'status', 'differing_rows', 'outcome', 'summary')))`, name)
 	require.NoError(t, err)
 	var names []string
 	for rows.Next() {

@@ -28,8 +28,10 @@ func (d *differ) onAllNodes(ctx context.Context, fn func(ctx context.Context, i 
 }
 
 // hashBuckets hashes block b on every node, one summary per leaf: the row count and two exact
-// sums of 64-bit lanes of the row digests (engine.SummarySQL).
-func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash, error) {
+// sums of 64-bit lanes of the row digests (engine.SummarySQL). With count, each node's rows
+// count as checked and hashed as soon as its query ends, and progress is reported: a block's
+// progress moves node by node, not only when every node is done.
+func (d *differ) hashBuckets(ctx context.Context, b block, count bool) ([]map[int]bucketHash, error) {
 	var args []any
 	where := d.keys.Where(b.rng, &args)
 	bucket := d.bucketExpr(b, &args)
@@ -46,14 +48,28 @@ func (d *differ) hashBuckets(ctx context.Context, b block) ([]map[int]bucketHash
 			out[i] = map[int]bucketHash{}
 			var b int
 			var h bucketHash
+			var hashed int64
 			_, err = pgx.ForEachRow(rows, []any{&b, &h.count, &h.lane1, &h.lane2}, func() error {
 				out[i][b] = h
+				hashed += h.count
 				return nil
 			})
+			if err == nil && count {
+				d.countHashed(i, hashed)
+			}
 			return err
 		})
 	})
 	return out, err
+}
+
+// countHashed counts rows of node i as checked and hashed, and reports progress.
+func (d *differ) countHashed(i int, rows int64) {
+	d.mu.Lock()
+	d.rowsPerNode[i] += rows
+	d.prog.RowsHashed += rows
+	d.mu.Unlock()
+	d.report()
 }
 
 // mismatchedBuckets returns the buckets whose hashes differ between nodes, with the row
@@ -76,24 +92,10 @@ func mismatchedBuckets(hashes []map[int]bucketHash, n int) map[int][]int64 {
 }
 
 func (d *differ) diffBlock(ctx context.Context, b block) error {
-	hashes, err := d.hashBuckets(ctx, b)
+	hashes, err := d.hashBuckets(ctx, b, true)
 	if err != nil {
 		return err
 	}
-	var hashed int64
-	for i, h := range hashes {
-		var rows int64
-		for _, agg := range h {
-			rows += agg.count
-		}
-		d.mu.Lock()
-		d.rowsPerNode[i] += rows
-		d.mu.Unlock()
-		hashed += rows
-	}
-	d.mu.Lock()
-	d.prog.RowsHashed += hashed
-	d.mu.Unlock()
 	mismatched := mismatchedBuckets(hashes, len(b.bounds))
 	d.mu.Lock()
 	d.mismatched += len(mismatched)
@@ -163,7 +165,7 @@ func (d *differ) narrow(ctx context.Context, r engine.Range, counts []int64) err
 		return engine.WithKeys(err, fmt.Sprintf("split range %s", r), "split a range")
 	}
 	sub := block{rng: r, bounds: bounds}
-	hashes, err := d.hashBuckets(ctx, sub)
+	hashes, err := d.hashBuckets(ctx, sub, false)
 	if err != nil {
 		return err
 	}

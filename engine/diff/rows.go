@@ -71,6 +71,7 @@ func (d *differ) reportKeys(ctx context.Context, diffs []keyDiff) error {
 		}
 		d.prog.DifferingKeys += int64(len(diffs))
 		d.mu.Unlock()
+		d.report()
 		return nil
 	}
 	kept := d.admit(diffs)
@@ -88,6 +89,7 @@ func (d *differ) reportKeys(ctx context.Context, diffs []keyDiff) error {
 		if err != nil {
 			return fmt.Errorf("store differing rows: %w", err)
 		}
+		d.report() // the differing keys so far, while a block is still being narrowed
 	}
 	if len(kept) < len(diffs) && d.allPairsLimited() {
 		return errLimitReached

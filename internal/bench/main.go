@@ -31,6 +31,7 @@ type options struct {
 	bin, out            string
 	emptyNode, mtree    bool
 	onlyMtree           bool
+	wait                bool
 	// The schema diffs: tables and rows in all of the data comparison, tables of the structure one.
 	schemaTables, schemaRows, structureTables int
 }
@@ -63,6 +64,8 @@ type Result struct {
 	Mtree *MtreeResult `json:"mtree,omitempty"`
 	// SchemaDiff measures schema diffs (-schema-tables 0 leaves them out).
 	SchemaDiff *SchemaDiffResult `json:"schema_diff,omitempty"`
+	// Wait measures how late ace.wait and the CALL forms see a task's end (-wait=false leaves it out).
+	Wait *WaitResult `json:"wait,omitempty"`
 }
 
 func main() {
@@ -79,6 +82,7 @@ func main() {
 	flag.IntVar(&o.schemaTables, "schema-tables", 200, "tables of the data schema-diff (0: no schema-diff measurements)")
 	flag.IntVar(&o.schemaRows, "schema-rows", 1_000_000, "rows of the data schema-diff's tables in all, per node")
 	flag.IntVar(&o.structureTables, "structure-tables", 1000, "tables of the structure schema-diff")
+	flag.BoolVar(&o.wait, "wait", true, "also measure how late ace.wait and the CALL forms see a task's end")
 	flag.Parse()
 	if o.nodes < 3 {
 		fmt.Fprintln(os.Stderr, "bench: -nodes must be at least 3: the planted differences touch n1, n2 and n3")
@@ -115,6 +119,11 @@ func run(ctx context.Context, o options) error {
 	}
 	r.AgentPeakRSSMB = agent.peakRSSMB()
 	agent.stop()
+	if o.wait {
+		if err := measureWait(ctx, c, &r); err != nil {
+			return err
+		}
+	}
 	if o.mtree {
 		if err := measureMtree(ctx, c, conns, o, &r); err != nil {
 			return err
@@ -450,6 +459,9 @@ func report(r Result, out string) error {
 		fmt.Printf("schema one pass:          %.3fs   %d tables, %d rows in all   runs %v\n", median(s.OnePassSeconds), s.Tables, s.TotalRows, fmtSeconds(s.OnePassSeconds))
 		fmt.Printf("schema-diff (data):       %.3fs   ratio %.2f   runs %v\n", median(s.DataSeconds), s.DataRatio, fmtSeconds(s.DataSeconds))
 		fmt.Printf("schema-diff (structure):  %.3fs   %d tables\n", s.StructureSeconds, s.StructureTables)
+	}
+	if r.Wait != nil {
+		reportWait(r.Wait)
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err

@@ -53,6 +53,9 @@ SQL
 done
 show "pg_ident.conf on every node: ace  ace_agent  dba   (the agent's certificate may log in as dba)"
 $DEVCLUSTER map --dir "$CLUSTER_DIR" --cert ace_agent --role dba
+# env.sh (written by up for the superuser in the postgres database) now points at the demo's
+# database, as the DBA: what sources it reaches the ace schema installed there.
+$DEVCLUSTER env --dir "$CLUSTER_DIR" --db $DB --user dba
 
 bold "Installing the ace schema as the agent and registering the nodes on every node"
 for n in n1 n2 n3; do
@@ -164,7 +167,7 @@ psql_on n1 -c "SELECT table_name, node_name, leaves, row_count, dirty_leaves, la
 bold "Done"
 cat <<EOF
 The cluster and its agents are still running. Try it yourself, as the DBA:
-  psql "$(dsn n1)"
+  source $CLUSTER_DIR/env.sh; psql "$ACE_N1_DSN"     # the DBA, in database $DB
   SELECT ace.table_diff('public.orders', nodes => ARRAY['n1','n2']);
   SELECT status, result FROM ace.wait('<task id>');
   SELECT ace.mtree_diff('public.orders');   -- the tree is kept fresh by the agents

@@ -5,12 +5,14 @@
 //	go run ./internal/devcluster status --dir .cluster
 //	go run ./internal/devcluster down   --dir .cluster
 //	go run ./internal/devcluster dsn    --dir .cluster --node n1 --db app --user alice [--cert ace_agent]
+//	go run ./internal/devcluster env    --dir .cluster --db app --user alice [--cert ace_agent]
 //	go run ./internal/devcluster map    --dir .cluster --cert ace_agent --role alice
 //	go run ./internal/devcluster server --dir .cluster --node n1 --db app
 //
 // The nodes authenticate every connection by client certificate (no trust), made in DIR/certs.
-// up writes DIR/env.sh with one ACE_<NODE>_DSN export per node, for the superuser postgres;
-// dsn prints a connection string for another role (with its own certificate, or with --cert
+// up writes DIR/env.sh with one ACE_<NODE>_DSN export per node, for the superuser postgres in
+// the database postgres; env writes it again for the database and role a cluster's ace schema
+// and users are in (make demo: dba in demo), so what sources it reaches that schema; dsn prints a connection string for another role (with its own certificate, or with --cert
 // another's); server prints one with neither (what ace.nodes holds); map lets a certificate log in as a role on every node (pg_ident.conf). Errors exit
 // with code 2.
 package main
@@ -31,7 +33,7 @@ import (
 	"github.com/ace-agent/ace-agent/internal/localpg"
 )
 
-const usage = "usage: devcluster up|down|status|dsn|server|map [--dir DIR] [--nodes N] [--node NODE --db DB --user ROLE] [--cert CN] [--role ROLE]"
+const usage = "usage: devcluster up|down|status|dsn|env|server|map [--dir DIR] [--nodes N] [--node NODE --db DB --user ROLE] [--cert CN] [--role ROLE]"
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -48,8 +50,8 @@ func run(args []string, out io.Writer) error {
 	dir := fs.String("dir", ".cluster", "cluster directory (holds state, data dirs and env.sh)")
 	nodes := fs.Int("nodes", 3, "number of nodes (up only)")
 	node := fs.String("node", "n1", "node (dsn only)")
-	db := fs.String("db", "postgres", "database (dsn only)")
-	user := fs.String("user", "postgres", "role to log in as (dsn only)")
+	db := fs.String("db", "postgres", "database (dsn and env only)")
+	user := fs.String("user", "postgres", "role to log in as (dsn and env only)")
 	cert := fs.String("cert", "", "common name of the client certificate to present (default: the role's own)")
 	role := fs.String("role", "", "role the certificate may log in as (map only)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -72,6 +74,8 @@ func run(args []string, out io.Writer) error {
 		return status(ctx, out, *dir)
 	case "dsn":
 		return dsn(out, *dir, *node, *db, *user, cmp.Or(*cert, *user))
+	case "env":
+		return env(out, *dir, envTarget{db: *db, user: *user, certCN: cmp.Or(*cert, *user)})
 	case "server":
 		return dsn(out, *dir, *node, *db, "", "")
 	case "map":
@@ -100,7 +104,7 @@ func up(ctx context.Context, out io.Writer, dir string, nodes int, nodesSet bool
 			fmt.Fprintf(os.Stderr, "devcluster: %s already has %d nodes; run down first to change that\n", c.Dir, len(c.Nodes))
 		}
 	}
-	envPath, err := writeEnv(c)
+	envPath, err := writeEnv(c, superuserEnv)
 	if err != nil {
 		return err
 	}
@@ -158,11 +162,36 @@ func startAll(ctx context.Context, c *localpg.Cluster) error {
 	return nil
 }
 
-func writeEnv(c *localpg.Cluster) (string, error) {
+// envTarget is whom env.sh's connection strings log in as, and where.
+type envTarget struct{ db, user, certCN string }
+
+// superuserEnv is what up writes: the superuser in the database every cluster has.
+var superuserEnv = envTarget{db: "postgres", user: "postgres", certCN: "postgres"}
+
+// env rewrites DIR/env.sh for target, and says so.
+func env(out io.Writer, dir string, target envTarget) error {
+	c, err := localpg.Open(dir)
+	if err != nil {
+		return err
+	}
+	path, err := writeEnv(c, target)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "source %s  # ACE_<NODE>_DSN: %s in database %s\n", path, target.user, target.db)
+	return nil
+}
+
+// writeEnv writes DIR/env.sh: one ACE_<NODE>_DSN export per node, logging in as target.
+func writeEnv(c *localpg.Cluster, target envTarget) (string, error) {
 	var b strings.Builder
 	b.WriteString("# written by devcluster; source it to reach the local cluster\n")
 	for _, n := range c.Nodes {
-		fmt.Fprintf(&b, "export ACE_%s_DSN='%s'\n", strings.ToUpper(n.Name), n.DSN("postgres"))
+		dsn, err := n.DSNAs(target.db, target.user, target.certCN)
+		if err != nil {
+			return "", fmt.Errorf("write env file: %w", err)
+		}
+		fmt.Fprintf(&b, "export ACE_%s_DSN='%s'\n", strings.ToUpper(n.Name), dsn)
 	}
 	path := filepath.Join(c.Dir, "env.sh")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {

@@ -29,6 +29,19 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Issue 21: the CALL forms (ace.run_*) and the procedure they share gained an outcome column, a
+-- short line beside the result's jsonb; their old signatures lack it.
+DO $$
+DECLARE
+    p regprocedure;
+BEGIN
+    FOR p IN SELECT oid::regprocedure FROM pg_proc
+             WHERE pronamespace = 'ace'::regnamespace AND prokind = 'p'
+               AND (proname LIKE 'run\_%' OR proname = 'follow_submitted') AND NOT 'outcome' = ANY(proargnames) LOOP
+        EXECUTE format('DROP PROCEDURE %s', p);
+    END LOOP;
+END $$;
+
 -- Issue 16: ace.ready_mtree returned a tree's whole row (its builder and build task) to anyone;
 -- ace.check_mtree_ready only raises.
 DROP FUNCTION IF EXISTS ace.ready_mtree(text);

@@ -46,6 +46,7 @@ CREATE OR REPLACE PROCEDURE ace.run_table_diff(
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT differing_rows bigint DEFAULT NULL,
+    INOUT outcome text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
@@ -54,16 +55,8 @@ BEGIN
                               override_block_size);
     RAISE NOTICE 'submitted table-diff task %', task_id;
     COMMIT;
-    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
-    IF status = 'COMPLETED' THEN
-        differing_rows := (summary->>'differing_keys')::bigint;
-        RAISE NOTICE '%', ace.describe_diff(summary);
-        IF differing_rows > 0 THEN
-            RAISE NOTICE 'see the rows with: SELECT * FROM ace.diff_rows(''%'');', task_id;
-        END IF;
-    ELSE
-        RAISE WARNING 'table-diff task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = run_table_diff.task_id);
-    END IF;
+    CALL ace.follow_submitted(task_id, status, outcome, summary);
+    differing_rows := (summary->>'differing_keys')::bigint;
 END $$;
 
 CREATE OR REPLACE FUNCTION ace.diff_rows(task_id uuid)

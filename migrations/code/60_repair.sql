@@ -106,6 +106,7 @@ CREATE OR REPLACE PROCEDURE ace.run_table_repair(
     plan jsonb DEFAULT NULL,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
+    INOUT outcome text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
@@ -114,14 +115,7 @@ BEGIN
                                 repair_plan, plan);
     RAISE NOTICE 'submitted table-repair task %', task_id;
     COMMIT;
-    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
-    IF status = 'COMPLETED' THEN
-        RAISE NOTICE '%', ace.describe_repair(summary);
-        RAISE NOTICE 'see what each node got with: SELECT * FROM ace.repair_rows(''%'');', task_id;
-    ELSE
-        RAISE WARNING 'table-repair task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = run_table_repair.task_id);
-        RAISE NOTICE 'see what each node got with: SELECT * FROM ace.repair_rows(''%'');', task_id;
-    END IF;
+    CALL ace.follow_submitted(task_id, status, outcome, summary);
 END $$;
 
 CREATE OR REPLACE PROCEDURE ace.run_table_rerun(
@@ -129,22 +123,13 @@ CREATE OR REPLACE PROCEDURE ace.run_table_rerun(
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT differing_rows bigint DEFAULT NULL,
+    INOUT outcome text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
     task_id := ace.table_rerun(diff_task);
     RAISE NOTICE 'submitted table-rerun task %', task_id;
     COMMIT;
-    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
-    IF status = 'COMPLETED' THEN
-        differing_rows := (summary->>'differing_keys')::bigint;
-        IF differing_rows = 0 THEN
-            RAISE NOTICE 'all previously reported differences have been resolved';
-        ELSE
-            RAISE NOTICE '%', ace.describe_diff(summary);
-            RAISE NOTICE 'see the rows with: SELECT * FROM ace.diff_rows(''%''); repair them with ace.table_repair(''%'', ...)', task_id, task_id;
-        END IF;
-    ELSE
-        RAISE WARNING 'table-rerun task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = run_table_rerun.task_id);
-    END IF;
+    CALL ace.follow_submitted(task_id, status, outcome, summary);
+    differing_rows := (summary->>'differing_keys')::bigint;
 END $$;

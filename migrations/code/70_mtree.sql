@@ -225,34 +225,20 @@ BEGIN
     RETURN id;
 END $$;
 
--- Waits for a task submitted by a CALL form, with progress NOTICEs, and reports its end.
-CREATE OR REPLACE PROCEDURE ace.follow_submitted(task_id uuid, INOUT status text, INOUT summary jsonb)
-LANGUAGE plpgsql AS $$
-BEGIN
-    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
-    IF status <> 'COMPLETED' THEN
-        RAISE WARNING 'task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = follow_submitted.task_id);
-    END IF;
-END $$;
-
 CREATE OR REPLACE PROCEDURE ace.run_mtree_build(
     table_name text,
     nodes text[] DEFAULT NULL,
     leaf_rows int DEFAULT 1000,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
+    INOUT outcome text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
     task_id := ace.mtree_build(table_name, nodes, leaf_rows);
     RAISE NOTICE 'submitted mtree-build task %', task_id;
     COMMIT;
-    CALL ace.follow_submitted(task_id, status, summary);
-    IF status = 'COMPLETED' THEN
-        RAISE NOTICE 'Merkle tree of % built on % (% leaves on %)', summary->>'table_name',
-            (SELECT string_agg(n, ', ') FROM jsonb_array_elements_text(summary->'nodes') n),
-            summary->>'leaves', summary->>'reference_node';
-    END IF;
+    CALL ace.follow_submitted(task_id, status, outcome, summary);
 END $$;
 
 CREATE OR REPLACE PROCEDURE ace.run_mtree_diff(
@@ -271,6 +257,7 @@ CREATE OR REPLACE PROCEDURE ace.run_mtree_diff(
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT differing_rows bigint DEFAULT NULL,
+    INOUT outcome text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
@@ -278,14 +265,8 @@ BEGIN
                               max_connections, against_origin, until, output, recheck_after, cdc_timeout);
     RAISE NOTICE 'submitted mtree-diff task %', task_id;
     COMMIT;
-    CALL ace.follow_submitted(task_id, status, summary);
-    IF status = 'COMPLETED' THEN
-        differing_rows := (summary->>'differing_keys')::bigint;
-        RAISE NOTICE '%', ace.describe_diff(summary);
-        IF differing_rows > 0 THEN
-            RAISE NOTICE 'see the rows with: SELECT * FROM ace.diff_rows(''%'');', task_id;
-        END IF;
-    END IF;
+    CALL ace.follow_submitted(task_id, status, outcome, summary);
+    differing_rows := (summary->>'differing_keys')::bigint;
 END $$;
 
 -- Converts a 32-bit transaction id from the change stream into its xid8: the epoch is the

@@ -49,6 +49,7 @@ CREATE OR REPLACE PROCEDURE ace.run_schema_diff(
     override_block_size boolean DEFAULT false,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
+    INOUT outcome text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
@@ -57,15 +58,7 @@ BEGIN
                                max_connections, override_block_size);
     RAISE NOTICE 'submitted schema-diff task %', task_id;
     COMMIT;
-    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
-    IF status = 'COMPLETED' THEN
-        RAISE NOTICE '%', ace.describe_schema_diff(summary);
-        IF summary->>'compare' <> 'data' AND (summary->>'findings')::int > 0 THEN
-            RAISE NOTICE 'see the findings with: SELECT * FROM ace.schema_diff_rows(''%'');', task_id;
-        END IF;
-    ELSE
-        RAISE WARNING 'schema-diff task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = run_schema_diff.task_id);
-    END IF;
+    CALL ace.follow_submitted(task_id, status, outcome, summary);
 END $$;
 
 -- A one-line account of a schema diff's result.

@@ -43,6 +43,7 @@ CREATE OR REPLACE PROCEDURE ace.run_repset_diff(
     override_block_size boolean DEFAULT false,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
+    INOUT outcome text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
@@ -50,12 +51,7 @@ BEGIN
                                compare_unit_size, concurrency_factor, max_connections, override_block_size);
     RAISE NOTICE 'submitted repset-diff task %', task_id;
     COMMIT;
-    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
-    IF status = 'COMPLETED' THEN
-        RAISE NOTICE '%', ace.describe_repset_diff(summary);
-    ELSE
-        RAISE WARNING 'repset-diff task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = run_repset_diff.task_id);
-    END IF;
+    CALL ace.follow_submitted(task_id, status, outcome, summary);
 END $$;
 
 -- A one-line account of a replication-set diff's result.
