@@ -84,11 +84,11 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Tab
 		return nil, err
 	}
 	// One connection holds each node's snapshot; the others hash blocks.
-	nodes, err := a.openNodes(ctx, run, args.Nodes, int32(opts.Workers+1))
+	nodes, done, err := a.taskNodes(ctx, run, args.Nodes, int32(opts.Workers+1))
 	if err != nil {
 		return nil, err
 	}
-	defer closeNodes(nodes)
+	defer done()
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
 	summary, err := diff.TableDiff(ctx, nodes, opts, run, progress)

@@ -110,7 +110,7 @@ func (a *Agent) repsetDiffTables(ctx context.Context, run *sqlapi.Run, args *sql
 		children = append(children, child.TableDiff(table, args.Nodes))
 	}
 	res.TablesTotal, res.TableLists = len(names), lists
-	outcomes, err := a.runChildren(ctx, run, children)
+	outcomes, err := a.runChildren(ctx, run, args.ChildDiffArgs, children)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/sourcegraph/conc/pool"
@@ -31,6 +33,9 @@ type Table struct {
 	PK           []Column // primary key columns in key order
 	ServerMajor  int
 	CommitTS     bool // track_commit_timestamp is on
+	// EstimatedRows is the planner's estimate of the table's rows when it was read (reltuples:
+	// negative when never analysed, and for a partitioned table), for planning only.
+	EstimatedRows float64
 }
 
 // Qualified returns the quoted schema-qualified name.
@@ -131,10 +136,11 @@ func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error
 	t := &Table{Schema: schema, Name: name}
 	var relid uint32
 	err := n.Pool.QueryRow(ctx, `
-		SELECT c.oid, current_setting('server_version_num')::int / 10000, current_setting('track_commit_timestamp') = 'on'
+		SELECT c.oid, current_setting('server_version_num')::int / 10000, current_setting('track_commit_timestamp') = 'on',
+		       CASE WHEN c.relkind = 'r' THEN c.reltuples ELSE -1 END::float8
 		FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
 		WHERE s.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).
-		Scan(&relid, &t.ServerMajor, &t.CommitTS)
+		Scan(&relid, &t.ServerMajor, &t.CommitTS, &t.EstimatedRows)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s on node %s", errNoTable, t.Display(), n.Name)
 	}
@@ -228,9 +234,27 @@ func SameShape(a, b *Table, nameA, nameB string) error {
 	return nil
 }
 
-// LoadTables reads the table's shape from every node at once and checks that they agree. The
+// Project keeps only the key and the named columns, in the table's order, so that a diff
+// compares, hashes and stores only them. Names the table lacks are an error naming them all.
+func (t *Table) Project(names []string, node string) error {
+	var unknown []string
+	for _, n := range names {
+		if !slices.ContainsFunc(t.Columns, func(c Column) bool { return c.Name == n }) {
+			unknown = append(unknown, strconv.Quote(n))
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("table %s has no column %s on node %s (its columns: %s)", t.Display(), strings.Join(unknown, ", "),
+			node, strings.Join(t.ColumnNames(), ", "))
+	}
+	t.Columns = slices.DeleteFunc(t.Columns, func(c Column) bool { return c.PKPos == 0 && !slices.Contains(names, c.Name) })
+	return nil
+}
+
+// LoadTables reads the table's shape from every node at once and checks that they agree: all
+// columns, or (columns set) the key and those columns, which the tables are projected to. The
 // hash mode is binary when every node runs the same major version, else text.
-func LoadTables(ctx context.Context, nodes []*Node, table string) ([]*Table, HashMode, error) {
+func LoadTables(ctx context.Context, nodes []*Node, table string, columns []string) ([]*Table, HashMode, error) {
 	schema, name, err := SplitTableName(table)
 	if err != nil {
 		return nil, "", err
@@ -240,6 +264,9 @@ func LoadTables(ctx context.Context, nodes []*Node, table string) ([]*Table, Has
 	for i, n := range nodes {
 		p.Go(func(ctx context.Context) error {
 			t, err := LoadTable(ctx, n, schema, name)
+			if err == nil && columns != nil {
+				err = t.Project(columns, n.Name)
+			}
 			tables[i] = t
 			return err
 		})

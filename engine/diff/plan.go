@@ -39,15 +39,18 @@ const maxSearchedBounds = 63
 // planBlocks splits the key space into blocks of about BlockSize rows and leaves of about
 // CompareUnitSize rows. The ranges are applied unchanged to every node.
 func (d *differ) planBlocks(ctx context.Context) ([]block, error) {
-	estimates, err := d.estimateRows(ctx)
-	if err != nil {
-		return nil, err
+	if d.small() {
+		return []block{{}}, nil
 	}
 	if d.integerKey() {
-		blocks, ok, err := d.planIntegerBlocks(ctx, estimates)
+		blocks, ok, err := d.planIntegerBlocks(ctx)
 		if err != nil || ok {
 			return blocks, err
 		}
+	}
+	estimates, err := d.estimateRows(ctx)
+	if err != nil {
+		return nil, err
 	}
 	ref := 0
 	for i, e := range estimates {
@@ -69,6 +72,25 @@ func (d *differ) planBlocks(ctx context.Context) ([]block, error) {
 	return groupLeaves(bounds, leavesPerBlock), nil
 }
 
+// smallTableRows is the largest table hashed whole, as one summary per node, without planning:
+// most tables compared are identical, and planning a small one (reading its key span at the
+// snapshots) costs more than hashing it. One that differs is narrowed down from the whole range,
+// which costs a few more queries than leaves planned ahead would.
+const smallTableRows = 20_000
+
+// small reports whether every node's planner estimate puts the table under smallTableRows and
+// within one block. A table never analysed (or partitioned) has no usable estimate, and is
+// planned.
+func (d *differ) small() bool {
+	limit := float64(min(smallTableRows, d.opts.BlockSize))
+	for _, t := range d.tables {
+		if t.EstimatedRows < 0 || t.EstimatedRows > limit {
+			return false
+		}
+	}
+	return true
+}
+
 // groupLeaves makes blocks of leavesPerBlock consecutive leaves; len(bounds) bounds make
 // len(bounds)+1 leaves, the first open below and the last open above.
 func groupLeaves(bounds [][]string, leavesPerBlock int) []block {
@@ -87,14 +109,22 @@ func groupLeaves(bounds [][]string, leavesPerBlock int) []block {
 	return blocks
 }
 
+// estimateExpr is a node's planner estimate of the table's rows, partitions included, as a
+// subquery with the table's name as a literal (so that it adds no parameter to the query it is
+// part of). pg_partition_tree lists nothing for a table that is not partitioned, so the table
+// itself is read too (a partitioned table's own reltuples is not positive).
+func (d *differ) estimateExpr() string {
+	rel := engine.QuoteLiteral(d.table.Qualified())
+	return `(SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 FROM pg_class c
+		WHERE c.oid = ` + rel + `::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree(` + rel + `::regclass)))`
+}
+
 // estimateRows reads each node's planner estimate of the table's rows, partitions included.
 func (d *differ) estimateRows(ctx context.Context) ([]float64, error) {
 	out := make([]float64, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
 		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `
-				SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
-				FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid`, d.table.Qualified()).Scan(&out[i])
+			return tx.QueryRow(ctx, `SELECT `+d.estimateExpr()).Scan(&out[i])
 		})
 	})
 	if err != nil {

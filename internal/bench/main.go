@@ -30,6 +30,7 @@ type options struct {
 	bin, out            string
 	emptyNode, mtree    bool
 	onlyMtree           bool
+	onlySchema          bool
 	// The schema diffs: tables and rows in all of the data comparison, tables of the structure one.
 	schemaTables, schemaRows, structureTables int
 }
@@ -67,6 +68,7 @@ func main() {
 	flag.BoolVar(&o.emptyNode, "empty-node", true, "also diff a full node against an empty one, with a fresh agent, for its peak RSS")
 	flag.BoolVar(&o.mtree, "mtree", true, "also measure Merkle trees: build, diffs after 100 and 10,000 updates, the change stream under load")
 	flag.BoolVar(&o.onlyMtree, "only-mtree", false, "measure the one pass and the Merkle trees only")
+	flag.BoolVar(&o.onlySchema, "only-schema", false, "measure the schema diffs only")
 	flag.IntVar(&o.schemaTables, "schema-tables", 200, "tables of the data schema-diff (0: no schema-diff measurements)")
 	flag.IntVar(&o.schemaRows, "schema-rows", 1_000_000, "rows of the data schema-diff's tables in all, per node")
 	flag.IntVar(&o.structureTables, "structure-tables", 1000, "tables of the structure schema-diff")
@@ -85,28 +87,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer c.Stop(context.WithoutCancel(ctx))
-	conns, err := prepare(ctx, c, o)
-	if err != nil {
-		return err
-	}
-	agent, err := startAgent(ctx, o.bin, c.Nodes[0].DSN("bench"))
-	if err != nil {
-		return err
-	}
-	defer agent.stop()
-	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(conns)}
-	if err := measure(ctx, conns, o, &r); err != nil {
-		return err
-	}
-	r.AgentPeakRSSMB = agent.peakRSSMB()
-	agent.stop()
-	if o.mtree {
-		if err := measureMtree(ctx, c, conns, o, &r); err != nil {
-			return err
-		}
-	}
-	if o.emptyNode {
-		if err := measureEmptyNode(ctx, c, conns, o, &r); err != nil {
+	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(c.Nodes)}
+	if !o.onlySchema {
+		if err := measureTableDiff(ctx, c, o, &r); err != nil {
 			return err
 		}
 	}
@@ -116,6 +99,34 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	return report(r, o.out)
+}
+
+// measureTableDiff measures table-diff on one large table, then the Merkle trees and the diff
+// against an empty node as asked.
+func measureTableDiff(ctx context.Context, c *localpg.Cluster, o options, r *Result) error {
+	conns, err := prepare(ctx, c, o)
+	if err != nil {
+		return err
+	}
+	agent, err := startAgent(ctx, o.bin, c.Nodes[0].DSN("bench"))
+	if err != nil {
+		return err
+	}
+	defer agent.stop()
+	if err := measure(ctx, conns, o, r); err != nil {
+		return err
+	}
+	r.AgentPeakRSSMB = agent.peakRSSMB()
+	agent.stop()
+	if o.mtree {
+		if err := measureMtree(ctx, c, conns, o, r); err != nil {
+			return err
+		}
+	}
+	if o.emptyNode {
+		return measureEmptyNode(ctx, c, conns, o, r)
+	}
+	return nil
 }
 
 // measureEmptyNode empties n3 and diffs n1 against it with a fresh agent, so its peak RSS is
@@ -392,12 +403,14 @@ func median(xs []float64) float64 {
 }
 
 func report(r Result, out string) error {
-	fmt.Printf("rows per node:            %d (3 nodes), %d differences planted, %d found\n", r.Rows, r.Diffs, r.DifferencesFound)
-	fmt.Printf("one-pass cost (median):   %.3fs   runs %v\n", median(r.OnePassSeconds), fmtSeconds(r.OnePassSeconds))
-	fmt.Printf("identical tables:         %.3fs   ratio %.2f   runs %v\n", median(r.IdenticalSeconds), r.IdenticalRatio, fmtSeconds(r.IdenticalSeconds))
-	fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))
-	fmt.Printf("rows hashed per second:   %.0f\n", r.RowsPerSecond)
-	fmt.Printf("agent peak RSS:           %.1f MB\n", r.AgentPeakRSSMB)
+	if len(r.OnePassSeconds) > 0 {
+		fmt.Printf("rows per node:            %d (3 nodes), %d differences planted, %d found\n", r.Rows, r.Diffs, r.DifferencesFound)
+		fmt.Printf("one-pass cost (median):   %.3fs   runs %v\n", median(r.OnePassSeconds), fmtSeconds(r.OnePassSeconds))
+		fmt.Printf("identical tables:         %.3fs   ratio %.2f   runs %v\n", median(r.IdenticalSeconds), r.IdenticalRatio, fmtSeconds(r.IdenticalSeconds))
+		fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))
+		fmt.Printf("rows hashed per second:   %.0f\n", r.RowsPerSecond)
+		fmt.Printf("agent peak RSS:           %.1f MB\n", r.AgentPeakRSSMB)
+	}
 	if m := r.Mtree; m != nil {
 		fmt.Printf("mtree build:              %.3fs   ratio %.2f\n", m.BuildSeconds, m.BuildRatio)
 		fmt.Printf("mtree diff, 100 updates:  %.3fs   runs %v\n", median(m.Diff100Seconds), fmtSeconds(m.Diff100Seconds))

@@ -60,9 +60,15 @@ func measureSchemaDiff(ctx context.Context, c *localpg.Cluster, o options, r *Re
 			return err
 		}
 		step("schema-diff (data) of %d tables: %.3fs %s", o.schemaTables, d.Seconds(), detail)
+		if err := childBreakdown(ctx, conns[0]); err != nil {
+			return err
+		}
 		s.DataSeconds = append(s.DataSeconds, d.Seconds())
 	}
 	s.DataRatio = median(s.DataSeconds) / median(s.OnePassSeconds)
+	if o.structureTables == 0 {
+		return nil
+	}
 	d, _, err := runTask(ctx, conns[0], sqlapi.TypeSchemaDiff, sqlapi.SchemaDiffArgs{SchemaName: "sd_structure", Compare: sqlapi.CompareStructure})
 	if err != nil {
 		return err
@@ -142,4 +148,27 @@ func schemaOnePass(ctx context.Context, conns []*pgx.Conn, tables int) (time.Dur
 	d := time.Since(start)
 	step("one pass over %d tables on 3 nodes: %.3fs", tables, d.Seconds())
 	return d, nil
+}
+
+// childBreakdown prints where the latest schema-diff's child table-diffs spent their time: in the
+// queue, running, and between the last child's end and the parent's.
+func childBreakdown(ctx context.Context, conn *pgx.Conn) error {
+	var queued, running, tail, span float64
+	var children int
+	err := conn.QueryRow(ctx, `
+		WITH parent AS (SELECT task_id, submitted_at, finished_at FROM ace.tasks WHERE task_type = 'schema-diff'
+		                ORDER BY submitted_at DESC LIMIT 1),
+		     child AS (SELECT c.* FROM ace.tasks c, parent p WHERE c.args->>'parent_task' = p.task_id::text)
+		SELECT count(*),
+		       coalesce(avg(extract(epoch FROM started_at - submitted_at)) * 1000, 0),
+		       coalesce(avg(extract(epoch FROM finished_at - started_at)) * 1000, 0),
+		       coalesce(extract(epoch FROM (SELECT finished_at FROM parent) - max(finished_at)) * 1000, 0),
+		       coalesce(extract(epoch FROM max(finished_at) - (SELECT submitted_at FROM parent)), 0)
+		FROM child`).Scan(&children, &queued, &running, &tail, &span)
+	if err != nil {
+		return fmt.Errorf("read the children's times: %w", err)
+	}
+	step("  %d children: %.1f ms queued, %.1f ms running on average; the parent ended %.1f ms after the last child, %.3fs after its submission",
+		children, queued, running, tail, span)
+	return nil
 }

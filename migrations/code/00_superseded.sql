@@ -32,3 +32,8 @@ END $$;
 -- Issue 16: ace.ready_mtree returned a tree's whole row (its builder and build task) to anyone;
 -- ace.check_mtree_ready only raises.
 DROP FUNCTION IF EXISTS ace.ready_mtree(text);
+
+-- Issue 18: table_diff and run_table_diff took columns (the compared columns).
+DROP PROCEDURE IF EXISTS ace.run_table_diff(text, text[], int, text, bigint, int, float8, int, text, timestamptz, text, interval, boolean,
+                                            uuid, text, bigint, jsonb);
+DROP FUNCTION IF EXISTS ace.table_diff(text, text[], int, text, bigint, int, float8, int, text, timestamptz, text, interval, boolean);
