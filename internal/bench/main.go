@@ -424,7 +424,14 @@ func report(r Result, out string) error {
 	if s := r.SchemaDiff; s != nil {
 		fmt.Printf("schema one pass:          %.3fs   %d tables, %d rows in all   runs %v\n", median(s.OnePassSeconds), s.Tables, s.TotalRows, fmtSeconds(s.OnePassSeconds))
 		fmt.Printf("schema-diff (data):       %.3fs   ratio %.2f   runs %v\n", median(s.DataSeconds), s.DataRatio, fmtSeconds(s.DataSeconds))
-		fmt.Printf("schema-diff (structure):  %.3fs   %d tables\n", s.StructureSeconds, s.StructureTables)
+		if s.AceSeconds > 0 {
+			fmt.Printf("ACE schema-diff (data):   %.3fs   ratio %.2f   (%s)\n", s.AceSeconds, s.AceRatio, os.Getenv(aceBinEnv))
+		} else {
+			fmt.Printf("ACE schema-diff (data):   skipped: set %s to ACE's binary to run it on the same tables\n", aceBinEnv)
+		}
+		if s.StructureTables > 0 {
+			fmt.Printf("schema-diff (structure):  %.3fs   %d tables\n", s.StructureSeconds, s.StructureTables)
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err

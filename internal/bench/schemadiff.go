@@ -15,13 +15,16 @@ import (
 // pass over the same tables (the per-table overhead of its child table-diffs), and a structure
 // comparison of many tables.
 type SchemaDiffResult struct {
-	Tables           int       `json:"tables"`
-	TotalRows        int       `json:"total_rows"`
-	OnePassSeconds   []float64 `json:"one_pass_seconds"`
-	DataSeconds      []float64 `json:"data_seconds"`
-	DataRatio        float64   `json:"data_ratio"`
-	StructureTables  int       `json:"structure_tables"`
-	StructureSeconds float64   `json:"structure_seconds"`
+	Tables         int       `json:"tables"`
+	TotalRows      int       `json:"total_rows"`
+	OnePassSeconds []float64 `json:"one_pass_seconds"`
+	DataSeconds    []float64 `json:"data_seconds"`
+	DataRatio      float64   `json:"data_ratio"`
+	// AceSeconds is ACE's own schema-diff of the same tables (ACE_BIN); 0 when it was skipped.
+	AceSeconds       float64 `json:"ace_seconds,omitempty"`
+	AceRatio         float64 `json:"ace_ratio,omitempty"`
+	StructureTables  int     `json:"structure_tables"`
+	StructureSeconds float64 `json:"structure_seconds"`
 }
 
 const schemaBenchDB = "schemabench"
@@ -66,6 +69,12 @@ func measureSchemaDiff(ctx context.Context, c *localpg.Cluster, o options, r *Re
 		s.DataSeconds = append(s.DataSeconds, d.Seconds())
 	}
 	s.DataRatio = median(s.DataSeconds) / median(s.OnePassSeconds)
+	ace, err := aceSchemaDiff(ctx, c, schemaBenchDB, "sd")
+	if err != nil {
+		return err
+	}
+	s.AceSeconds = ace.Seconds()
+	s.AceRatio = s.AceSeconds / median(s.OnePassSeconds)
 	if o.structureTables == 0 {
 		return nil
 	}
