@@ -230,8 +230,12 @@ func (a *Agent) tryClaim(ctx context.Context, tasks *conc.WaitGroup, wake chan s
 	tasks.Go(func() {
 		defer conn.Release()
 		limited, stopLimit := withRuntimeLimit(taskCtx, run.MaxRuntime)
-		a.execute(limited, conn, run)
-		a.childEnded(run)
+		a.execute(limited, conn, run, func() {
+			// The task's end is recorded: its role's running slot is free, and a parent waiting
+			// for it may read it, before its claim lock is released.
+			notify(wake)
+			a.childEnded(run)
+		})
 		stopLimit()
 		cancel(nil)
 		a.mu.Lock()
