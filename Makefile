@@ -30,9 +30,11 @@ demo: build
 	CLUSTER_DIR=$(CLUSTER_DIR) ./internal/demo/demo.sh
 
 # Times table-diff against one hashing pass over each node's table, in the same run, on NODES
-# local nodes (ROWS rows each, DIFFS planted differences); writes bench-results/bench.json.
+# local nodes (ROWS rows each, DIFFS planted differences), then the schema diffs; writes
+# bench-results/bench.json. ACE_BIN=/path/to/ace also times ACE's schema-diff on the same tables;
+# BENCH_FLAGS=-only-schema measures the schema diffs alone.
 bench: build
-	$(GO) run ./internal/bench -rows $(ROWS) -diffs $(DIFFS) -nodes $(NODES) -bin $(BIN) -out bench-results/bench.json
+	$(GO) run ./internal/bench -rows $(ROWS) -diffs $(DIFFS) -nodes $(NODES) -bin $(BIN) -out bench-results/bench.json $(BENCH_FLAGS)
 
 cluster-up:
 	$(GO) run ./internal/devcluster up --dir $(CLUSTER_DIR) --nodes $(NODES)

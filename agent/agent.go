@@ -39,7 +39,8 @@ type Agent struct {
 
 	mu      sync.Mutex
 	running map[uuid.UUID]*runningTask
-	stop    <-chan struct{} // closed when the agent starts shutting down
+	shared  map[uuid.UUID]*childNodes // by parent task: the node pools its children share
+	stop    <-chan struct{}           // closed when the agent starts shutting down
 }
 
 type runningTask struct {
@@ -66,6 +67,7 @@ func New(cfg Config, log *slog.Logger) *Agent {
 		id:      fmt.Sprintf("%s@%s:%d:%s", cfg.Node, host, os.Getpid(), hex.EncodeToString(suffix)),
 		log:     log,
 		running: map[uuid.UUID]*runningTask{},
+		shared:  map[uuid.UUID]*childNodes{},
 	}
 }
 
@@ -241,7 +243,12 @@ func (a *Agent) tryClaim(ctx context.Context, tasks *conc.WaitGroup, wake chan s
 	tasks.Go(func() {
 		defer conn.Release()
 		limited, stopLimit := withRuntimeLimit(taskCtx, run.MaxRuntime)
-		a.execute(limited, conn, run)
+		a.execute(limited, conn, run, func() {
+			// The task's end is recorded: its role's running slot is free, and a parent waiting
+			// for it may read it, before its claim lock is released.
+			notify(wake)
+			a.childEnded(run)
+		})
 		stopLimit()
 		cancel(nil)
 		a.mu.Lock()

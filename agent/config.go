@@ -12,6 +12,8 @@
 //   - execute.go: one claimed task, from dispatch by task type to its end or hand-back;
 //     limits.go: max_task_runtime and cancel requests.
 //   - repair.go, mtree.go, report.go: the repair, Merkle-tree and report parts of running a task.
+//   - schemadiff.go, repsetdiff.go: parent tasks, one child table-diff per table; childnodes.go:
+//     the node pools a parent's children share.
 //   - trees.go: the tree keeper, the node's only consumer of its change streams (one per
 //     publication owner, through package cdc), recording changed keys in ace.mtree_pending.
 //   - treestatus.go: the collection of every node's tree status into ace.mtree_node_status.

@@ -22,8 +22,9 @@ const finishTimeout = 10 * time.Second
 
 // execute runs one claimed task to a terminal status, or hands it back on shutdown. conn holds
 // the claim lock and is used for nothing but releasing it: the task's end is recorded on a
-// fresh connection, so a write that the shutdown cut short cannot strand the task.
-func (a *Agent) execute(ctx context.Context, conn *pgxpool.Conn, run *sqlapi.Run) {
+// fresh connection, so a write that the shutdown cut short cannot strand the task. ended is
+// called once the end is recorded.
+func (a *Agent) execute(ctx context.Context, conn *pgxpool.Conn, run *sqlapi.Run, ended func()) {
 	log := a.log.With("task", run.Task.ID, "type", run.Task.Type, "attempt", run.Task.Attempts)
 	log.Info("task started", "submitted_by", run.Task.SubmittedBy)
 	result, err := a.dispatch(ctx, run)
@@ -32,6 +33,7 @@ func (a *Agent) execute(ctx context.Context, conn *pgxpool.Conn, run *sqlapi.Run
 	if endErr := a.end(endCtx, context.Cause(ctx), log, run, result, err); endErr != nil {
 		log.Error("could not record the task's end; the recovery sweep will take it over", "err", endErr)
 	}
+	ended()
 	if err := run.Unlock(endCtx); err != nil {
 		// Closing the session releases the lock too, so the recovery sweep can take the task.
 		log.Warn("could not release the task's claim lock; closing its connection", "err", err)
@@ -84,11 +86,11 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Tab
 		return nil, err
 	}
 	// One connection holds each node's snapshot; the others hash blocks.
-	nodes, err := a.openNodes(ctx, run, args.Nodes, int32(opts.Workers+1))
+	nodes, done, err := a.taskNodes(ctx, run, args.Nodes, int32(opts.Workers+1))
 	if err != nil {
 		return nil, err
 	}
-	defer closeNodes(nodes)
+	defer done()
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
 	summary, err := diff.TableDiff(ctx, nodes, opts, run, progress)

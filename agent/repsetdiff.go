@@ -22,11 +22,13 @@ type repsetDiffResult struct {
 	*TableLists
 }
 
-// repsetTable is what a member table was diffed with: the set's row filter ("" for every row)
-// and the table_filter its child table-diff got.
+// repsetTable is what a member table was diffed with: the set's row filter ("" for every row),
+// the table_filter its child table-diff got, and the set's column list, which the child compared
+// (with the key) when there is one.
 type repsetTable struct {
-	RowFilter   string `json:"row_filter"`
-	TableFilter string `json:"table_filter,omitempty"`
+	RowFilter   string   `json:"row_filter"`
+	TableFilter string   `json:"table_filter,omitempty"`
+	Columns     []string `json:"columns,omitempty"`
 }
 
 // repsetDiff diffs every table of a replication set, as each node's catalog reads it (in the
@@ -42,13 +44,13 @@ func (a *Agent) repsetDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Re
 	}
 	defer closeNodes(nodes)
 	res := repsetDiffResult{Repset: args.Repset, Nodes: args.Nodes, Providers: map[string]string{}, Tables: map[string]repsetTable{}}
-	members := map[string]map[string]string{} // node → table → row filter
+	members := map[string]map[string]spockdiff.Member{} // node → table → membership
 	for _, n := range nodes {
 		list, provider, found, err := spockdiff.SetMembers(ctx, n.Pool, args.Provider, args.Repset)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: %w", n.Name, err)
 		}
-		members[n.Name] = map[string]string{}
+		members[n.Name] = map[string]spockdiff.Member{}
 		if !found {
 			continue
 		}
@@ -57,7 +59,7 @@ func (a *Agent) repsetDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Re
 			// The agent's own schema differs per node by design (a FOR ALL TABLES publication
 			// holds it; doctor warns about that): it is not the user's data.
 			if !skipped(m.Table, args.SkipTables) && !strings.HasPrefix(m.Table, "ace.") {
-				members[n.Name][m.Table] = m.RowFilter
+				members[n.Name][m.Table] = m
 			}
 		}
 	}
@@ -69,9 +71,9 @@ func (a *Agent) repsetDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Re
 }
 
 // repsetDiffTables places the tables not on every node's set as missing, those whose row filter
-// differs as failed, and runs a child table-diff for each of the others.
+// or column list differs as failed, and runs a child table-diff for each of the others.
 func (a *Agent) repsetDiffTables(ctx context.Context, run *sqlapi.Run, args *sqlapi.RepsetDiffArgs,
-	members map[string]map[string]string, res repsetDiffResult) (any, error) {
+	members map[string]map[string]spockdiff.Member, res repsetDiffResult) (any, error) {
 	lists := &TableLists{Identical: []string{}, Differed: []differedTable{}, Missing: []missingTable{},
 		Failed: []failedTable{}, Skipped: slices.Clone(args.SkipTables)}
 	if lists.Skipped == nil {
@@ -86,10 +88,10 @@ func (a *Agent) repsetDiffTables(ctx context.Context, run *sqlapi.Run, args *sql
 	var children []sqlapi.Child
 	for _, table := range slices.Sorted(maps.Keys(names)) {
 		var present, absent []string
-		filters := map[string]string{}
+		filters, columns := map[string]string{}, map[string][]string{}
 		for _, n := range args.Nodes {
-			if f, ok := members[n][table]; ok {
-				present, filters[n] = append(present, n), f
+			if m, ok := members[n][table]; ok {
+				present, filters[n], columns[n] = append(present, n), m.RowFilter, m.Columns
 			} else {
 				absent = append(absent, n)
 			}
@@ -104,13 +106,23 @@ func (a *Agent) repsetDiffTables(ctx context.Context, run *sqlapi.Run, args *sql
 			res.Tables[table] = repsetTable{RowFilter: rowFilter}
 			continue
 		}
+		cols := columns[args.Nodes[0]]
+		if slices.ContainsFunc(args.Nodes, func(n string) bool { return !slices.Equal(columns[n], cols) || (columns[n] == nil) != (cols == nil) }) {
+			lists.Failed = append(lists.Failed, failedTable{Table: table, Error: differentColumns(args.Nodes, columns)})
+			res.Tables[table] = repsetTable{RowFilter: rowFilter, Columns: cols}
+			continue
+		}
 		child := args.ChildDiffArgs
 		child.TableFilter = andFilters(args.TableFilter, rowFilter)
-		res.Tables[table] = repsetTable{RowFilter: rowFilter, TableFilter: child.TableFilter}
-		children = append(children, child.TableDiff(table, args.Nodes))
+		res.Tables[table] = repsetTable{RowFilter: rowFilter, TableFilter: child.TableFilter, Columns: cols}
+		c := child.TableDiff(table, args.Nodes)
+		if cols != nil {
+			c.Args["columns"] = cols // the key is compared as well: table-diff always compares it
+		}
+		children = append(children, c)
 	}
 	res.TablesTotal, res.TableLists = len(names), lists
-	outcomes, err := a.runChildren(ctx, run, children)
+	outcomes, err := a.runChildren(ctx, run, args.ChildDiffArgs, children)
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +163,22 @@ func differentFilters(nodes []string, filters map[string]string) string {
 			f = "(every row)"
 		}
 		fmt.Fprintf(&b, " %s: %s", n, f)
+	}
+	return b.String()
+}
+
+func differentColumns(nodes []string, columns map[string][]string) string {
+	var b strings.Builder
+	b.WriteString("the set's column list differs between the nodes, so they replicate different columns:")
+	for i, n := range nodes {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		c := "(every column)"
+		if columns[n] != nil {
+			c = strings.Join(columns[n], ", ")
+		}
+		fmt.Fprintf(&b, " %s: %s", n, c)
 	}
 	return b.String()
 }

@@ -150,3 +150,87 @@ func TestRepsetDiffOnPglogical(t *testing.T) {
 	require.Equal(t, map[string]any{"row_filter": "(id <= 100)", "table_filter": "((id <= 100))"},
 		result["tables"].(map[string]any)["public.other"])
 }
+
+// A publication's column list limits the compared columns (the key is always compared): a change
+// in a column the set does not replicate is not drift. The list is recorded per table, and a list
+// that differs between the nodes fails the table.
+func TestRepsetDiffAppliesColumnLists(t *testing.T) {
+	t.Parallel()
+	e := setup(t, `
+		CREATE TABLE public.narrow (id int PRIMARY KEY, a text, b text, c text);
+		CREATE TABLE public.relisted (id int PRIMARY KEY, a text, b text);
+		INSERT INTO narrow SELECT g, 'a' || g, 'b' || g, 'c' || g FROM generate_series(1, 100) g;
+		INSERT INTO relisted SELECT g, 'a' || g, 'b' || g FROM generate_series(1, 10) g;
+		CREATE PUBLICATION cols FOR TABLE public.narrow (id, c, a), public.relisted (id, a);`)
+	e.Node("n2").Exec(t, `UPDATE narrow SET b = 'not replicated' WHERE id = 2`)
+	e.Node("n3").Exec(t, `UPDATE narrow SET a = 'replicated' WHERE id = 3`)
+	e.Node("n2").Exec(t, `ALTER PUBLICATION cols SET TABLE public.narrow (id, c, a), public.relisted (id, a, b)`)
+
+	_, task := e.repsetDiff(`'cols'`)
+	result := completedResult(t, task)
+	differed := result["differed"].([]any)
+	require.Len(t, differed, 1)
+	d := differed[0].(map[string]any)
+	require.Equal(t, "public.narrow", d["table"])
+	require.EqualValues(t, 1, d["differing_keys"], "only id 3: b is not in the column list")
+	require.Equal(t, map[string]any{"row_filter": "", "columns": []any{"id", "a", "c"}},
+		result["tables"].(map[string]any)["public.narrow"])
+	child := e.diffRows(uuid.MustParse(d["task_id"].(string)))
+	require.Equal(t, map[string]any{"id": float64(3), "a": "a3", "c": "c3"}, child[`{"id": 3}`].Rows["n1"], "the diff holds the listed columns")
+
+	failed := result["failed"].([]any)
+	require.Len(t, failed, 1)
+	require.Equal(t, "public.relisted", failed[0].(map[string]any)["table"])
+	require.Contains(t, failed[0].(map[string]any)["error"], "n2: id, a, b")
+}
+
+// On tables created from Spock 5's own definitions: the set's members are read from
+// spock.replication_set_table on every node (the set of the local node, not a peer's set of the
+// same name); a table in the set on two nodes only is missing on the third, and the common
+// tables are still diffed, a set_att_list limiting the compared columns.
+func TestRepsetDiffOnSpock(t *testing.T) {
+	t.Parallel()
+	e := setup(t, `
+		CREATE TABLE public.orders (id int PRIMARY KEY, v text, note text);
+		CREATE TABLE public.items (id int PRIMARY KEY, v text);
+		CREATE TABLE public.extra (id int PRIMARY KEY, v text);
+		INSERT INTO orders SELECT g, 'v' || g, 'n' || g FROM generate_series(1, 100) g;
+		INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 100) g;
+		INSERT INTO extra SELECT g, 'v' || g FROM generate_series(1, 10) g;`)
+	for i, name := range []string{"n1", "n2", "n3"} {
+		n := e.Node(name)
+		n.CreateSpockTables(t)
+		self := i + 1
+		n.Exec(t, `INSERT INTO spock.node SELECT i, 'n' || i FROM generate_series(1, 3) i;
+			INSERT INTO spock.node_interface SELECT 10 + i, 'n' || i, i, 'host=n' || i FROM generate_series(1, 3) i`)
+		n.Exec(t, `INSERT INTO spock.local_node VALUES ($1::int, 10 + $1::int)`, self)
+		// Each node's own set, and a peer's set of the same name that must not count.
+		n.Exec(t, `INSERT INTO spock.replication_set (set_id, set_nodeid, set_name) VALUES (100 + $1::int, $1::int, 'default'),
+			(200 + $1::int, $2::int, 'default')`, self, self%3+1)
+		n.Exec(t, `INSERT INTO spock.replication_set_table (set_id, set_reloid, set_att_list) VALUES
+			(100 + $1::int, 'public.orders', ARRAY['id', 'v']), (100 + $1::int, 'public.items', NULL),
+			(200 + $1::int, 'public.extra', NULL)`, self)
+	}
+	// The asymmetric member: extra is in n1's and n2's own set, not in n3's.
+	for i, name := range []string{"n1", "n2"} {
+		e.Node(name).Exec(t, `INSERT INTO spock.replication_set_table (set_id, set_reloid) VALUES (100 + $1::int, 'public.extra')`, i+1)
+	}
+	e.Node("n2").Exec(t, `UPDATE orders SET note = 'not replicated' WHERE id = 1`)
+	e.Node("n2").Exec(t, `UPDATE orders SET v = 'drift' WHERE id = 2`)
+	e.Node("n3").Exec(t, `DELETE FROM items WHERE id = 3`)
+	e.Node("n1").Exec(t, `UPDATE extra SET v = 'only n1' WHERE id = 4`)
+
+	_, task := e.repsetDiff(`'default'`)
+	result := completedResult(t, task)
+	require.Equal(t, map[string]any{"n1": "spock", "n2": "spock", "n3": "spock"}, result["providers"])
+	require.EqualValues(t, 3, result["tables_total"])
+	require.Equal(t, []any{map[string]any{"table": "public.extra", "present_on": []any{"n1", "n2"}, "missing_from": []any{"n3"}}}, result["missing"])
+	require.Empty(t, result["failed"])
+	differing := map[string]any{}
+	for _, d := range result["differed"].([]any) {
+		differing[d.(map[string]any)["table"].(string)] = d.(map[string]any)["differing_keys"]
+	}
+	require.Equal(t, map[string]any{"public.orders": float64(1), "public.items": float64(1)}, differing,
+		"orders: id 2 only, note is not in set_att_list; items: id 3")
+	require.Equal(t, map[string]any{"row_filter": "", "columns": []any{"id", "v"}}, result["tables"].(map[string]any)["public.orders"])
+}

@@ -105,7 +105,7 @@ func (a *Agent) schemaDiffData(ctx context.Context, run *sqlapi.Run, args *sqlap
 		children = append(children, args.TableDiff(table, args.Nodes))
 	}
 	res.TablesTotal, res.TableLists = new(len(names)), lists
-	outcomes, err := a.runChildren(ctx, run, children)
+	outcomes, err := a.runChildren(ctx, run, args.ChildDiffArgs, children)
 	if err != nil {
 		return nil, err
 	}
@@ -138,17 +138,25 @@ func (l *TableLists) place(o sqlapi.ChildOutcome) {
 
 // runChildren runs a parent task's children: inserted in the submitter's own session on this
 // node, waited for while the parent holds no running slot here, cancelled with the parent.
-func (a *Agent) runChildren(ctx context.Context, run *sqlapi.Run, children []sqlapi.Child) ([]sqlapi.ChildOutcome, error) {
+// The children that this agent runs share node sessions the parent holds (childNodes), and wake
+// the parent as they end.
+func (a *Agent) runChildren(ctx context.Context, run *sqlapi.Run, opts sqlapi.ChildDiffArgs, children []sqlapi.Child) ([]sqlapi.ChildOutcome, error) {
 	local, err := a.openNodes(ctx, run, []string{a.cfg.Node}, 2)
 	if err != nil {
 		return nil, fmt.Errorf("open a session as %s to submit the child tasks: %w", run.Task.SubmittedBy, err)
 	}
 	defer closeNodes(local)
+	childOpts, err := sqlapi.DiffArgs{ConcurrencyFactor: opts.ConcurrencyFactor, MaxConnections: opts.MaxConnections}.Options(a.diffSessions())
+	if err != nil {
+		return nil, err
+	}
+	shared, release := a.shareNodes(run, int32(childOpts.Workers+1))
+	defer release()
 	a.setWaiting(run.Task.ID)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
 	progress(engine.Progress{Phase: fmt.Sprintf("0/%d tables diffed", len(children))})
-	return run.RunChildren(ctx, local[0].Pool, children, func(ended, total int) {
+	return run.RunChildren(ctx, local[0].Pool, children, shared.ended, func(ended, total int) {
 		progress(engine.Progress{Phase: fmt.Sprintf("%d/%d tables diffed", ended, total)})
 	})
 }

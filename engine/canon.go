@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -226,10 +227,44 @@ type typeLoader struct {
 // maxTypeDepth bounds the nesting followed (a composite may contain itself through an array).
 const maxTypeDepth = 8
 
+// genbkiTypes caches the descriptions of types whose OIDs PostgreSQL's own catalog data assigns
+// (below 10,000): the same type under that OID in every version and on every node. Composite
+// types (the catalogs' row types, whose columns change between versions) are left out, as is
+// anything built on them. A diff of many small tables describes the same few types for each.
+var genbkiTypes sync.Map // uint32 → *typeInfo
+
+// firstGenbkiOID ends the OIDs that PostgreSQL's catalog data assigns by hand.
+const firstGenbkiOID = 10000
+
+// fixedForever reports whether t and every type it is built on are described in genbkiTypes'
+// sense.
+func (t *typeInfo) fixedForever() bool {
+	if t.oid >= firstGenbkiOID || t.typtype == 'c' || len(t.fields) > 0 {
+		return false
+	}
+	for _, u := range []*typeInfo{t.base, t.elem, t.sub} {
+		if u != nil && !u.fixedForever() {
+			return false
+		}
+	}
+	return true
+}
+
 func (l *typeLoader) load(ctx context.Context, oid uint32, depth int) (*typeInfo, error) {
 	if t, ok := l.seen[oid]; ok {
 		return t, nil
 	}
+	if t, ok := genbkiTypes.Load(oid); ok {
+		return t.(*typeInfo), nil
+	}
+	t, err := l.describe(ctx, oid, depth)
+	if err == nil && t.fixedForever() {
+		genbkiTypes.Store(oid, t)
+	}
+	return t, err
+}
+
+func (l *typeLoader) describe(ctx context.Context, oid uint32, depth int) (*typeInfo, error) {
 	if depth > maxTypeDepth {
 		return nil, fmt.Errorf("type %d nests more than %d levels deep", oid, maxTypeDepth)
 	}

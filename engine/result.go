@@ -62,39 +62,42 @@ type ProgressFunc func(Progress)
 // DiffSummary is a table-diff's outcome. The keys shared with ACE's diff-file summary have the
 // same names and meanings, except total_rows_checked, which is a real count.
 type DiffSummary struct {
-	Schema                string              `json:"schema"`
-	Table                 string              `json:"table"`
-	TableName             string              `json:"table_name"`
-	TableFilter           string              `json:"table_filter,omitempty"`
-	Nodes                 []string            `json:"nodes"`
-	BlockSize             int                 `json:"block_size"`
-	CompareUnitSize       int                 `json:"compare_unit_size"`
-	ConcurrencyFactor     float64             `json:"concurrency_factor"`
-	MaxDiffRows           int64               `json:"max_diff_rows"`
-	StartTime             time.Time           `json:"start_time"`
-	EndTime               time.Time           `json:"end_time"`
-	TimeTaken             string              `json:"time_taken"`
-	TimeTakenSeconds      float64             `json:"time_taken_seconds"`
-	DiffRowsCount         map[string]int64    `json:"diff_rows_count"`
-	DiffRowLimitReached   bool                `json:"diff_row_limit_reached"`
-	TotalRowsChecked      int64               `json:"total_rows_checked"`
-	RowsPerNode           map[string]int64    `json:"rows_per_node"`
-	InitialRangesCount    int                 `json:"initial_ranges_count"`
-	MismatchedRangesCount int                 `json:"mismatched_ranges_count"`
-	PrimaryKey            []string            `json:"primary_key"`
-	Columns               []string            `json:"columns"`
-	ColumnTypes           []string            `json:"column_types"`
-	DifferingKeys         int64               `json:"differing_keys"`
-	AgainstOrigin         string              `json:"against_origin,omitempty"`
-	OriginIDs             map[string][]uint32 `json:"against_origin_ids,omitempty"` // per node: the origins that stand for it
-	OriginOnly            bool                `json:"origin_only,omitempty"`
-	Until                 *time.Time          `json:"until,omitempty"`
-	RecheckAfter          string              `json:"recheck_after,omitempty"`
-	TransientDiffs        int64               `json:"transient_diffs"` // differences gone by the recheck: replication in flight
-	HashMode              HashMode            `json:"hash_mode"`
-	HashVersion           int                 `json:"hash_version"`
-	Warnings              []string            `json:"warnings,omitempty"`
-	ReportFile            string              `json:"report_file,omitempty"` // the output report, on the agent\'s host
+	Schema                string           `json:"schema"`
+	Table                 string           `json:"table"`
+	TableName             string           `json:"table_name"`
+	TableFilter           string           `json:"table_filter,omitempty"`
+	Nodes                 []string         `json:"nodes"`
+	BlockSize             int              `json:"block_size"`
+	CompareUnitSize       int              `json:"compare_unit_size"`
+	ConcurrencyFactor     float64          `json:"concurrency_factor"`
+	MaxDiffRows           int64            `json:"max_diff_rows"`
+	StartTime             time.Time        `json:"start_time"`
+	EndTime               time.Time        `json:"end_time"`
+	TimeTaken             string           `json:"time_taken"`
+	TimeTakenSeconds      float64          `json:"time_taken_seconds"`
+	DiffRowsCount         map[string]int64 `json:"diff_rows_count"`
+	DiffRowLimitReached   bool             `json:"diff_row_limit_reached"`
+	TotalRowsChecked      int64            `json:"total_rows_checked"`
+	RowsPerNode           map[string]int64 `json:"rows_per_node"`
+	InitialRangesCount    int              `json:"initial_ranges_count"`
+	MismatchedRangesCount int              `json:"mismatched_ranges_count"`
+	PrimaryKey            []string         `json:"primary_key"`
+	Columns               []string         `json:"columns"`
+	ColumnTypes           []string         `json:"column_types"`
+	// CompareColumns is the table-diff's columns option: when set, only these columns and the
+	// key were compared (Columns lists them), and the rows stored hold only them.
+	CompareColumns []string            `json:"compare_columns,omitempty"`
+	DifferingKeys  int64               `json:"differing_keys"`
+	AgainstOrigin  string              `json:"against_origin,omitempty"`
+	OriginIDs      map[string][]uint32 `json:"against_origin_ids,omitempty"` // per node: the origins that stand for it
+	OriginOnly     bool                `json:"origin_only,omitempty"`
+	Until          *time.Time          `json:"until,omitempty"`
+	RecheckAfter   string              `json:"recheck_after,omitempty"`
+	TransientDiffs int64               `json:"transient_diffs"` // differences gone by the recheck: replication in flight
+	HashMode       HashMode            `json:"hash_mode"`
+	HashVersion    int                 `json:"hash_version"`
+	Warnings       []string            `json:"warnings,omitempty"`
+	ReportFile     string              `json:"report_file,omitempty"` // the output report, on the agent\'s host
 	// Mtree describes how a Merkle tree diff used the trees; nil for a table-diff.
 	Mtree *MtreeStats `json:"mtree,omitempty"`
 }

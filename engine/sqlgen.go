@@ -437,12 +437,16 @@ func SummarySQL(bucket string, h RowHash, source string) string {
 		laneFromBytes(0), laneFromBytes(8), byteSums(), bucket, h.Digest, source)
 }
 
-// RowEstimateSQL is the planner's estimate of the rows of table $1 (a regclass), partitions
-// included: the sum over its partition tree, or, for a table that is not partitioned (whose
-// partition tree PostgreSQL reports as empty), its own. A table never analysed counts 0.
-const RowEstimateSQL = `SELECT coalesce(
-		(SELECT sum(greatest(c.reltuples, 0)) FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid),
-		(SELECT greatest(c.reltuples, 0) FROM pg_class c WHERE c.oid = $1::regclass), 0)::float8`
+// RowEstimateExpr is an expression for the planner's estimate of the rows of table (a
+// qualified name), partitions included: the sum over its partition tree, or, for a table that is
+// not partitioned (whose partition tree PostgreSQL reports as empty), its own. A table never
+// analysed counts 0. It is an expression so that a query can read it with other facts at once.
+func RowEstimateExpr(table string) string {
+	rel := QuoteLiteral(table) + "::regclass"
+	return `coalesce(
+		(SELECT sum(greatest(c.reltuples, 0)) FROM pg_partition_tree(` + rel + `) p JOIN pg_class c ON c.oid = p.relid),
+		(SELECT greatest(c.reltuples, 0) FROM pg_class c WHERE c.oid = ` + rel + `), 0)::float8`
+}
 
 // String renders a range for error messages.
 func (r Range) String() string {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/sourcegraph/conc/pool"
@@ -31,6 +33,9 @@ type Table struct {
 	PK           []Column // primary key columns in key order
 	ServerMajor  int
 	CommitTS     bool // track_commit_timestamp is on
+	// EstimatedRows is the planner's estimate of the table's rows when it was read (reltuples:
+	// negative when never analysed, and for a partitioned table), for planning only.
+	EstimatedRows float64
 }
 
 // Qualified returns the quoted schema-qualified name.
@@ -126,23 +131,12 @@ func finishIdent(s string, quoted bool) string {
 	return strings.ToLower(strings.TrimSpace(s))
 }
 
-// LoadTable reads the table's shape from one node.
+// LoadTable reads the table's shape from one node, in one query: the table's row (none when the
+// node has no such table) joined to its columns.
 func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error) {
 	t := &Table{Schema: schema, Name: name}
-	var relid uint32
-	err := n.Pool.QueryRow(ctx, `
-		SELECT c.oid, current_setting('server_version_num')::int / 10000, current_setting('track_commit_timestamp') = 'on'
-		FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
-		WHERE s.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, name).
-		Scan(&relid, &t.ServerMajor, &t.CommitTS)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: %s on node %s", errNoTable, t.Display(), n.Name)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("look up table %s on node %s: %w", t.Display(), n.Name, err)
-	}
 	rows, err := n.Pool.Query(ctx, `
-		SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+		SELECT r.major, r.commit_ts, r.estimate, a.attname, format_type(a.atttypid, a.atttypmod),
 		       CASE WHEN bs.nspname = 'pg_catalog' THEN bt.typname ELSE format('%I.%I', bs.nspname, bt.typname) END,
 		       bt.typcategory,
 		       coalesce((SELECT CASE WHEN es.nspname = 'pg_catalog' THEN e.typname ELSE format('%I.%I', es.nspname, e.typname) END
@@ -154,23 +148,32 @@ func LoadTable(ctx context.Context, n *Node, schema, name string) (*Table, error
 		                                              ELSE pg_collation_actual_version(co.oid) END)
 		                           FROM pg_collation co, pg_database d WHERE co.oid = a.attcollation AND d.datname = current_database()), '') END,
 		       coalesce(array_position(i.indkey::int2[], a.attnum) + 1, 0), a.atttypid
-		FROM pg_attribute a
+		FROM (SELECT c.oid, current_setting('server_version_num')::int / 10000 AS major,
+		             current_setting('track_commit_timestamp') = 'on' AS commit_ts,
+		             CASE WHEN c.relkind = 'r' THEN c.reltuples ELSE -1 END::float8 AS estimate
+		      FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+		      WHERE s.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')) r
+		JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
 		JOIN LATERAL (SELECT CASE WHEN t0.typtype = 'd' THEN t0.typbasetype ELSE t0.oid END AS oid FROM pg_type t0 WHERE t0.oid = a.atttypid) b ON true
 		JOIN pg_type bt ON bt.oid = b.oid
 		JOIN pg_namespace bs ON bs.oid = bt.typnamespace
 		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-		ORDER BY a.attnum`, relid)
+		ORDER BY a.attnum`, schema, name)
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.Display(), n.Name, err)
 	}
 	cols, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
 		var c Column
-		err := r.Scan(&c.Name, &c.Type, &c.BaseType, &c.Category, &c.ElemType, &c.Collate, &c.PKPos, &c.TypeOID)
+		err := r.Scan(&t.ServerMajor, &t.CommitTS, &t.EstimatedRows,
+			&c.Name, &c.Type, &c.BaseType, &c.Category, &c.ElemType, &c.Collate, &c.PKPos, &c.TypeOID)
 		return c, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s on node %s: %w", t.Display(), n.Name, err)
+	}
+	if len(cols) == 0 {
+		// A table has columns, or at least none a diff could compare.
+		return nil, fmt.Errorf("%w: %s on node %s", errNoTable, t.Display(), n.Name)
 	}
 	loader := typeLoader{q: n.Pool, seen: map[uint32]*typeInfo{}}
 	for i := range cols {
@@ -228,9 +231,27 @@ func SameShape(a, b *Table, nameA, nameB string) error {
 	return nil
 }
 
-// LoadTables reads the table's shape from every node at once and checks that they agree. The
+// Project keeps only the key and the named columns, in the table's order, so that a diff
+// compares, hashes and stores only them. Names the table lacks are an error naming them all.
+func (t *Table) Project(names []string, node string) error {
+	var unknown []string
+	for _, n := range names {
+		if !slices.ContainsFunc(t.Columns, func(c Column) bool { return c.Name == n }) {
+			unknown = append(unknown, strconv.Quote(n))
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("table %s has no column %s on node %s (its columns: %s)", t.Display(), strings.Join(unknown, ", "),
+			node, strings.Join(t.ColumnNames(), ", "))
+	}
+	t.Columns = slices.DeleteFunc(t.Columns, func(c Column) bool { return c.PKPos == 0 && !slices.Contains(names, c.Name) })
+	return nil
+}
+
+// LoadTables reads the table's shape from every node at once and checks that they agree: all
+// columns, or (columns set) the key and those columns, which the tables are projected to. The
 // hash mode is binary when every node runs the same major version, else text.
-func LoadTables(ctx context.Context, nodes []*Node, table string) ([]*Table, HashMode, error) {
+func LoadTables(ctx context.Context, nodes []*Node, table string, columns []string) ([]*Table, HashMode, error) {
 	schema, name, err := SplitTableName(table)
 	if err != nil {
 		return nil, "", err
@@ -240,6 +261,9 @@ func LoadTables(ctx context.Context, nodes []*Node, table string) ([]*Table, Has
 	for i, n := range nodes {
 		p.Go(func(ctx context.Context) error {
 			t, err := LoadTable(ctx, n, schema, name)
+			if err == nil && columns != nil {
+				err = t.Project(columns, n.Name)
+			}
 			tables[i] = t
 			return err
 		})

@@ -146,7 +146,7 @@ var aceFields = map[string][]field{
 	"/api/v1/table-diff": join(
 		[]field{arg("table", "table_name"), nodesField},
 		same("block_size", "concurrency_factor", "compare_unit_size", "max_diff_rows", "max_connections",
-			"table_filter", "override_block_size"), ignored("cluster", "dbname", "quiet")),
+			"table_filter", "override_block_size", "columns"), ignored("cluster", "dbname", "quiet")),
 	"/api/v1/table-rerun": join(
 		// A rerun compares the diff's own nodes, so ACE's nodes has nothing to choose.
 		[]field{diffFileField}, ignored("cluster", "dbname", "nodes", "quiet")),

@@ -65,6 +65,11 @@ func TestACERoutesMapOntoTheSQLArguments(t *testing.T) {
 		t.Parallel()
 		require.JSONEq(t, `{"table_name":"public.t"}`, mapArgs(t, "/ace/table-diff", `{"table_name": "public.t", "nodes": "all"}`))
 	})
+	t.Run("go table-diff with our columns", func(t *testing.T) {
+		t.Parallel()
+		require.JSONEq(t, `{"table_name":"public.t","columns":["status","amount"]}`,
+			mapArgs(t, "/api/v1/table-diff", `{"cluster": "c", "table": "public.t", "columns": ["status", "amount"]}`))
+	})
 	t.Run("go table-repair", func(t *testing.T) {
 		t.Parallel()
 		require.JSONEq(t, `{"table_name":"public.t","diff_task":"x","source_of_truth":"n1","dry_run":true}`,

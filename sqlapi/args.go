@@ -46,6 +46,8 @@ type TableDiffArgs struct {
 	DiffArgs
 	BlockSize         int  `json:"block_size,omitempty"`
 	OverrideBlockSize bool `json:"override_block_size,omitempty"`
+	// Columns limits the compared columns to these and the key.
+	Columns []string `json:"columns,omitempty"`
 }
 
 // RecheckAfterDuration reads the normalised recheck_after.
@@ -111,7 +113,7 @@ func (a DiffArgs) Options(s DiffSessions) (diff.TableDiffOptions, error) {
 // Options are the diff options with the table-diff's block size.
 func (a TableDiffArgs) Options(s DiffSessions) (diff.TableDiffOptions, error) {
 	o, err := a.DiffArgs.Options(s)
-	o.BlockSize = a.BlockSize
+	o.BlockSize, o.Columns = a.BlockSize, a.Columns
 	return o, err
 }
 
@@ -132,7 +134,7 @@ func (a MtreeBuildArgs) Options(task Task, txWait time.Duration) mtree.BuildOpti
 // RecheckOptions are the engine's options for rechecking keys of the rerun's diff.
 func (a TableRerunArgs) RecheckOptions(keys [][]string, setRole bool) diff.RecheckOptions {
 	return diff.RecheckOptions{Table: a.TableName, Keys: keys, TableFilter: a.TableFilter,
-		MaxDiffRows: a.MaxDiffRows, SetRoleSessions: setRole}
+		MaxDiffRows: a.MaxDiffRows, Columns: a.Columns, SetRoleSessions: setRole}
 }
 
 // RepairArgs are the options every repair of a diff takes: table-repair, and the repairs of

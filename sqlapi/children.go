@@ -38,24 +38,27 @@ type ChildOutcome struct {
 	Err    error
 }
 
-// childPollInterval is how often a waiting parent reads its children's statuses.
+// childPollInterval is how often a waiting parent reads its children's statuses when nothing
+// woke it: children that another agent of the node runs end without telling it.
 const childPollInterval = 100 * time.Millisecond
 
 // RunChildren submits the children through submitter (a session logged in as the parent's
 // submitter, on the parent's node), and waits until every one has ended. When the submitter's
-// max_queued_tasks_per_role is reached, it submits the rest as earlier ones start. progress is
-// called as children end. If ctx ends first, the children still queued or running are
-// cancelled and ctx's error returned.
-func (r *Run) RunChildren(ctx context.Context, submitter Querier, children []Child, progress func(ended, total int)) ([]ChildOutcome, error) {
+// max_queued_tasks_per_role is reached, it submits the rest as earlier ones start. A receive
+// from ended (may be nil) says a child ended, so that the parent reads its children at once
+// instead of at the next poll. progress is called as children end. If ctx ends first, the
+// children still queued or running are cancelled and ctx's error returned.
+func (r *Run) RunChildren(ctx context.Context, submitter Querier, children []Child, ended <-chan struct{},
+	progress func(ended, total int)) ([]ChildOutcome, error) {
 	if err := r.setWaiting(ctx); err != nil {
 		return nil, err
 	}
 	outcomes := make([]ChildOutcome, len(children))
 	pending := map[uuid.UUID]int{} // submitted, not yet ended
-	next, ended := 0, 0
+	next, done := 0, 0
 	for {
 		var err error
-		if next, err = r.submitChildren(ctx, submitter, children, outcomes, next, pending, &ended); err != nil {
+		if next, err = r.submitChildren(ctx, submitter, children, outcomes, next, pending, &done); err != nil {
 			return nil, r.stopChildren(submitter, pending, err)
 		}
 		if next == len(children) && len(pending) == 0 {
@@ -64,14 +67,15 @@ func (r *Run) RunChildren(ctx context.Context, submitter Querier, children []Chi
 		select {
 		case <-ctx.Done():
 			return nil, r.stopChildren(submitter, pending, context.Cause(ctx))
+		case <-ended:
 		case <-time.After(childPollInterval):
 		}
-		before := ended
-		if err := collectChildren(ctx, submitter, outcomes, pending, &ended); err != nil {
+		before := done
+		if err := collectChildren(ctx, submitter, outcomes, pending, &done); err != nil {
 			return nil, r.stopChildren(submitter, pending, err)
 		}
-		if progress != nil && ended != before {
-			progress(ended, len(children))
+		if progress != nil && done != before {
+			progress(done, len(children))
 		}
 	}
 }

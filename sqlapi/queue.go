@@ -86,16 +86,14 @@ const claimSQL = `
 // there is nothing to claim. conn must run nothing else until the run ends with Unlock; the run
 // writes through db. If Claim fails, conn may hold a lock: close it.
 func Claim(ctx context.Context, conn *pgx.Conn, db DB, agentID string) (*Run, error) {
-	tx, err := conn.Begin(ctx)
+	// Claims on a node take turns, so two cannot both see room under a role's running limit.
+	// Submitters hold no privilege on ace.claims, so they cannot lock it. The lock is taken by
+	// the statement that begins the transaction, in the same round trip.
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: `BEGIN; LOCK TABLE ace.claims IN EXCLUSIVE MODE`})
 	if err != nil {
 		return nil, fmt.Errorf("claim task: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	// Claims on a node take turns, so two cannot both see room under a role's running limit.
-	// Submitters hold no privilege on ace.claims, so they cannot lock it.
-	if _, err := tx.Exec(ctx, `LOCK TABLE ace.claims IN EXCLUSIVE MODE`); err != nil {
-		return nil, fmt.Errorf("claim task: %w", err)
-	}
 	var runtimeSecs float64
 	task, err := scanTask(tx.QueryRow(ctx, claimSQL, agentID), &runtimeSecs)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -38,6 +38,7 @@ type TableRerunArgs struct {
 	Nodes       []string  `json:"nodes,omitempty"`
 	TableFilter string    `json:"table_filter,omitempty"`
 	MaxDiffRows int64     `json:"max_diff_rows,omitempty"`
+	Columns     []string  `json:"columns,omitempty"` // the diff's columns option, filled by the server
 }
 
 // DiffImportArgs are a diff-import task's arguments: an ACE diff file, as JSON.

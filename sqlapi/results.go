@@ -12,8 +12,14 @@ import (
 )
 
 // ResetResults deletes what an earlier attempt of this task stored, so a re-run starts clean.
+// A first attempt has nothing to delete: a hand-back deletes what its attempt stored as it
+// re-queues the task and un-counts the attempt, in one transaction (HandBack), and a recovered
+// task's next attempt counts on. (A child diff of a small table is mostly round trips like these.)
 func (r *Run) ResetResults(ctx context.Context) error {
 	r.resetTally()
+	if r.Task.Attempts <= 1 {
+		return nil
+	}
 	return r.fenced(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM ace.diff_results WHERE task_id = $1`, r.Task.ID); err != nil {
 			return fmt.Errorf("clear earlier results of task %s: %w", r.Task.ID, err)

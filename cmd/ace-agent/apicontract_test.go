@@ -29,11 +29,11 @@ var apiExceptions = map[sqlapi.TaskType]struct{ notInSQL, notInGo, notInCLI []st
 		notInCLI: []string{"table_name", "diff_nodes", "plan"},
 	},
 	sqlapi.TypeTableRerun: {
-		// A rerun rechecks its diff's table, nodes and filter: the server fills them from the diff
-		// task. --diff-file imports a diff file first, as for a repair.
-		notInSQL: []string{"table_name", "nodes", "table_filter", "max_diff_rows", "diff_file"},
+		// A rerun rechecks its diff's table, nodes, filter and columns: the server fills them from
+		// the diff task. --diff-file imports a diff file first, as for a repair.
+		notInSQL: []string{"table_name", "nodes", "table_filter", "max_diff_rows", "columns", "diff_file"},
 		notInGo:  []string{"diff_file"},
-		notInCLI: []string{"nodes", "table_filter", "max_diff_rows"},
+		notInCLI: []string{"nodes", "table_filter", "max_diff_rows", "columns"},
 	},
 	sqlapi.TypeSpockDiff: {
 		// ACE's --output, whose one value (json) is the format of the file the command writes.

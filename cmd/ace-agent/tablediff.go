@@ -27,6 +27,7 @@ type tableDiffOpts struct {
 	output            string
 	recheckAfter      time.Duration
 	overrideBlockSize bool
+	columns           []string
 	quiet             bool
 	json              bool
 }
@@ -62,13 +63,14 @@ Exit codes: 0 the tables match, 1 they differ, 2 error.`,
 	f.StringVarP(&o.output, "output", "o", "", "also write a report when the diff ends: json, html or csv (in the agent's ACE_REPORT_DIR)")
 	f.DurationVar(&o.recheckAfter, "recheck-after", 0, "recheck the differences after this long and report only those that persist, e.g. 30s")
 	f.BoolVarP(&o.overrideBlockSize, "override-block-size", "B", false, "allow a block size outside 1000..1000000")
+	f.StringSliceVar(&o.columns, "columns", nil, "compare only these columns (comma-separated) and the key; such a diff cannot be repaired from")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "show no progress")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON instead of the verdict")
 	return cmd
 }
 
 func (o *tableDiffOpts) args(table string) sqlapi.TableDiffArgs {
-	return sqlapi.TableDiffArgs{DiffArgs: o.diffArgs(table), BlockSize: o.blockSize, OverrideBlockSize: o.overrideBlockSize}
+	return sqlapi.TableDiffArgs{DiffArgs: o.diffArgs(table), BlockSize: o.blockSize, OverrideBlockSize: o.overrideBlockSize, Columns: o.columns}
 }
 
 // diffArgs are the diff options every diff command shares.

@@ -54,6 +54,9 @@ type TableDiffOptions struct {
 	// Keys, with Leaves, are keys compared one by one as well: the keys a Merkle tree knows
 	// changed, in leaves whose other rows it has shown to match.
 	Keys [][]string
+	// Columns, when set, are the only columns compared besides the key: the hashes, the
+	// fetched rows and the stored diff cover the key and these alone.
+	Columns []string
 	// Sessions, when set, are the node sessions to read at, one per node in the order of the
 	// nodes sorted by name; the caller opened them and closes them.
 	Sessions []*engine.Session
@@ -171,7 +174,7 @@ type differ struct {
 // snapshots.
 func (d *differ) prepare(ctx context.Context) error {
 	d.setPhase("checking table")
-	tables, mode, err := engine.LoadTables(ctx, d.nodes, d.opts.Table)
+	tables, mode, err := engine.LoadTables(ctx, d.nodes, d.opts.Table, d.opts.Columns)
 	if err != nil {
 		return err
 	}
@@ -210,14 +213,11 @@ func (d *differ) openSessions(ctx context.Context, tables []*engine.Table) error
 		return nil
 	}
 	d.sessions = make([]*engine.Session, len(d.nodes))
-	for i, n := range d.nodes {
-		s, err := engine.OpenSession(ctx, n)
-		if err != nil {
-			return err
-		}
+	return d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		s, err := engine.OpenSession(ctx, d.nodes[i])
 		d.sessions[i] = s
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *differ) closeSessions(ctx context.Context) {
@@ -345,7 +345,7 @@ func (d *differ) summary(start time.Time) *engine.DiffSummary {
 		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(), ColumnTypes: d.table.ColumnTypes(),
 		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: engine.HashVersion, Warnings: d.warnings,
 		AgainstOrigin: d.opts.AgainstOrigin, OriginIDs: d.originIDs, OriginOnly: d.opts.AgainstOrigin != "",
-		Until: d.opts.Until, TransientDiffs: d.transient,
+		Until: d.opts.Until, TransientDiffs: d.transient, CompareColumns: d.opts.Columns,
 	}
 	if d.opts.RecheckAfter > 0 {
 		s.RecheckAfter = d.opts.RecheckAfter.String()

@@ -39,15 +39,18 @@ const maxSearchedBounds = 63
 // planBlocks splits the key space into blocks of about BlockSize rows and leaves of about
 // CompareUnitSize rows. The ranges are applied unchanged to every node.
 func (d *differ) planBlocks(ctx context.Context) ([]block, error) {
-	estimates, err := d.estimateRows(ctx)
-	if err != nil {
-		return nil, err
+	if d.small() {
+		return []block{{}}, nil
 	}
 	if d.integerKey() {
-		blocks, ok, err := d.planIntegerBlocks(ctx, estimates)
+		blocks, ok, err := d.planIntegerBlocks(ctx)
 		if err != nil || ok {
 			return blocks, err
 		}
+	}
+	estimates, err := d.estimateRows(ctx)
+	if err != nil {
+		return nil, err
 	}
 	ref := 0
 	for i, e := range estimates {
@@ -67,6 +70,25 @@ func (d *differ) planBlocks(ctx context.Context) ([]block, error) {
 	}
 	leavesPerBlock := min(max(1, d.opts.BlockSize/d.opts.CompareUnitSize), maxSearchedBounds+1)
 	return groupLeaves(bounds, leavesPerBlock), nil
+}
+
+// smallTableRows is the largest table hashed whole, as one summary per node, without planning:
+// most tables compared are identical, and planning a small one (reading its key span at the
+// snapshots) costs more than hashing it. One that differs is narrowed down from the whole range,
+// which costs a few more queries than leaves planned ahead would.
+const smallTableRows = 20_000
+
+// small reports whether every node's planner estimate puts the table under smallTableRows and
+// within one block. A table never analysed (or partitioned) has no usable estimate, and is
+// planned.
+func (d *differ) small() bool {
+	limit := float64(min(smallTableRows, d.opts.BlockSize))
+	for _, t := range d.tables {
+		if t.EstimatedRows < 0 || t.EstimatedRows > limit {
+			return false
+		}
+	}
+	return true
 }
 
 // groupLeaves makes blocks of leavesPerBlock consecutive leaves; len(bounds) bounds make
@@ -92,7 +114,7 @@ func (d *differ) estimateRows(ctx context.Context) ([]float64, error) {
 	out := make([]float64, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
 		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, engine.RowEstimateSQL, d.table.Qualified()).Scan(&out[i])
+			return tx.QueryRow(ctx, `SELECT `+engine.RowEstimateExpr(d.table.Qualified())).Scan(&out[i])
 		})
 	})
 	if err != nil {

@@ -29,8 +29,8 @@ func (d *differ) integerKey() bool {
 // CompareUnitSize rows (if the keys were dense) and groups them into blocks. The first block is
 // open below and the last open above, like every plan. It returns ok = false when the key span
 // does not fit the arithmetic, and the caller samples bounds instead.
-func (d *differ) planIntegerBlocks(ctx context.Context, estimates []float64) ([]block, bool, error) {
-	lo, hi, found, err := d.keySpan(ctx)
+func (d *differ) planIntegerBlocks(ctx context.Context) ([]block, bool, error) {
+	lo, hi, found, estimates, err := d.keySpan(ctx)
 	if err != nil || !found {
 		return []block{{}}, err == nil, err
 	}
@@ -92,19 +92,23 @@ func (d *differ) countRows(ctx context.Context) (float64, error) {
 	return most, nil
 }
 
-// keySpan returns the smallest and largest key over all nodes, read at the diff's snapshots.
-func (d *differ) keySpan(ctx context.Context) (lo, hi int64, found bool, err error) {
+// keySpan returns the smallest and largest key over all nodes, read at the diff's snapshots,
+// and each node's estimate of the table's rows (read in the same query, to save a round trip
+// per node: a small table's diff is mostly round trips).
+func (d *differ) keySpan(ctx context.Context) (lo, hi int64, found bool, estimates []float64, err error) {
 	col := d.keys.Columns()[0]
 	mins := make([]*int64, len(d.nodes))
 	maxs := make([]*int64, len(d.nodes))
+	estimates = make([]float64, len(d.nodes))
 	err = d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8 FROM %[2]s WHERE %[3]s`, engine.Ident(col.Name), d.table.Qualified(), d.filterFor(i))
+		sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8, %[4]s FROM %[2]s WHERE %[3]s`,
+			engine.Ident(col.Name), d.table.Qualified(), d.filterFor(i), engine.RowEstimateExpr(d.table.Qualified()))
 		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, sql).Scan(&mins[i], &maxs[i])
+			return tx.QueryRow(ctx, sql).Scan(&mins[i], &maxs[i], &estimates[i])
 		})
 	})
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("read key span: %w", err)
+		return 0, 0, false, nil, fmt.Errorf("read key span: %w", err)
 	}
 	for i := range mins {
 		if mins[i] == nil {
@@ -118,7 +122,7 @@ func (d *differ) keySpan(ctx context.Context) (lo, hi int64, found bool, err err
 		}
 		found = true
 	}
-	return lo, hi, found, nil
+	return lo, hi, found, estimates, nil
 }
 
 // bucketExpr is the SQL that puts a row of block b into its leaf (0 … len(b.bounds)), with its

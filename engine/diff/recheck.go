@@ -15,6 +15,7 @@ type RecheckOptions struct {
 	Keys        [][]string // primary keys as text values in key order (see engine.KeyFromJSON)
 	TableFilter string
 	MaxDiffRows int64
+	Columns     []string // the diff's columns option: the key and these are compared
 	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
 	// code the table runs on a read could step back to the agent's login, so it is checked as
 	// TableDiffOptions.SetRoleSessions says.
@@ -29,7 +30,7 @@ func RecheckKeys(ctx context.Context, nodes []*engine.Node, opts RecheckOptions,
 	}
 	start := time.Now()
 	d := newDiffer(TableDiffOptions{Table: opts.Table, TableFilter: opts.TableFilter, MaxDiffRows: opts.MaxDiffRows,
-		SetRoleSessions: opts.SetRoleSessions}, nodes, sink, progress)
+		Columns: opts.Columns, SetRoleSessions: opts.SetRoleSessions}, nodes, sink, progress)
 	d.opts.setDefaults()
 	defer d.closeSessions(ctx)
 	if err := d.prepare(ctx); err != nil {

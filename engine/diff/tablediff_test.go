@@ -161,3 +161,27 @@ func TestTableDiffFindsRandomDrift(t *testing.T) {
 		})
 	}
 }
+
+// An analysed table small enough to be hashed whole, without planning, is one range; drift in
+// it is still narrowed down to each differing key, with default blocks and leaves.
+func TestTableDiffHashesASmallTableWhole(t *testing.T) {
+	t.Parallel()
+	e, nodes := diffSetup(t, 3000)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		e.Node(n).Exec(t, `ANALYZE public.t`)
+	}
+	sink := &testcluster.DiffSink{}
+	s, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.t"}, sink, nil)
+	require.NoError(t, err)
+	require.True(t, s.InSync())
+	require.Equal(t, 1, s.InitialRangesCount, "hashed whole")
+
+	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id IN (5, 2500)`)
+	e.Node("n3").Exec(t, `DELETE FROM public.t WHERE id = 1234`)
+	sink = &testcluster.DiffSink{}
+	s, err = diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.t"}, sink, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, s.MismatchedRangesCount, "one range, not three of the leaves a plan would make")
+	require.Equal(t, []string{"[1234]", "[2500]", "[5]"}, sink.Keys())
+	require.Equal(t, map[string]int64{"n1": 3000, "n2": 3000, "n3": 2999}, s.RowsPerNode)
+}

@@ -367,10 +367,11 @@ func (b *builder) planFromEstimates(ctx context.Context) plan {
 	}
 	spans := make([]span, len(b.nodes))
 	k := engine.Ident(b.sub.keys.Columns()[0].Name)
-	sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8, (%[3]s) FROM %[2]s`, k, b.sub.table.Qualified(), engine.RowEstimateSQL)
+	sql := fmt.Sprintf(`SELECT min(%[1]s)::int8, max(%[1]s)::int8, %[3]s FROM %[2]s`, k, b.sub.table.Qualified(),
+		engine.RowEstimateExpr(b.sub.table.Qualified()))
 	p.err = b.onNodes(ctx, func(ctx context.Context, i int) error {
 		s := &spans[i]
-		if err := b.nodes[i].Data.Pool.QueryRow(ctx, sql, b.sub.table.Qualified()).Scan(&s.lo, &s.hi, &s.est); err != nil {
+		if err := b.nodes[i].Data.Pool.QueryRow(ctx, sql).Scan(&s.lo, &s.hi, &s.est); err != nil {
 			return fmt.Errorf("node %s: read the key span of %s: %w", b.nodes[i].Name(), b.sub.table.Display(), err)
 		}
 		return nil
@@ -436,7 +437,7 @@ func (b *builder) referenceNode(ctx context.Context) (int, error) {
 	for i, s := range b.sessions {
 		var est float64
 		err := s.Read(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, engine.RowEstimateSQL, b.sub.table.Qualified()).Scan(&est)
+			return tx.QueryRow(ctx, `SELECT `+engine.RowEstimateExpr(b.sub.table.Qualified())).Scan(&est)
 		})
 		if err != nil {
 			return 0, fmt.Errorf("node %s: estimate rows: %w", b.nodes[i].Name(), err)

@@ -21,7 +21,7 @@ type subject struct {
 }
 
 func loadSubject(ctx context.Context, nodes []NodeLogins, table string) (*subject, error) {
-	tables, mode, err := engine.LoadTables(ctx, dataNodes(nodes), table)
+	tables, mode, err := engine.LoadTables(ctx, dataNodes(nodes), table, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -155,6 +155,9 @@ func (o *Options) check() error {
 	if o.Diff == nil || o.Rows == nil {
 		return errors.New("a repair needs the diff's summary and rows")
 	}
+	if len(o.Diff.CompareColumns) > 0 {
+		return errColumnSubset(o.Diff.CompareColumns)
+	}
 	if o.Diff.HashVersion != engine.HashVersion {
 		return fmt.Errorf("the diff was made with hash version %d and this agent uses version %d, whose keys and values compare differently: run the diff again (or table-rerun it) and repair that",
 			o.Diff.HashVersion, engine.HashVersion)
@@ -294,4 +297,11 @@ func Repair(ctx context.Context, nodes []*engine.Node, opts Options, sink Sink, 
 		return s, &repairError{Summary: s}
 	}
 	return s, nil
+}
+
+// errColumnSubset refuses to repair from a diff that compared some columns only: its rows hold
+// only those, and writing them as whole rows would blank or lose the others.
+func errColumnSubset(columns []string) error {
+	return fmt.Errorf("the diff compared only the columns %s (and the key), so its rows do not hold whole rows to repair from: "+
+		"run a table-diff without columns and repair that one", strings.Join(columns, ", "))
 }

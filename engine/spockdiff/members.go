@@ -10,10 +10,12 @@ import (
 )
 
 // Member is a table of a replication set (or publication) on one node, with the row filter the
-// set replicates it by ("" when the set replicates every row).
+// set replicates it by ("" when the set replicates every row) and its column list (nil when the
+// set replicates every column).
 type Member struct {
 	Table     string // schema.table, quoted as format('%I.%I') quotes it
 	RowFilter string
+	Columns   []string
 }
 
 // SetPlaces names the three places a replication set is looked for, for errors.
@@ -48,7 +50,9 @@ func readMembers(ctx context.Context, q engine.Querier, provider, set string) ([
 		exists = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)`
 		// pg_publication_tables lists FOR ALL TABLES and FOR TABLES IN SCHEMA members too; only a
 		// table listed by itself can have a WHERE clause (prqual).
-		members = `SELECT format('%I.%I', pt.schemaname, pt.tablename), coalesce(pg_catalog.pg_get_expr(pr.prqual, pr.prrelid), '')
+		members = `SELECT format('%I.%I', pt.schemaname, pt.tablename), coalesce(pg_catalog.pg_get_expr(pr.prqual, pr.prrelid), ''),
+				CASE WHEN pr.prattrs IS NOT NULL THEN ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+					WHERE a.attrelid = pr.prrelid AND a.attnum = ANY(pr.prattrs) ORDER BY a.attnum) END
 			FROM pg_catalog.pg_publication p
 			JOIN pg_catalog.pg_publication_tables pt ON pt.pubname = p.pubname
 			LEFT JOIN pg_catalog.pg_publication_rel pr ON pr.prpubid = p.oid
@@ -58,7 +62,8 @@ func readMembers(ctx context.Context, q engine.Querier, provider, set string) ([
 		s := pgx.Identifier{provider}.Sanitize()
 		exists = `SELECT EXISTS (SELECT 1 FROM ` + s + `.replication_set rs JOIN ` + s + `.local_node l ON l.node_id = rs.set_nodeid
 			WHERE rs.set_name = $1)`
-		members = `SELECT format('%I.%I', n.nspname, c.relname), coalesce(pg_catalog.pg_get_expr(rt.set_row_filter, rt.set_reloid), '')
+		members = `SELECT format('%I.%I', n.nspname, c.relname), coalesce(pg_catalog.pg_get_expr(rt.set_row_filter, rt.set_reloid), ''),
+				rt.set_att_list
 			FROM ` + s + `.replication_set rs
 			JOIN ` + s + `.local_node l ON l.node_id = rs.set_nodeid
 			JOIN ` + s + `.replication_set_table rt ON rt.set_id = rs.set_id
@@ -78,7 +83,7 @@ func readMembers(ctx context.Context, q engine.Querier, provider, set string) ([
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Member, error) {
 		var m Member
-		return m, r.Scan(&m.Table, &m.RowFilter)
+		return m, r.Scan(&m.Table, &m.RowFilter, &m.Columns)
 	})
 	return out, true, err
 }

@@ -32,6 +32,7 @@ type options struct {
 	emptyNode, mtree    bool
 	onlyMtree           bool
 	wait                bool
+	onlySchema          bool
 	// The schema diffs: tables and rows in all of the data comparison, tables of the structure one.
 	schemaTables, schemaRows, structureTables int
 }
@@ -79,6 +80,7 @@ func main() {
 	flag.BoolVar(&o.emptyNode, "empty-node", true, "also diff a full node against an empty one, with a fresh agent, for its peak RSS")
 	flag.BoolVar(&o.mtree, "mtree", true, "also measure Merkle trees: build, diffs after 100 and 10,000 updates, the change stream under load")
 	flag.BoolVar(&o.onlyMtree, "only-mtree", false, "measure the one pass and the Merkle trees only")
+	flag.BoolVar(&o.onlySchema, "only-schema", false, "measure the schema diffs only")
 	flag.IntVar(&o.schemaTables, "schema-tables", 200, "tables of the data schema-diff (0: no schema-diff measurements)")
 	flag.IntVar(&o.schemaRows, "schema-rows", 1_000_000, "rows of the data schema-diff's tables in all, per node")
 	flag.IntVar(&o.structureTables, "structure-tables", 1000, "tables of the structure schema-diff")
@@ -102,35 +104,10 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer c.Stop(context.WithoutCancel(ctx))
-	conns, err := prepare(ctx, c, o)
-	if err != nil {
-		return err
-	}
-	agent, err := startAgent(ctx, o.bin, c.Nodes[0].DSN("bench"))
-	if err != nil {
-		return err
-	}
-	defer agent.stop()
 	meter = newCPUMeter(c)
-	meter.agent = func() int { return agent.pid }
-	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(conns)}
-	if err := measure(ctx, conns, o, &r); err != nil {
-		return err
-	}
-	r.AgentPeakRSSMB = agent.peakRSSMB()
-	agent.stop()
-	if o.wait {
-		if err := measureWait(ctx, c, &r); err != nil {
-			return err
-		}
-	}
-	if o.mtree {
-		if err := measureMtree(ctx, c, conns, o, &r); err != nil {
-			return err
-		}
-	}
-	if o.emptyNode {
-		if err := measureEmptyNode(ctx, c, conns, o, &r); err != nil {
+	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(c.Nodes)}
+	if !o.onlySchema {
+		if err := measureTableDiff(ctx, c, o, &r); err != nil {
 			return err
 		}
 	}
@@ -140,6 +117,40 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	return report(r, o.out)
+}
+
+// measureTableDiff measures table-diff on one large table, then how late ace.wait sees a task's
+// end, the Merkle trees and the diff against an empty node as asked.
+func measureTableDiff(ctx context.Context, c *localpg.Cluster, o options, r *Result) error {
+	conns, err := prepare(ctx, c, o)
+	if err != nil {
+		return err
+	}
+	agent, err := startAgent(ctx, o.bin, c.Nodes[0].DSN("bench"))
+	if err != nil {
+		return err
+	}
+	defer agent.stop()
+	meter.agent = func() int { return agent.pid }
+	if err := measure(ctx, conns, o, r); err != nil {
+		return err
+	}
+	r.AgentPeakRSSMB = agent.peakRSSMB()
+	agent.stop()
+	if o.wait {
+		if err := measureWait(ctx, c, r); err != nil {
+			return err
+		}
+	}
+	if o.mtree {
+		if err := measureMtree(ctx, c, conns, o, r); err != nil {
+			return err
+		}
+	}
+	if o.emptyNode {
+		return measureEmptyNode(ctx, c, conns, o, r)
+	}
+	return nil
 }
 
 // measureEmptyNode empties n3 and diffs n1 against it with a fresh agent, so its peak RSS is
@@ -437,14 +448,16 @@ func median(xs []float64) float64 {
 }
 
 func report(r Result, out string) error {
-	fmt.Printf("rows per node:            %d (%d nodes), %d differences planted, %d found\n", r.Rows, r.Nodes, r.Diffs, r.DifferencesFound)
-	fmt.Printf("one-pass cost (median):   %.3fs   runs %v\n", median(r.OnePassSeconds), fmtSeconds(r.OnePassSeconds))
-	fmt.Printf("identical tables:         %.3fs   ratio %.2f   runs %v\n", median(r.IdenticalSeconds), r.IdenticalRatio, fmtSeconds(r.IdenticalSeconds))
-	fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))
-	fmt.Printf("CPU seconds (PostgreSQL): one pass %.2f, identical %.2f (ratio %.2f), scattered %.2f (ratio %.2f); agent %.2f in an identical diff\n",
-		median(r.OnePassCPU), median(r.IdenticalCPU), r.IdenticalCPURatio, median(r.DriftCPU), r.DriftCPURatio, median(r.IdenticalAgentCPU))
-	fmt.Printf("rows hashed per second:   %.0f\n", r.RowsPerSecond)
-	fmt.Printf("agent peak RSS:           %.1f MB\n", r.AgentPeakRSSMB)
+	if len(r.OnePassSeconds) > 0 {
+		fmt.Printf("rows per node:            %d (%d nodes), %d differences planted, %d found\n", r.Rows, r.Nodes, r.Diffs, r.DifferencesFound)
+		fmt.Printf("one-pass cost (median):   %.3fs   runs %v\n", median(r.OnePassSeconds), fmtSeconds(r.OnePassSeconds))
+		fmt.Printf("identical tables:         %.3fs   ratio %.2f   runs %v\n", median(r.IdenticalSeconds), r.IdenticalRatio, fmtSeconds(r.IdenticalSeconds))
+		fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))
+		fmt.Printf("CPU seconds (PostgreSQL): one pass %.2f, identical %.2f (ratio %.2f), scattered %.2f (ratio %.2f); agent %.2f in an identical diff\n",
+			median(r.OnePassCPU), median(r.IdenticalCPU), r.IdenticalCPURatio, median(r.DriftCPU), r.DriftCPURatio, median(r.IdenticalAgentCPU))
+		fmt.Printf("rows hashed per second:   %.0f\n", r.RowsPerSecond)
+		fmt.Printf("agent peak RSS:           %.1f MB\n", r.AgentPeakRSSMB)
+	}
 	if m := r.Mtree; m != nil {
 		fmt.Printf("mtree build:              %.3fs   ratio %.2f   CPU ratio %.2f\n", m.BuildSeconds, m.BuildRatio, m.BuildCPURatio)
 		fmt.Printf("mtree diff, 100 updates:  %.3fs   runs %v\n", median(m.Diff100Seconds), fmtSeconds(m.Diff100Seconds))
@@ -458,7 +471,14 @@ func report(r Result, out string) error {
 	if s := r.SchemaDiff; s != nil {
 		fmt.Printf("schema one pass:          %.3fs   %d tables, %d rows in all   runs %v\n", median(s.OnePassSeconds), s.Tables, s.TotalRows, fmtSeconds(s.OnePassSeconds))
 		fmt.Printf("schema-diff (data):       %.3fs   ratio %.2f   runs %v\n", median(s.DataSeconds), s.DataRatio, fmtSeconds(s.DataSeconds))
-		fmt.Printf("schema-diff (structure):  %.3fs   %d tables\n", s.StructureSeconds, s.StructureTables)
+		if s.AceSeconds > 0 {
+			fmt.Printf("ACE schema-diff (data):   %.3fs   ratio %.2f   (%s)\n", s.AceSeconds, s.AceRatio, os.Getenv(aceBinEnv))
+		} else {
+			fmt.Printf("ACE schema-diff (data):   skipped: set %s to ACE's binary to run it on the same tables\n", aceBinEnv)
+		}
+		if s.StructureTables > 0 {
+			fmt.Printf("schema-diff (structure):  %.3fs   %d tables\n", s.StructureSeconds, s.StructureTables)
+		}
 	}
 	if r.Wait != nil {
 		reportWait(r.Wait)

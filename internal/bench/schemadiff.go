@@ -15,13 +15,16 @@ import (
 // pass over the same tables (the per-table overhead of its child table-diffs), and a structure
 // comparison of many tables.
 type SchemaDiffResult struct {
-	Tables           int       `json:"tables"`
-	TotalRows        int       `json:"total_rows"`
-	OnePassSeconds   []float64 `json:"one_pass_seconds"`
-	DataSeconds      []float64 `json:"data_seconds"`
-	DataRatio        float64   `json:"data_ratio"`
-	StructureTables  int       `json:"structure_tables"`
-	StructureSeconds float64   `json:"structure_seconds"`
+	Tables         int       `json:"tables"`
+	TotalRows      int       `json:"total_rows"`
+	OnePassSeconds []float64 `json:"one_pass_seconds"`
+	DataSeconds    []float64 `json:"data_seconds"`
+	DataRatio      float64   `json:"data_ratio"`
+	// AceSeconds is ACE's own schema-diff of the same tables (ACE_BIN); 0 when it was skipped.
+	AceSeconds       float64 `json:"ace_seconds,omitempty"`
+	AceRatio         float64 `json:"ace_ratio,omitempty"`
+	StructureTables  int     `json:"structure_tables"`
+	StructureSeconds float64 `json:"structure_seconds"`
 }
 
 const schemaBenchDB = "schemabench"
@@ -60,9 +63,21 @@ func measureSchemaDiff(ctx context.Context, c *localpg.Cluster, o options, r *Re
 			return err
 		}
 		step("schema-diff (data) of %d tables: %.3fs %s", o.schemaTables, d.Seconds(), detail)
+		if err := childBreakdown(ctx, conns[0]); err != nil {
+			return err
+		}
 		s.DataSeconds = append(s.DataSeconds, d.Seconds())
 	}
 	s.DataRatio = median(s.DataSeconds) / median(s.OnePassSeconds)
+	ace, err := aceSchemaDiff(ctx, c, schemaBenchDB, "sd")
+	if err != nil {
+		return err
+	}
+	s.AceSeconds = ace.Seconds()
+	s.AceRatio = s.AceSeconds / median(s.OnePassSeconds)
+	if o.structureTables == 0 {
+		return nil
+	}
 	d, _, err := runTask(ctx, conns[0], sqlapi.TypeSchemaDiff, sqlapi.SchemaDiffArgs{SchemaName: "sd_structure", Compare: sqlapi.CompareStructure})
 	if err != nil {
 		return err
@@ -142,4 +157,27 @@ func schemaOnePass(ctx context.Context, conns []*pgx.Conn, tables int) (time.Dur
 	d := time.Since(start)
 	step("one pass over %d tables on 3 nodes: %.3fs", tables, d.Seconds())
 	return d, nil
+}
+
+// childBreakdown prints where the latest schema-diff's child table-diffs spent their time: in the
+// queue, running, and between the last child's end and the parent's.
+func childBreakdown(ctx context.Context, conn *pgx.Conn) error {
+	var queued, running, tail, span float64
+	var children int
+	err := conn.QueryRow(ctx, `
+		WITH parent AS (SELECT task_id, submitted_at, finished_at FROM ace.tasks WHERE task_type = 'schema-diff'
+		                ORDER BY submitted_at DESC LIMIT 1),
+		     child AS (SELECT c.* FROM ace.tasks c, parent p WHERE c.args->>'parent_task' = p.task_id::text)
+		SELECT count(*),
+		       coalesce(avg(extract(epoch FROM started_at - submitted_at)) * 1000, 0),
+		       coalesce(avg(extract(epoch FROM finished_at - started_at)) * 1000, 0),
+		       coalesce(extract(epoch FROM (SELECT finished_at FROM parent) - max(finished_at)) * 1000, 0),
+		       coalesce(extract(epoch FROM max(finished_at) - (SELECT submitted_at FROM parent)), 0)
+		FROM child`).Scan(&children, &queued, &running, &tail, &span)
+	if err != nil {
+		return fmt.Errorf("read the children's times: %w", err)
+	}
+	step("  %d children: %.1f ms queued, %.1f ms running on average; the parent ended %.1f ms after the last child, %.3fs after its submission",
+		children, queued, running, tail, span)
+	return nil
 }

@@ -62,3 +62,8 @@ BEGIN
         EXECUTE format('DROP ROUTINE %s', p);
     END LOOP;
 END $$;
+
+-- Issue 18: table_diff and run_table_diff took columns (the compared columns).
+DROP PROCEDURE IF EXISTS ace.run_table_diff(text, text[], int, text, bigint, int, float8, int, text, timestamptz, text, interval, boolean,
+                                            uuid, text, bigint, jsonb);
+DROP FUNCTION IF EXISTS ace.table_diff(text, text[], int, text, bigint, int, float8, int, text, timestamptz, text, interval, boolean);

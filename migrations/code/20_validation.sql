@@ -288,6 +288,42 @@ LANGUAGE sql IMMUTABLE AS $$
         ELSE ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'] END
 $$;
 
+-- table-diff's columns option, normalised: NULL when absent or empty, else the distinct names in
+-- the order given, each a column of the table here (args->>'table_name', resolved); unknown
+-- names are refused, all of them named. The key is always compared, so naming it is allowed.
+CREATE OR REPLACE FUNCTION ace.columns_arg(args jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    names text[];
+    unknown text[];
+BEGIN
+    IF args->'columns' IS NULL OR args->'columns' = 'null'::jsonb THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(args->'columns') <> 'array' OR EXISTS (
+        SELECT 1 FROM jsonb_array_elements(args->'columns') e WHERE jsonb_typeof(e) <> 'string' OR btrim(e #>> '{}') = '') THEN
+        RAISE EXCEPTION 'columns must be a list of column names, got %', args->'columns'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'For example columns => ARRAY[''status'', ''amount''].';
+    END IF;
+    SELECT array_agg(n ORDER BY first) INTO names
+    FROM (SELECT e AS n, min(o) AS first FROM jsonb_array_elements_text(args->'columns') WITH ORDINALITY x(e, o) GROUP BY e) d;
+    IF names IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(n ORDER BY n) INTO unknown FROM unnest(names) n
+    WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = (args->>'table_name')::regclass
+                        AND a.attname = n AND a.attnum > 0 AND NOT a.attisdropped);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'table % has no column %', args->>'table_name',
+                        (SELECT string_agg(format('%I', u), ', ') FROM unnest(unknown) u)
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Its columns: ' || (SELECT string_agg(format('%I', a.attname), ', ' ORDER BY a.attnum) FROM pg_attribute a
+                                             WHERE a.attrelid = (args->>'table_name')::regclass AND a.attnum > 0 AND NOT a.attisdropped)
+                         || '. Name them as they are spelt, without quotes.';
+    END IF;
+    RETURN to_jsonb(names);
+END $$;
+
 CREATE OR REPLACE FUNCTION ace.validate_table_diff(args jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -317,6 +353,7 @@ BEGIN
     IF jsonb_typeof(args->'recheck_after') = 'number' THEN
         args := args || jsonb_build_object('recheck_after', (args->>'recheck_after') || ' seconds');
     END IF;
+    args := args || jsonb_build_object('columns', ace.columns_arg(args));
     IF coalesce(args->>'output', 'json') NOT IN ('json', 'html', 'csv') THEN
         RAISE EXCEPTION 'output must be json, html or csv, got "%"', args->>'output' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -364,6 +401,12 @@ BEGIN
             HINT = 'Name the nodes to repair with target_nodes; the diff''s nodes are its own.';
     END IF;
     diff := ace.completed_diff(args, 'repair');
+    IF jsonb_typeof(diff.result->'compare_columns') = 'array' THEN
+        RAISE EXCEPTION 'diff task % compared only the columns % (and the key), so its rows are not whole rows to repair from',
+                        diff.task_id, (SELECT string_agg(c, ', ') FROM jsonb_array_elements_text(diff.result->'compare_columns') c)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Run ace.table_diff(%L) without columns and repair that diff.', diff.result->>'table_name');
+    END IF;
     FOREACH k IN ARRAY ARRAY['dry_run', 'upsert_only', 'insert_only', 'bidirectional', 'fix_nulls', 'fire_triggers',
                              'generate_report', 'atomic'] LOOP
         args := args || jsonb_build_object(k, ace.bool_arg(args, k, false));
@@ -432,7 +475,8 @@ BEGIN
         'diff_task', diff.task_id, 'table_name', tbl,
         'nodes', to_jsonb(ace.resolve_nodes(ARRAY(SELECT jsonb_array_elements_text(diff.result->'nodes')))),
         'table_filter', nullif(diff.result->>'table_filter', ''),
-        'max_diff_rows', nullif((diff.result->>'max_diff_rows')::bigint, 0)));
+        'max_diff_rows', nullif((diff.result->>'max_diff_rows')::bigint, 0),
+        'columns', diff.result->'compare_columns'));
 END $$;
 
 -- Checks an ACE diff file (args.diff) before the agent imports it: the table exists here with

@@ -13,7 +13,8 @@ CREATE OR REPLACE FUNCTION ace.table_diff(
     until timestamptz DEFAULT NULL,
     output text DEFAULT NULL,
     recheck_after interval DEFAULT NULL,
-    override_block_size boolean DEFAULT false
+    override_block_size boolean DEFAULT false,
+    columns text[] DEFAULT NULL
 ) RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     id uuid;
@@ -24,7 +25,7 @@ BEGIN
         'table_filter', table_filter, 'max_diff_rows', max_diff_rows, 'compare_unit_size', compare_unit_size,
         'concurrency_factor', concurrency_factor, 'max_connections', max_connections,
         'against_origin', against_origin, 'until', until, 'output', output,
-        'recheck_after', recheck_after::text, 'override_block_size', override_block_size)))
+        'recheck_after', recheck_after::text, 'override_block_size', override_block_size, 'columns', columns)))
     RETURNING task_id INTO id;
     RETURN id;
 END $$;
@@ -43,6 +44,7 @@ CREATE OR REPLACE PROCEDURE ace.run_table_diff(
     output text DEFAULT NULL,
     recheck_after interval DEFAULT NULL,
     override_block_size boolean DEFAULT false,
+    columns text[] DEFAULT NULL,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT differing_rows bigint DEFAULT NULL,
@@ -52,7 +54,7 @@ CREATE OR REPLACE PROCEDURE ace.run_table_diff(
 BEGIN
     task_id := ace.table_diff(table_name, nodes, block_size, table_filter, max_diff_rows, compare_unit_size,
                               concurrency_factor, max_connections, against_origin, until, output, recheck_after,
-                              override_block_size);
+                              override_block_size, columns);
     RAISE NOTICE 'submitted table-diff task %', task_id;
     COMMIT;
     CALL ace.follow_submitted(task_id, status, outcome, summary);
