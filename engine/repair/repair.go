@@ -29,6 +29,7 @@ const (
 	ReasonMissingCommitTS     = "missing_commit_ts"    // latest_commit: a version has no commit timestamp
 	ReasonConflictingVersions = "conflicting_versions" // bidirectional: the nodes that have the row disagree
 	ReasonConflictingValues   = "conflicting_values"   // fix_nulls: the other nodes disagree on a NULL column's value
+	ReasonNoMajority          = "no_majority"          // majority: no version (absence included) is held by more than half the nodes
 
 	ReasonAlreadyInSync = "already_in_sync" // the node already holds what the repair would write
 	ReasonInsertOnly    = "insert_only"     // the mode never updates or deletes
@@ -40,11 +41,20 @@ const (
 // unresolvedReasons are the skips that leave a difference the repair was meant to remove.
 var unresolvedReasons = map[string]bool{
 	ReasonChangedSinceDiff: true, ReasonCommitTSTie: true, ReasonMissingCommitTS: true,
-	ReasonConflictingVersions: true, ReasonConflictingValues: true,
+	ReasonConflictingVersions: true, ReasonConflictingValues: true, ReasonNoMajority: true,
 }
 
-// StrategyLatestCommit picks, for each key, the version with the latest commit timestamp.
-const StrategyLatestCommit = "latest_commit"
+// Strategies: what picks, per key, the version every target gets when no source of truth does.
+const (
+	// StrategyLatestCommit picks the version with the latest commit timestamp.
+	StrategyLatestCommit = "latest_commit"
+	// StrategyMajority picks the version (absence included) that more than half of the diff's
+	// nodes hold; it needs three nodes or more.
+	StrategyMajority = "majority"
+)
+
+// strategies lists the strategies, for the error that names them.
+var strategies = []string{StrategyLatestCommit, StrategyMajority}
 
 // defaultRepairOrigin is the replication origin repairs write under, so that logical
 // replication set up not to forward other origins' changes (pglogical's forward_origins = '{}')
@@ -80,7 +90,7 @@ type Options struct {
 	Rows          DiffSource
 	Role          string   // SET LOCAL ROLE to this in every transaction; "" keeps the login role
 	SourceOfTruth string   // the node whose rows win; "" with Strategy, Bidirectional or FixNulls
-	Strategy      string   // "" or StrategyLatestCommit
+	Strategy      string   // "", StrategyLatestCommit or StrategyMajority
 	Targets       []string // nodes to change; default every diff node but the source of truth
 	DryRun        bool
 	UpsertOnly    bool
@@ -131,8 +141,8 @@ func (o *Options) check() error {
 			return fmt.Errorf("%s cannot be combined", c.msg)
 		}
 	}
-	if o.Strategy != "" && o.Strategy != StrategyLatestCommit {
-		return fmt.Errorf("unknown strategy %q: the only strategy is %s", o.Strategy, StrategyLatestCommit)
+	if o.Strategy != "" && !slices.Contains(strategies, o.Strategy) {
+		return fmt.Errorf("unknown strategy %q: the strategies are %s", o.Strategy, strings.Join(strategies, " and "))
 	}
 	if o.SourceOfTruth == "" && o.Strategy == "" && !o.Bidirectional && !o.FixNulls {
 		return errors.New("a source of truth is required unless strategy, bidirectional or fix_nulls is given")
@@ -143,6 +153,10 @@ func (o *Options) check() error {
 	if o.Diff.HashVersion != engine.HashVersion {
 		return fmt.Errorf("the diff was made with hash version %d and this agent uses version %d, whose keys and values compare differently: run the diff again (or table-rerun it) and repair that",
 			o.Diff.HashVersion, engine.HashVersion)
+	}
+	if o.Strategy == StrategyMajority && len(o.Diff.Nodes) < 3 {
+		return fmt.Errorf("strategy majority needs a diff of three nodes or more, and this one has %d (%s): two nodes cannot outvote each other; name a source_of_truth",
+			len(o.Diff.Nodes), strings.Join(o.Diff.Nodes, ", "))
 	}
 	if o.SourceOfTruth != "" && !slices.Contains(o.Diff.Nodes, o.SourceOfTruth) {
 		return fmt.Errorf("source of truth %s is not one of the diff's nodes (%s)", o.SourceOfTruth, strings.Join(o.Diff.Nodes, ", "))
