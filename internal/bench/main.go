@@ -30,6 +30,7 @@ type options struct {
 	bin, out            string
 	emptyNode, mtree    bool
 	onlyMtree           bool
+	resync, onlyResync  bool
 	// The schema diffs: tables and rows in all of the data comparison, tables of the structure one.
 	schemaTables, schemaRows, structureTables int
 }
@@ -55,6 +56,9 @@ type Result struct {
 	Mtree *MtreeResult `json:"mtree,omitempty"`
 	// SchemaDiff measures schema diffs (-schema-tables 0 leaves them out).
 	SchemaDiff *SchemaDiffResult `json:"schema_diff,omitempty"`
+	// Resync measures ace.resync_node of an emptied node against a reload by hand (-resync=false
+	// leaves it out).
+	Resync *ResyncResult `json:"resync,omitempty"`
 }
 
 func main() {
@@ -70,6 +74,8 @@ func main() {
 	flag.IntVar(&o.schemaTables, "schema-tables", 200, "tables of the data schema-diff (0: no schema-diff measurements)")
 	flag.IntVar(&o.schemaRows, "schema-rows", 1_000_000, "rows of the data schema-diff's tables in all, per node")
 	flag.IntVar(&o.structureTables, "structure-tables", 1000, "tables of the structure schema-diff")
+	flag.BoolVar(&o.resync, "resync", true, "also time ace.resync_node of an emptied node against pg_dump | psql")
+	flag.BoolVar(&o.onlyResync, "only-resync", false, "measure the resync of an emptied node only")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -95,6 +101,13 @@ func run(ctx context.Context, o options) error {
 	}
 	defer agent.stop()
 	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(conns)}
+	if o.onlyResync {
+		agent.stop()
+		if err := measureResync(ctx, c, conns, o, &r); err != nil {
+			return err
+		}
+		return report(r, o.out)
+	}
 	if err := measure(ctx, conns, o, &r); err != nil {
 		return err
 	}
@@ -107,6 +120,11 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.emptyNode {
 		if err := measureEmptyNode(ctx, c, conns, o, &r); err != nil {
+			return err
+		}
+	}
+	if o.resync {
+		if err := measureResync(ctx, c, conns, o, &r); err != nil {
 			return err
 		}
 	}
@@ -407,6 +425,10 @@ func report(r Result, out string) error {
 	}
 	if r.EmptyNodeDiffs > 0 {
 		fmt.Printf("full node vs empty node:  %.3fs, %d differing rows, agent peak RSS %.1f MB\n", r.EmptyNodeSeconds, r.EmptyNodeDiffs, r.EmptyNodeRSSMB)
+	}
+	if s := r.Resync; s != nil {
+		fmt.Printf("resync of an emptied node: %.3fs (diff %.3fs, repair %.3fs), pg_dump | psql %.3fs, ratio %.2f\n",
+			s.ResyncSeconds, s.DiffSeconds, s.RepairSeconds, s.ReloadSeconds, s.Ratio)
 	}
 	if s := r.SchemaDiff; s != nil {
 		fmt.Printf("schema one pass:          %.3fs   %d tables, %d rows in all   runs %v\n", median(s.OnePassSeconds), s.Tables, s.TotalRows, fmtSeconds(s.OnePassSeconds))
