@@ -102,7 +102,7 @@ type Options struct {
 	// CheckUnchanged changes a row only if the node still holds what the diff saw there.
 	CheckUnchanged bool
 	Origin         string // replication origin; default "ace_repair" (defaultRepairOrigin)
-	BatchSize      int    // keys per statement; default 500
+	BatchSize      int    // keys per statement; default 2000 (defaultBatchSize)
 	// SetRoleSessions says the node sessions log in as the agent and SET ROLE to the submitter:
 	// code the table runs on a repair (triggers, rules, policies, domain checks, defaults and
 	// other expressions) could step back to the agent's login, so a table carrying such code
