@@ -80,7 +80,8 @@ type Sink interface {
 	MarkApplied(ctx context.Context, node string) error
 }
 
-// DiffSource streams the stored rows of a diff, in key order, with DiffRow.PKSort set.
+// DiffSource streams the stored rows of a diff, with DiffRow.PKSort set, each key once. The order
+// only decides which batch a key falls in (a batch's rows are read and locked by one statement).
 type DiffSource func(ctx context.Context, fn func(engine.DiffRow) error) error
 
 // Options are the inputs of Repair.
