@@ -106,17 +106,16 @@ func (d *differ) streamPiece(ctx context.Context, r engine.Range) error {
 }
 
 // streamSQL reads, on node i, the key, digest and differing-row columns of every row matching
-// where. The table is read through a subquery that names xmin as a column, so the commit
-// metadata (and an until or against_origin fence) can still read it through the hash's source.
+// where. The hash's source names the rows' xmin as a column of its own, so the commit metadata
+// can read it there; the filter and the fences read the table itself, as everywhere else.
 func (d *differ) streamSQL(i int, where string) string {
 	meta := "NULL::timestamptz, NULL::text"
 	if d.tables[i].CommitTS {
 		meta = `pg_xact_commit_timestamp(xmin), ` + originNameSQL
 	}
-	table := `(SELECT *, xmin AS xmin FROM ` + d.table.Qualified() + `) AS "?ace_s?"`
 	return fmt.Sprintf(`SELECT %s, %s, %s, %s, %s, %s FROM %s`,
 		d.keys.KeyText(), d.hash.Digest, engine.JSONObjectExpr(d.table.PK), d.keys.KeySortJSON(), engine.JSONObjectExpr(d.table.Columns), meta,
-		d.hash.Source(table, where+" AND "+d.filterFor(i)))
+		d.hash.SourceWith(d.table.Qualified(), where+" AND "+d.filterFor(i), "xmin AS xmin"))
 }
 
 func (d *differ) collectStreamed(rows pgx.Rows, withMeta bool) (map[string]streamedRow, error) {

@@ -37,6 +37,16 @@ func TestTableDiffStreamsARangeEmptyOnANode(t *testing.T) {
 		require.Equal(t, map[string]int{"n1": 1, "n2": 2, "n3": 1}, d.Versions, "outside the range: narrowed as before")
 	})
 
+	t.Run("a filter naming the table, and each row's commit timestamp", func(t *testing.T) {
+		s, sink := tableDiff(t, nodes, diff.TableDiffOptions{TableFilter: "t.id <> 1500"})
+		require.EqualValues(t, 1500, s.DifferingKeys)
+		rows := sink.ByKey()
+		require.NotContains(t, rows, "[1500]")
+		d := rows["[1200]"]
+		require.NotNil(t, d.Meta["n1"].CommitTS, "the streamed row carries its commit timestamp")
+		require.Equal(t, "local", *d.Meta["n1"].NodeOrigin)
+	})
+
 	t.Run("max_diff_rows still bounds it", func(t *testing.T) {
 		s, sink := tableDiff(t, nodes, diff.TableDiffOptions{MaxDiffRows: 40})
 		require.True(t, s.DiffRowLimitReached)
