@@ -41,6 +41,7 @@ var handlers = map[sqlapi.TaskType]handler{
 	sqlapi.TypeSpockExceptionUpdate: handle((*Agent).spockExceptionUpdate),
 	sqlapi.TypeSchemaDiff:           handle((*Agent).schemaDiff),
 	sqlapi.TypeRepsetDiff:           handle((*Agent).repsetDiff),
+	sqlapi.TypeNodeResync:           handle((*Agent).nodeResync),
 }
 
 // dispatch decodes the task's arguments into its type's argument struct and runs its handler.

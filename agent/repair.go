@@ -69,7 +69,7 @@ func (a *Agent) repairOptions(run *sqlapi.Run, args sqlapi.TableRepairArgs, diff
 	o.ID = run.Task.ID.String()
 	o.Diff = diff
 	o.Rows = func(ctx context.Context, fn func(engine.DiffRow) error) error {
-		return sqlapi.ReadDiffRows(ctx, a.pool, args.DiffTask, fn)
+		return sqlapi.ReadDiffRowsAsStored(ctx, a.pool, args.DiffTask, fn)
 	}
 	o.Role = a.setRoleTo(run)
 	// In the set_role mode the table's code runs in sessions that log in as the agent.

@@ -141,6 +141,11 @@ func (l *TableLists) place(o sqlapi.ChildOutcome) {
 // The children that this agent runs share node sessions the parent holds (childNodes), and wake
 // the parent as they end.
 func (a *Agent) runChildren(ctx context.Context, run *sqlapi.Run, opts sqlapi.ChildDiffArgs, children []sqlapi.Child) ([]sqlapi.ChildOutcome, error) {
+	return a.runChildrenSaying(ctx, run, opts, children, "tables diffed")
+}
+
+// runChildrenSaying is runChildren whose progress counts the ended children as done, saying what.
+func (a *Agent) runChildrenSaying(ctx context.Context, run *sqlapi.Run, opts sqlapi.ChildDiffArgs, children []sqlapi.Child, done string) ([]sqlapi.ChildOutcome, error) {
 	local, err := a.openNodes(ctx, run, []string{a.cfg.Node}, 2)
 	if err != nil {
 		return nil, fmt.Errorf("open a session as %s to submit the child tasks: %w", run.Task.SubmittedBy, err)
@@ -155,9 +160,9 @@ func (a *Agent) runChildren(ctx context.Context, run *sqlapi.Run, opts sqlapi.Ch
 	a.setWaiting(run.Task.ID)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	progress(engine.Progress{Phase: fmt.Sprintf("0/%d tables diffed", len(children))})
+	progress(engine.Progress{Phase: fmt.Sprintf("0/%d %s", len(children), done)})
 	return run.RunChildren(ctx, local[0].Pool, children, shared.ended, func(ended, total int) {
-		progress(engine.Progress{Phase: fmt.Sprintf("%d/%d tables diffed", ended, total)})
+		progress(engine.Progress{Phase: fmt.Sprintf("%d/%d %s", ended, total, done)})
 	})
 }
 

@@ -268,7 +268,7 @@ func (s *shutdownEnv) requireRepaired(try int, id uuid.UUID, task sqlapi.Task, w
 	require.Equal(s.t, []int64{want.Inserted, updated, want.Deleted}, []int64{got.Inserted, got.Updated, got.Deleted}, "seed %d try %d", s.seed, try)
 	require.EqualValues(s.t, 1, s.scalar("n1", `SELECT count(DISTINCT attempt) FROM ace.repair_actions WHERE task_id = $1`, id))
 	require.EqualValues(s.t, want.Inserted+updated+want.Deleted,
-		s.scalar("n1", `SELECT count(*) FROM ace.repair_actions WHERE task_id = $1 AND applied`, id), "seed %d try %d", s.seed, try)
+		s.scalar("n1", `SELECT count(*) FROM ace.repair_rows($1) WHERE applied`, id), "seed %d try %d", s.seed, try)
 }
 
 // vanishedRepair submits a repair of a drifted table on n1 and claims it as an agent that then

@@ -67,10 +67,18 @@ func fixedScale(c Column) bool {
 // the hash needs. clock_timestamp(), which nobody reads, keeps the subquery from being
 // flattened into its parent, so each projection is computed once per row; it is parallel safe.
 func (h RowHash) Source(table, where string) string {
+	return h.SourceWith(table, where)
+}
+
+// SourceWith is Source whose rows carry the extra columns too (expressions with their aliases,
+// such as "xmin AS xmin", which names the row's system column as a column of the source).
+func (h RowHash) SourceWith(table, where string, extra ...string) string {
+	cols := append([]string{"*"}, extra...)
 	if len(h.pre) == 0 {
-		return "(SELECT * FROM " + table + " WHERE " + where + `) AS "?ace_r?"`
+		return "(SELECT " + strings.Join(cols, ", ") + " FROM " + table + " WHERE " + where + `) AS "?ace_r?"`
 	}
-	return "(SELECT *, " + strings.Join(h.pre, ", ") + `, clock_timestamp() AS "?ace_f?" FROM ` + table +
+	cols = append(cols, h.pre...)
+	return "(SELECT " + strings.Join(cols, ", ") + `, clock_timestamp() AS "?ace_f?" FROM ` + table +
 		" WHERE " + where + `) AS "?ace_r?"`
 }
 

@@ -20,6 +20,7 @@ const (
 	TypeSpockExceptionUpdate TaskType = "spock-exception-update"
 	TypeSchemaDiff           TaskType = "schema-diff"
 	TypeRepsetDiff           TaskType = "repset-diff"
+	TypeNodeResync           TaskType = "node-resync"
 )
 
 // Result says what a task type's result is, and so who may read it as what.
@@ -150,6 +151,13 @@ var TaskSpecs = []TaskSpec{
 		Type: TypeRepsetDiff, Args: func() any { return new(RepsetDiffArgs) },
 		Submit: []string{"repset_diff", "run_repset_diff"}, Results: []string{"describe_repset_diff"},
 		Commands: []string{"repset-diff"}, Routes: []string{"/api/v1/repset-diff"}, QueryRoutes: []string{"/ace/repset-diff"},
+	},
+	{
+		// A parent task: one child table-diff per table, then one child table-repair per table
+		// that differs, with the node as its only target. The children record their own changes,
+		// and running the parent again diffs again, so it changes no data itself.
+		Type: TypeNodeResync, Args: func() any { return new(NodeResyncArgs) },
+		Submit: []string{"resync_node", "run_resync_node"}, Results: []string{"describe_resync"},
 	},
 }
 

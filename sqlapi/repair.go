@@ -119,8 +119,9 @@ func (w *RepairActions) MarkApplied(ctx context.Context, node string) error {
 	r.mu.Unlock()
 	return retry(ctx, func() error {
 		return r.fenced(ctx, func(tx pgx.Tx) error {
-			_, err := tx.Exec(ctx, `UPDATE ace.repair_actions SET applied = true
-				WHERE task_id = $1 AND attempt = $2 AND node = $3 AND action <> 'skip'`, r.Task.ID, r.Task.Attempts, node)
+			// One row for the node, not an update of each action row: see ace.repair_commits.
+			_, err := tx.Exec(ctx, `INSERT INTO ace.repair_commits (task_id, attempt, node) VALUES ($1, $2, $3)
+				ON CONFLICT DO NOTHING`, r.Task.ID, r.Task.Attempts, node)
 			if err != nil {
 				return fmt.Errorf("record the committed repair of node %s for task %s: %w", node, r.Task.ID, err)
 			}
@@ -129,10 +130,16 @@ func (w *RepairActions) MarkApplied(ctx context.Context, node string) error {
 	})
 }
 
+// appliedSQL says whether the action a of ace.repair_actions was committed on its node: its
+// attempt's commit there is recorded in ace.repair_commits (the applied column holds it for
+// repairs recorded before that table). ace.repair_rows says the same.
+const appliedSQL = `(a.applied OR (a.action <> 'skip' AND EXISTS (SELECT 1 FROM ace.repair_commits c
+	WHERE c.task_id = a.task_id AND c.attempt = a.attempt AND c.node = a.node)))`
+
 // ReadRepairActions returns a repair's recorded actions, by node and key.
 func ReadRepairActions(ctx context.Context, q Querier, taskID uuid.UUID) ([]repair.Action, error) {
-	rows, err := q.Query(ctx, `SELECT node, action, pk, pk_sort, coalesce(source, ''), before, after, coalesce(reason, ''), applied,
-		coalesce(rule, '') FROM ace.repair_actions WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
+	rows, err := q.Query(ctx, `SELECT node, action, pk, pk_sort, coalesce(source, ''), before, after, coalesce(reason, ''),
+			`+appliedSQL+`, coalesce(rule, '') FROM ace.repair_actions a WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("read repair actions of task %s: %w", taskID, err)
 	}

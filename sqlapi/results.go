@@ -84,8 +84,19 @@ func (r *Run) diffRowData(rows []engine.DiffRow) ([][]any, error) {
 
 // ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key.
 func ReadDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
+	return readDiffRows(ctx, q, taskID, "pk_sort, row_no", fn)
+}
+
+// ReadDiffRowsAsStored calls fn for each differing row of a diff task in the order the diff
+// stored them, which needs no sort (sorting a million keys as jsonb takes seconds): for a
+// repair, where the order only decides which batch a key falls in.
+func ReadDiffRowsAsStored(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
+	return readDiffRows(ctx, q, taskID, "row_no", fn)
+}
+
+func readDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, order string, fn func(engine.DiffRow) error) error {
 	rows, err := q.Query(ctx, `SELECT pk, pk_sort, kind, rows, versions, meta FROM ace.diff_results
-		WHERE task_id = $1 ORDER BY pk_sort, row_no`, taskID)
+		WHERE task_id = $1 ORDER BY `+order, taskID)
 	if err != nil {
 		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
 	}

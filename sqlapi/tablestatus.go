@@ -119,8 +119,8 @@ func (r *Run) tableVerdicts(ctx context.Context, q Querier) (verdictTally, error
 func repairedVerdicts(ctx context.Context, q Querier, repair uuid.UUID, args TableRepairArgs) (verdictTally, error) {
 	type cell struct{ key, node string }
 	changed := map[cell]*string{} // the source of what a node got; nil: unknown
-	rows, err := q.Query(ctx, `SELECT pk_sort::text, node, source FROM ace.repair_actions
-		WHERE task_id = $1 AND applied AND action <> 'skip'`, repair)
+	rows, err := q.Query(ctx, `SELECT pk_sort::text, node, source FROM ace.repair_actions a
+		WHERE task_id = $1 AND `+appliedSQL+` AND action <> 'skip'`, repair)
 	if err != nil {
 		return nil, fmt.Errorf("read what repair %s committed: %w", repair, err)
 	}

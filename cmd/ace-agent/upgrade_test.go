@@ -261,7 +261,8 @@ func addedAfterV5(line string) bool {
 		"events", "nodes.state", "node_state", "node_status", "leader_pin", "one_pin", // 012: the cluster's life
 		"agents.backend_pid",                  // 013: the cluster's status
 		"repair_plans", "repair_actions.rule", // 014: repair plans
-		"table_sync", // 015: per-table sync status
+		"table_sync",     // 015: per-table sync status
+		"repair_commits", // 016: a repair's commit per node
 	} {
 		if strings.Contains(line, part) {
 			return true

@@ -3,6 +3,8 @@ package diff
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -110,22 +112,39 @@ const compareBatch = 64
 //
 // The pieces are worked on Workers at a time: with large blocks, one block can hold most of the
 // differences. The node pools bound the queries actually in flight.
+//
+// Consecutive pieces that are empty on some node are merged into one leaf first: all their rows
+// differ, so they are streamed together (stream) rather than compared piece by piece.
 func (d *differ) resolve(ctx context.Context, b block, mismatched map[int][]int64) error {
 	leaves := make([]Leaf, 0, len(mismatched))
-	for piece, counts := range mismatched {
-		leaves = append(leaves, Leaf{Range: b.leafRange(piece), Counts: counts})
+	pieces := slices.Sorted(maps.Keys(mismatched))
+	for i := 0; i < len(pieces); i++ {
+		leaf := Leaf{Range: b.leafRange(pieces[i]), Counts: slices.Clone(mismatched[pieces[i]])}
+		for emptyOnSomeNode(leaf.Counts) && i+1 < len(pieces) && pieces[i+1] == pieces[i]+1 && emptyOnSomeNode(mismatched[pieces[i+1]]) {
+			i++
+			leaf.Range.Hi = b.leafRange(pieces[i]).Hi
+			for n, c := range mismatched[pieces[i]] {
+				leaf.Counts[n] += c
+			}
+		}
+		leaves = append(leaves, leaf)
 	}
 	return d.resolveLeaves(ctx, leaves)
 }
 
 // resolveLeaves finds the differing keys in mismatched ranges: the small ones together, a few
-// queries for all of them, and the large ones each narrowed down further.
+// queries for all of them, the large ones empty on some node streamed (stream), and the other
+// large ones each narrowed down further.
 func (d *differ) resolveLeaves(ctx context.Context, leaves []Leaf) error {
 	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError().WithMaxGoroutines(d.opts.Workers)
 	var small []engine.Range
 	for _, l := range leaves {
 		if maxCount(l.Counts) <= int64(2*d.opts.CompareUnitSize) {
 			small = append(small, l.Range)
+			continue
+		}
+		if emptyOnSomeNode(l.Counts) {
+			p.Go(func(ctx context.Context) error { return d.stream(ctx, l.Range, l.Counts) })
 			continue
 		}
 		p.Go(func(ctx context.Context) error { return d.narrow(ctx, l.Range, l.Counts) })

@@ -124,11 +124,14 @@ func (r *repairer) collect(ctx context.Context, s *repairSession, sql string, ar
 // sameRows returns a comparison of whole rows under ace-agent's value semantics, the one a diff
 // uses: the rows' digests, computed on the node from their JSON cast back to the column types.
 // It knows the rows of the batch (as the node holds them now, as the diff saw them, and as the
-// repair wants them); any other row compares as JSON.
+// repair wants them); any other row compares as JSON. A key the node does not hold needs no
+// digest (an absent row equals only an absent one), so an insert costs none.
 func (r *repairer) sameRows(ctx context.Context, s *repairSession, work []planned, current map[string]json.RawMessage) (func(a, b json.RawMessage) bool, error) {
 	var docs []json.RawMessage
 	for _, p := range work {
-		docs = append(docs, current[engine.KeyString(p.key)], p.expect, p.After)
+		if cur := current[engine.KeyString(p.key)]; !engine.IsNullRow(cur) {
+			docs = append(docs, cur, p.expect, p.After)
+		}
 	}
 	digests, err := engine.RowDigests(ctx, s.conn, r.table, docs)
 	if err != nil {

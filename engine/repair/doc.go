@@ -11,7 +11,7 @@
 //     (NodeRepair, Summary).
 //   - run.go: the run: tables checked against what the diff saw, one session and transaction
 //     per target, batches of diff rows, progress.
-//   - plan.go: what each node should get for a key (source of truth, latest_commit,
+//   - plan.go: what each node should get for a key (source of truth, latest_commit, majority,
 //     bidirectional, fix_nulls, insert_only and upsert_only), from the stored rows alone.
 //   - apply.go: each plan decided against the row the node holds now (by the row digests of
 //     engine.RowDigests) and written in set-based statements; json.go compares JSON rows.

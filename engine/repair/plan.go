@@ -66,12 +66,15 @@ func (r *repairer) skip(node, reason string) planned {
 	return planned{Action: Action{Node: node, Kind: ActionSkip, Reason: reason}}
 }
 
-// planFromSource copies one node's version (the source of truth's, or the latest committed
-// one) to every target that differs from it.
+// planFromSource copies one node's version (the source of truth's, the latest committed one,
+// or the majority's) to every target that differs from it.
 func (r *repairer) planFromSource(d engine.DiffRow) []planned {
 	src, reason := r.opts.SourceOfTruth, ""
-	if r.opts.Strategy == StrategyLatestCommit {
+	switch r.opts.Strategy {
+	case StrategyLatestCommit:
 		src, reason = latestCommit(d)
+	case StrategyMajority:
+		src, reason = majority(d, r.opts.Diff.Nodes)
 	}
 	var out []planned
 	for _, t := range r.targets {
@@ -133,6 +136,23 @@ func latestCommit(d engine.DiffRow) (winner, reason string) {
 		}
 	}
 	return winner, ""
+}
+
+// majority picks a node holding the version that more than half of the diff's nodes hold, the
+// row's absence being a version too (then the winner is a node without the row, and the
+// minority's rows are deleted). No such version is an error for the key, returned as a skip
+// reason.
+func majority(d engine.DiffRow, nodes []string) (winner, reason string) {
+	votes := map[int]int{} // version -> nodes holding it; 0 is absence
+	for _, n := range nodes {
+		votes[d.Versions[n]]++
+	}
+	for _, n := range slices.Sorted(slices.Values(nodes)) {
+		if 2*votes[d.Versions[n]] > len(nodes) {
+			return n, ""
+		}
+	}
+	return "", ReasonNoMajority
 }
 
 // planBidirectional inserts a missing row on every target from the nodes that have it, when

@@ -29,6 +29,7 @@ const (
 	ReasonMissingCommitTS     = "missing_commit_ts"    // latest_commit: a version has no commit timestamp
 	ReasonConflictingVersions = "conflicting_versions" // bidirectional: the nodes that have the row disagree
 	ReasonConflictingValues   = "conflicting_values"   // fix_nulls: the other nodes disagree on a NULL column's value
+	ReasonNoMajority          = "no_majority"          // majority: no version (absence included) is held by more than half the nodes
 
 	ReasonAlreadyInSync = "already_in_sync" // the node already holds what the repair would write
 	ReasonInsertOnly    = "insert_only"     // the mode never updates or deletes
@@ -43,11 +44,20 @@ const (
 // unresolvedReasons are the skips that leave a difference the repair was meant to remove.
 var unresolvedReasons = map[string]bool{
 	ReasonChangedSinceDiff: true, ReasonCommitTSTie: true, ReasonMissingCommitTS: true,
-	ReasonConflictingVersions: true, ReasonConflictingValues: true, ReasonFreshestTie: true,
+	ReasonConflictingVersions: true, ReasonConflictingValues: true, ReasonFreshestTie: true, ReasonNoMajority: true,
 }
 
-// StrategyLatestCommit picks, for each key, the version with the latest commit timestamp.
-const StrategyLatestCommit = "latest_commit"
+// Strategies: what picks, per key, the version every target gets when no source of truth does.
+const (
+	// StrategyLatestCommit picks the version with the latest commit timestamp.
+	StrategyLatestCommit = "latest_commit"
+	// StrategyMajority picks the version (absence included) that more than half of the diff's
+	// nodes hold; it needs three nodes or more.
+	StrategyMajority = "majority"
+)
+
+// strategies lists the strategies, for the error that names them.
+var strategies = []string{StrategyLatestCommit, StrategyMajority}
 
 // defaultRepairOrigin is the replication origin repairs write under, so that logical
 // replication set up not to forward other origins' changes (pglogical's forward_origins = '{}')
@@ -74,7 +84,8 @@ type Sink interface {
 	MarkApplied(ctx context.Context, node string) error
 }
 
-// DiffSource streams the stored rows of a diff, in key order, with DiffRow.PKSort set.
+// DiffSource streams the stored rows of a diff, with DiffRow.PKSort set, each key once. The order
+// only decides which batch a key falls in (a batch's rows are read and locked by one statement).
 type DiffSource func(ctx context.Context, fn func(engine.DiffRow) error) error
 
 // Options are the inputs of Repair.
@@ -84,7 +95,7 @@ type Options struct {
 	Rows          DiffSource
 	Role          string   // SET LOCAL ROLE to this in every transaction; "" keeps the login role
 	SourceOfTruth string   // the node whose rows win; "" with Strategy, Bidirectional or FixNulls
-	Strategy      string   // "" or StrategyLatestCommit
+	Strategy      string   // "", StrategyLatestCommit or StrategyMajority
 	Targets       []string // nodes to change; default every diff node but the source of truth
 	DryRun        bool
 	UpsertOnly    bool
@@ -96,7 +107,7 @@ type Options struct {
 	// CheckUnchanged changes a row only if the node still holds what the diff saw there.
 	CheckUnchanged bool
 	Origin         string // replication origin; default "ace_repair" (defaultRepairOrigin)
-	BatchSize      int    // keys per statement; default 500
+	BatchSize      int    // keys per statement; default 2000 (defaultBatchSize)
 	// Plan is the repair plan that decides every row (instead of a source of truth or a mode);
 	// nil for none. Its sides are resolved against Diff.Nodes when the repair starts.
 	Plan *Plan
@@ -138,8 +149,8 @@ func (o *Options) check() error {
 			return fmt.Errorf("%s cannot be combined", c.msg)
 		}
 	}
-	if o.Strategy != "" && o.Strategy != StrategyLatestCommit {
-		return fmt.Errorf("unknown strategy %q: the only strategy is %s", o.Strategy, StrategyLatestCommit)
+	if o.Strategy != "" && !slices.Contains(strategies, o.Strategy) {
+		return fmt.Errorf("unknown strategy %q: the strategies are %s", o.Strategy, strings.Join(strategies, " and "))
 	}
 	if o.Plan != nil {
 		for name, set := range map[string]bool{"source_of_truth": o.SourceOfTruth != "", "strategy": o.Strategy != "",
@@ -161,6 +172,10 @@ func (o *Options) check() error {
 	if o.Diff.HashVersion != engine.HashVersion {
 		return fmt.Errorf("the diff was made with hash version %d and this agent uses version %d, whose keys and values compare differently: run the diff again (or table-rerun it) and repair that",
 			o.Diff.HashVersion, engine.HashVersion)
+	}
+	if o.Strategy == StrategyMajority && len(o.Diff.Nodes) < 3 {
+		return fmt.Errorf("strategy majority needs a diff of three nodes or more, and this one has %d (%s): two nodes cannot outvote each other; name a source_of_truth",
+			len(o.Diff.Nodes), strings.Join(o.Diff.Nodes, ", "))
 	}
 	if o.SourceOfTruth != "" && !slices.Contains(o.Diff.Nodes, o.SourceOfTruth) {
 		return fmt.Errorf("source of truth %s is not one of the diff's nodes (%s)", o.SourceOfTruth, strings.Join(o.Diff.Nodes, ", "))

@@ -141,3 +141,17 @@ func TestRepairConvergesRandomDrift(t *testing.T) {
 	require.True(t, s.FullyRepaired)
 	require.Empty(t, r.DifferingKeys("public.t", "id"))
 }
+
+// Many batches: the next batch of the diff is read while one is applied.
+func TestRepairInSmallBatchesConverges(t *testing.T) {
+	t.Parallel()
+	r := repairSetup(t, func(e *testcluster.Env) {
+		e.PlantDrift(rand.New(rand.NewPCG(3, 5)), "public.t", 1000, 40)
+	})
+	s, sink, err := r.repairFromN1(func(o *repair.Options) { o.BatchSize = 3 })
+	require.NoError(t, err)
+	require.True(t, s.FullyRepaired)
+	require.EqualValues(t, 40, s.KeysChecked)
+	require.NotEmpty(t, sink.Actions)
+	require.Empty(t, r.DifferingKeys("public.t", "id"))
+}

@@ -2,7 +2,6 @@ package repair
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -19,6 +18,10 @@ import (
 
 // finishTimeout bounds commits and rollbacks, which run even after the context ended.
 const finishTimeout = 30 * time.Second
+
+// defaultBatchSize is the keys of one batch: read from the diff, looked up, written and recorded
+// by one statement each. Larger batches mean fewer round trips for a node that lost many rows.
+const defaultBatchSize = 2000
 
 // repairer is one run of Repair.
 type repairer struct {
@@ -65,7 +68,7 @@ func newRepairer(nodes []*engine.Node, opts Options, sink Sink, progress engine.
 		opts.Origin = defaultRepairOrigin
 	}
 	if opts.BatchSize <= 0 {
-		opts.BatchSize = 500
+		opts.BatchSize = defaultBatchSize
 	}
 	r := &repairer{opts: opts, nodes: map[string]*engine.Node{}, sink: sink, progress: progress, start: time.Now(),
 		sessions: map[string]*repairSession{}, stats: map[string]*NodeRepair{}, modes: map[string]string{}}
@@ -344,36 +347,57 @@ func (r *repairer) aborted() bool {
 	return r.opts.Atomic && len(r.live()) < len(r.targets)
 }
 
-var errStopRows = errors.New("stop reading rows")
-
-// run reads the diff's rows in batches and applies each batch to every live target.
+// run reads the diff's rows in batches and applies each batch to every live target. The next
+// batch is read while one is applied, so reading the stored diff overlaps writing the nodes.
 func (r *repairer) run(ctx context.Context) error {
-	batch := make([]engine.DiffRow, 0, r.opts.BatchSize)
-	flush := func() error {
-		err := r.processBatch(ctx, batch)
-		batch = batch[:0]
-		if err == nil && (r.aborted() || len(r.live()) == 0) {
-			return errStopRows
-		}
-		return err
-	}
 	if r.aborted() || len(r.live()) == 0 {
 		return nil
 	}
-	err := r.opts.Rows(ctx, func(d engine.DiffRow) error {
-		batch = append(batch, d)
-		if len(batch) < r.opts.BatchSize {
-			return nil
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	batches, readErr := r.readBatches(readCtx)
+	for batch := range batches {
+		if err := r.processBatch(ctx, batch); err != nil {
+			return err
 		}
-		return flush()
-	})
-	if err == nil && len(batch) > 0 {
-		err = flush()
+		if r.aborted() || len(r.live()) == 0 {
+			return nil // stopReading ends the reader, whose error then means nothing
+		}
 	}
-	if errors.Is(err, errStopRows) {
-		return nil
+	return <-readErr
+}
+
+// readBatches reads the diff's rows into batches of BatchSize keys on a goroutine of its own,
+// one batch ahead of the caller. The channel closes when the rows end or ctx does; the error
+// channel then holds the read's outcome.
+func (r *repairer) readBatches(ctx context.Context) (<-chan []engine.DiffRow, <-chan error) {
+	batches := make(chan []engine.DiffRow, 1)
+	readErr := make(chan error, 1)
+	send := func(batch []engine.DiffRow) error {
+		select {
+		case batches <- batch:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	return err
+	go func() {
+		defer close(batches)
+		batch := make([]engine.DiffRow, 0, r.opts.BatchSize)
+		err := r.opts.Rows(ctx, func(d engine.DiffRow) error {
+			if batch = append(batch, d); len(batch) < r.opts.BatchSize {
+				return nil
+			}
+			full := batch
+			batch = make([]engine.DiffRow, 0, r.opts.BatchSize)
+			return send(full)
+		})
+		if err == nil && len(batch) > 0 {
+			err = send(batch)
+		}
+		readErr <- err
+	}()
+	return batches, readErr
 }
 
 // processBatch plans a batch, applies it on every live target at once, and records the actions.

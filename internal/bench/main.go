@@ -33,6 +33,7 @@ type options struct {
 	onlyMtree           bool
 	wait                bool
 	onlySchema          bool
+	resync, onlyResync  bool
 	// The schema diffs: tables and rows in all of the data comparison, tables of the structure one.
 	schemaTables, schemaRows, structureTables int
 }
@@ -67,6 +68,9 @@ type Result struct {
 	SchemaDiff *SchemaDiffResult `json:"schema_diff,omitempty"`
 	// Wait measures how late ace.wait and the CALL forms see a task's end (-wait=false leaves it out).
 	Wait *WaitResult `json:"wait,omitempty"`
+	// Resync measures ace.resync_node of an emptied node against a reload by hand (-resync=false
+	// leaves it out).
+	Resync *ResyncResult `json:"resync,omitempty"`
 }
 
 func main() {
@@ -85,6 +89,8 @@ func main() {
 	flag.IntVar(&o.schemaRows, "schema-rows", 1_000_000, "rows of the data schema-diff's tables in all, per node")
 	flag.IntVar(&o.structureTables, "structure-tables", 1000, "tables of the structure schema-diff")
 	flag.BoolVar(&o.wait, "wait", true, "also measure how late ace.wait and the CALL forms see a task's end")
+	flag.BoolVar(&o.resync, "resync", true, "also time ace.resync_node of an emptied node against pg_dump | psql")
+	flag.BoolVar(&o.onlyResync, "only-resync", false, "measure the resync of an emptied node only")
 	flag.Parse()
 	if o.nodes < 3 {
 		fmt.Fprintln(os.Stderr, "bench: -nodes must be at least 3: the planted differences touch n1, n2 and n3")
@@ -106,6 +112,16 @@ func run(ctx context.Context, o options) error {
 	defer c.Stop(context.WithoutCancel(ctx))
 	meter = newCPUMeter(c)
 	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(c.Nodes)}
+	if o.onlyResync {
+		conns, err := prepare(ctx, c, o)
+		if err != nil {
+			return err
+		}
+		if err := measureResync(ctx, c, conns, o, &r); err != nil {
+			return err
+		}
+		return report(r, o.out)
+	}
 	if !o.onlySchema {
 		if err := measureTableDiff(ctx, c, o, &r); err != nil {
 			return err
@@ -148,7 +164,12 @@ func measureTableDiff(ctx context.Context, c *localpg.Cluster, o options, r *Res
 		}
 	}
 	if o.emptyNode {
-		return measureEmptyNode(ctx, c, conns, o, r)
+		if err := measureEmptyNode(ctx, c, conns, o, r); err != nil {
+			return err
+		}
+	}
+	if o.resync {
+		return measureResync(ctx, c, conns, o, r)
 	}
 	return nil
 }
@@ -467,6 +488,10 @@ func report(r Result, out string) error {
 	}
 	if r.EmptyNodeDiffs > 0 {
 		fmt.Printf("full node vs empty node:  %.3fs, %d differing rows, agent peak RSS %.1f MB\n", r.EmptyNodeSeconds, r.EmptyNodeDiffs, r.EmptyNodeRSSMB)
+	}
+	if s := r.Resync; s != nil {
+		fmt.Printf("resync of an emptied node: %.3fs (diff %.3fs, repair %.3fs), pg_dump | psql %.3fs, ratio %.2f\n",
+			s.ResyncSeconds, s.DiffSeconds, s.RepairSeconds, s.ReloadSeconds, s.Ratio)
 	}
 	if s := r.SchemaDiff; s != nil {
 		fmt.Printf("schema one pass:          %.3fs   %d tables, %d rows in all   runs %v\n", median(s.OnePassSeconds), s.Tables, s.TotalRows, fmtSeconds(s.OnePassSeconds))

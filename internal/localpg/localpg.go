@@ -99,6 +99,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
+// Bin is the path of one of the cluster's PostgreSQL programs (pg_dump, psql, …).
+func (c *Cluster) Bin(name string) string { return filepath.Join(c.binDir, name) }
+
 func newCluster(dir string, r *runner, opts Options) *Cluster {
 	c := &Cluster{Dir: dir, binDir: r.binDir}
 	var log io.Writer

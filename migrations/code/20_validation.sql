@@ -247,14 +247,14 @@ BEGIN
         END IF;
     END LOOP;
     IF args->>'strategy' IS NOT NULL THEN
-        IF args->>'strategy' <> 'latest_commit' THEN
+        IF args->>'strategy' NOT IN ('latest_commit', 'majority') THEN
             RAISE EXCEPTION 'unknown strategy "%"', args->>'strategy'
-                USING ERRCODE = 'invalid_parameter_value', HINT = 'The only strategy is latest_commit.';
+                USING ERRCODE = 'invalid_parameter_value', HINT = 'The strategies are latest_commit and majority.';
         END IF;
         IF args->>'source_of_truth' IS NOT NULL THEN
             RAISE EXCEPTION 'strategy and source_of_truth cannot be combined'
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'latest_commit picks the source for each row by its commit timestamp; give either a strategy or a source of truth.';
+                      HINT = 'latest_commit picks the source for each row by its commit timestamp, majority by the nodes'' vote; give either a strategy or a source of truth.';
         END IF;
         IF (args->>'bidirectional')::boolean OR (args->>'fix_nulls')::boolean THEN
             RAISE EXCEPTION 'strategy cannot be combined with %', CASE WHEN (args->>'bidirectional')::boolean THEN 'bidirectional' ELSE 'fix_nulls' END
@@ -264,7 +264,7 @@ BEGIN
           AND NOT args ? 'plan' THEN
         RAISE EXCEPTION 'source_of_truth is required'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Name the node whose rows are right (source_of_truth => ''n1''), or use strategy => ''latest_commit'', fix_nulls, bidirectional or a repair plan.';
+                  HINT = 'Name the node whose rows are right (source_of_truth => ''n1''), or use strategy => ''latest_commit'' or ''majority'', fix_nulls, bidirectional or a repair plan.';
     END IF;
     -- A plan decides every row itself (ACE: not with --fix-nulls or --bidirectional); the other
     -- deciding options would say something else about the same rows.
@@ -449,7 +449,8 @@ BEGIN
         RAISE EXCEPTION 'the diff''s node(s) % are not registered on this node any more', array_to_string(unknown, ', ')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Register them again with ace.add_node(name, conninfo).';
     END IF;
-    IF (args->>'strategy') IS NOT NULL AND EXISTS (SELECT 1 FROM ace.diff_results d WHERE d.task_id = diff.task_id)
+    PERFORM ace.check_majority(args, diff_nodes);
+    IF (args->>'strategy') = 'latest_commit' AND EXISTS (SELECT 1 FROM ace.diff_results d WHERE d.task_id = diff.task_id)
        AND NOT EXISTS (SELECT 1 FROM ace.diff_results d WHERE d.task_id = diff.task_id AND d.meta IS NOT NULL) THEN
         RAISE EXCEPTION 'the diff has no commit timestamps, which strategy latest_commit needs'
             USING ERRCODE = 'object_not_in_prerequisite_state',

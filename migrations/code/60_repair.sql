@@ -67,7 +67,12 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM ace.tasks t WHERE t.task_id = repair_rows.task_id) THEN
         RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN QUERY SELECT a.node, a.action, a.pk, a.source, a.before, a.after, a.reason, a.applied, a.attempt, a.rule
+    -- applied: the action's commit on its node is recorded once per node in ace.repair_commits
+    -- (the applied column holds it for repairs recorded before that table).
+    RETURN QUERY SELECT a.node, a.action, a.pk, a.source, a.before, a.after, a.reason,
+            a.applied OR (a.action <> 'skip' AND EXISTS (SELECT 1 FROM ace.repair_commits c
+                WHERE c.task_id = a.task_id AND c.attempt = a.attempt AND c.node = a.node)),
+            a.attempt, a.rule
         FROM ace.repair_actions a WHERE a.task_id = repair_rows.task_id ORDER BY a.node, a.pk_sort, a.row_no;
 END $$;
 
