@@ -134,6 +134,7 @@ func (a *Agent) services(wake chan struct{}) []service {
 		newTreeKeeper(a, trees),
 		&treeStatusCollector{a: a},
 		&retention{a: a},
+		&scheduler{a: a},
 	}
 }
 

@@ -39,6 +39,7 @@ type Config struct {
 	ProgressInterval  time.Duration `envconfig:"PROGRESS_INTERVAL" default:"500ms" desc:"minimum time between progress updates of a task"`
 	TreeTxWait        time.Duration `envconfig:"TREE_TX_WAIT" default:"60s" desc:"how long mtree_build waits for the transactions that were open when it began tracking the table's changes, before it fails naming them"`
 	RetentionInterval time.Duration `envconfig:"RETENTION_INTERVAL" default:"10m" desc:"how often to delete finished tasks older than the task_retention setting"`
+	ScheduleInterval  time.Duration `envconfig:"SCHEDULE_INTERVAL" default:"1s" desc:"how often to look for due schedules (ace.schedules)"`
 	ReportDir         string        `envconfig:"REPORT_DIR" default:"reports" desc:"where a diff's output report (json, html, csv) is written"`
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	Impersonation     string        `envconfig:"IMPERSONATION" default:"login" desc:"how task sessions become the submitter: login (log in as the submitting role, with the agent's certificate mapped by pg_ident.conf) or set_role (log in as the agent and SET ROLE: only for clusters whose submitters are all trusted)"`
