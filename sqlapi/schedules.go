@@ -173,4 +173,3 @@ func FireSchedule(ctx context.Context, q Querier, name string, due time.Time, no
 	}
 	return f, nil
 }
-
