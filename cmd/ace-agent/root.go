@@ -42,7 +42,8 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 		newSpockCmd(g),
 		newSpockDiffCmd(g),
 		newSchemaDiffCmd(g),
-		newRepsetDiffCmd(g))
+		newRepsetDiffCmd(g),
+		newScheduleCmd(g))
 	addTaskCommands(root, g, sqlapi.TaskSpecs)
 	return root
 }
