@@ -67,10 +67,17 @@ func (m *metrics) handler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	scrape := prometheus.NewPedanticRegistry()
-	if err := scrape.Register(db); err != nil {
-		writeError(w, http.StatusInternalServerError, fmt.Errorf("register the database's metrics: %w", err))
+	schedules, err := readScheduleMetrics(r.Context(), m.pool)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err)
 		return
+	}
+	scrape := prometheus.NewPedanticRegistry()
+	for _, c := range []prometheus.Collector{db, schedules} {
+		if err := scrape.Register(c); err != nil {
+			writeError(w, http.StatusInternalServerError, fmt.Errorf("register the database's metrics: %w", err))
+			return
+		}
 	}
 	promhttp.HandlerFor(prometheus.Gatherers{m.reg, scrape}, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).ServeHTTP(w, r)
 }
