@@ -258,6 +258,7 @@ func addedAfterV5(line string) bool {
 		"spock_exception_rows",                                       // 010: Spock exceptions
 		"schema_finding", "waiting_on_children", "tasks_parent_task", // 011: schema diffs
 		"events", "nodes.state", "node_state", "node_status", "leader_pin", "one_pin", // 012: the cluster's life
+		"schedule", // 014: schedules, and the index of scheduled runs on ace.tasks
 	} {
 		if strings.Contains(line, part) {
 			return true
