@@ -183,3 +183,21 @@ func TestClusterScheduleFiresOnTheLeaderOnly(t *testing.T) {
 	require.Eventually(t, func() bool { return schedule(t, n2, "everywhere").Runs >= 2 }, time.Minute, 50*time.Millisecond)
 	require.LessOrEqual(t, schedule(t, n1, "everywhere").Runs, pinnedAt+1, "n1 stopped once n2 led (one firing may have been under way)")
 }
+
+// TestScheduledSchemaDiffRunsItsChildren: a scheduled parent task's children are ordinary tasks
+// (they carry no schedule), and the run completes.
+func TestScheduledSchemaDiffRunsItsChildren(t *testing.T) {
+	t.Parallel()
+	e := scheduleSetup(t)
+	n1 := e.Node("n1")
+	addSchedule(t, n1, sqlapi.ScheduleSpec{Name: "schema", TaskType: "schema-diff", Args: []byte(`{"schema_name": "public"}`), Every: "1 hour"})
+	n1.StartAgent(t)
+	require.Eventually(t, func() bool { return len(runDuesTasks(t, n1, "schema")) == 1 }, time.Minute, 50*time.Millisecond)
+	run := runDuesTasks(t, n1, "schema")[0]
+	require.Equal(t, sqlapi.StatusCompleted, n1.Wait(t, run).Status)
+	var children, scheduled int
+	require.NoError(t, n1.Pool.QueryRow(context.Background(), `SELECT count(*), count(*) FILTER (WHERE args ? 'schedule')
+		FROM ace.tasks WHERE args->>'parent_task' = $1`, run.String()).Scan(&children, &scheduled))
+	require.Equal(t, 1, children)
+	require.Zero(t, scheduled)
+}

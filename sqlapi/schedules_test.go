@@ -289,11 +289,27 @@ func TestSchedulesBelongToTheirOwners(t *testing.T) {
 		require.NoError(t, asAlice.QueryRow(ctx, `SELECT count(*) FROM ace.schedule_runs('nightly')`).Scan(&seen))
 		require.Equal(t, 1, seen)
 	})
+	t.Run("the agent fires a run in a session logged in as the owner", func(t *testing.T) {
+		_, err := sqlapi.AddSchedule(ctx, asAlice, sqlapi.ScheduleSpec{Name: "at-once", TaskType: "table-diff",
+			Args: []byte(`{"table_name": "public.t"}`), Every: "1 hour"})
+		require.NoError(t, err)
+		n1.StartAgent(t)
+		var by, login string
+		require.Eventually(t, func() bool {
+			err := n1.Pool.QueryRow(ctx, `SELECT submitted_by, submitted_session_user FROM ace.tasks
+				WHERE args->>'schedule' = 'at-once'`).Scan(&by, &login)
+			return err == nil
+		}, time.Minute, 50*time.Millisecond)
+		require.Equal(t, alice, by)
+		require.Equal(t, alice, login, "logged in as alice, not the agent's login with SET ROLE")
+	})
 	t.Run("removal", func(t *testing.T) {
 		require.NoError(t, sqlapi.ChangeSchedule(ctx, asBob, "nightly", sqlapi.RemoveSchedule))
 		err := sqlapi.ChangeSchedule(ctx, asBob, "nightly", sqlapi.RemoveSchedule)
 		require.Equal(t, pgerrcode.NoDataFound, pgError(t, errors.Unwrap(err)).Code)
-		require.Equal(t, alice, scheduleOf(t, asAlice).Owner)
+		all, err := sqlapi.Schedules(ctx, asAlice)
+		require.NoError(t, err)
+		require.NotEmpty(t, all, "alice's schedules stay")
 	})
 }
 
