@@ -1,7 +1,8 @@
 // Package agent is the ace-agent daemon: it listens for tasks on its node, claims them with
 // SKIP LOCKED, runs a bounded number at once (within the per-role limits of ace.settings and
 // max_task_runtime), heartbeats, recovers tasks whose agent died, deletes finished tasks past
-// task_retention, and shuts down gracefully, handing unfinished tasks back. The algorithms
+// task_retention, fires due schedules as their owners, and shuts down gracefully, handing
+// unfinished tasks back. The algorithms
 // themselves live in engine; this package runs them for a task, as its submitter.
 //
 // A map of the files:
@@ -15,6 +16,7 @@
 //   - trees.go: the tree keeper, the node's only consumer of its change streams (one per
 //     publication owner, through package cdc), recording changed keys in ace.mtree_pending.
 //   - treestatus.go: the collection of every node's tree status into ace.mtree_node_status.
+//   - scheduler.go: the due schedules of ace.schedules, fired in sessions logged in as their owners.
 package agent
 
 import (
