@@ -137,6 +137,7 @@ func (a *Agent) services(wake chan struct{}) []service {
 		&treeStatusCollector{a: a},
 		&clusterStatusCollector{a: a},
 		&retention{a: a},
+		&scheduler{a: a},
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package agent is the ace-agent daemon: it listens for tasks on its node, claims them with
 // SKIP LOCKED, runs a bounded number at once (within the per-role limits of ace.settings and
 // max_task_runtime), heartbeats, recovers tasks whose agent died, deletes finished tasks past
-// task_retention, and shuts down gracefully, handing unfinished tasks back. The algorithms
+// task_retention, fires due schedules as their owners, and shuts down gracefully, handing
+// unfinished tasks back. The algorithms
 // themselves live in engine; this package runs them for a task, as its submitter.
 //
 // A map of the files:
@@ -19,6 +20,7 @@
 //   - treestatus.go: the collection of every node's tree status into ace.mtree_node_status.
 //   - clusterstatus.go: the collection of every node's status into ace.node_status, and the
 //     events of its transitions (agent_lost, config_drift, leader_changed).
+//   - scheduler.go: the due schedules of ace.schedules, fired in sessions logged in as their owners.
 package agent
 
 import (
@@ -43,6 +45,7 @@ type Config struct {
 	ProgressInterval  time.Duration `envconfig:"PROGRESS_INTERVAL" default:"500ms" desc:"minimum time between progress updates of a task"`
 	TreeTxWait        time.Duration `envconfig:"TREE_TX_WAIT" default:"60s" desc:"how long mtree_build waits for the transactions that were open when it began tracking the table's changes, before it fails naming them"`
 	RetentionInterval time.Duration `envconfig:"RETENTION_INTERVAL" default:"10m" desc:"how often to delete finished tasks older than the task_retention setting"`
+	ScheduleInterval  time.Duration `envconfig:"SCHEDULE_INTERVAL" default:"1s" desc:"how often to look for due schedules (ace.schedules)"`
 	ReportDir         string        `envconfig:"REPORT_DIR" default:"reports" desc:"where a diff's output report (json, html, csv) is written"`
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	Impersonation     string        `envconfig:"IMPERSONATION" default:"login" desc:"how task sessions become the submitter: login (log in as the submitting role, with the agent's certificate mapped by pg_ident.conf) or set_role (log in as the agent and SET ROLE: only for clusters whose submitters are all trusted)"`

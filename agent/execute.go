@@ -163,11 +163,17 @@ func (a *Agent) nodeConnInfo(ctx context.Context) (map[string]string, error) {
 // with the agent's client certificate (the node's pg_ident.conf maps it onto submitters), or, in
 // the set_role mode, by SET ROLE in the agent's own login.
 func (a *Agent) asSubmitter(o engine.NodeOptions, run *sqlapi.Run) engine.NodeOptions {
+	return a.asRole(o, run.Task.SubmittedBy)
+}
+
+// asRole makes node sessions the given role's, as asSubmitter does for a task's submitter: the
+// scheduler's sessions are its schedules' owners'.
+func (a *Agent) asRole(o engine.NodeOptions, role string) engine.NodeOptions {
 	if a.cfg.setRole() {
-		o.Role = run.Task.SubmittedBy
+		o.Role = role
 		return o
 	}
-	o.User, o.ClientCerts = run.Task.SubmittedBy, a.clientCerts
+	o.User, o.ClientCerts = role, a.clientCerts
 	return o
 }
 

@@ -68,12 +68,13 @@ func (m *metrics) handler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cluster, err := readClusterMetrics(r.Context(), m.pool)
+	schedules, err := readScheduleMetrics(r.Context(), m.pool)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err)
 		return
 	}
 	scrape := prometheus.NewPedanticRegistry()
-	for _, c := range []prometheus.Collector{db, cluster} {
+	for _, c := range []prometheus.Collector{db, cluster, schedules} {
 		if err := scrape.Register(c); err != nil {
 			writeError(w, http.StatusInternalServerError, fmt.Errorf("register the database's metrics: %w", err))
 			return

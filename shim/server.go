@@ -108,6 +108,7 @@ func (s *Server) Handler() http.Handler {
 	get("/api/v1/tasks/{task_id}", s.taskStatusHandler(false))
 	get("/api/v1/tasks/{task_id}/diff", s.diffHandler)
 	get("/api/v1/events", s.eventsHandler)
+	mux.Handle("/api/v1/schedules", methods(s.schedulesHandler, http.MethodGet, http.MethodPost))
 	get("/healthz", s.healthz)
 	s.clusterRoutes(get, func(path string, h http.HandlerFunc) { mux.Handle(path, methods(h, http.MethodPost)) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

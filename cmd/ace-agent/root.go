@@ -43,7 +43,8 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 		newSpockDiffCmd(g),
 		newSchemaDiffCmd(g),
 		newRepsetDiffCmd(g),
-		newEventsCmd(g))
+		newEventsCmd(g),
+		newScheduleCmd(g))
 	addTaskCommands(root, g, sqlapi.TaskSpecs)
 	return root
 }

@@ -263,6 +263,7 @@ func addedAfterV5(line string) bool {
 		"repair_plans", "repair_actions.rule", // 014: repair plans
 		"table_sync",     // 015: per-table sync status
 		"repair_commits", // 016: a repair's commit per node
+		"schedule",       // 017: schedules, and the index of scheduled runs on ace.tasks
 	} {
 		if strings.Contains(line, part) {
 			return true

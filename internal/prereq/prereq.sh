@@ -11,8 +11,10 @@ if [ -z "${ACE_PG_BINDIR:-}" ] && [ ! -x /usr/lib/postgresql/15/bin/initdb ]; th
 fi
 command -v psql >/dev/null || packages+=(postgresql-client-15)
 if [ "$target" = test ]; then
-  # The repair tests build a real pglogical cluster; the HTML report is checked in Chromium.
+  # The repair tests build a real pglogical cluster; the HTML report is checked in Chromium; the
+  # schedules' pg_cron path (docs/schedules.md) runs a real pg_cron.
   dpkg -s postgresql-15-pglogical >/dev/null 2>&1 || packages+=(postgresql-15-pglogical)
+  dpkg -s postgresql-15-cron >/dev/null 2>&1 || packages+=(postgresql-15-cron)
   [ -x /usr/bin/chromium ] || packages+=(chromium)
 fi
 [ ${#packages[@]} -eq 0 ] && exit 0

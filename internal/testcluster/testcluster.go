@@ -182,7 +182,8 @@ func (n *Node) AgentConfig() agent.Config {
 		DSN: cmp.Or(n.AgentDSN, n.DSN), Node: n.Name, MaxTasks: 4, DiffWorkers: 2,
 		PollInterval: 200 * time.Millisecond, HeartbeatInterval: 200 * time.Millisecond,
 		StaleAfter: 5 * time.Second, ShutdownGrace: 5 * time.Second, ProgressInterval: 50 * time.Millisecond,
-		ReportDir: filepath.Join(os.TempDir(), "ace-agent-test-reports"),
+		ScheduleInterval: 100 * time.Millisecond,
+		ReportDir:        filepath.Join(os.TempDir(), "ace-agent-test-reports"),
 	}
 }
 

@@ -48,7 +48,7 @@ END $$;
 
 CREATE OR REPLACE FUNCTION ace.tasks_validate() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    validator regprocedure;
+    run_of jsonb;
 BEGIN
     NEW.submitted_by := current_user;
     NEW.status := 'QUEUED';
@@ -56,19 +56,34 @@ BEGIN
     IF jsonb_typeof(NEW.args) <> 'object' THEN
         RAISE EXCEPTION 'task args must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    validator := to_regprocedure(format('ace.%I(jsonb)', 'validate_' || replace(coalesce(NEW.task_type, ''), '-', '_')));
-    IF validator IS NULL THEN
-        RAISE EXCEPTION 'unknown task type "%"', NEW.task_type
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known task types: ' || (SELECT string_agg(replace(substr(proname, 10), '_', '-'), ', ' ORDER BY proname)
-                                                 FROM pg_proc WHERE pronamespace = 'ace'::regnamespace AND proname LIKE 'validate\_%');
-    END IF;
-    EXECUTE format('SELECT %s($1)', validator::oid::regproc) INTO NEW.args USING NEW.args;
+    -- A scheduled run's schedule and due time are no argument of its type: they are checked
+    -- (ace.check_schedule_run) and kept beside the validated arguments.
+    run_of := jsonb_strip_nulls(jsonb_build_object('schedule', NEW.args->'schedule', 'schedule_due', NEW.args->'schedule_due'));
+    NEW.args := ace.checked_task_args(NEW.task_type, NEW.args - 'schedule' - 'schedule_due') || run_of;
     PERFORM ace.check_parent_task(NEW.args);
+    PERFORM ace.check_schedule_run(NEW.args);
     -- ace.wait uses this to refuse waiting on a task its own transaction has not committed.
     PERFORM set_config('ace.uncommitted_tasks',
                        coalesce(current_setting('ace.uncommitted_tasks', true), '') || NEW.task_id::text || ' ', true);
     RETURN NEW;
+END $$;
+
+-- Validates and normalises a task's arguments with its type's ace.validate_<type>, as the caller:
+-- the insert trigger and ace.schedule share it.
+CREATE OR REPLACE FUNCTION ace.checked_task_args(task_type text, args jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    validator regprocedure;
+BEGIN
+    validator := to_regprocedure(format('ace.%I(jsonb)', 'validate_' || replace(coalesce(task_type, ''), '-', '_')));
+    IF validator IS NULL THEN
+        RAISE EXCEPTION 'unknown task type "%"', task_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known task types: ' || (SELECT string_agg(replace(substr(proname, 10), '_', '-'), ', ' ORDER BY proname)
+                                                 FROM pg_proc WHERE pronamespace = 'ace'::regnamespace AND proname LIKE 'validate\_%');
+    END IF;
+    EXECUTE format('SELECT %s($1)', validator::oid::regproc) INTO args USING args;
+    RETURN args;
 END $$;
 
 -- Refuses a task when the inserting login (session_user: SET ROLE does not change it) already

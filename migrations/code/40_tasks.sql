@@ -256,22 +256,25 @@ BEGIN
 END $$;
 
 -- Deletes up to batch finished tasks (COMPLETED, FAILED, CANCELLED) that finished longer than
--- task_retention ago, oldest first, with their results (ON DELETE CASCADE), and returns how many
--- it deleted; none when task_retention is unset. A task that a queued or running task names as
+-- task_retention ago (scheduled_task_retention for the runs of a schedule, which come back on
+-- their own), oldest first, with their results (ON DELETE CASCADE), and returns how many it
+-- deleted; none when neither setting is set. A task that a queued or running task names as
 -- its diff (a repair, a rerun), or that built a Merkle tree still there, is kept. Run by the
 -- agent's retention job, as the schema's owner.
 CREATE OR REPLACE FUNCTION ace.delete_expired_tasks(batch int) RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
     keep interval := ace.setting('task_retention')::interval;
+    keep_scheduled interval := coalesce(ace.setting('scheduled_task_retention')::interval, keep);
     deleted int;
 BEGIN
-    IF keep IS NULL THEN
+    IF keep IS NULL AND keep_scheduled IS NULL THEN
         RETURN 0;
     END IF;
     DELETE FROM ace.tasks t WHERE t.task_id IN (
         SELECT o.task_id FROM ace.tasks o
-        WHERE o.status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND o.finished_at < clock_timestamp() - keep
+        WHERE o.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+          AND o.finished_at < clock_timestamp() - CASE WHEN o.args ? 'schedule' THEN keep_scheduled ELSE keep END
           AND NOT EXISTS (SELECT 1 FROM ace.tasks w WHERE w.status IN ('QUEUED', 'RUNNING') AND w.args->>'diff_task' = o.task_id::text)
           AND NOT EXISTS (SELECT 1 FROM ace.mtrees m WHERE m.build_task = o.task_id)
         ORDER BY o.finished_at
