@@ -10,7 +10,9 @@ ALTER TABLE ace.nodes
 
 -- What happened in the cluster, in order: node and agent changes, the leader, configuration
 -- drift, schedules and per-table verdicts. It holds facts about nodes, tables and tasks, never
--- rows. An event about a task is visible only to who may see the task; the others to everyone.
+-- rows. An event about a task is visible only to who may see the task, and an event about a
+-- role's own object (its detail names an "owner", such as a schedule's) only to that role and
+-- its members; the others to everyone.
 -- Written only through ace.record_event, which also wakes listeners on ace_event (no payload).
 CREATE TABLE ace.events (
     event_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -26,7 +28,10 @@ CREATE INDEX events_at ON ace.events (at);
 CREATE INDEX events_task ON ace.events (task_id) WHERE task_id IS NOT NULL;
 ALTER TABLE ace.events ENABLE ROW LEVEL SECURITY;
 CREATE POLICY events_visible ON ace.events FOR SELECT
-    USING (task_id IS NULL OR EXISTS (SELECT 1 FROM ace.tasks t WHERE t.task_id = events.task_id));
+    USING ((task_id IS NULL OR EXISTS (SELECT 1 FROM ace.tasks t WHERE t.task_id = events.task_id))
+           AND (NOT detail ? 'owner' OR EXISTS (SELECT 1 FROM pg_roles r
+                                                WHERE r.rolname = events.detail->>'owner'
+                                                  AND pg_has_role(current_user, r.oid, 'MEMBER'))));
 GRANT SELECT ON ace.events TO PUBLIC;
 
 INSERT INTO ace.settings (name, value, description) VALUES

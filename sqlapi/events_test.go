@@ -12,7 +12,8 @@ import (
 )
 
 // TestEventsAreSeenAsTheirTasksAre: an event about a task is visible only to who may see the
-// task; events about nodes are visible to every reader; only the schema's owner records them.
+// task, one about a role's own object (a schedule) only to that role and its members; events
+// about nodes are visible to every reader; only the schema's owner records them.
 func TestEventsAreSeenAsTheirTasksAre(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -32,6 +33,9 @@ func TestEventsAreSeenAsTheirTasksAre(t *testing.T) {
 	require.NoError(t, err)
 	taskEvent, err := sqlapi.RecordEvent(ctx, n1.Pool, sqlapi.Event{Kind: "table_out_of_sync", TableName: "public.t", TaskID: &task})
 	require.NoError(t, err)
+	ownedEvent, err := sqlapi.RecordEvent(ctx, n1.Pool, sqlapi.Event{Kind: "schedule_failed", NodeName: "n1",
+		Detail: map[string]any{"schedule": "nightly", "owner": alice, "error": "relation public.secret does not exist"}})
+	require.NoError(t, err)
 
 	ids := func(events []sqlapi.Event) []int64 {
 		out := []int64{}
@@ -40,14 +44,14 @@ func TestEventsAreSeenAsTheirTasksAre(t *testing.T) {
 		}
 		return out
 	}
-	t.Run("the task's submitter sees both", func(t *testing.T) {
+	t.Run("the task's submitter sees them all", func(t *testing.T) {
 		events, err := sqlapi.EventsSince(ctx, asAlice, before)
 		require.NoError(t, err)
-		require.Equal(t, []int64{nodeEvent, taskEvent}, ids(events))
+		require.Equal(t, []int64{nodeEvent, taskEvent, ownedEvent}, ids(events))
 		require.Equal(t, "disk", events[0].Detail["reason"])
 		require.Equal(t, uuid.UUID(task), *events[1].TaskID)
 	})
-	t.Run("another role sees only the node's", func(t *testing.T) {
+	t.Run("another role sees only the node's, not the task's nor another owner's", func(t *testing.T) {
 		events, err := sqlapi.EventsSince(ctx, asBob, before)
 		require.NoError(t, err)
 		require.Equal(t, []int64{nodeEvent}, ids(events))
