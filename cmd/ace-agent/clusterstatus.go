@@ -20,17 +20,6 @@ import (
 // and the event log. Each command reads or calls the SQL function of the same name on the
 // local node; nothing is computed here.
 
-// withConn runs fn on a connection to the local node.
-func withConn(cmd *cobra.Command, g *globals, fn func(ctx context.Context, conn *pgx.Conn) error) error {
-	ctx := cmd.Context()
-	conn, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
-	return fn(ctx, conn)
-}
-
 // encodeJSON writes v as indented JSON.
 func encodeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

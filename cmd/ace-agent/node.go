@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/spf13/cobra"
 
@@ -32,18 +34,14 @@ connection string without a password: the agent takes passwords from its own env
 		Example: `  ace-agent node add n2 'host=db2.example.com port=5432 dbname=app user=ace'`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			n := sqlapi.RegisteredNode{Name: args[0], ConnInfo: args[1], Cluster: cluster, State: sqlapi.NodeState(state)}
-			if err := sqlapi.AddNode(ctx, conn, n); err != nil {
-				return explainNodeError(n.Name, err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "node %s registered (cluster %s)\n", n.Name, cluster)
-			return nil
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				n := sqlapi.RegisteredNode{Name: args[0], ConnInfo: args[1], Cluster: cluster, State: sqlapi.NodeState(state)}
+				if err := sqlapi.AddNode(ctx, conn, n); err != nil {
+					return explainNodeError(n.Name, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node %s registered (cluster %s)\n", n.Name, cluster)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "default", "name of the cluster the node belongs to")
@@ -74,22 +72,18 @@ func newNodeListCmd(g *globals) *cobra.Command {
 		Short: "List the registered nodes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			nodes, err := sqlapi.Nodes(ctx, conn)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tCLUSTER\tSTATE\tCONNINFO")
-			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Cluster, n.State+sqlapi.NodeState(orEmpty(": ", n.StateReason)), n.ConnInfo)
-			}
-			return tw.Flush()
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				nodes, err := sqlapi.Nodes(ctx, conn)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tCLUSTER\tSTATE\tCONNINFO")
+				for _, n := range nodes {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Cluster, n.State+sqlapi.NodeState(orEmpty(": ", n.StateReason)), n.ConnInfo)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -100,21 +94,17 @@ func newNodeRemoveCmd(g *globals) *cobra.Command {
 		Short: "Remove a node from the registry",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			removed, err := sqlapi.RemoveNode(ctx, conn, args[0])
-			if err != nil {
-				return err
-			}
-			if !removed {
-				return withHint(fmt.Errorf("node %s is not registered", args[0]), "'ace-agent node list' shows the registered nodes")
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "node %s removed\n", args[0])
-			return nil
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				removed, err := sqlapi.RemoveNode(ctx, conn, args[0])
+				if err != nil {
+					return err
+				}
+				if !removed {
+					return withHint(fmt.Errorf("node %s is not registered", args[0]), "'ace-agent node list' shows the registered nodes")
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node %s removed\n", args[0])
+				return nil
+			})
 		},
 	}
 }

@@ -72,6 +72,17 @@ func (g *globals) applyDSN() error {
 	return nil
 }
 
+// withConn runs fn on a connection to the local node.
+func withConn(cmd *cobra.Command, g *globals, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	ctx := cmd.Context()
+	conn, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	return fn(ctx, conn)
+}
+
 // connect opens a connection to the local node.
 func (g *globals) connect(ctx context.Context) (*pgx.Conn, error) {
 	dsn, err := g.localDSN()

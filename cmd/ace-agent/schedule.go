@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,18 +58,14 @@ as you, and again at every run.`,
 		RunE: func(cmd *cobra.Command, pos []string) error {
 			spec.Name, spec.TaskType, spec.Args = pos[0], pos[1], json.RawMessage(args)
 			spec.RunNow, spec.Enabled = new(!noRunNow), new(!disabled)
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			due, err := sqlapi.AddSchedule(ctx, conn, spec)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "schedule %s added: first due at %s\n", spec.Name, due.Format(time.RFC3339))
-			return nil
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				due, err := sqlapi.AddSchedule(ctx, conn, spec)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "schedule %s added: first due at %s\n", spec.Name, due.Format(time.RFC3339))
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -89,22 +86,18 @@ func newScheduleListCmd(g *globals) *cobra.Command {
 		Short: "List your schedules: when each is next due, its runs, skips and last error",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			all, err := sqlapi.Schedules(ctx, conn)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(all)
-			}
-			return printSchedules(cmd.OutOrStdout(), all)
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				all, err := sqlapi.Schedules(ctx, conn)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(cmd.OutOrStdout())
+					enc.SetIndent("", "  ")
+					return enc.Encode(all)
+				}
+				return printSchedules(cmd.OutOrStdout(), all)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the rows of ace.schedules as JSON")
@@ -138,17 +131,13 @@ func newScheduleChangeCmd(g *globals, use, short string, change sqlapi.ScheduleC
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			if err := sqlapi.ChangeSchedule(ctx, conn, args[0], change); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "schedule %s: %s done\n", args[0], use)
-			return nil
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				if err := sqlapi.ChangeSchedule(ctx, conn, args[0], change); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "schedule %s: %s done\n", args[0], use)
+				return nil
+			})
 		},
 	}
 }
@@ -159,18 +148,14 @@ func newScheduleRunCmd(g *globals) *cobra.Command {
 		Short: "Start a run of a schedule now, outside its timetable, and print its task id",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			id, err := sqlapi.RunSchedule(ctx, conn, args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), id)
-			return nil
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				id, err := sqlapi.RunSchedule(ctx, conn, args[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), id)
+				return nil
+			})
 		},
 	}
 }
@@ -204,21 +189,17 @@ skip_db_update, taskstore_path, ...) are left out and named. All or none are mad
 				enc.SetIndent("", "  ")
 				return enc.Encode(specs)
 			}
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-				for _, s := range specs {
-					due, err := sqlapi.AddSchedule(ctx, tx, s)
-					if err != nil {
-						return fmt.Errorf("import job %s (nothing was imported): %w", s.Name, err)
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+					for _, s := range specs {
+						due, err := sqlapi.AddSchedule(ctx, tx, s)
+						if err != nil {
+							return fmt.Errorf("import job %s (nothing was imported): %w", s.Name, err)
+						}
+						fmt.Fprintf(cmd.OutOrStdout(), "schedule %s imported: %s, first due at %s\n", s.Name, s.TaskType, due.Format(time.RFC3339))
 					}
-					fmt.Fprintf(cmd.OutOrStdout(), "schedule %s imported: %s, first due at %s\n", s.Name, s.TaskType, due.Format(time.RFC3339))
-				}
-				return nil
+					return nil
+				})
 			})
 		},
 	}

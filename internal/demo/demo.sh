@@ -167,7 +167,7 @@ psql_on n1 -c "SELECT table_name, node_name, leaves, row_count, dirty_leaves, la
 bold "Done"
 cat <<EOF
 The cluster and its agents are still running. Try it yourself, as the DBA:
-  source $CLUSTER_DIR/env.sh; psql "$ACE_N1_DSN"     # the DBA, in database $DB
+  source $CLUSTER_DIR/env.sh; psql "\$ACE_N1_DSN"     # the DBA, in database $DB
   SELECT ace.table_diff('public.orders', nodes => ARRAY['n1','n2']);
   SELECT status, result FROM ace.wait('<task id>');
   SELECT ace.mtree_diff('public.orders');   -- the tree is kept fresh by the agents
