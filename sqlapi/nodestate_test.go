@@ -233,4 +233,23 @@ func TestWhoChangesNodesAndTheLeader(t *testing.T) {
 			require.Equal(t, aliceRole, ev.Actor, "the event names who changed the state")
 		}
 	})
+	t.Run("marked up with a resync, submitted as the caller", func(t *testing.T) {
+		e.SeedTable("public.t", 5)
+		e.ExecAll(`GRANT SELECT ON public.t TO ` + pgx.Identifier{aliceRole}.Sanitize())
+		_, err := sqlapi.MarkNodeDown(ctx, alice, "n2", "back from a restore")
+		require.NoError(t, err)
+		var task *string
+		require.NoError(t, alice.QueryRow(ctx, `SELECT ace.mark_node_up('n2', resync => false)`).Scan(&task))
+		require.Nil(t, task, "no resync asked for")
+		_, err = sqlapi.MarkNodeDown(ctx, alice, "n2", "back from a restore")
+		require.NoError(t, err)
+		require.NoError(t, alice.QueryRow(ctx, `SELECT ace.mark_node_up('n2', resync => true)`).Scan(&task))
+		require.NotNil(t, task)
+		var typ, submitter, node, state string
+		require.NoError(t, alice.QueryRow(ctx, `SELECT t.task_type, t.submitted_by, t.args->>'node_name', n.state
+			FROM ace.tasks t, ace.nodes n WHERE t.task_id = $1 AND n.node_name = 'n2'`, *task).Scan(&typ, &submitter, &node, &state))
+		require.Equal(t, []string{"node-resync", aliceRole, "n2", "active"}, []string{typ, submitter, node, state})
+		n1.Exec(t, `REVOKE EXECUTE ON FUNCTION ace.mark_node_up(text) FROM `+pgx.Identifier{aliceRole}.Sanitize())
+		refused(t, `SELECT ace.mark_node_up('n2', resync => true)`, "permission denied for function mark_node_up")
+	})
 }

@@ -215,6 +215,7 @@ BEGIN
                                        t.result->>'leaves', t.result->>'reference_node')
         WHEN 'schema-diff' THEN ace.describe_schema_diff(t.result)
         WHEN 'repset-diff' THEN ace.describe_repset_diff(t.result)
+        WHEN 'node-resync' THEN ace.describe_resync(t.result)
         ELSE format('%s task completed', t.task_type)
     END;
 END $$;

@@ -50,8 +50,9 @@ BEGIN
     RETURN id;
 END $$;
 
--- Submits a resync, commits it, and waits, raising a NOTICE whenever progress changes. It must
--- be called outside a transaction block, because it commits.
+-- Submits a resync, commits it, and waits, raising a NOTICE whenever progress changes; ends as
+-- every CALL form does (ace.follow_submitted). It must be called outside a transaction block,
+-- because it commits.
 CREATE OR REPLACE PROCEDURE ace.run_resync_node(
     node_name text,
     tables text[] DEFAULT NULL,
@@ -59,18 +60,28 @@ CREATE OR REPLACE PROCEDURE ace.run_resync_node(
     source_of_truth text DEFAULT NULL,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
+    INOUT outcome text DEFAULT NULL,
     INOUT summary jsonb DEFAULT NULL
 ) LANGUAGE plpgsql AS $$
 BEGIN
     task_id := ace.resync_node(node_name, tables, strategy, source_of_truth);
     RAISE NOTICE 'submitted node-resync task %', task_id;
     COMMIT;
-    SELECT w.status, w.result INTO status, summary FROM ace.wait(task_id, timeout => NULL, progress_notices => true) w;
-    IF status = 'COMPLETED' THEN
-        RAISE NOTICE '%', ace.describe_resync(summary);
-    ELSE
-        RAISE WARNING 'node-resync task % %: %', task_id, status, (SELECT x.error FROM ace.tasks x WHERE x.task_id = run_resync_node.task_id);
+    CALL ace.follow_submitted(task_id, status, outcome, summary);
+END $$;
+
+-- Marks a down node up (ace.mark_node_up(node_name), which the caller must be granted) and, with
+-- resync, submits ace.resync_node(node_name) as the caller, returning its task id (NULL without
+-- resync). It runs with the caller's rights, so the resync is the caller's task, logged in as
+-- the caller on every node, and sees only the tables the caller may read.
+CREATE OR REPLACE FUNCTION ace.mark_node_up(node_name text, resync boolean) RETURNS uuid
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ace.mark_node_up(node_name);
+    IF NOT coalesce(resync, false) THEN
+        RETURN NULL;
     END IF;
+    RETURN ace.resync_node(node_name);
 END $$;
 
 -- A one-line account of a resync's result.
