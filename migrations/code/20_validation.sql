@@ -278,6 +278,24 @@ BEGIN
     END IF;
 END $$;
 
+-- A diff scoped to one origin (against_origin) or to commits before a time (until) saw only part
+-- of the table: the rows it did not see are not "in sync", and repairing from it as from a
+-- whole-table diff would be a trap (ACE does not guard it). Such a diff is repaired only in
+-- recovery_mode, which says the user means a recovery after a node failed.
+CREATE OR REPLACE FUNCTION ace.check_recovery(args jsonb, diff jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    scope text := concat_ws(' and ',
+        CASE WHEN coalesce(diff->>'against_origin', '') <> '' THEN format('against_origin => %L', diff->>'against_origin') END,
+        CASE WHEN diff->>'until' IS NOT NULL THEN format('until => %L', diff->>'until') END);
+BEGIN
+    IF scope <> '' AND NOT (args->>'recovery_mode')::boolean THEN
+        RAISE EXCEPTION 'the diff was made with %, so it saw only part of the table: it is repaired only with recovery_mode => true', scope
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'To recover from a failed node, repair with recovery_mode => true (it picks the survivor that received the most from the failed node unless you name a source_of_truth); to repair the whole table, diff it again without against_origin and until.';
+    END IF;
+END $$;
+
 -- The privileges a repair with these options needs on the table.
 CREATE OR REPLACE FUNCTION ace.repair_privileges(args jsonb) RETURNS text[]
 LANGUAGE sql IMMUTABLE AS $$
@@ -365,9 +383,10 @@ BEGIN
     END IF;
     diff := ace.completed_diff(args, 'repair');
     FOREACH k IN ARRAY ARRAY['dry_run', 'upsert_only', 'insert_only', 'bidirectional', 'fix_nulls', 'fire_triggers',
-                             'generate_report', 'atomic'] LOOP
+                             'generate_report', 'atomic', 'recovery_mode'] LOOP
         args := args || jsonb_build_object(k, ace.bool_arg(args, k, false));
     END LOOP;
+    PERFORM ace.check_recovery(args, diff.result);
     args := args || jsonb_build_object('check_unchanged', ace.bool_arg(args, 'check_unchanged', true),
                                        'source_of_truth', ace.text_arg(args, 'source_of_truth'),
                                        'strategy', lower(ace.text_arg(args, 'strategy')));
