@@ -2,14 +2,20 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ace-agent/ace-agent/engine/repair"
+	"github.com/ace-agent/ace-agent/internal/localpg"
+	"github.com/ace-agent/ace-agent/internal/pglogicaltest"
+	"github.com/ace-agent/ace-agent/internal/testcluster"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -60,9 +66,160 @@ func TestRecoveryGuardRefusesScopedDiffsWithoutRecoveryMode(t *testing.T) {
 		require.Equal(t, "x", e.scalar("n2", `SELECT v FROM g WHERE id = 1`))
 	})
 
+	t.Run("recovery_mode without a source of truth needs the failed node", func(t *testing.T) {
+		id, task := e.diff(`$1, until => now()`, "public.g")
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "diff: %v", task.Error)
+		pg := e.submitRepairErr("n1", id, `recovery_mode => true`)
+		require.Equal(t, pgerrcode.InvalidParameterValue, pg.Code)
+		require.Contains(t, pg.Message, "this diff names no failed node (it was made without against_origin)")
+		require.Contains(t, pg.Hint, "source_of_truth")
+	})
+
+	t.Run("no origin LSN fails before any write, naming the nodes", func(t *testing.T) {
+		// Nothing replicates here: no survivor has an origin standing for n2.
+		id, task := e.diff(`$1, against_origin => 'n2'`, "public.g")
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "diff: %v", task.Error)
+		before := e.scalar("n1", `SELECT count(*) FROM g`)
+		rid, task := e.repair(id, `recovery_mode => true`)
+		require.Equal(t, sqlapi.StatusFailed, task.Status)
+		require.Contains(t, *task.Error, "recovery_mode cannot pick a source of truth among n1 and n3: node n1 has no origin LSN for the failed node n2")
+		require.Equal(t, before, e.scalar("n1", `SELECT count(*) FROM g`))
+		require.Zero(t, e.scalar("n1", `SELECT count(*) FROM ace.repair_rows($1)`, rid))
+	})
+
 	t.Run("a whole-table diff needs no recovery_mode", func(t *testing.T) {
 		e.Node("n3").Exec(t, `UPDATE g SET v = 'z' WHERE id = 2`)
 		_, s := e.completedRepair(e.diffID("public.g"), `'n1'`)
 		require.True(t, s.FullyRepaired, "%+v", s)
+	})
+}
+
+// recoveryCluster is a 3-node pglogical cluster with the ace schema and an agent on every node.
+type recoveryCluster struct {
+	*diffEnv
+	c      *pglogicaltest.Cluster
+	agents map[string]*testcluster.Agent
+}
+
+func startRecoveryCluster(t *testing.T) *recoveryCluster {
+	c := pglogicaltest.Start(t, 3, "recovery", `CREATE TABLE public.acct (id bigint PRIMARY KEY, v text)`)
+	var instances []*localpg.Instance
+	for _, n := range c.Nodes {
+		instances = append(instances, n.Instance)
+	}
+	env := testcluster.NewOn(t, instances, c.DB)
+	r := &recoveryCluster{diffEnv: &diffEnv{Env: env, t: t}, c: c, agents: map[string]*testcluster.Agent{}}
+	for _, n := range env.Nodes {
+		r.agents[n.Name] = n.StartAgent(t)
+	}
+	return r
+}
+
+// stop stops a node's agent and server: the node failed.
+func (r *recoveryCluster) stop(node string) {
+	require.NoError(r.t, r.agents[node].Stop())
+	require.NoError(r.t, r.Node(node).Instance.Stop(context.Background()))
+}
+
+// originDiff diffs acct on the survivors n2 and n3 (coordinated by n2), only rows whose last
+// write came from n1.
+func (r *recoveryCluster) originDiff() uuid.UUID {
+	r.t.Helper()
+	var id uuid.UUID
+	require.NoError(r.t, r.Node("n2").Pool.QueryRow(context.Background(),
+		`SELECT ace.table_diff('public.acct', nodes => ARRAY['n2', 'n3'], against_origin => 'n1')`).Scan(&id))
+	task := r.Node("n2").Wait(r.t, id)
+	require.Equal(r.t, sqlapi.StatusCompleted, task.Status, "diff: %v", task.Error)
+	return id
+}
+
+// repairOn submits a repair on n2 and waits for it.
+func (r *recoveryCluster) repairOn(diff uuid.UUID, args string) (uuid.UUID, sqlapi.Task) {
+	r.t.Helper()
+	var id uuid.UUID
+	require.NoError(r.t, r.Node("n2").Pool.QueryRow(context.Background(), `SELECT ace.table_repair($1, `+args+`)`, diff).Scan(&id))
+	return id, r.Node("n2").Wait(r.t, id)
+}
+
+func (r *recoveryCluster) diffIDs(diff uuid.UUID) []int64 {
+	r.t.Helper()
+	rows := r.c.Node("n2").QueryRows(r.t, `SELECT (pk->>'id')::bigint FROM ace.diff_rows($1)`, diff)
+	ids := make([]int64, len(rows))
+	for i, row := range rows {
+		ids[i] = row[0].(int64)
+	}
+	return ids
+}
+
+func (r *recoveryCluster) rows(node string) [][]any {
+	return r.c.Node(node).QueryRows(r.t, `SELECT id, v, pg_xact_commit_timestamp(xmin) FROM acct ORDER BY id`)
+}
+
+func (r *recoveryCluster) values(node string) [][]any {
+	return r.c.Node(node).QueryRows(r.t, `SELECT id, v FROM acct ORDER BY id`)
+}
+
+// TestRecoveryModeOnPglogical is ACE's catastrophic single node failure on a real pglogical
+// cluster: n3's subscription to n1 is disabled, n1 writes (n2 gets it, n3 does not), and n1
+// stops. The survivors' diff against n1's origin finds the rows, a plain repair is refused, and
+// recovery_mode picks n2, which received more of n1's WAL, and converges n3. Before that, with
+// both survivors at the same LSN, recovery_mode refuses to guess and changes nothing.
+func TestRecoveryModeOnPglogical(t *testing.T) {
+	t.Parallel()
+	r := startRecoveryCluster(t)
+	r.c.Node("n1").Exec(t, `INSERT INTO acct SELECT g, 'v' || g FROM generate_series(1, 100) g`)
+	r.c.WaitForReplication(t)
+
+	t.Run("equal LSNs fail and change nothing", func(t *testing.T) {
+		// n3 loses a row of n1's without replicating it: both survivors applied n1's WAL equally far.
+		r.c.WriteLocalOnly(t, "n3", `DELETE FROM acct WHERE id = 50`)
+		diff := r.originDiff()
+		require.Equal(t, []int64{50}, r.diffIDs(diff))
+		before := r.rows("n3")
+		id, task := r.repairOn(diff, `recovery_mode => true`)
+		require.Equal(t, sqlapi.StatusFailed, task.Status)
+		require.Contains(t, *task.Error, "recovery_mode cannot pick a source of truth: nodes n2 and n3 both received the failed node n1's changes up to LSN")
+		require.Equal(t, before, r.rows("n3"))
+		require.Zero(t, r.scalar("n2", `SELECT count(*) FROM ace.repair_rows($1)`, id))
+	})
+
+	r.c.DisableSubscription(t, "n3", "n1")
+	r.c.Node("n1").Exec(t, `INSERT INTO acct SELECT g, 'late ' || g FROM generate_series(101, 110) g`)
+	r.c.Node("n1").Exec(t, `UPDATE acct SET v = 'edited' WHERE id IN (1, 2, 3)`)
+	r.c.WaitForReplication(t)
+	r.stop("n1")
+
+	diff := r.originDiff()
+	t.Run("the origin-scoped diff finds the rows", func(t *testing.T) {
+		require.Equal(t, []int64{1, 2, 3, 50, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110}, r.diffIDs(diff))
+	})
+
+	t.Run("a plain repair is refused", func(t *testing.T) {
+		pg := r.submitRepairErr("n2", diff, `'n2'`)
+		require.Equal(t, pgerrcode.ObjectNotInPrerequisiteState, pg.Code)
+		require.Contains(t, pg.Message, "the diff was made with against_origin => 'n1'")
+	})
+
+	t.Run("recovery_mode picks the survivor that received more and converges", func(t *testing.T) {
+		_, task := r.repairOn(diff, `recovery_mode => true`)
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "repair: %v", task.Error)
+		var s repair.Summary
+		require.NoError(t, json.Unmarshal(task.Result, &s))
+		require.True(t, s.FullyRepaired, "%+v", s)
+		require.Equal(t, "n2", s.SourceOfTruth)
+		require.Equal(t, []string{"n3"}, s.RepairedNodes)
+		auto := s.AutoSourceOfTruth
+		require.NotNil(t, auto)
+		require.Equal(t, "n2", auto.Selected)
+		require.Equal(t, "n1", auto.FailedNode)
+		n2, err := pglogrepl.ParseLSN(auto.LSNProbe["n2"].OriginLSN)
+		require.NoError(t, err)
+		n3, err := pglogrepl.ParseLSN(auto.LSNProbe["n3"].OriginLSN)
+		require.NoError(t, err)
+		require.Greater(t, n2, n3)
+		require.NotEmpty(t, auto.LSNProbe["n2"].SlotLSN, "n1's subscription slot on n2")
+		require.NotEmpty(t, auto.LSNProbe["n2"].Origins)
+		require.Equal(t, r.values("n2"), r.values("n3"))
+		require.Len(t, r.values("n3"), 110)
 	})
 }

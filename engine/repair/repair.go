@@ -234,6 +234,8 @@ type Summary struct {
 	RepairPlan   string           `json:"repair_plan,omitempty"`
 	RuleMatches  map[string]int64 `json:"rule_matches,omitempty"`
 	RepairReport json.RawMessage  `json:"repair_report,omitempty"` // ACE's report, with generate_report
+	// AutoSourceOfTruth says how recovery_mode chose SourceOfTruth; nil when it was given.
+	AutoSourceOfTruth *AutoSourceOfTruth `json:"auto_source_of_truth,omitempty"`
 }
 
 // repairError is a repair that failed on at least one node. Summary says what every node got.

@@ -261,7 +261,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSIF args->>'source_of_truth' IS NULL AND NOT (args->>'fix_nulls')::boolean AND NOT (args->>'bidirectional')::boolean
-          AND NOT args ? 'plan' THEN
+          AND NOT args ? 'plan' AND NOT coalesce((args->>'recovery_mode')::boolean, false) THEN
         RAISE EXCEPTION 'source_of_truth is required'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Name the node whose rows are right (source_of_truth => ''n1''), or use strategy => ''latest_commit'', fix_nulls, bidirectional or a repair plan.';
@@ -293,6 +293,15 @@ BEGIN
         RAISE EXCEPTION 'the diff was made with %, so it saw only part of the table: it is repaired only with recovery_mode => true', scope
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'To recover from a failed node, repair with recovery_mode => true (it picks the survivor that received the most from the failed node unless you name a source_of_truth); to repair the whole table, diff it again without against_origin and until.';
+    END IF;
+    -- Without anything else deciding the rows, recovery_mode picks the source of truth: the
+    -- survivor that received the most from the failed node, the diff's against_origin.
+    IF (args->>'recovery_mode')::boolean AND args->>'source_of_truth' IS NULL AND args->>'strategy' IS NULL
+       AND NOT (args ? 'plan' OR args ? 'repair_plan') AND NOT (args->>'fix_nulls')::boolean
+       AND NOT (args->>'bidirectional')::boolean AND coalesce(diff->>'against_origin', '') = '' THEN
+        RAISE EXCEPTION 'recovery_mode without a source_of_truth picks the survivor that received the most from the failed node, and this diff names no failed node (it was made without against_origin)'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the node whose rows are right (source_of_truth => ''n2''), or diff again with against_origin => ''<failed node>''.';
     END IF;
 END $$;
 
@@ -386,10 +395,10 @@ BEGIN
                              'generate_report', 'atomic', 'recovery_mode'] LOOP
         args := args || jsonb_build_object(k, ace.bool_arg(args, k, false));
     END LOOP;
-    PERFORM ace.check_recovery(args, diff.result);
     args := args || jsonb_build_object('check_unchanged', ace.bool_arg(args, 'check_unchanged', true),
                                        'source_of_truth', ace.text_arg(args, 'source_of_truth'),
                                        'strategy', lower(ace.text_arg(args, 'strategy')));
+    PERFORM ace.check_recovery(args, diff.result);
     tbl := ace.resolve_table(diff.result->>'table_name');
     args := args - 'plan' || jsonb_strip_nulls(jsonb_build_object('plan', ace.repair_plan_arg(args, tbl),
                                                                    'repair_plan', ace.text_arg(args, 'repair_plan')));
