@@ -41,6 +41,9 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.T
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
 	opts := a.repairOptions(run, *args, diff)
+	if args.PreserveOrigin {
+		opts.PreserveOrigin = diff.AgainstOrigin
+	}
 	if opts.Plan, err = args.ParsedPlan(); err != nil {
 		return nil, err
 	}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
@@ -222,4 +224,128 @@ func TestRecoveryModeOnPglogical(t *testing.T) {
 		require.Equal(t, r.values("n2"), r.values("n3"))
 		require.Len(t, r.values("n3"), 110)
 	})
+}
+
+// commits is, for each row of acct on a node, its commit timestamp (to the microsecond, as
+// text) and the name of its replication origin.
+func (r *recoveryCluster) commits(node string) map[int64][2]string {
+	r.t.Helper()
+	out := map[int64][2]string{}
+	for _, row := range r.c.Node(node).QueryRows(r.t, `SELECT id, to_char(c.timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'),
+			coalesce(ro.roname, 'local') FROM acct, pg_xact_commit_timestamp_origin(acct.xmin) c
+			LEFT JOIN pg_replication_origin ro ON ro.roident = c.roident`) {
+		out[row[0].(int64)] = [2]string{row[1].(string), row[2].(string)}
+	}
+	return out
+}
+
+// TestRecoveryPreserveOriginOnPglogical repairs the survivors of a failed node with
+// preserve_origin: the rows copied to n3 keep the commit timestamps n1 gave them (to the
+// microsecond) and the origin that stands for n1 there, so a later against_origin diff still
+// sees them as n1's, and finds nothing. atomic is refused with it.
+func TestRecoveryPreserveOriginOnPglogical(t *testing.T) {
+	t.Parallel()
+	r := startRecoveryCluster(t)
+	r.c.Node("n1").Exec(t, `INSERT INTO acct SELECT g, 'v' || g FROM generate_series(1, 100) g`)
+	r.c.WaitForReplication(t)
+	r.c.DisableSubscription(t, "n3", "n1")
+	r.c.Node("n1").Exec(t, `INSERT INTO acct SELECT g, 'late ' || g FROM generate_series(101, 110) g`)
+	r.c.Node("n1").Exec(t, `UPDATE acct SET v = 'edited' WHERE id IN (1, 2, 3)`)
+	r.c.Node("n1").Exec(t, `INSERT INTO acct VALUES (111, 'alone')`)
+	r.c.WaitForReplication(t)
+	r.stop("n1")
+	diff := r.originDiff()
+	require.Equal(t, []int64{1, 2, 3, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111}, r.diffIDs(diff))
+
+	t.Run("atomic is refused", func(t *testing.T) {
+		pg := r.submitRepairErr("n2", diff, `recovery_mode => true, preserve_origin => true, atomic => true`)
+		require.Equal(t, pgerrcode.InvalidParameterValue, pg.Code)
+		require.Contains(t, pg.Message, "preserve_origin and atomic cannot be combined")
+		require.NotEmpty(t, pg.Hint)
+	})
+
+	t.Run("the rows keep n1's commit timestamps and origin", func(t *testing.T) {
+		_, task := r.repairOn(diff, `recovery_mode => true, preserve_origin => true`)
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "repair: %v", task.Error)
+		var s repair.Summary
+		require.NoError(t, json.Unmarshal(task.Result, &s))
+		require.True(t, s.FullyRepaired, "%+v", s)
+		require.Equal(t, "n2", s.AutoSourceOfTruth.Selected)
+		require.EqualValues(t, 11, s.Nodes["n3"].Inserted)
+		require.EqualValues(t, 3, s.Nodes["n3"].Updated)
+		require.Equal(t, r.values("n2"), r.values("n3"))
+
+		n2, n3 := r.commits("n2"), r.commits("n3")
+		n1Origin := n3[50][1] // a row n3 received from n1 before its subscription was disabled
+		require.NotEqual(t, "local", n1Origin)
+		require.NotEqual(t, "ace_repair", n1Origin)
+		stamps := map[string]bool{}
+		for _, id := range r.diffIDs(diff) {
+			require.Equal(t, n2[id][0], n3[id][0], "row %d: n3's commit timestamp is n1's", id)
+			require.Equal(t, n1Origin, n3[id][1], "row %d: n3 holds it under n1's origin", id)
+			stamps[n3[id][0]] = true
+		}
+		require.Len(t, stamps, 3, "three commits of n1, three commit timestamps")
+	})
+
+	t.Run("a later against_origin diff is clean", func(t *testing.T) {
+		require.Empty(t, r.diffIDs(r.originDiff()))
+	})
+}
+
+// preserve_origin calls replication origin functions as the submitter: a submitter without
+// EXECUTE on them is refused before anything is written, with the GRANTs to run; with them the
+// rows keep the origin's commit timestamps under an origin named after it (there is no
+// subscription from it here), which a later against_origin diff resolves.
+func TestRecoveryPreserveOriginNeedsTheOriginFunctions(t *testing.T) {
+	t.Parallel()
+	e := testcluster.NewSecure(t)
+	alice := e.AddSubmitter("alice", true)
+	e.ExecAll(`CREATE TABLE p (id int PRIMARY KEY, v text); GRANT SELECT, INSERT, UPDATE, DELETE ON p TO ` + alice)
+	e.DropSlotsAtEnd()
+	for _, n := range e.Nodes {
+		n.StartAgent(t)
+	}
+	e.Node("n2").Exec(t, `INSERT INTO p SELECT g, 'from n2' FROM generate_series(1, 5) g`)
+	ctx := context.Background()
+	conn := e.Node("n1").ConnectAs(t, alice)
+	submit := func(sql string, args ...any) sqlapi.Task {
+		var id uuid.UUID
+		require.NoError(t, conn.QueryRow(ctx, sql, args...).Scan(&id))
+		return e.Node("n1").Wait(t, id)
+	}
+	diffTask := submit(`SELECT ace.table_diff('public.p', against_origin => 'n2')`)
+	require.Equal(t, sqlapi.StatusCompleted, diffTask.Status, "diff: %v", diffTask.Error)
+	repairArgs := `SELECT ace.table_repair($1, 'n2', recovery_mode => true, preserve_origin => true)`
+
+	task := submit(repairArgs, diffTask.ID)
+	require.Equal(t, sqlapi.StatusFailed, task.Status)
+	require.Contains(t, *task.Error, "role "+alice+" may not execute pg_replication_origin_session_setup(text), pg_replication_origin_session_reset(), "+
+		"pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone), pg_replication_origin_create(text) on node n1")
+	require.Contains(t, *task.Error, "GRANT EXECUTE ON FUNCTION pg_replication_origin_xact_setup(pg_lsn, timestamp with time zone) TO "+pgx.Identifier{alice}.Sanitize()+";")
+	require.Contains(t, *task.Error, "nothing was written")
+	for _, n := range []string{"n1", "n3"} {
+		require.EqualValues(t, 0, scalarOn(t, e, n, `SELECT count(*) FROM p`))
+	}
+
+	e.ExecAll(`GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text), pg_replication_origin_session_reset(),
+		pg_replication_origin_xact_setup(pg_lsn, timestamptz), pg_replication_origin_create(text) TO ` + alice)
+	task = submit(repairArgs, diffTask.ID)
+	require.Equal(t, sqlapi.StatusCompleted, task.Status, "repair: %v", task.Error)
+	stamp := `SELECT string_agg(format('%s %s %s', id, c.timestamp, coalesce(ro.roname, 'local')), ', ' ORDER BY id)
+		FROM p, pg_xact_commit_timestamp_origin(p.xmin) c LEFT JOIN pg_replication_origin ro ON ro.roident = c.roident`
+	fromN2 := scalarOn(t, e, "n2", stamp).(string)
+	for _, n := range []string{"n1", "n3"} {
+		require.Equal(t, strings.ReplaceAll(fromN2, "local", "n2"), scalarOn(t, e, n, stamp), "node %s", n)
+	}
+	later := submit(`SELECT ace.table_diff('public.p', against_origin => 'n2')`)
+	require.Equal(t, sqlapi.StatusCompleted, later.Status, "diff: %v", later.Error)
+	require.EqualValues(t, 0, scalarOn(t, e, "n1", `SELECT count(*) FROM ace.diff_rows($1)`, later.ID))
+}
+
+func scalarOn(t *testing.T, e *testcluster.Env, node, sql string, args ...any) any {
+	t.Helper()
+	var v any
+	require.NoError(t, e.Node(node).Pool.QueryRow(context.Background(), sql, args...).Scan(&v))
+	return v
 }

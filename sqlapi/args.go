@@ -159,6 +159,9 @@ type RepairArgs struct {
 	// RecoveryMode allows repairing a diff made with against_origin or until (a recovery after a
 	// node failed); without a source of truth the agent picks one (recovery.go in package agent).
 	RecoveryMode bool `json:"recovery_mode"`
+	// PreserveOrigin writes the repaired rows under a replication origin that stands for the
+	// diff's against_origin node, with their original commit timestamps.
+	PreserveOrigin bool `json:"preserve_origin"`
 }
 
 // ParsedPlan is the repair plan the validator resolved, as the engine takes it; nil without one.

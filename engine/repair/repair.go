@@ -105,6 +105,11 @@ type Options struct {
 	// other expressions) could step back to the agent's login, so a table carrying such code
 	// owned by a non-superuser is refused before anything is written (see engine.CheckTableCode).
 	SetRoleSessions bool
+	// PreserveOrigin names the failed node whose origin the repaired rows keep ("" for none): the
+	// rows copied from each original commit are written in a transaction of their own, under a
+	// replication origin that stands for that node on the target, with that commit's timestamp
+	// (preserve.go). Not with Atomic.
+	PreserveOrigin string
 }
 
 // How a repair writes on a node (NodeRepair.WriteMode).
@@ -133,6 +138,7 @@ func (o *Options) check() error {
 		{o.InsertOnly, o.UpsertOnly, "insert_only and upsert_only"},
 		{o.Strategy != "" && o.SourceOfTruth != "", true, "strategy and source_of_truth"},
 		{o.Strategy != "", o.Bidirectional || o.FixNulls, "strategy and bidirectional or fix_nulls"},
+		{o.PreserveOrigin != "", o.Atomic, "preserve_origin and atomic"},
 	} {
 		if c.a && c.b {
 			return fmt.Errorf("%s cannot be combined", c.msg)

@@ -63,14 +63,14 @@ BEGIN
     END LOOP;
 END $$;
 
--- Issue 20 (recovery): table_repair and run_table_repair took recovery_mode.
+-- Issue 20 (recovery): table_repair and run_table_repair took recovery_mode and preserve_origin.
 DO $$
 DECLARE
     p regprocedure;
 BEGIN
     FOR p IN SELECT oid::regprocedure FROM pg_proc
              WHERE pronamespace = 'ace'::regnamespace AND proname IN ('table_repair', 'run_table_repair')
-               AND NOT 'recovery_mode' = ANY(proargnames) LOOP
+               AND NOT 'preserve_origin' = ANY(proargnames) LOOP
         EXECUTE format('DROP ROUTINE %s', p);
     END LOOP;
 END $$;

@@ -303,6 +303,20 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Name the node whose rows are right (source_of_truth => ''n2''), or diff again with against_origin => ''<failed node>''.';
     END IF;
+    -- preserve_origin commits each commit timestamp's rows on their own, under the failed node's
+    -- origin: a repair of every node or none cannot be made of many commits.
+    IF (args->>'preserve_origin')::boolean THEN
+        IF (args->>'atomic')::boolean THEN
+            RAISE EXCEPTION 'preserve_origin and atomic cannot be combined'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'preserve_origin commits the rows of each original commit timestamp in a transaction of its own, so the repair cannot be one two-phase commit; leave out one of them.';
+        END IF;
+        IF coalesce(diff->>'against_origin', '') = '' THEN
+            RAISE EXCEPTION 'preserve_origin keeps the failed node''s origin on the repaired rows, and this diff names no failed node (it was made without against_origin)'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Diff again with against_origin => ''<failed node>'' and recovery_mode => true, or repair without preserve_origin.';
+        END IF;
+    END IF;
 END $$;
 
 -- The privileges a repair with these options needs on the table.
@@ -392,7 +406,7 @@ BEGIN
     END IF;
     diff := ace.completed_diff(args, 'repair');
     FOREACH k IN ARRAY ARRAY['dry_run', 'upsert_only', 'insert_only', 'bidirectional', 'fix_nulls', 'fire_triggers',
-                             'generate_report', 'atomic', 'recovery_mode'] LOOP
+                             'generate_report', 'atomic', 'recovery_mode', 'preserve_origin'] LOOP
         args := args || jsonb_build_object(k, ace.bool_arg(args, k, false));
     END LOOP;
     args := args || jsonb_build_object('check_unchanged', ace.bool_arg(args, 'check_unchanged', true),
