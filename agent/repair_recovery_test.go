@@ -203,12 +203,24 @@ func TestRecoveryModeOnPglogical(t *testing.T) {
 	})
 
 	t.Run("recovery_mode picks the survivor that received more and converges", func(t *testing.T) {
-		_, task := r.repairOn(diff, `recovery_mode => true`)
+		_, task := r.repairOn(diff, `recovery_mode => true, generate_report => true`)
 		require.Equal(t, sqlapi.StatusCompleted, task.Status, "repair: %v", task.Error)
 		var s repair.Summary
 		require.NoError(t, json.Unmarshal(task.Result, &s))
 		require.True(t, s.FullyRepaired, "%+v", s)
 		require.Equal(t, "n2", s.SourceOfTruth)
+		var report struct {
+			SuppliedArgs map[string]any `json:"supplied_args"`
+			Auto         struct {
+				Selected   string `json:"selected"`
+				FailedNode string `json:"failed_node"`
+			} `json:"auto_source_of_truth"`
+		}
+		require.NoError(t, json.Unmarshal(s.RepairReport, &report))
+		require.Equal(t, true, report.SuppliedArgs["recovery_mode"])
+		require.Equal(t, "n2", report.SuppliedArgs["source_of_truth"])
+		require.Equal(t, "n2", report.Auto.Selected)
+		require.Equal(t, "n1", report.Auto.FailedNode)
 		require.Equal(t, []string{"n3"}, s.RepairedNodes)
 		auto := s.AutoSourceOfTruth
 		require.NotNil(t, auto)
