@@ -21,6 +21,10 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.T
 	if err != nil {
 		return nil, err
 	}
+	auto, err := a.recoverySourceOfTruth(ctx, run, args, diff)
+	if err != nil {
+		return nil, err
+	}
 	targets := args.TargetNodes
 	if len(targets) == 0 {
 		targets = slices.DeleteFunc(slices.Clone(diff.Nodes), func(n string) bool { return n == args.SourceOfTruth })
@@ -37,10 +41,16 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.T
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
 	opts := a.repairOptions(run, *args, diff)
+	if args.PreserveOrigin {
+		opts.PreserveOrigin = diff.AgainstOrigin
+	}
 	if opts.Plan, err = args.ParsedPlan(); err != nil {
 		return nil, err
 	}
 	summary, err := repair.Repair(ctx, nodes, opts, sink, progress)
+	if summary != nil {
+		summary.AutoSourceOfTruth = auto
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -217,4 +227,32 @@ func (a *Agent) diffImport(ctx context.Context, run *sqlapi.Run, args *sqlapi.Di
 type importResult struct {
 	*engine.DiffSummary
 	ImportedFrom string `json:"imported_from,omitempty"`
+}
+
+// recoverySourceOfTruth picks the source of truth of a recovery_mode repair that names none (and
+// nothing else decides its rows): the survivor with the highest origin LSN for the failed node,
+// the diff's against_origin. It sets args.SourceOfTruth and takes that node out of the targets;
+// nil when there is nothing to pick. The probe runs logged in as the submitter, before any write.
+func (a *Agent) recoverySourceOfTruth(ctx context.Context, run *sqlapi.Run, args *sqlapi.TableRepairArgs, diff *engine.DiffSummary) (*repair.AutoSourceOfTruth, error) {
+	if !args.RecoveryMode || args.SourceOfTruth != "" || args.Strategy != "" || len(args.Plan) > 0 || args.RepairPlan != "" ||
+		args.FixNulls || args.Bidirectional {
+		return nil, nil
+	}
+	failed := diff.AgainstOrigin
+	if failed == "" {
+		return nil, fmt.Errorf("recovery_mode without a source of truth needs a diff made with against_origin (the failed node): name a source_of_truth")
+	}
+	survivors := slices.DeleteFunc(slices.Clone(diff.Nodes), func(n string) bool { return n == failed })
+	nodes, err := a.openNodes(ctx, run, survivors, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer closeNodes(nodes)
+	auto, err := repair.SelectSurvivor(ctx, nodes, failed)
+	if err != nil {
+		return nil, err
+	}
+	args.SourceOfTruth = auto.Selected
+	args.TargetNodes = slices.DeleteFunc(args.TargetNodes, func(n string) bool { return n == auto.Selected })
+	return auto, nil
 }

@@ -158,6 +158,12 @@ type RepairArgs struct {
 	// checked and narrowed to the table by ace.validate_repair_plan.
 	RepairPlan string          `json:"repair_plan,omitempty"`
 	Plan       json.RawMessage `json:"plan,omitempty"`
+	// RecoveryMode allows repairing a diff made with against_origin or until (a recovery after a
+	// node failed); without a source of truth the agent picks one (recovery.go in package agent).
+	RecoveryMode bool `json:"recovery_mode"`
+	// PreserveOrigin writes the repaired rows under a replication origin that stands for the
+	// diff's against_origin node, with their original commit timestamps.
+	PreserveOrigin bool `json:"preserve_origin"`
 }
 
 // ParsedPlan is the repair plan the validator resolved, as the engine takes it; nil without one.

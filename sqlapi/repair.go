@@ -27,7 +27,9 @@ type TableRepairArgs struct {
 func (a TableRepairArgs) ReportArgs(id uuid.UUID) acefile.ReportArgs {
 	o := a.Options()
 	o.ID = id.String()
-	return o.ReportArgs(a.DiffTask.String(), a.TableName, a.GenerateReport)
+	r := o.ReportArgs(a.DiffTask.String(), a.TableName, a.GenerateReport)
+	r.RecoveryMode = a.RecoveryMode
+	return r
 }
 
 // TableRerunArgs are a table-rerun task's arguments; the validator fills all but DiffTask

@@ -75,6 +75,8 @@ type tableRepairOpts struct {
 	atomic         bool
 	checkUnchanged bool
 	repairPlan     string
+	recoveryMode   bool
+	preserveOrigin bool
 	json           bool
 }
 
@@ -118,6 +120,8 @@ skipped or left unrepaired, 2 error (including a node whose repair failed).`,
 	f.BoolVar(&o.atomic, "atomic", false, "repair every node or none (two-phase commit)")
 	f.BoolVar(&o.checkUnchanged, "check-unchanged", true, "change a row only if it is still what the diff saw (--check-unchanged=false overwrites)")
 	f.StringVarP(&o.repairPlan, "repair-plan", "p", "", "a repair plan: a file (ACE's YAML, or JSON), or the name of one saved with repair-plan import")
+	f.BoolVar(&o.recoveryMode, "recovery-mode", false, "repair a diff made with --against-origin or --until (recovery after a node failed)")
+	f.BoolVar(&o.preserveOrigin, "preserve-origin", false, "keep the failed node's origin and the rows' commit timestamps (with --recovery-mode)")
 	f.BoolVarP(&o.diff.quiet, "quiet", "q", false, "show no progress")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return cmd
@@ -134,6 +138,7 @@ func (o *tableRepairOpts) args(diff uuid.UUID, table string) (sqlapi.TableRepair
 			DryRun: o.dryRun, UpsertOnly: o.upsertOnly, InsertOnly: o.insertOnly, Bidirectional: o.bidirectional,
 			FixNulls: o.fixNulls, FireTriggers: o.fireTriggers, GenerateReport: o.generateReport, Atomic: o.atomic,
 			CheckUnchanged: o.checkUnchanged, RepairPlan: name, Plan: plan,
+			RecoveryMode: o.recoveryMode, PreserveOrigin: o.preserveOrigin,
 		},
 	}, nil
 }

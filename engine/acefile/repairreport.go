@@ -24,6 +24,7 @@ type ReportArgs struct {
 	Strategy       string `json:"strategy,omitempty"`
 	Atomic         bool   `json:"atomic"`
 	CheckUnchanged bool   `json:"check_unchanged"`
+	RecoveryMode   bool   `json:"recovery_mode"`
 }
 
 // ReportChange is one recorded repair action, as the report needs it.
@@ -47,14 +48,16 @@ type repairReport struct {
 	SuppliedArgs  map[string]any            `json:"supplied_args"`
 	Changes       map[string]map[string]any `json:"changes"`
 	RunTime       float64                   `json:"run_time"`
+	// AutoSourceOfTruth is how recovery_mode chose the source of truth (omitted when it was given).
+	AutoSourceOfTruth any `json:"auto_source_of_truth,omitempty"`
 }
 
 // RepairReport renders a repair that ended at end after runTime seconds as ACE's repair report
 // JSON. Rows are in ace-agent's encoding (JSON numbers and booleans, else PostgreSQL's text
 // form). Beyond ACE's keys, every node lists "skipped_rows" with the reason for each.
-func RepairReport(args ReportArgs, end time.Time, runTime float64, changes []ReportChange) (json.RawMessage, error) {
+func RepairReport(args ReportArgs, end time.Time, runTime float64, changes []ReportChange, autoSourceOfTruth any) (json.RawMessage, error) {
 	rep := repairReport{OperationType: "table-repair", Mode: "LIVE_RUN", Changes: map[string]map[string]any{},
-		TimeStamp: end.UTC().Format("2006-01-02 15:04:05.000"), RunTime: runTime}
+		TimeStamp: end.UTC().Format("2006-01-02 15:04:05.000"), RunTime: runTime, AutoSourceOfTruth: autoSourceOfTruth}
 	if args.DryRun {
 		rep.OperationType, rep.Mode = "DRY_RUN", "DRY_RUN"
 	}
@@ -65,7 +68,7 @@ func RepairReport(args ReportArgs, end time.Time, runTime float64, changes []Rep
 	if err := json.Unmarshal(raw, &rep.SuppliedArgs); err != nil {
 		return nil, fmt.Errorf("encode report arguments: %w", err)
 	}
-	for k, v := range map[string]any{"cluster_name": "", "repair_plan_path": "", "dbname": "", "quiet": false, "recovery_mode": false} {
+	for k, v := range map[string]any{"cluster_name": "", "repair_plan_path": "", "dbname": "", "quiet": false} {
 		rep.SuppliedArgs[k] = v
 	}
 	for _, c := range changes {

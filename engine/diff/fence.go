@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -81,27 +82,34 @@ type originCandidate struct {
 	names []string // the origin's own name, its native subscription, its pglogical provider node
 }
 
-// resolveOrigin finds the origin ids on node i that stand for against_origin: 0 (local writes)
-// on the node of that name, and elsewhere the origins of subscriptions from it — matched by
-// origin name or id, native subscription name (as a whole word), or pglogical provider node.
+// resolveOrigin finds the origin ids on node i that stand for against_origin (OriginIDs).
 func (d *differ) resolveOrigin(ctx context.Context, i int) ([]uint32, error) {
-	want := d.opts.AgainstOrigin
 	var ids []uint32
-	if d.nodes[i].Name == want {
-		ids = append(ids, 0)
-	}
-	var cands []originCandidate
 	err := d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 		var err error
-		cands, err = originCandidates(ctx, tx)
+		ids, err = OriginIDs(ctx, tx, d.nodes[i].Name, d.opts.AgainstOrigin)
 		return err
 	})
+	return ids, err
+}
+
+// OriginIDs finds the commit origin ids on the node tx reads (named localNode) that stand for
+// node want: 0 (local writes) on the node of that name, and elsewhere the origins of
+// subscriptions from it — matched by origin name or id, native subscription name (as a whole
+// word), pglogical or Spock provider node — and, on Spock, want's Spock node id, which Spock
+// records as the commit origin of the changes it applies.
+func OriginIDs(ctx context.Context, tx pgx.Tx, localNode, want string) ([]uint32, error) {
+	var ids []uint32
+	if localNode == want {
+		ids = append(ids, 0)
+	}
+	cands, err := originCandidates(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
 	word := regexp.MustCompile(`(^|[^A-Za-z0-9])` + regexp.QuoteMeta(want) + `($|[^A-Za-z0-9])`)
 	for _, c := range cands {
-		if strconv.FormatUint(uint64(c.id), 10) == want || matchesAny(c.names, want, word) {
+		if (strconv.FormatUint(uint64(c.id), 10) == want || matchesAny(c.names, want, word)) && !slices.Contains(ids, c.id) {
 			ids = append(ids, c.id)
 		}
 	}
@@ -123,14 +131,23 @@ func originCandidates(ctx context.Context, tx pgx.Tx) ([]originCandidate, error)
 	if err := tx.QueryRow(ctx, `SELECT to_regclass('pglogical.subscription') IS NOT NULL`).Scan(&hasPglogical); err != nil {
 		return nil, err
 	}
-	pglogical := `NULL::text`
+	var hasSpock bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('spock.node') IS NOT NULL`).Scan(&hasSpock); err != nil {
+		return nil, err
+	}
+	pglogical, spock := `NULL::text`, ``
+	if hasSpock {
+		pglogical = `(SELECT n.node_name::text FROM spock.subscription ss JOIN spock.node n ON n.node_id = ss.sub_origin
+		              WHERE ss.sub_slot_name = ro.roname LIMIT 1)`
+		spock = ` UNION ALL SELECT n.node_id::int8, n.node_name::text, NULL, NULL FROM spock.node n`
+	}
 	if hasPglogical {
 		pglogical = `(SELECT n.node_name::text FROM pglogical.subscription ps JOIN pglogical.node n ON n.node_id = ps.sub_origin
 		              WHERE ps.sub_slot_name = ro.roname LIMIT 1)`
 	}
 	rows, err := tx.Query(ctx, `SELECT ro.roident::int8, ro.roname,
 		(SELECT s.subname::text FROM pg_subscription s WHERE ro.roname = 'pg_' || s.oid::text), `+pglogical+`
-		FROM pg_replication_origin ro`)
+		FROM pg_replication_origin ro`+spock)
 	if err != nil {
 		return nil, fmt.Errorf("list replication origins: %w", err)
 	}

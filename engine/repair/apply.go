@@ -23,6 +23,14 @@ type decided struct {
 // applyBatch reads the batch's rows on the node (locking those it will change), decides each
 // action against what is there now, and applies them unless this is a dry run.
 func (r *repairer) applyBatch(ctx context.Context, s *repairSession, plans []planned) ([]Action, error) {
+	if r.preserving() {
+		return r.applyPreserving(ctx, s, plans)
+	}
+	return r.applyPlans(ctx, s, plans)
+}
+
+// applyPlans is applyBatch in the session's open transaction.
+func (r *repairer) applyPlans(ctx context.Context, s *repairSession, plans []planned) ([]Action, error) {
 	var out []Action
 	var work []planned
 	for _, p := range plans {

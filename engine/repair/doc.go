@@ -24,4 +24,8 @@
 //     the plan's types and its sides bound to the diff's nodes; the first pass, which decides
 //     every key's rule (when and pick_freshest evaluated on a node as the submitter, typed) before
 //     anything is written; and each decision turned into what every target gets.
+//   - recovery.go: recovery_mode's choice of a source of truth (SelectSurvivor): the survivor
+//     with the highest origin LSN for the failed node, read from its replication origins.
+//   - preserve.go: preserve_origin: each original commit's rows written in a transaction of
+//     their own, under the failed node's origin and with that commit's timestamp.
 package repair

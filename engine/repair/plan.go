@@ -20,6 +20,9 @@ type planned struct {
 	// may only insert (apply_from with mode insert).
 	allowStale *bool
 	insertOnly bool
+	// commitTS is when the copied version (the source's) was committed, as the diff saw it; nil
+	// when unknown or nothing is copied (preserve_origin groups rows by it).
+	commitTS *time.Time
 }
 
 // plan decides, for every target node, what to do with one differing key.
@@ -46,6 +49,9 @@ func (r *repairer) plan(d engine.DiffRow) ([]planned, error) {
 		out[i].key = key
 		out[i].PK, out[i].PKSort = d.PK, d.PKSort
 		out[i].expect = rowOf(d, out[i].Node)
+		if m, ok := d.Meta[out[i].Source]; ok && out[i].Source != "" && present(d, out[i].Source) {
+			out[i].commitTS = m.CommitTS
+		}
 	}
 	return out, nil
 }

@@ -116,6 +116,11 @@ type Options struct {
 	// other expressions) could step back to the agent's login, so a table carrying such code
 	// owned by a non-superuser is refused before anything is written (see engine.CheckTableCode).
 	SetRoleSessions bool
+	// PreserveOrigin names the failed node whose origin the repaired rows keep ("" for none): the
+	// rows copied from each original commit are written in a transaction of their own, under a
+	// replication origin that stands for that node on the target, with that commit's timestamp
+	// (preserve.go). Not with Atomic.
+	PreserveOrigin string
 }
 
 // How a repair writes on a node (NodeRepair.WriteMode).
@@ -144,6 +149,7 @@ func (o *Options) check() error {
 		{o.InsertOnly, o.UpsertOnly, "insert_only and upsert_only"},
 		{o.Strategy != "" && o.SourceOfTruth != "", true, "strategy and source_of_truth"},
 		{o.Strategy != "", o.Bidirectional || o.FixNulls, "strategy and bidirectional or fix_nulls"},
+		{o.PreserveOrigin != "", o.Atomic, "preserve_origin and atomic"},
 	} {
 		if c.a && c.b {
 			return fmt.Errorf("%s cannot be combined", c.msg)
@@ -252,6 +258,8 @@ type Summary struct {
 	RepairPlan   string           `json:"repair_plan,omitempty"`
 	RuleMatches  map[string]int64 `json:"rule_matches,omitempty"`
 	RepairReport json.RawMessage  `json:"repair_report,omitempty"` // ACE's report, with generate_report
+	// AutoSourceOfTruth says how recovery_mode chose SourceOfTruth; nil when it was given.
+	AutoSourceOfTruth *AutoSourceOfTruth `json:"auto_source_of_truth,omitempty"`
 }
 
 // repairError is a repair that failed on at least one node. Summary says what every node got.

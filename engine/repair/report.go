@@ -28,5 +28,9 @@ func ACERepairReport(args acefile.ReportArgs, s *Summary, actions []Action) (jso
 			Reason: a.Reason, Applied: a.Applied, PK: a.PK, Before: a.Before, After: a.After,
 		}
 	}
-	return acefile.RepairReport(args, s.EndTime, s.TimeTakenSeconds, changes)
+	var auto any
+	if s.AutoSourceOfTruth != nil {
+		auto = s.AutoSourceOfTruth
+	}
+	return acefile.RepairReport(args, s.EndTime, s.TimeTakenSeconds, changes, auto)
 }

@@ -37,6 +37,10 @@ type repairer struct {
 	writable []engine.Column // columns a repair writes: all but generated ones
 	sessions map[string]*repairSession
 	modes    map[string]string // target -> WriteReplica or WriteNormal ("" in a dry run)
+	// preserveOrigins is, with preserve_origin, the replication origin on each target that stands
+	// for the failed node (preserve.go).
+	preserveOrigins map[string]string
+	createOrigins   map[string]bool // targets where that origin is still to be created
 
 	// With a plan: its sides bound to nodes, and each key's choice (planeval.go).
 	rules       *Plan
@@ -58,6 +62,8 @@ type repairSession struct {
 	inTx      bool
 	committed bool
 	failed    error
+	spock     bool   // Spock is here: every transaction enters its repair mode
+	origin    string // the replication origin the session is set up with ("" none)
 }
 
 func newRepairer(nodes []*engine.Node, opts Options, sink Sink, progress engine.ProgressFunc) (*repairer, error) {
@@ -109,6 +115,9 @@ func (r *repairer) prepare(ctx context.Context) error {
 		}
 	}
 	if err := r.decideWriteModes(ctx); err != nil {
+		return err
+	}
+	if err := r.preparePreserve(ctx); err != nil {
 		return err
 	}
 	// After the table's code was judged (set_role): a plan's predicates cast the table's types.
@@ -229,11 +238,10 @@ func (r *repairer) openSession(ctx context.Context, n *engine.Node) (*repairSess
 }
 
 func (r *repairer) beginSession(ctx context.Context, s *repairSession) error {
-	spock := false
 	switch r.modes[s.node.Name] {
 	case WriteReplica:
 		var err error
-		if spock, err = r.setupSession(ctx, s); err != nil {
+		if s.spock, err = r.setupSession(ctx, s); err != nil {
 			return err
 		}
 	case WriteNormal:
@@ -241,6 +249,12 @@ func (r *repairer) beginSession(ctx context.Context, s *repairSession) error {
 			return err
 		}
 	}
+	return r.begin(ctx, s)
+}
+
+// begin opens a transaction of the repair on the session: read only in a dry run, in Spock's
+// repair mode where Spock is, as the submitting role.
+func (r *repairer) begin(ctx context.Context, s *repairSession) error {
 	begin := "BEGIN"
 	if r.opts.DryRun {
 		begin = "BEGIN READ ONLY"
@@ -249,7 +263,7 @@ func (r *repairer) beginSession(ctx context.Context, s *repairSession) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	s.inTx = true
-	if spock {
+	if s.spock {
 		if _, err := s.conn.Exec(ctx, "SELECT spock.repair_mode(true)"); err != nil {
 			return fmt.Errorf("enter spock repair mode: %w", err)
 		}
@@ -298,6 +312,7 @@ func (r *repairer) setupOrigin(ctx context.Context, s *repairSession) error {
 			if err != nil {
 				return fmt.Errorf("use replication origin %s: %w", r.opts.Origin, err)
 			}
+			s.origin = r.opts.Origin
 			return nil
 		}
 		r.report("waiting for another repair on node " + s.node.Name)
@@ -417,10 +432,10 @@ func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) err
 	p := pool.New().WithContext(ctx)
 	for i, s := range live {
 		p.Go(func(ctx context.Context) error {
+			// On an error, only preserve_origin returns actions: those it committed.
 			actions, err := r.applyBatch(ctx, s, perNode[s.node.Name])
 			if err != nil {
 				s.failed = err
-				return nil
 			}
 			results[i] = actions
 			return nil
@@ -431,14 +446,15 @@ func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) err
 		return err
 	}
 	var all []Action
-	for i, s := range live {
-		if s.failed == nil {
-			all = append(all, results[i]...)
-		}
+	for i := range live {
+		all = append(all, results[i]...)
 	}
 	r.count(all)
 	if err := r.sink.WriteRepairActions(ctx, all); err != nil {
 		return fmt.Errorf("record repair actions: %w", err)
+	}
+	if err := r.markCommittedGroups(ctx, live, results); err != nil {
+		return err
 	}
 	r.mu.Lock()
 	r.keysDone += int64(len(batch))

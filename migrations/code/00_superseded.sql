@@ -67,3 +67,15 @@ END $$;
 DROP PROCEDURE IF EXISTS ace.run_table_diff(text, text[], int, text, bigint, int, float8, int, text, timestamptz, text, interval, boolean,
                                             uuid, text, bigint, jsonb);
 DROP FUNCTION IF EXISTS ace.table_diff(text, text[], int, text, bigint, int, float8, int, text, timestamptz, text, interval, boolean);
+
+-- Issue 20 (recovery): table_repair and run_table_repair took recovery_mode and preserve_origin.
+DO $$
+DECLARE
+    p regprocedure;
+BEGIN
+    FOR p IN SELECT oid::regprocedure FROM pg_proc
+             WHERE pronamespace = 'ace'::regnamespace AND proname IN ('table_repair', 'run_table_repair')
+               AND NOT 'preserve_origin' = ANY(proargnames) LOOP
+        EXECUTE format('DROP ROUTINE %s', p);
+    END LOOP;
+END $$;

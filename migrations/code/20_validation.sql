@@ -261,7 +261,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     ELSIF args->>'source_of_truth' IS NULL AND NOT (args->>'fix_nulls')::boolean AND NOT (args->>'bidirectional')::boolean
-          AND NOT args ? 'plan' THEN
+          AND NOT args ? 'plan' AND NOT coalesce((args->>'recovery_mode')::boolean, false) THEN
         RAISE EXCEPTION 'source_of_truth is required'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Name the node whose rows are right (source_of_truth => ''n1''), or use strategy => ''latest_commit'' or ''majority'', fix_nulls, bidirectional or a repair plan.';
@@ -274,6 +274,47 @@ BEGIN
         IF conflicting IS NOT NULL THEN
             RAISE EXCEPTION 'a repair plan cannot be combined with %', conflicting USING ERRCODE = 'invalid_parameter_value',
                 HINT = 'The plan''s rules decide every row (apply_from with mode insert or upsert, keep, skip, ...): say it there.';
+        END IF;
+    END IF;
+END $$;
+
+-- A diff scoped to one origin (against_origin) or to commits before a time (until) saw only part
+-- of the table: the rows it did not see are not "in sync", and repairing from it as from a
+-- whole-table diff would be a trap (ACE does not guard it). Such a diff is repaired only in
+-- recovery_mode, which says the user means a recovery after a node failed.
+CREATE OR REPLACE FUNCTION ace.check_recovery(args jsonb, diff jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    scope text := concat_ws(' and ',
+        CASE WHEN coalesce(diff->>'against_origin', '') <> '' THEN format('against_origin => %L', diff->>'against_origin') END,
+        CASE WHEN diff->>'until' IS NOT NULL THEN format('until => %L', diff->>'until') END);
+BEGIN
+    IF scope <> '' AND NOT (args->>'recovery_mode')::boolean THEN
+        RAISE EXCEPTION 'the diff was made with %, so it saw only part of the table: it is repaired only with recovery_mode => true', scope
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'To recover from a failed node, repair with recovery_mode => true (it picks the survivor that received the most from the failed node unless you name a source_of_truth); to repair the whole table, diff it again without against_origin and until.';
+    END IF;
+    -- Without anything else deciding the rows, recovery_mode picks the source of truth: the
+    -- survivor that received the most from the failed node, the diff's against_origin.
+    IF (args->>'recovery_mode')::boolean AND args->>'source_of_truth' IS NULL AND args->>'strategy' IS NULL
+       AND NOT (args ? 'plan' OR args ? 'repair_plan') AND NOT (args->>'fix_nulls')::boolean
+       AND NOT (args->>'bidirectional')::boolean AND coalesce(diff->>'against_origin', '') = '' THEN
+        RAISE EXCEPTION 'recovery_mode without a source_of_truth picks the survivor that received the most from the failed node, and this diff names no failed node (it was made without against_origin)'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Name the node whose rows are right (source_of_truth => ''n2''), or diff again with against_origin => ''<failed node>''.';
+    END IF;
+    -- preserve_origin commits each commit timestamp's rows on their own, under the failed node's
+    -- origin: a repair of every node or none cannot be made of many commits.
+    IF (args->>'preserve_origin')::boolean THEN
+        IF (args->>'atomic')::boolean THEN
+            RAISE EXCEPTION 'preserve_origin and atomic cannot be combined'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'preserve_origin commits the rows of each original commit timestamp in a transaction of its own, so the repair cannot be one two-phase commit; leave out one of them.';
+        END IF;
+        IF coalesce(diff->>'against_origin', '') = '' THEN
+            RAISE EXCEPTION 'preserve_origin keeps the failed node''s origin on the repaired rows, and this diff names no failed node (it was made without against_origin)'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Diff again with against_origin => ''<failed node>'' and recovery_mode => true, or repair without preserve_origin.';
         END IF;
     END IF;
 END $$;
@@ -408,12 +449,13 @@ BEGIN
                   HINT = format('Run ace.table_diff(%L) without columns and repair that diff.', diff.result->>'table_name');
     END IF;
     FOREACH k IN ARRAY ARRAY['dry_run', 'upsert_only', 'insert_only', 'bidirectional', 'fix_nulls', 'fire_triggers',
-                             'generate_report', 'atomic'] LOOP
+                             'generate_report', 'atomic', 'recovery_mode', 'preserve_origin'] LOOP
         args := args || jsonb_build_object(k, ace.bool_arg(args, k, false));
     END LOOP;
     args := args || jsonb_build_object('check_unchanged', ace.bool_arg(args, 'check_unchanged', true),
                                        'source_of_truth', ace.text_arg(args, 'source_of_truth'),
                                        'strategy', lower(ace.text_arg(args, 'strategy')));
+    PERFORM ace.check_recovery(args, diff.result);
     tbl := ace.resolve_table(diff.result->>'table_name');
     args := args - 'plan' || jsonb_strip_nulls(jsonb_build_object('plan', ace.repair_plan_arg(args, tbl),
                                                                    'repair_plan', ace.text_arg(args, 'repair_plan')));

@@ -31,7 +31,9 @@ CREATE OR REPLACE FUNCTION ace.table_repair(
     check_unchanged boolean DEFAULT true,
     target_nodes text[] DEFAULT NULL,
     repair_plan text DEFAULT NULL,
-    plan jsonb DEFAULT NULL
+    plan jsonb DEFAULT NULL,
+    recovery_mode boolean DEFAULT false,
+    preserve_origin boolean DEFAULT false
 ) RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     id uuid;
@@ -42,7 +44,8 @@ BEGIN
         'insert_only', insert_only, 'bidirectional', bidirectional, 'fix_nulls', fix_nulls, 'fire_triggers', fire_triggers,
         'generate_report', generate_report, 'strategy', strategy, 'atomic', atomic, 'check_unchanged', check_unchanged,
         'target_nodes', target_nodes,
-        'repair_plan', repair_plan, 'plan', plan)))
+        'repair_plan', repair_plan, 'plan', plan,
+        'recovery_mode', recovery_mode, 'preserve_origin', preserve_origin)))
     RETURNING task_id INTO id;
     RETURN id;
 END $$;
@@ -109,6 +112,8 @@ CREATE OR REPLACE PROCEDURE ace.run_table_repair(
     target_nodes text[] DEFAULT NULL,
     repair_plan text DEFAULT NULL,
     plan jsonb DEFAULT NULL,
+    recovery_mode boolean DEFAULT false,
+    preserve_origin boolean DEFAULT false,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT outcome text DEFAULT NULL,
@@ -117,7 +122,8 @@ CREATE OR REPLACE PROCEDURE ace.run_table_repair(
 BEGIN
     task_id := ace.table_repair(diff_task, source_of_truth, dry_run, upsert_only, insert_only, bidirectional, fix_nulls,
                                 fire_triggers, generate_report, strategy, atomic, check_unchanged, target_nodes,
-                                repair_plan, plan);
+                                repair_plan, plan,
+                                recovery_mode, preserve_origin);
     RAISE NOTICE 'submitted table-repair task %', task_id;
     COMMIT;
     CALL ace.follow_submitted(task_id, status, outcome, summary);
