@@ -108,6 +108,21 @@ BEGIN
     RETURN ace.set_node_state(node_name, 'active', NULL, 'node_up');
 END $$;
 
+-- overload of ace.mark_node_up: the same change with a resync, at the caller's rights.
+-- Marks a down node up (ace.mark_node_up(node_name), which the caller must be granted) and, with
+-- resync, submits ace.resync_node(node_name) as the caller, returning its task id (NULL without
+-- resync). It runs with the caller's rights, so the resync is the caller's task, logged in as
+-- the caller on every node, and sees only the tables the caller may read.
+CREATE OR REPLACE FUNCTION ace.mark_node_up(node_name text, resync boolean) RETURNS uuid
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ace.mark_node_up(node_name);
+    IF NOT coalesce(resync, false) THEN
+        RETURN NULL;
+    END IF;
+    RETURN ace.resync_node(node_name);
+END $$;
+
 REVOKE EXECUTE ON FUNCTION ace.promote_node(text), ace.mark_node_down(text, text), ace.mark_node_up(text),
     ace.node_for_update(text), ace.set_node_state(text, text, text, text) FROM PUBLIC;
 

@@ -70,20 +70,6 @@ BEGIN
     CALL ace.follow_submitted(task_id, status, outcome, summary);
 END $$;
 
--- Marks a down node up (ace.mark_node_up(node_name), which the caller must be granted) and, with
--- resync, submits ace.resync_node(node_name) as the caller, returning its task id (NULL without
--- resync). It runs with the caller's rights, so the resync is the caller's task, logged in as
--- the caller on every node, and sees only the tables the caller may read.
-CREATE OR REPLACE FUNCTION ace.mark_node_up(node_name text, resync boolean) RETURNS uuid
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM ace.mark_node_up(node_name);
-    IF NOT coalesce(resync, false) THEN
-        RETURN NULL;
-    END IF;
-    RETURN ace.resync_node(node_name);
-END $$;
-
 -- A one-line account of a resync's result.
 CREATE OR REPLACE FUNCTION ace.describe_resync(summary jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
