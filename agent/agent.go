@@ -101,7 +101,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("connect to local node: %w", err)
 	}
 	defer a.pool.Close()
-	if err := a.register(ctx); err != nil {
+	// A stop that comes while the agent registers lets the registration finish (within
+	// registerTimeout), so the agent stops as any registered agent does instead of failing.
+	regCtx, cancelReg := context.WithTimeout(context.WithoutCancel(ctx), registerTimeout)
+	err = a.register(regCtx)
+	cancelReg()
+	if err != nil {
 		return err
 	}
 	a.log.Info("agent started", "agent", a.id, "node", a.cfg.Node, "max_tasks", a.cfg.MaxTasks)
@@ -140,6 +145,10 @@ func (a *Agent) services(wake chan struct{}) []service {
 		&scheduler{a: a},
 	}
 }
+
+// registerTimeout bounds the agent's registration: reading ace.nodes, its row in ace.agents and
+// its agent_started event.
+const registerTimeout = 30 * time.Second
 
 func (a *Agent) register(ctx context.Context) error {
 	var node string
