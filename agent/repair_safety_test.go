@@ -5,7 +5,9 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine/repair"
@@ -209,4 +211,60 @@ func envOn(t *testing.T, instances []*localpg.Instance, db string) *diffEnv {
 		n.StartAgent(t)
 	}
 	return &diffEnv{Env: env, t: t}
+}
+
+// TestRepairAndDownNodes: a node marked down after the diff is left out of a repair's default
+// targets (with a NOTICE naming it, and its rows untouched), and refused when named as a target
+// or as the source of truth; once marked up it is repaired from the same diff.
+func TestRepairAndDownNodes(t *testing.T) {
+	t.Parallel()
+	e := setup(t, smallDDL)
+	e.ExecAll(`INSERT INTO v SELECT g, 'x' || g FROM generate_series(1, 10) g`)
+	e.Node("n2").Exec(t, `UPDATE v SET x = 'bad2' WHERE id = 1`)
+	e.Node("n3").Exec(t, `UPDATE v SET x = 'bad3' WHERE id = 2`)
+	diff := e.diffID("public.v")
+	n1 := e.Node("n1")
+	n1.Exec(t, `SELECT ace.mark_node_down('n3', 'disk failure')`)
+
+	refused := func(t *testing.T, args string, message string) {
+		t.Helper()
+		_, err := n1.Pool.Exec(t.Context(), `SELECT ace.table_repair($1, `+args+`)`, diff)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, pgerrcode.ObjectNotInPrerequisiteState, pgErr.Code)
+		require.Equal(t, message, pgErr.Message)
+	}
+	const n3Down = "node n3 is marked down (disk failure); mark it up with ace.mark_node_up('n3') or leave it out"
+	t.Run("named as a target", func(t *testing.T) {
+		refused(t, `source_of_truth => 'n1', target_nodes => ARRAY['n2', 'n3']`, n3Down)
+	})
+	t.Run("named as the source of truth", func(t *testing.T) {
+		refused(t, `source_of_truth => 'n3'`, n3Down)
+	})
+	t.Run("left out of the default targets", func(t *testing.T) {
+		cfg, err := pgx.ParseConfig(n1.DSN)
+		require.NoError(t, err)
+		var notices []string
+		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+		conn, err := pgx.ConnectConfig(t.Context(), cfg)
+		require.NoError(t, err)
+		defer conn.Close(t.Context())
+		var id uuid.UUID
+		require.NoError(t, conn.QueryRow(t.Context(), `SELECT ace.table_repair($1, source_of_truth => 'n1')`, diff).Scan(&id))
+		require.Contains(t, notices, "nodes left out of the repair: n3 (down: disk failure)")
+		task := n1.Wait(t, id)
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "repair error: %v", task.Error)
+		require.Equal(t, "x1", e.scalar("n2", `SELECT x FROM v WHERE id = 1`))
+		require.Equal(t, "bad3", e.scalar("n3", `SELECT x FROM v WHERE id = 2`), "a down node is not written")
+	})
+	t.Run("repaired from the same diff once up", func(t *testing.T) {
+		n1.Exec(t, `SELECT ace.mark_node_up('n3')`)
+		e.completedRepair(diff, `source_of_truth => 'n1', target_nodes => ARRAY['n3']`)
+		e.requireInSync("public.v")
+	})
+	t.Run("a repair with every target down is refused", func(t *testing.T) {
+		n1.Exec(t, `SELECT ace.mark_node_down('n2', NULL), ace.mark_node_down('n3', NULL)`)
+		defer n1.Exec(t, `SELECT ace.mark_node_up('n2'), ace.mark_node_up('n3')`)
+		refused(t, `source_of_truth => 'n1'`, "every node this repair would write is marked down: n2 (down), n3 (down)")
+	})
 }

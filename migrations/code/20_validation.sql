@@ -65,6 +65,36 @@ BEGIN
     END IF;
 END $$;
 
+-- The nodes a repair will write. Named targets are checked as any named node (a down one is
+-- refused). Default targets (every node of the diff but the source of truth) leave out the nodes
+-- marked down since the diff, with a NOTICE, because nothing can be written there; the diff's
+-- rows for them stay, for their resync. A repair with no live node left to write is refused.
+CREATE OR REPLACE FUNCTION ace.repair_targets(targets text[], named boolean) RETURNS text[]
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    left_out text;
+BEGIN
+    IF named THEN
+        PERFORM ace.check_named_nodes(targets);
+        RETURN targets;
+    END IF;
+    SELECT string_agg(format('%s (down%s)', n.node_name, ': ' || n.state_reason), ', ' ORDER BY n.node_name)
+        INTO left_out FROM ace.nodes n WHERE n.node_name = ANY (targets) AND n.state = 'down';
+    IF left_out IS NULL THEN
+        RETURN targets;
+    END IF;
+    targets := ARRAY(SELECT t FROM unnest(targets) t
+                     WHERE NOT EXISTS (SELECT 1 FROM ace.nodes n WHERE n.node_name = t AND n.state = 'down') ORDER BY 1);
+    IF cardinality(targets) = 0 THEN
+        RAISE EXCEPTION 'every node this repair would write is marked down: %', left_out
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Mark a node up with ace.mark_node_up(node) once it is back (resync => true repairs it then).';
+    END IF;
+    RAISE NOTICE 'nodes left out of the repair: %', left_out
+        USING HINT = 'A down node is not written; when it is back, ace.mark_node_up(node, resync => true) repairs it.';
+    RETURN targets;
+END $$;
+
 -- The default nodes of a task: the active ones, by name. A NOTICE names those left out (down or
 -- joining), so that a caller sees what the task will not look at.
 CREATE OR REPLACE FUNCTION ace.default_nodes() RETURNS text[]
@@ -473,6 +503,9 @@ BEGIN
         RAISE EXCEPTION 'source_of_truth % is not one of the diff''s nodes (%)', sot, array_to_string(diff_nodes, ', ')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF sot IS NOT NULL THEN
+        PERFORM ace.check_named_nodes(ARRAY[sot]); -- its rows are read again at the repair
+    END IF;
     IF jsonb_typeof(args->'target_nodes') = 'array' AND jsonb_array_length(args->'target_nodes') > 0 THEN
         targets := ARRAY(SELECT DISTINCT btrim(n) FROM jsonb_array_elements_text(args->'target_nodes') n ORDER BY 1);
         SELECT array_agg(n ORDER BY n) INTO unknown FROM unnest(targets) n WHERE NOT n = ANY(diff_nodes);
@@ -483,8 +516,9 @@ BEGIN
         IF sot = ANY(targets) THEN
             RAISE EXCEPTION 'node % is the source of truth and cannot also be repaired', sot USING ERRCODE = 'invalid_parameter_value';
         END IF;
+        targets := ace.repair_targets(targets, true);
     ELSE
-        targets := ARRAY(SELECT n FROM unnest(diff_nodes) n WHERE n IS DISTINCT FROM sot ORDER BY 1);
+        targets := ace.repair_targets(ARRAY(SELECT n FROM unnest(diff_nodes) n WHERE n IS DISTINCT FROM sot ORDER BY 1), false);
     END IF;
     SELECT array_agg(n ORDER BY n) INTO unknown FROM unnest(diff_nodes) n WHERE NOT EXISTS (SELECT 1 FROM ace.nodes x WHERE x.node_name = n);
     IF unknown IS NOT NULL THEN
