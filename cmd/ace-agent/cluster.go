@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/ace-agent/ace-agent/sqlapi"
@@ -61,29 +63,25 @@ func runClusterImport(cmd *cobra.Command, g *globals, o importOpts) error {
 	if err != nil {
 		return err
 	}
-	ctx := cmd.Context()
-	conn, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("register the nodes of cluster %s: %w", o.cluster, err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	for _, n := range nodes {
-		if err := sqlapi.AddNode(ctx, tx, sqlapi.RegisteredNode{Name: n.Name, ConnInfo: n.ConnInfo, Cluster: o.cluster}); err != nil {
-			return explainNodeError(n.Name, fmt.Errorf("[%s]: %w", n.Section, err))
+	return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("register the nodes of cluster %s: %w", o.cluster, err)
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("register the nodes of cluster %s: %w", o.cluster, err)
-	}
-	for _, n := range nodes {
-		fmt.Fprintf(cmd.OutOrStdout(), "registered node %s (cluster %s): %s\n", n.Name, o.cluster, n.ConnInfo)
-	}
-	return nil
+		defer func() { _ = tx.Rollback(ctx) }()
+		for _, n := range nodes {
+			if err := sqlapi.AddNode(ctx, tx, sqlapi.RegisteredNode{Name: n.Name, ConnInfo: n.ConnInfo, Cluster: o.cluster}); err != nil {
+				return explainNodeError(n.Name, fmt.Errorf("[%s]: %w", n.Section, err))
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("register the nodes of cluster %s: %w", o.cluster, err)
+		}
+		for _, n := range nodes {
+			fmt.Fprintf(cmd.OutOrStdout(), "registered node %s (cluster %s): %s\n", n.Name, o.cluster, n.ConnInfo)
+		}
+		return nil
+	})
 }
 
 // readClusterNodes parses the service file and prints its warnings to warn.

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/ace-agent/ace-agent/sqlapi"
@@ -21,18 +23,14 @@ owner and the fix. It gives up on a lock another session holds for longer than -
 naming that session.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			conn, err := g.connect(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			version, err := sqlapi.InstallWith(ctx, conn, opts)
-			if err != nil {
-				return fmt.Errorf("install the ace schema: %w", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ace schema installed on %s (version %d)\n", conn.Config().Database, version)
-			return nil
+			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+				version, err := sqlapi.InstallWith(ctx, conn, opts)
+				if err != nil {
+					return fmt.Errorf("install the ace schema: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "ace schema installed on %s (version %d)\n", conn.Config().Database, version)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&opts.LockTimeout, "lock-timeout", sqlapi.DefaultLockTimeout,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -49,13 +50,8 @@ Exit codes: 0 built, 2 error.`,
   ace-agent mtree build public.orders --leaf-rows 5000`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			task, err := submitAndFollow(cmd.Context(), conn, sqlapi.TypeMtreeBuild,
-				sqlapi.MtreeBuildArgs{TableName: args[0], Nodes: parseNodes(o.nodes), LeafRows: o.leafRows}, o.quiet, cmd.ErrOrStderr())
+			task, err := submitFollowing(cmd, g, sqlapi.TypeMtreeBuild,
+				sqlapi.MtreeBuildArgs{TableName: args[0], Nodes: parseNodes(o.nodes), LeafRows: o.leafRows}, o.quiet)
 			if err != nil {
 				return err
 			}
@@ -105,12 +101,7 @@ Exit codes: 0 the tables match, 1 they differ, 2 error.`,
   ace-agent mtree diff public.orders --cdc-timeout 2m --output html`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			task, err := submitAndFollow(cmd.Context(), conn, sqlapi.TypeMtreeDiff, o.args(args[0]), o.quiet, cmd.ErrOrStderr())
+			task, err := submitFollowing(cmd, g, sqlapi.TypeMtreeDiff, o.args(args[0]), o.quiet)
 			if err != nil {
 				return err
 			}
@@ -157,16 +148,11 @@ Exit codes: 0 no warning, 1 a node reports a warning, 2 error.`,
   ace-agent mtree status public.orders --json`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
 			table := ""
 			if len(args) == 1 {
 				table = args[0]
 			}
-			return printTreeStatus(cmd, conn, table, asJSON)
+			return withConn(cmd, g, func(_ context.Context, conn *pgx.Conn) error { return printTreeStatus(cmd, conn, table, asJSON) })
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the rows as JSON")
@@ -257,16 +243,11 @@ Exit codes: 0 done, 2 error.`
 		cmd.Args = cobra.ExactArgs(1)
 	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		conn, err := g.connect(cmd.Context())
-		if err != nil {
-			return err
-		}
-		defer closeConn(conn)
 		a := sqlapi.MtreeTeardownArgs{Nodes: parseNodes(nodes)}
 		if one {
 			a.TableName = args[0]
 		}
-		task, err := submitAndFollow(cmd.Context(), conn, sqlapi.TypeMtreeTeardown, a, quiet, cmd.ErrOrStderr())
+		task, err := submitFollowing(cmd, g, sqlapi.TypeMtreeTeardown, a, quiet)
 		if err != nil {
 			return err
 		}

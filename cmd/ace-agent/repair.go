@@ -144,30 +144,26 @@ func (o *tableRepairOpts) args(diff uuid.UUID, table string) (sqlapi.TableRepair
 }
 
 func runTableRepair(cmd *cobra.Command, g *globals, o *tableRepairOpts, args []string) error {
-	ctx := cmd.Context()
 	stderr := cmd.ErrOrStderr()
-	conn, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
-	diff, err := o.diff.resolve(ctx, conn, stderr)
-	if err != nil {
-		return err
-	}
-	table := ""
-	if len(args) == 1 {
-		table = args[0]
-	}
-	repairArgs, err := o.args(diff, table)
-	if err != nil {
-		return err
-	}
-	task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableRepair, repairArgs, o.diff.quiet, stderr)
-	if err != nil {
-		return err
-	}
-	return reportRepair(cmd.OutOrStdout(), stderr, task, o)
+	return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+		diff, err := o.diff.resolve(ctx, conn, stderr)
+		if err != nil {
+			return err
+		}
+		table := ""
+		if len(args) == 1 {
+			table = args[0]
+		}
+		repairArgs, err := o.args(diff, table)
+		if err != nil {
+			return err
+		}
+		task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableRepair, repairArgs, o.diff.quiet, stderr)
+		if err != nil {
+			return err
+		}
+		return reportRepair(cmd.OutOrStdout(), stderr, task, o)
+	})
 }
 
 // reportRepair prints a finished repair's outcome and returns the error its exit code needs.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
@@ -189,12 +191,11 @@ ace-agent table-repair --diff-task ID --repair-plan NAME, or ace.table_repair(id
 			if name == "" {
 				name = strings.TrimSuffix(filepath.Base(args[0]), filepath.Ext(args[0]))
 			}
-			conn, err := g.connect(cmd.Context())
-			if err != nil {
+			var stored []byte
+			err = withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) (err error) {
+				stored, err = sqlapi.SaveRepairPlan(ctx, conn, name, plan)
 				return err
-			}
-			defer closeConn(conn)
-			stored, err := sqlapi.SaveRepairPlan(cmd.Context(), conn, name, plan)
+			})
 			if err != nil {
 				return err
 			}

@@ -53,12 +53,7 @@ func runRepsetDiff(cmd *cobra.Command, g *globals, o *repsetDiffOpts, repset str
 	}
 	args := sqlapi.RepsetDiffArgs{Repset: repset, Nodes: parseNodes(o.nodes), SkipTables: skip, Provider: o.provider,
 		ChildDiffArgs: o.childArgs()}
-	conn, err := g.connect(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
-	task, err := submitAndFollow(cmd.Context(), conn, sqlapi.TypeRepsetDiff, args, o.quiet, cmd.ErrOrStderr())
+	task, err := submitFollowing(cmd, g, sqlapi.TypeRepsetDiff, args, o.quiet)
 	if err != nil {
 		return err
 	}

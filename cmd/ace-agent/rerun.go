@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -42,26 +44,22 @@ Exit codes: 0 all previously reported differences are gone, 1 some persist, 2 er
 }
 
 func runTableRerun(cmd *cobra.Command, g *globals, o *tableRerunOpts, args []string) error {
-	ctx := cmd.Context()
 	stderr := cmd.ErrOrStderr()
-	conn, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
-	diff, err := o.diff.resolve(ctx, conn, stderr)
-	if err != nil {
-		return err
-	}
-	rerunArgs := sqlapi.TableRerunArgs{DiffTask: diff}
-	if len(args) == 1 {
-		rerunArgs.TableName = args[0]
-	}
-	task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableRerun, rerunArgs, o.diff.quiet, stderr)
-	if err != nil {
-		return err
-	}
-	return reportRerun(cmd.OutOrStdout(), stderr, task, o.json)
+	return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+		diff, err := o.diff.resolve(ctx, conn, stderr)
+		if err != nil {
+			return err
+		}
+		rerunArgs := sqlapi.TableRerunArgs{DiffTask: diff}
+		if len(args) == 1 {
+			rerunArgs.TableName = args[0]
+		}
+		task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableRerun, rerunArgs, o.diff.quiet, stderr)
+		if err != nil {
+			return err
+		}
+		return reportRerun(cmd.OutOrStdout(), stderr, task, o.json)
+	})
 }
 
 func reportRerun(stdout, stderr io.Writer, t sqlapi.Task, asJSON bool) error {

@@ -65,22 +65,19 @@ func runSchemaDiff(cmd *cobra.Command, g *globals, o *schemaDiffOpts, schema str
 	if err != nil {
 		return err
 	}
-	conn, err := g.connect(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
-	task, err := submitAndFollow(cmd.Context(), conn, sqlapi.TypeSchemaDiff, args, o.quiet, cmd.ErrOrStderr())
-	if err != nil {
-		return err
-	}
-	if task.Status != sqlapi.StatusCompleted {
-		return errTaskEnded(task)
-	}
-	if err := printFindings(cmd.Context(), cmd.OutOrStdout(), conn, task, o.json); err != nil {
-		return err
-	}
-	return reportSchemaDiff(cmd.OutOrStdout(), task, o.json)
+	return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+		task, err := submitAndFollow(cmd.Context(), conn, sqlapi.TypeSchemaDiff, args, o.quiet, cmd.ErrOrStderr())
+		if err != nil {
+			return err
+		}
+		if task.Status != sqlapi.StatusCompleted {
+			return errTaskEnded(task)
+		}
+		if err := printFindings(cmd.Context(), cmd.OutOrStdout(), conn, task, o.json); err != nil {
+			return err
+		}
+		return reportSchemaDiff(cmd.OutOrStdout(), task, o.json)
+	})
 }
 
 // printFindings lists a structure comparison's findings, one line each.

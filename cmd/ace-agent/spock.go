@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
@@ -40,12 +41,9 @@ Exit codes: 0 none listed, 1 exceptions listed, 2 error.`,
   ace-agent spock exceptions --node n2 --status pending --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			return printSpockExceptions(cmd, conn, node, status, asJSON)
+			return withConn(cmd, g, func(_ context.Context, conn *pgx.Conn) error {
+				return printSpockExceptions(cmd, conn, node, status, asJSON)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&node, "node", "", "only this node's exceptions")
@@ -99,13 +97,8 @@ Exit codes: 0 no exception pending, 1 exceptions pending, 2 error.`,
   ace-agent spock exception-sync --nodes n1,n2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeConn(conn)
-			task, err := submitAndFollow(cmd.Context(), conn, sqlapi.TypeSpockExceptionSync,
-				sqlapi.SpockExceptionSyncArgs{Nodes: parseNodes(nodes)}, quiet, cmd.ErrOrStderr())
+			task, err := submitFollowing(cmd, g, sqlapi.TypeSpockExceptionSync,
+				sqlapi.SpockExceptionSyncArgs{Nodes: parseNodes(nodes)}, quiet)
 			if err != nil {
 				return err
 			}

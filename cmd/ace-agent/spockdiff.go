@@ -52,13 +52,7 @@ func runSpockDiff(cmd *cobra.Command, g *globals, o *spockDiffOpts) error {
 	if o.output != "json" {
 		return withHint(fmt.Errorf("--output %q is not a spock-diff format", o.output), "spock-diff writes JSON only: leave --output out")
 	}
-	ctx := cmd.Context()
-	conn, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
-	task, err := submitAndFollow(ctx, conn, sqlapi.TypeSpockDiff, sqlapi.SpockDiffArgs{Nodes: parseNodes(o.nodes)}, o.quiet, cmd.ErrOrStderr())
+	task, err := submitFollowing(cmd, g, sqlapi.TypeSpockDiff, sqlapi.SpockDiffArgs{Nodes: parseNodes(o.nodes)}, o.quiet)
 	if err != nil {
 		return err
 	}

@@ -113,18 +113,21 @@ func parseNodes(s string) []string {
 }
 
 func runTableDiff(cmd *cobra.Command, g *globals, o *tableDiffOpts, table string) error {
-	ctx := cmd.Context()
-	stderr := cmd.ErrOrStderr()
-	conn, err := g.connect(ctx)
+	task, err := submitFollowing(cmd, g, sqlapi.TypeTableDiff, o.args(table), o.quiet)
 	if err != nil {
 		return err
 	}
-	defer closeConn(conn)
-	task, err := submitAndFollow(ctx, conn, sqlapi.TypeTableDiff, o.args(table), o.quiet, stderr)
-	if err != nil {
+	return reportDiff(cmd.OutOrStdout(), cmd.ErrOrStderr(), task, o.json)
+}
+
+// submitFollowing connects to the local node, submits a task there and follows it to its end:
+// what a command that only submits one task does.
+func submitFollowing(cmd *cobra.Command, g *globals, typ sqlapi.TaskType, args any, quiet bool) (task sqlapi.Task, err error) {
+	err = withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
+		task, err = submitAndFollow(ctx, conn, typ, args, quiet, cmd.ErrOrStderr())
 		return err
-	}
-	return reportDiff(cmd.OutOrStdout(), stderr, task, o.json)
+	})
+	return task, err
 }
 
 // submitAndFollow submits a task on the local node and follows it to its end. Interrupted

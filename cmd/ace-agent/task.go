@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,11 +68,6 @@ func onTask(g *globals, fn func(cmd *cobra.Command, conn *pgx.Conn, id uuid.UUID
 		if err != nil {
 			return err
 		}
-		conn, err := g.connect(cmd.Context())
-		if err != nil {
-			return err
-		}
-		defer closeConn(conn)
-		return fn(cmd, conn, id)
+		return withConn(cmd, g, func(_ context.Context, conn *pgx.Conn) error { return fn(cmd, conn, id) })
 	}
 }

@@ -78,12 +78,7 @@ Exit codes: 0 done (a diff: in sync), 1 a diff found differences, 2 error.`, spe
 				args[argName] = value()
 			}
 		}
-		conn, err := g.connect(cmd.Context())
-		if err != nil {
-			return err
-		}
-		defer closeConn(conn)
-		task, err := submitAndFollow(cmd.Context(), conn, spec.Type, args, quiet, cmd.ErrOrStderr())
+		task, err := submitFollowing(cmd, g, spec.Type, args, quiet)
 		if err != nil {
 			return err
 		}
