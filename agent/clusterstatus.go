@@ -23,16 +23,8 @@ import (
 // leader changing. A node that cannot be reached keeps its last reading, marked unreachable.
 type clusterStatusCollector struct {
 	startStop
-	a *Agent
-	// peers are the open sessions to the nodes, kept from one collection to the next so that
-	// collecting every heartbeat does not connect every heartbeat; the loop's own.
-	peers map[string]peer
-}
-
-// peer is an open session to a node, and the connection string it was opened with.
-type peer struct {
-	conninfo string
-	node     *engine.Node
+	a     *Agent
+	peers *peerSessions // the loop's own
 }
 
 func (c *clusterStatusCollector) Name() string { return "cluster status collector" }
@@ -40,8 +32,8 @@ func (c *clusterStatusCollector) Name() string { return "cluster status collecto
 func (c *clusterStatusCollector) Start(ctx context.Context) error { return c.start(ctx, c.run) }
 
 func (c *clusterStatusCollector) run(ctx context.Context) {
-	c.peers = map[string]peer{}
-	defer c.closePeers(nil)
+	c.peers = newPeerSessions(c.a)
+	defer c.peers.retain(nil)
 	every(ctx, c.a.cfg.HeartbeatInterval, true, c.collect)
 }
 
@@ -67,62 +59,33 @@ func (c *clusterStatusCollector) collect(ctx context.Context) {
 		}
 		return
 	}
-	c.closePeers(conninfo)
+	c.peers.retain(conninfo)
 	names := slices.Sorted(maps.Keys(conninfo))
 	readings := make([]nodeReading, len(names))
-	sessions := make([]*engine.Node, len(names))
 	p := pool.New()
 	for i, name := range names {
-		open := c.peers[name].node
-		p.Go(func() { readings[i], sessions[i] = c.read(ctx, name, conninfo[name], open) })
+		p.Go(func() { readings[i] = c.read(ctx, name, conninfo[name]) })
 	}
 	p.Wait()
-	for i, name := range names {
-		if sessions[i] == nil {
-			delete(c.peers, name)
-		} else {
-			c.peers[name] = peer{conninfo: conninfo[name], node: sessions[i]}
-		}
-	}
 	if err := c.store(ctx, readings); err != nil && ctx.Err() == nil {
 		c.a.log.Warn("storing the cluster's status failed; the next heartbeat tries again", "err", err)
 	}
 }
 
-// closePeers closes the sessions to nodes that are not in conninfo with the same connection
-// string (all of them when conninfo is nil).
-func (c *clusterStatusCollector) closePeers(conninfo map[string]string) {
-	for name, p := range c.peers {
-		if ci, ok := conninfo[name]; !ok || ci != p.conninfo {
-			p.node.Close()
-			delete(c.peers, name)
-		}
-	}
-}
-
-// read asks one node for its status on the open session (opening one when there is none, or
-// when the open one fails: a session a peer dropped is no news about the peer), within a bound,
-// so that a node that does not answer delays the collection by that much only. It returns the
-// session to keep, nil after a failure (the next collection reconnects).
-func (c *clusterStatusCollector) read(ctx context.Context, name, conninfo string, n *engine.Node) (nodeReading, *engine.Node) {
+// read asks one node for its status, within a bound, so that a node that does not answer
+// delays the collection by that much only.
+func (c *clusterStatusCollector) read(ctx context.Context, name, conninfo string) nodeReading {
 	ctx, cancel := context.WithTimeout(ctx, max(2*c.a.cfg.HeartbeatInterval, 3*time.Second))
 	defer cancel()
-	if n != nil {
-		if status, err := askStatus(ctx, n, name, c.a.cfg.StaleAfter); err == nil {
-			return nodeReading{node: name, status: status}, n
+	var status json.RawMessage
+	err := c.peers.ask(ctx, name, conninfo, func(n *engine.Node) (err error) {
+		status, err = askStatus(ctx, n, name, c.a.cfg.StaleAfter)
+		if err != nil {
+			return fmt.Errorf("ask node %s for its status (is its ace schema up to date? run ace-agent install there): %w", name, err)
 		}
-		n.Close()
-	}
-	n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: conninfo, User: c.a.user, ClientCerts: c.a.clientCerts, MaxConns: 1})
-	if err != nil {
-		return nodeReading{node: name, err: err}, nil
-	}
-	status, err := askStatus(ctx, n, name, c.a.cfg.StaleAfter)
-	if err != nil {
-		n.Close()
-		return nodeReading{node: name, err: fmt.Errorf("ask node %s for its status (is its ace schema up to date? run ace-agent install there): %w", name, err)}, nil
-	}
-	return nodeReading{node: name, status: status}, n
+		return nil
+	})
+	return nodeReading{node: name, status: status, err: err}
 }
 
 // askStatus reads ace.local_status on a node's session.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/agent"
@@ -160,4 +161,41 @@ func TestOldEventsExpire(t *testing.T) {
 	n1.StartAgentWith(t, cfg)
 	eventually(t, func() bool { return countOn(t, n1, `SELECT count(*) FROM ace.events WHERE node_name = 'old'`) == 0 }, "the old event expires")
 	require.EqualValues(t, 1, countOn(t, n1, `SELECT count(*) FROM ace.events WHERE node_name = 'recent'`))
+}
+
+// TestCollectorsKeepTheirSessions: the cluster and tree status collectors ask every node every
+// heartbeat on sessions kept open, so an idle cluster's agents open no session once they run.
+func TestCollectorsKeepTheirSessions(t *testing.T) {
+	t.Parallel()
+	e := testcluster.New(t)
+	for _, n := range e.Nodes {
+		n.StartAgent(t)
+	}
+	n1, n2 := e.Node("n1"), e.Node("n2")
+	sessions := func() map[int32]bool {
+		rows, err := n2.Pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = 'ace-agent'`)
+		require.NoError(t, err)
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		require.NoError(t, err)
+		set := map[int32]bool{}
+		for _, pid := range pids {
+			set[pid] = true
+		}
+		return set
+	}
+	eventually(t, func() bool { return health(t, n1).Health == sqlapi.Healthy }, "the cluster becomes healthy")
+	collectionsAfter(t, n1)
+	before := sessions()
+	for range 3 {
+		collectionsAfter(t, n1)
+	}
+	after := sessions()
+	var opened []int32
+	for pid := range after {
+		if !before[pid] {
+			opened = append(opened, pid)
+		}
+	}
+	require.Empty(t, opened, "sessions opened on n2 over six heartbeats of an idle cluster (before: %v)", before)
 }

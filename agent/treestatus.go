@@ -16,7 +16,8 @@ import (
 // does. A node that cannot be reached keeps its last report, marked with the error.
 type treeStatusCollector struct {
 	startStop
-	a *Agent
+	a     *Agent
+	peers *peerSessions // the loop's own
 }
 
 func (c *treeStatusCollector) Name() string { return "tree status collector" }
@@ -24,6 +25,8 @@ func (c *treeStatusCollector) Name() string { return "tree status collector" }
 func (c *treeStatusCollector) Start(ctx context.Context) error { return c.start(ctx, c.run) }
 
 func (c *treeStatusCollector) run(ctx context.Context) {
+	c.peers = newPeerSessions(c.a)
+	defer c.peers.retain(nil)
 	every(ctx, c.a.cfg.HeartbeatInterval, false, c.collect)
 }
 
@@ -33,8 +36,9 @@ func (c *treeStatusCollector) collect(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	c.peers.retain(conninfo)
 	for name, ci := range conninfo {
-		rows, err := c.a.nodeTreeStatus(ctx, name, ci)
+		rows, err := c.nodeTreeStatus(ctx, name, ci)
 		if err == nil {
 			err = mtree.StoreNodeStatus(ctx, c.a.pool, name, rows)
 		} else {
@@ -46,18 +50,17 @@ func (c *treeStatusCollector) collect(ctx context.Context) {
 	}
 }
 
-func (a *Agent) nodeTreeStatus(ctx context.Context, name, conninfo string) ([]mtree.NodeTreeStatus, error) {
-	n, err := engine.OpenNode(ctx, engine.NodeOptions{Name: name, ConnInfo: conninfo, User: a.user, ClientCerts: a.clientCerts, MaxConns: 1})
-	if err != nil {
-		return nil, err
-	}
-	defer n.Close()
-	rows, err := n.Pool.Query(ctx, `SELECT s.table_name, to_jsonb(s) FROM ace.mtree_local_status() s`)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (mtree.NodeTreeStatus, error) {
-		var s mtree.NodeTreeStatus
-		return s, r.Scan(&s.Table, &s.Status)
+func (c *treeStatusCollector) nodeTreeStatus(ctx context.Context, name, conninfo string) (status []mtree.NodeTreeStatus, err error) {
+	err = c.peers.ask(ctx, name, conninfo, func(n *engine.Node) error {
+		rows, err := n.Pool.Query(ctx, `SELECT s.table_name, to_jsonb(s) FROM ace.mtree_local_status() s`)
+		if err != nil {
+			return err
+		}
+		status, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (mtree.NodeTreeStatus, error) {
+			var s mtree.NodeTreeStatus
+			return s, r.Scan(&s.Table, &s.Status)
+		})
+		return err
 	})
+	return status, err
 }
