@@ -67,13 +67,7 @@ func TestRunTableDiffProcedureReportsProgressAndSummary(t *testing.T) {
 	e := setup(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`)
 	e.ExecAll(`INSERT INTO t SELECT g, g FROM generate_series(1, 3000) g`)
 	e.Node("n3").Exec(t, `UPDATE t SET v = 0 WHERE id = 17`)
-	cfg, err := pgx.ParseConfig(e.Node("n1").DSN)
-	require.NoError(t, err)
-	var notices []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
-	conn, err := pgx.ConnectConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	defer conn.Close(t.Context())
+	conn, notices := connectWithNotices(t, e.Node("n1").DSN)
 	var status, outcome string
 	var differing int64
 	require.NoError(t, conn.QueryRow(t.Context(),
@@ -81,9 +75,9 @@ func TestRunTableDiffProcedureReportsProgressAndSummary(t *testing.T) {
 	require.Equal(t, "COMPLETED", status)
 	require.EqualValues(t, 1, differing)
 	require.Equal(t, "public.t: 1 differing row(s) (n1/n3 1, n2/n3 1); 3000 rows checked", outcome, "the short line beside the summary")
-	require.NotEmpty(t, notices)
-	require.Contains(t, notices[0], "submitted table-diff task")
-	require.Contains(t, notices[len(notices)-1], "SELECT * FROM ace.diff_rows(")
+	require.NotEmpty(t, notices())
+	require.Contains(t, notices()[0], "submitted table-diff task")
+	require.Contains(t, last(notices(), 1), "SELECT * FROM ace.diff_rows(")
 }
 
 func TestTableDiffFailsNamingAnUnreachablePeer(t *testing.T) {

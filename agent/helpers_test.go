@@ -3,10 +3,14 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -87,3 +91,29 @@ func keys(m map[string]diffRow) []string {
 	sort.Strings(out)
 	return out
 }
+
+// connectWithNotices connects to dsn and collects the session's NOTICE messages, which notices
+// returns in the order they came.
+func connectWithNotices(t *testing.T, dsn string) (conn *pgx.Conn, notices func() []string) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var got []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, n.Message)
+	}
+	conn, err = pgx.ConnectConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+// last is the nth message from the end of messages (1: the last).
+func last(messages []string, nth int) string { return messages[len(messages)-nth] }

@@ -5,8 +5,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -83,24 +81,18 @@ func TestRunTableRepairAndRerunProcedures(t *testing.T) {
 	e.ExecAll(`INSERT INTO v SELECT g, 'x' FROM generate_series(1, 100) g`)
 	e.Node("n2").Exec(t, `UPDATE v SET x = 'y' WHERE id = 1`)
 	diff := e.diffID("public.v")
-	cfg, err := pgx.ParseConfig(e.Node("n1").DSN)
-	require.NoError(t, err)
-	var notices []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
-	conn, err := pgx.ConnectConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	defer conn.Close(t.Context())
+	conn, notices := connectWithNotices(t, e.Node("n1").DSN)
 	var status, outcome string
 	var summary map[string]any
 	require.NoError(t, conn.QueryRow(t.Context(), `CALL ace.run_table_repair($1, source_of_truth => 'n1')`, diff).
 		Scan(new(uuid.UUID), &status, &outcome, &summary))
 	require.Equal(t, "COMPLETED", status)
 	require.Equal(t, true, summary["fully_repaired"])
-	require.Contains(t, notices[0], "submitted table-repair task")
+	require.Contains(t, notices()[0], "submitted table-repair task")
 	const repaired = "public.v: n2 0 inserted, 1 updated, 0 deleted, 0 skipped; n3 0 inserted, 0 updated, 0 deleted, 0 skipped"
-	require.Contains(t, notices[len(notices)-2], repaired)
+	require.Contains(t, last(notices(), 2), repaired)
 	require.Equal(t, repaired, outcome, "the short line beside the summary")
-	require.Contains(t, notices[len(notices)-1], "SELECT * FROM ace.repair_rows(")
+	require.Contains(t, last(notices(), 1), "SELECT * FROM ace.repair_rows(")
 
 	var differing int64
 	require.NoError(t, conn.QueryRow(t.Context(), `CALL ace.run_table_rerun($1)`, diff).
@@ -108,5 +100,5 @@ func TestRunTableRepairAndRerunProcedures(t *testing.T) {
 	require.Equal(t, "COMPLETED", status)
 	require.EqualValues(t, 0, differing)
 	require.Equal(t, "all previously reported differences have been resolved", outcome)
-	require.Contains(t, notices[len(notices)-1], "all previously reported differences have been resolved")
+	require.Contains(t, last(notices(), 1), "all previously reported differences have been resolved")
 }

@@ -242,16 +242,10 @@ func TestRepairAndDownNodes(t *testing.T) {
 		refused(t, `source_of_truth => 'n3'`, n3Down)
 	})
 	t.Run("left out of the default targets", func(t *testing.T) {
-		cfg, err := pgx.ParseConfig(n1.DSN)
-		require.NoError(t, err)
-		var notices []string
-		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
-		conn, err := pgx.ConnectConfig(t.Context(), cfg)
-		require.NoError(t, err)
-		defer conn.Close(t.Context())
+		conn, notices := connectWithNotices(t, n1.DSN)
 		var id uuid.UUID
 		require.NoError(t, conn.QueryRow(t.Context(), `SELECT ace.table_repair($1, source_of_truth => 'n1')`, diff).Scan(&id))
-		require.Contains(t, notices, "nodes left out of the repair: n3 (down: disk failure)")
+		require.Contains(t, notices(), "nodes left out of the repair: n3 (down: disk failure)")
 		task := n1.Wait(t, id)
 		require.Equal(t, sqlapi.StatusCompleted, task.Status, "repair error: %v", task.Error)
 		require.Equal(t, "x1", e.scalar("n2", `SELECT x FROM v WHERE id = 1`))
