@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/repair"
+	"github.com/ace-agent/ace-agent/engine/spock"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -49,6 +52,11 @@ type policyRun struct {
 	Skipped       int64      `json:"skipped"`
 	Unresolved    int64      `json:"unresolved"`
 	RemainingKeys int64      `json:"remaining_keys"`
+	// With trigger spock_exceptions: the PENDING exceptions about the table whose keys the run
+	// diffed, those it marked RESOLVED, and those without a key in their row images (left alone).
+	Exceptions         int `json:"spock_exceptions,omitempty"`
+	ExceptionsResolved int `json:"spock_exceptions_resolved,omitempty"`
+	ExceptionsUnkeyed  int `json:"spock_exceptions_unkeyed,omitempty"`
 }
 
 // repairPolicyRun runs one repair policy's run: checks that the run may go (rate limit, nodes,
@@ -81,11 +89,51 @@ func (a *Agent) runPolicy(ctx context.Context, run *sqlapi.Run, args *sqlapi.Rep
 	if err := a.checkCommitTimestamps(ctx, run, args); err != nil {
 		return err
 	}
+	if args.Trigger == sqlapi.TriggerSpockExceptions {
+		return a.runSpockPolicy(ctx, run, args, res)
+	}
 	tree, err := sqlapi.TreeReady(ctx, a.pool, args.TableName)
 	if err != nil {
 		return err
 	}
-	d, err := a.policyChild(ctx, run, args.Diff(tree), "diffed")
+	return a.diffAndRepair(ctx, run, args, args.Diff(tree, ""), res)
+}
+
+// runSpockPolicy repairs the keys of the table's PENDING Spock exceptions: a diff of those keys
+// only, then as any run; the exceptions are marked RESOLVED when the keys end in sync (by the
+// diff, or by the repair with nothing left for the rerun), naming the task that settled them.
+func (a *Agent) runSpockPolicy(ctx context.Context, run *sqlapi.Run, args *sqlapi.RepairPolicyRunArgs, res *policyRun) error {
+	nodes, err := a.openSpockNodes(ctx, run, args.Nodes)
+	if err != nil {
+		return err
+	}
+	defer closeNodes(nodes)
+	pending, filter, unkeyed, err := a.spockPending(ctx, nodes, args.TableName)
+	if err != nil {
+		return err
+	}
+	res.Exceptions, res.ExceptionsUnkeyed = len(pending), unkeyed
+	if len(pending) == 0 {
+		res.Outcome, res.Reason = policyInSync, fmt.Sprintf("no PENDING Spock exception about %s names a key", args.TableName)
+		return nil
+	}
+	if err := a.diffAndRepair(ctx, run, args, args.Diff(false, filter), res); err != nil {
+		return err
+	}
+	switch {
+	case res.Outcome == policyInSync:
+		return resolveExceptions(ctx, nodes, pending, res, *res.DiffTask)
+	case res.Outcome == policyRepaired && res.RemainingKeys == 0:
+		return resolveExceptions(ctx, nodes, pending, res, *res.RepairTask)
+	}
+	res.Reason = strings.TrimPrefix(res.Reason+"; the Spock exceptions stay PENDING", "; ")
+	return nil
+}
+
+// diffAndRepair runs the diff child and decides the outcome from what it found: in sync, held,
+// or a repair.
+func (a *Agent) diffAndRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.RepairPolicyRunArgs, diff sqlapi.Child, res *policyRun) error {
+	d, err := a.policyChild(ctx, run, diff, "diffed")
 	if err != nil {
 		return err
 	}
@@ -259,4 +307,140 @@ func (a *Agent) policyEvent(ctx context.Context, run *sqlapi.Run, res *policyRun
 	_, err := sqlapi.RecordEvent(ctx, a.pool, sqlapi.Event{Kind: kind, NodeName: a.cfg.Node, TableName: res.TableName,
 		TaskID: &id, Detail: detail})
 	return err
+}
+
+// pendingException is a PENDING Spock exception about the policy's table, on its node.
+type pendingException struct {
+	node string
+	exc  spock.Exception
+}
+
+// spockPending syncs the exception statuses of the nodes (the owner's sessions, as
+// spock-exception-sync does) and returns the PENDING exceptions about the table that name a key,
+// and a table_filter that keeps the rows of their keys. Exceptions without a row image of the
+// key are left alone (counted as unkeyed).
+func (a *Agent) spockPending(ctx context.Context, nodes []*engine.Node, table string) (pending []pendingException, filter string, unkeyed int, err error) {
+	schema, name, err := engine.SplitTableName(table)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	t, err := engine.LoadTable(ctx, nodes[0], schema, name)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	var keys [][]string
+	for _, n := range nodes {
+		rows, _, err := spock.Sync(ctx, n)
+		if err != nil {
+			return nil, "", 0, err
+		}
+		for _, e := range rows {
+			if e.Status == nil || *e.Status != "PENDING" || e.TableSchema == nil || e.TableName == nil ||
+				*e.TableSchema != schema || *e.TableName != name {
+				continue
+			}
+			key, ok := exceptionKey(e, t.PKNames())
+			if !ok {
+				unkeyed++
+				continue
+			}
+			pending = append(pending, pendingException{node: n.Name, exc: e})
+			keys = append(keys, key)
+		}
+	}
+	if len(keys) > 0 {
+		filter = keyFilter(t.PKNames(), keys)
+	}
+	return pending, filter, unkeyed, nil
+}
+
+// exceptionKey reads the key of the row an exception is about from its row images (the new
+// remote row, else the old, else the local one): Spock writes them as [{"attname", "value"}].
+func exceptionKey(e spock.Exception, pk []string) ([]string, bool) {
+	for _, image := range [][]byte{e.RemoteNewTup, e.RemoteOldTup, e.LocalTup} {
+		var cols []struct {
+			Attname string          `json:"attname"`
+			Value   json.RawMessage `json:"value"`
+		}
+		if len(image) == 0 || json.Unmarshal(image, &cols) != nil {
+			continue
+		}
+		values := map[string]json.RawMessage{}
+		for _, c := range cols {
+			values[c.Attname] = c.Value
+		}
+		key := make([]string, 0, len(pk))
+		for _, col := range pk {
+			v, ok := values[col]
+			if !ok || string(v) == "null" {
+				break
+			}
+			var s string
+			if json.Unmarshal(v, &s) != nil {
+				s = string(v) // a number or a boolean: its JSON text is its SQL text
+			}
+			key = append(key, s)
+		}
+		if len(key) == len(pk) {
+			return key, true
+		}
+	}
+	return nil, false
+}
+
+// keyFilter is a table_filter that keeps the rows of the given keys: pk IN ('v', ...), or
+// (pk1, pk2) IN (('v1', 'v2'), ...); the literals take the key columns' types.
+func keyFilter(pk []string, keys [][]string) string {
+	cols := make([]string, len(pk))
+	for i, c := range pk {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+	}
+	seen := map[string]bool{}
+	var tuples []string
+	for _, k := range keys {
+		lits := make([]string, len(k))
+		for i, v := range k {
+			lits[i] = engine.QuoteLiteral(v)
+		}
+		t := strings.Join(lits, ", ")
+		if len(pk) > 1 {
+			t = "(" + t + ")"
+		}
+		if !seen[t] {
+			seen[t] = true
+			tuples = append(tuples, t)
+		}
+	}
+	slices.Sort(tuples)
+	lhs := strings.Join(cols, ", ")
+	if len(pk) > 1 {
+		lhs = "(" + lhs + ")"
+	}
+	return lhs + " IN (" + strings.Join(tuples, ", ") + ")"
+}
+
+// resolveExceptions marks the exceptions RESOLVED on their nodes, naming the task that settled
+// them (the repair, or the diff that found their rows in sync).
+func resolveExceptions(ctx context.Context, nodes []*engine.Node, pending []pendingException, res *policyRun, by uuid.UUID) error {
+	byName := map[string]*engine.Node{}
+	for _, n := range nodes {
+		byName[n.Name] = n
+	}
+	details := map[string]any{"policy": res.PolicyName, "task_id": by.String(), "outcome": res.Outcome,
+		"resolved_by": "repair policy " + res.PolicyName}
+	for _, p := range pending {
+		e := p.exc
+		cc, at := e.CommandCounter, e.RetryErroredAt
+		u := spock.Update{Status: "RESOLVED", ResolutionDetails: details, Key: spock.Key{RemoteOrigin: e.RemoteOrigin,
+			RemoteCommitTS: e.RemoteCommitTS, RemoteXID: e.RemoteXID, CommandCounter: &cc, RetryErroredAt: &at}}
+		if _, err := spock.Apply(ctx, byName[p.node], u); err != nil {
+			return fmt.Errorf("mark a Spock exception of node %s RESOLVED: %w", p.node, err)
+		}
+		// The transaction is resolved once all its commands are (some may be of other tables).
+		if _, err := spock.SettleTransaction(ctx, byName[p.node], u); err != nil {
+			return fmt.Errorf("mark a Spock transaction of node %s RESOLVED: %w", p.node, err)
+		}
+		res.ExceptionsResolved++
+	}
+	return nil
 }

@@ -414,3 +414,46 @@ func TestRepairPolicyBelongsToItsOwner(t *testing.T) {
 		require.Equal(t, "drift again", v)
 	})
 }
+
+// TestRepairPolicyResolvesSpockExceptions: a spock_exceptions policy repairs the keys of the
+// table's PENDING exceptions only (7, 8 and 9; the drift at key 50 is no exception's and stays),
+// and marks every exception of both nodes RESOLVED with the repair's task id. The next run finds
+// no PENDING exception and does nothing.
+func TestRepairPolicyResolvesSpockExceptions(t *testing.T) {
+	t.Parallel()
+	e := policySetup(t)
+	n1, n2 := e.Node("n1"), e.Node("n2")
+	plantSpockExceptions(t, n1)
+	plantSpockExceptions(t, n2)
+	n2.Exec(t, `DELETE FROM t WHERE id = 7; UPDATE t SET v = 'stale' WHERE id IN (9, 50)`)
+	n1.Exec(t, `SELECT ace.repair_policy('exceptions', 'public.t', 'source_of_truth', source_of_truth => 'n1',
+		trigger => 'spock_exceptions', nodes => ARRAY['n1', 'n2'], recheck_after => '0 seconds')`)
+
+	task, r := runPolicy(t, n1, "exceptions")
+	require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+	require.Equal(t, "repaired", r.Outcome, r.Reason)
+	require.EqualValues(t, 2, r.DifferingKeys, "keys 7 and 9; 8 is in sync")
+	require.Zero(t, r.RemainingKeys)
+	var filter string
+	require.NoError(t, n1.Pool.QueryRow(t.Context(), `SELECT args->>'table_filter' FROM ace.tasks WHERE task_id = $1`, r.DiffTask).Scan(&filter))
+	require.Equal(t, `"id" IN ('7', '8', '9')`, filter)
+	require.Equal(t, "v7", e.scalar("n2", `SELECT v FROM t WHERE id = 7`))
+	require.Equal(t, "v9", e.scalar("n2", `SELECT v FROM t WHERE id = 9`))
+	require.Equal(t, "stale", e.scalar("n2", `SELECT v FROM t WHERE id = 50`), "key 50 is no exception's")
+	for _, n := range []*testcluster.Node{n1, n2} {
+		var unresolved int
+		var tasks []string
+		require.NoError(t, n.Pool.QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE status <> 'RESOLVED'),
+				array_agg(DISTINCT resolution_details->>'task_id')
+			FROM (SELECT status, resolution_details FROM spock.exception_status
+			      UNION ALL SELECT status, resolution_details FROM spock.exception_status_detail) s`).Scan(&unresolved, &tasks))
+		require.Zero(t, unresolved, "node %s", n.Name)
+		require.Equal(t, []string{r.RepairTask.String()}, tasks, "node %s", n.Name)
+	}
+
+	task, r = runPolicy(t, n1, "exceptions")
+	require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+	require.Equal(t, "in_sync", r.Outcome)
+	require.Contains(t, r.Reason, "no PENDING Spock exception")
+	require.Empty(t, childTypes(t, n1, task.ID))
+}

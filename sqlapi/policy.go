@@ -35,14 +35,18 @@ const (
 	TriggerSpockExceptions = "spock_exceptions"
 )
 
-// Diff is the run's child diff: a tree diff when the table has a ready tree, else a table diff.
-// It stops at one row per node pair more than max_rows, which is enough to hold the run.
-func (a RepairPolicyRunArgs) Diff(tree bool) Child {
+// Diff is the run's child diff: a tree diff when the table has a ready tree, else a table diff,
+// of the rows filter keeps (all when it is empty). It stops at one row per node pair more than
+// max_rows, which is enough to hold the run.
+func (a RepairPolicyRunArgs) Diff(tree bool, filter string) Child {
 	typ := TypeTableDiff
 	if tree {
 		typ = TypeMtreeDiff
 	}
 	args := map[string]any{"table_name": a.TableName, "nodes": a.Nodes, "max_diff_rows": a.MaxRows + 1}
+	if filter != "" {
+		args["table_filter"] = filter
+	}
 	if a.RecheckAfter > 0 {
 		args["recheck_after"] = a.RecheckAfter
 	}
