@@ -166,6 +166,7 @@ var TaskSpecs = []TaskSpec{
 		// record their own changes, and running the parent again diffs again.
 		Type: TypeRepairPolicyRun, Args: func() any { return new(RepairPolicyRunArgs) },
 		Submit: []string{"run_repair_policy"}, Results: []string{"repair_policy_runs", "describe_policy_run"},
+		Routes: []string{"/api/v1/repair-policies/run"},
 	},
 }
 
