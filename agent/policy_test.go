@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ace-agent/ace-agent/internal/localpg"
 	"github.com/ace-agent/ace-agent/internal/testcluster"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
@@ -425,6 +427,11 @@ func TestRepairPolicyResolvesSpockExceptions(t *testing.T) {
 	n1, n2 := e.Node("n1"), e.Node("n2")
 	plantSpockExceptions(t, n1)
 	plantSpockExceptions(t, n2)
+	// On n1, trio A has a third command, about another table: it stays PENDING, and so does
+	// trio A's transaction.
+	n1.Exec(t, fmt.Sprintf(`INSERT INTO spock.exception_log (remote_origin, remote_commit_ts, remote_xid, command_counter,
+			retry_errored_at, table_schema, table_name, operation, remote_new_tup, error_message) VALUES
+		(%s, 3, '2026-01-02 03:05:00+00', 'public', 'other', 'INSERT', '[{"attname": "id", "value": 1}]', 'duplicate key')`, trioA))
 	n2.Exec(t, `DELETE FROM t WHERE id = 7; UPDATE t SET v = 'stale' WHERE id IN (9, 50)`)
 	n1.Exec(t, `SELECT ace.repair_policy('exceptions', 'public.t', 'source_of_truth', source_of_truth => 'n1',
 		trigger => 'spock_exceptions', nodes => ARRAY['n1', 'n2'], recheck_after => '0 seconds')`)
@@ -440,20 +447,192 @@ func TestRepairPolicyResolvesSpockExceptions(t *testing.T) {
 	require.Equal(t, "v7", e.scalar("n2", `SELECT v FROM t WHERE id = 7`))
 	require.Equal(t, "v9", e.scalar("n2", `SELECT v FROM t WHERE id = 9`))
 	require.Equal(t, "stale", e.scalar("n2", `SELECT v FROM t WHERE id = 50`), "key 50 is no exception's")
-	for _, n := range []*testcluster.Node{n1, n2} {
-		var unresolved int
-		var tasks []string
-		require.NoError(t, n.Pool.QueryRow(t.Context(), `SELECT count(*) FILTER (WHERE status <> 'RESOLVED'),
-				array_agg(DISTINCT resolution_details->>'task_id')
-			FROM (SELECT status, resolution_details FROM spock.exception_status
-			      UNION ALL SELECT status, resolution_details FROM spock.exception_status_detail) s`).Scan(&unresolved, &tasks))
-		require.Zero(t, unresolved, "node %s", n.Name)
-		require.Equal(t, []string{r.RepairTask.String()}, tasks, "node %s", n.Name)
+	var tasks []string
+	require.NoError(t, n2.Pool.QueryRow(t.Context(), `SELECT array_agg(DISTINCT resolution_details->>'task_id')
+		FROM (SELECT resolution_details FROM spock.exception_status UNION ALL SELECT resolution_details FROM spock.exception_status_detail) s`).
+		Scan(&tasks))
+	require.Equal(t, []string{r.RepairTask.String()}, tasks, "every exception of n2 names the repair")
+	resolved := map[string]string{
+		"status 500/00": "RESOLVED", "detail 500/00/1": "RESOLVED", "detail 500/00/2": "RESOLVED",
+		"status 501/01": "RESOLVED", "detail 501/01/1": "RESOLVED", "status 501/02": "RESOLVED", "detail 501/02/1": "RESOLVED",
 	}
+	require.Equal(t, resolved, statusesOnly(statuses(t, n2)))
+	resolved["status 500/00"], resolved["detail 500/00/3"] = "PENDING", "PENDING"
+	require.Equal(t, resolved, statusesOnly(statuses(t, n1)))
 
 	task, r = runPolicy(t, n1, "exceptions")
 	require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
 	require.Equal(t, "in_sync", r.Outcome)
 	require.Contains(t, r.Reason, "no PENDING Spock exception")
 	require.Empty(t, childTypes(t, n1, task.ID))
+}
+
+// TestRepairPolicyStrategies: each strategy reaches table-repair as its own option, with
+// upsert_only: majority fixes the minority node, latest_commit keeps the newest commit, a plan's
+// rules decide (here: keep n2's version, which the repair copies to n1 and n3), and upsert_only
+// leaves an extra row, which the rerun still counts.
+func TestRepairPolicyStrategies(t *testing.T) {
+	t.Parallel()
+	e := policySetup(t)
+	n1 := e.Node("n1")
+	all := `SELECT string_agg(id || ' ' || v, ',' ORDER BY id) FROM t`
+	converged := func(t *testing.T) {
+		t.Helper()
+		for _, n := range []string{"n2", "n3"} {
+			require.Equal(t, e.scalar("n1", all), e.scalar(n, all), "node %s", n)
+		}
+	}
+
+	t.Run("majority", func(t *testing.T) {
+		e.Node("n3").Exec(t, `UPDATE t SET v = 'minority' WHERE id = 1`)
+		n1.Exec(t, `SELECT ace.repair_policy('vote', 'public.t', 'majority', recheck_after => '0 seconds')`)
+		task, r := runPolicy(t, n1, "vote")
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+		require.Equal(t, "repaired", r.Outcome, r.Reason)
+		require.EqualValues(t, 1, r.Updated)
+		require.Equal(t, "v1", e.scalar("n3", `SELECT v FROM t WHERE id = 1`))
+		converged(t)
+	})
+
+	t.Run("latest_commit", func(t *testing.T) {
+		e.Node("n1").Exec(t, `UPDATE t SET v = 'older' WHERE id = 2`)
+		e.Node("n2").Exec(t, `UPDATE t SET v = 'newest' WHERE id = 2`)
+		n1.Exec(t, `SELECT ace.repair_policy('newest', 'public.t', 'latest_commit', recheck_after => '0 seconds')`)
+		task, r := runPolicy(t, n1, "newest")
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+		require.Equal(t, "repaired", r.Outcome, r.Reason)
+		require.Equal(t, "newest", e.scalar("n1", `SELECT v FROM t WHERE id = 2`))
+		converged(t)
+	})
+
+	t.Run("plan", func(t *testing.T) {
+		e.Node("n2").Exec(t, `UPDATE t SET v = 'n2 knows' WHERE id = 3`)
+		n1.Exec(t, `SELECT ace.save_repair_plan('trust_n2', '{"version": 1, "tables": {"public.t": {
+			"default_action": {"type": "keep", "node": "n2"}}}}')`)
+		n1.Exec(t, `SELECT ace.repair_policy('planned', 'public.t', 'plan', repair_plan => 'trust_n2', recheck_after => '0 seconds')`)
+		task, r := runPolicy(t, n1, "planned")
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+		require.Equal(t, "repaired", r.Outcome, r.Reason)
+		require.Equal(t, "n2 knows", e.scalar("n1", `SELECT v FROM t WHERE id = 3`))
+		converged(t)
+	})
+
+	t.Run("upsert_only", func(t *testing.T) {
+		e.Node("n2").Exec(t, `INSERT INTO t VALUES (500, 'extra')`)
+		e.Node("n2").Exec(t, `UPDATE t SET v = 'drift' WHERE id = 4`)
+		n1.Exec(t, `SELECT ace.repair_policy('keep', 'public.t', 'source_of_truth', source_of_truth => 'n1', upsert_only => true,
+			recheck_after => '0 seconds')`)
+		task, r := runPolicy(t, n1, "keep")
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+		require.Equal(t, "repaired", r.Outcome, r.Reason)
+		require.EqualValues(t, 1, r.Updated)
+		require.Zero(t, r.Deleted)
+		require.EqualValues(t, 1, r.RemainingKeys, "the extra row stays")
+		require.Contains(t, r.Reason, "1 key(s) still differ after the repair")
+		require.Equal(t, "extra", e.scalar("n2", `SELECT v FROM t WHERE id = 500`))
+	})
+}
+
+// TestRepairPolicyRunFailsLoudly: a repair that fails on a node fails the run, naming the child,
+// with an auto_repair_failed event carrying the error.
+func TestRepairPolicyRunFailsLoudly(t *testing.T) {
+	t.Parallel()
+	e := policySetup(t)
+	n1 := e.Node("n1")
+	e.Node("n2").Exec(t, `UPDATE t SET v = 'drift' WHERE id = 5;
+		CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'n2 refuses writes'; END $$;
+		CREATE TRIGGER refuse BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION refuse();
+		ALTER TABLE t ENABLE ALWAYS TRIGGER refuse`)
+	n1.Exec(t, `SELECT ace.repair_policy('fix', 'public.t', 'source_of_truth', source_of_truth => 'n1', recheck_after => '0 seconds')`)
+	task, _ := runPolicy(t, n1, "fix")
+	require.Equal(t, sqlapi.StatusFailed, task.Status)
+	require.Contains(t, *task.Error, "the policy's table-repair task")
+	require.Equal(t, []string{"auto_repair_started", "auto_repair_failed"}, policyEvents(t, n1.Pool, task.ID))
+	var msg string
+	require.NoError(t, n1.Pool.QueryRow(t.Context(), `SELECT detail->>'error' FROM ace.events WHERE task_id = $1 AND kind = 'auto_repair_failed'`,
+		task.ID).Scan(&msg))
+	require.Equal(t, *task.Error, msg)
+	var outcome string
+	require.NoError(t, n1.Pool.QueryRow(t.Context(), `SELECT last_outcome FROM ace.repair_policy_status WHERE policy_name = 'fix'`).Scan(&outcome))
+	require.Equal(t, "failed", outcome)
+}
+
+// TestRepairPolicyUsesTheTree: a table with a ready Merkle tree is diffed with mtree-diff, and
+// the repair and rerun follow as for a table-diff.
+func TestRepairPolicyUsesTheTree(t *testing.T) {
+	t.Parallel()
+	e := policySetup(t)
+	e.DropSlotsAtEnd()
+	n1 := e.Node("n1")
+	build := runTask(t, n1, `SELECT ace.mtree_build('public.t')`)
+	require.Equal(t, sqlapi.StatusCompleted, build.Status, "%v", build.Error)
+	e.Node("n3").Exec(t, `DELETE FROM t WHERE id = 6`)
+	n1.Exec(t, `SELECT ace.repair_policy('tree', 'public.t', 'source_of_truth', source_of_truth => 'n1', recheck_after => '0 seconds')`)
+	task, r := runPolicy(t, n1, "tree")
+	require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+	require.Equal(t, "repaired", r.Outcome, r.Reason)
+	require.Equal(t, "mtree-diff", r.DiffType)
+	require.EqualValues(t, 1, r.Inserted)
+	require.Equal(t, []string{"mtree-diff", "table-repair", "table-rerun"}, childTypes(t, n1, task.ID))
+	require.Equal(t, "v6", e.scalar("n3", `SELECT v FROM t WHERE id = 6`))
+}
+
+// TestClusterRepairPolicyRunsOnTheLeaderOnly: a cluster-scope policy made on two nodes runs on
+// the leader's agent only.
+func TestClusterRepairPolicyRunsOnTheLeaderOnly(t *testing.T) {
+	t.Parallel()
+	e := setupNoAgents(t, `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g;
+		UPDATE ace.settings SET value = '1 second' WHERE name = 'min_schedule_interval'`)
+	n1, n2 := e.Node("n1"), e.Node("n2")
+	for _, n := range []*testcluster.Node{n1, n2} {
+		n.Exec(t, `INSERT INTO ace.node_status (node_name, reachable, agent_alive) VALUES ('n1', true, true), ('n2', true, true)
+			ON CONFLICT (node_name) DO UPDATE SET agent_alive = true`)
+		n.Exec(t, `SELECT ace.repair_policy('everywhere', 'public.t', 'source_of_truth', source_of_truth => 'n1', every => '1 second',
+			scope => 'cluster', run_now => true, max_runs_per_hour => 1000, recheck_after => '0 seconds')`)
+		n.StartAgent(t)
+	}
+	e.Node("n3").StartAgent(t)
+	created := schedule(t, n2, "repair_policy:everywhere").NextDue
+	require.Eventually(t, func() bool { return schedule(t, n1, "repair_policy:everywhere").Runs >= 2 }, time.Minute, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return schedule(t, n2, "repair_policy:everywhere").NextDue.After(created) }, time.Minute,
+		50*time.Millisecond, "n2 moves its due time on")
+	require.Zero(t, schedule(t, n2, "repair_policy:everywhere").Runs, "n2 is not the leader")
+	var runs int
+	require.NoError(t, n2.Pool.QueryRow(t.Context(), `SELECT count(*) FROM ace.repair_policy_runs('everywhere')`).Scan(&runs))
+	require.Zero(t, runs)
+}
+
+// TestRepairPolicyLatestCommitChecksEveryNode: a latest_commit policy, made while every node
+// tracked commit timestamps, fails its run before diffing once a node stops tracking them,
+// naming that node; and on a node that does not track them, creation is refused.
+func TestRepairPolicyLatestCommitChecksEveryNode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := localpg.StartT(t, localpg.Options{Nodes: 2})
+	e := &diffEnv{Env: testcluster.NewOn(t, c.Nodes, "policy"), t: t}
+	e.ExecAll(`CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20) g`)
+	n1, n2 := e.Node("n1"), e.Node("n2")
+	n1.Exec(t, `SELECT ace.repair_policy('newest', 'public.t', 'latest_commit', recheck_after => '0 seconds')`)
+	n2.Exec(t, `ALTER SYSTEM SET track_commit_timestamp = off`)
+	n2.Pool.Reset()
+	require.NoError(t, c.Nodes[1].Stop(ctx))
+	require.NoError(t, c.Nodes[1].Start(ctx))
+	n1.StartAgent(t)
+
+	task, _ := runPolicy(t, n1, "newest")
+	require.Equal(t, sqlapi.StatusFailed, task.Status)
+	require.Contains(t, *task.Error, "strategy latest_commit needs track_commit_timestamp = on on every node, and it is off on n2")
+	require.Empty(t, childTypes(t, n1, task.ID), "nothing was diffed")
+
+	_, err := n2.Pool.Exec(ctx, `SELECT ace.repair_policy('newest', 'public.t', 'latest_commit')`)
+	requirePgError(t, err, pgerrcode.ObjectNotInPrerequisiteState, "strategy latest_commit needs track_commit_timestamp = on on every node; it is off here")
+}
+
+// statusesOnly drops the resolution details' why from statuses' values.
+func statusesOnly(m map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		out[k], _, _ = strings.Cut(v, " ")
+	}
+	return out
 }
