@@ -153,8 +153,12 @@ func (a *Agent) diffAndRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi
 		return nil
 	case found.LimitReached || found.DifferingKeys > args.MaxRows:
 		res.Outcome = policyHeld
-		res.Reason = fmt.Sprintf("%d or more keys differ, more than max_rows (%d): nothing was repaired; look at them with ace.diff_rows('%s'), then repair by hand with ace.table_repair('%s', ...) or raise max_rows",
-			found.DifferingKeys, args.MaxRows, d.TaskID, d.TaskID)
+		count := fmt.Sprint(found.DifferingKeys)
+		if found.LimitReached {
+			count = "at least " + count // the diff stopped one row past max_rows per node pair
+		}
+		res.Reason = fmt.Sprintf("%s keys differ, more than max_rows (%d): nothing was repaired; look at them with ace.diff_rows('%s'), then repair by hand with ace.table_repair('%s', ...) or raise max_rows",
+			count, args.MaxRows, d.TaskID, d.TaskID)
 		res.HeldReason = res.Reason
 		return nil
 	}

@@ -223,6 +223,13 @@ func TestRepairPolicySkips(t *testing.T) {
 		require.Contains(t, r.SkipReason, "node down: n3 (down)")
 		require.Empty(t, childTypes(t, n1, task.ID))
 	})
+	t.Run("a named node down", func(t *testing.T) {
+		n1.Exec(t, `SELECT ace.repair_policy('named', 'public.t', 'source_of_truth', source_of_truth => 'n1', nodes => ARRAY['n1', 'n3'])`)
+		task, r := runPolicy(t, n1, "named")
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+		require.Equal(t, "skipped", r.Outcome)
+		require.Contains(t, r.SkipReason, "node down: n3 (down)")
+	})
 	t.Run("no quorum", func(t *testing.T) {
 		_, r := runPolicy(t, n1, "vote")
 		require.Equal(t, "skipped", r.Outcome)
@@ -246,6 +253,7 @@ func TestRepairPolicyDefinitions(t *testing.T) {
 		{`'p', 'public.t', 'plan'`, pgerrcode.InvalidParameterValue, `strategy plan needs a repair_plan`},
 		{`'p', 'public.t', 'plan', repair_plan => 'none'`, pgerrcode.InvalidParameterValue, `repair plan "none" does not exist`},
 		{`'p', 'public.t', 'majority', nodes => ARRAY['n1', 'n2']`, pgerrcode.InvalidParameterValue, `strategy majority needs three or more active nodes; the policy's nodes have 2`},
+		{`'p', 'public.t', 'majority', nodes => ARRAY['n1', 'n9']`, pgerrcode.InvalidParameterValue, `unknown node(s): n9`},
 		{`'p', 'public.t', 'majority', trigger => 'sometimes'`, pgerrcode.InvalidParameterValue, `trigger must be schedule or spock_exceptions`},
 		{`'p', 'public.t', 'majority', max_rows => 0`, pgerrcode.InvalidParameterValue, `max_rows and max_runs_per_hour must be 1 or more`},
 		{`'p', 'public.t', 'majority', every => '1 second'`, pgerrcode.InvalidParameterValue, `shorter than min_schedule_interval`},

@@ -35,15 +35,25 @@ BEGIN
 END $$;
 
 -- The nodes a run of the policy diffs: the policy's, or every registered node that is not still
--- joining (down ones included: the run is skipped while one is down, rather than quietly
--- repairing fewer nodes).
+-- joining. Down ones are included: the run is skipped while one is down, rather than refused or
+-- quietly repairing fewer nodes (a diff's own node check would refuse a down node).
 CREATE OR REPLACE FUNCTION ace.repair_policy_nodes(nodes text[]) RETURNS text[]
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    named text[];
+    unknown text[];
 BEGIN
-    IF nodes IS NOT NULL AND cardinality(nodes) > 0 THEN
-        RETURN ace.resolve_nodes(nodes);
+    IF nodes IS NULL OR cardinality(nodes) = 0 THEN
+        RETURN (SELECT coalesce(array_agg(n.node_name ORDER BY n.node_name), '{}') FROM ace.nodes n WHERE n.state <> 'joining');
     END IF;
-    RETURN (SELECT coalesce(array_agg(n.node_name ORDER BY n.node_name), '{}') FROM ace.nodes n WHERE n.state <> 'joining');
+    SELECT array_agg(DISTINCT btrim(n) ORDER BY btrim(n)) INTO named FROM unnest(nodes) n;
+    SELECT array_agg(n ORDER BY n) INTO unknown FROM unnest(named) n WHERE NOT EXISTS (SELECT 1 FROM ace.nodes x WHERE x.node_name = n);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown node(s): %', array_to_string(unknown, ', ')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Registered nodes are listed in ace.nodes; add one with ace.add_node(name, conninfo).';
+    END IF;
+    RETURN named;
 END $$;
 
 -- Checks a policy as the caller, at its creation and again at each run: the table, the caller's
