@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,8 +16,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ace-agent/ace-agent/sqlapi"
-
-	"os"
 )
 
 func newRepairPolicyCmd(g *globals) *cobra.Command {
@@ -87,19 +86,18 @@ saved plan). Give --every or --cron to run it on a timer; without either it runs
 	f.BoolVar(&disabled, "disabled", false, "make its timer paused")
 	f.BoolVar(&spec.RunNow, "run-now", false, "run at once, then on the timer")
 	_ = cmd.MarkFlagRequired("strategy")
-	cmd.PreRunE = func(*cobra.Command, []string) error { return goDurations(&spec.Every, &spec.RecheckAfter) }
+	cmd.PreRun = func(*cobra.Command, []string) { goDurations(&spec.Every, &spec.RecheckAfter) }
 	return cmd
 }
 
 // goDurations rewrites Go durations (10m, 1h30m) as PostgreSQL intervals, which take them only
 // spelt out; anything else is left for PostgreSQL to read.
-func goDurations(values ...*string) error {
+func goDurations(values ...*string) {
 	for _, v := range values {
 		if d, err := time.ParseDuration(*v); err == nil {
 			*v = fmt.Sprintf("%g seconds", d.Seconds())
 		}
 	}
-	return nil
 }
 
 func firstDue(due *time.Time) string {
