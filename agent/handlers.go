@@ -42,6 +42,7 @@ var handlers = map[sqlapi.TaskType]handler{
 	sqlapi.TypeSchemaDiff:           handle((*Agent).schemaDiff),
 	sqlapi.TypeRepsetDiff:           handle((*Agent).repsetDiff),
 	sqlapi.TypeNodeResync:           handle((*Agent).nodeResync),
+	sqlapi.TypeRepairPolicyRun:      handle((*Agent).repairPolicyRun),
 }
 
 // dispatch decodes the task's arguments into its type's argument struct and runs its handler.

@@ -109,6 +109,7 @@ func (s *Server) Handler() http.Handler {
 	get("/api/v1/tasks/{task_id}/diff", s.diffHandler)
 	get("/api/v1/events", s.eventsHandler)
 	mux.Handle("/api/v1/schedules", methods(s.schedulesHandler, http.MethodGet, http.MethodPost))
+	mux.Handle("/api/v1/repair-policies", methods(s.repairPoliciesHandler, http.MethodGet, http.MethodPost, http.MethodDelete))
 	get("/healthz", s.healthz)
 	s.clusterRoutes(get, func(path string, h http.HandlerFunc) { mux.Handle(path, methods(h, http.MethodPost)) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -21,6 +21,7 @@ const (
 	TypeSchemaDiff           TaskType = "schema-diff"
 	TypeRepsetDiff           TaskType = "repset-diff"
 	TypeNodeResync           TaskType = "node-resync"
+	TypeRepairPolicyRun      TaskType = "repair-policy-run"
 )
 
 // Result says what a task type's result is, and so who may read it as what.
@@ -158,6 +159,14 @@ var TaskSpecs = []TaskSpec{
 		// and running the parent again diffs again, so it changes no data itself.
 		Type: TypeNodeResync, Args: func() any { return new(NodeResyncArgs) },
 		Submit: []string{"resync_node", "run_resync_node"}, Results: []string{"describe_resync"},
+	},
+	{
+		// A parent task: a child diff of the policy's table, then (unless held) a child
+		// table-repair with the compare-and-set forced on and a child table-rerun. The children
+		// record their own changes, and running the parent again diffs again.
+		Type: TypeRepairPolicyRun, Args: func() any { return new(RepairPolicyRunArgs) },
+		Submit: []string{"run_repair_policy"}, Results: []string{"repair_policy_runs", "describe_policy_run"},
+		Routes: []string{"/api/v1/repair-policies/run"},
 	},
 }
 

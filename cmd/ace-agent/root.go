@@ -44,7 +44,7 @@ Exit codes: 0 success or in sync, 1 differences found, 2 error.`,
 		newSchemaDiffCmd(g),
 		newRepsetDiffCmd(g),
 		newEventsCmd(g),
-		newScheduleCmd(g))
+		newScheduleCmd(g), newRepairPolicyCmd(g))
 	addTaskCommands(root, g, sqlapi.TaskSpecs)
 	return root
 }

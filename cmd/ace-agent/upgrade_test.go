@@ -264,6 +264,7 @@ func addedAfterV5(line string) bool {
 		"table_sync",     // 015: per-table sync status
 		"repair_commits", // 016: a repair's commit per node
 		"schedule",       // 017: schedules, and the index of scheduled runs on ace.tasks
+		"repair_polic",   // 018: repair policies, and the index of their runs on ace.tasks
 	} {
 		if strings.Contains(line, part) {
 			return true

@@ -89,3 +89,28 @@ func (k Key) narrowing() string {
 	}
 	return s
 }
+
+// SettleTransaction gives a transaction's status row (one retry of it: Key's RetryErroredAt) the
+// status its commands have, once every command's detail row has that status: a transaction is
+// resolved when all its commands are, whichever tables they touched. It reports whether the row
+// was changed.
+func SettleTransaction(ctx context.Context, n *engine.Node, u Update) (bool, error) {
+	details, err := json.Marshal(u.ResolutionDetails)
+	if err != nil {
+		return false, fmt.Errorf("encode resolution_details: %w", err)
+	}
+	k := u.Key
+	tag, err := n.Pool.Exec(ctx, `UPDATE spock.exception_status s
+		SET status = $1, resolution_details = $2, resolved_at = clock_timestamp()
+		WHERE s.remote_origin = $3 AND s.remote_commit_ts = $4 AND s.remote_xid = $5 AND s.retry_errored_at = $6
+		  AND s.status IS DISTINCT FROM $1
+		  AND NOT EXISTS (SELECT 1 FROM spock.exception_status_detail d
+		                  WHERE (d.remote_origin, d.remote_commit_ts, d.remote_xid, d.retry_errored_at)
+		                      = (s.remote_origin, s.remote_commit_ts, s.remote_xid, s.retry_errored_at)
+		                    AND d.status IS DISTINCT FROM $1)`,
+		u.Status, details, k.RemoteOrigin, k.RemoteCommitTS, k.RemoteXID, k.RetryErroredAt)
+	if err != nil {
+		return false, fmt.Errorf("update spock.exception_status on node %s: %w", n.Name, err)
+	}
+	return tag.RowsAffected() > 0, nil
+}

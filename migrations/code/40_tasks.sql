@@ -231,6 +231,7 @@ BEGIN
         WHEN 'schema-diff' THEN ace.describe_schema_diff(t.result)
         WHEN 'repset-diff' THEN ace.describe_repset_diff(t.result)
         WHEN 'node-resync' THEN ace.describe_resync(t.result)
+        WHEN 'repair-policy-run' THEN ace.describe_policy_run(t.result)
         ELSE format('%s task completed', t.task_type)
     END;
 END $$;

@@ -315,7 +315,7 @@ BEGIN
                   HINT = 'skip: a due time whose previous run is still queued or running is skipped and counted.';
     END IF;
     IF task_type = ANY (ace.unschedulable_task_types()) THEN
-        RAISE EXCEPTION '% cannot be scheduled: a repair changes data, and repair policies (not schedules) will run repairs', task_type
+        RAISE EXCEPTION '% cannot be scheduled: a repair changes data: repair policies (ace.repair_policy) run repairs, guarded', task_type
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Schedule the diff, and repair what it finds with ace.table_repair(diff_task).';
     END IF;
@@ -377,6 +377,7 @@ CREATE OR REPLACE FUNCTION ace.schedule(schedule_name text, task_type text, args
 RETURNS timestamptz LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM ace.check_submitter();
+    PERFORM ace.check_not_policy_schedule(schedule_name, task_type);
     PERFORM ace.check_schedule_definition(schedule_name, task_type, every, cron, scope, overlap);
     args := coalesce(args, '{}');
     IF jsonb_typeof(args) <> 'object' THEN
@@ -447,6 +448,7 @@ END $$;
 
 CREATE OR REPLACE FUNCTION ace.unschedule(schedule_name text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM ace.check_not_policy_schedule(schedule_name);
     PERFORM ace.change_schedule_row(current_user, schedule_name, 'remove');
     RETURN true;
 END $$;
