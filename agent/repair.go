@@ -29,7 +29,7 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.T
 	if len(targets) == 0 {
 		targets = slices.DeleteFunc(slices.Clone(diff.Nodes), func(n string) bool { return n == args.SourceOfTruth })
 	}
-	nodes, err := a.openRepairNodes(ctx, run, targets)
+	nodes, err := a.openRepairNodes(ctx, run, repairNodes(targets, diff))
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +63,22 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.T
 		}
 	}
 	return summary, nil
+}
+
+// repairNodes are the nodes a repair connects to: its targets, and with a diff that stored key
+// ranges whole, every node of the diff, whose tables define the ranges' key order and whose
+// holders the ranges are copied from (engine/repair's ranges.go).
+func repairNodes(targets []string, diff *engine.DiffSummary) []string {
+	if diff.KeyRanges == 0 {
+		return targets
+	}
+	out := slices.Clone(targets)
+	for _, n := range diff.Nodes {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // setRoleTo is the role a repair's transactions SET LOCAL ROLE to: the submitter in the set_role

@@ -44,7 +44,7 @@ func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 	}
 	err = r.fenced(ctx, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "diff_results"},
-			[]string{"task_id", "row_no", "pk", "pk_sort", "kind", "rows", "versions", "meta"}, pgx.CopyFromRows(data))
+			[]string{"task_id", "row_no", "pk", "pk_sort", "kind", "rows", "versions", "meta", "key_range"}, pgx.CopyFromRows(data))
 		if err != nil {
 			return fmt.Errorf("store %d differing rows of task %s: %w", len(rows), r.Task.ID, err)
 		}
@@ -76,10 +76,27 @@ func (r *Run) diffRowData(rows []engine.DiffRow) ([][]any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("encode row versions: %w", err)
 		}
+		kind, keyRange, err := storedKind(row)
+		if err != nil {
+			return nil, err
+		}
 		r.rowNo++
-		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), []byte(row.PKSort), row.Kind, rowsJSON, versions, meta}
+		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), []byte(row.PKSort), kind, rowsJSON, versions, meta, keyRange}
 	}
 	return data, nil
+}
+
+// storedKind is how a differing row is stored: a range row (engine.KindMissingRange) is a
+// 'missing' row with its key_range; any other row has none.
+func storedKind(row engine.DiffRow) (string, []byte, error) {
+	if row.Range == nil {
+		return row.Kind, nil, nil
+	}
+	raw, err := json.Marshal(row.Range)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode a differing key range: %w", err)
+	}
+	return engine.KindMissing, raw, nil
 }
 
 // ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key.
@@ -95,7 +112,7 @@ func ReadDiffRowsAsStored(ctx context.Context, q Querier, taskID uuid.UUID, fn f
 }
 
 func readDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, order string, fn func(engine.DiffRow) error) error {
-	rows, err := q.Query(ctx, `SELECT pk, pk_sort, kind, rows, versions, meta FROM ace.diff_results
+	rows, err := q.Query(ctx, `SELECT pk, pk_sort, kind, rows, versions, meta, key_range FROM ace.diff_results
 		WHERE task_id = $1 ORDER BY `+order, taskID)
 	if err != nil {
 		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
@@ -103,12 +120,12 @@ func readDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, order string
 	defer rows.Close()
 	for rows.Next() {
 		var d engine.DiffRow
-		var pk, pkSort, rowsJSON, versions, meta []byte
-		if err := rows.Scan(&pk, &pkSort, &d.Kind, &rowsJSON, &versions, &meta); err != nil {
+		var pk, pkSort, rowsJSON, versions, meta, keyRange []byte
+		if err := rows.Scan(&pk, &pkSort, &d.Kind, &rowsJSON, &versions, &meta, &keyRange); err != nil {
 			return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
 		}
 		d.PK, d.PKSort = pk, pkSort
-		if err := decodeDiffRow(&d, rowsJSON, versions, meta); err != nil {
+		if err := decodeDiffRow(&d, rowsJSON, versions, meta, keyRange); err != nil {
 			return fmt.Errorf("decode a differing row of task %s: %w", taskID, err)
 		}
 		if err := fn(d); err != nil {

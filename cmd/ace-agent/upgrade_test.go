@@ -264,6 +264,7 @@ func addedAfterV5(line string) bool {
 		"table_sync",     // 015: per-table sync status
 		"repair_commits", // 016: a repair's commit per node
 		"schedule",       // 017: schedules, and the index of scheduled runs on ace.tasks
+		"key_range",      // 019: differing rows and repair actions that stand for a key range
 	} {
 		if strings.Contains(line, part) {
 			return true

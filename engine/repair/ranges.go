@@ -1,0 +1,383 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// A differing key range (engine.KindMissingRange: rows some nodes hold identically and the
+// others not at all) is repaired whole: its rows are copied with COPY from a holder into a target
+// that holds none, in the target's repair transaction, under a compare-and-set checked in that
+// transaction: the target still holds no row of the range, and the holder's rows, read at the
+// snapshot the copy reads, still have the count and hash lanes the diff saw. Otherwise nothing of
+// the range is written and it is skipped as changed_since_diff.
+
+// repairRanges repairs the batch's key ranges (repairRange), and returns its other rows.
+func (r *repairer) repairRanges(ctx context.Context, batch []engine.DiffRow) ([]engine.DiffRow, error) {
+	keys := batch[:0:0]
+	for _, d := range batch {
+		if d.Range == nil {
+			keys = append(keys, d)
+			continue
+		}
+		if r.aborted() || len(r.live()) == 0 {
+			return nil, nil
+		}
+		if err := r.repairRange(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// rangeUnsupported says why a repair cannot take a diff's key ranges.
+func (r *repairer) rangeUnsupported() string {
+	o := r.opts
+	switch {
+	case o.Plan != nil:
+		return "a repair plan"
+	case o.FixNulls:
+		return "fix_nulls"
+	case o.Bidirectional:
+		return "bidirectional"
+	case o.Strategy == StrategyLatestCommit:
+		return "the latest_commit strategy"
+	case o.PreserveOrigin != "":
+		return "preserve_origin"
+	case o.Diff.HashVersion != engine.HashVersion:
+		return fmt.Sprintf("hash version %d (the diff hashed with version %d)", engine.HashVersion, o.Diff.HashVersion)
+	}
+	return ""
+}
+
+// repairRange decides a key range as a row of the diff would be decided (by the source of truth
+// or the majority), and copies it to each target that lacks it and should hold it.
+func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
+	if why := r.rangeUnsupported(); why != "" {
+		return fmt.Errorf("the diff stored %d keys of range %s as one key range (it was a node's resync diff), which a repair with %s cannot take: "+
+			"diff the table again with ace.table_diff and repair that diff", d.Range.Rows, d.Range.Range(), why)
+	}
+	var actions []Action
+	for _, p := range r.planFromSource(d) {
+		a := p.Action
+		a.PK, a.PKSort, a.Range, a.After = d.PK, d.PKSort, d.Range, nil
+		switch a.Kind {
+		case ActionSkip:
+		case ActionInsert:
+			s := r.sessions[a.Node]
+			if s == nil || s.failed != nil {
+				continue
+			}
+			if !r.opts.DryRun {
+				if err := r.loadRangeKeys(ctx); err != nil {
+					return err
+				}
+				changed, err := r.copyRange(ctx, s, a.Source, d.Range)
+				if err != nil {
+					s.failed = fmt.Errorf("copy range %s from node %s: %w", d.Range.Range(), a.Source, err)
+					continue
+				}
+				if changed != "" {
+					a.Kind, a.Reason = ActionSkip, ReasonChangedSinceDiff
+				}
+			}
+		case ActionDelete:
+			s := r.sessions[a.Node]
+			if s == nil || s.failed != nil {
+				continue
+			}
+			if !r.opts.DryRun {
+				if err := r.loadRangeKeys(ctx); err != nil {
+					return err
+				}
+				changed, err := r.deleteRange(ctx, s, d.Range)
+				if err != nil {
+					s.failed = fmt.Errorf("delete range %s: %w", d.Range.Range(), err)
+					continue
+				}
+				if changed != "" {
+					a.Kind, a.Reason = ActionSkip, ReasonChangedSinceDiff
+				}
+			}
+		default:
+			return fmt.Errorf("the diff stored %d keys of range %s as one key range, on which the repair would %s on node %s: "+
+				"diff the table again with ace.table_diff and repair that diff", d.Range.Rows, d.Range.Range(), a.Kind, a.Node)
+		}
+		actions = append(actions, a)
+	}
+	r.count(actions)
+	if err := r.sink.WriteRepairActions(ctx, actions); err != nil {
+		return fmt.Errorf("record repair actions: %w", err)
+	}
+	r.mu.Lock()
+	r.keysDone += d.Range.Rows
+	r.mu.Unlock()
+	r.report("repairing")
+	return nil
+}
+
+// copyRange copies the range's rows from node source into the target's transaction, and
+// reports why it copied nothing ("" when it copied them): the target holds a row of the range
+// now, or the source's rows there are not what the diff saw.
+func (r *repairer) copyRange(ctx context.Context, s *repairSession, source string, kr *engine.KeyRange) (changed string, err error) {
+	var args []any
+	where := literalSQL(r.rangeKeys.Where(kr.Range(), &args), args)
+	var held bool
+	if err := s.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+r.table.Qualified()+` WHERE `+where+`)`).Scan(&held); err != nil {
+		return "", fmt.Errorf("look for rows of the range on node %s: %w", s.node.Name, err)
+	}
+	if held {
+		return "node " + s.node.Name + " holds rows of the range now", nil
+	}
+	src := r.nodes[source]
+	if src == nil {
+		return "", fmt.Errorf("no connection to node %s, which holds the range", source)
+	}
+	if _, err := s.conn.Exec(ctx, "SAVEPOINT ace_range"); err != nil {
+		return "", fmt.Errorf("savepoint: %w", err)
+	}
+	changed, err = r.copyFromSource(ctx, s, src, kr, where)
+	if err == nil && changed == "" {
+		_, err = s.conn.Exec(ctx, "RELEASE SAVEPOINT ace_range")
+		return "", err
+	}
+	if _, rbErr := s.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK TO SAVEPOINT ace_range"); rbErr != nil && err == nil {
+		err = fmt.Errorf("roll back the copy of a changed range: %w", rbErr)
+	}
+	return changed, err
+}
+
+// deleteRange deletes the range's rows on a target that holds them, in its transaction, and
+// keeps the deletion only if the deleted rows are the ones the diff saw there (their count and
+// hash lanes, summed over what the DELETE returned, so no row changed between a check and the
+// delete can slip through); otherwise it reports why and leaves the rows.
+func (r *repairer) deleteRange(ctx context.Context, s *repairSession, kr *engine.KeyRange) (string, error) {
+	var args []any
+	where := r.rangeKeys.Where(kr.Range(), &args)
+	if _, err := s.conn.Exec(ctx, "SAVEPOINT ace_range"); err != nil {
+		return "", fmt.Errorf("savepoint: %w", err)
+	}
+	hash := engine.NewRowHash(r.table.Columns, r.opts.Diff.HashMode)
+	sql := `WITH "?ace_del?" AS (DELETE FROM ` + r.table.Qualified() + ` WHERE ` + where + ` RETURNING *) ` +
+		engine.SummarySQL("0", hash, hash.Source(`"?ace_del?"`, "true"))
+	got := [3]string{"0", "0", "0"}
+	rows, err := s.conn.Query(ctx, sql, args...)
+	if err == nil {
+		var bucket int
+		var count int64
+		var l1, l2 string
+		_, err = pgx.ForEachRow(rows, []any{&bucket, &count, &l1, &l2}, func() error {
+			got = [3]string{strconv.FormatInt(count, 10), l1, l2}
+			return nil
+		})
+	}
+	changed := ""
+	if want := [3]string{strconv.FormatInt(kr.Rows, 10), kr.Lane1, kr.Lane2}; err == nil && got != want {
+		changed = fmt.Sprintf("node %s holds %s rows of the range now (lanes %s, %s), the diff saw %d", s.node.Name, got[0], got[1], got[2], kr.Rows)
+	}
+	if err == nil && changed == "" {
+		_, err = s.conn.Exec(ctx, "RELEASE SAVEPOINT ace_range")
+		return "", err
+	}
+	if _, rbErr := s.conn.Exec(context.WithoutCancel(ctx), "ROLLBACK TO SAVEPOINT ace_range"); rbErr != nil && err == nil {
+		err = fmt.Errorf("roll back the deletion of a changed range: %w", rbErr)
+	}
+	return changed, err
+}
+
+// copyFromSource streams the range from the source into the target (COPY TO STDOUT into COPY
+// FROM STDIN) while a second session of the source, at the same snapshot, sums the hash of the
+// same rows; it reports a difference from the diff's count and lanes.
+func (r *repairer) copyFromSource(ctx context.Context, s *repairSession, src *engine.Node, kr *engine.KeyRange, where string) (string, error) {
+	reader, snapshot, done, err := r.sourceSnapshot(ctx, src)
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	cols := columnList(r.writable)
+	var copied int64
+	var summary [3]string
+	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+	p.Go(func(ctx context.Context) error {
+		var err error
+		summary, err = r.sourceSummary(ctx, src, snapshot, where)
+		return err
+	})
+	p.Go(func(ctx context.Context) error {
+		pr, pw := io.Pipe()
+		out := make(chan error, 1)
+		go func() {
+			_, err := reader.Conn().PgConn().CopyTo(ctx, pw, `COPY (SELECT `+cols+` FROM `+r.table.Qualified()+` WHERE `+where+`) TO STDOUT`)
+			pw.CloseWithError(err)
+			out <- err
+		}()
+		tag, err := s.conn.Conn().PgConn().CopyFrom(ctx, pr, `COPY `+r.table.Qualified()+` (`+cols+`) FROM STDIN`)
+		pr.CloseWithError(errors.New("the copy into the target ended"))
+		if srcErr := <-out; srcErr != nil && err == nil {
+			return fmt.Errorf("read the range on node %s: %w", src.Name, srcErr)
+		}
+		if isCode(err, pgerrcode.UniqueViolation) {
+			copied = -1 // a row of the range was inserted on the target meanwhile
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("write the range on node %s: %w", s.node.Name, err)
+		}
+		copied = tag.RowsAffected()
+		return nil
+	})
+	if err := p.Wait(); err != nil {
+		return "", err
+	}
+	if copied < 0 {
+		return "node " + s.node.Name + " got a row of the range during the copy", nil
+	}
+	want := [3]string{strconv.FormatInt(kr.Rows, 10), kr.Lane1, kr.Lane2}
+	if summary != want || copied != kr.Rows {
+		return fmt.Sprintf("node %s holds %s rows of the range now (lanes %s, %s), the diff saw %d", src.Name, summary[0], summary[1], summary[2], kr.Rows), nil
+	}
+	return "", nil
+}
+
+// sourceSnapshot opens a read-only repeatable-read transaction on the source, as the submitter,
+// and exports its snapshot for the summary's session. done ends it.
+func (r *repairer) sourceSnapshot(ctx context.Context, src *engine.Node) (tx pgx.Tx, snapshot string, done func(), err error) {
+	conn, err := src.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("connect to node %s: %w", src.Name, err)
+	}
+	tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err == nil {
+		err = r.setLocalRole(ctx, tx)
+	}
+	if err == nil {
+		err = tx.QueryRow(ctx, `SELECT pg_export_snapshot()`).Scan(&snapshot)
+	}
+	done = func() {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		conn.Release()
+	}
+	if err != nil {
+		if tx != nil {
+			done()
+		} else {
+			conn.Release()
+		}
+		return nil, "", nil, fmt.Errorf("open a snapshot on node %s: %w", src.Name, err)
+	}
+	return tx, snapshot, done, nil
+}
+
+// sourceSummary is the count and hash lanes of the range's rows on the source at snapshot, as
+// the diff summed them (engine.SummarySQL with the diff's hash mode).
+func (r *repairer) sourceSummary(ctx context.Context, src *engine.Node, snapshot, where string) ([3]string, error) {
+	out := [3]string{"0", "0", "0"}
+	conn, err := src.Pool.Acquire(ctx)
+	if err != nil {
+		return out, fmt.Errorf("connect to node %s: %w", src.Name, err)
+	}
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return out, fmt.Errorf("begin on node %s: %w", src.Name, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SET TRANSACTION SNAPSHOT `+engine.QuoteLiteral(snapshot)); err != nil {
+		return out, fmt.Errorf("share the copy's snapshot on node %s: %w", src.Name, err)
+	}
+	if err := r.setLocalRole(ctx, tx); err != nil {
+		return out, err
+	}
+	hash := engine.NewRowHash(r.table.Columns, r.opts.Diff.HashMode)
+	rows, err := tx.Query(ctx, engine.SummarySQL("0", hash, hash.Source(r.table.Qualified(), where)))
+	if err != nil {
+		return out, fmt.Errorf("sum the range's hashes on node %s: %w", src.Name, err)
+	}
+	var bucket int
+	var count int64
+	var l1, l2 string
+	_, err = pgx.ForEachRow(rows, []any{&bucket, &count, &l1, &l2}, func() error {
+		out = [3]string{strconv.FormatInt(count, 10), l1, l2}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("sum the range's hashes on node %s: %w", src.Name, err)
+	}
+	return out, nil
+}
+
+func (r *repairer) setLocalRole(ctx context.Context, tx pgx.Tx) error {
+	if r.opts.Role == "" {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+engine.Ident(r.opts.Role)); err != nil {
+		return fmt.Errorf("set role %s: %w", r.opts.Role, err)
+	}
+	return nil
+}
+
+// loadRangeKeys builds, once, the key order the diff cut its ranges in: over every node of the
+// diff (which a repair of a diff with key ranges has sessions to), after checking that each still
+// has the table the diff saw.
+func (r *repairer) loadRangeKeys(ctx context.Context) error {
+	if r.rangeKeysLoaded {
+		return nil
+	}
+	var tables []*engine.Table
+	var names []string
+	for _, name := range r.opts.Diff.Nodes {
+		n := r.nodes[name]
+		if n == nil {
+			return fmt.Errorf("no connection to node %s of the diff, whose key order a key range is cut in", name)
+		}
+		t, err := engine.LoadTable(ctx, n, r.opts.Diff.Schema, r.opts.Diff.Table)
+		if err != nil {
+			return err
+		}
+		if err := r.sameAsDiff(t, name); err != nil {
+			return err
+		}
+		tables, names = append(tables, t), append(names, name)
+	}
+	keys, err := engine.NewKeyOrder(tables, names)
+	if err != nil {
+		return err
+	}
+	r.rangeKeys, r.rangeKeysLoaded = keys, true
+	return nil
+}
+
+func columnList(cols []engine.Column) string {
+	out := ""
+	for i, c := range cols {
+		if i > 0 {
+			out += ", "
+		}
+		out += engine.Ident(c.Name)
+	}
+	return out
+}
+
+// placeholder is a parameter reference of a predicate from engine.KeyOrder.Where, which quotes
+// every identifier (so a "$" inside one follows a letter or a digit).
+var placeholder = regexp.MustCompile(`(^|[^A-Za-z0-9_$"])\$([0-9]+)`)
+
+// literalSQL puts the text parameters of a predicate in as literals: COPY takes no parameters.
+// Where casts each parameter to its key column's type, so a literal reads as the parameter did.
+func literalSQL(where string, args []any) string {
+	return placeholder.ReplaceAllStringFunc(where, func(m string) string {
+		sub := placeholder.FindStringSubmatch(m)
+		n, _ := strconv.Atoi(sub[2])
+		return sub[1] + engine.QuoteLiteral(fmt.Sprint(args[n-1]))
+	})
+}
