@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -99,9 +100,34 @@ func storedKind(row engine.DiffRow) (string, []byte, error) {
 	return engine.KindMissing, raw, nil
 }
 
-// ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key.
+// ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key. A key
+// range stored whole (engine.KindMissingRange: a node resync's diff) is an error naming the fix:
+// its rows are on the nodes, not in the diff, and a reader of rows would miss them.
 func ReadDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
+	return readDiffRows(ctx, q, taskID, "pk_sort, row_no", func(d engine.DiffRow) error {
+		if d.Range != nil {
+			return &KeyRangeError{Task: taskID, Range: d.Range}
+		}
+		return fn(d)
+	})
+}
+
+// ReadDiffRowsAndRanges is ReadDiffRows for a reader that takes key ranges (DiffRow.Range) too.
+func ReadDiffRowsAndRanges(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
 	return readDiffRows(ctx, q, taskID, "pk_sort, row_no", fn)
+}
+
+// KeyRangeError is a key range met by a reader that needs every differing row.
+type KeyRangeError struct {
+	Task  uuid.UUID
+	Range *engine.KeyRange
+}
+
+func (e *KeyRangeError) Error() string {
+	return fmt.Sprintf("diff task %s stored the %d keys of range %s, held by %s and missing on %s, as one key range (a node resync's diff stores "+
+		"such ranges whole, to copy them whole), so their rows are on the nodes, not in the diff: diff the table again with ace.table_diff "+
+		"(or ace.table_rerun, which rechecks the range row by row) and read that diff", e.Task, e.Range.Rows, e.Range.Range(),
+		strings.Join(e.Range.Holders, ", "), strings.Join(e.Range.Empty, ", "))
 }
 
 // ReadDiffRowsAsStored calls fn for each differing row of a diff task in the order the diff
