@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/sourcegraph/conc/pool"
 
 	"github.com/ace-agent/ace-agent/engine"
 )
@@ -50,8 +49,6 @@ func (r *repairer) rangeUnsupported() string {
 		return "fix_nulls"
 	case o.Bidirectional:
 		return "bidirectional"
-	case o.Strategy == StrategyLatestCommit:
-		return "the latest_commit strategy"
 	case o.PreserveOrigin != "":
 		return "preserve_origin"
 	case o.Diff.HashVersion != engine.HashVersion:
@@ -68,7 +65,7 @@ func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
 			"diff the table again with ace.table_diff and repair that diff", d.Range.Rows, d.Range.Range(), why)
 	}
 	var actions []Action
-	for _, p := range r.planFromSource(d) {
+	for _, p := range r.planRange(d) {
 		a := p.Action
 		a.PK, a.PKSort, a.Range, a.After = d.PK, d.PKSort, d.Range, nil
 		switch a.Kind {
@@ -124,6 +121,16 @@ func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
 	r.mu.Unlock()
 	r.report("repairing")
 	return nil
+}
+
+// planRange decides a key range as planFromSource decides a row. With latest_commit, the
+// holders' rows are the only version there is (the others hold none), so it wins whatever its
+// commit timestamps: the range is copied from a holder.
+func (r *repairer) planRange(d engine.DiffRow) []planned {
+	if r.opts.Strategy == StrategyLatestCommit {
+		return r.planFrom(d, d.Range.Holders[0], "")
+	}
+	return r.planFromSource(d)
 }
 
 // copyRange copies the range's rows from node source into the target's transaction, and
@@ -195,125 +202,55 @@ func (r *repairer) deleteRange(ctx context.Context, s *repairSession, kr *engine
 	return changed, err
 }
 
-// copyFromSource streams the range from the source into the target (COPY TO STDOUT into COPY
-// FROM STDIN) while a second session of the source, at the same snapshot, sums the hash of the
-// same rows; it reports a difference from the diff's count and lanes.
+// copyFromSource streams the range from the source into the target: COPY TO STDOUT of the rows
+// with each row's digest (the diff's row hash) on the source, into COPY FROM STDIN on the target
+// with the digests taken off, summed on the way into the count and lanes the diff summed
+// (rangeSum). It reports a difference from what the diff saw. The source is read in one
+// statement, as the submitter, so the rows copied are the rows summed.
 func (r *repairer) copyFromSource(ctx context.Context, s *repairSession, src *engine.Node, kr *engine.KeyRange, where string) (string, error) {
-	reader, snapshot, done, err := r.sourceSnapshot(ctx, src)
-	if err != nil {
-		return "", err
-	}
-	defer done()
-	cols := columnList(r.writable)
-	var copied int64
-	var summary [3]string
-	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
-	p.Go(func(ctx context.Context) error {
-		var err error
-		summary, err = r.sourceSummary(ctx, src, snapshot, where)
-		return err
-	})
-	p.Go(func(ctx context.Context) error {
-		pr, pw := io.Pipe()
-		out := make(chan error, 1)
-		go func() {
-			_, err := reader.Conn().PgConn().CopyTo(ctx, pw, `COPY (SELECT `+cols+` FROM `+r.table.Qualified()+` WHERE `+where+`) TO STDOUT`)
-			pw.CloseWithError(err)
-			out <- err
-		}()
-		tag, err := s.conn.Conn().PgConn().CopyFrom(ctx, pr, `COPY `+r.table.Qualified()+` (`+cols+`) FROM STDIN`)
-		pr.CloseWithError(errors.New("the copy into the target ended"))
-		if srcErr := <-out; srcErr != nil && err == nil {
-			return fmt.Errorf("read the range on node %s: %w", src.Name, srcErr)
-		}
-		if isCode(err, pgerrcode.UniqueViolation) {
-			copied = -1 // a row of the range was inserted on the target meanwhile
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("write the range on node %s: %w", s.node.Name, err)
-		}
-		copied = tag.RowsAffected()
-		return nil
-	})
-	if err := p.Wait(); err != nil {
-		return "", err
-	}
-	if copied < 0 {
-		return "node " + s.node.Name + " got a row of the range during the copy", nil
-	}
-	want := [3]string{strconv.FormatInt(kr.Rows, 10), kr.Lane1, kr.Lane2}
-	if summary != want || copied != kr.Rows {
-		return fmt.Sprintf("node %s holds %s rows of the range now (lanes %s, %s), the diff saw %d", src.Name, summary[0], summary[1], summary[2], kr.Rows), nil
-	}
-	return "", nil
-}
-
-// sourceSnapshot opens a read-only repeatable-read transaction on the source, as the submitter,
-// and exports its snapshot for the summary's session. done ends it.
-func (r *repairer) sourceSnapshot(ctx context.Context, src *engine.Node) (tx pgx.Tx, snapshot string, done func(), err error) {
 	conn, err := src.Pool.Acquire(ctx)
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("connect to node %s: %w", src.Name, err)
-	}
-	tx, err = conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err == nil {
-		err = r.setLocalRole(ctx, tx)
-	}
-	if err == nil {
-		err = tx.QueryRow(ctx, `SELECT pg_export_snapshot()`).Scan(&snapshot)
-	}
-	done = func() {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
-		conn.Release()
-	}
-	if err != nil {
-		if tx != nil {
-			done()
-		} else {
-			conn.Release()
-		}
-		return nil, "", nil, fmt.Errorf("open a snapshot on node %s: %w", src.Name, err)
-	}
-	return tx, snapshot, done, nil
-}
-
-// sourceSummary is the count and hash lanes of the range's rows on the source at snapshot, as
-// the diff summed them (engine.SummarySQL with the diff's hash mode).
-func (r *repairer) sourceSummary(ctx context.Context, src *engine.Node, snapshot, where string) ([3]string, error) {
-	out := [3]string{"0", "0", "0"}
-	conn, err := src.Pool.Acquire(ctx)
-	if err != nil {
-		return out, fmt.Errorf("connect to node %s: %w", src.Name, err)
+		return "", fmt.Errorf("connect to node %s: %w", src.Name, err)
 	}
 	defer conn.Release()
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return out, fmt.Errorf("begin on node %s: %w", src.Name, err)
+		return "", fmt.Errorf("begin on node %s: %w", src.Name, err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, `SET TRANSACTION SNAPSHOT `+engine.QuoteLiteral(snapshot)); err != nil {
-		return out, fmt.Errorf("share the copy's snapshot on node %s: %w", src.Name, err)
-	}
 	if err := r.setLocalRole(ctx, tx); err != nil {
-		return out, err
+		return "", err
 	}
+	cols := columnList(r.writable)
 	hash := engine.NewRowHash(r.table.Columns, r.opts.Diff.HashMode)
-	rows, err := tx.Query(ctx, engine.SummarySQL("0", hash, hash.Source(r.table.Qualified(), where)))
-	if err != nil {
-		return out, fmt.Errorf("sum the range's hashes on node %s: %w", src.Name, err)
+	read := `COPY (SELECT ` + cols + `, encode(` + hash.Digest + `, 'hex') FROM ` + hash.Source(r.table.Qualified(), where) + `) TO STDOUT`
+	pr, pw := io.Pipe()
+	sum := newRangeSum(pw)
+	out := make(chan error, 1)
+	go func() {
+		_, err := tx.Conn().PgConn().CopyTo(ctx, sum, read)
+		if err == nil {
+			err = sum.flush()
+		}
+		pw.CloseWithError(err)
+		out <- err
+	}()
+	_, err = s.conn.Conn().PgConn().CopyFrom(ctx, pr, `COPY `+r.table.Qualified()+` (`+cols+`) FROM STDIN`)
+	pr.CloseWithError(errors.New("the copy into the target ended"))
+	srcErr := <-out
+	switch {
+	case isCode(err, pgerrcode.UniqueViolation):
+		return "node " + s.node.Name + " got a row of the range during the copy", nil
+	case srcErr != nil && !errors.Is(srcErr, io.ErrClosedPipe):
+		return "", fmt.Errorf("read the range on node %s: %w", src.Name, srcErr)
+	case err != nil:
+		return "", fmt.Errorf("write the range on node %s: %w", s.node.Name, err)
 	}
-	var bucket int
-	var count int64
-	var l1, l2 string
-	_, err = pgx.ForEachRow(rows, []any{&bucket, &count, &l1, &l2}, func() error {
-		out = [3]string{strconv.FormatInt(count, 10), l1, l2}
-		return nil
-	})
-	if err != nil {
-		return out, fmt.Errorf("sum the range's hashes on node %s: %w", src.Name, err)
+	count, lane1, lane2 := sum.result()
+	if count != kr.Rows || lane1 != kr.Lane1 || lane2 != kr.Lane2 {
+		return fmt.Sprintf("node %s holds %d rows of the range now (lanes %s, %s), the diff saw %d", src.Name, count, lane1, lane2, kr.Rows), nil
 	}
-	return out, nil
+	return "", nil
 }
 
 func (r *repairer) setLocalRole(ctx context.Context, tx pgx.Tx) error {

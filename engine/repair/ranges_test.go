@@ -156,6 +156,16 @@ func nodeRows(r *repairEnv, node string) string {
 	return s
 }
 
+func TestRangeRepairByLatestCommit(t *testing.T) {
+	t.Parallel()
+	r := rangeSetup(t, func(e *testcluster.Env) { e.Node("n3").Exec(e.T, `TRUNCATE public.t`) })
+	s, _, err := r.repairRanges(func(o *repair.Options) { o.Strategy = repair.StrategyLatestCommit })
+	require.NoError(t, err)
+	require.True(t, s.FullyRepaired)
+	require.EqualValues(t, 3000, s.Nodes["n3"].Inserted)
+	require.Equal(t, r.tableOn("n1"), r.tableOn("n3"))
+}
+
 func TestRangeRepairAtomic(t *testing.T) {
 	t.Parallel()
 	r := rangeSetup(t, func(e *testcluster.Env) { e.Node("n3").Exec(e.T, `TRUNCATE public.t`) })
