@@ -265,7 +265,8 @@ func (r *repairer) setLocalRole(ctx context.Context, tx pgx.Tx) error {
 
 // loadRangeKeys builds, once, the key order the diff cut its ranges in: over every node of the
 // diff (which a repair of a diff with key ranges has sessions to), after checking that each still
-// has the table the diff saw.
+// has the table the diff saw and, in the set_role mode, that reading it runs no code a
+// non-superuser owns.
 func (r *repairer) loadRangeKeys(ctx context.Context) error {
 	if r.rangeKeysLoaded {
 		return nil
@@ -283,6 +284,13 @@ func (r *repairer) loadRangeKeys(ctx context.Context) error {
 		}
 		if err := r.sameAsDiff(t, name); err != nil {
 			return err
+		}
+		// A holder is read as the submitter (SET ROLE in the set_role mode): its read is held to
+		// the rules a diff's reads are.
+		if r.opts.SetRoleSessions {
+			if err := engine.CheckTableCode(ctx, n, t, "", engine.CodeUse{Read: true}); err != nil {
+				return err
+			}
 		}
 		tables, names = append(tables, t), append(names, name)
 	}
