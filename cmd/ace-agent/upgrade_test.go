@@ -177,10 +177,10 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 
 // contentsAsV5 is contents without what later migrations added to existing tables: the tasks'
 // submitted_session_user and waiting_on_children, the nodes' states, the repair actions' plan
-// rule, and the newer settings.
+// rule, the key ranges of differing rows and repair actions, and the newer settings.
 func contentsAsV5(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
-	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at' - 'backend_pid' - 'rule'",
+	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at' - 'backend_pid' - 'rule' - 'key_range'",
 		"NOT (to_jsonb(x) ? 'description' AND to_jsonb(x)->>'name' IN ('max_cdc_timeout', 'task_retention', 'scheduled_task_retention', "+
 			"'event_retention', 'min_schedule_interval', 'schedule_timezone', 'table_status_max_age'))")
 }
