@@ -32,6 +32,19 @@ func (r *repairer) repairRanges(ctx context.Context, batch []engine.DiffRow) ([]
 		if r.aborted() || len(r.live()) == 0 {
 			return nil, nil
 		}
+		if r.opts.Diff.HashVersion != engine.HashVersion {
+			return nil, fmt.Errorf("the diff stored key ranges hashed with hash version %d, and this agent hashes with version %d, "+
+				"so their compare-and-set cannot be checked: diff the table again", r.opts.Diff.HashVersion, engine.HashVersion)
+		}
+		if err := r.loadRangeKeys(ctx); err != nil {
+			return nil, err
+		}
+		if r.rangeUnsupported() != "" {
+			if err := r.expandRange(ctx, d); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err := r.repairRange(ctx, d); err != nil {
 			return nil, err
 		}
@@ -39,7 +52,8 @@ func (r *repairer) repairRanges(ctx context.Context, batch []engine.DiffRow) ([]
 	return keys, nil
 }
 
-// rangeUnsupported says why a repair cannot take a diff's key ranges.
+// rangeUnsupported says why a repair cannot copy a diff's key ranges whole, so it lists their
+// keys (expandRange); "" when it can.
 func (r *repairer) rangeUnsupported() string {
 	o := r.opts
 	switch {
@@ -51,8 +65,8 @@ func (r *repairer) rangeUnsupported() string {
 		return "bidirectional"
 	case o.PreserveOrigin != "":
 		return "preserve_origin"
-	case o.Diff.HashVersion != engine.HashVersion:
-		return fmt.Sprintf("hash version %d (the diff hashed with version %d)", engine.HashVersion, o.Diff.HashVersion)
+	case r.rangeRLS != "":
+		return "row-level security on node " + r.rangeRLS + " (COPY FROM refuses such a table)"
 	}
 	return ""
 }
@@ -60,10 +74,6 @@ func (r *repairer) rangeUnsupported() string {
 // repairRange decides a key range as a row of the diff would be decided (by the source of truth
 // or the majority), and copies it to each target that lacks it and should hold it.
 func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
-	if why := r.rangeUnsupported(); why != "" {
-		return fmt.Errorf("the diff stored %d keys of range %s as one key range (it was a node's resync diff), which a repair with %s cannot take: "+
-			"diff the table again with ace.table_diff and repair that diff", d.Range.Rows, d.Range.Range(), why)
-	}
 	var actions []Action
 	for _, p := range r.planRange(d) {
 		a := p.Action
@@ -76,9 +86,6 @@ func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
 				continue
 			}
 			if !r.opts.DryRun {
-				if err := r.loadRangeKeys(ctx); err != nil {
-					return err
-				}
 				changed, err := r.copyRange(ctx, s, a.Source, d.Range)
 				if err != nil {
 					s.failed = fmt.Errorf("copy range %s from node %s: %w", d.Range.Range(), a.Source, err)
@@ -94,9 +101,6 @@ func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
 				continue
 			}
 			if !r.opts.DryRun {
-				if err := r.loadRangeKeys(ctx); err != nil {
-					return err
-				}
 				changed, err := r.deleteRange(ctx, s, d.Range)
 				if err != nil {
 					s.failed = fmt.Errorf("delete range %s: %w", d.Range.Range(), err)
@@ -297,6 +301,19 @@ func (r *repairer) loadRangeKeys(ctx context.Context) error {
 	keys, err := engine.NewKeyOrder(tables, names)
 	if err != nil {
 		return err
+	}
+	r.rangeTables = map[string]*engine.Table{}
+	for i, name := range names {
+		r.rangeTables[name] = tables[i]
+	}
+	for _, t := range r.targets {
+		var rls bool
+		if err := r.nodes[t].Pool.QueryRow(ctx, `SELECT relrowsecurity FROM pg_class WHERE oid = $1::regclass`, r.table.Qualified()).Scan(&rls); err != nil {
+			return fmt.Errorf("node %s: read whether %s has row-level security: %w", t, r.table.Display(), err)
+		}
+		if rls && r.rangeRLS == "" {
+			r.rangeRLS = t
+		}
 	}
 	r.rangeKeys, r.rangeKeysLoaded = keys, true
 	return nil

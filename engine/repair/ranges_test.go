@@ -266,11 +266,50 @@ func TestRangeRepairOfAMixedTable(t *testing.T) {
 	require.Equal(t, r.tableOn("n1"), r.tableOn("n2"))
 }
 
-func TestRangeRepairRefusesWhatCannotTakeARange(t *testing.T) {
+func TestRangeRepairListsTheKeysOfARangeItCannotCopyWhole(t *testing.T) {
 	t.Parallel()
-	r := rangeSetup(t, func(e *testcluster.Env) { e.Node("n3").Exec(e.T, `TRUNCATE public.t`) })
-	before := nodeRows(r, "n3")
-	_, _, err := r.repairRanges(func(o *repair.Options) { o.Strategy, o.Bidirectional = "", true })
-	require.ErrorContains(t, err, "which a repair with bidirectional cannot take: diff the table again with ace.table_diff")
-	require.Equal(t, before, nodeRows(r, "n3"), "nothing written")
+	emptied := func(e *testcluster.Env) { e.Node("n3").Exec(e.T, `TRUNCATE public.t`) }
+	perKey := func(t *testing.T, sink *testcluster.RepairSink) {
+		t.Helper()
+		require.Len(t, sink.Actions, 3000)
+		for _, a := range sink.Actions {
+			require.Nil(t, a.Range)
+			require.Equal(t, repair.ActionInsert, a.Kind)
+		}
+	}
+
+	t.Run("bidirectional", func(t *testing.T) {
+		t.Parallel()
+		r := rangeSetup(t, emptied)
+		s, sink, err := r.repairRanges(func(o *repair.Options) { o.Strategy, o.Bidirectional = "", true })
+		require.NoError(t, err)
+		require.True(t, s.FullyRepaired)
+		perKey(t, sink)
+		require.Equal(t, r.tableOn("n1"), r.tableOn("n3"))
+	})
+
+	t.Run("a target with row-level security, which COPY FROM refuses", func(t *testing.T) {
+		t.Parallel()
+		r := rangeSetup(t, func(e *testcluster.Env) {
+			emptied(e)
+			e.Node("n3").Exec(e.T, `ALTER TABLE public.t ENABLE ROW LEVEL SECURITY`)
+		})
+		s, sink, err := r.repairRanges(nil)
+		require.NoError(t, err)
+		require.True(t, s.FullyRepaired)
+		perKey(t, sink)
+		require.Equal(t, r.tableOn("n1"), r.tableOn("n3"))
+	})
+
+	t.Run("a row changed on the holder since the diff: its range is left alone", func(t *testing.T) {
+		t.Parallel()
+		r := rangeSetup(t, emptied)
+		kr := r.rangeOf(1500)
+		r.Node("n1").Exec(t, `UPDATE public.t SET v = 'changed on n1 after the diff' WHERE id = 1500`)
+		s, _, err := r.repairRanges(func(o *repair.Options) { o.Strategy, o.Bidirectional = "", true })
+		require.NoError(t, err)
+		require.EqualValues(t, kr.Rows, s.Nodes["n3"].SkippedByReason[repair.ReasonChangedSinceDiff])
+		require.Zero(t, r.rowsIn("n3", kr), "nothing of the range was written")
+		require.EqualValues(t, 3000-kr.Rows, r.rowsIn("n3", &engine.KeyRange{}))
+	})
 }

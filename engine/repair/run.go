@@ -52,6 +52,9 @@ type repairer struct {
 	// The key order of the diff's key ranges, over every diff node (ranges.go).
 	rangeKeys       engine.KeyOrder
 	rangeKeysLoaded bool
+	rangeTables     map[string]*engine.Table // each diff node's table
+	// rangeRLS names a target whose table has row-level security, which COPY FROM refuses.
+	rangeRLS string
 
 	mu       sync.Mutex
 	stats    map[string]*NodeRepair
@@ -419,12 +422,18 @@ func (r *repairer) readBatches(ctx context.Context) (<-chan []engine.DiffRow, <-
 	return batches, readErr
 }
 
-// processBatch plans a batch, applies it on every live target at once, and records the actions.
+// processBatch repairs a batch's key ranges (ranges.go), then its keys.
 func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) error {
-	batch, err := r.repairRanges(ctx, batch)
-	if err != nil || len(batch) == 0 {
+	keys, err := r.repairRanges(ctx, batch)
+	if err != nil || len(keys) == 0 {
 		return err
 	}
+	return r.processKeys(ctx, keys)
+}
+
+// processKeys plans a batch of keys, applies it on every live target at once, and records the
+// actions.
+func (r *repairer) processKeys(ctx context.Context, batch []engine.DiffRow) error {
 	perNode := map[string][]planned{}
 	for _, d := range batch {
 		plans, err := r.plan(d)
