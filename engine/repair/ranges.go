@@ -17,9 +17,10 @@ import (
 // A differing key range (engine.KindMissingRange: rows some nodes hold identically and the
 // others not at all) is repaired whole: its rows are copied with COPY from a holder into a target
 // that holds none, in the target's repair transaction, under a compare-and-set checked in that
-// transaction: the target still holds no row of the range, and the holder's rows, read at the
-// snapshot the copy reads, still have the count and hash lanes the diff saw. Otherwise nothing of
-// the range is written and it is skipped as changed_since_diff.
+// transaction: the target still holds no row of the range, and the holder's rows, read by the
+// copy's own statement, still have the count and hash lanes the diff saw. A range to delete is
+// deleted only if the deleted rows have them. Otherwise nothing of the range is written and it
+// is skipped as changed_since_diff.
 
 // repairRanges repairs the batch's key ranges (repairRange), and returns its other rows.
 func (r *repairer) repairRanges(ctx context.Context, batch []engine.DiffRow) ([]engine.DiffRow, error) {
@@ -91,9 +92,7 @@ func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
 					s.failed = fmt.Errorf("copy range %s from node %s: %w", d.Range.Range(), a.Source, err)
 					continue
 				}
-				if changed != "" {
-					a.Kind, a.Reason = ActionSkip, ReasonChangedSinceDiff
-				}
+				r.skipChanged(&a, changed)
 			}
 		case ActionDelete:
 			s := r.sessions[a.Node]
@@ -106,9 +105,7 @@ func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
 					s.failed = fmt.Errorf("delete range %s: %w", d.Range.Range(), err)
 					continue
 				}
-				if changed != "" {
-					a.Kind, a.Reason = ActionSkip, ReasonChangedSinceDiff
-				}
+				r.skipChanged(&a, changed)
 			}
 		default:
 			return fmt.Errorf("the diff stored %d keys of range %s as one key range, on which the repair would %s on node %s: "+
@@ -125,6 +122,16 @@ func (r *repairer) repairRange(ctx context.Context, d engine.DiffRow) error {
 	r.mu.Unlock()
 	r.report("repairing")
 	return nil
+}
+
+// skipChanged turns a range's action into a skip when its compare-and-set refused it, and
+// says why in the repair's warnings.
+func (r *repairer) skipChanged(a *Action, changed string) {
+	if changed == "" {
+		return
+	}
+	r.warn(fmt.Sprintf("key range %s was not repaired on node %s: %s", a.Range.Range(), a.Node, changed))
+	a.Kind, a.Reason = ActionSkip, ReasonChangedSinceDiff
 }
 
 // planRange decides a key range as planFromSource decides a row. With latest_commit, the

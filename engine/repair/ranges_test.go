@@ -193,6 +193,7 @@ func TestRangeRepairCompareAndSet(t *testing.T) {
 		require.Equal(t, kr, skipped[0].Range)
 		require.EqualValues(t, 1, r.rowsIn("n3", kr), "nothing of the range was written")
 		require.Equal(t, "written on n3 after the diff", r.value("n3", 1500))
+		require.Contains(t, s.Warnings, "key range "+kr.Range().String()+" was not repaired on node n3: node n3 holds rows of the range now")
 		require.EqualValues(t, 3000-kr.Rows+1, r.rowsIn("n3", &engine.KeyRange{}), "every other range was copied")
 	})
 
