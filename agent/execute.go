@@ -85,6 +85,9 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Tab
 	if err != nil {
 		return nil, err
 	}
+	if opts.RangeRows, err = a.childOfResync(ctx, run); err != nil {
+		return nil, err
+	}
 	// One connection holds each node's snapshot; the others hash blocks.
 	nodes, done, err := a.taskNodes(ctx, run, args.Nodes, int32(opts.Workers+1))
 	if err != nil {

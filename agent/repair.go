@@ -29,7 +29,7 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.T
 	if len(targets) == 0 {
 		targets = slices.DeleteFunc(slices.Clone(diff.Nodes), func(n string) bool { return n == args.SourceOfTruth })
 	}
-	nodes, err := a.openRepairNodes(ctx, run, targets)
+	nodes, err := a.openRepairNodes(ctx, run, repairNodes(targets, diff))
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +63,22 @@ func (a *Agent) tableRepair(ctx context.Context, run *sqlapi.Run, args *sqlapi.T
 		}
 	}
 	return summary, nil
+}
+
+// repairNodes are the nodes a repair connects to: its targets, and with a diff that stored key
+// ranges whole, every node of the diff, whose tables define the ranges' key order and whose
+// holders the ranges are copied from (engine/repair's ranges.go).
+func repairNodes(targets []string, diff *engine.DiffSummary) []string {
+	if diff.KeyRanges == 0 {
+		return targets
+	}
+	out := slices.Clone(targets)
+	for _, n := range diff.Nodes {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // setRoleTo is the role a repair's transactions SET LOCAL ROLE to: the submitter in the set_role
@@ -160,7 +176,7 @@ func (a *Agent) conninfos(ctx context.Context) (map[string]string, error) {
 // tableRerun rechecks exactly the keys of a diff on the diff's nodes, and stores the keys that
 // still differ as a diff of its own.
 func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run, args *sqlapi.TableRerunArgs) (any, error) {
-	keys, err := a.diffKeys(ctx, args.DiffTask)
+	keys, ranges, err := a.diffKeys(ctx, args.DiffTask)
 	if err != nil {
 		return nil, err
 	}
@@ -174,11 +190,11 @@ func (a *Agent) tableRerun(ctx context.Context, run *sqlapi.Run, args *sqlapi.Ta
 	defer closeNodes(nodes)
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
-	s, err := diff.RecheckKeys(ctx, nodes, args.RecheckOptions(keys, a.cfg.setRole()), run, progress)
+	s, err := diff.RecheckKeys(ctx, nodes, args.RecheckOptions(keys, ranges, a.cfg.setRole()), run, progress)
 	if err != nil {
 		return nil, err
 	}
-	return rerunResult{DiffSummary: s, RerunOf: args.DiffTask, KeysRechecked: len(keys)}, nil
+	return rerunResult{DiffSummary: s, RerunOf: args.DiffTask, KeysRechecked: len(keys), RangesRechecked: len(ranges)}, nil
 }
 
 // rerunResult is a table-rerun's result: a diff summary, and which diff it rechecked.
@@ -186,12 +202,21 @@ type rerunResult struct {
 	*engine.DiffSummary
 	RerunOf       uuid.UUID `json:"rerun_of"`
 	KeysRechecked int       `json:"keys_rechecked"`
+	// RangesRechecked counts the key ranges the diff stored whole (a node resync's diff), each
+	// compared again whole.
+	RangesRechecked int `json:"ranges_rechecked,omitempty"`
 }
 
-// diffKeys reads the keys a diff found, as the engine takes them.
-func (a *Agent) diffKeys(ctx context.Context, id uuid.UUID) ([][]string, error) {
+// diffKeys reads the keys a diff found, as the engine takes them, and the key ranges it stored
+// whole, which a rerun compares whole.
+func (a *Agent) diffKeys(ctx context.Context, id uuid.UUID) ([][]string, []engine.Range, error) {
 	var keys [][]string
-	err := sqlapi.ReadDiffRows(ctx, a.pool, id, func(d engine.DiffRow) error {
+	var ranges []engine.Range
+	err := sqlapi.ReadDiffRowsAndRanges(ctx, a.pool, id, func(d engine.DiffRow) error {
+		if d.Range != nil {
+			ranges = append(ranges, d.Range.Range())
+			return nil
+		}
 		k, err := engine.KeyFromJSON(d.PKSort)
 		if err != nil {
 			return err
@@ -200,9 +225,9 @@ func (a *Agent) diffKeys(ctx context.Context, id uuid.UUID) ([][]string, error) 
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read the keys of diff task %s: %w", id, err)
+		return nil, nil, fmt.Errorf("read the keys of diff task %s: %w", id, err)
 	}
-	return keys, nil
+	return keys, ranges, nil
 }
 
 // diffImport stores an ACE diff file's rows as the result of a diff task, so a repair or a

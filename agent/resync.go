@@ -93,6 +93,23 @@ func (a *Agent) nodeResync(ctx context.Context, run *sqlapi.Run, args *sqlapi.No
 	return res, res.total()
 }
 
+// childOfResync reports whether a task is a child of a node-resync: then its diff stores a key
+// range that some nodes hold and the resynced node lacks as one row (diff.TableDiffOptions'
+// RangeRows), which the resync's repair copies whole, instead of a row per key.
+func (a *Agent) childOfResync(ctx context.Context, run *sqlapi.Run) (bool, error) {
+	var args struct {
+		Parent *uuid.UUID `json:"parent_task"`
+	}
+	if json.Unmarshal(run.Task.Args, &args) != nil || args.Parent == nil {
+		return false, nil
+	}
+	parent, err := sqlapi.GetTask(ctx, a.pool, *args.Parent)
+	if err != nil {
+		return false, fmt.Errorf("read the parent task of task %s: %w", run.Task.ID, err)
+	}
+	return parent.Type == sqlapi.TypeNodeResync, nil
+}
+
 // placeDiff records a table's diff, and reports whether the table needs a repair.
 func placeDiff(t *resyncTable, o sqlapi.ChildOutcome) bool {
 	if failed(t, "table-diff", o) {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/sqlapi"
 )
 
@@ -192,4 +193,86 @@ func TestResyncNodeFromASourceOfTruth(t *testing.T) {
 		require.Equal(t, c.msg, pgErr.Message)
 		require.Equal(t, pgerrcode.InvalidParameterValue, pgErr.Code)
 	}
+}
+
+// childTask is the id of a resync's child of the given type.
+func childTask(t *testing.T, e *diffEnv, parent uuid.UUID, taskType string) uuid.UUID {
+	t.Helper()
+	var id uuid.UUID
+	require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(), `SELECT task_id FROM ace.tasks
+		WHERE args->>'parent_task' = $1 AND task_type = $2`, parent.String(), taskType).Scan(&id))
+	return id
+}
+
+func TestResyncNodeCopiesAnEmptiedTableWhole(t *testing.T) {
+	t.Parallel()
+	e := setup(t, `CREATE TABLE public.big (id int PRIMARY KEY, v text, n numeric);
+		INSERT INTO public.big SELECT g, 'v' || g, g / 7.0 FROM generate_series(1, 2000) g`)
+	e.Node("n3").Exec(t, `TRUNCATE public.big`)
+	n1 := e.Node("n1").Pool
+	ctx := context.Background()
+
+	id, task := resyncOf(t, e, `'n3', ARRAY['public.big']`)
+	require.Equal(t, sqlapi.StatusCompleted, task.Status, "resync error: %v", task.Error)
+	var s resyncSummary
+	require.NoError(t, json.Unmarshal(task.Result, &s))
+	require.True(t, s.FullyResynced)
+	require.EqualValues(t, 2000, s.Inserted)
+	diffID, repairID := childTask(t, e, id, "table-diff"), childTask(t, e, id, "table-repair")
+
+	t.Run("the node holds exactly the others' rows", func(t *testing.T) {
+		require.Equal(t, e.scalar("n1", `SELECT string_agg(x::text, ',' ORDER BY id) FROM public.big x`),
+			e.scalar("n3", `SELECT string_agg(x::text, ',' ORDER BY id) FROM public.big x`))
+	})
+
+	t.Run("the diff stored key ranges, which ace.diff_rows shows as ranges", func(t *testing.T) {
+		var ranges, keys, others int64
+		require.NoError(t, n1.QueryRow(ctx, `SELECT count(*) FILTER (WHERE kind = 'missing_range'),
+			coalesce(sum((rows->>'rows')::bigint) FILTER (WHERE kind = 'missing_range' AND rows->'holders' = '["n1", "n2"]' AND rows->'empty' = '["n3"]'), 0),
+			count(*) FILTER (WHERE kind <> 'missing_range') FROM ace.diff_rows($1)`, diffID).Scan(&ranges, &keys, &others))
+		require.Positive(t, ranges)
+		require.EqualValues(t, 2000, keys)
+		require.Zero(t, others)
+		var differing int64
+		require.NoError(t, n1.QueryRow(ctx, `SELECT (result->>'differing_keys')::bigint FROM ace.tasks WHERE task_id = $1`, diffID).Scan(&differing))
+		require.EqualValues(t, 2000, differing)
+	})
+
+	t.Run("the repair copied each range as one insert on the node", func(t *testing.T) {
+		var actions, inserted, wrong int64
+		require.NoError(t, n1.QueryRow(ctx, `SELECT count(*), coalesce(sum((after->>'rows')::bigint), 0),
+			count(*) FILTER (WHERE action <> 'insert' OR node <> 'n3' OR NOT applied OR source NOT IN ('n1', 'n2'))
+			FROM ace.repair_rows($1)`, repairID).Scan(&actions, &inserted, &wrong))
+		require.Positive(t, actions)
+		require.EqualValues(t, 2000, inserted)
+		require.Zero(t, wrong)
+	})
+
+	t.Run("the table status counts every key", func(t *testing.T) {
+		var differing int64
+		require.NoError(t, n1.QueryRow(ctx, `SELECT (detail->>'differing_keys')::bigint FROM ace.events_since(0, ARRAY['table_out_of_sync'])
+			WHERE task_id = $1 AND node_name = 'n3'`, diffID).Scan(&differing))
+		require.EqualValues(t, 2000, differing, "the diff found n3 out of sync by every key of its ranges")
+		require.Equal(t, map[string]string{"n1": "in_sync 0", "n2": "in_sync 0", "n3": "in_sync 0"}, verdicts(t, n1, "public.big"))
+	})
+
+	t.Run("a reader of rows is told the rows are on the nodes", func(t *testing.T) {
+		err := sqlapi.ReadDiffRows(ctx, n1, diffID, func(engine.DiffRow) error { return nil })
+		var rangeErr *sqlapi.KeyRangeError
+		require.ErrorAs(t, err, &rangeErr)
+		require.ErrorContains(t, err, "diff the table again with ace.table_diff")
+	})
+
+	t.Run("a rerun rechecks the ranges row by row", func(t *testing.T) {
+		e.Node("n3").Exec(t, `DELETE FROM public.big WHERE id IN (5, 1500); UPDATE public.big SET v = 'later' WHERE id = 900`)
+		rerun, summary := e.completedRerun(diffID)
+		require.EqualValues(t, 3, summary.DifferingKeys)
+		var keys []string
+		rows, err := n1.Query(ctx, `SELECT pk::text FROM ace.diff_rows($1)`, rerun)
+		require.NoError(t, err)
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.Equal(t, []string{`{"id": 5}`, `{"id": 900}`, `{"id": 1500}`}, keys)
+		require.Equal(t, map[string]string{"n1": "in_sync 0", "n2": "in_sync 0", "n3": "out_of_sync 3"}, verdicts(t, n1, "public.big"))
+	})
 }

@@ -11,7 +11,28 @@ import (
 const (
 	KindMissing  = "missing"  // absent on at least one node
 	KindModified = "modified" // present everywhere, not identical everywhere
+	// KindMissingRange is a whole key range that some nodes (the holders) hold identically and
+	// the others do not hold at all: every key in it is missing there. Stored as one row
+	// (DiffRow.Range) instead of one per key; see KeyRange.
+	KindMissingRange = "missing_range"
 )
+
+// KeyRange is a range of keys stored as one differing row: [Lo, Hi) (nil: open), the nodes
+// holding the same Rows rows there (equal count and hash lanes on each), and the nodes holding
+// none. A repair copies it whole, after checking, in its own transaction, that the holder still
+// has this count and these lanes and the target still holds no row of it.
+type KeyRange struct {
+	Lo      []string `json:"lo"` // key column values as text; nil: open
+	Hi      []string `json:"hi"`
+	Rows    int64    `json:"rows"`  // rows each holder has in the range
+	Lane1   string   `json:"lane1"` // the holders' summed hash lanes (SummarySQL)
+	Lane2   string   `json:"lane2"`
+	Holders []string `json:"holders"` // nodes holding the rows, sorted
+	Empty   []string `json:"empty"`   // nodes holding none of them, sorted
+}
+
+// Range is the key range as a Range.
+func (k *KeyRange) Range() Range { return Range{Lo: k.Lo, Hi: k.Hi} }
 
 // DiffRow is one primary key whose row is not the same on every compared node.
 type DiffRow struct {
@@ -25,6 +46,18 @@ type DiffRow struct {
 	// rows (by the row hash, so 3000.0 and 3000.00 are one version). Absent nodes are left out.
 	Versions map[string]int     `json:"versions"`
 	Meta     map[string]RowMeta `json:"meta,omitempty"`
+	// Range is set for a KindMissingRange row, which stands for Range.Rows keys: then PK and
+	// PKSort name the range's bounds, Rows lists every node with a null row and Versions numbers
+	// the holders 1.
+	Range *KeyRange `json:"range,omitempty"`
+}
+
+// Keys is how many keys the row stands for: one, or a range's rows.
+func (d DiffRow) Keys() int64 {
+	if d.Range != nil {
+		return d.Range.Rows
+	}
+	return 1
 }
 
 // NullRow is a row that is absent on a node, as DiffRow.Rows holds it.
@@ -95,9 +128,11 @@ type DiffSummary struct {
 	RecheckAfter   string              `json:"recheck_after,omitempty"`
 	TransientDiffs int64               `json:"transient_diffs"` // differences gone by the recheck: replication in flight
 	HashMode       HashMode            `json:"hash_mode"`
-	HashVersion    int                 `json:"hash_version"`
-	Warnings       []string            `json:"warnings,omitempty"`
-	ReportFile     string              `json:"report_file,omitempty"` // the output report, on the agent\'s host
+	// KeyRanges is how many differing rows are key ranges stored whole (KindMissingRange).
+	KeyRanges   int64    `json:"key_ranges,omitempty"`
+	HashVersion int      `json:"hash_version"`
+	Warnings    []string `json:"warnings,omitempty"`
+	ReportFile  string   `json:"report_file,omitempty"` // the output report, on the agent\'s host
 	// Mtree describes how a Merkle tree diff used the trees; nil for a table-diff.
 	Mtree *MtreeStats `json:"mtree,omitempty"`
 }

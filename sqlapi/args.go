@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/diff"
 	"github.com/ace-agent/ace-agent/engine/mtree"
 	"github.com/ace-agent/ace-agent/engine/repair"
@@ -132,8 +133,8 @@ func (a MtreeBuildArgs) Options(task Task, txWait time.Duration) mtree.BuildOpti
 }
 
 // RecheckOptions are the engine's options for rechecking keys of the rerun's diff.
-func (a TableRerunArgs) RecheckOptions(keys [][]string, setRole bool) diff.RecheckOptions {
-	return diff.RecheckOptions{Table: a.TableName, Keys: keys, TableFilter: a.TableFilter,
+func (a TableRerunArgs) RecheckOptions(keys [][]string, ranges []engine.Range, setRole bool) diff.RecheckOptions {
+	return diff.RecheckOptions{Table: a.TableName, Keys: keys, Ranges: ranges, TableFilter: a.TableFilter,
 		MaxDiffRows: a.MaxDiffRows, Columns: a.Columns, SetRoleSessions: setRole}
 }
 

@@ -51,9 +51,15 @@ type DiffImportArgs struct {
 	Nodes     []string        `json:"nodes,omitempty"`
 }
 
-func decodeDiffRow(d *engine.DiffRow, rowsJSON, versions, meta []byte) error {
+func decodeDiffRow(d *engine.DiffRow, rowsJSON, versions, meta, keyRange []byte) error {
 	if err := json.Unmarshal(rowsJSON, &d.Rows); err != nil {
 		return err
+	}
+	if keyRange != nil {
+		d.Kind = engine.KindMissingRange
+		if err := json.Unmarshal(keyRange, &d.Range); err != nil {
+			return err
+		}
 	}
 	if versions != nil {
 		if err := json.Unmarshal(versions, &d.Versions); err != nil {
@@ -97,12 +103,19 @@ func (w *RepairActions) WriteRepairActions(ctx context.Context, actions []repair
 	data := make([][]any, len(actions))
 	for i, a := range actions {
 		w.rowNo++
+		var keyRange []byte
+		if a.Range != nil {
+			var err error
+			if keyRange, err = json.Marshal(a.Range); err != nil {
+				return fmt.Errorf("encode the key range of a repair action: %w", err)
+			}
+		}
 		data[i] = []any{r.Task.ID, w.rowNo, r.Task.Attempts, a.Node, a.Kind, []byte(a.PK), []byte(a.PKSort),
-			nullString(a.Source), nullJSON(a.Before), nullJSON(a.After), nullString(a.Reason), nullString(a.Rule)}
+			nullString(a.Source), nullJSON(a.Before), nullJSON(a.After), nullString(a.Reason), nullString(a.Rule), keyRange}
 	}
 	return r.fenced(ctx, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "repair_actions"},
-			[]string{"task_id", "row_no", "attempt", "node", "action", "pk", "pk_sort", "source", "before", "after", "reason", "rule"},
+			[]string{"task_id", "row_no", "attempt", "node", "action", "pk", "pk_sort", "source", "before", "after", "reason", "rule", "key_range"},
 			pgx.CopyFromRows(data))
 		if err != nil {
 			return fmt.Errorf("store %d repair actions of task %s: %w", len(actions), r.Task.ID, err)
@@ -141,15 +154,18 @@ const appliedSQL = `(a.applied OR (a.action <> 'skip' AND EXISTS (SELECT 1 FROM 
 // ReadRepairActions returns a repair's recorded actions, by node and key.
 func ReadRepairActions(ctx context.Context, q Querier, taskID uuid.UUID) ([]repair.Action, error) {
 	rows, err := q.Query(ctx, `SELECT node, action, pk, pk_sort, coalesce(source, ''), before, after, coalesce(reason, ''),
-			`+appliedSQL+`, coalesce(rule, '') FROM ace.repair_actions a WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
+			`+appliedSQL+`, coalesce(rule, ''), key_range FROM ace.repair_actions a WHERE task_id = $1 ORDER BY node, pk_sort, row_no`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("read repair actions of task %s: %w", taskID, err)
 	}
 	actions, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repair.Action, error) {
 		var a repair.Action
-		var pk, pkSort, before, after []byte
-		err := row.Scan(&a.Node, &a.Kind, &pk, &pkSort, &a.Source, &before, &after, &a.Reason, &a.Applied, &a.Rule)
+		var pk, pkSort, before, after, keyRange []byte
+		err := row.Scan(&a.Node, &a.Kind, &pk, &pkSort, &a.Source, &before, &after, &a.Reason, &a.Applied, &a.Rule, &keyRange)
 		a.PK, a.PKSort, a.Before, a.After = pk, pkSort, before, after
+		if err == nil && keyRange != nil {
+			err = json.Unmarshal(keyRange, &a.Range)
+		}
 		return a, err
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -44,7 +45,7 @@ func (r *Run) WriteDiffRows(ctx context.Context, rows []engine.DiffRow) error {
 	}
 	err = r.fenced(ctx, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "diff_results"},
-			[]string{"task_id", "row_no", "pk", "pk_sort", "kind", "rows", "versions", "meta"}, pgx.CopyFromRows(data))
+			[]string{"task_id", "row_no", "pk", "pk_sort", "kind", "rows", "versions", "meta", "key_range"}, pgx.CopyFromRows(data))
 		if err != nil {
 			return fmt.Errorf("store %d differing rows of task %s: %w", len(rows), r.Task.ID, err)
 		}
@@ -76,15 +77,57 @@ func (r *Run) diffRowData(rows []engine.DiffRow) ([][]any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("encode row versions: %w", err)
 		}
+		kind, keyRange, err := storedKind(row)
+		if err != nil {
+			return nil, err
+		}
 		r.rowNo++
-		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), []byte(row.PKSort), row.Kind, rowsJSON, versions, meta}
+		data[i] = []any{r.Task.ID, r.rowNo, []byte(row.PK), []byte(row.PKSort), kind, rowsJSON, versions, meta, keyRange}
 	}
 	return data, nil
 }
 
-// ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key.
+// storedKind is how a differing row is stored: a range row (engine.KindMissingRange) is a
+// 'missing' row with its key_range; any other row has none.
+func storedKind(row engine.DiffRow) (string, []byte, error) {
+	if row.Range == nil {
+		return row.Kind, nil, nil
+	}
+	raw, err := json.Marshal(row.Range)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode a differing key range: %w", err)
+	}
+	return engine.KindMissing, raw, nil
+}
+
+// ReadDiffRows calls fn for each differing row of a diff task, ordered by primary key. A key
+// range stored whole (engine.KindMissingRange: a node resync's diff) is an error naming the fix:
+// its rows are on the nodes, not in the diff, and a reader of rows would miss them.
 func ReadDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
+	return readDiffRows(ctx, q, taskID, "pk_sort, row_no", func(d engine.DiffRow) error {
+		if d.Range != nil {
+			return &KeyRangeError{Task: taskID, Range: d.Range}
+		}
+		return fn(d)
+	})
+}
+
+// ReadDiffRowsAndRanges is ReadDiffRows for a reader that takes key ranges (DiffRow.Range) too.
+func ReadDiffRowsAndRanges(ctx context.Context, q Querier, taskID uuid.UUID, fn func(engine.DiffRow) error) error {
 	return readDiffRows(ctx, q, taskID, "pk_sort, row_no", fn)
+}
+
+// KeyRangeError is a key range met by a reader that needs every differing row.
+type KeyRangeError struct {
+	Task  uuid.UUID
+	Range *engine.KeyRange
+}
+
+func (e *KeyRangeError) Error() string {
+	return fmt.Sprintf("diff task %s stored the %d keys of range %s, held by %s and missing on %s, as one key range (a node resync's diff stores "+
+		"such ranges whole, to copy them whole), so their rows are on the nodes, not in the diff: diff the table again with ace.table_diff "+
+		"(or ace.table_rerun, which rechecks the range row by row) and read that diff", e.Task, e.Range.Rows, e.Range.Range(),
+		strings.Join(e.Range.Holders, ", "), strings.Join(e.Range.Empty, ", "))
 }
 
 // ReadDiffRowsAsStored calls fn for each differing row of a diff task in the order the diff
@@ -95,7 +138,7 @@ func ReadDiffRowsAsStored(ctx context.Context, q Querier, taskID uuid.UUID, fn f
 }
 
 func readDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, order string, fn func(engine.DiffRow) error) error {
-	rows, err := q.Query(ctx, `SELECT pk, pk_sort, kind, rows, versions, meta FROM ace.diff_results
+	rows, err := q.Query(ctx, `SELECT pk, pk_sort, kind, rows, versions, meta, key_range FROM ace.diff_results
 		WHERE task_id = $1 ORDER BY `+order, taskID)
 	if err != nil {
 		return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
@@ -103,12 +146,12 @@ func readDiffRows(ctx context.Context, q Querier, taskID uuid.UUID, order string
 	defer rows.Close()
 	for rows.Next() {
 		var d engine.DiffRow
-		var pk, pkSort, rowsJSON, versions, meta []byte
-		if err := rows.Scan(&pk, &pkSort, &d.Kind, &rowsJSON, &versions, &meta); err != nil {
+		var pk, pkSort, rowsJSON, versions, meta, keyRange []byte
+		if err := rows.Scan(&pk, &pkSort, &d.Kind, &rowsJSON, &versions, &meta, &keyRange); err != nil {
 			return fmt.Errorf("read differing rows of task %s: %w", taskID, err)
 		}
 		d.PK, d.PKSort = pk, pkSort
-		if err := decodeDiffRow(&d, rowsJSON, versions, meta); err != nil {
+		if err := decodeDiffRow(&d, rowsJSON, versions, meta, keyRange); err != nil {
 			return fmt.Errorf("decode a differing row of task %s: %w", taskID, err)
 		}
 		if err := fn(d); err != nil {

@@ -31,7 +31,10 @@ const absent = 0
 // add counts one key, given each compared node's version of it. The version held by a strict
 // majority of the nodes wins; a node holding another one differs; with no majority, every node
 // of the key differs and is diverged.
-func (v verdictTally) add(versions map[string]int) {
+func (v verdictTally) add(versions map[string]int) { v.addKeys(versions, 1) }
+
+// addKeys counts keys keys that each have these versions (a differing key range's).
+func (v verdictTally) addKeys(versions map[string]int, keys int64) {
 	held := map[int]int{}
 	for _, ver := range versions {
 		held[ver]++
@@ -51,7 +54,7 @@ func (v verdictTally) add(versions map[string]int) {
 			t = &nodeVerdict{}
 			v[node] = t
 		}
-		t.Differing++
+		t.Differing += keys
 		t.Diverged = t.Diverged || !majority
 	}
 }
@@ -77,7 +80,7 @@ func (r *Run) tallyRows(rows []engine.DiffRow) {
 		r.verdicts = verdictTally{}
 	}
 	for _, d := range rows {
-		r.verdicts.add(rowVersions(d))
+		r.verdicts.addKeys(rowVersions(d), d.Keys())
 	}
 }
 
@@ -119,7 +122,8 @@ func (r *Run) tableVerdicts(ctx context.Context, q Querier) (verdictTally, error
 func repairedVerdicts(ctx context.Context, q Querier, repair uuid.UUID, args TableRepairArgs) (verdictTally, error) {
 	type cell struct{ key, node string }
 	changed := map[cell]*string{} // the source of what a node got; nil: unknown
-	rows, err := q.Query(ctx, `SELECT pk_sort::text, node, source FROM ace.repair_actions a
+	// A range row and its repair action are keyed by their range (rangeCell), apart from the keys.
+	rows, err := q.Query(ctx, `SELECT `+rangeCell+`, node, source FROM ace.repair_actions a
 		WHERE task_id = $1 AND `+appliedSQL+` AND action <> 'skip'`, repair)
 	if err != nil {
 		return nil, fmt.Errorf("read what repair %s committed: %w", repair, err)
@@ -139,7 +143,8 @@ func repairedVerdicts(ctx context.Context, q Querier, repair uuid.UUID, args Tab
 		return nil, fmt.Errorf("read what repair %s committed: %w", repair, err)
 	}
 	tally := verdictTally{}
-	rows, err = q.Query(ctx, `SELECT pk_sort::text, coalesce(versions, '{}') FROM ace.diff_results WHERE task_id = $1`, args.DiffTask)
+	rows, err = q.Query(ctx, `SELECT `+rangeCell+`, coalesce(versions, '{}'), coalesce((key_range->>'rows')::bigint, 1)
+		FROM ace.diff_results a WHERE task_id = $1`, args.DiffTask)
 	if err != nil {
 		return nil, fmt.Errorf("read the keys of diff %s: %w", args.DiffTask, err)
 	}
@@ -147,7 +152,8 @@ func repairedVerdicts(ctx context.Context, q Querier, repair uuid.UUID, args Tab
 	for rows.Next() {
 		var key string
 		var before map[string]int
-		if err := rows.Scan(&key, &before); err != nil {
+		var keys int64
+		if err := rows.Scan(&key, &before, &keys); err != nil {
 			return nil, fmt.Errorf("read the keys of diff %s: %w", args.DiffTask, err)
 		}
 		after := make(map[string]int, len(args.DiffNodes))
@@ -160,13 +166,17 @@ func repairedVerdicts(ctx context.Context, q Querier, repair uuid.UUID, args Tab
 				}
 			}
 		}
-		tally.add(after)
+		tally.addKeys(after, keys)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the keys of diff %s: %w", args.DiffTask, err)
 	}
 	return tally, nil
 }
+
+// rangeCell is how repairedVerdicts names a stored key (of ace.diff_results or
+// ace.repair_actions as a): its pk_sort, or for a key range its pk, which no key's pk_sort equals.
+const rangeCell = `CASE WHEN a.key_range IS NULL THEN a.pk_sort::text ELSE a.pk::text END`
 
 // recordTableStatus turns the end of a task (its status and result) into its table's sync
 // status: ace.record_table_status decides whether the task gives a verdict (a completed

@@ -177,10 +177,10 @@ func contents(t *testing.T, conn *pgx.Conn) map[string]string {
 
 // contentsAsV5 is contents without what later migrations added to existing tables: the tasks'
 // submitted_session_user and waiting_on_children, the nodes' states, the repair actions' plan
-// rule, and the newer settings.
+// rule, the key ranges of differing rows and repair actions, and the newer settings.
 func contentsAsV5(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
-	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at' - 'backend_pid' - 'rule'",
+	return contentsAs(t, conn, "to_jsonb(x) - 'submitted_session_user' - 'waiting_on_children' - 'state' - 'state_reason' - 'state_changed_at' - 'backend_pid' - 'rule' - 'key_range'",
 		"NOT (to_jsonb(x) ? 'description' AND to_jsonb(x)->>'name' IN ('max_cdc_timeout', 'task_retention', 'scheduled_task_retention', "+
 			"'event_retention', 'min_schedule_interval', 'schedule_timezone', 'table_status_max_age'))")
 }
@@ -265,6 +265,7 @@ func addedAfterV5(line string) bool {
 		"repair_commits", // 016: a repair's commit per node
 		"schedule",       // 017: schedules, and the index of scheduled runs on ace.tasks
 		"repair_polic",   // 018: repair policies, and the index of their runs on ace.tasks
+		"key_range",      // 019: differing rows and repair actions that stand for a key range
 	} {
 		if strings.Contains(line, part) {
 			return true

@@ -102,6 +102,9 @@ func (d *differ) diffBlock(ctx context.Context, b block) error {
 	d.mu.Lock()
 	d.mismatched += len(mismatched)
 	d.mu.Unlock()
+	if mismatched, err = d.storeRanges(ctx, b, hashes, mismatched); err != nil {
+		return err
+	}
 	return d.resolve(ctx, b, mismatched)
 }
 

@@ -57,6 +57,11 @@ type TableDiffOptions struct {
 	// Columns, when set, are the only columns compared besides the key: the hashes, the
 	// fetched rows and the stored diff cover the key and these alone.
 	Columns []string
+	// RangeRows stores a range that some nodes hold identically and the others not at all as
+	// one row (engine.KindMissingRange) instead of one per key, for a repair that copies it
+	// whole (a node's resync). Only for a diff of the whole table and every column, with no
+	// limit, fence or recheck (rangeRowsAllowed); otherwise it is ignored.
+	RangeRows bool
 	// Sessions, when set, are the node sessions to read at, one per node in the order of the
 	// nodes sorted by name; the caller opened them and closes them.
 	Sessions []*engine.Session
@@ -165,6 +170,7 @@ type differ struct {
 	pairs       map[string]int64
 	limitHit    bool
 	mismatched  int
+	keyRanges   int64 // differing key ranges stored whole (ranges.go)
 	rowsPerNode []int64
 	blocks      int
 	warnings    []string
@@ -345,7 +351,7 @@ func (d *differ) summary(start time.Time) *engine.DiffSummary {
 		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(), ColumnTypes: d.table.ColumnTypes(),
 		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: engine.HashVersion, Warnings: d.warnings,
 		AgainstOrigin: d.opts.AgainstOrigin, OriginIDs: d.originIDs, OriginOnly: d.opts.AgainstOrigin != "",
-		Until: d.opts.Until, TransientDiffs: d.transient, CompareColumns: d.opts.Columns,
+		Until: d.opts.Until, TransientDiffs: d.transient, CompareColumns: d.opts.Columns, KeyRanges: d.keyRanges,
 	}
 	if d.opts.RecheckAfter > 0 {
 		s.RecheckAfter = d.opts.RecheckAfter.String()

@@ -11,8 +11,11 @@ import (
 
 // RecheckOptions are the inputs of RecheckKeys.
 type RecheckOptions struct {
-	Table       string
-	Keys        [][]string // primary keys as text values in key order (see engine.KeyFromJSON)
+	Table string
+	Keys  [][]string // primary keys as text values in key order (see engine.KeyFromJSON)
+	// Ranges are key ranges compared whole (a diff's key ranges, engine.KeyRange): hashed on every
+	// node, and their differing keys found as a table-diff finds them.
+	Ranges      []engine.Range
 	TableFilter string
 	MaxDiffRows int64
 	Columns     []string // the diff's columns option: the key and these are compared
@@ -38,6 +41,11 @@ func RecheckKeys(ctx context.Context, nodes []*engine.Node, opts RecheckOptions,
 	}
 	if err := d.recheck(ctx, opts.Keys); err != nil && !errors.Is(err, errLimitReached) {
 		return nil, d.explain(err)
+	}
+	for _, r := range opts.Ranges {
+		if err := d.diffBlock(ctx, block{rng: r}); err != nil && !errors.Is(err, errLimitReached) {
+			return nil, d.explain(err)
+		}
 	}
 	return d.summary(start), nil
 }

@@ -82,6 +82,12 @@ func (r *repairer) planFromSource(d engine.DiffRow) []planned {
 	case StrategyMajority:
 		src, reason = majority(d, r.opts.Diff.Nodes)
 	}
+	return r.planFrom(d, src, reason)
+}
+
+// planFrom copies src's version of the row to every target that differs from it; with a
+// reason, it skips them for it.
+func (r *repairer) planFrom(d engine.DiffRow, src, reason string) []planned {
 	var out []planned
 	for _, t := range r.targets {
 		if t == src || (src != "" && present(d, t) && present(d, src) && d.Versions[t] == d.Versions[src]) {

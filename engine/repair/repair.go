@@ -76,6 +76,9 @@ type Action struct {
 	Reason  string          `json:"reason,omitempty"`
 	Applied bool            `json:"applied"`        // committed on the node
 	Rule    string          `json:"rule,omitempty"` // the repair plan's rule that decided the row
+	// Range is set for an insert of a whole key range copied from Source (a differing range
+	// row): then PK and PKSort are the range row's and the action stands for Range.Rows rows.
+	Range *engine.KeyRange `json:"range,omitempty"`
 }
 
 // Sink records a repair's actions as they are decided, and learns which nodes committed.

@@ -19,10 +19,18 @@ func (o *Options) ReportArgs(diffTask, tableName string, generateReport bool) ac
 }
 
 // ACERepairReport renders a repair's recorded actions as ACE's repair report JSON (see
-// acefile.RepairReport).
+// acefile.RepairReport). A key range copied whole is one change whose after is the range.
 func ACERepairReport(args acefile.ReportArgs, s *Summary, actions []Action) (json.RawMessage, error) {
 	changes := make([]acefile.ReportChange, len(actions))
 	for i, a := range actions {
+		if a.Range != nil {
+			// A key range copied whole: its after is the range, as ace.repair_rows shows it.
+			raw, err := json.Marshal(a.Range)
+			if err != nil {
+				return nil, err
+			}
+			a.After = raw
+		}
 		changes[i] = acefile.ReportChange{
 			Node: a.Node, Source: a.Source, Skip: a.Kind == ActionSkip, Delete: a.Kind == ActionDelete,
 			Reason: a.Reason, Applied: a.Applied, PK: a.PK, Before: a.Before, After: a.After,

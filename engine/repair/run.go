@@ -49,6 +49,13 @@ type repairer struct {
 	ruleMatches map[string]int64
 	planNode    *engine.Node // where the plan's predicates run, during resolvePlan
 
+	// The key order of the diff's key ranges, over every diff node (ranges.go).
+	rangeKeys       engine.KeyOrder
+	rangeKeysLoaded bool
+	rangeTables     map[string]*engine.Table // each diff node's table
+	// rangeRLS names a target whose table has row-level security, which COPY FROM refuses.
+	rangeRLS string
+
 	mu       sync.Mutex
 	stats    map[string]*NodeRepair
 	keysDone int64
@@ -415,8 +422,18 @@ func (r *repairer) readBatches(ctx context.Context) (<-chan []engine.DiffRow, <-
 	return batches, readErr
 }
 
-// processBatch plans a batch, applies it on every live target at once, and records the actions.
+// processBatch repairs a batch's key ranges (ranges.go), then its keys.
 func (r *repairer) processBatch(ctx context.Context, batch []engine.DiffRow) error {
+	keys, err := r.repairRanges(ctx, batch)
+	if err != nil || len(keys) == 0 {
+		return err
+	}
+	return r.processKeys(ctx, keys)
+}
+
+// processKeys plans a batch of keys, applies it on every live target at once, and records the
+// actions.
+func (r *repairer) processKeys(ctx context.Context, batch []engine.DiffRow) error {
 	perNode := map[string][]planned{}
 	for _, d := range batch {
 		plans, err := r.plan(d)
@@ -468,18 +485,22 @@ func (r *repairer) count(actions []Action) {
 	defer r.mu.Unlock()
 	for _, a := range actions {
 		st := r.stats[a.Node]
+		keys := int64(1)
+		if a.Range != nil {
+			keys = a.Range.Rows
+		}
 		switch a.Kind {
 		case ActionInsert:
-			st.Inserted++
+			st.Inserted += keys
 		case ActionUpdate:
-			st.Updated++
+			st.Updated += keys
 		case ActionDelete:
-			st.Deleted++
+			st.Deleted += keys
 		case ActionSkip:
-			st.Skipped++
+			st.Skipped += keys
 		}
 		if a.Reason != "" {
-			st.SkippedByReason[a.Reason]++
+			st.SkippedByReason[a.Reason] += keys
 		}
 	}
 }

@@ -22,7 +22,8 @@ type ResyncResult struct {
 	DiffSeconds   float64 `json:"diff_seconds"`   // its child table-diff, started to finished
 	RepairSeconds float64 `json:"repair_seconds"` // its child table-repair, started to finished
 	Inserted      int64   `json:"inserted"`
-	Ratio         float64 `json:"ratio"` // resync / reload
+	KeyRanges     int64   `json:"key_ranges"` // differing key ranges its diff stored whole (each copied with COPY)
+	Ratio         float64 `json:"ratio"`      // resync / reload
 }
 
 // measureResync makes n2 and n3 copies of n1's table (n2 by an untimed reload), empties n3, times
@@ -75,13 +76,14 @@ func measureResync(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o
 	res.Inserted = s.Inserted
 	err = conns[0].QueryRow(ctx, `SELECT
 		coalesce(sum(extract(epoch FROM finished_at - started_at)) FILTER (WHERE task_type = 'table-diff'), 0)::float8,
-		coalesce(sum(extract(epoch FROM finished_at - started_at)) FILTER (WHERE task_type = 'table-repair'), 0)::float8
-		FROM ace.tasks WHERE args->>'parent_task' = $1`, id.String()).Scan(&res.DiffSeconds, &res.RepairSeconds)
+		coalesce(sum(extract(epoch FROM finished_at - started_at)) FILTER (WHERE task_type = 'table-repair'), 0)::float8,
+		coalesce(sum((result->>'key_ranges')::bigint) FILTER (WHERE task_type = 'table-diff'), 0)
+		FROM ace.tasks WHERE args->>'parent_task' = $1`, id.String()).Scan(&res.DiffSeconds, &res.RepairSeconds, &res.KeyRanges)
 	if err != nil {
 		return fmt.Errorf("read the resync's child tasks: %w", err)
 	}
 	res.Ratio = res.ResyncSeconds / res.ReloadSeconds
-	step("ace.resync_node: %.3fs (diff %.3fs, repair %.3fs), %.2f× the reload", res.ResyncSeconds, res.DiffSeconds, res.RepairSeconds, res.Ratio)
+	step("ace.resync_node: %.3fs (diff %.3fs, repair %.3fs; %d key ranges), %.2f× the reload", res.ResyncSeconds, res.DiffSeconds, res.RepairSeconds, res.KeyRanges, res.Ratio)
 	return nil
 }
 

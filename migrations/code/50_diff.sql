@@ -68,7 +68,11 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM ace.tasks t WHERE t.task_id = diff_rows.task_id) THEN
         RAISE EXCEPTION 'task % does not exist', task_id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN QUERY SELECT d.pk, d.kind, d.rows FROM ace.diff_results d WHERE d.task_id = diff_rows.task_id ORDER BY d.pk_sort, d.row_no;
+    -- A key range stored as one row (a node's resync) reads as kind 'missing_range', its pk the
+    -- range's bounds and its rows {lo, hi, rows, holders, empty, ...}: every key from lo up to
+    -- hi is held by the holders (rows of them each, identical) and missing on the empty nodes.
+    RETURN QUERY SELECT d.pk, CASE WHEN d.key_range IS NULL THEN d.kind ELSE 'missing_range' END, coalesce(d.key_range, d.rows)
+        FROM ace.diff_results d WHERE d.task_id = diff_rows.task_id ORDER BY d.pk_sort, d.row_no;
 END $$;
 
 -- A one-line account of a diff's summary, for NOTICEs and the CLI.

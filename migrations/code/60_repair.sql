@@ -72,7 +72,9 @@ BEGIN
     END IF;
     -- applied: the action's commit on its node is recorded once per node in ace.repair_commits
     -- (the applied column holds it for repairs recorded before that table).
-    RETURN QUERY SELECT a.node, a.action, a.pk, a.source, a.before, a.after, a.reason,
+    -- A key range copied whole (a node's resync) is one insert whose after is the range
+    -- ({lo, hi, rows, ...}: rows rows copied from source).
+    RETURN QUERY SELECT a.node, a.action, a.pk, a.source, a.before, coalesce(a.after, a.key_range), a.reason,
             a.applied OR (a.action <> 'skip' AND EXISTS (SELECT 1 FROM ace.repair_commits c
                 WHERE c.task_id = a.task_id AND c.attempt = a.attempt AND c.node = a.node)),
             a.attempt, a.rule
