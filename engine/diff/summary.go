@@ -1,0 +1,238 @@
+package diff
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ace-agent/ace-agent/engine"
+)
+
+// SummaryKind is how a table-diff summarises the leaves of its blocks on every node. Every node
+// of a diff uses the same kind for every block: the coordinator decides once, when it plans.
+type SummaryKind string
+
+const (
+	// SummaryAuto chooses SummaryOrdered where the key's ranges are read cheaply on every node
+	// (orderedCorrelation), else SummaryLanes.
+	SummaryAuto SummaryKind = ""
+	// SummaryLanes adds up two 64-bit lanes of every row's SHA-256 per leaf, in one grouped
+	// query per block (engine.SummarySQL): its cost does not depend on how rows are stored.
+	SummaryLanes SummaryKind = "lanes"
+	// SummaryOrdered takes one SHA-256 per leaf over the leaf's row encodings in byte order
+	// (engine.LeafDigestSQL), each leaf an index range scan: about half the hashing, and rows
+	// stream back leaf by leaf, but a range scan of rows stored out of key order reads a page per row.
+	SummaryOrdered SummaryKind = "ordered"
+)
+
+// orderedCorrelation is the smallest correlation of the key's leading column with the heap
+// order (pg_stats, on every node) for which the ordered summary is chosen. Measured on copies
+// of the benchmark table with a share of rows stored out of order (docs/performance.md): the
+// ordered digests cost about 0.75 of the lanes at 1.0, 0.85 at 0.7, as much at 0.5 and 1.2 at
+// 0; 0.8 keeps a margin for tables not all in memory, where a page out of order is a read.
+const orderedCorrelation = 0.8
+
+// maxOrderedLeafRows bounds, in compare units, the rows one arithmetic leaf can hold for the
+// ordered summary: a leaf's encodings are concatenated in the node's memory before they are
+// hashed, so leaves of sparse integer keys (wide, and possibly dense somewhere) keep the lanes.
+const maxOrderedLeafRows = 64
+
+// leafProgressEvery is how many leaves of a streamed block pass between progress reports.
+const leafProgressEvery = 16
+
+// lanesParts is how many sub-range queries hash a long block with lanes, one after another, so
+// that its progress moves while it is hashed; a block of fewer than minPartLeaves leaves a part
+// is hashed whole.
+const (
+	lanesParts    = 4
+	minPartLeaves = 4
+)
+
+// chooseSummary decides, once for the diff, how the blocks' leaves are summarised.
+func (d *differ) chooseSummary(ctx context.Context, blocks []block) error {
+	if d.opts.ForceSummary != SummaryAuto {
+		d.summaryKind = d.opts.ForceSummary
+		return nil
+	}
+	d.summaryKind = SummaryLanes
+	if !d.keys.Indexable() {
+		return nil // a range of keys compared in another order is no index range scan
+	}
+	for _, b := range blocks {
+		if len(b.bounds) == 0 && b.rng.Lo == nil && b.rng.Hi == nil {
+			return nil // the whole table in one leaf: no bound on the leaf's size
+		}
+		if b.step != nil && b.step.w > int64(maxOrderedLeafRows*d.opts.CompareUnitSize) {
+			return nil
+		}
+	}
+	corr, err := d.keyCorrelations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range corr {
+		if c == nil || *c < orderedCorrelation {
+			return nil // never analysed, or stored out of key order
+		}
+	}
+	d.summaryKind = SummaryOrdered
+	return nil
+}
+
+// keyCorrelations reads, on every node, the correlation of the key's leading column with the
+// table's physical order (nil where there is no statistic).
+func (d *differ) keyCorrelations(ctx context.Context) ([]*float64, error) {
+	out := make([]*float64, len(d.nodes))
+	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		sql := "SELECT " + engine.KeyCorrelationExpr(d.tables[i].Schema, d.tables[i].Name, d.keys.Columns()[0].Name)
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, sql).Scan(&out[i]) })
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the key's correlation with the table's order: %w", err)
+	}
+	return out, nil
+}
+
+// hashBlock summarises every leaf of block b on every node, as the diff's summary kind says,
+// and counts the rows hashed as they are.
+func (d *differ) hashBlock(ctx context.Context, b block) ([]map[int]bucketHash, error) {
+	if d.summaryKind == SummaryOrdered {
+		return d.hashOrdered(ctx, b)
+	}
+	return d.hashLanesInParts(ctx, b)
+}
+
+// hashLanesInParts hashes b with lanes, a long block in lanesParts sub-range queries one after
+// another, so that progress moves while it is hashed.
+func (d *differ) hashLanesInParts(ctx context.Context, b block) ([]map[int]bucketHash, error) {
+	leaves := len(b.bounds) + 1
+	per := (leaves + lanesParts - 1) / lanesParts
+	if per < minPartLeaves {
+		return d.hashBuckets(ctx, b, true)
+	}
+	out := make([]map[int]bucketHash, len(d.nodes))
+	for i := range out {
+		out[i] = map[int]bucketHash{}
+	}
+	for first := 0; first < leaves; first += per {
+		part := b.part(first, min(first+per, leaves))
+		hashes, err := d.hashBuckets(ctx, part, true)
+		if err != nil {
+			return nil, err
+		}
+		for i, m := range hashes {
+			for leaf, h := range m {
+				out[i][first+leaf] = h
+			}
+		}
+	}
+	return out, nil
+}
+
+// part is the block of b's leaves first … last-1, its leaf 0 being b's leaf first.
+func (b block) part(first, last int) block {
+	p := block{rng: engine.Range{Lo: b.leafRange(first).Lo, Hi: b.leafRange(last - 1).Hi}, bounds: b.bounds[first : last-1]}
+	if b.step != nil {
+		p.step = &intStep{lo: b.step.lo + int64(first)*b.step.w, w: b.step.w}
+	}
+	return p
+}
+
+// hashOrdered summarises every leaf of b by its count and ordered digest on every node. The
+// leaves stream back one by one, so each node's rows count as hashed while its query runs.
+func (d *differ) hashOrdered(ctx context.Context, b block) ([]map[int]bucketHash, error) {
+	out := make([]map[int]bucketHash, len(d.nodes))
+	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		var args []any
+		sql := d.orderedSQL(b, d.filterFor(i), &args)
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
+			// The estimated cost of thousands of index scans crosses jit_optimize_above_cost,
+			// and optimising the query cost 0.2 CPU s a node: more than JIT saves here.
+			if _, err := tx.Exec(ctx, "SET LOCAL jit = off"); err != nil {
+				return d.hashError(err, b, i)
+			}
+			rows, err := tx.Query(ctx, sql, args...)
+			if err != nil {
+				return d.hashError(err, b, i)
+			}
+			out[i], err = d.collectOrdered(rows, i)
+			if err != nil {
+				return d.hashError(err, b, i)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (d *differ) hashError(err error, b block, i int) error {
+	return engine.WithKeys(err, fmt.Sprintf("hash range %s on node %s", b.rng, d.nodes[i].Name),
+		fmt.Sprintf("hash a range of %d pieces on node %s", len(b.bounds)+1, d.nodes[i].Name))
+}
+
+// collectOrdered reads the leaves' summaries of node i as they come, reporting the rows hashed
+// every leafProgressEvery leaves. Empty leaves are left out, as the lanes' grouping leaves them.
+func (d *differ) collectOrdered(rows pgx.Rows, i int) (map[int]bucketHash, error) {
+	defer rows.Close()
+	out := map[int]bucketHash{}
+	var pending int64
+	for n := 1; rows.Next(); n++ {
+		var leaf int
+		var count int64
+		var digest []byte
+		if err := rows.Scan(&leaf, &count, &digest); err != nil {
+			return nil, err
+		}
+		if count > 0 {
+			out[leaf] = bucketHash{count: count, lane1: hex.EncodeToString(digest)}
+		}
+		pending += count
+		if n%leafProgressEvery == 0 && pending > 0 {
+			d.countHashed(i, pending)
+			pending = 0
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	d.countHashed(i, pending)
+	return out, nil
+}
+
+// orderedSQL is the query that summarises every leaf of b with engine.LeafDigestSQL, rows
+// matching filter, leaf by leaf in key order: the first and the last leaf (which may be open) on
+// their own, the leaves between them as a LATERAL over their numbers (an integer key's leaves
+// computed from the step) or over the list of bounds. Each leaf is a range scan of the key's
+// index. Its parameters are appended to args.
+func (d *differ) orderedSQL(b block, filter string, args *[]any) string {
+	leaf := func(n string, where string) string {
+		return fmt.Sprintf(`SELECT %s::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, n,
+			engine.LeafDigestSQL(d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+filter)))
+	}
+	n := len(b.bounds)
+	parts := []string{leaf("0", d.keys.Where(b.leafRange(0), args))}
+	if n == 0 {
+		return parts[0]
+	}
+	if n >= 2 {
+		var from, where string
+		if b.step != nil {
+			k := engine.Ident(d.keys.Columns()[0].Name)
+			first := len(*args) + 1
+			*args = append(*args, int64(n-1), b.step.lo, b.step.w)
+			from = fmt.Sprintf(`generate_series(1::int8, $%d::int8) AS "?ace_l?"("?ace_k?")`, first)
+			where = fmt.Sprintf(`%[1]s >= $%[2]d::int8 + "?ace_l?"."?ace_k?" * $%[3]d::int8 AND %[1]s < $%[2]d::int8 + ("?ace_l?"."?ace_k?" + 1) * $%[3]d::int8`,
+				k, first+1, first+2)
+		} else {
+			from, where = d.keys.LeafBounds(len(*args) + 1)
+			*args = engine.AppendKeyArrays(*args, b.bounds, d.keys.Len())
+		}
+		parts = append(parts, fmt.Sprintf(`SELECT "?ace_l?"."?ace_k?"::int8, "?ace_x?".* FROM %s, LATERAL (%s) "?ace_x?"`,
+			from, engine.LeafDigestSQL(d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+filter))))
+	}
+	parts = append(parts, leaf(fmt.Sprint(n), d.keys.Where(b.leafRange(n), args)))
+	return strings.Join(parts, "\nUNION ALL\n")
+}
