@@ -1,6 +1,7 @@
 package diff
 
 import (
+	"fmt"
 	"sort"
 	"testing"
 
@@ -175,6 +176,37 @@ func TestPairKey(t *testing.T) {
 		t.Run(c.a+"_"+c.b, func(t *testing.T) {
 			t.Parallel()
 			require.Equal(t, c.want, pairKey(c.a, c.b))
+		})
+	}
+}
+
+// A part of a block holds the block's leaves from first on, each the same range, and an integer
+// block's part puts each key in the same leaf by arithmetic.
+func TestBlockPartKeepsItsLeaves(t *testing.T) {
+	t.Parallel()
+	bounds := [][]string{{"11"}, {"21"}, {"31"}, {"41"}, {"51"}}
+	for _, c := range []struct {
+		name string
+		b    block
+	}{
+		{"open block of bounds", block{bounds: bounds}},
+		{"closed block of bounds", block{rng: engine.Range{Lo: []string{"1"}, Hi: []string{"61"}}, bounds: bounds}},
+		{"integer block", block{rng: engine.Range{Lo: []string{"1"}}, bounds: bounds, step: &intStep{lo: 1, w: 10}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for first := 0; first <= len(bounds); first++ {
+				for last := first + 1; last <= len(bounds)+1; last++ {
+					p := c.b.part(first, last)
+					require.Len(t, p.bounds, last-first-1)
+					for j := first; j < last; j++ {
+						require.Equal(t, c.b.leafRange(j), p.leafRange(j-first), "leaf %d of part [%d, %d)", j, first, last)
+					}
+					if c.b.step != nil && last-first > 1 {
+						// Leaf 1 of the part starts at its first bound, lo + w.
+						require.Equal(t, p.bounds[0][0], fmt.Sprint(p.step.lo+p.step.w))
+					}
+				}
+			}
 		})
 	}
 }
