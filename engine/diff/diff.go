@@ -169,6 +169,10 @@ type differ struct {
 	limitHit    bool
 	mismatched  int
 	summaryKind SummaryKind // how blocks summarise their leaves (chooseSummary)
+	// parts is, per node, how many queries hash a block's parts at once (chooseSummary), and
+	// pages the table's heap pages there; nil for a table hashed whole without planning.
+	parts       []int
+	pages       []int64
 	rowsPerNode []int64
 	blocks      int
 	warnings    []string

@@ -210,3 +210,13 @@ func TestBlockPartKeepsItsLeaves(t *testing.T) {
 		})
 	}
 }
+
+// Lanes of disjoint rows add up exactly, however large; a leaf absent from one part is the other's.
+func TestAddLanes(t *testing.T) {
+	t.Parallel()
+	a := bucketHash{count: 2, lane1: "-9223372036854775808", lane2: "5"}
+	b := bucketHash{count: 3, lane1: "-9223372036854775808", lane2: "-7"}
+	require.Equal(t, bucketHash{count: 5, lane1: "-18446744073709551616", lane2: "-2"}, addLanes(a, b))
+	require.Equal(t, b, addLanes(bucketHash{}, b))
+	require.Equal(t, "0", addDecimal("12", "-12"))
+}

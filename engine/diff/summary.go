@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"math/big"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/sourcegraph/conc/pool"
 
 	"github.com/ace-agent/ace-agent/engine"
 )
@@ -43,52 +46,79 @@ const maxOrderedLeafRows = 64
 // leafProgressEvery is how many leaves of a streamed block pass between progress reports.
 const leafProgressEvery = 16
 
-// lanesParts is how many sub-range queries hash a long block with lanes, one after another, so
-// that its progress moves while it is hashed; a block of fewer than minPartLeaves leaves a part
-// is hashed whole.
-const (
-	lanesParts    = 4
-	minPartLeaves = 4
-)
+// maxOrderedParts caps how many queries hash an ordered block at once on one node.
+const maxOrderedParts = 3
+
+// ConnsPerNode is how many connections a table-diff with workers blocks at once can use on a
+// node: one holds the snapshot, and each block hashed with ordered digests has up to
+// maxOrderedParts queries in flight.
+func ConnsPerNode(workers int) int32 { return int32(workers*maxOrderedParts + 1) }
+
+// minPartPages is the fewest heap pages a part of a whole-table block hashed with lanes reads:
+// smaller tables are hashed by one query per node.
+const minPartPages = 4
 
 // chooseSummary decides, once for the diff, how the blocks' leaves are summarised.
 func (d *differ) chooseSummary(ctx context.Context, blocks []block) error {
-	if d.opts.ForceSummary != SummaryAuto {
-		d.summaryKind = d.opts.ForceSummary
+	d.summaryKind = d.opts.ForceSummary
+	if len(blocks) == 1 && len(blocks[0].bounds) == 0 && d.summaryKind != SummaryOrdered {
+		d.summaryKind = SummaryLanes // one leaf: nothing to stream, nothing to split
 		return nil
 	}
-	d.summaryKind = SummaryLanes
-	if !d.keys.Indexable() {
-		return nil // a range of keys compared in another order is no index range scan
-	}
-	for _, b := range blocks {
-		if len(b.bounds) == 0 && b.rng.Lo == nil && b.rng.Hi == nil {
-			return nil // the whole table in one leaf: no bound on the leaf's size
-		}
-		if b.step != nil && b.step.w > int64(maxOrderedLeafRows*d.opts.CompareUnitSize) {
-			return nil
-		}
-	}
-	corr, err := d.keyCorrelations(ctx)
+	stats, err := d.orderStats(ctx)
 	if err != nil {
 		return err
 	}
-	for _, c := range corr {
-		if c == nil || *c < orderedCorrelation {
-			return nil // never analysed, or stored out of key order
-		}
+	d.parts, d.pages = make([]int, len(stats)), make([]int64, len(stats))
+	ordered := d.orderedFits(blocks)
+	for i, s := range stats {
+		// As many parts as the node lets a query have processes, and its pool connections.
+		conns := int(d.nodes[i].Pool.Config().MaxConns) - 1
+		d.parts[i] = max(1, min(s.parallel+1, maxOrderedParts, conns))
+		d.pages[i] = s.pages
+		// Never analysed, or stored out of key order.
+		ordered = ordered && s.correlation != nil && *s.correlation >= orderedCorrelation
 	}
-	d.summaryKind = SummaryOrdered
+	if d.summaryKind == SummaryAuto {
+		d.summaryKind = map[bool]SummaryKind{true: SummaryOrdered, false: SummaryLanes}[ordered]
+	}
 	return nil
 }
 
-// keyCorrelations reads, on every node, the correlation of the key's leading column with the
-// table's physical order (nil where there is no statistic).
-func (d *differ) keyCorrelations(ctx context.Context) ([]*float64, error) {
-	out := make([]*float64, len(d.nodes))
+// orderedFits reports whether the blocks' leaves can be summarised with ordered digests: each
+// leaf a range of the key's index, of a bounded number of rows.
+func (d *differ) orderedFits(blocks []block) bool {
+	if !d.keys.Indexable() {
+		return false // a range of keys compared in another order is no index range scan
+	}
+	for _, b := range blocks {
+		if len(b.bounds) == 0 && b.rng.Lo == nil && b.rng.Hi == nil {
+			return false // the whole table in one leaf: no bound on the leaf's size
+		}
+		if b.step != nil && b.step.w > int64(maxOrderedLeafRows*d.opts.CompareUnitSize) {
+			return false
+		}
+	}
+	return true
+}
+
+// orderStat is what a node says about reading its table in key ranges.
+type orderStat struct {
+	correlation *float64 // of the key's leading column with the heap order; nil: no statistic
+	parallel    int      // max_parallel_workers_per_gather: the helpers a query may have there
+	pages       int64    // the table's heap pages now (0 for a partitioned table)
+}
+
+// orderStats reads, on every node, the correlation of the key's leading column with the
+// table's physical order and how many parallel workers a query may use.
+func (d *differ) orderStats(ctx context.Context) ([]orderStat, error) {
+	out := make([]orderStat, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := "SELECT " + engine.KeyCorrelationExpr(d.tables[i].Schema, d.tables[i].Name, d.keys.Columns()[0].Name)
-		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error { return tx.QueryRow(ctx, sql).Scan(&out[i]) })
+		sql := "SELECT " + engine.KeyCorrelationExpr(d.tables[i].Schema, d.tables[i].Name, d.keys.Columns()[0].Name) +
+			", current_setting('max_parallel_workers_per_gather')::int, pg_relation_size($1::regclass) / current_setting('block_size')::int8"
+		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, sql, d.tables[i].Qualified()).Scan(&out[i].correlation, &out[i].parallel, &out[i].pages)
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the key's correlation with the table's order: %w", err)
@@ -105,31 +135,93 @@ func (d *differ) hashBlock(ctx context.Context, b block) ([]map[int]bucketHash, 
 	return d.hashLanesInParts(ctx, b)
 }
 
-// hashLanesInParts hashes b with lanes, a long block in lanesParts sub-range queries one after
-// another, so that progress moves while it is hashed.
+// hashLanesInParts hashes b with lanes. A block that is the whole table is cut, on each node,
+// into consecutive ranges of heap pages (TID range scans, which read each page once), hashed
+// at once as the node lets a query have processes; their lanes add up exactly to the block's.
+// Its progress moves as each part ends. A block of a key range is one query per node, as
+// parts of a key range on a table stored out of key order would each read the whole table.
 func (d *differ) hashLanesInParts(ctx context.Context, b block) ([]map[int]bucketHash, error) {
-	leaves := len(b.bounds) + 1
-	per := (leaves + lanesParts - 1) / lanesParts
-	if per < minPartLeaves {
+	if b.rng.Lo != nil || b.rng.Hi != nil || d.parts == nil {
 		return d.hashBuckets(ctx, b, true)
 	}
 	out := make([]map[int]bucketHash, len(d.nodes))
-	for i := range out {
+	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
+		parts := int64(d.parts[i])
+		if d.pages[i] < parts*minPartPages {
+			parts = 1
+		}
+		per := d.pages[i]/parts + 1
+		var mu sync.Mutex
 		out[i] = map[int]bucketHash{}
+		p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+		for part := range parts {
+			p.Go(func(ctx context.Context) error {
+				hashes, err := d.lanesOn(ctx, b, i, part*per, (part+1)*per, part == parts-1)
+				mu.Lock()
+				defer mu.Unlock()
+				for leaf, h := range hashes {
+					out[i][leaf] = addLanes(out[i][leaf], h)
+				}
+				return err
+			})
+		}
+		return p.Wait()
+	})
+	return out, err
+}
+
+// lanesOn hashes, with lanes, the rows of b on node i in heap pages [first, last), or from first
+// on when open.
+func (d *differ) lanesOn(ctx context.Context, b block, i int, first, last int64, open bool) (map[int]bucketHash, error) {
+	var args []any
+	where := d.keys.Where(b.rng, &args)
+	bucket := d.bucketExpr(b, &args)
+	where += fmt.Sprintf(" AND ctid >= $%d::text::tid", len(args)+1)
+	args = append(args, fmt.Sprintf("(%d,0)", first))
+	if !open {
+		where += fmt.Sprintf(" AND ctid < $%d::text::tid", len(args)+1)
+		args = append(args, fmt.Sprintf("(%d,0)", last))
 	}
-	for first := 0; first < leaves; first += per {
-		part := b.part(first, min(first+per, leaves))
-		hashes, err := d.hashBuckets(ctx, part, true)
+	sql := engine.SummarySQL(bucket, d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
+	out := map[int]bucketHash{}
+	err := d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
-			return nil, err
+			return d.hashError(err, b, i)
 		}
-		for i, m := range hashes {
-			for leaf, h := range m {
-				out[i][first+leaf] = h
-			}
+		var leaf int
+		var h bucketHash
+		var hashed int64
+		_, err = pgx.ForEachRow(rows, []any{&leaf, &h.count, &h.lane1, &h.lane2}, func() error {
+			out[leaf] = h
+			hashed += h.count
+			return nil
+		})
+		if err != nil {
+			return d.hashError(err, b, i)
 		}
+		d.countHashed(i, hashed)
+		return nil
+	})
+	return out, err
+}
+
+// addLanes is the summary of two disjoint sets of rows: counts and lanes added exactly.
+func addLanes(a, b bucketHash) bucketHash {
+	if a.count == 0 {
+		return b
 	}
-	return out, nil
+	return bucketHash{count: a.count + b.count, lane1: addDecimal(a.lane1, b.lane1), lane2: addDecimal(a.lane2, b.lane2)}
+}
+
+// addDecimal adds two integers written in decimal, exactly.
+func addDecimal(a, b string) string {
+	x, okA := new(big.Int).SetString(a, 10)
+	y, okB := new(big.Int).SetString(b, 10)
+	if !okA || !okB {
+		return a + "+" + b // never equal to a sum written in decimal: the leaf is compared row by row
+	}
+	return x.Add(x, y).String()
 }
 
 // part is the block of b's leaves first … last-1, its leaf 0 being b's leaf first.
@@ -143,27 +235,54 @@ func (b block) part(first, last int) block {
 
 // hashOrdered summarises every leaf of b by its count and ordered digest on every node. The
 // leaves stream back one by one, so each node's rows count as hashed while its query runs.
+//
+// The leaves' aggregates cannot run in parallel workers, so on each node the block is cut
+// into as many consecutive parts as a query there may have processes (the leader and
+// max_parallel_workers_per_gather helpers), hashed at once in sessions of the same snapshot.
 func (d *differ) hashOrdered(ctx context.Context, b block) ([]map[int]bucketHash, error) {
 	out := make([]map[int]bucketHash, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		var args []any
-		sql := d.orderedSQL(b, d.filterFor(i), &args)
-		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
-			// The estimated cost of thousands of index scans crosses jit_optimize_above_cost,
-			// and optimising the query cost 0.2 CPU s a node: more than JIT saves here.
-			if _, err := tx.Exec(ctx, "SET LOCAL jit = off"); err != nil {
-				return d.hashError(err, b, i)
-			}
-			rows, err := tx.Query(ctx, sql, args...)
-			if err != nil {
-				return d.hashError(err, b, i)
-			}
-			out[i], err = d.collectOrdered(rows, i)
-			if err != nil {
-				return d.hashError(err, b, i)
-			}
-			return nil
-		})
+		leaves := len(b.bounds) + 1
+		per := (leaves + d.parts[i] - 1) / d.parts[i]
+		var mu sync.Mutex
+		out[i] = map[int]bucketHash{}
+		p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+		for first := 0; first < leaves; first += per {
+			p.Go(func(ctx context.Context) error {
+				part, err := d.hashOrderedOn(ctx, b.part(first, min(first+per, leaves)), i)
+				mu.Lock()
+				defer mu.Unlock()
+				for leaf, h := range part {
+					out[i][first+leaf] = h
+				}
+				return err
+			})
+		}
+		return p.Wait()
+	})
+	return out, err
+}
+
+// hashOrderedOn summarises every leaf of b on node i.
+func (d *differ) hashOrderedOn(ctx context.Context, b block, i int) (map[int]bucketHash, error) {
+	var args []any
+	sql := d.orderedSQL(b, d.filterFor(i), &args)
+	var out map[int]bucketHash
+	err := d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
+		// The estimated cost of thousands of index scans crosses jit_optimize_above_cost,
+		// and optimising the query cost 0.2 CPU s a node: more than JIT saves here.
+		if _, err := tx.Exec(ctx, "SET LOCAL jit = off"); err != nil {
+			return d.hashError(err, b, i)
+		}
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return d.hashError(err, b, i)
+		}
+		out, err = d.collectOrdered(rows, i)
+		if err != nil {
+			return d.hashError(err, b, i)
+		}
+		return nil
 	})
 	return out, err
 }

@@ -163,6 +163,16 @@ func TestTableDiffFindsRandomDrift(t *testing.T) {
 				sort.Strings(got)
 				require.Equal(t, want, got, kind)
 			}
+			// The whole table as one block, hashed by each node in parts: leaves streamed
+			// (ordered) or lanes of heap page ranges added up (lanes).
+			for _, kind := range summaries {
+				sink := &testcluster.DiffSink{}
+				opts := diff.TableDiffOptions{Table: "public.t", BlockSize: 1_000_000, CompareUnitSize: 10, ForceSummary: kind}
+				s, err := diff.TableDiff(t.Context(), nodes, opts, sink, nil)
+				require.NoError(t, err)
+				require.Equal(t, 1, s.InitialRangesCount)
+				require.Equal(t, len(want), len(sink.Rows), kind)
+			}
 		})
 	}
 }
