@@ -22,8 +22,9 @@ const (
 	// SummaryAuto chooses SummaryOrdered where the key's ranges are read cheaply on every node
 	// (orderedCorrelation), else SummaryLanes.
 	SummaryAuto SummaryKind = ""
-	// SummaryLanes adds up two 64-bit lanes of every row's SHA-256 per leaf, in one grouped
-	// query per block (engine.SummarySQL): its cost does not depend on how rows are stored.
+	// SummaryLanes adds up two 64-bit lanes of every row's SHA-256 per leaf, in grouped queries
+	// (engine.SummarySQL) that read the block's rows in any order: its cost does not depend on
+	// how rows are stored.
 	SummaryLanes SummaryKind = "lanes"
 	// SummaryOrdered takes one SHA-256 per leaf over the leaf's row encodings in byte order
 	// (engine.LeafDigestSQL), each leaf an index range scan: about half the hashing, and rows
@@ -46,12 +47,12 @@ const maxOrderedLeafRows = 64
 // leafProgressEvery is how many leaves of a streamed block pass between progress reports.
 const leafProgressEvery = 16
 
-// maxOrderedParts caps how many queries hash an ordered block at once on one node.
+// maxOrderedParts caps how many queries hash parts of one block at once on one node: the
+// leader and two helpers, PostgreSQL's default max_parallel_workers_per_gather.
 const maxOrderedParts = 3
 
 // ConnsPerNode is how many connections a table-diff with workers blocks at once can use on a
-// node: one holds the snapshot, and each block hashed with ordered digests has up to
-// maxOrderedParts queries in flight.
+// node: one holds the snapshot, and each block has up to maxOrderedParts queries in flight.
 func ConnsPerNode(workers int) int32 { return int32(workers*maxOrderedParts + 1) }
 
 // minPartPages is the fewest heap pages a part of a whole-table block hashed with lanes reads:
