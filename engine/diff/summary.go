@@ -155,15 +155,15 @@ func (d *differ) hashLanesInParts(ctx context.Context, b block) ([]map[int]bucke
 		var mu sync.Mutex
 		out[i] = map[int]bucketHash{}
 		p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+		// Each leaf's lanes are added up as its parts come, so no part's leaves are held apart.
+		add := func(leaf int, h bucketHash) {
+			mu.Lock()
+			defer mu.Unlock()
+			out[i][leaf] = addLanes(out[i][leaf], h)
+		}
 		for part := range parts {
 			p.Go(func(ctx context.Context) error {
-				hashes, err := d.lanesOn(ctx, b, i, part*per, (part+1)*per, part == parts-1)
-				mu.Lock()
-				defer mu.Unlock()
-				for leaf, h := range hashes {
-					out[i][leaf] = addLanes(out[i][leaf], h)
-				}
-				return err
+				return d.lanesOn(ctx, b, i, part*per, (part+1)*per, part == parts-1, add)
 			})
 		}
 		return p.Wait()
@@ -172,8 +172,8 @@ func (d *differ) hashLanesInParts(ctx context.Context, b block) ([]map[int]bucke
 }
 
 // lanesOn hashes, with lanes, the rows of b on node i in heap pages [first, last), or from first
-// on when open.
-func (d *differ) lanesOn(ctx context.Context, b block, i int, first, last int64, open bool) (map[int]bucketHash, error) {
+// on when open, and hands each leaf's summary to add.
+func (d *differ) lanesOn(ctx context.Context, b block, i int, first, last int64, open bool, add func(int, bucketHash)) error {
 	var args []any
 	where := d.keys.Where(b.rng, &args)
 	bucket := d.bucketExpr(b, &args)
@@ -184,8 +184,7 @@ func (d *differ) lanesOn(ctx context.Context, b block, i int, first, last int64,
 		args = append(args, fmt.Sprintf("(%d,0)", last))
 	}
 	sql := engine.SummarySQL(bucket, d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+d.filterFor(i)))
-	out := map[int]bucketHash{}
-	err := d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
+	return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
 			return d.hashError(err, b, i)
@@ -194,7 +193,7 @@ func (d *differ) lanesOn(ctx context.Context, b block, i int, first, last int64,
 		var h bucketHash
 		var hashed int64
 		_, err = pgx.ForEachRow(rows, []any{&leaf, &h.count, &h.lane1, &h.lane2}, func() error {
-			out[leaf] = h
+			add(leaf, h)
 			hashed += h.count
 			return nil
 		})
@@ -204,7 +203,6 @@ func (d *differ) lanesOn(ctx context.Context, b block, i int, first, last int64,
 		d.countHashed(i, hashed)
 		return nil
 	})
-	return out, err
 }
 
 // addLanes is the summary of two disjoint sets of rows: counts and lanes added exactly.
