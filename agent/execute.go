@@ -89,7 +89,7 @@ func (a *Agent) tableDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Tab
 		return nil, err
 	}
 	// One connection holds each node's snapshot; the others hash blocks.
-	nodes, done, err := a.taskNodes(ctx, run, args.Nodes, int32(opts.Workers+1))
+	nodes, done, err := a.taskNodes(ctx, run, args.Nodes, diff.ConnsPerNode(opts.Workers))
 	if err != nil {
 		return nil, err
 	}

@@ -315,6 +315,13 @@ const propertyDDL = `CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 	CREATE TYPE pair AS (a int, b numeric, c text);
 	CREATE DOMAIN amount AS numeric CHECK (VALUE > -1e12)`
 
+// summaryKinds are the two ways a table-diff summarises a leaf, each applied to every row as a
+// leaf of its own: additive lanes and the ordered digest.
+var summaryKinds = map[string]func(ctx context.Context, n *engine.Node, table string) (map[string]string, error){
+	"lanes":   engine.RowSummaries,
+	"ordered": engine.LeafDigests,
+}
+
 func propertySeed(t *testing.T) uint64 {
 	seed := uint64(20261130)
 	if s := os.Getenv("ACE_PROPERTY_SEED"); s != "" {
@@ -344,15 +351,28 @@ func TestDistinctValuesGiveDistinctBlockSummaries(t *testing.T) {
 			ta, tb := fmt.Sprintf("pa%d", i), fmt.Sprintf("pb%d", i)
 			e.Node("n1").Exec(t, fmt.Sprintf(`CREATE TABLE %[1]s (id int PRIMARY KEY, v %[3]s); CREATE TABLE %[2]s (LIKE %[1]s INCLUDING ALL);
 				INSERT INTO %[1]s VALUES %[4]s; INSERT INTO %[2]s VALUES %[5]s`, ta, tb, g.typ, strings.Join(as, ", "), strings.Join(bs, ", ")))
-			sa, err := engine.RowSummaries(context.Background(), nodes[0], ta)
-			require.NoError(t, err)
-			sb, err := engine.RowSummaries(context.Background(), nodes[0], tb)
-			require.NoError(t, err)
-			require.Len(t, sa, pairsPerType)
-			for j := range pairsPerType {
-				k := strconv.Itoa(j)
-				require.NotEqual(t, sa[k], sb[k], "seed %d, %s: %s vs %s have one summary", seed, g.typ, as[j], bs[j])
+			for name, summaries := range summaryKinds {
+				sa, err := summaries(context.Background(), nodes[0], ta)
+				require.NoError(t, err)
+				sb, err := summaries(context.Background(), nodes[0], tb)
+				require.NoError(t, err)
+				require.Len(t, sa, pairsPerType)
+				for j := range pairsPerType {
+					k := strconv.Itoa(j)
+					require.NotEqual(t, sa[k], sb[k], "seed %d, %s, %s: %s vs %s have one summary", seed, name, g.typ, as[j], bs[j])
+				}
 			}
+			// As one leaf of 40 rows, the tables differ; and the leaf's digest is that of its
+			// rows, whatever order they are stored in.
+			da, err := engine.TableDigest(context.Background(), nodes[0], ta)
+			require.NoError(t, err)
+			db, err := engine.TableDigest(context.Background(), nodes[0], tb)
+			require.NoError(t, err)
+			require.NotEqual(t, da, db, "seed %d, %s: the tables have one ordered digest", seed, g.typ)
+			e.Node("n1").Exec(t, fmt.Sprintf(`CREATE TABLE %[1]sr (LIKE %[1]s INCLUDING ALL); INSERT INTO %[1]sr SELECT * FROM %[1]s ORDER BY id DESC`, ta))
+			dr, err := engine.TableDigest(context.Background(), nodes[0], ta+"r")
+			require.NoError(t, err)
+			require.Equal(t, da, dr, "seed %d, %s: the ordered digest depends on the rows' physical order", seed, g.typ)
 		})
 	}
 }
@@ -365,11 +385,13 @@ func TestEqualValuesGiveEqualBlockSummaries(t *testing.T) {
 			ta, tb := fmt.Sprintf("sa%d", i), fmt.Sprintf("sb%d", i)
 			e.Node("n1").Exec(t, fmt.Sprintf(`CREATE TABLE %[1]s (id int PRIMARY KEY, v %[3]s); CREATE TABLE %[2]s (LIKE %[1]s INCLUDING ALL);
 				INSERT INTO %[1]s VALUES (1, %[4]s); INSERT INTO %[2]s VALUES (1, %[5]s)`, ta, tb, c.typ, c.a, c.b))
-			sa, err := engine.RowSummaries(context.Background(), nodes[0], ta)
-			require.NoError(t, err)
-			sb, err := engine.RowSummaries(context.Background(), nodes[0], tb)
-			require.NoError(t, err)
-			require.Equal(t, sa, sb)
+			for name, summaries := range summaryKinds {
+				sa, err := summaries(context.Background(), nodes[0], ta)
+				require.NoError(t, err)
+				sb, err := summaries(context.Background(), nodes[0], tb)
+				require.NoError(t, err)
+				require.Equal(t, sa, sb, name)
+			}
 		})
 	}
 }

@@ -45,6 +45,10 @@ var valueDrifts = []valueDrift{
 	{"texts colliding under hash version 1", "text", "'" + foldCollision[0] + "'", "'" + foldCollision[1] + "'"},
 }
 
+// summaries are the two ways a table-diff can summarise its leaves: every trap must be found
+// under both.
+var summaries = []diff.SummaryKind{diff.SummaryLanes, diff.SummaryOrdered}
+
 // foldCollision was found by hashing 'note 1' … 'note 300000' with the version-1 row hash.
 var foldCollision = [2]string{"note 59495", "note 182120"}
 
@@ -57,11 +61,15 @@ func TestValueDriftIsFoundForEveryFoldedOrSignedValue(t *testing.T) {
 			e.ExecAll(fmt.Sprintf(`CREATE TABLE %[1]s (id int PRIMARY KEY, v %[2]s); INSERT INTO %[1]s SELECT g, %[3]s FROM generate_series(1, 20) g`,
 				table, c.typ, c.value))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE %s SET v = %s WHERE id = 7`, table, c.other))
-			sink := &testcluster.DiffSink{}
-			s, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: table}, sink, nil)
-			require.NoError(t, err)
-			require.Equal(t, []string{"[7]"}, sink.Keys())
-			require.Equal(t, map[string]int64{"n1/n2": 1, "n1/n3": 0, "n2/n3": 1}, s.DiffRowsCount)
+			for _, kind := range summaries {
+				sink := &testcluster.DiffSink{}
+				opts := diff.TableDiffOptions{Table: table, CompareUnitSize: 3, ForceSummary: kind}
+				s, err := diff.TableDiff(context.Background(), nodes, opts, sink, nil)
+				require.NoError(t, err)
+				require.Equal(t, []string{"[7]"}, sink.Keys(), kind)
+				require.Equal(t, map[string]int64{"n1/n2": 1, "n1/n3": 0, "n2/n3": 1}, s.DiffRowsCount, kind)
+				require.Equal(t, string(kind), s.LeafSummary)
+			}
 		})
 	}
 }
@@ -71,10 +79,12 @@ func TestBigintKeyFoldedOntoAnotherIsTwoMissingKeys(t *testing.T) {
 	e, nodes := engineEnv(t, `CREATE TABLE k (id bigint PRIMARY KEY, v text)`)
 	e.ExecAll(`INSERT INTO k VALUES (-1, 'same'), (1, 'other')`)
 	e.Node("n2").Exec(t, `UPDATE k SET id = 4294967295 WHERE id = -1`)
-	sink := &testcluster.DiffSink{}
-	_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "k"}, sink, nil)
-	require.NoError(t, err)
-	require.Equal(t, []string{"[-1]", "[4294967295]"}, sink.Keys())
+	for _, kind := range summaries {
+		sink := &testcluster.DiffSink{}
+		_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "k", ForceSummary: kind}, sink, nil)
+		require.NoError(t, err)
+		require.Equal(t, []string{"[-1]", "[4294967295]"}, sink.Keys(), kind)
+	}
 }
 
 func TestThreeDifferentVersionsCountEveryPair(t *testing.T) {
@@ -83,13 +93,15 @@ func TestThreeDifferentVersionsCountEveryPair(t *testing.T) {
 	e.ExecAll(`INSERT INTO p SELECT g, 100.50 FROM generate_series(1, 50) g`)
 	e.Node("n2").Exec(t, `UPDATE p SET amount = -100.50 WHERE id <= 5`)
 	e.Node("n3").Exec(t, `UPDATE p SET amount = 100.51 WHERE id <= 5`)
-	sink := &testcluster.DiffSink{}
-	s, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "p"}, sink, nil)
-	require.NoError(t, err)
-	require.Equal(t, map[string]int64{"n1/n2": 5, "n1/n3": 5, "n2/n3": 5}, s.DiffRowsCount)
-	for _, r := range sink.Rows {
-		require.Len(t, r.Versions, 3)
-		require.NotEqual(t, r.Versions["n2"], r.Versions["n3"], "n2 and n3 hold different rows")
+	for _, kind := range summaries {
+		sink := &testcluster.DiffSink{}
+		s, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "p", CompareUnitSize: 4, ForceSummary: kind}, sink, nil)
+		require.NoError(t, err)
+		require.Equal(t, map[string]int64{"n1/n2": 5, "n1/n3": 5, "n2/n3": 5}, s.DiffRowsCount, kind)
+		for _, r := range sink.Rows {
+			require.Len(t, r.Versions, 3)
+			require.NotEqual(t, r.Versions["n2"], r.Versions["n3"], "n2 and n3 hold different rows")
+		}
 	}
 }
 
@@ -111,12 +123,14 @@ func TestEqualKeysOfDifferentTextAreOneKey(t *testing.T) {
 			next := map[string]string{"numeric": "151", "float8": "1", "interval": "'1 day 1 second'"}[c.typ]
 			e.ExecAll(fmt.Sprintf(`INSERT INTO ek VALUES (%s, 'a'), (%s, 'b')`, c.key, next))
 			e.Node("n2").Exec(t, fmt.Sprintf(`UPDATE ek SET id = %s WHERE id = %s; UPDATE ek SET v = 'changed' WHERE id = %s`, c.other, c.key, next))
-			sink := &testcluster.DiffSink{}
-			_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "ek", CompareUnitSize: 2}, sink, nil)
-			require.NoError(t, err)
-			require.Equal(t, c.want, sink.Keys())
-			for _, r := range sink.Rows {
-				require.Equal(t, engine.KindModified, r.Kind, "an equal key is never missing on both sides")
+			for _, kind := range summaries {
+				sink := &testcluster.DiffSink{}
+				_, err := diff.TableDiff(context.Background(), nodes, diff.TableDiffOptions{Table: "ek", CompareUnitSize: 2, ForceSummary: kind}, sink, nil)
+				require.NoError(t, err)
+				require.Equal(t, c.want, sink.Keys(), kind)
+				for _, r := range sink.Rows {
+					require.Equal(t, engine.KindModified, r.Kind, "an equal key is never missing on both sides")
+				}
 			}
 		})
 	}
@@ -133,7 +147,9 @@ func TestEnumKeysWhoseLabelOrderDiffersBetweenNodes(t *testing.T) {
 	e.ExecAll(`CREATE TABLE en (c colour, n int, v text, PRIMARY KEY (c, n));
 		INSERT INTO en SELECT c::colour, n, 'same' FROM unnest(ARRAY['w', 'x', 'y']) c, generate_series(1, 84) n`)
 	e.Node("n2").Exec(t, `UPDATE en SET v = 'drift' WHERE c = 'x' AND n = 42`)
-	for _, opts := range []diff.TableDiffOptions{{Table: "en"}, {Table: "en", CompareUnitSize: 5, BlockSize: 50}} {
+	for _, opts := range []diff.TableDiffOptions{{Table: "en"}, {Table: "en", CompareUnitSize: 5, BlockSize: 50},
+		{Table: "en", CompareUnitSize: 5, BlockSize: 50, ForceSummary: diff.SummaryLanes},
+		{Table: "en", CompareUnitSize: 5, BlockSize: 50, ForceSummary: diff.SummaryOrdered}} {
 		sink := &testcluster.DiffSink{}
 		_, err := diff.TableDiff(context.Background(), nodes, opts, sink, nil)
 		require.NoError(t, err)

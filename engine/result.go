@@ -129,8 +129,11 @@ type DiffSummary struct {
 	TransientDiffs int64               `json:"transient_diffs"` // differences gone by the recheck: replication in flight
 	HashMode       HashMode            `json:"hash_mode"`
 	// KeyRanges is how many differing rows are key ranges stored whole (KindMissingRange).
-	KeyRanges   int64    `json:"key_ranges,omitempty"`
-	HashVersion int      `json:"hash_version"`
+	KeyRanges   int64 `json:"key_ranges,omitempty"`
+	HashVersion int   `json:"hash_version"`
+	// LeafSummary is how the table-diff's blocks summarised their leaves on every node (see
+	// engine.LeafDigestSQL): "ordered" digests or additive "lanes"; empty for other diffs.
+	LeafSummary string   `json:"leaf_summary,omitempty"`
 	Warnings    []string `json:"warnings,omitempty"`
 	ReportFile  string   `json:"report_file,omitempty"` // the output report, on the agent\'s host
 	// Mtree describes how a Merkle tree diff used the trees; nil for a table-diff.

@@ -8,7 +8,10 @@ import (
 )
 
 // HashVersion names the row-hash scheme. It changes whenever the encoding of a row's hash
-// input changes, so hashes of different versions are never compared. Version 2 hashes an
+// input changes, so hashes of different versions are never compared. It names the row digest
+// (RowHash.Digest), which stored diffs, repairs and trees rely on; how a table-diff summarises
+// a leaf in flight (additive lanes or an ordered digest, both over the same encodings) is not
+// stored and is decided anew by every diff. Version 2 hashes an
 // injective canonical encoding with SHA-256 (canon.go); version 1 used PostgreSQL's hash-table
 // functions, which collide by structure.
 const HashVersion = 2
@@ -32,6 +35,9 @@ func Ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 // NULL marker, so NULL differs from the empty string and from 0, and no value can forge a separator.
 type RowHash struct {
 	pre []string // text projections computed once per row, in the fenced subquery of Source
+	// Encoding is the SQL expression of a row's injective encoding (bytea, record_send of the
+	// canonical values), over the columns of Source.
+	Encoding string
 	// Digest is the SQL expression of a row's 32-byte digest (bytea), over the columns of Source.
 	Digest string
 }
@@ -52,7 +58,8 @@ func NewRowHash(cols []Column, mode HashMode) RowHash {
 		}
 		parts[i] = c.typ.valueExpr(Ident(c.Name), text, mode == HashBinary)
 	}
-	h.Digest = "sha256(record_send(ROW(" + strings.Join(parts, ", ") + ")))"
+	h.Encoding = "record_send(ROW(" + strings.Join(parts, ", ") + "))"
+	h.Digest = "sha256(" + h.Encoding + ")"
 	return h
 }
 
@@ -279,6 +286,45 @@ func (k KeyOrder) paramArray(i, n int) string {
 	return fmt.Sprintf("$%d::text[]::%s[]", n, k.cols[i].Type)
 }
 
+// Indexable reports whether every key column is compared in its own type's order and its own
+// collation, so a range predicate on KeyExpr is served by the primary key's index.
+func (k KeyOrder) Indexable() bool {
+	for i := range k.cols {
+		if !k.native[i] || k.collate[i] != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// LeafBounds is a FROM item, "?ace_l?", of the leaves between consecutive keys of a list given
+// as one text[] per key column from $n: leaf j ("?ace_k?", from 1) runs from key j up to key
+// j+1, and the last key starts no leaf. where selects the rows of the current leaf, for a
+// LATERAL subquery: a range the key's index serves.
+func (k KeyOrder) LeafBounds(n int) (from, where string) {
+	var arrays, names, leads, lo, hi []string
+	for i := range k.cols {
+		collate := k.collate[i]
+		if !k.native[i] {
+			collate = ` COLLATE "C"`
+		}
+		arrays = append(arrays, k.paramArray(i, n+i))
+		names = append(names, fmt.Sprintf(`"?ace_lo%d?"`, i))
+		leads = append(leads, fmt.Sprintf(`lead("?ace_lo%d?") OVER (ORDER BY "?ace_k?") AS "?ace_hi%d?"`, i, i))
+		lo = append(lo, fmt.Sprintf(`"?ace_l?"."?ace_lo%d?"%s`, i, collate))
+		hi = append(hi, fmt.Sprintf(`"?ace_l?"."?ace_hi%d?"%s`, i, collate))
+	}
+	from = fmt.Sprintf(`(SELECT * FROM (SELECT *, %s FROM unnest(%s) WITH ORDINALITY AS "?ace_u?"(%s, "?ace_k?")) "?ace_b?"
+		WHERE "?ace_hi0?" IS NOT NULL) AS "?ace_l?"`, strings.Join(leads, ", "), strings.Join(arrays, ", "), strings.Join(names, ", "))
+	row := func(parts []string) string {
+		if len(parts) == 1 {
+			return parts[0]
+		}
+		return "ROW(" + strings.Join(parts, ", ") + ")"
+	}
+	return from, k.KeyExpr() + " >= " + row(lo) + " AND " + k.KeyExpr() + " < " + row(hi)
+}
+
 // Columns is the key's columns, in key order.
 func (k KeyOrder) Columns() []Column { return k.cols }
 
@@ -443,6 +489,31 @@ func SummarySQL(bucket string, h RowHash, source string) string {
 		SELECT "?ace_k?", %s
 		FROM (SELECT %s AS "?ace_k?", %s AS "?ace_h?", clock_timestamp() AS "?ace_fence?" FROM %s) s GROUP BY 1) g`,
 		laneFromBytes(0), laneFromBytes(8), byteSums(), bucket, h.Digest, source)
+}
+
+// LeafDigestSQL summarises the rows of source, one leaf, by their count ("?ace_c?") and one
+// SHA-256 over their encodings concatenated in byte order ("?ace_d?", NULL for no rows). The
+// order is the encodings' own (bytea comparison: memcmp, then length), so no collation, enum
+// or type order decides it, and it is the same on every node. record_send's output is
+// self-delimiting (a field count, then each field's type, length and bytes), so the ordered
+// concatenation determines the leaf's rows: two leaves of different rows get the same digest only
+// through a SHA-256 collision. One digest a leaf instead of one a row halves the hashing's cost;
+// the sort is cheap where the leaf is an index range scan of rows stored together.
+//
+// Leaves are not additive: a leaf's digest cannot be updated by a row's change. The Merkle trees,
+// which need that, keep the lanes (SummarySQL).
+func LeafDigestSQL(h RowHash, source string) string {
+	return fmt.Sprintf(`SELECT count(*) AS "?ace_c?", sha256(string_agg("?ace_e?", ''::bytea ORDER BY "?ace_e?")) AS "?ace_d?"
+		FROM (SELECT %s AS "?ace_e?" FROM %s) "?ace_s?"`, h.Encoding, source)
+}
+
+// KeyCorrelationExpr is an expression for pg_stats' correlation of column col of table (schema,
+// name) with the table's physical order: near 1 when the rows are stored in the column's order,
+// so a range of keys is read from few pages. NULL when the table was never analysed (or is
+// partitioned, whose parent's statistics describe no one heap).
+func KeyCorrelationExpr(schema, name, col string) string {
+	return `(SELECT s.correlation::float8 FROM pg_stats s WHERE s.schemaname = ` + QuoteLiteral(schema) +
+		` AND s.tablename = ` + QuoteLiteral(name) + ` AND s.attname = ` + QuoteLiteral(col) + ` AND NOT s.inherited)`
 }
 
 // RowEstimateExpr is an expression for the planner's estimate of the rows of table (a

@@ -26,16 +26,18 @@ func TestSwappedValuesAndPrimaryKeyChangesAreFound(t *testing.T) {
 	// Keys beyond 2^53 lose precision as float64 (ACE 1.7.2).
 	e.ExecAll(`INSERT INTO s VALUES (9007199254740993, 'big', 'big')`)
 	e.Node("n3").Exec(t, `UPDATE s SET a = 'bigger' WHERE id = 9007199254740993`)
-	sink := &testcluster.DiffSink{}
-	_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.s", CompareUnitSize: 10}, sink, nil)
-	require.NoError(t, err)
-	require.Equal(t, []string{"[100000]", "[100]", "[200]", "[300]", "[400]", "[9007199254740993]"}, sink.Keys())
-	for _, r := range sink.Rows {
-		if string(r.PKSort) == "[9007199254740993]" {
-			require.JSONEq(t, `{"id": 9007199254740993}`, string(r.PK))
-			k, err := engine.KeyFromJSON(r.PKSort)
-			require.NoError(t, err)
-			require.Equal(t, []string{"9007199254740993"}, k)
+	for _, kind := range summaries {
+		sink := &testcluster.DiffSink{}
+		_, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.s", CompareUnitSize: 10, ForceSummary: kind}, sink, nil)
+		require.NoError(t, err)
+		require.Equal(t, []string{"[100000]", "[100]", "[200]", "[300]", "[400]", "[9007199254740993]"}, sink.Keys(), kind)
+		for _, r := range sink.Rows {
+			if string(r.PKSort) == "[9007199254740993]" {
+				require.JSONEq(t, `{"id": 9007199254740993}`, string(r.PK))
+				k, err := engine.KeyFromJSON(r.PKSort)
+				require.NoError(t, err)
+				require.Equal(t, []string{"9007199254740993"}, k)
+			}
 		}
 	}
 }
@@ -49,10 +51,12 @@ func TestRowsOnBlockAndLeafBoundariesAreCountedOnce(t *testing.T) {
 	e.ExecAll(`INSERT INTO b SELECT g, g FROM generate_series(1, 5000) g`)
 	e.Node("n2").Exec(t, `UPDATE b SET v = -v WHERE id IN (1, 10, 11, 1000, 1001, 2001, 5000)`)
 	for _, opts := range []diff.TableDiffOptions{
-		{Table: "public.b", CompareUnitSize: 10, BlockSize: 1000},
-		{Table: "public.b", CompareUnitSize: 7, BlockSize: 21},
+		{Table: "public.b", CompareUnitSize: 10, BlockSize: 1000, ForceSummary: diff.SummaryLanes},
+		{Table: "public.b", CompareUnitSize: 7, BlockSize: 21, ForceSummary: diff.SummaryLanes},
+		{Table: "public.b", CompareUnitSize: 10, BlockSize: 1000, ForceSummary: diff.SummaryOrdered},
+		{Table: "public.b", CompareUnitSize: 7, BlockSize: 21, ForceSummary: diff.SummaryOrdered},
 	} {
-		t.Run(fmt.Sprintf("leaves_of_%d_blocks_of_%d", opts.CompareUnitSize, opts.BlockSize), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s_leaves_of_%d_blocks_of_%d", opts.ForceSummary, opts.CompareUnitSize, opts.BlockSize), func(t *testing.T) {
 			sink := &testcluster.DiffSink{}
 			s, err := diff.TableDiff(t.Context(), nodes, opts, sink, nil)
 			require.NoError(t, err)
@@ -69,10 +73,12 @@ func TestTextKeysSampledIntoSmallBlocks(t *testing.T) {
 	e.ExecAll(`INSERT INTO k SELECT md5(g::text), g FROM generate_series(1, 210000) g; ANALYZE k`)
 	e.Node("n1").Exec(t, `INSERT INTO k VALUES ('', 0), ('zzzz', 0)`)
 	e.Node("n3").Exec(t, `UPDATE k SET v = -1 WHERE v = 777`)
-	sink := &testcluster.DiffSink{}
-	s, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.k"}, sink, nil)
-	require.NoError(t, err)
-	require.Len(t, sink.Rows, 3)
-	require.EqualValues(t, 210002, s.TotalRowsChecked)
-	require.Greater(t, s.InitialRangesCount, 10, "blocks are capped at 64 leaves for searched bounds")
+	for _, kind := range summaries {
+		sink := &testcluster.DiffSink{}
+		s, err := diff.TableDiff(t.Context(), nodes, diff.TableDiffOptions{Table: "public.k", ForceSummary: kind}, sink, nil)
+		require.NoError(t, err)
+		require.Len(t, sink.Rows, 3, kind)
+		require.EqualValues(t, 210002, s.TotalRowsChecked, kind)
+		require.Greater(t, s.InitialRangesCount, 10, "blocks are capped at 64 leaves for searched bounds")
+	}
 }

@@ -94,7 +94,7 @@ func mismatchedBuckets(hashes []map[int]bucketHash, n int) map[int][]int64 {
 }
 
 func (d *differ) diffBlock(ctx context.Context, b block) error {
-	hashes, err := d.hashBuckets(ctx, b, true)
+	hashes, err := d.hashBlock(ctx, b)
 	if err != nil {
 		return err
 	}

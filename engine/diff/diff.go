@@ -65,6 +65,9 @@ type TableDiffOptions struct {
 	// Sessions, when set, are the node sessions to read at, one per node in the order of the
 	// nodes sorted by name; the caller opened them and closes them.
 	Sessions []*engine.Session
+	// ForceSummary, when set, is how every block's leaves are summarised, whatever the nodes'
+	// statistics say (SummaryAuto chooses): tests use it to check both kinds find every difference.
+	ForceSummary SummaryKind
 }
 
 // Leaf is a range known to differ, with each node's row count in it (nodes sorted by name).
@@ -170,7 +173,12 @@ type differ struct {
 	pairs       map[string]int64
 	limitHit    bool
 	mismatched  int
-	keyRanges   int64 // differing key ranges stored whole (ranges.go)
+	keyRanges   int64       // differing key ranges stored whole (ranges.go)
+	summaryKind SummaryKind // how blocks summarise their leaves (chooseSummary)
+	// parts is, per node, how many queries hash a block's parts at once (chooseSummary), and
+	// pages the table's heap pages there; nil for a table hashed whole without planning.
+	parts       []int
+	pages       []int64
 	rowsPerNode []int64
 	blocks      int
 	warnings    []string
@@ -297,6 +305,9 @@ func (d *differ) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := d.chooseSummary(ctx, blocks); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	d.blocks = len(blocks)
 	d.prog.BlocksTotal = len(blocks)
@@ -350,6 +361,7 @@ func (d *differ) summary(start time.Time) *engine.DiffSummary {
 		InitialRangesCount: d.blocks, MismatchedRangesCount: d.mismatched,
 		PrimaryKey: d.table.PKNames(), Columns: d.table.ColumnNames(), ColumnTypes: d.table.ColumnTypes(),
 		DifferingKeys: d.prog.DifferingKeys, HashMode: d.mode, HashVersion: engine.HashVersion, Warnings: d.warnings,
+		LeafSummary:   string(d.summaryKind),
 		AgainstOrigin: d.opts.AgainstOrigin, OriginIDs: d.originIDs, OriginOnly: d.opts.AgainstOrigin != "",
 		Until: d.opts.Until, TransientDiffs: d.transient, CompareColumns: d.opts.Columns, KeyRanges: d.keyRanges,
 	}

@@ -1,6 +1,7 @@
 package diff
 
 import (
+	"fmt"
 	"sort"
 	"testing"
 
@@ -177,4 +178,45 @@ func TestPairKey(t *testing.T) {
 			require.Equal(t, c.want, pairKey(c.a, c.b))
 		})
 	}
+}
+
+// A part of a block holds the block's leaves from first on, each the same range, and an integer
+// block's part puts each key in the same leaf by arithmetic.
+func TestBlockPartKeepsItsLeaves(t *testing.T) {
+	t.Parallel()
+	bounds := [][]string{{"11"}, {"21"}, {"31"}, {"41"}, {"51"}}
+	for _, c := range []struct {
+		name string
+		b    block
+	}{
+		{"open block of bounds", block{bounds: bounds}},
+		{"closed block of bounds", block{rng: engine.Range{Lo: []string{"1"}, Hi: []string{"61"}}, bounds: bounds}},
+		{"integer block", block{rng: engine.Range{Lo: []string{"1"}}, bounds: bounds, step: &intStep{lo: 1, w: 10}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for first := 0; first <= len(bounds); first++ {
+				for last := first + 1; last <= len(bounds)+1; last++ {
+					p := c.b.part(first, last)
+					require.Len(t, p.bounds, last-first-1)
+					for j := first; j < last; j++ {
+						require.Equal(t, c.b.leafRange(j), p.leafRange(j-first), "leaf %d of part [%d, %d)", j, first, last)
+					}
+					if c.b.step != nil && last-first > 1 {
+						// Leaf 1 of the part starts at its first bound, lo + w.
+						require.Equal(t, p.bounds[0][0], fmt.Sprint(p.step.lo+p.step.w))
+					}
+				}
+			}
+		})
+	}
+}
+
+// Lanes of disjoint rows add up exactly, however large; a leaf absent from one part is the other's.
+func TestAddLanes(t *testing.T) {
+	t.Parallel()
+	a := bucketHash{count: 2, lane1: "-9223372036854775808", lane2: "5"}
+	b := bucketHash{count: 3, lane1: "-9223372036854775808", lane2: "-7"}
+	require.Equal(t, bucketHash{count: 5, lane1: "-18446744073709551616", lane2: "-2"}, addLanes(a, b))
+	require.Equal(t, b, addLanes(bucketHash{}, b))
+	require.Equal(t, "0", addDecimal("12", "-12"))
 }

@@ -54,11 +54,14 @@ func TestTableDiffReportsPlantedDriftWithEachNodesVersion(t *testing.T) {
 	e.Node("n3").Exec(t, `INSERT INTO public.t VALUES (2000, 'extra')`)
 	e.Node("n1").Exec(t, `DELETE FROM public.t WHERE id = 400`)
 
-	s, sink := tableDiff(t, nodes, diff.TableDiffOptions{})
-	require.Equal(t, []string{"[10]", "[2000]", "[400]"}, sink.Keys())
-	require.EqualValues(t, 3, s.DifferingKeys)
-	require.Equal(t, map[string]int64{"n1": 999, "n2": 1000, "n3": 1001}, s.RowsPerNode)
-	require.Equal(t, map[string]int64{"n1/n2": 2, "n1/n3": 2, "n2/n3": 2}, s.DiffRowsCount)
+	for _, kind := range summaries {
+		s, sink := tableDiff(t, nodes, diff.TableDiffOptions{ForceSummary: kind})
+		require.Equal(t, []string{"[10]", "[2000]", "[400]"}, sink.Keys(), kind)
+		require.EqualValues(t, 3, s.DifferingKeys, kind)
+		require.Equal(t, map[string]int64{"n1": 999, "n2": 1000, "n3": 1001}, s.RowsPerNode, kind)
+		require.Equal(t, map[string]int64{"n1/n2": 2, "n1/n3": 2, "n2/n3": 2}, s.DiffRowsCount, kind)
+	}
+	_, sink := tableDiff(t, nodes, diff.TableDiffOptions{})
 	rows := sink.ByKey()
 
 	t.Run("update", func(t *testing.T) {
@@ -149,17 +152,75 @@ func TestTableDiffFindsRandomDrift(t *testing.T) {
 			drift := e.PlantDrift(rand.New(rand.NewPCG(seed, 17)), "public.t", 3000, 40)
 			want := e.DifferingKeys("public.t", "id")
 			require.Len(t, want, len(drift.Keys()), "every planted change makes its key differ")
-			_, sink := tableDiff(t, nodes, diff.TableDiffOptions{})
-			var got []string
-			for _, r := range sink.Rows {
-				k, err := engine.KeyFromJSON(r.PKSort)
-				require.NoError(t, err)
-				got = append(got, k[0])
+			for _, kind := range summaries {
+				_, sink := tableDiff(t, nodes, diff.TableDiffOptions{ForceSummary: kind})
+				var got []string
+				for _, r := range sink.Rows {
+					k, err := engine.KeyFromJSON(r.PKSort)
+					require.NoError(t, err)
+					got = append(got, k[0])
+				}
+				sort.Strings(got)
+				require.Equal(t, want, got, kind)
 			}
-			sort.Strings(got)
-			require.Equal(t, want, got)
+			// The whole table as one block, hashed by each node in parts: leaves streamed
+			// (ordered) or lanes of heap page ranges added up (lanes).
+			for _, kind := range summaries {
+				sink := &testcluster.DiffSink{}
+				opts := diff.TableDiffOptions{Table: "public.t", BlockSize: 1_000_000, CompareUnitSize: 10, ForceSummary: kind}
+				s, err := diff.TableDiff(t.Context(), nodes, opts, sink, nil)
+				require.NoError(t, err)
+				require.Equal(t, 1, s.InitialRangesCount)
+				require.Equal(t, len(want), len(sink.Rows), kind)
+			}
 		})
 	}
+}
+
+// summaries are the two ways a table-diff can summarise its leaves: every difference must be
+// found under both.
+var summaries = []diff.SummaryKind{diff.SummaryLanes, diff.SummaryOrdered}
+
+// The same rows stored in another physical order on one node are the same rows, under both
+// summaries: the ordered digest sorts a leaf's rows by their encodings, not by where they lie.
+func TestRowsStoredInAnotherOrderAreTheSameRows(t *testing.T) {
+	t.Parallel()
+	e, nodes := diffSetup(t, 1000)
+	e.Node("n2").Exec(t, `CREATE TABLE public.t2 AS SELECT * FROM public.t ORDER BY md5(id::text);
+		TRUNCATE public.t; INSERT INTO public.t SELECT * FROM public.t2; DROP TABLE public.t2`)
+	for _, kind := range summaries {
+		s, sink := tableDiff(t, nodes, diff.TableDiffOptions{ForceSummary: kind})
+		require.Empty(t, sink.Rows, kind)
+		require.Equal(t, string(kind), s.LeafSummary)
+	}
+}
+
+// Left to choose, a diff summarises leaves with ordered digests only where every node stores
+// the rows in about key order (pg_stats), and with lanes where one node does not, where a table
+// was never analysed, or where the key is not compared in its index's order.
+func TestSummaryKindFollowsKeyCorrelation(t *testing.T) {
+	t.Parallel()
+	e, nodes := diffSetup(t, 3000)
+	opts := diff.TableDiffOptions{Table: "public.t", BlockSize: 1000, CompareUnitSize: 10}
+	kind := func() string {
+		s, err := diff.TableDiff(t.Context(), nodes, opts, &testcluster.DiffSink{}, nil)
+		require.NoError(t, err)
+		require.Greater(t, s.InitialRangesCount, 1, "planned, not hashed whole")
+		return s.LeafSummary
+	}
+	require.Equal(t, "lanes", kind(), "never analysed")
+	e.ExecAll(`ANALYZE public.t`)
+	require.Equal(t, "ordered", kind(), "stored in key order on every node")
+	e.Node("n3").Exec(t, `CREATE TABLE public.t2 AS SELECT * FROM public.t ORDER BY md5(id::text);
+		TRUNCATE public.t; INSERT INTO public.t SELECT * FROM public.t2; DROP TABLE public.t2; ANALYZE public.t`)
+	require.Equal(t, "lanes", kind(), "n3 stores the rows out of key order")
+
+	e.ExecAll(`CREATE TABLE public.c (k text PRIMARY KEY, v text);
+		INSERT INTO public.c SELECT lpad(g::text, 6, '0'), 'v' FROM generate_series(1, 3000) g; ANALYZE public.c`)
+	opts.Table = "public.c"
+	require.Equal(t, "ordered", kind(), "a text key in the same collation everywhere")
+	e.Node("n2").Exec(t, `ALTER TABLE public.c ALTER COLUMN k TYPE text COLLATE "C"; ANALYZE public.c`)
+	require.Equal(t, "lanes", kind(), "n2's collation differs: keys are compared in \"C\", which the index does not serve")
 }
 
 // An analysed table small enough to be hashed whole, without planning, is one range; drift in

@@ -34,6 +34,7 @@ type options struct {
 	wait                bool
 	onlySchema          bool
 	resync, onlyResync  bool
+	randomOrder         bool
 	// The schema diffs: tables and rows in all of the data comparison, tables of the structure one.
 	schemaTables, schemaRows, structureTables int
 }
@@ -57,7 +58,11 @@ type Result struct {
 	DriftCPURatio     float64   `json:"drift_cpu_ratio"`
 	RowsPerSecond     float64   `json:"rows_per_second"`
 	DifferencesFound  int64     `json:"differences_found"`
-	AgentPeakRSSMB    float64   `json:"agent_peak_rss_mb"`
+	// RandomOrder says the rows were stored in random order, not in key order.
+	RandomOrder bool `json:"random_order"`
+	// LeafSummary is how the table-diffs summarised their leaves ("ordered" or "lanes").
+	LeafSummary    string  `json:"leaf_summary"`
+	AgentPeakRSSMB float64 `json:"agent_peak_rss_mb"`
 	// EmptyNode* measure a diff of a full node against an empty one: every row differs.
 	EmptyNodeSeconds float64 `json:"empty_node_seconds,omitempty"`
 	EmptyNodeDiffs   int64   `json:"empty_node_differences,omitempty"`
@@ -91,6 +96,7 @@ func main() {
 	flag.BoolVar(&o.wait, "wait", true, "also measure how late ace.wait and the CALL forms see a task's end")
 	flag.BoolVar(&o.resync, "resync", true, "also time ace.resync_node of an emptied node against pg_dump | psql")
 	flag.BoolVar(&o.onlyResync, "only-resync", false, "measure the resync of an emptied node only")
+	flag.BoolVar(&o.randomOrder, "random-order", false, "store the table's rows in random physical order instead of key order")
 	flag.Parse()
 	if o.nodes < 3 {
 		fmt.Fprintln(os.Stderr, "bench: -nodes must be at least 3: the planted differences touch n1, n2 and n3")
@@ -111,7 +117,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer c.Stop(context.WithoutCancel(ctx))
 	meter = newCPUMeter(c)
-	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(c.Nodes)}
+	r := Result{Rows: o.rows, Diffs: o.diffs, Nodes: len(c.Nodes), RandomOrder: o.randomOrder}
 	if o.onlyResync {
 		conns, err := prepare(ctx, c, o)
 		if err != nil {
@@ -221,7 +227,7 @@ func measure(ctx context.Context, conns []*pgx.Conn, o options, r *Result) error
 		if o.onlyMtree {
 			continue
 		}
-		cpu, agentCPU, err := timed(func() (err error) { d, _, err = diff(ctx, conns[0]); return err })
+		cpu, agentCPU, err := timed(func() (err error) { d, _, r.LeafSummary, err = diff(ctx, conns[0]); return err })
 		if err != nil {
 			return err
 		}
@@ -239,7 +245,7 @@ func measure(ctx context.Context, conns []*pgx.Conn, o options, r *Result) error
 	for range o.repeat {
 		var d time.Duration
 		var found int64
-		cpu, _, err := timed(func() (err error) { d, found, err = diff(ctx, conns[0]); return err })
+		cpu, _, err := timed(func() (err error) { d, found, _, err = diff(ctx, conns[0]); return err })
 		if err != nil {
 			return err
 		}
@@ -310,7 +316,11 @@ func prepare(ctx context.Context, c *localpg.Cluster, o options) ([]*pgx.Conn, e
 			}
 		}
 		// The checkpoint writes the load out now, not during a measurement.
-		for _, sql := range []string{tableDDL, loadSQL, "VACUUM ANALYZE public.bench", "CHECKPOINT"} {
+		load := loadSQL
+		if o.randomOrder {
+			load += " ORDER BY random()"
+		}
+		for _, sql := range []string{tableDDL, load, "VACUUM ANALYZE public.bench", "CHECKPOINT"} {
 			var args []any
 			if strings.Contains(sql, "$1") {
 				args = append(args, o.rows)
@@ -338,32 +348,40 @@ func onePass(ctx context.Context, conns []*pgx.Conn) (time.Duration, error) {
 	return d, nil
 }
 
-func diff(ctx context.Context, conn *pgx.Conn) (time.Duration, int64, error) {
-	return diffNodes(ctx, conn, nil)
+// diff runs a table-diff of every node and returns its time, the differing rows it found and
+// how it summarised its leaves.
+func diff(ctx context.Context, conn *pgx.Conn) (time.Duration, int64, string, error) {
+	return diffNodesSummary(ctx, conn, nil)
 }
 
 func diffNodes(ctx context.Context, conn *pgx.Conn, nodes []string) (time.Duration, int64, error) {
+	d, found, _, err := diffNodesSummary(ctx, conn, nodes)
+	return d, found, err
+}
+
+func diffNodesSummary(ctx context.Context, conn *pgx.Conn, nodes []string) (time.Duration, int64, string, error) {
 	start := time.Now()
 	id, err := sqlapi.Submit(ctx, conn, sqlapi.TypeTableDiff, sqlapi.TableDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench", Nodes: nodes}})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	t, err := sqlapi.Wait(ctx, conn, id, 50*time.Millisecond, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
 	d := time.Since(start)
 	if t.Status != sqlapi.StatusCompleted {
-		return 0, 0, fmt.Errorf("diff %s ended %s: %v", id, t.Status, deref(t.Error))
+		return 0, 0, "", fmt.Errorf("diff %s ended %s: %v", id, t.Status, deref(t.Error))
 	}
 	var s struct {
-		DifferingKeys int64 `json:"differing_keys"`
+		DifferingKeys int64  `json:"differing_keys"`
+		LeafSummary   string `json:"leaf_summary"`
 	}
 	if err := json.Unmarshal(t.Result, &s); err != nil {
-		return 0, 0, err
+		return 0, 0, "", err
 	}
-	step("table-diff: %.3fs, %d differing rows", d.Seconds(), s.DifferingKeys)
-	return d, s.DifferingKeys, nil
+	step("table-diff: %.3fs, %d differing rows, leaves summarised by %q", d.Seconds(), s.DifferingKeys, s.LeafSummary)
+	return d, s.DifferingKeys, s.LeafSummary, nil
 }
 
 func deref(s *string) string {
@@ -471,6 +489,7 @@ func median(xs []float64) float64 {
 func report(r Result, out string) error {
 	if len(r.OnePassSeconds) > 0 {
 		fmt.Printf("rows per node:            %d (%d nodes), %d differences planted, %d found\n", r.Rows, r.Nodes, r.Diffs, r.DifferencesFound)
+		fmt.Printf("physical order, leaves:   %s, summarised by %q\n", map[bool]string{false: "key order", true: "random order"}[r.RandomOrder], r.LeafSummary)
 		fmt.Printf("one-pass cost (median):   %.3fs   runs %v\n", median(r.OnePassSeconds), fmtSeconds(r.OnePassSeconds))
 		fmt.Printf("identical tables:         %.3fs   ratio %.2f   runs %v\n", median(r.IdenticalSeconds), r.IdenticalRatio, fmtSeconds(r.IdenticalSeconds))
 		fmt.Printf("scattered differences:    %.3fs   ratio %.2f   runs %v\n", median(r.DriftSeconds), r.DriftRatio, fmtSeconds(r.DriftSeconds))

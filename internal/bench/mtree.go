@@ -95,7 +95,7 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 	}
 	m.Diff10kSeconds = d.Seconds()
 	step("mtree diff after 10,000 updates on n2: %.3fs %s", d.Seconds(), res)
-	td, _, err := diff(ctx, conns[0])
+	td, _, err := diffNodes(ctx, conns[0], nil)
 	if err != nil {
 		return err
 	}
