@@ -17,7 +17,7 @@ import (
 // repair can copy it with nothing left out.
 func (d *differ) rangeRowsAllowed() bool {
 	o := d.opts
-	return o.RangeRows && o.Leaves == nil && o.MaxDiffRows == 0 && o.RecheckAfter == 0 && len(o.Columns) == 0 &&
+	return o.RangeRows && d.summaryKind != SummaryOrdered && o.Leaves == nil && o.MaxDiffRows == 0 && o.RecheckAfter == 0 && len(o.Columns) == 0 &&
 		d.filter == "true" && d.untilSQL == "" && d.originSQL == nil
 }
 

@@ -80,6 +80,9 @@ func (d *differ) chooseSummary(ctx context.Context, blocks []block) error {
 		// Never analysed, or stored out of key order.
 		ordered = ordered && s.correlation != nil && *s.correlation >= orderedCorrelation
 	}
+	// A range stored whole carries its holders' lanes, which its repair's compare-and-set adds up
+	// again as it copies: such a diff needs the lanes.
+	ordered = ordered && !d.rangeRowsAllowed()
 	if d.summaryKind == SummaryAuto {
 		d.summaryKind = map[bool]SummaryKind{true: SummaryOrdered, false: SummaryLanes}[ordered]
 	}
