@@ -364,15 +364,20 @@ func TestDistinctValuesGiveDistinctBlockSummaries(t *testing.T) {
 			}
 			// As one leaf of 40 rows, the tables differ; and the leaf's digest is that of its
 			// rows, whatever order they are stored in.
-			da, err := engine.TableDigest(context.Background(), nodes[0], ta)
+			da, err := engine.TableDigest(context.Background(), nodes[0], ta, pairsPerType)
 			require.NoError(t, err)
-			db, err := engine.TableDigest(context.Background(), nodes[0], tb)
+			db, err := engine.TableDigest(context.Background(), nodes[0], tb, pairsPerType)
 			require.NoError(t, err)
 			require.NotEqual(t, da, db, "seed %d, %s: the tables have one ordered digest", seed, g.typ)
 			e.Node("n1").Exec(t, fmt.Sprintf(`CREATE TABLE %[1]sr (LIKE %[1]s INCLUDING ALL); INSERT INTO %[1]sr SELECT * FROM %[1]s ORDER BY id DESC`, ta))
-			dr, err := engine.TableDigest(context.Background(), nodes[0], ta+"r")
+			dr, err := engine.TableDigest(context.Background(), nodes[0], ta+"r", pairsPerType)
 			require.NoError(t, err)
 			require.Equal(t, da, dr, "seed %d, %s: the ordered digest depends on the rows' physical order", seed, g.typ)
+			// A leaf over its cap reads one row more than the cap, and no more: the count says it
+			// overflowed, and the diff narrows such a leaf row by row.
+			capped, err := engine.TableDigest(context.Background(), nodes[0], ta, pairsPerType/4)
+			require.NoError(t, err)
+			require.True(t, strings.HasPrefix(capped, fmt.Sprintf("%d/", pairsPerType/4+1)), "capped leaf: %s", capped)
 		})
 	}
 }

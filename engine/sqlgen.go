@@ -502,9 +502,14 @@ func SummarySQL(bucket string, h RowHash, source string) string {
 //
 // Leaves are not additive: a leaf's digest cannot be updated by a row's change. The Merkle trees,
 // which need that, keep the lanes (SummarySQL).
-func LeafDigestSQL(h RowHash, source string) string {
+//
+// A leaf's encodings are concatenated in the node's memory, and a node can hold far more rows
+// in a leaf than the node its bounds were cut at (or in an open first or last leaf): at most
+// maxRows+1 rows are read, and a count over maxRows means the leaf overflowed, its digest
+// standing for only some of its rows. The caller must then treat the leaf as differing.
+func LeafDigestSQL(h RowHash, source string, maxRows int64) string {
 	return fmt.Sprintf(`SELECT count(*) AS "?ace_c?", sha256(string_agg("?ace_e?", ''::bytea ORDER BY "?ace_e?")) AS "?ace_d?"
-		FROM (SELECT %s AS "?ace_e?" FROM %s) "?ace_s?"`, h.Encoding, source)
+		FROM (SELECT %s AS "?ace_e?" FROM %s LIMIT %d) "?ace_s?"`, h.Encoding, source, maxRows+1)
 }
 
 // KeyCorrelationExpr is an expression for pg_stats' correlation of column col of table (schema,

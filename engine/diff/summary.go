@@ -44,6 +44,10 @@ const orderedCorrelation = 0.8
 // hashed, so leaves of sparse integer keys (wide, and possibly dense somewhere) keep the lanes.
 const maxOrderedLeafRows = 64
 
+// orderedLeafCap is the most rows a leaf's ordered digest reads (engine.LeafDigestSQL): a leaf
+// holding more is narrowed row by row instead.
+func (d *differ) orderedLeafCap() int64 { return int64(maxOrderedLeafRows * d.opts.CompareUnitSize) }
+
 // leafProgressEvery is how many leaves of a streamed block pass between progress reports.
 const leafProgressEvery = 16
 
@@ -307,7 +311,12 @@ func (d *differ) collectOrdered(rows pgx.Rows, i int) (map[int]bucketHash, error
 		if err := rows.Scan(&leaf, &count, &digest); err != nil {
 			return nil, err
 		}
-		if count > 0 {
+		switch {
+		case count > d.orderedLeafCap():
+			// Its digest stands for some of its rows only: a mark no other node's leaf has, so
+			// the leaf is narrowed row by row as a differing one is.
+			out[leaf] = bucketHash{count: count, lane1: "more rows than a leaf holds, on " + d.nodes[i].Name}
+		case count > 0:
 			out[leaf] = bucketHash{count: count, lane1: hex.EncodeToString(digest)}
 		}
 		pending += count
@@ -331,7 +340,7 @@ func (d *differ) collectOrdered(rows pgx.Rows, i int) (map[int]bucketHash, error
 func (d *differ) orderedSQL(b block, filter string, args *[]any) string {
 	leaf := func(n string, where string) string {
 		return fmt.Sprintf(`SELECT %s::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, n,
-			engine.LeafDigestSQL(d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+filter)))
+			engine.LeafDigestSQL(d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+filter), d.orderedLeafCap()))
 	}
 	n := len(b.bounds)
 	parts := []string{leaf("0", d.keys.Where(b.leafRange(0), args))}
@@ -352,7 +361,7 @@ func (d *differ) orderedSQL(b block, filter string, args *[]any) string {
 			*args = engine.AppendKeyArrays(*args, b.bounds, d.keys.Len())
 		}
 		parts = append(parts, fmt.Sprintf(`SELECT "?ace_l?"."?ace_k?"::int8, "?ace_x?".* FROM %s, LATERAL (%s) "?ace_x?"`,
-			from, engine.LeafDigestSQL(d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+filter))))
+			from, engine.LeafDigestSQL(d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+filter), d.orderedLeafCap())))
 	}
 	parts = append(parts, leaf(fmt.Sprint(n), d.keys.Where(b.leafRange(n), args)))
 	return strings.Join(parts, "\nUNION ALL\n")

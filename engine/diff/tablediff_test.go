@@ -246,3 +246,19 @@ func TestTableDiffHashesASmallTableWhole(t *testing.T) {
 	require.Equal(t, []string{"[1234]", "[2500]", "[5]"}, sink.Keys())
 	require.Equal(t, map[string]int64{"n1": 3000, "n2": 3000, "n3": 2999}, s.RowsPerNode)
 }
+
+// A node can hold far more rows in a leaf than the node its bounds were cut at: an ordered leaf
+// digest then reads no more than its cap, and the leaf is narrowed row by row, so the rows past
+// the cap are compared too (here two nodes agree on 2,000 rows n1 lacks, except one of them).
+func TestOrderedLeavesOverTheirCapAreNarrowed(t *testing.T) {
+	t.Parallel()
+	e, nodes := diffSetup(t, 1000)
+	for _, n := range []string{"n2", "n3"} {
+		e.Node(n).Exec(t, `INSERT INTO public.t SELECT g, 'extra' FROM generate_series(1001, 3000) g`)
+	}
+	e.Node("n3").Exec(t, `UPDATE public.t SET v = 'late' WHERE id = 2999`)
+	s, sink := tableDiff(t, nodes, diff.TableDiffOptions{ForceSummary: diff.SummaryOrdered})
+	require.EqualValues(t, 2000, s.DifferingKeys)
+	require.Len(t, sink.Rows, 2000)
+	require.EqualValues(t, 1, s.DiffRowsCount["n2/n3"], "the one row past the cap where n2 and n3 differ")
+}
