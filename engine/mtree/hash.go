@@ -210,11 +210,11 @@ func piecesOf(r engine.Range, bounds [][]string) []engine.Range {
 	return out
 }
 
-// rangeSummaries reads the summaries of ranges from a session in one query: one branch per
-// range, each reading its range by the key's index and naming its bucket, so that the query is
-// planned and run once for all of them instead of once per range. A refresh after a few
-// scattered changes hashes many small leaves, and then the plan and start-up of a query per leaf
-// cost more than hashing its rows.
+// rangeSummaries reads the summaries of ranges from a session, up to maxBranches ranges a query
+// and every query in one batch: one branch per range, each reading its range by the key's index
+// and naming its bucket, so that a query is planned and run once for many ranges instead of once
+// per range. A refresh after a few scattered changes hashes many small leaves, and then the plan
+// and start-up of a query per leaf cost more than hashing its rows.
 func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, ranges []engine.Range) ([]summary, error) {
 	out := make([]summary, len(ranges))
 	for i := range out {
@@ -223,26 +223,46 @@ func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, r
 	if len(ranges) == 0 {
 		return out, nil
 	}
+	batch := &pgx.Batch{}
+	for first := 0; first < len(ranges); first += maxBranches {
+		sql, args := s.branchesSQL(ranges[first:min(first+maxBranches, len(ranges))], first)
+		batch.Queue(sql, args...)
+	}
+	err := session.Read(ctx, func(tx pgx.Tx) error {
+		results := tx.SendBatch(ctx, batch)
+		defer results.Close()
+		for first := 0; first < len(ranges); first += maxBranches {
+			last := min(first+maxBranches, len(ranges)) - 1
+			rows, err := results.Query()
+			if err != nil {
+				return engine.WithKeys(err, fmt.Sprintf("hash ranges %s to %s", ranges[first], ranges[last]), fmt.Sprintf("hash ranges %d to %d", first+1, last+1))
+			}
+			var b int
+			var sum summary
+			_, err = pgx.ForEachRow(rows, []any{&b, &sum.Count, &sum.Lane1, &sum.Lane2}, func() error {
+				out[b] = sum
+				return nil
+			})
+			if err != nil {
+				return engine.WithKeys(err, fmt.Sprintf("hash ranges %s to %s", ranges[first], ranges[last]), fmt.Sprintf("hash ranges %d to %d", first+1, last+1))
+			}
+		}
+		return results.Close()
+	})
+	return out, err
+}
+
+// maxBranches is the most ranges one query of rangeSummaries reads: its plan grows with them.
+const maxBranches = 64
+
+// branchesSQL is the summary query of ranges, whose buckets are numbered from first.
+func (s *subject) branchesSQL(ranges []engine.Range, first int) (string, []any) {
 	var args []any
 	branches := make([]string, len(ranges))
 	for j, r := range ranges {
-		src := s.hash.SourceWith(s.table.Qualified(), s.keys.Where(r, &args), fmt.Sprintf(`%d AS "?ace_leaf?"`, j))
+		src := s.hash.SourceWith(s.table.Qualified(), s.keys.Where(r, &args), fmt.Sprintf(`%d AS "?ace_leaf?"`, first+j))
 		branches[j] = strings.TrimSuffix(src, ` AS "?ace_r?"`)
 	}
 	source := "(" + strings.Join(branches, " UNION ALL ") + `) AS "?ace_r?"`
-	sql := engine.SummarySQL(`"?ace_leaf?"`, s.hash, source)
-	err := session.Read(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql, args...)
-		if err != nil {
-			return engine.WithKeys(err, fmt.Sprintf("hash ranges %s to %s", ranges[0], ranges[len(ranges)-1]), fmt.Sprintf("hash %d ranges", len(ranges)))
-		}
-		var b int
-		var sum summary
-		_, err = pgx.ForEachRow(rows, []any{&b, &sum.Count, &sum.Lane1, &sum.Lane2}, func() error {
-			out[b] = sum
-			return nil
-		})
-		return err
-	})
-	return out, err
+	return engine.SummarySQL(`"?ace_leaf?"`, s.hash, source), args
 }
