@@ -53,7 +53,7 @@ func (d *differ) compare(ctx context.Context) ([]diff.Leaf, map[int][]summary, [
 	}
 	leaves := make([]map[int]leaf, len(d.nodes))
 	err = d.onNodes(ctx, func(ctx context.Context, i int) error {
-		l, err := d.leavesOf(ctx, i, differing)
+		l, err := d.leavesOf(ctx, i, differing, d.stats.Leaves)
 		if err != nil {
 			return fmt.Errorf("read the leaves of differing parents: %w", err)
 		}
@@ -106,24 +106,33 @@ func mismatchedKeys[V comparable](perNode []map[int]V) []int {
 	return out
 }
 
-// leavesOf reads the leaves of the given parents, by their ids: the cost follows the parents
-// that differ, not the tree.
-func (d *differ) leavesOf(ctx context.Context, i int, parents []int) (map[int]leaf, error) {
+// leavesOf reads the leaves of the given parents: by their ids, so that the cost follows the
+// parents that differ, unless they hold a good part of the tree's leaves (of which the tree has
+// total), when reading every leaf once costs less than looking each one up.
+func (d *differ) leavesOf(ctx context.Context, i int, parents []int, total int) (map[int]leaf, error) {
+	wanted := map[int]bool{}
 	ids := make([]int, 0, len(parents)*fanout)
 	for _, p := range parents {
+		wanted[p] = true
 		for id := p * fanout; id < (p+1)*fanout; id++ {
 			ids = append(ids, id)
 		}
 	}
-	rows, err := d.txs[i].Query(ctx, `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text
-		FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = ANY($2)`, d.trees[i].ID, ids)
+	sql := `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = ANY($2)`
+	args := []any{d.trees[i].ID, ids}
+	if len(ids)*wholePassShare > total {
+		sql, args = `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text FROM ace.mtree_leaves WHERE tree_id = $1`, args[:1]
+	}
+	rows, err := d.txs[i].Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}
 	out := map[int]leaf{}
 	var l leaf
 	_, err = pgx.ForEachRow(rows, []any{&l.ID, &l.Range.Lo, &l.Range.Hi, &l.sum.Count, &l.sum.Lane1, &l.sum.Lane2}, func() error {
-		out[l.ID] = l
+		if wanted[l.ID/fanout] {
+			out[l.ID] = l
+		}
 		return nil
 	})
 	return out, err
