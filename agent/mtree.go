@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ace-agent/ace-agent/engine"
@@ -61,18 +62,26 @@ func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run, args *sqlapi
 // as this agent, which writes the trees in the ace schema it owns. The submitter's sessions run
 // with mtree.DataSettings: what they hash goes into trees every user of the table shares. The
 // tasks wake each node's tree keeper with wakeTreeKeeper.
+//
+// Both logins connect at once: a diff after a few changes is over in a few hundred milliseconds,
+// of which the connections are a good part.
 func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]mtree.NodeLogins, error) {
+	var agents []*engine.Node
+	var agentsErr error
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		agents, agentsErr = a.openAgentNodes(ctx, names)
+	}()
 	data, err := a.openEach(ctx, names, func(o engine.NodeOptions) engine.NodeOptions {
 		o.MaxConns, o.Settings = maxConns, mtree.DataSettings
 		return a.asSubmitter(o, run)
 	})
-	if err != nil {
-		return nil, err
-	}
-	agents, err := a.openAgentNodes(ctx, names)
-	if err != nil {
+	<-opened
+	if err != nil || agentsErr != nil {
 		closeNodes(data)
-		return nil, err
+		closeNodes(agents)
+		return nil, errors.Join(err, agentsErr)
 	}
 	nodes := make([]mtree.NodeLogins, len(names))
 	for i := range names {

@@ -184,6 +184,31 @@ func TestIdlePoke(t *testing.T) {
 	require.NoError(t, r.stop())
 }
 
+// A Poke is answered at once: what the stream has received, and the position the server's reply
+// gives, are applied without waiting for BatchDelay, for a diff waits on it.
+func TestPokeAppliesAtOnce(t *testing.T) {
+	t.Parallel()
+	e := setupPublished(t, nil)
+	e.exec(`CREATE TABLE unpublished (id int PRIMARY KEY)`)
+	e.ensureSlot()
+	rec := &recorder{}
+	opts := e.options("p")
+	opts.StatusInterval, opts.BatchDelay = time.Hour, time.Hour // only a Poke can make it apply
+	r := e.run(opts, rec)
+	r.waitConnected(t)
+	e.exec(`INSERT INTO t VALUES (1)`)
+	e.exec(`INSERT INTO unpublished VALUES (1)`)
+	var lsn pglogrepl.LSN
+	require.NoError(t, e.pool.QueryRow(context.Background(), `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn))
+	e.exec(`SELECT pg_switch_wal()`) // the insert position is flushed, so the server can report it
+	require.Eventually(t, func() bool {
+		r.Poke()
+		return r.Status().Confirmed >= lsn
+	}, 15*time.Second, 100*time.Millisecond, "a poked stream confirms the server's position without waiting an hour")
+	require.Len(t, rec.changes(), 1, "the pending transaction applied with it")
+	require.NoError(t, r.stop())
+}
+
 func TestSetPublications(t *testing.T) {
 	t.Parallel()
 	e := setup(t, nil)

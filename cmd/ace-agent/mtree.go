@@ -60,7 +60,7 @@ Exit codes: 0 built, 2 error.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.nodes, "nodes", "n", "all", "nodes to build on: a comma-separated list, or all")
-	f.IntVarP(&o.leafRows, "leaf-rows", "b", 0, "rows per leaf, 100..1000000 (default 1000)")
+	f.IntVarP(&o.leafRows, "leaf-rows", "b", 0, "rows per leaf, 100..1000000 (default 250)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "show no progress")
 	f.BoolVar(&o.json, "json", false, "print the result as JSON")
 	return cmd

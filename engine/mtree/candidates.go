@@ -60,27 +60,28 @@ func (d *differ) readCandidates(ctx context.Context, i int) error {
 	return nil
 }
 
-// keysByLeaf assigns keys to the leaves that hold them (the leaves are the same on every
-// node, so node 0's are asked).
-func (d *differ) keysByLeaf(ctx context.Context, keys [][]string) (map[int][][]string, error) {
+// keysByLeaf assigns keys to the leaves among ids that hold them (the leaves are the same on
+// every node, so node 0's are asked); keys in none of them are left out. Only those leaves'
+// bounds are searched, so the cost follows the mismatched leaves, not the tree: a key is in the
+// leaf with the greatest lower bound at or below it if it is also below that leaf's upper bound.
+func (d *differ) keysByLeaf(ctx context.Context, keys [][]string, ids []int) (map[int][][]string, error) {
 	k := d.sub.keys
 	names := make([]string, k.Len())
 	for i := range names {
 		names[i] = fmt.Sprintf("k%d", i)
 	}
-	args := engine.AppendKeyArrays([]any{d.trees[0].ID}, keys, k.Len())
+	args := engine.AppendKeyArrays([]any{d.trees[0].ID, ids}, keys, k.Len())
 	arrays := make([]string, k.Len())
 	for i := range arrays {
-		arrays[i] = fmt.Sprintf("$%d::text[]", i+2)
+		arrays[i] = fmt.Sprintf("$%d::text[]", i+3)
 	}
-	sql := fmt.Sprintf(`WITH b AS (
-			SELECT array_agg(%[1]s ORDER BY %[1]s) AS bounds, array_agg(l.leaf_id ORDER BY %[1]s) AS ids
-			FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NOT NULL),
-		f AS (SELECT l.leaf_id FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NULL),
-		c AS (SELECT ARRAY[%[3]s] AS key FROM unnest(%[4]s) AS u(%[3]s))
-		SELECT CASE WHEN w IS NULL OR w = 0 THEN (SELECT f.leaf_id FROM f) ELSE b.ids[w] END, c.key
-		FROM c CROSS JOIN b CROSS JOIN LATERAL width_bucket(%[2]s, b.bounds) AS w`,
-		k.KeyFromArray("l.lo"), k.KeyFromArray("c.key"), strings.Join(names, ", "), strings.Join(arrays, ", "))
+	sql := fmt.Sprintf(`WITH l AS (SELECT l.leaf_id, l.lo, l.hi FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.leaf_id = ANY($2::int[])),
+		b AS (SELECT array_agg(%[1]s ORDER BY %[1]s) AS bounds, array_agg(l.leaf_id ORDER BY %[1]s) AS ids FROM l WHERE l.lo IS NOT NULL),
+		c AS (SELECT ARRAY[%[3]s] AS key FROM unnest(%[4]s) AS u(%[3]s)),
+		w AS (SELECT CASE WHEN w IS NULL OR w = 0 THEN (SELECT l.leaf_id FROM l WHERE l.lo IS NULL) ELSE b.ids[w] END AS leaf_id, c.key
+			FROM c CROSS JOIN b CROSS JOIN LATERAL width_bucket(%[2]s, b.bounds) AS w)
+		SELECT w.leaf_id, w.key FROM w JOIN l ON l.leaf_id = w.leaf_id WHERE l.hi IS NULL OR %[5]s < %[6]s`,
+		k.KeyFromArray("l.lo"), k.KeyFromArray("c.key"), strings.Join(names, ", "), strings.Join(arrays, ", "), k.KeyFromArray("w.key"), k.KeyFromArray("l.hi"))
 	rows, err := d.txs[0].Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("assign changed keys to leaves: %w", err)
@@ -101,7 +102,7 @@ func (d *differ) settle(ctx context.Context, mismatched []diff.Leaf, sums map[in
 	if len(d.cands.keys) == 0 || len(mismatched) == 0 {
 		return mismatched, nil, nil
 	}
-	byLeaf, err := d.keysByLeaf(ctx, d.cands.all())
+	byLeaf, err := d.keysByLeaf(ctx, d.cands.all(), ids)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -13,8 +13,10 @@ import (
 )
 
 // fanout is how many leaves a parent sums: parents are compared first, then only the leaves of
-// the parents that differ.
-const fanout = 64
+// the parents that differ. The parents of every leaf are read, and the leaves of each differing
+// parent: 16 keeps both small for trees of thousands to tens of thousands of leaves and a few
+// hundred changes.
+const fanout = 16
 
 // parentSum is a parent's summary: how many leaves it has and their total.
 type parentSum struct {
@@ -27,18 +29,22 @@ type parentSum struct {
 func (d *differ) compare(ctx context.Context) ([]diff.Leaf, map[int][]summary, []int, []int64, error) {
 	parents := make([]map[int]parentSum, len(d.nodes))
 	rows := make([]int64, len(d.nodes))
-	for i := range d.nodes {
+	err := d.onNodes(ctx, func(ctx context.Context, i int) error {
 		p, err := d.parents(ctx, i)
 		if err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("node %s: sum the tree's parents: %w", d.nodes[i].Name(), err)
+			return fmt.Errorf("sum the tree's parents: %w", err)
 		}
 		parents[i] = p
 		for _, s := range p {
 			rows[i] += s.sum.Count
-			if i == 0 {
-				d.stats.Leaves += s.leaves
-			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	for _, s := range parents[0] {
+		d.stats.Leaves += s.leaves
 	}
 	d.stats.LeafRows = d.trees[0].LeafRows
 	differing := mismatchedKeys(parents)
@@ -46,12 +52,16 @@ func (d *differ) compare(ctx context.Context) ([]diff.Leaf, map[int][]summary, [
 		return nil, nil, nil, rows, nil
 	}
 	leaves := make([]map[int]leaf, len(d.nodes))
-	for i := range d.nodes {
-		l, err := d.leavesOf(ctx, i, differing)
+	err = d.onNodes(ctx, func(ctx context.Context, i int) error {
+		l, err := d.leavesOf(ctx, i, differing, d.stats.Leaves)
 		if err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("node %s: read the leaves of differing parents: %w", d.nodes[i].Name(), err)
+			return fmt.Errorf("read the leaves of differing parents: %w", err)
 		}
 		leaves[i] = l
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, nil, err
 	}
 	out, sums, ids, err := d.mismatchedLeaves(leaves)
 	return out, sums, ids, rows, err
@@ -96,16 +106,33 @@ func mismatchedKeys[V comparable](perNode []map[int]V) []int {
 	return out
 }
 
-func (d *differ) leavesOf(ctx context.Context, i int, parents []int) (map[int]leaf, error) {
-	rows, err := d.txs[i].Query(ctx, `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text
-		FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id / $2 = ANY($3)`, d.trees[i].ID, fanout, parents)
+// leavesOf reads the leaves of the given parents: by their ids, so that the cost follows the
+// parents that differ, unless they hold a good part of the tree's leaves (of which the tree has
+// total), when reading every leaf once costs less than looking each one up.
+func (d *differ) leavesOf(ctx context.Context, i int, parents []int, total int) (map[int]leaf, error) {
+	wanted := map[int]bool{}
+	ids := make([]int, 0, len(parents)*fanout)
+	for _, p := range parents {
+		wanted[p] = true
+		for id := p * fanout; id < (p+1)*fanout; id++ {
+			ids = append(ids, id)
+		}
+	}
+	sql := `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = ANY($2)`
+	args := []any{d.trees[i].ID, ids}
+	if len(ids)*wholePassShare > total {
+		sql, args = `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text FROM ace.mtree_leaves WHERE tree_id = $1`, args[:1]
+	}
+	rows, err := d.txs[i].Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}
 	out := map[int]leaf{}
 	var l leaf
 	_, err = pgx.ForEachRow(rows, []any{&l.ID, &l.Range.Lo, &l.Range.Hi, &l.sum.Count, &l.sum.Lane1, &l.sum.Lane2}, func() error {
-		out[l.ID] = l
+		if wanted[l.ID/fanout] {
+			out[l.ID] = l
+		}
 		return nil
 	})
 	return out, err

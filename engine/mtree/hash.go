@@ -36,31 +36,6 @@ func loadSubject(ctx context.Context, nodes []NodeLogins, table string) (*subjec
 	return &subject{tables: tables, table: tables[0], keys: keys, mode: mode, hash: engine.NewRowHash(tables[0].Columns, mode)}, nil
 }
 
-// summaries reads the summaries of ranges from a session, one query each, sent in one batch.
-func (s *subject) summaries(ctx context.Context, session *engine.Session, ranges []engine.Range) ([]summary, error) {
-	out := make([]summary, len(ranges))
-	err := session.Read(ctx, func(tx pgx.Tx) error {
-		batch := &pgx.Batch{}
-		for _, r := range ranges {
-			var args []any
-			where := s.keys.Where(r, &args)
-			batch.Queue(engine.SummarySQL("0", s.hash, s.hash.Source(s.table.Qualified(), where)), args...)
-		}
-		results := tx.SendBatch(ctx, batch)
-		defer results.Close()
-		for i, r := range ranges {
-			out[i] = emptySum
-			var bucket int
-			err := results.QueryRow().Scan(&bucket, &out[i].Count, &out[i].Lane1, &out[i].Lane2)
-			if err != nil && err != pgx.ErrNoRows {
-				return engine.WithKeys(err, fmt.Sprintf("hash range %s", r), fmt.Sprintf("hash range %d of %d", i+1, len(ranges)))
-			}
-		}
-		return results.Close()
-	})
-	return out, err
-}
-
 // maxSearchedBounds caps the bounds one width_bucket searches for keys of variable width, whose
 // array PostgreSQL walks element by element.
 const maxSearchedBounds = 63
@@ -233,4 +208,61 @@ func piecesOf(r engine.Range, bounds [][]string) []engine.Range {
 	}
 	out[len(bounds)] = engine.Range{Lo: lo, Hi: r.Hi}
 	return out
+}
+
+// rangeSummaries reads the summaries of ranges from a session, up to maxBranches ranges a query
+// and every query in one batch: one branch per range, each reading its range by the key's index
+// and naming its bucket, so that a query is planned and run once for many ranges instead of once
+// per range. A refresh after a few scattered changes hashes many small leaves, and then the plan
+// and start-up of a query per leaf cost more than hashing its rows.
+func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, ranges []engine.Range) ([]summary, error) {
+	out := make([]summary, len(ranges))
+	for i := range out {
+		out[i] = emptySum
+	}
+	if len(ranges) == 0 {
+		return out, nil
+	}
+	batch := &pgx.Batch{}
+	for first := 0; first < len(ranges); first += maxBranches {
+		sql, args := s.branchesSQL(ranges[first:min(first+maxBranches, len(ranges))], first)
+		batch.Queue(sql, args...)
+	}
+	err := session.Read(ctx, func(tx pgx.Tx) error {
+		results := tx.SendBatch(ctx, batch)
+		defer results.Close()
+		for first := 0; first < len(ranges); first += maxBranches {
+			last := min(first+maxBranches, len(ranges)) - 1
+			rows, err := results.Query()
+			if err != nil {
+				return engine.WithKeys(err, fmt.Sprintf("hash ranges %s to %s", ranges[first], ranges[last]), fmt.Sprintf("hash ranges %d to %d", first+1, last+1))
+			}
+			var b int
+			var sum summary
+			_, err = pgx.ForEachRow(rows, []any{&b, &sum.Count, &sum.Lane1, &sum.Lane2}, func() error {
+				out[b] = sum
+				return nil
+			})
+			if err != nil {
+				return engine.WithKeys(err, fmt.Sprintf("hash ranges %s to %s", ranges[first], ranges[last]), fmt.Sprintf("hash ranges %d to %d", first+1, last+1))
+			}
+		}
+		return results.Close()
+	})
+	return out, err
+}
+
+// maxBranches is the most ranges one query of rangeSummaries reads: its plan grows with them.
+const maxBranches = 64
+
+// branchesSQL is the summary query of ranges, whose buckets are numbered from first.
+func (s *subject) branchesSQL(ranges []engine.Range, first int) (string, []any) {
+	var args []any
+	branches := make([]string, len(ranges))
+	for j, r := range ranges {
+		src := s.hash.SourceWith(s.table.Qualified(), s.keys.Where(r, &args), fmt.Sprintf(`%d AS "?ace_leaf?"`, first+j))
+		branches[j] = strings.TrimSuffix(src, ` AS "?ace_r?"`)
+	}
+	source := "(" + strings.Join(branches, " UNION ALL ") + `) AS "?ace_r?"`
+	return engine.SummarySQL(`"?ace_leaf?"`, s.hash, source), args
 }

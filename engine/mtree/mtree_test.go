@@ -212,3 +212,37 @@ func TestBuildPlansIntegerLeavesFromTheEstimate(t *testing.T) {
 	_, sink = e.diff()
 	require.Equal(t, []string{"[1400]", "[700]"}, sink.Keys())
 }
+
+// A diff after scattered changes rehashes many leaves at once, several queries of many ranges
+// each: every refreshed leaf must get its own summary, or the trees disagree where the tables
+// agree.
+func TestDiffRehashesManyScatteredLeaves(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, 60000)
+	e.build(100) // 600 leaves
+
+	// One change: the leaves of its one differing parent are read by id.
+	e.Node("n3").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
+	s, sink := e.diff()
+	require.Equal(t, []string{"[30000]"}, sink.Keys())
+	require.Equal(t, 1, s.Mtree.MismatchedLeaves)
+	e.Node("n1").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
+	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
+
+	// One row in every fourth leaf: 140 stale leaves, fewer than a quarter of the tree, so
+	// they are hashed range by range, more than one query's worth.
+	update := `UPDATE public.t SET v = 'scattered' WHERE id % 400 = 50 AND id < 56000`
+	e.Node("n2").Exec(t, update)
+	s, sink = e.diff()
+	require.Len(t, sink.Rows, 140)
+	require.Equal(t, 140, s.Mtree.MismatchedLeaves)
+	require.Equal(t, 140, s.Mtree.SettledLeaves, "the changed keys explain every mismatched leaf")
+	require.Equal(t, map[string]int{"n1": 1, "n2": 141, "n3": 0}, s.Mtree.LeavesRefreshed, "n2's 140 and the single change's leaf on n1 and n2")
+
+	e.Node("n1").Exec(t, update)
+	e.Node("n3").Exec(t, update)
+	s, sink = e.diff()
+	require.Empty(t, sink.Rows)
+	require.Zero(t, s.Mtree.MismatchedLeaves, "the leaves refreshed on n2 match those refreshed on n1 and n3")
+	require.True(t, s.InSync())
+}

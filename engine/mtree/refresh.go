@@ -15,13 +15,14 @@ import (
 // dirty rows. A transaction visible in the snapshot $2 (NULL: the statement's) is recorded as '0': seen by every
 // snapshot taken later, under the tree's lock, so by every refresh to come. Keys arrive as the
 // text output of their columns and are compared as the leaves' bounds are (engine.KeyOrder);
-// a key of NULL (a TRUNCATE) dirties every leaf.
+// a key of NULL (a TRUNCATE) dirties every leaf. The leaves' sorted bounds, which cost a read of
+// every leaf, are built only when some key is pending.
 func mapPendingSQL(keys engine.KeyOrder) string {
-	return fmt.Sprintf(`WITH b AS (
+	return fmt.Sprintf(`WITH p AS (DELETE FROM ace.mtree_pending x WHERE x.tree_id = $1 RETURNING x.key, x.xid, x.lsn),
+		b AS (
 			SELECT array_agg(%[1]s ORDER BY %[1]s) AS bounds, array_agg(l.leaf_id ORDER BY %[1]s) AS ids
-			FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NOT NULL),
+			FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NOT NULL AND EXISTS (SELECT FROM p WHERE p.key IS NOT NULL)),
 		f AS (SELECT l.leaf_id FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.lo IS NULL),
-		p AS (DELETE FROM ace.mtree_pending x WHERE x.tree_id = $1 RETURNING x.key, x.xid, x.lsn),
 		m AS (
 			SELECT CASE WHEN w IS NULL OR w = 0 THEN (SELECT f.leaf_id FROM f) ELSE b.ids[w] END AS leaf_id, p.xid, p.lsn
 			FROM p CROSS JOIN b CROSS JOIN LATERAL width_bucket(%[2]s, b.bounds) AS w
@@ -119,8 +120,11 @@ func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
 	if _, err := tx.Exec(ctx, mapPendingSQL(d.sub.keys), t.ID, d.snaps[i]); err != nil {
 		return nil, fmt.Errorf("assign the pending changes to leaves: %w", err)
 	}
-	rows, err := tx.Query(ctx, `SELECT l.leaf_id, l.lo, l.hi FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.leaf_id IN
-		(SELECT x.leaf_id FROM ace.mtree_dirty x WHERE x.tree_id = $1 AND pg_visible_in_snapshot(x.xid, $2::pg_snapshot))
+	// The dirty ids are collected first (an init plan), so the leaves are read by their key
+	// whatever the planner believes of a tree just built: joined, a nested loop over every leaf
+	// once cost a second at 40,000 leaves.
+	rows, err := tx.Query(ctx, `SELECT l.leaf_id, l.lo, l.hi FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.leaf_id = ANY(ARRAY(
+		SELECT x.leaf_id FROM ace.mtree_dirty x WHERE x.tree_id = $1 AND pg_visible_in_snapshot(x.xid, $2::pg_snapshot)))
 		ORDER BY l.leaf_id`, t.ID, d.snaps[i])
 	if err != nil {
 		return nil, fmt.Errorf("find the stale leaves: %w", err)
@@ -134,16 +138,7 @@ func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
 	for j, l := range stale {
 		ranges[j], ids[j] = l.Range, l.ID
 	}
-	total, err := d.leafCount(ctx, i)
-	if err != nil {
-		return nil, err
-	}
-	var sums []summary
-	if len(stale)*wholePassShare > total {
-		ids, sums, err = d.rehashAll(ctx, i)
-	} else {
-		sums, err = d.parallelSummaries(ctx, i, ranges)
-	}
+	ids, sums, err := d.hashStale(ctx, i, ids, ranges)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +150,24 @@ func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
 		return nil, fmt.Errorf("clear the refreshed leaves: %w", err)
 	}
 	return ids, nil
+}
+
+// hashStale hashes the stale leaves ids (with their ranges) of node i, or every leaf of its
+// tree when so many are stale that one pass over the table costs less, and returns the leaves
+// hashed with their summaries.
+func (d *differ) hashStale(ctx context.Context, i int, ids []int, ranges []engine.Range) ([]int, []summary, error) {
+	if len(ids) == 0 {
+		return nil, nil, nil
+	}
+	total, err := d.leafCount(ctx, i, len(ids)*wholePassShare+1)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ids)*wholePassShare > total {
+		return d.rehashAll(ctx, i)
+	}
+	sums, err := d.parallelSummaries(ctx, i, ranges)
+	return ids, sums, err
 }
 
 func scanLeafRange(r pgx.CollectableRow) (leaf, error) {
@@ -174,7 +187,7 @@ func updateLeaves(ctx context.Context, tx pgx.Tx, treeID int64, ids []int, sums 
 	}
 	_, err := tx.Exec(ctx, `UPDATE ace.mtree_leaves l SET row_count = v.c, lane1 = v.a, lane2 = v.b
 		FROM unnest($2::int[], $3::bigint[], $4::numeric[], $5::numeric[]) AS v(id, c, a, b)
-		WHERE l.tree_id = $1 AND l.leaf_id = v.id`, treeID, ids, counts, lane1, lane2)
+		WHERE l.tree_id = $1 AND l.leaf_id = ANY($2) AND l.leaf_id = v.id`, treeID, ids, counts, lane1, lane2)
 	if err != nil {
 		return fmt.Errorf("store the refreshed leaves: %w", err)
 	}
@@ -193,7 +206,7 @@ func (d *differ) parallelSummaries(ctx context.Context, i int, ranges []engine.R
 	for start := 0; start < len(ranges); start += per {
 		end := min(start+per, len(ranges))
 		p.Go(func(ctx context.Context) error {
-			part, err := d.sub.summaries(ctx, d.sessions[i], ranges[start:end])
+			part, err := d.sub.rangeSummaries(ctx, d.sessions[i], ranges[start:end])
 			copy(sums[start:end], part)
 			return err
 		})

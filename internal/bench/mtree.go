@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/internal/localpg"
@@ -17,17 +18,19 @@ import (
 
 // MtreeResult is what the Merkle tree measurements add to a run.
 type MtreeResult struct {
-	BuildSeconds        float64   `json:"build_seconds"`
-	BuildRatio          float64   `json:"build_ratio"`     // to the one pass
-	BuildCPURatio       float64   `json:"build_cpu_ratio"` // PostgreSQL's CPU seconds, to the one pass's
-	Diff100Seconds      []float64 `json:"diff_after_100_updates_seconds"`
-	Diff10kSeconds      float64   `json:"diff_after_10000_updates_seconds"`
-	TableDiff10kSeconds float64   `json:"table_diff_after_10000_updates_seconds"`
-	Diff10kRatio        float64   `json:"diff_after_10000_updates_ratio_to_table_diff"`
-	LoadChangesPerSec   float64   `json:"cdc_load_changes_per_second"`
-	LoadMaxLagBytes     int64     `json:"cdc_load_max_lag_bytes"`
-	LoadCatchUpSeconds  float64   `json:"cdc_load_catch_up_seconds"` // after the load stops
-	AgentPeakRSSMB      float64   `json:"agent_peak_rss_mb_streaming"`
+	BuildSeconds         float64   `json:"build_seconds"`
+	BuildRatio           float64   `json:"build_ratio"`                           // to the one pass
+	BuildCPURatio        float64   `json:"build_cpu_ratio"`                       // PostgreSQL's CPU seconds, to the one pass's
+	Diff100Seconds       []float64 `json:"diff_after_100_updates_seconds"`        // as psql sees it: CALL ace.run_mtree_diff
+	Diff100EngineSeconds []float64 `json:"diff_after_100_updates_engine_seconds"` // inside the agent: mtree.Diff
+	Diff100ClaimSeconds  []float64 `json:"diff_after_100_updates_claim_seconds"`  // from the insert to the agent's claim
+	Diff10kSeconds       float64   `json:"diff_after_10000_updates_seconds"`
+	TableDiff10kSeconds  float64   `json:"table_diff_after_10000_updates_seconds"`
+	Diff10kRatio         float64   `json:"diff_after_10000_updates_ratio_to_table_diff"`
+	LoadChangesPerSec    float64   `json:"cdc_load_changes_per_second"`
+	LoadMaxLagBytes      int64     `json:"cdc_load_max_lag_bytes"`
+	LoadCatchUpSeconds   float64   `json:"cdc_load_catch_up_seconds"` // after the load stops
+	AgentPeakRSSMB       float64   `json:"agent_peak_rss_mb_streaming"`
 }
 
 // measureMtree builds the table's tree with an agent on every node, then measures diffs after
@@ -54,7 +57,7 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 	var d time.Duration
 	var res string
 	cpu, _, err := timed(func() (err error) {
-		d, res, err = runTask(ctx, conns[0], sqlapi.TypeMtreeBuild, sqlapi.MtreeBuildArgs{TableName: "public.bench"})
+		d, res, err = runTask(ctx, conns[0], sqlapi.TypeMtreeBuild, sqlapi.MtreeBuildArgs{TableName: "public.bench", LeafRows: o.leafRows})
 		return err
 	})
 	if err != nil {
@@ -73,12 +76,15 @@ func measureMtree(ctx context.Context, c *localpg.Cluster, conns []*pgx.Conn, o 
 		if err := updateIDs(ctx, conns[1:2], ids, i); err != nil {
 			return err
 		}
-		d, res, err := runTask(ctx, conns[0], sqlapi.TypeMtreeDiff, sqlapi.MtreeDiffArgs{DiffArgs: sqlapi.DiffArgs{TableName: "public.bench"}})
+		t, err := psqlMtreeDiff(ctx, conns[0])
 		if err != nil {
 			return err
 		}
-		m.Diff100Seconds = append(m.Diff100Seconds, d.Seconds())
-		step("mtree diff after 100 updates on n2: %.3fs %s", d.Seconds(), res)
+		m.Diff100Seconds = append(m.Diff100Seconds, t.EndToEnd)
+		m.Diff100EngineSeconds = append(m.Diff100EngineSeconds, t.Engine)
+		m.Diff100ClaimSeconds = append(m.Diff100ClaimSeconds, t.Claim)
+		step("mtree diff after 100 updates on n2: %.3fs as psql sees it (CALL ace.run_mtree_diff), engine %.3fs, claimed after %.3fs, %.3fs around the engine; %s",
+			t.EndToEnd, t.Engine, t.Claim, t.Around, t.Result)
 		if err := updateIDs(ctx, others, ids, i); err != nil {
 			return err
 		}
@@ -238,4 +244,37 @@ func streamLag(ctx context.Context, conn *pgx.Conn) (int64, error) {
 	var lag int64
 	err := conn.QueryRow(ctx, `SELECT coalesce((pg_current_wal_insert_lsn() - confirmed_lsn)::bigint, 0) FROM ace.cdc_state`).Scan(&lag)
 	return lag, err
+}
+
+// diffTiming is one mtree diff as a psql user sees it, and where its time went.
+type diffTiming struct {
+	EndToEnd float64 // the CALL, from sending it to its return
+	Engine   float64 // mtree.Diff, from its result's time_taken_seconds
+	Claim    float64 // from the task's insert to the agent's claim
+	Around   float64 // the rest of the agent's run: sessions opened, result and report written
+	Result   string
+}
+
+// psqlMtreeDiff runs an mtree diff of the benchmark table as a psql user does, in one statement
+// that submits it, commits and waits for it (CALL ace.run_mtree_diff), and times it.
+func psqlMtreeDiff(ctx context.Context, conn *pgx.Conn) (diffTiming, error) {
+	var t diffTiming
+	var id uuid.UUID
+	var status string
+	var summary []byte
+	start := time.Now()
+	err := conn.QueryRow(ctx, `CALL ace.run_mtree_diff('public.bench')`).Scan(&id, &status, nil, nil, &summary)
+	t.EndToEnd = time.Since(start).Seconds()
+	if err != nil {
+		return t, err
+	}
+	if status != string(sqlapi.StatusCompleted) {
+		return t, fmt.Errorf("mtree diff %s ended %s: %s", id, status, summary)
+	}
+	var run float64
+	err = conn.QueryRow(ctx, `SELECT extract(epoch FROM started_at - submitted_at)::float8, extract(epoch FROM finished_at - started_at)::float8,
+			(result->>'time_taken_seconds')::float8, jsonb_build_object('differing_keys', result->'differing_keys', 'mtree', result->'mtree')::text
+		FROM ace.tasks WHERE task_id = $1`, id).Scan(&t.Claim, &run, &t.Engine, &t.Result)
+	t.Around = run - t.Engine
+	return t, err
 }

@@ -101,7 +101,7 @@ BEGIN
     PERFORM ace.check_positive(args, 'leaf_rows');
     RETURN jsonb_strip_nulls(args || jsonb_build_object(
         'table_name', tbl,
-        'leaf_rows', coalesce((args->>'leaf_rows')::int, 1000),
+        'leaf_rows', coalesce((args->>'leaf_rows')::int, 250),
         'nodes', to_jsonb(ace.resolve_nodes(ace.nodes_arg(args)))));
 END $$;
 
@@ -176,7 +176,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
     SELECT EXISTS (SELECT 1 FROM ace.mtrees WHERE table_name = tbl)
 $$;
 
-CREATE OR REPLACE FUNCTION ace.mtree_build(table_name text, nodes text[] DEFAULT NULL, leaf_rows int DEFAULT 1000)
+CREATE OR REPLACE FUNCTION ace.mtree_build(table_name text, nodes text[] DEFAULT NULL, leaf_rows int DEFAULT 250)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     id uuid;
@@ -228,7 +228,7 @@ END $$;
 CREATE OR REPLACE PROCEDURE ace.run_mtree_build(
     table_name text,
     nodes text[] DEFAULT NULL,
-    leaf_rows int DEFAULT 1000,
+    leaf_rows int DEFAULT 250,
     INOUT task_id uuid DEFAULT NULL,
     INOUT status text DEFAULT NULL,
     INOUT outcome text DEFAULT NULL,
