@@ -1,6 +1,14 @@
 package sqlapi
 
-import "time"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
 
 // MtreeBuildArgs are an mtree-build task's arguments, named as ace.mtree_build's.
 type MtreeBuildArgs struct {
@@ -31,4 +39,15 @@ func (a MtreeDiffArgs) CDCTimeoutDuration() time.Duration {
 type MtreeTeardownArgs struct {
 	TableName string   `json:"table_name,omitempty"`
 	Nodes     []string `json:"nodes,omitempty"`
+}
+
+// RunMtreeDiff is CALL ace.run_mtree_diff(table) as a psql user runs it: one statement that
+// submits the diff, commits and waits for its end. conn must not be in a transaction. It returns
+// the task's id, its status and its summary.
+func RunMtreeDiff(ctx context.Context, conn *pgx.Conn, table string) (id uuid.UUID, status Status, summary json.RawMessage, err error) {
+	err = conn.QueryRow(ctx, `CALL ace.run_mtree_diff($1)`, table).Scan(&id, &status, nil, nil, &summary)
+	if err != nil {
+		return id, status, nil, fmt.Errorf("CALL ace.run_mtree_diff(%s): %w", table, err)
+	}
+	return id, status, summary, nil
 }

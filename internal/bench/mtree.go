@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/internal/localpg"
@@ -259,16 +258,13 @@ type diffTiming struct {
 // that submits it, commits and waits for it (CALL ace.run_mtree_diff), and times it.
 func psqlMtreeDiff(ctx context.Context, conn *pgx.Conn) (diffTiming, error) {
 	var t diffTiming
-	var id uuid.UUID
-	var status string
-	var summary []byte
 	start := time.Now()
-	err := conn.QueryRow(ctx, `CALL ace.run_mtree_diff('public.bench')`).Scan(&id, &status, nil, nil, &summary)
+	id, status, summary, err := sqlapi.RunMtreeDiff(ctx, conn, "public.bench")
 	t.EndToEnd = time.Since(start).Seconds()
 	if err != nil {
 		return t, err
 	}
-	if status != string(sqlapi.StatusCompleted) {
+	if status != sqlapi.StatusCompleted {
 		return t, fmt.Errorf("mtree diff %s ended %s: %s", id, status, summary)
 	}
 	var run float64
