@@ -108,28 +108,8 @@ func firstDue(due *time.Time) string {
 }
 
 func newPolicyListCmd(g *globals) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List your repair policies: their timer and how their last run ended",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
-				all, err := sqlapi.RepairPolicies(ctx, conn)
-				if err != nil {
-					return err
-				}
-				if asJSON {
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(all)
-				}
-				return printPolicies(cmd.OutOrStdout(), all)
-			})
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the rows of ace.repair_policy_status as JSON")
-	return cmd
+	return newListCmd(g, "List your repair policies: their timer and how their last run ended",
+		"print the rows of ace.repair_policy_status as JSON", sqlapi.RepairPolicies, printPolicies)
 }
 
 func printPolicies(w io.Writer, all []sqlapi.RepairPolicy) error {

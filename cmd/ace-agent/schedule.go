@@ -80,14 +80,22 @@ as you, and again at every run.`,
 }
 
 func newScheduleListCmd(g *globals) *cobra.Command {
+	return newListCmd(g, "List your schedules: when each is next due, its runs, skips and last error",
+		"print the rows of ace.schedules as JSON", sqlapi.Schedules, printSchedules)
+}
+
+// newListCmd is a list command: it reads rows as the caller and prints them as a table, or as
+// JSON with --json.
+func newListCmd[T any](g *globals, short, jsonUsage string, read func(context.Context, sqlapi.Querier) ([]T, error),
+	print func(io.Writer, []T) error) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List your schedules: when each is next due, its runs, skips and last error",
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
-				all, err := sqlapi.Schedules(ctx, conn)
+				all, err := read(ctx, conn)
 				if err != nil {
 					return err
 				}
@@ -96,11 +104,11 @@ func newScheduleListCmd(g *globals) *cobra.Command {
 					enc.SetIndent("", "  ")
 					return enc.Encode(all)
 				}
-				return printSchedules(cmd.OutOrStdout(), all)
+				return print(cmd.OutOrStdout(), all)
 			})
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the rows of ace.schedules as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonUsage)
 	return cmd
 }
 
