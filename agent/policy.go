@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -251,6 +252,19 @@ func (a *Agent) policySkipReason(ctx context.Context, run *sqlapi.Run, args *sql
 	}
 	if len(down) > 0 {
 		return "node down: " + strings.Join(down, ", ") + "; the run repairs nothing while a node of the policy is not active", nil
+	}
+	// A node that is not marked down but that this agent could not reach at its last heartbeat
+	// would only fail the run's diff: the run is skipped, saying so, until it answers again.
+	unreachable, err := sqlapi.UnreachableNodes(ctx, a.pool, args.Nodes)
+	if err != nil {
+		return "", err
+	}
+	if len(unreachable) > 0 {
+		var named []string
+		for _, n := range slices.Sorted(maps.Keys(unreachable)) {
+			named = append(named, n+" ("+unreachable[n]+")")
+		}
+		return "node unreachable: " + strings.Join(named, ", ") + "; the run repairs nothing while a node of the policy cannot be reached", nil
 	}
 	return "", nil
 }

@@ -235,6 +235,20 @@ func TestRepairPolicySkips(t *testing.T) {
 		require.Equal(t, "skipped", r.Outcome)
 		require.Contains(t, r.SkipReason, "no quorum: strategy majority needs three or more active nodes, and only 2 of n1, n2, n3 are")
 	})
+	t.Run("a node unreachable", func(t *testing.T) {
+		n1.Exec(t, `SELECT ace.mark_node_up('n3')`)
+		n1.Exec(t, `UPDATE ace.nodes SET conninfo = 'host=127.0.0.1 port=1 dbname=gone connect_timeout=2' WHERE node_name = 'n2'`)
+		require.Eventually(t, func() bool {
+			var reachable bool
+			require.NoError(t, n1.Pool.QueryRow(t.Context(), `SELECT reachable FROM ace.node_status WHERE node_name = 'n2'`).Scan(&reachable))
+			return !reachable
+		}, 30*time.Second, 50*time.Millisecond, "n1's agent finds n2 unreachable")
+		task, r := runPolicy(t, n1, "sot")
+		require.Equal(t, sqlapi.StatusCompleted, task.Status, "%v", task.Error)
+		require.Equal(t, "skipped", r.Outcome)
+		require.Contains(t, r.SkipReason, "node unreachable: n2 (")
+		require.Empty(t, childTypes(t, n1, task.ID))
+	})
 }
 
 // TestRepairPolicyDefinitions: creation checks everything it can up front, and each error says

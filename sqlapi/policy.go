@@ -110,6 +110,26 @@ func NodeStates(ctx context.Context, q Querier, nodes []string) (map[string]stri
 	return states, rows.Err()
 }
 
+// UnreachableNodes are those of nodes that this node's agent could not reach at its last
+// collection of the cluster's status (ace.node_status), each with the reading's warning.
+func UnreachableNodes(ctx context.Context, q Querier, nodes []string) (map[string]string, error) {
+	rows, err := q.Query(ctx, `SELECT node_name, coalesce(warning, 'unreachable') FROM ace.node_status
+		WHERE node_name = ANY ($1) AND NOT reachable`, nodes)
+	if err != nil {
+		return nil, fmt.Errorf("read which of nodes %v are reachable: %w", nodes, err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var name, warning string
+		if err := rows.Scan(&name, &warning); err != nil {
+			return nil, fmt.Errorf("read which of nodes %v are reachable: %w", nodes, err)
+		}
+		out[name] = warning
+	}
+	return out, rows.Err()
+}
+
 // TreeReady reports whether the table has a ready Merkle tree on this node.
 func TreeReady(ctx context.Context, q Querier, table string) (bool, error) {
 	var ready bool
