@@ -79,3 +79,7 @@ BEGIN
         EXECUTE format('DROP ROUTINE %s', p);
     END LOOP;
 END $$;
+
+-- Issue 20: the schedules' owner check became ace.check_acts_for(owner, what), which the repair
+-- policies share.
+DROP FUNCTION IF EXISTS ace.check_schedule_owner(name);

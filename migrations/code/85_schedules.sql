@@ -356,13 +356,14 @@ BEGIN
     RETURN next_at;
 END $$;
 
--- Refuses a login that may not act for owner: only the owner (and its members) may change a
--- schedule or fire it.
-CREATE OR REPLACE FUNCTION ace.check_schedule_owner(owner name) RETURNS void
+-- Refuses a login that may not act for owner: only the owner (and its members) may change what
+-- the owner owns here (its schedules, its repair policies), or fire it. The SECURITY DEFINER
+-- functions that write those tables call it first.
+CREATE OR REPLACE FUNCTION ace.check_acts_for(owner name, what text) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF NOT pg_has_role(session_user, owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'role % may not act for role %''s schedules', session_user, owner
+        RAISE EXCEPTION 'role % may not act for role %''s %', session_user, owner, what
             USING ERRCODE = 'insufficient_privilege';
     END IF;
 END $$;
@@ -394,7 +395,7 @@ RETURNS timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catal
 DECLARE
     first_due timestamptz;
 BEGIN
-    PERFORM ace.check_schedule_owner(owner);
+    PERFORM ace.check_acts_for(owner, 'schedules');
     PERFORM ace.check_schedule_definition(schedule_name, task_type, every, cron, scope, overlap);
     first_due := CASE WHEN run_now THEN now()
                       WHEN every IS NOT NULL THEN ((now() AT TIME ZONE 'UTC') + every) AT TIME ZONE 'UTC'
@@ -413,7 +414,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     s ace.schedules;
 BEGIN
-    PERFORM ace.check_schedule_owner(owner);
+    PERFORM ace.check_acts_for(owner, 'schedules');
     SELECT * INTO s FROM ace.schedules x WHERE x.owner = own_schedule_row.owner AND x.schedule_name = own_schedule_row.schedule_name
         FOR UPDATE;
     IF NOT FOUND THEN
@@ -511,7 +512,7 @@ DECLARE
     s ace.schedules;
     next_at timestamptz;
 BEGIN
-    PERFORM ace.check_schedule_owner(owner);
+    PERFORM ace.check_acts_for(owner, 'schedules');
     IF due IS NULL THEN
         s := ace.own_schedule_row(owner, schedule_name);
         run_due := clock_timestamp();

@@ -118,16 +118,6 @@ BEGIN
     RETURN tbl;
 END $$;
 
--- Refuses a login that may not act for owner.
-CREATE OR REPLACE FUNCTION ace.check_repair_policy_owner(owner name) RETURNS void
-LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    IF NOT pg_has_role(session_user, owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'role % may not act for role %''s repair policies', session_user, owner
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-END $$;
-
 -- Makes a repair policy, or redefines the caller's policy of that name, and returns when it is
 -- first due (NULL for a policy without every or cron, which runs only by ace.run_repair_policy).
 -- Everything is checked as the caller now; each run checks the table, the privileges and the
@@ -192,7 +182,7 @@ DECLARE
     timed boolean := every IS NOT NULL OR cron IS NOT NULL;
     first_due timestamptz;
 BEGIN
-    PERFORM ace.check_repair_policy_owner(owner);
+    PERFORM ace.check_acts_for(owner, 'repair policies');
     IF timed THEN
         first_due := ace.save_schedule_row(owner, sched, 'repair-policy-run', jsonb_build_object('policy_name', policy_name),
                                            every, cron, run_now, scope, 'skip', enabled);
@@ -219,7 +209,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     sched text;
 BEGIN
-    PERFORM ace.check_repair_policy_owner(owner);
+    PERFORM ace.check_acts_for(owner, 'repair policies');
     DELETE FROM ace.repair_policies p WHERE p.owner = drop_repair_policy_row.owner AND p.policy_name = drop_repair_policy_row.policy_name
     RETURNING p.schedule_name INTO sched;
     IF NOT FOUND THEN
