@@ -325,11 +325,27 @@ func TestSingleSlotTreesMoveToTheirOwnersSlot(t *testing.T) {
 	}
 	// A change while no agent runs: only the old slot still has it.
 	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'drift' WHERE id = 7`)
-	for _, n := range e.Nodes {
-		n.StartAgent(t)
+	// The diff is submitted before n2's and n3's agents start: it waits for them to take their
+	// trees' streams on, as it waits for a stream to catch up, rather than failing at once.
+	n1 := e.Node("n1")
+	n1.StartAgent(t)
+	var id uuid.UUID
+	require.NoError(t, n1.Pool.QueryRow(context.Background(), `SELECT ace.mtree_diff('public.t')`).Scan(&id))
+	require.Eventually(t, func() bool {
+		var status string
+		require.NoError(t, n1.Pool.QueryRow(context.Background(), `SELECT status FROM ace.tasks WHERE task_id = $1`, id).Scan(&status))
+		return status != string(sqlapi.StatusQueued)
+	}, 30*time.Second, 10*time.Millisecond, "n1's agent takes the diff on")
+	time.Sleep(300 * time.Millisecond) // the diff is waiting for n2's and n3's streams
+	e.Node("n2").StartAgent(t)
+	e.Node("n3").StartAgent(t)
+	task := n1.Wait(t, id)
+	if task.Error != nil {
+		require.Failf(t, "the diff failed", "%s", *task.Error)
 	}
+	require.Equal(t, sqlapi.StatusCompleted, task.Status)
 	var s engine.DiffSummary
-	e.completed(&s, `ace.mtree_diff('public.t')`)
+	require.NoError(t, json.Unmarshal(task.Result, &s))
 	require.EqualValues(t, 1, s.DifferingKeys, "the change made before the move is in the tree")
 	for _, n := range e.Nodes {
 		require.Eventually(t, func() bool {

@@ -27,30 +27,28 @@ const staleHeartbeat = 30 * time.Second
 // hidden changes from the tree (a false "in sync"), so the tree is failed and the diff refused.
 func (d *differ) catchUp(ctx context.Context, i int) error {
 	agent, t := d.nodes[i].Agent, d.trees[i]
-	slot, err := checkStream(ctx, agent, t)
-	if err != nil {
-		return err
-	}
-	var target string
-	err = pgx.BeginFunc(ctx, agent.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = local`); err != nil {
-			return err
-		}
-		if err := tx.QueryRow(ctx, `UPDATE ace.cdc_state SET updated_at = now() WHERE slot_name = $1
-			RETURNING pg_current_wal_insert_lsn()::text`, slot).Scan(&target); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("no change stream: the node's agent has not started one (is ace-agent running there?); build the tree again with ace.mtree_build, or use ace.table_diff")
-			}
-			return err
-		}
-		return d.nodes[i].wake(ctx, tx, PositionWanted)
-	})
-	if err != nil {
-		return fmt.Errorf("ask the change stream for its position: %w", err)
-	}
 	timeout := d.opts.CDCTimeout
 	if timeout <= 0 {
 		timeout = defaultCDCTimeout
+	}
+	// An agent that has just started may not have taken the tree's stream on yet (or moved a tree
+	// onto its owner's slot): the diff waits for it as it waits for the stream to catch up.
+	var slot, target string
+	started, err := poll(ctx, timeout, func() (bool, error) {
+		var err error
+		if slot, err = checkStream(ctx, agent, t); err != nil {
+			return false, err
+		}
+		if target, err = d.askPosition(ctx, i, slot); err != nil {
+			return false, fmt.Errorf("ask the change stream for its position: %w", err)
+		}
+		return target != "", nil
+	})
+	if err != nil {
+		return err
+	}
+	if !started {
+		return fmt.Errorf("no change stream: the node's agent has not started one within %s (is ace-agent running there?); build the tree again with ace.mtree_build, or use ace.table_diff", timeout)
 	}
 	var st streamState
 	done, err := poll(ctx, timeout, func() (bool, error) {
@@ -73,19 +71,49 @@ func (d *differ) catchUp(ctx context.Context, i int) error {
 	return nil
 }
 
+// askPosition reads node i's WAL insert position and wakes its agent to ask the server where the
+// slot's stream is, in a transaction that writes, so its commit flushes the WAL to there and the
+// stream can reach it without waiting for the WAL writer. It returns "" while the node's agent
+// records no stream of the slot.
+func (d *differ) askPosition(ctx context.Context, i int, slot string) (target string, err error) {
+	err = pgx.BeginFunc(ctx, d.nodes[i].Agent.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = local`); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `UPDATE ace.cdc_state SET updated_at = now() WHERE slot_name = $1
+			RETURNING pg_current_wal_insert_lsn()::text`, slot).Scan(&target)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return d.nodes[i].wake(ctx, tx, PositionWanted)
+	})
+	return target, err
+}
+
 // checkStream returns the slot of the tree's stream, or an error if the tree failed or its
 // publication changed since the build; such a tree is failed here, with the agent's login, so
 // that every later diff is refused too until it is built again.
 func checkStream(ctx context.Context, agent *engine.Node, t *tree) (string, error) {
 	var slot, status string
 	var failure, problem *string
-	err := agent.Pool.QueryRow(ctx, `SELECT coalesce(m.slot_name, ''), m.status, m.error, ace.mtree_publication_problem(m)
-		FROM ace.mtrees m WHERE m.tree_id = $1`, t.ID).Scan(&slot, &status, &failure, &problem)
+	var unadopted bool
+	err := agent.Pool.QueryRow(ctx, `SELECT coalesce(m.slot_name, ''), m.status, m.error, ace.mtree_publication_problem(m),
+			m.slot_name IS NULL AND m.pub_owner IS NULL
+		FROM ace.mtrees m WHERE m.tree_id = $1`, t.ID).Scan(&slot, &status, &failure, &problem, &unadopted)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("the Merkle tree of %s was torn down while the diff ran", t.Table)
 	}
 	if err != nil {
 		return "", fmt.Errorf("check the tree's publication: %w", err)
+	}
+	if unadopted && status != "failed" {
+		// A tree of the single-slot release that the node's agent has not yet moved onto its
+		// owner's stream (ace.mtree_adopt_trees records the owner then): no stream yet, and no
+		// owner to hold the publication to, so the caller waits for the agent.
+		return "", nil
 	}
 	rebuild := fmt.Sprintf("build the tree again with ace.mtree_build(%s), or use ace.table_diff", engine.QuoteLiteral(t.Table))
 	if problem != nil {
