@@ -36,7 +36,9 @@ changed since the diff. Each role sees and changes only its own. See docs/repair
 		{"pause", "Pause a policy's timer: no runs until it is resumed (runs by hand still work)", sqlapi.PausePolicy},
 		{"resume", "Resume a paused policy, at its next due time after now", sqlapi.ResumePolicy},
 	} {
-		cmd.AddCommand(newPolicyChangeCmd(g, c.use, c.short, c.change))
+		cmd.AddCommand(newChangeCmd(g, c.use, c.short, "repair policy", func(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
+			return sqlapi.ChangeRepairPolicy(ctx, conn, name, c.change)
+		}))
 	}
 	return cmd
 }
@@ -134,27 +136,6 @@ func printPolicies(w io.Writer, all []sqlapi.RepairPolicy) error {
 			p.Enabled, next, deref(p.LastOutcome), deref(p.LastReason))
 	}
 	return tw.Flush()
-}
-
-func newPolicyChangeCmd(g *globals, use, short string, change sqlapi.PolicyChange) *cobra.Command {
-	return &cobra.Command{
-		Use:   use + " NAME",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
-				found, err := sqlapi.ChangeRepairPolicy(ctx, conn, args[0], change)
-				if err != nil {
-					return err
-				}
-				if !found {
-					return withHint(fmt.Errorf("you have no repair policy %q", args[0]), "ace-agent repair-policy list lists yours")
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "repair policy %s: %s done\n", args[0], use)
-				return nil
-			})
-		},
-	}
 }
 
 func newPolicyRunCmd(g *globals) *cobra.Command {

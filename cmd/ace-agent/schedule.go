@@ -36,7 +36,9 @@ only its own. See docs/schedules.md.`,
 		{"pause", "Pause a schedule: no runs until it is resumed", sqlapi.PauseSchedule},
 		{"resume", "Resume a paused schedule, at its next due time after now", sqlapi.ResumeSchedule},
 	} {
-		cmd.AddCommand(newScheduleChangeCmd(g, c.use, c.short, c.change))
+		cmd.AddCommand(newChangeCmd(g, c.use, c.short, "schedule", func(ctx context.Context, conn *pgx.Conn, name string) (bool, error) {
+			return true, sqlapi.ChangeSchedule(ctx, conn, name, c.change)
+		}))
 	}
 	cmd.AddCommand(newScheduleRunCmd(g))
 	return cmd
@@ -133,17 +135,23 @@ func deref(s *string) string {
 	return *s
 }
 
-func newScheduleChangeCmd(g *globals, use, short string, change sqlapi.ScheduleChange) *cobra.Command {
+// newChangeCmd is a command that changes one of the caller's objects by name (pause, resume,
+// remove or drop a schedule or a repair policy): change reports whether there was one.
+func newChangeCmd(g *globals, use, short, what string, change func(ctx context.Context, conn *pgx.Conn, name string) (bool, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   use + " NAME",
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
-				if err := sqlapi.ChangeSchedule(ctx, conn, args[0], change); err != nil {
+				found, err := change(ctx, conn, args[0])
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "schedule %s: %s done\n", args[0], use)
+				if !found {
+					return withHint(fmt.Errorf("you have no %s %q", what, args[0]), fmt.Sprintf("ace-agent %s list lists yours", strings.ReplaceAll(what, " ", "-")))
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s done\n", what, args[0], use)
 				return nil
 			})
 		},

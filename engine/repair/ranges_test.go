@@ -17,21 +17,7 @@ import (
 // resync does: ranges some nodes hold and others lack entirely are stored whole. Blocks of 500
 // rows with leaves of 10 cut an emptied table into several ranges.
 func rangeSetup(t *testing.T, drift func(e *testcluster.Env)) *repairEnv {
-	t.Helper()
-	e := testcluster.New(t)
-	e.SeedTable("public.t", 3000)
-	drift(e)
-	r := &repairEnv{Env: e, nodes: e.EngineNodes(4)}
-	r.summary, r.rows = r.rangeDiff()
-	return r
-}
-
-func (r *repairEnv) rangeDiff() (*engine.DiffSummary, *testcluster.DiffSink) {
-	r.T.Helper()
-	sink := &testcluster.DiffSink{}
-	s, err := diff.TableDiff(r.T.Context(), r.nodes, diff.TableDiffOptions{Table: "public.t", BlockSize: 500, CompareUnitSize: 10, RangeRows: true}, sink, nil)
-	require.NoError(r.T, err)
-	return s, sink
+	return seededDiff(t, 3000, diff.TableDiffOptions{BlockSize: 500, CompareUnitSize: 10, RangeRows: true}, drift)
 }
 
 // repairRanges repairs the targets from the stored diff; set adjusts the options.

@@ -15,9 +15,10 @@ import (
 // repairEnv is public.t (rows 1..1000) on three nodes with drift planted, diffed in memory.
 type repairEnv struct {
 	*testcluster.Env
-	nodes   []*engine.Node // n1, n2, n3
-	summary *engine.DiffSummary
-	rows    *testcluster.DiffSink
+	nodes    []*engine.Node // n1, n2, n3
+	diffOpts diff.TableDiffOptions
+	summary  *engine.DiffSummary
+	rows     *testcluster.DiffSink
 }
 
 // plantedDrift: n2 updated key 10, n3 inserted key 2000, n1 deleted key 400.
@@ -29,19 +30,26 @@ func plantedDrift(e *testcluster.Env) {
 
 // repairSetup seeds public.t, lets drift change it, and diffs it.
 func repairSetup(t *testing.T, drift func(e *testcluster.Env)) *repairEnv {
+	return seededDiff(t, 1000, diff.TableDiffOptions{BlockSize: 200, CompareUnitSize: 10}, drift)
+}
+
+// seededDiff seeds public.t with rows rows, lets drift change it, and diffs it with opts.
+func seededDiff(t *testing.T, rows int, opts diff.TableDiffOptions, drift func(e *testcluster.Env)) *repairEnv {
 	t.Helper()
 	e := testcluster.New(t)
-	e.SeedTable("public.t", 1000)
+	e.SeedTable("public.t", rows)
 	drift(e)
-	r := &repairEnv{Env: e, nodes: e.EngineNodes(4)}
+	opts.Table = "public.t"
+	r := &repairEnv{Env: e, nodes: e.EngineNodes(4), diffOpts: opts}
 	r.summary, r.rows = r.diff()
 	return r
 }
 
+// diff diffs public.t again, with the options the environment was set up with.
 func (r *repairEnv) diff() (*engine.DiffSummary, *testcluster.DiffSink) {
 	r.T.Helper()
 	sink := &testcluster.DiffSink{}
-	s, err := diff.TableDiff(r.T.Context(), r.nodes, diff.TableDiffOptions{Table: "public.t", BlockSize: 200, CompareUnitSize: 10}, sink, nil)
+	s, err := diff.TableDiff(r.T.Context(), r.nodes, r.diffOpts, sink, nil)
 	require.NoError(r.T, err)
 	return s, sink
 }
