@@ -245,9 +245,7 @@ cluster and database. All or none are made.`,
 					fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
 				}
 				if dryRun {
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(specs)
+					return encodeJSON(cmd.OutOrStdout(), specs)
 				}
 				return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 					for _, s := range specs {

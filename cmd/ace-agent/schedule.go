@@ -102,9 +102,7 @@ func newListCmd[T any](g *globals, short, jsonUsage string, read func(context.Co
 					return err
 				}
 				if asJSON {
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(all)
+					return encodeJSON(cmd.OutOrStdout(), all)
 				}
 				return print(cmd.OutOrStdout(), all)
 			})
@@ -201,9 +199,7 @@ skip_db_update, taskstore_path, ...) are left out and named. All or none are mad
 				fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
 			}
 			if dryRun {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(specs)
+				return encodeJSON(cmd.OutOrStdout(), specs)
 			}
 			return withConn(cmd, g, func(ctx context.Context, conn *pgx.Conn) error {
 				return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
