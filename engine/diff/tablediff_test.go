@@ -248,16 +248,23 @@ func TestTableDiffHashesASmallTableWhole(t *testing.T) {
 }
 
 // A node can hold far more rows in a leaf than the node its bounds were cut at: an ordered leaf
-// digest then reads no more than its cap, and the leaf is narrowed row by row, so the rows past
-// the cap are compared too (here two nodes agree on 2,000 rows n1 lacks, except one of them).
+// digest then reads no more than its cap (64 compare units: 640 rows here, which
+// TestDistinctValuesGiveDistinctBlockSummaries checks of the SQL), and the leaf is narrowed row
+// by row, so the rows past the cap are compared too. Here the bounds are cut at n1's keys (its
+// estimate is as large as any), and n2 and n3 hold 2,000 more keys inside one of n1's leaves, so
+// their digests of it overflow; they agree on all but the last of those keys.
 func TestOrderedLeavesOverTheirCapAreNarrowed(t *testing.T) {
 	t.Parallel()
-	e, nodes := diffSetup(t, 1000)
+	e := testcluster.New(t)
+	e.ExecAll(`CREATE TABLE public.t (id text PRIMARY KEY, v text);
+		INSERT INTO public.t SELECT 'k' || lpad(g::text, 5, '0'), 'v' FROM generate_series(1, 3000) g;
+		ANALYZE public.t`)
 	for _, n := range []string{"n2", "n3"} {
-		e.Node(n).Exec(t, `INSERT INTO public.t SELECT g, 'extra' FROM generate_series(1001, 3000) g`)
+		e.Node(n).Exec(t, `INSERT INTO public.t SELECT 'k01500x' || lpad(g::text, 5, '0'), 'extra' FROM generate_series(1, 2000) g`)
 	}
-	e.Node("n3").Exec(t, `UPDATE public.t SET v = 'late' WHERE id = 2999`)
-	s, sink := tableDiff(t, nodes, diff.TableDiffOptions{ForceSummary: diff.SummaryOrdered})
+	e.Node("n3").Exec(t, `UPDATE public.t SET v = 'late' WHERE id = 'k01500x01999'`)
+	s, sink := tableDiff(t, e.EngineNodes(6), diff.TableDiffOptions{ForceSummary: diff.SummaryOrdered})
+	require.Equal(t, string(diff.SummaryOrdered), s.LeafSummary)
 	require.EqualValues(t, 2000, s.DifferingKeys)
 	require.Len(t, sink.Rows, 2000)
 	require.EqualValues(t, 1, s.DiffRowsCount["n2/n3"], "the one row past the cap where n2 and n3 differ")
