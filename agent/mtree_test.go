@@ -46,11 +46,13 @@ func (e *diffEnv) completed(out any, expr string, params ...any) uuid.UUID {
 
 func TestMtreeFindsWhatTableDiffFinds(t *testing.T) {
 	t.Parallel()
-	e := treeSetup(t, `CREATE TABLE public.t (id int PRIMARY KEY, v text);
+	// Never analysed, so the tree keeps lanes, whose leaves the changed keys can settle.
+	e := treeSetup(t, `CREATE TABLE public.t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off);
 		INSERT INTO public.t SELECT g, 'v' || g FROM generate_series(1, 5000) g`)
 	var built map[string]any
 	e.completed(&built, `ace.mtree_build('public.t', leaf_rows => 100)`)
 	require.EqualValues(t, 50, built["leaves"])
+	require.Equal(t, "lanes", built["leaf_summary"])
 
 	var s engine.DiffSummary
 	e.completed(&s, `ace.mtree_diff('public.t')`)

@@ -500,8 +500,8 @@ func SummarySQL(bucket string, h RowHash, source string) string {
 // through a SHA-256 collision. One digest a leaf instead of one a row halves the hashing's cost;
 // the sort is cheap where the leaf is an index range scan of rows stored together.
 //
-// Leaves are not additive: a leaf's digest cannot be updated by a row's change. The Merkle trees,
-// which need that, keep the lanes (SummarySQL).
+// Leaves are not additive: a leaf's digest cannot be updated by a row's change, only taken
+// again, and two leaves' digests do not make the digest of the two together.
 //
 // A leaf's encodings are concatenated in the node's memory, and a node can hold far more rows
 // in a leaf than the node its bounds were cut at (or in an open first or last leaf): at most
@@ -510,6 +510,56 @@ func SummarySQL(bucket string, h RowHash, source string) string {
 func LeafDigestSQL(h RowHash, source string, maxRows int64) string {
 	return fmt.Sprintf(`SELECT count(*) AS "?ace_c?", sha256(string_agg("?ace_e?", ''::bytea ORDER BY "?ace_e?")) AS "?ace_d?"
 		FROM (SELECT %s AS "?ace_e?" FROM %s LIMIT %d) "?ace_s?"`, h.Encoding, source, maxRows+1)
+}
+
+// IntStep says that a span's leaf bounds are Lo+W, Lo+2W, … of an integer key, so a leaf's range
+// is computed from its number instead of read from a list of bounds.
+type IntStep struct{ Lo, W int64 }
+
+// OrderedLeavesSQL summarises every leaf of r cut at bounds (ascending, strictly inside r) with
+// LeafDigestSQL, rows of table matching filter, leaf by leaf in key order: the leaf's number
+// (int8, from 0), its count ("?ace_c?") and its digest ("?ace_d?"). The first and the
+// last leaf (which may be open) are read on their own, the leaves between them as a LATERAL over
+// their numbers (step set: computed from it) or over the list of bounds. Each leaf is a range
+// scan of the key's index, so keys must be Indexable. Its parameters are appended to args.
+func OrderedLeavesSQL(h RowHash, keys KeyOrder, table string, r Range, bounds [][]string, step *IntStep, filter string, maxRows int64, args *[]any) string {
+	leafRange := func(i int) Range {
+		out := Range{Lo: r.Lo, Hi: r.Hi}
+		if i > 0 {
+			out.Lo = bounds[i-1]
+		}
+		if i < len(bounds) {
+			out.Hi = bounds[i]
+		}
+		return out
+	}
+	leaf := func(n int, where string) string {
+		return fmt.Sprintf(`SELECT %d::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, n,
+			LeafDigestSQL(h, h.Source(table, where+" AND "+filter), maxRows))
+	}
+	n := len(bounds)
+	parts := []string{leaf(0, keys.Where(leafRange(0), args))}
+	if n == 0 {
+		return parts[0]
+	}
+	if n >= 2 {
+		var from, where string
+		if step != nil {
+			k := Ident(keys.Columns()[0].Name)
+			first := len(*args) + 1
+			*args = append(*args, int64(n-1), step.Lo, step.W)
+			from = fmt.Sprintf(`generate_series(1::int8, $%d::int8) AS "?ace_l?"("?ace_k?")`, first)
+			where = fmt.Sprintf(`%[1]s >= $%[2]d::int8 + "?ace_l?"."?ace_k?" * $%[3]d::int8 AND %[1]s < $%[2]d::int8 + ("?ace_l?"."?ace_k?" + 1) * $%[3]d::int8`,
+				k, first+1, first+2)
+		} else {
+			from, where = keys.LeafBounds(len(*args) + 1)
+			*args = AppendKeyArrays(*args, bounds, keys.Len())
+		}
+		parts = append(parts, fmt.Sprintf(`SELECT "?ace_l?"."?ace_k?"::int8, "?ace_x?".* FROM %s, LATERAL (%s) "?ace_x?"`,
+			from, LeafDigestSQL(h, h.Source(table, where+" AND "+filter), maxRows)))
+	}
+	parts = append(parts, leaf(n, keys.Where(leafRange(n), args)))
+	return strings.Join(parts, "\nUNION ALL\n")
 }
 
 // KeyCorrelationExpr is an expression for pg_stats' correlation of column col of table (schema,

@@ -254,7 +254,7 @@ func withoutLater(t *testing.T, lines []string) []string {
 // added: one line per migration's part, so that each new migration adds its own lines.
 func addedAfterV5(line string) bool {
 	for _, part := range []string{
-		"mtree", "cdc_state", // 006, 008, 009: Merkle trees
+		"mtree", "cdc_state", // 006, 008, 009, 020: Merkle trees
 		"submitted_session_user", "tasks_finished", "_by_login", // 007: the queue
 		"spock_exception_rows",                                       // 010: Spock exceptions
 		"schema_finding", "waiting_on_children", "tasks_parent_task", // 011: schema diffs

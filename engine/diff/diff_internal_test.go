@@ -191,7 +191,7 @@ func TestBlockPartKeepsItsLeaves(t *testing.T) {
 	}{
 		{"open block of bounds", block{bounds: bounds}},
 		{"closed block of bounds", block{rng: engine.Range{Lo: []string{"1"}, Hi: []string{"61"}}, bounds: bounds}},
-		{"integer block", block{rng: engine.Range{Lo: []string{"1"}}, bounds: bounds, step: &intStep{lo: 1, w: 10}}},
+		{"integer block", block{rng: engine.Range{Lo: []string{"1"}}, bounds: bounds, step: &engine.IntStep{Lo: 1, W: 10}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for first := 0; first <= len(bounds); first++ {
@@ -203,7 +203,7 @@ func TestBlockPartKeepsItsLeaves(t *testing.T) {
 					}
 					if c.b.step != nil && last-first > 1 {
 						// Leaf 1 of the part starts at its first bound, lo + w.
-						require.Equal(t, p.bounds[0][0], fmt.Sprint(p.step.lo+p.step.w))
+						require.Equal(t, p.bounds[0][0], fmt.Sprint(p.step.Lo+p.step.W))
 					}
 				}
 			}

@@ -15,10 +15,8 @@ type block struct {
 	bounds [][]string // leaf boundaries strictly inside rng, ascending
 	// step, when set, says the bounds are lo+w, lo+2w, … of an integer key, so a row's leaf is
 	// computed arithmetically instead of searched for in an array.
-	step *intStep
+	step *engine.IntStep
 }
-
-type intStep struct{ lo, w int64 }
 
 // leafRange returns the i-th leaf of b: [bounds[i-1], bounds[i]), open where b is.
 func (b block) leafRange(i int) engine.Range {

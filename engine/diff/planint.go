@@ -60,7 +60,7 @@ func (d *differ) planIntegerBlocks(ctx context.Context) ([]block, bool, error) {
 	var blocks []block
 	for first := int64(0); first < leaves; first += perBlock {
 		n := min(perBlock, leaves-first) // leaves in this block
-		b := block{step: &intStep{lo: lo + first*w, w: w}}
+		b := block{step: &engine.IntStep{Lo: lo + first*w, W: w}}
 		if first > 0 {
 			b.rng.Lo = []string{strconv.FormatInt(lo+first*w, 10)}
 		}
@@ -136,7 +136,7 @@ func (d *differ) bucketExpr(b block, args *[]any) string {
 		n := int64(len(b.bounds))
 		k := engine.Ident(d.keys.Columns()[0].Name)
 		first := len(*args) + 1
-		*args = append(*args, b.step.lo+b.step.w, b.step.lo+n*b.step.w, b.step.lo, b.step.w)
+		*args = append(*args, b.step.Lo+b.step.W, b.step.Lo+n*b.step.W, b.step.Lo, b.step.W)
 		return fmt.Sprintf("CASE WHEN %[1]s < $%[2]d::int8 THEN 0 WHEN %[1]s >= $%[3]d::int8 THEN %[6]d ELSE (%[1]s::int8 - $%[4]d::int8) / $%[5]d::int8 END",
 			k, first, first+1, first+2, first+3, n)
 	}

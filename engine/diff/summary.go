@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
-	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -75,15 +74,13 @@ func (d *differ) chooseSummary(ctx context.Context, blocks []block) error {
 		return err
 	}
 	d.parts, d.pages = make([]int, len(stats)), make([]int64, len(stats))
-	ordered := d.orderedFits(blocks)
 	for i, s := range stats {
 		// As many parts as the node lets a query have processes, and its pool connections.
 		conns := int(d.nodes[i].Pool.Config().MaxConns) - 1
-		d.parts[i] = max(1, min(s.parallel+1, maxOrderedParts, conns))
-		d.pages[i] = s.pages
-		// Never analysed, or stored out of key order.
-		ordered = ordered && s.correlation != nil && *s.correlation >= orderedCorrelation
+		d.parts[i] = max(1, min(s.Parallel+1, maxOrderedParts, conns))
+		d.pages[i] = s.Pages
 	}
+	ordered := d.orderedFits(blocks) && OrderedKeyRanges(d.keys, stats)
 	// A range stored whole carries its holders' lanes, which its repair's compare-and-set adds up
 	// again as it copies: such a diff needs the lanes.
 	ordered = ordered && !d.rangeRowsAllowed()
@@ -96,42 +93,62 @@ func (d *differ) chooseSummary(ctx context.Context, blocks []block) error {
 // orderedFits reports whether the blocks' leaves can be summarised with ordered digests: each
 // leaf a range of the key's index, of a bounded number of rows.
 func (d *differ) orderedFits(blocks []block) bool {
-	if !d.keys.Indexable() {
-		return false // a range of keys compared in another order is no index range scan
-	}
 	for _, b := range blocks {
 		if len(b.bounds) == 0 && b.rng.Lo == nil && b.rng.Hi == nil {
 			return false // the whole table in one leaf: no bound on the leaf's size
 		}
-		if b.step != nil && b.step.w > int64(maxOrderedLeafRows*d.opts.CompareUnitSize) {
+		if b.step != nil && b.step.W > int64(maxOrderedLeafRows*d.opts.CompareUnitSize) {
 			return false
 		}
 	}
 	return true
 }
 
-// orderStat is what a node says about reading its table in key ranges.
-type orderStat struct {
-	correlation *float64 // of the key's leading column with the heap order; nil: no statistic
-	parallel    int      // max_parallel_workers_per_gather: the helpers a query may have there
-	pages       int64    // the table's heap pages now (0 for a partitioned table)
+// KeyOrderStat is what a node says about reading its table in key ranges.
+type KeyOrderStat struct {
+	Correlation *float64 // of the key's leading column with the heap order; nil: no statistic
+	Parallel    int      // max_parallel_workers_per_gather: the helpers a query may have there
+	Pages       int64    // the table's heap pages now (0 for a partitioned table)
 }
 
-// orderStats reads, on every node, the correlation of the key's leading column with the
+// ReadKeyOrderStat reads, on one node, the correlation of the key's leading column with the
 // table's physical order and how many parallel workers a query may use.
-func (d *differ) orderStats(ctx context.Context) ([]orderStat, error) {
-	out := make([]orderStat, len(d.nodes))
+func ReadKeyOrderStat(ctx context.Context, q engine.Querier, t *engine.Table, keys engine.KeyOrder) (KeyOrderStat, error) {
+	var s KeyOrderStat
+	sql := "SELECT " + engine.KeyCorrelationExpr(t.Schema, t.Name, keys.Columns()[0].Name) +
+		", current_setting('max_parallel_workers_per_gather')::int, pg_relation_size($1::regclass) / current_setting('block_size')::int8"
+	if err := q.QueryRow(ctx, sql, t.Qualified()).Scan(&s.Correlation, &s.Parallel, &s.Pages); err != nil {
+		return s, fmt.Errorf("read the key's correlation with the table's order: %w", err)
+	}
+	return s, nil
+}
+
+// OrderedKeyRanges reports whether leaves of the key's ranges are best summarised by ordered
+// digests on nodes that say stats: each leaf a range scan of the key's index, on tables stored
+// in about key order on every node (never analysed counts as not).
+func OrderedKeyRanges(keys engine.KeyOrder, stats []KeyOrderStat) bool {
+	if !keys.Indexable() {
+		return false // a range of keys compared in another order is no index range scan
+	}
+	for _, s := range stats {
+		if s.Correlation == nil || *s.Correlation < orderedCorrelation {
+			return false
+		}
+	}
+	return true
+}
+
+// orderStats reads every node's KeyOrderStat at the diff's snapshots.
+func (d *differ) orderStats(ctx context.Context) ([]KeyOrderStat, error) {
+	out := make([]KeyOrderStat, len(d.nodes))
 	err := d.onAllNodes(ctx, func(ctx context.Context, i int) error {
-		sql := "SELECT " + engine.KeyCorrelationExpr(d.tables[i].Schema, d.tables[i].Name, d.keys.Columns()[0].Name) +
-			", current_setting('max_parallel_workers_per_gather')::int, pg_relation_size($1::regclass) / current_setting('block_size')::int8"
 		return d.sessions[i].Read(ctx, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, sql, d.tables[i].Qualified()).Scan(&out[i].correlation, &out[i].parallel, &out[i].pages)
+			var err error
+			out[i], err = ReadKeyOrderStat(ctx, tx, d.tables[i], d.keys)
+			return err
 		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("read the key's correlation with the table's order: %w", err)
-	}
-	return out, nil
+	return out, err
 }
 
 // hashBlock summarises every leaf of block b on every node, as the diff's summary kind says,
@@ -234,7 +251,7 @@ func addDecimal(a, b string) string {
 func (b block) part(first, last int) block {
 	p := block{rng: engine.Range{Lo: b.leafRange(first).Lo, Hi: b.leafRange(last - 1).Hi}, bounds: b.bounds[first : last-1]}
 	if b.step != nil {
-		p.step = &intStep{lo: b.step.lo + int64(first)*b.step.w, w: b.step.w}
+		p.step = &engine.IntStep{Lo: b.step.Lo + int64(first)*b.step.W, W: b.step.W}
 	}
 	return p
 }
@@ -332,37 +349,8 @@ func (d *differ) collectOrdered(rows pgx.Rows, i int) (map[int]bucketHash, error
 	return out, nil
 }
 
-// orderedSQL is the query that summarises every leaf of b with engine.LeafDigestSQL, rows
-// matching filter, leaf by leaf in key order: the first and the last leaf (which may be open) on
-// their own, the leaves between them as a LATERAL over their numbers (an integer key's leaves
-// computed from the step) or over the list of bounds. Each leaf is a range scan of the key's
-// index. Its parameters are appended to args.
+// orderedSQL is the query that summarises every leaf of b with engine.OrderedLeavesSQL, rows
+// matching filter. Its parameters are appended to args.
 func (d *differ) orderedSQL(b block, filter string, args *[]any) string {
-	leaf := func(n string, where string) string {
-		return fmt.Sprintf(`SELECT %s::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, n,
-			engine.LeafDigestSQL(d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+filter), d.orderedLeafCap()))
-	}
-	n := len(b.bounds)
-	parts := []string{leaf("0", d.keys.Where(b.leafRange(0), args))}
-	if n == 0 {
-		return parts[0]
-	}
-	if n >= 2 {
-		var from, where string
-		if b.step != nil {
-			k := engine.Ident(d.keys.Columns()[0].Name)
-			first := len(*args) + 1
-			*args = append(*args, int64(n-1), b.step.lo, b.step.w)
-			from = fmt.Sprintf(`generate_series(1::int8, $%d::int8) AS "?ace_l?"("?ace_k?")`, first)
-			where = fmt.Sprintf(`%[1]s >= $%[2]d::int8 + "?ace_l?"."?ace_k?" * $%[3]d::int8 AND %[1]s < $%[2]d::int8 + ("?ace_l?"."?ace_k?" + 1) * $%[3]d::int8`,
-				k, first+1, first+2)
-		} else {
-			from, where = d.keys.LeafBounds(len(*args) + 1)
-			*args = engine.AppendKeyArrays(*args, b.bounds, d.keys.Len())
-		}
-		parts = append(parts, fmt.Sprintf(`SELECT "?ace_l?"."?ace_k?"::int8, "?ace_x?".* FROM %s, LATERAL (%s) "?ace_x?"`,
-			from, engine.LeafDigestSQL(d.hash, d.hash.Source(d.table.Qualified(), where+" AND "+filter), d.orderedLeafCap())))
-	}
-	parts = append(parts, leaf(fmt.Sprint(n), d.keys.Where(b.leafRange(n), args)))
-	return strings.Join(parts, "\nUNION ALL\n")
+	return engine.OrderedLeavesSQL(d.hash, d.keys, d.table.Qualified(), b.rng, b.bounds, b.step, filter, d.orderedLeafCap(), args)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // BuildOptions are the inputs of Build.
@@ -26,6 +27,9 @@ type BuildOptions struct {
 	TrackTimeout time.Duration
 	// TxWait bounds the wait for the transactions open when the tracking began (0: a minute).
 	TxWait time.Duration
+	// LeafSummary forces how the leaves are summarised (tests); by default (diff.SummaryAuto)
+	// chooseLeaves decides.
+	LeafSummary diff.SummaryKind
 }
 
 // BuildResult describes a built tree.
@@ -37,6 +41,8 @@ type BuildResult struct {
 	ReferenceNode string           `json:"reference_node"`
 	RowsPerNode   map[string]int64 `json:"rows_per_node"`
 	HashVersion   int              `json:"hash_version"`
+	// LeafSummary is how the leaves are summarised: "ordered" digests or additive "lanes".
+	LeafSummary diff.SummaryKind `json:"leaf_summary"`
 	// PhaseSeconds is how long each phase took: tracking (publishing, and the streams taking
 	// the table on), planning (the leaf bounds) and hashing (every node, with storing).
 	PhaseSeconds map[string]float64 `json:"phase_seconds"`
@@ -83,6 +89,7 @@ type builder struct {
 	sub      *subject
 	trees    []*tree
 	sessions []*engine.Session
+	parts    []int // per node, the queries that hash ordered leaves at once
 }
 
 func (b *builder) phase(p string) { b.progress(engine.Progress{Phase: p}) }
@@ -94,6 +101,9 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 		return nil, err
 	}
 	b.sub = sub
+	if err := b.chooseLeaves(ctx); err != nil {
+		return nil, err
+	}
 	if _, err := Teardown(ctx, b.nodes, b.opts.Table); err != nil {
 		return nil, fmt.Errorf("take down the earlier tree: %w", err)
 	}
@@ -138,7 +148,7 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	leaves := piecesOf(engine.Range{}, bounds)
 	rows := make([]int64, len(b.nodes))
 	err = b.onNodes(ctx, func(ctx context.Context, i int) error {
-		sums, err := sub.splitSummaries(ctx, b.sessions[i], engine.Range{}, bounds)
+		sums, err := sub.summaries(ctx, b.sessions[i], engine.Range{}, bounds, b.parts[i])
 		if err != nil {
 			return fmt.Errorf("node %s: %w", b.nodes[i].Name(), err)
 		}
@@ -152,7 +162,7 @@ func (b *builder) build(ctx context.Context) (*BuildResult, error) {
 	}
 	lap("hashing")
 	res := &BuildResult{TableName: sub.table.Display(), LeafRows: b.opts.LeafRows, Leaves: len(leaves),
-		ReferenceNode: b.nodes[ref].Name(), RowsPerNode: map[string]int64{}, HashVersion: engine.HashVersion, PhaseSeconds: phases}
+		ReferenceNode: b.nodes[ref].Name(), RowsPerNode: map[string]int64{}, HashVersion: engine.HashVersion, LeafSummary: sub.leaves, PhaseSeconds: phases}
 	for i, n := range b.nodes {
 		res.Nodes = append(res.Nodes, n.Name())
 		res.RowsPerNode[n.Name()] = rows[i]
@@ -271,8 +281,8 @@ func (b *builder) register(ctx context.Context, n NodeLogins, pub string, relid 
 		}
 		var problem *string
 		err := tx.QueryRow(ctx, `INSERT INTO ace.mtrees (table_name, relid, publication, leaf_rows, key_columns, key_collate_c,
-				hash_mode, hash_version, built_by, build_task, pub_owner, slot_name, pub_xmin, pubrel_xmin, pub_columns)
-			SELECT $1, $2::oid, $3::text, $4, $5, $6, $7, $8, $9, nullif($10, '')::uuid, p.pubowner,
+				hash_mode, hash_version, leaf_summary, built_by, build_task, pub_owner, slot_name, pub_xmin, pubrel_xmin, pub_columns)
+			SELECT $1, $2::oid, $3::text, $4, $5, $6, $7, $8, $11, $9, nullif($10, '')::uuid, p.pubowner,
 				format('ace_mtree_%s_%s', d.oid, p.pubowner), p.xmin, r.xmin,
 				(SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs))
 			FROM pg_publication p JOIN pg_database d ON d.datname = current_database()
@@ -280,7 +290,7 @@ func (b *builder) register(ctx context.Context, n NodeLogins, pub string, relid 
 			WHERE p.pubname = $3::text
 			RETURNING ace.mtree_publication_problem(mtrees)`,
 			b.opts.Table, relid, pub, b.opts.LeafRows, keyCols, b.sub.keys.CollateC(),
-			string(b.sub.mode), engine.HashVersion, b.opts.User, b.opts.TaskID).Scan(&problem)
+			string(b.sub.mode), engine.HashVersion, b.opts.User, b.opts.TaskID, string(b.sub.leaves)).Scan(&problem)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("publication %s is gone: it was dropped while the tree was being built; build again", pub)
 		}
@@ -336,6 +346,46 @@ func (b *builder) awaitTracking(ctx context.Context, n NodeLogins, t *tree) erro
 			msg += " Its change stream reports: " + *streamErr
 		}
 		return errors.New(msg)
+	}
+	return nil
+}
+
+// chooseLeaves decides how the tree summarises its leaves, as a table-diff decides for its own
+// (diff.OrderedKeyRanges): ordered digests where every node stores the table in about key
+// order, so that a leaf is a range scan of few pages, else the lanes. It also sets how many
+// queries hash a node's ordered leaves at once: as many as a query there may have processes.
+func (b *builder) chooseLeaves(ctx context.Context) error {
+	stats := make([]diff.KeyOrderStat, len(b.nodes))
+	err := b.onNodes(ctx, func(ctx context.Context, i int) error {
+		s, err := diff.ReadKeyOrderStat(ctx, b.nodes[i].Data.Pool, b.sub.tables[i], b.sub.keys)
+		stats[i] = s
+		if err != nil {
+			return fmt.Errorf("node %s: %w", b.nodes[i].Name(), err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	kind := b.opts.LeafSummary
+	if kind == diff.SummaryAuto {
+		kind = diff.SummaryLanes
+		if diff.OrderedKeyRanges(b.sub.keys, stats) {
+			kind = diff.SummaryOrdered
+		}
+	}
+	if kind == diff.SummaryOrdered && !b.sub.keys.Indexable() {
+		return fmt.Errorf("the leaves of %s cannot be ordered digests: its key is not compared in its index's order", b.opts.Table)
+	}
+	b.sub.useLeaves(kind, b.opts.LeafRows)
+	b.parts = make([]int, len(b.nodes))
+	for i, s := range stats {
+		b.parts[i] = 1 // the lanes are one pass over the table: more queries would repeat it
+		if kind == diff.SummaryOrdered {
+			// Index range scans share no parallel workers. One connection of the node's pool
+			// holds the build's snapshot.
+			b.parts[i] = max(1, min(s.Parallel+1, int(b.nodes[i].Data.Pool.Config().MaxConns)-1))
+		}
 	}
 	return nil
 }

@@ -16,9 +16,9 @@ import (
 
 // candidates are the keys the change streams delivered for the leaves a diff refreshed: where
 // a refreshed leaf differs, its difference is most likely among them. They are only a
-// shortcut: a leaf is settled by its candidates alone when, on every node, its summary less
-// its candidates' rows is the same, so no other row of it can differ; otherwise it is narrowed
-// down as a table-diff would.
+// shortcut: a leaf of lanes is settled by its candidates alone when, on every node, its summary
+// less its candidates' rows is the same, so no other row of it can differ; otherwise (and for
+// every leaf of ordered digests) it is compared row by row as a table-diff would.
 type candidates struct {
 	mu   sync.Mutex
 	keys map[string][]string // by engine.KeyString
@@ -99,7 +99,9 @@ func (d *differ) keysByLeaf(ctx context.Context, keys [][]string, ids []int) (ma
 // settle splits the mismatched leaves into those their candidates explain, whose candidate
 // keys are returned to be compared one by one, and those to narrow down.
 func (d *differ) settle(ctx context.Context, mismatched []diff.Leaf, sums map[int][]summary, ids []int) ([]diff.Leaf, [][]string, error) {
-	if len(d.cands.keys) == 0 || len(mismatched) == 0 {
+	// An ordered digest less some rows is no digest of the others: such leaves are compared
+	// row by row (they are small).
+	if len(d.cands.keys) == 0 || len(mismatched) == 0 || d.sub.leaves == diff.SummaryOrdered {
 		return mismatched, nil, nil
 	}
 	byLeaf, err := d.keysByLeaf(ctx, d.cands.all(), ids)

@@ -67,16 +67,26 @@ func (d *differ) compare(ctx context.Context) ([]diff.Leaf, map[int][]summary, [
 	return out, sums, ids, rows, err
 }
 
+// parents sums node i's leaves into parents of fanout leaves: lanes add up; ordered digests are
+// hashed again, with each leaf's id and count, in leaf order. A parent holding an overflowed
+// leaf is marked so that it differs from every other node's.
 func (d *differ) parents(ctx context.Context, i int) (map[int]parentSum, error) {
-	rows, err := d.txs[i].Query(ctx, `SELECT leaf_id / $2, count(*), sum(row_count)::bigint, sum(lane1)::text, sum(lane2)::text
-		FROM ace.mtree_leaves WHERE tree_id = $1 GROUP BY 1`, d.trees[i].ID, fanout)
+	rows, err := d.txs[i].Query(ctx, `SELECT leaf_id / $2, count(*), sum(row_count)::bigint, coalesce(sum(lane1)::text, ''), coalesce(sum(lane2)::text, ''),
+			CASE WHEN $3 THEN sha256(string_agg(int4send(leaf_id) || int8send(row_count) || coalesce(digest, ''::bytea), ''::bytea ORDER BY leaf_id)) END,
+			bool_or(lane1 IS NULL AND digest IS NULL)
+		FROM ace.mtree_leaves WHERE tree_id = $1 GROUP BY 1`, d.trees[i].ID, fanout, d.sub.leaves == diff.SummaryOrdered)
 	if err != nil {
 		return nil, err
 	}
 	out := map[int]parentSum{}
 	var id int
 	var p parentSum
-	_, err = pgx.ForEachRow(rows, []any{&id, &p.leaves, &p.sum.Count, &p.sum.Lane1, &p.sum.Lane2}, func() error {
+	var digest []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &p.leaves, &p.sum.Count, &p.sum.Lane1, &p.sum.Lane2, &digest, &p.sum.Overflow}, func() error {
+		p.sum.Digest = string(digest)
+		if p.sum.Overflow {
+			p.sum.Digest = d.nodes[i].Name() // no other node's parent has it
+		}
 		out[id] = p
 		return nil
 	})
@@ -118,10 +128,10 @@ func (d *differ) leavesOf(ctx context.Context, i int, parents []int, total int) 
 			ids = append(ids, id)
 		}
 	}
-	sql := `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = ANY($2)`
+	sql := `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text, digest FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = ANY($2)`
 	args := []any{d.trees[i].ID, ids}
 	if len(ids)*wholePassShare > total {
-		sql, args = `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text FROM ace.mtree_leaves WHERE tree_id = $1`, args[:1]
+		sql, args = `SELECT leaf_id, lo, hi, row_count, lane1::text, lane2::text, digest FROM ace.mtree_leaves WHERE tree_id = $1`, args[:1]
 	}
 	rows, err := d.txs[i].Query(ctx, sql, args...)
 	if err != nil {
@@ -129,8 +139,12 @@ func (d *differ) leavesOf(ctx context.Context, i int, parents []int, total int) 
 	}
 	out := map[int]leaf{}
 	var l leaf
-	_, err = pgx.ForEachRow(rows, []any{&l.ID, &l.Range.Lo, &l.Range.Hi, &l.sum.Count, &l.sum.Lane1, &l.sum.Lane2}, func() error {
+	var count int64
+	var lane1, lane2 *string
+	var digest []byte
+	_, err = pgx.ForEachRow(rows, []any{&l.ID, &l.Range.Lo, &l.Range.Hi, &count, &lane1, &lane2, &digest}, func() error {
 		if wanted[l.ID/fanout] {
+			l.sum = storedSummary(count, lane1, lane2, digest)
 			out[l.ID] = l
 		}
 		return nil
@@ -156,7 +170,7 @@ func (d *differ) mismatchedLeaves(perNode []map[int]leaf) ([]diff.Leaf, map[int]
 				return nil, nil, nil, d.structureError(i)
 			}
 			counts[i], nodeSums[i] = l.sum.Count, l.sum
-			same = same && l.sum == first.sum
+			same = same && l.sum == first.sum && !l.sum.Overflow
 		}
 		if !same {
 			out = append(out, diff.Leaf{Range: first.Range, Counts: counts})

@@ -51,6 +51,9 @@ func Diff(ctx context.Context, nodes []NodeLogins, opts DiffOptions, sink engine
 	d.phase("narrowing")
 	dopts := opts.Diff
 	dopts.Leaves, dopts.Keys, dopts.Sessions = leaves, keys, d.sessions
+	// A mismatched leaf holds at most twice leaf_rows once rebalanced: its rows are compared
+	// one by one at once, not hashed again in pieces first.
+	dopts.CompareUnitSize = max(dopts.CompareUnitSize, d.trees[0].LeafRows)
 	if dopts.Leaves == nil {
 		dopts.Leaves = []diff.Leaf{}
 	}
@@ -198,8 +201,9 @@ func (d *differ) loadTrees(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.sub.useLeaves(d.trees[0].LeafSummary, d.trees[0].LeafRows)
 	for i, t := range d.trees[1:] {
-		if t.LeafRows != d.trees[0].LeafRows || t.Generation != d.trees[0].Generation {
+		if t.LeafRows != d.trees[0].LeafRows || t.Generation != d.trees[0].Generation || t.LeafSummary != d.trees[0].LeafSummary {
 			return fmt.Errorf("the Merkle trees of %s on %s and %s were not built and rebalanced together (an interrupted build or diff); build the tree again with ace.mtree_build(%s)",
 				d.opts.Diff.Table, d.nodes[0].Name(), d.nodes[i+1].Name(), engine.QuoteLiteral(d.opts.Diff.Table))
 		}

@@ -3,12 +3,15 @@ package mtree
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/sourcegraph/conc/pool"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // subject is the table a tree task works on, as every node has it.
@@ -18,6 +21,102 @@ type subject struct {
 	keys   engine.KeyOrder
 	mode   engine.HashMode
 	hash   engine.RowHash
+	// leaves is how the tree summarises its leaves (set once the build chose it, or from the
+	// tree), and leafCap the most rows an ordered leaf's digest reads.
+	leaves  diff.SummaryKind
+	leafCap int64
+}
+
+// maxOrderedLeafRows bounds, in leaf_rows, the rows an ordered leaf's digest reads: a leaf's
+// encodings are concatenated in the node's memory. A leaf holding more is marked as overflowed,
+// compared row by row, and split by the next rebalance (which splits leaves past twice
+// leaf_rows), so only a node far from the others ever reaches it.
+const maxOrderedLeafRows = 64
+
+// useLeaves sets how the subject's leaves are summarised, for a tree of leafRows rows a leaf.
+func (s *subject) useLeaves(kind diff.SummaryKind, leafRows int) {
+	s.leaves, s.leafCap = kind, int64(maxOrderedLeafRows)*int64(leafRows)
+}
+
+// summaries hashes r cut at bounds (ascending, strictly inside r) into len(bounds)+1 pieces, on
+// one session, cut into parts consecutive ranges hashed at once.
+func (s *subject) summaries(ctx context.Context, session *engine.Session, r engine.Range, bounds [][]string, parts int) ([]summary, error) {
+	n := len(bounds) + 1
+	out := make([]summary, n)
+	per := (n + max(parts, 1) - 1) / max(parts, 1)
+	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
+	for first := 0; first < n; first += per {
+		last := min(first+per, n) // pieces first..last-1
+		sub := engine.Range{Lo: r.Lo, Hi: r.Hi}
+		if first > 0 {
+			sub.Lo = bounds[first-1]
+		}
+		if last < n {
+			sub.Hi = bounds[last-1]
+		}
+		p.Go(func(ctx context.Context) error {
+			if s.leaves == diff.SummaryOrdered {
+				return s.orderedSummaries(ctx, session, sub, bounds[first:last-1], out[first:last])
+			}
+			sums, err := s.splitSummaries(ctx, session, sub, bounds[first:last-1])
+			copy(out[first:last], sums)
+			return err
+		})
+	}
+	return out, p.Wait()
+}
+
+// orderedSummaries writes the ordered digests of r cut at bounds into out, in one query.
+func (s *subject) orderedSummaries(ctx context.Context, session *engine.Session, r engine.Range, bounds [][]string, out []summary) error {
+	var args []any
+	var step *engine.IntStep
+	// The step's bounds begin at Lo+W: Lo is one width below the first bound.
+	if lo, w, ok := s.arithmetic(bounds); ok && lo >= math.MinInt64+w {
+		step = &engine.IntStep{Lo: lo - w, W: w}
+	}
+	sql := engine.OrderedLeavesSQL(s.hash, s.keys, s.table.Qualified(), r, bounds, step, "true", s.leafCap, &args)
+	return session.Read(ctx, func(tx pgx.Tx) error {
+		// The estimated cost of thousands of index scans crosses jit_optimize_above_cost, and
+		// optimising the query costs more than JIT saves here (as in the table-diff's).
+		if _, err := tx.Exec(ctx, "SET LOCAL jit = off"); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return engine.WithKeys(err, fmt.Sprintf("hash range %s", r), fmt.Sprintf("hash a range of %d leaves", len(bounds)+1))
+		}
+		return s.collectOrdered(rows, out)
+	})
+}
+
+// collectOrdered reads rows of (leaf number, count, digest) into out.
+func (s *subject) collectOrdered(rows pgx.Rows, out []summary) error {
+	var n, count int64
+	var digest []byte
+	_, err := pgx.ForEachRow(rows, []any{&n, &count, &digest}, func() error {
+		if n < 0 || n >= int64(len(out)) {
+			return fmt.Errorf("a leaf numbered %d of %d", n, len(out))
+		}
+		out[n] = s.orderedSum(count, digest)
+		return nil
+	})
+	return err
+}
+
+// orderedSum is the summary of a leaf's count and ordered digest.
+func (s *subject) orderedSum(count int64, digest []byte) summary {
+	if count > s.leafCap {
+		return summary{Count: count, Overflow: true}
+	}
+	return summary{Count: count, Digest: string(digest)}
+}
+
+// emptyLeaf is the summary of no rows in the subject's leaves.
+func (s *subject) emptyLeaf() summary {
+	if s.leaves == diff.SummaryOrdered {
+		return summary{}
+	}
+	return emptySum
 }
 
 func loadSubject(ctx context.Context, nodes []NodeLogins, table string) (*subject, error) {
@@ -218,7 +317,7 @@ func piecesOf(r engine.Range, bounds [][]string) []engine.Range {
 func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, ranges []engine.Range) ([]summary, error) {
 	out := make([]summary, len(ranges))
 	for i := range out {
-		out[i] = emptySum
+		out[i] = s.emptyLeaf()
 	}
 	if len(ranges) == 0 {
 		return out, nil
@@ -237,13 +336,7 @@ func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, r
 			if err != nil {
 				return engine.WithKeys(err, fmt.Sprintf("hash ranges %s to %s", ranges[first], ranges[last]), fmt.Sprintf("hash ranges %d to %d", first+1, last+1))
 			}
-			var b int
-			var sum summary
-			_, err = pgx.ForEachRow(rows, []any{&b, &sum.Count, &sum.Lane1, &sum.Lane2}, func() error {
-				out[b] = sum
-				return nil
-			})
-			if err != nil {
+			if err := s.collectBranches(rows, out); err != nil {
 				return engine.WithKeys(err, fmt.Sprintf("hash ranges %s to %s", ranges[first], ranges[last]), fmt.Sprintf("hash ranges %d to %d", first+1, last+1))
 			}
 		}
@@ -255,10 +348,31 @@ func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, r
 // maxBranches is the most ranges one query of rangeSummaries reads: its plan grows with them.
 const maxBranches = 64
 
+// collectBranches reads the summaries of a branchesSQL query into out, by bucket.
+func (s *subject) collectBranches(rows pgx.Rows, out []summary) error {
+	if s.leaves == diff.SummaryOrdered {
+		return s.collectOrdered(rows, out)
+	}
+	var b int
+	var sum summary
+	_, err := pgx.ForEachRow(rows, []any{&b, &sum.Count, &sum.Lane1, &sum.Lane2}, func() error {
+		out[b] = sum
+		return nil
+	})
+	return err
+}
+
 // branchesSQL is the summary query of ranges, whose buckets are numbered from first.
 func (s *subject) branchesSQL(ranges []engine.Range, first int) (string, []any) {
 	var args []any
 	branches := make([]string, len(ranges))
+	if s.leaves == diff.SummaryOrdered {
+		for j, r := range ranges {
+			branches[j] = fmt.Sprintf(`SELECT %d::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, first+j,
+				engine.LeafDigestSQL(s.hash, s.hash.Source(s.table.Qualified(), s.keys.Where(r, &args)), s.leafCap))
+		}
+		return strings.Join(branches, "\nUNION ALL\n"), args
+	}
 	for j, r := range ranges {
 		src := s.hash.SourceWith(s.table.Qualified(), s.keys.Where(r, &args), fmt.Sprintf(`%d AS "?ace_leaf?"`, first+j))
 		branches[j] = strings.TrimSuffix(src, ` AS "?ace_r?"`)

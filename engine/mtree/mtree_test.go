@@ -21,11 +21,26 @@ import (
 // table's changes once a tree tracks it, and each node opened as a tree task opens it.
 type treeEnv struct {
 	*testcluster.Env
-	nodes []mtree.NodeLogins
+	nodes  []mtree.NodeLogins
+	leaves diff.SummaryKind // how its trees summarise their leaves
+}
+
+// leafKinds are the two ways a tree summarises its leaves; what holds of trees holds of both.
+var leafKinds = []diff.SummaryKind{diff.SummaryLanes, diff.SummaryOrdered}
+
+// forEachLeafKind runs test as a parallel subtest for each of leafKinds.
+func forEachLeafKind(t *testing.T, test func(t *testing.T, kind diff.SummaryKind)) {
+	for _, kind := range leafKinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			test(t, kind)
+		})
+	}
 }
 
 // treeSetup seeds public.t and starts the agents; their slots are dropped when the test ends.
-func treeSetup(t *testing.T, rows int) *treeEnv {
+// Its trees summarise their leaves as kind says.
+func treeSetup(t *testing.T, rows int, kind diff.SummaryKind) *treeEnv {
 	t.Helper()
 	e := testcluster.New(t)
 	e.SeedTable("public.t", rows)
@@ -33,7 +48,7 @@ func treeSetup(t *testing.T, rows int) *treeEnv {
 	for _, n := range e.Nodes {
 		n.StartAgent(t)
 	}
-	te := &treeEnv{Env: e}
+	te := &treeEnv{Env: e, leaves: kind}
 	te.openNodes()
 	return te
 }
@@ -50,8 +65,11 @@ func (e *treeEnv) openNodes() {
 func (e *treeEnv) build(leafRows int) *mtree.BuildResult {
 	e.T.Helper()
 	res, err := mtree.Build(e.T.Context(), e.nodes, mtree.BuildOptions{Table: "public.t", LeafRows: leafRows, TaskID: uuid.NewString(), User: "postgres",
-		TrackTimeout: time.Minute, TxWait: 30 * time.Second}, nil)
+		TrackTimeout: time.Minute, TxWait: 30 * time.Second, LeafSummary: e.leaves}, nil)
 	require.NoError(e.T, err)
+	if e.leaves != diff.SummaryAuto {
+		require.Equal(e.T, e.leaves, res.LeafSummary)
+	}
 	return res
 }
 
@@ -85,75 +103,81 @@ func keysOf(t *testing.T, sink *testcluster.DiffSink) []string {
 
 func TestBuildThenDiffFindsPlantedDrift(t *testing.T) {
 	t.Parallel()
-	e := treeSetup(t, 2000)
-	res := e.build(100)
-	require.Equal(t, 20, res.Leaves)
-	require.Equal(t, []string{"n1", "n2", "n3"}, res.Nodes)
-	require.Equal(t, map[string]int64{"n1": 2000, "n2": 2000, "n3": 2000}, res.RowsPerNode)
-	for _, n := range e.Nodes {
-		require.EqualValues(t, 20, e.count(n.Name, `SELECT count(*) FROM ace.mtree_leaves`), "leaves on %s", n.Name)
-		require.EqualValues(t, 1, e.count(n.Name, `SELECT count(*) FROM ace.mtrees WHERE table_name = 'public.t' AND status = 'ready'`))
-	}
+	forEachLeafKind(t, func(t *testing.T, kind diff.SummaryKind) {
+		e := treeSetup(t, 2000, kind)
+		res := e.build(100)
+		require.Equal(t, 20, res.Leaves)
+		require.Equal(t, []string{"n1", "n2", "n3"}, res.Nodes)
+		require.Equal(t, map[string]int64{"n1": 2000, "n2": 2000, "n3": 2000}, res.RowsPerNode)
+		for _, n := range e.Nodes {
+			require.EqualValues(t, 20, e.count(n.Name, `SELECT count(*) FROM ace.mtree_leaves`), "leaves on %s", n.Name)
+			require.EqualValues(t, 1, e.count(n.Name, `SELECT count(*) FROM ace.mtrees WHERE table_name = 'public.t' AND status = 'ready'`))
+		}
 
-	s, sink := e.diff()
-	require.Empty(t, sink.Rows)
-	require.True(t, s.InSync())
-	require.Equal(t, 20, s.Mtree.Leaves)
+		s, sink := e.diff()
+		require.Empty(t, sink.Rows)
+		require.True(t, s.InSync())
+		require.Equal(t, 20, s.Mtree.Leaves)
 
-	// Changes after the build reach the trees through the agents' streams.
-	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id = 10`)
-	e.Node("n3").Exec(t, `INSERT INTO public.t VALUES (5000, 'extra')`)
-	e.Node("n1").Exec(t, `DELETE FROM public.t WHERE id = 1500`)
-	s, sink = e.diff()
-	require.Equal(t, []string{"[10]", "[1500]", "[5000]"}, sink.Keys())
-	require.EqualValues(t, 3, s.DifferingKeys)
-	require.Equal(t, map[string]int{"n1": 1, "n2": 2, "n3": 1}, sink.ByKey()["[10]"].Versions)
-	require.Equal(t, map[string]int64{"n1": 1999, "n2": 2000, "n3": 2001}, s.RowsPerNode)
-	require.NotNil(t, s.Mtree)
-	require.Equal(t, []string{"10", "1500", "5000"}, e.DifferingKeys("public.t", "id"))
+		// Changes after the build reach the trees through the agents' streams.
+		e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id = 10`)
+		e.Node("n3").Exec(t, `INSERT INTO public.t VALUES (5000, 'extra')`)
+		e.Node("n1").Exec(t, `DELETE FROM public.t WHERE id = 1500`)
+		s, sink = e.diff()
+		require.Equal(t, []string{"[10]", "[1500]", "[5000]"}, sink.Keys())
+		require.EqualValues(t, 3, s.DifferingKeys)
+		require.Equal(t, map[string]int{"n1": 1, "n2": 2, "n3": 1}, sink.ByKey()["[10]"].Versions)
+		require.Equal(t, map[string]int64{"n1": 1999, "n2": 2000, "n3": 2001}, s.RowsPerNode)
+		require.NotNil(t, s.Mtree)
+		require.Equal(t, []string{"10", "1500", "5000"}, e.DifferingKeys("public.t", "id"))
+	})
 }
 
 func TestDiffOfTreesFindsRandomDrift(t *testing.T) {
 	t.Parallel()
-	e := treeSetup(t, 3000)
-	e.build(50)
-	for round := uint64(1); round <= 2; round++ {
-		t.Run(fmt.Sprintf("round %d", round), func(t *testing.T) {
-			e.PlantDrift(rand.New(rand.NewPCG(round, 23)), "public.t", 3000, 25)
-			_, sink := e.diff()
-			require.Equal(t, e.DifferingKeys("public.t", "id"), keysOf(t, sink))
-		})
-	}
+	forEachLeafKind(t, func(t *testing.T, kind diff.SummaryKind) {
+		e := treeSetup(t, 3000, kind)
+		e.build(50)
+		for round := uint64(1); round <= 2; round++ {
+			t.Run(fmt.Sprintf("round %d", round), func(t *testing.T) {
+				e.PlantDrift(rand.New(rand.NewPCG(round, 23)), "public.t", 3000, 25)
+				_, sink := e.diff()
+				require.Equal(t, e.DifferingKeys("public.t", "id"), keysOf(t, sink))
+			})
+		}
+	})
 }
 
 func TestCompactMovesPendingKeysOntoLeaves(t *testing.T) {
 	t.Parallel()
-	e := treeSetup(t, 1000)
-	e.build(100)
-	// Two leaves change: keys 10 and 20 share the first leaf, 550 lies in another.
-	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id IN (10, 20, 550)`)
-	require.Eventually(t, func() bool {
-		return e.count("n2", `SELECT count(*) FROM ace.mtree_pending`) == 3
-	}, time.Minute, 100*time.Millisecond, "n2's agent streams the three changed keys into mtree_pending")
+	forEachLeafKind(t, func(t *testing.T, kind diff.SummaryKind) {
+		e := treeSetup(t, 1000, kind)
+		e.build(100)
+		// Two leaves change: keys 10 and 20 share the first leaf, 550 lies in another.
+		e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id IN (10, 20, 550)`)
+		require.Eventually(t, func() bool {
+			return e.count("n2", `SELECT count(*) FROM ace.mtree_pending`) == 3
+		}, time.Minute, 100*time.Millisecond, "n2's agent streams the three changed keys into mtree_pending")
 
-	moved, err := mtree.Compact(t.Context(), e.nodes[1].Agent, 1)
-	require.NoError(t, err)
-	require.EqualValues(t, 2, moved, "one stale mark per changed leaf")
-	require.Zero(t, e.count("n2", `SELECT count(*) FROM ace.mtree_pending`))
-	require.EqualValues(t, 2, e.count("n2", `SELECT count(DISTINCT leaf_id) FROM ace.mtree_dirty`))
+		moved, err := mtree.Compact(t.Context(), e.nodes[1].Agent, 1)
+		require.NoError(t, err)
+		require.EqualValues(t, 2, moved, "one stale mark per changed leaf")
+		require.Zero(t, e.count("n2", `SELECT count(*) FROM ace.mtree_pending`))
+		require.EqualValues(t, 2, e.count("n2", `SELECT count(DISTINCT leaf_id) FROM ace.mtree_dirty`))
 
-	moved, err = mtree.Compact(t.Context(), e.nodes[1].Agent, 1)
-	require.NoError(t, err)
-	require.Zero(t, moved, "nothing is pending any more")
+		moved, err = mtree.Compact(t.Context(), e.nodes[1].Agent, 1)
+		require.NoError(t, err)
+		require.Zero(t, moved, "nothing is pending any more")
 
-	// The stale leaves are hashed again by the next diff: the changes are not lost.
-	_, sink := e.diff()
-	require.Equal(t, []string{"[10]", "[20]", "[550]"}, sink.Keys())
+		// The stale leaves are hashed again by the next diff: the changes are not lost.
+		_, sink := e.diff()
+		require.Equal(t, []string{"[10]", "[20]", "[550]"}, sink.Keys())
+	})
 }
 
 func TestTeardownRemovesTreesAndPublications(t *testing.T) {
 	t.Parallel()
-	e := treeSetup(t, 500)
+	e := treeSetup(t, 500, diff.SummaryAuto)
 	e.build(100)
 	var relid uint32
 	require.NoError(t, e.Node("n1").Pool.QueryRow(t.Context(), `SELECT 'public.t'::regclass::oid`).Scan(&relid))
@@ -189,12 +213,13 @@ func TestTeardownRemovesTreesAndPublications(t *testing.T) {
 // not cut at every leaf_rows-th key (which would need a second pass over the reference node).
 func TestBuildPlansIntegerLeavesFromTheEstimate(t *testing.T) {
 	t.Parallel()
-	e := treeSetup(t, 1500)
+	e := treeSetup(t, 1500, diff.SummaryAuto)
 	for _, n := range e.Nodes {
 		e.Node(n.Name).Exec(t, `DELETE FROM public.t WHERE id BETWEEN 501 AND 1000`)
 		e.Node(n.Name).Exec(t, `ANALYZE public.t`)
 	}
 	res := e.build(100)
+	require.Equal(t, diff.SummaryOrdered, res.LeafSummary, "analysed, and stored in key order on every node")
 	// 1000 rows over keys 1..1500: leaves 150 keys wide, cut at 151, 301, … 1351.
 	require.Equal(t, 10, res.Leaves)
 	require.Contains(t, res.PhaseSeconds, "planning")
@@ -218,31 +243,102 @@ func TestBuildPlansIntegerLeavesFromTheEstimate(t *testing.T) {
 // agree.
 func TestDiffRehashesManyScatteredLeaves(t *testing.T) {
 	t.Parallel()
-	e := treeSetup(t, 60000)
-	e.build(100) // 600 leaves
+	forEachLeafKind(t, func(t *testing.T, kind diff.SummaryKind) {
+		e := treeSetup(t, 60000, kind)
+		e.build(100) // 600 leaves
 
-	// One change: the leaves of its one differing parent are read by id.
-	e.Node("n3").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
+		// One change: the leaves of its one differing parent are read by id.
+		e.Node("n3").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
+		s, sink := e.diff()
+		require.Equal(t, []string{"[30000]"}, sink.Keys())
+		require.Equal(t, 1, s.Mtree.MismatchedLeaves)
+		e.Node("n1").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
+		e.Node("n2").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
+
+		// One row in every fourth leaf: 140 stale leaves, fewer than a quarter of the tree, so
+		// they are hashed range by range, more than one query's worth.
+		update := `UPDATE public.t SET v = 'scattered' WHERE id % 400 = 50 AND id < 56000`
+		e.Node("n2").Exec(t, update)
+		s, sink = e.diff()
+		require.Len(t, sink.Rows, 140)
+		require.Equal(t, 140, s.Mtree.MismatchedLeaves)
+		if kind == diff.SummaryLanes {
+			require.Equal(t, 140, s.Mtree.SettledLeaves, "the changed keys explain every mismatched leaf")
+		}
+		require.Equal(t, map[string]int{"n1": 1, "n2": 141, "n3": 0}, s.Mtree.LeavesRefreshed, "n2's 140 and the single change's leaf on n1 and n2")
+
+		e.Node("n1").Exec(t, update)
+		e.Node("n3").Exec(t, update)
+		s, sink = e.diff()
+		require.Empty(t, sink.Rows)
+		require.Zero(t, s.Mtree.MismatchedLeaves, "the leaves refreshed on n2 match those refreshed on n1 and n3")
+		require.True(t, s.InSync())
+	})
+}
+
+// A table stored out of key order on some node gets additive lanes: an ordered leaf is a range
+// scan of its key's index, which would read a page per row there.
+func TestBuildKeepsLanesForTablesOutOfKeyOrder(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, 3000, diff.SummaryAuto)
+	e.Node("n2").Exec(t, `CREATE TEMP TABLE s AS SELECT * FROM public.t; TRUNCATE public.t;
+		INSERT INTO public.t SELECT * FROM s ORDER BY md5(id::text)`)
+	for _, n := range e.Nodes {
+		e.Node(n.Name).Exec(t, `ANALYZE public.t`)
+	}
+	res := e.build(100)
+	require.Equal(t, diff.SummaryLanes, res.LeafSummary)
 	s, sink := e.diff()
-	require.Equal(t, []string{"[30000]"}, sink.Keys())
-	require.Equal(t, 1, s.Mtree.MismatchedLeaves)
-	e.Node("n1").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
-	e.Node("n2").Exec(t, `UPDATE public.t SET v = 'single' WHERE id = 30000`)
+	require.True(t, s.InSync())
+	require.Empty(t, sink.Rows)
+}
 
-	// One row in every fourth leaf: 140 stale leaves, fewer than a quarter of the tree, so
-	// they are hashed range by range, more than one query's worth.
-	update := `UPDATE public.t SET v = 'scattered' WHERE id % 400 = 50 AND id < 56000`
-	e.Node("n2").Exec(t, update)
-	s, sink = e.diff()
-	require.Len(t, sink.Rows, 140)
-	require.Equal(t, 140, s.Mtree.MismatchedLeaves)
-	require.Equal(t, 140, s.Mtree.SettledLeaves, "the changed keys explain every mismatched leaf")
-	require.Equal(t, map[string]int{"n1": 1, "n2": 141, "n3": 0}, s.Mtree.LeavesRefreshed, "n2's 140 and the single change's leaf on n1 and n2")
+// An ordered leaf's digest reads at most 64 × leaf_rows rows. Where a build cuts a leaf that
+// holds more on every node (equal-width leaves over a dense cluster of keys), two nodes that
+// differ only in a row past the rows read must not look alike: the leaf is marked, and its
+// rows are compared one by one.
+func TestOverflowedOrderedLeavesAreComparedRowByRow(t *testing.T) {
+	t.Parallel()
+	e := treeSetup(t, 100, diff.SummaryOrdered)
+	e.ExecAll(`INSERT INTO public.t SELECT g, 'dense ' || g FROM generate_series(1000001, 1000300) g; ANALYZE public.t`)
+	e.Node("n3").Exec(t, `UPDATE public.t SET v = 'differs' WHERE id = 1000300`)
+	e.build(2) // leaves 5002 keys wide: the cluster's 300 rows in one leaf, over its cap of 128
+	for _, n := range e.Nodes {
+		require.EqualValues(t, 1, e.count(n.Name, `SELECT count(*) FROM ace.mtree_leaves WHERE digest IS NULL AND row_count = 129`),
+			"one overflowed leaf on %s", n.Name)
+	}
+	s, sink := e.diff()
+	require.Equal(t, []string{"[1000300]"}, sink.Keys(), "%+v", *s.Mtree)
 
-	e.Node("n1").Exec(t, update)
-	e.Node("n3").Exec(t, update)
+	// Once a change there refreshes the leaf, the rebalance splits it into leaves within the cap.
+	e.ExecAll(`UPDATE public.t SET v = 'same again' WHERE id = 1000300`)
 	s, sink = e.diff()
 	require.Empty(t, sink.Rows)
-	require.Zero(t, s.Mtree.MismatchedLeaves, "the leaves refreshed on n2 match those refreshed on n1 and n3")
-	require.True(t, s.InSync())
+	require.Positive(t, s.Mtree.Splits)
+	for _, n := range e.Nodes {
+		require.Zero(t, e.count(n.Name, `SELECT count(*) FROM ace.mtree_leaves WHERE digest IS NULL`), "overflowed leaves left on %s", n.Name)
+	}
+}
+
+// Differences already there when the tree is built are in its leaves, each leaf's where its
+// keys are: the first diff finds them, with leaves planned from the keys and from the estimate.
+func TestDriftFromBeforeTheBuildIsFound(t *testing.T) {
+	t.Parallel()
+	forEachLeafKind(t, func(t *testing.T, kind diff.SummaryKind) {
+		for _, analysed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("analysed %v", analysed), func(t *testing.T) {
+				t.Parallel()
+				e := treeSetup(t, 2000, kind)
+				if analysed {
+					e.ExecAll(`ANALYZE public.t`)
+				}
+				e.Node("n3").Exec(t, `UPDATE public.t SET v = 'before the build' WHERE id = 1234`)
+				e.Node("n2").Exec(t, `DELETE FROM public.t WHERE id = 777`)
+				e.Node("n1").Exec(t, `INSERT INTO public.t VALUES (1999999, 'past the end')`)
+				e.build(100)
+				_, sink := e.diff()
+				require.Equal(t, []string{"[1234]", "[1999999]", "[777]"}, sink.Keys())
+			})
+		}
+	})
 }

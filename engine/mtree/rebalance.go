@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // nodeLeaf is one leaf as every node has it: the same range, each node's count.
@@ -218,7 +219,7 @@ func (d *differ) split(ctx context.Context, l *nodeLeaf, next int) ([]*nodeLeaf,
 		ids[j] = p.ID
 	}
 	err = d.onNodes(ctx, func(ctx context.Context, i int) error {
-		sums, err := d.sub.splitSummaries(ctx, d.sessions[i], l.Range, bounds)
+		sums, err := d.sub.summaries(ctx, d.sessions[i], l.Range, bounds, 1)
 		if err != nil {
 			return err
 		}
@@ -247,13 +248,20 @@ func replaceLeaf(ctx context.Context, tx pgx.Tx, treeID int64, old int, ids []in
 	return err
 }
 
-// merge joins two neighbouring leaves into left: the sums add up, so nothing is hashed again.
+// merge joins two neighbouring leaves into left: lanes add up, so nothing is hashed again; an
+// ordered digest is taken again over the two together.
 func (d *differ) merge(ctx context.Context, left, right *nodeLeaf) error {
+	merged := engine.Range{Lo: left.Range.Lo, Hi: right.Range.Hi}
 	return d.onNodes(ctx, func(ctx context.Context, i int) error {
 		tx, id := d.txs[i], d.trees[i].ID
-		_, err := tx.Exec(ctx, `UPDATE ace.mtree_leaves x SET hi = y.hi, row_count = x.row_count + y.row_count,
-				lane1 = x.lane1 + y.lane1, lane2 = x.lane2 + y.lane2
-			FROM ace.mtree_leaves y WHERE x.tree_id = $1 AND x.leaf_id = $2 AND y.tree_id = $1 AND y.leaf_id = $3`, id, left.ID, right.ID)
+		var err error
+		if d.sub.leaves == diff.SummaryOrdered {
+			err = d.mergeOrdered(ctx, i, left.ID, merged)
+		} else {
+			_, err = tx.Exec(ctx, `UPDATE ace.mtree_leaves x SET hi = y.hi, row_count = x.row_count + y.row_count,
+					lane1 = x.lane1 + y.lane1, lane2 = x.lane2 + y.lane2
+				FROM ace.mtree_leaves y WHERE x.tree_id = $1 AND x.leaf_id = $2 AND y.tree_id = $1 AND y.leaf_id = $3`, id, left.ID, right.ID)
+		}
 		if err != nil {
 			return fmt.Errorf("merge leaves: %w", err)
 		}
@@ -266,4 +274,16 @@ func (d *differ) merge(ctx context.Context, left, right *nodeLeaf) error {
 		_, err = tx.Exec(ctx, `DELETE FROM ace.mtree_leaves WHERE tree_id = $1 AND leaf_id = $2`, id, right.ID)
 		return err
 	})
+}
+
+// mergeOrdered makes leaf left of node i the range merged, hashed at the diff's snapshot.
+func (d *differ) mergeOrdered(ctx context.Context, i, left int, merged engine.Range) error {
+	sums, err := d.sub.rangeSummaries(ctx, d.sessions[i], []engine.Range{merged})
+	if err != nil {
+		return err
+	}
+	lane1, lane2, digest := sums[0].columns()
+	_, err = d.txs[i].Exec(ctx, `UPDATE ace.mtree_leaves SET hi = $3, row_count = $4, lane1 = $5, lane2 = $6, digest = $7
+		WHERE tree_id = $1 AND leaf_id = $2`, d.trees[i].ID, left, merged.Hi, sums[0].Count, lane1, lane2, digest)
+	return err
 }

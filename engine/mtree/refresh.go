@@ -9,6 +9,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // mapPendingSQL moves a tree's pending keys ($1 = tree id) onto the leaves that hold them, as
@@ -114,8 +115,10 @@ func treeKeyOrder(ctx context.Context, n *engine.Node, t *tree) (engine.KeyOrder
 // runs in tx, which holds the tree's lock, and returns the ids of the leaves it hashed.
 func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
 	tx, t := d.txs[i], d.trees[i]
-	if err := d.readCandidates(ctx, i); err != nil {
-		return nil, err
+	if d.sub.leaves != diff.SummaryOrdered { // only lanes settle leaves by their changed keys
+		if err := d.readCandidates(ctx, i); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := tx.Exec(ctx, mapPendingSQL(d.sub.keys), t.ID, d.snaps[i]); err != nil {
 		return nil, fmt.Errorf("assign the pending changes to leaves: %w", err)
@@ -180,14 +183,16 @@ func updateLeaves(ctx context.Context, tx pgx.Tx, treeID int64, ids []int, sums 
 		return nil
 	}
 	counts := make([]int64, len(ids))
-	lane1 := make([]string, len(ids))
-	lane2 := make([]string, len(ids))
+	lane1 := make([]*string, len(ids))
+	lane2 := make([]*string, len(ids))
+	digests := make([][]byte, len(ids))
 	for j, s := range sums {
-		counts[j], lane1[j], lane2[j] = s.Count, s.Lane1, s.Lane2
+		counts[j] = s.Count
+		lane1[j], lane2[j], digests[j] = s.columns()
 	}
-	_, err := tx.Exec(ctx, `UPDATE ace.mtree_leaves l SET row_count = v.c, lane1 = v.a, lane2 = v.b
-		FROM unnest($2::int[], $3::bigint[], $4::numeric[], $5::numeric[]) AS v(id, c, a, b)
-		WHERE l.tree_id = $1 AND l.leaf_id = ANY($2) AND l.leaf_id = v.id`, treeID, ids, counts, lane1, lane2)
+	_, err := tx.Exec(ctx, `UPDATE ace.mtree_leaves l SET row_count = v.c, lane1 = v.a, lane2 = v.b, digest = v.d
+		FROM unnest($2::int[], $3::bigint[], $4::numeric[], $5::numeric[], $6::bytea[]) AS v(id, c, a, b, d)
+		WHERE l.tree_id = $1 AND l.leaf_id = ANY($2) AND l.leaf_id = v.id`, treeID, ids, counts, lane1, lane2, digests)
 	if err != nil {
 		return fmt.Errorf("store the refreshed leaves: %w", err)
 	}
@@ -218,8 +223,8 @@ func (d *differ) parallelSummaries(ctx context.Context, i int, ranges []engine.R
 // costs less than a range scan per leaf.
 const wholePassShare = 4
 
-// rehashAll hashes every leaf of node i's tree in one pass over the table, cut into Workers
-// ranges hashed at once, and returns the leaf ids with their summaries.
+// rehashAll hashes every leaf of node i's tree in one pass over the table (ordered leaves cut
+// into Workers ranges hashed at once), and returns the leaf ids with their summaries.
 func (d *differ) rehashAll(ctx context.Context, i int) ([]int, []summary, error) {
 	k := d.sub.keys
 	rows, err := d.txs[i].Query(ctx, fmt.Sprintf(`SELECT leaf_id, lo FROM ace.mtree_leaves WHERE tree_id = $1 ORDER BY lo IS NOT NULL, %s`,
@@ -244,24 +249,7 @@ func (d *differ) rehashAll(ctx context.Context, i int) ([]int, []summary, error)
 	if len(bounds) != len(ids)-1 {
 		return nil, nil, fmt.Errorf("the tree's leaves do not cover the key space (%d leaves, %d lower bounds); build it again", len(ids), len(bounds))
 	}
-	sums := make([]summary, len(ids))
 	parts := max(1, min(d.opts.Diff.Workers, len(ids)/refreshChunk))
-	per := (len(ids) + parts - 1) / parts
-	p := pool.New().WithErrors().WithContext(ctx).WithCancelOnError()
-	for first := 0; first < len(ids); first += per {
-		last := min(first+per, len(ids)) // leaves first..last-1
-		r := engine.Range{}
-		if first > 0 {
-			r.Lo = bounds[first-1]
-		}
-		if last < len(ids) {
-			r.Hi = bounds[last-1]
-		}
-		p.Go(func(ctx context.Context) error {
-			part, err := d.sub.splitSummaries(ctx, d.sessions[i], r, bounds[first:last-1])
-			copy(sums[first:last], part)
-			return err
-		})
-	}
-	return ids, sums, p.Wait()
+	sums, err := d.sub.summaries(ctx, d.sessions[i], engine.Range{}, bounds, parts)
+	return ids, sums, err
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ace-agent/ace-agent/engine"
+	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // NodeLogins is one node as a tree task sees it: the submitter's login reads the table, the
@@ -94,6 +95,7 @@ type tree struct {
 	CollateC    []bool
 	HashMode    engine.HashMode
 	HashVersion int
+	LeafSummary diff.SummaryKind
 	Status      string
 	TrackingLSN *string
 	NextLeafID  int
@@ -102,7 +104,7 @@ type tree struct {
 }
 
 const treeColumns = `tree_id, table_name, publication, leaf_rows, key_columns, key_collate_c, hash_mode, hash_version,
-	status, tracking_lsn::text, next_leaf_id, generation, error`
+	leaf_summary, status, tracking_lsn::text, next_leaf_id, generation, error`
 
 var errNoTree = errors.New("no Merkle tree")
 
@@ -114,7 +116,7 @@ func loadTree(ctx context.Context, q engine.Querier, table string, lock bool) (*
 	}
 	var t tree
 	err := q.QueryRow(ctx, sql, table).Scan(&t.ID, &t.Table, &t.Publication, &t.LeafRows, &t.KeyColumns, &t.CollateC,
-		&t.HashMode, &t.HashVersion, &t.Status, &t.TrackingLSN, &t.NextLeafID, &t.Generation, &t.Error)
+		&t.HashMode, &t.HashVersion, &t.LeafSummary, &t.Status, &t.TrackingLSN, &t.NextLeafID, &t.Generation, &t.Error)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, errNoTree
 	}
@@ -128,23 +130,54 @@ type leaf struct {
 	sum   summary
 }
 
-// summary is a range's row count and lane sums (exact numerics, as text).
+// summary is a leaf's (or a range's) row count and, as its tree's leaf summary says, the sums
+// of its rows' lanes (exact numerics, as text) or its ordered digest (raw bytes; empty for no
+// rows). Overflow marks an ordered leaf that held more rows than a digest reads: its digest
+// stands for only some of them, so it never compares equal.
 type summary struct {
 	Count        int64
 	Lane1, Lane2 string
+	Digest       string
+	Overflow     bool
 }
 
-// emptySum is the summary of no rows.
+// emptySum is the lanes summary of no rows; the ordered one is the zero summary.
 var emptySum = summary{Lane1: "0", Lane2: "0"}
+
+// columns are the summary as ace.mtree_leaves stores it: the lanes of a lanes summary, the
+// digest of an ordered one (NULL when it overflowed), NULL for the other.
+func (s summary) columns() (lane1, lane2 *string, digest []byte) {
+	switch {
+	case s.Lane1 != "":
+		return &s.Lane1, &s.Lane2, nil
+	case s.Overflow:
+		return nil, nil, nil
+	default:
+		return nil, nil, append([]byte{}, s.Digest...)
+	}
+}
+
+// storedSummary is a summary as columns stored it: lanes as text, or the digest.
+func storedSummary(count int64, lane1, lane2 *string, digest []byte) summary {
+	switch {
+	case lane1 != nil && lane2 != nil:
+		return summary{Count: count, Lane1: *lane1, Lane2: *lane2}
+	case digest == nil:
+		return summary{Count: count, Overflow: true}
+	default:
+		return summary{Count: count, Digest: string(digest)}
+	}
+}
 
 // copyLeaves writes leaves of tree id with COPY.
 func copyLeaves(ctx context.Context, tx pgx.Tx, id int64, leaves []leaf) error {
 	rows := make([][]any, len(leaves))
 	for i, l := range leaves {
-		rows[i] = []any{id, l.ID, l.Range.Lo, l.Range.Hi, l.sum.Count, l.sum.Lane1, l.sum.Lane2}
+		lane1, lane2, digest := l.sum.columns()
+		rows[i] = []any{id, l.ID, l.Range.Lo, l.Range.Hi, l.sum.Count, lane1, lane2, digest}
 	}
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"ace", "mtree_leaves"},
-		[]string{"tree_id", "leaf_id", "lo", "hi", "row_count", "lane1", "lane2"}, pgx.CopyFromRows(rows))
+		[]string{"tree_id", "leaf_id", "lo", "hi", "row_count", "lane1", "lane2", "digest"}, pgx.CopyFromRows(rows))
 	return err
 }
 
