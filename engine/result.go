@@ -144,6 +144,7 @@ type DiffSummary struct {
 type MtreeStats struct {
 	Leaves           int               `json:"leaves"`
 	LeafRows         int               `json:"leaf_rows"`
+	LeafSummary      string            `json:"leaf_summary"`     // "ordered" digests or additive "lanes"
 	LeavesRefreshed  map[string]int    `json:"leaves_refreshed"` // per node: stale leaves hashed again
 	MismatchedLeaves int               `json:"mismatched_leaves"`
 	SettledLeaves    int               `json:"settled_by_changed_keys"` // mismatched leaves whose changed keys explained them

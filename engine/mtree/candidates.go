@@ -16,9 +16,14 @@ import (
 
 // candidates are the keys the change streams delivered for the leaves a diff refreshed: where
 // a refreshed leaf differs, its difference is most likely among them. They are only a
-// shortcut: a leaf of lanes is settled by its candidates alone when, on every node, its summary
-// less its candidates' rows is the same, so no other row of it can differ; otherwise (and for
-// every leaf of ordered digests) it is compared row by row as a table-diff would.
+// shortcut: a leaf is settled by its candidates alone when no other row of it can differ,
+// because
+//   - its summaries agreed on every node before the refresh, and every change to it since came
+//     with its key (agreedBefore): then the rows that are not candidates are as they were, and
+//     alike; or
+//   - its lanes, less its candidates' rows, are the same on every node (residualsAgree).
+//
+// Otherwise it is compared row by row, as a table-diff would.
 type candidates struct {
 	mu   sync.Mutex
 	keys map[string][]string // by engine.KeyString
@@ -60,6 +65,57 @@ func (d *differ) readCandidates(ctx context.Context, i int) error {
 	return nil
 }
 
+// leafHistory is what a node's refresh knew of its leaves before it hashed them again.
+type leafHistory struct {
+	before  map[int]summary // the stale leaves' summaries as they were stored
+	unknown map[int]bool    // leaves changed by transactions whose keys are no longer known
+	all     bool            // every leaf was: a TRUNCATE, or a key the stream could not show
+}
+
+// readUnknownChanges reads, before the refresh maps the pending keys onto leaves, which leaves
+// of node i hold changes whose keys are gone: the stale marks already there (the keys of a
+// compaction, or of a transaction an earlier refresh could not see yet), and whether a change
+// without a key (a TRUNCATE) stales them all.
+func (d *differ) readUnknownChanges(ctx context.Context, i int) error {
+	var ids []int
+	h := &d.history[i]
+	err := d.txs[i].QueryRow(ctx, `SELECT ARRAY(SELECT DISTINCT x.leaf_id FROM ace.mtree_dirty x WHERE x.tree_id = $1),
+			EXISTS (SELECT FROM ace.mtree_pending p WHERE p.tree_id = $1 AND p.key IS NULL)`, d.trees[i].ID).Scan(&ids, &h.all)
+	if err != nil {
+		return fmt.Errorf("read the leaves changed by unknown keys: %w", err)
+	}
+	h.unknown = make(map[int]bool, len(ids))
+	for _, id := range ids {
+		h.unknown[id] = true
+	}
+	return nil
+}
+
+// agreedBefore reports whether leaf id was the same on every node before this diff's refresh,
+// every change to it since having come with its key: its summaries then, not overflowed, were
+// equal, and its range is still what it was. current is each node's summary now, which for a
+// node that did not refresh the leaf is also what it was.
+func (d *differ) agreedBefore(id int, current []summary) bool {
+	if d.reshaped[id] {
+		return false
+	}
+	var first summary
+	for i, h := range d.history {
+		if h.all || h.unknown[id] {
+			return false
+		}
+		s, ok := h.before[id]
+		if !ok {
+			s = current[i]
+		}
+		if s.Overflow || (i > 0 && s != first) {
+			return false
+		}
+		first = s
+	}
+	return true
+}
+
 // keysByLeaf assigns keys to the leaves among ids that hold them (the leaves are the same on
 // every node, so node 0's are asked); keys in none of them are left out. Only those leaves'
 // bounds are searched, so the cost follows the mismatched leaves, not the tree: a key is in the
@@ -97,33 +153,45 @@ func (d *differ) keysByLeaf(ctx context.Context, keys [][]string, ids []int) (ma
 }
 
 // settle splits the mismatched leaves into those their candidates explain, whose candidate
-// keys are returned to be compared one by one, and those to narrow down.
+// keys are returned to be compared one by one, and those to compare row by row.
 func (d *differ) settle(ctx context.Context, mismatched []diff.Leaf, sums map[int][]summary, ids []int) ([]diff.Leaf, [][]string, error) {
-	// An ordered digest less some rows is no digest of the others: such leaves are compared
-	// row by row (they are small).
-	if len(d.cands.keys) == 0 || len(mismatched) == 0 || d.sub.leaves == diff.SummaryOrdered {
+	if len(d.cands.keys) == 0 || len(mismatched) == 0 {
 		return mismatched, nil, nil
 	}
 	byLeaf, err := d.keysByLeaf(ctx, d.cands.all(), ids)
 	if err != nil {
 		return nil, nil, err
 	}
-	var keys [][]string
-	for j := range mismatched {
-		keys = append(keys, byLeaf[ids[j]]...)
+	var narrow, rest []diff.Leaf
+	var restIDs []int
+	var settled [][]string
+	for j, l := range mismatched {
+		cands := byLeaf[ids[j]]
+		switch {
+		case len(cands) == 0:
+			narrow = append(narrow, l)
+		case d.agreedBefore(ids[j], sums[ids[j]]):
+			settled = append(settled, cands...)
+		case d.sub.leaves == diff.SummaryLanes:
+			rest, restIDs = append(rest, l), append(restIDs, ids[j])
+		default: // an ordered digest less some rows is no digest of the others
+			narrow = append(narrow, l)
+		}
 	}
-	if len(keys) == 0 {
-		return mismatched, nil, nil
+	if len(rest) == 0 {
+		return narrow, settled, nil
+	}
+	var keys [][]string
+	for _, id := range restIDs {
+		keys = append(keys, byLeaf[id]...)
 	}
 	digests, err := d.candidateDigests(ctx, keys)
 	if err != nil {
 		return nil, nil, err
 	}
-	var narrow []diff.Leaf
-	var settled [][]string
-	for j, l := range mismatched {
-		cands := byLeaf[ids[j]]
-		if len(cands) > 0 && residualsAgree(sums[ids[j]], cands, digests) {
+	for j, l := range rest {
+		cands := byLeaf[restIDs[j]]
+		if residualsAgree(sums[restIDs[j]], cands, digests) {
 			settled = append(settled, cands...)
 			continue
 		}

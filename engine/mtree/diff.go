@@ -87,7 +87,9 @@ type differ struct {
 	sessions []*engine.Session
 	snaps    []string
 	cands    candidates
-	mark     time.Time // when the phase being timed began
+	history  []leafHistory // per node: what its refresh knew of its leaves before it hashed them
+	reshaped map[int]bool  // leaves this diff's rebalance split or merged
+	mark     time.Time     // when the phase being timed began
 }
 
 // leafCount is how many leaves node i's tree has, counted up to limit: a caller that only
@@ -135,6 +137,7 @@ func (d *differ) treeDiff(ctx context.Context) ([]diff.Leaf, [][]string, []int64
 	d.lap("lock")
 	d.phase("refreshing stale leaves")
 	refreshed := make([][]int, len(d.nodes))
+	d.history = make([]leafHistory, len(d.nodes))
 	err = d.onNodes(ctx, func(ctx context.Context, i int) error {
 		ids, err := d.refreshNode(ctx, i)
 		refreshed[i] = ids
@@ -202,6 +205,7 @@ func (d *differ) loadTrees(ctx context.Context) error {
 		return err
 	}
 	d.sub.useLeaves(d.trees[0].LeafSummary, d.trees[0].LeafRows)
+	d.stats.LeafSummary = string(d.trees[0].LeafSummary)
 	for i, t := range d.trees[1:] {
 		if t.LeafRows != d.trees[0].LeafRows || t.Generation != d.trees[0].Generation || t.LeafSummary != d.trees[0].LeafSummary {
 			return fmt.Errorf("the Merkle trees of %s on %s and %s were not built and rebalanced together (an interrupted build or diff); build the tree again with ace.mtree_build(%s)",

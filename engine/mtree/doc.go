@@ -7,10 +7,15 @@
 // its functions too (streams.go). It sends no notification: a task tells the node's agent what
 // it did through the NodeLogins' WakeFunc, which the agent provides.
 //
-// A tree's leaves are key ranges, the same on every node: each holds the node's row count there
-// and the exact sums of two 64-bit lanes of its rows' digests, the row hash of table-diff
-// (engine.RowHash), so trees and diffs share one encoding and one hash version. Parents are
-// never stored: they are sums of leaves, added with their counts, never XORed.
+// A tree's leaves are key ranges, the same on every node, each holding the node's row count
+// there and a summary of its rows, made as a table-diff makes its own (engine.RowHash), so trees
+// and diffs share one encoding and one hash version. The build chooses the summary once for the
+// tree (diff.OrderedKeyRanges): where every node stores the table in about key order, one
+// SHA-256 over the leaf's row encodings in byte order (engine.LeafDigestSQL), about half the
+// hashing of a build; otherwise the exact sums of two 64-bit lanes of the rows' digests, which
+// add up, so that a leaf that differs can be settled by its changed keys alone. Parents are never
+// stored: they are sums of leaves (lanes added with their counts, never XORed), or a SHA-256 of
+// their leaves' ids, counts and digests.
 //
 // Each node's agent streams its node's changes (package cdc) into ace.mtree_pending; nothing
 // here reads the stream. A diff first waits until every node's stream has delivered everything

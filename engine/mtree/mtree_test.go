@@ -342,3 +342,43 @@ func TestDriftFromBeforeTheBuildIsFound(t *testing.T) {
 		}
 	})
 }
+
+// A mismatched leaf is settled by its changed keys alone only when nothing else in it can
+// differ. Each case would hide a difference if it were settled by the keys the streams brought.
+func TestChangedKeysSettleOnlyLeavesTheyExplain(t *testing.T) {
+	t.Parallel()
+	forEachLeafKind(t, func(t *testing.T, kind diff.SummaryKind) {
+		e := treeSetup(t, 2000, kind)
+		e.build(100)
+
+		// The leaves agreed, and the change came with its key.
+		e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id = 10`)
+		s, sink := e.diff()
+		require.Equal(t, []string{"[10]"}, sink.Keys())
+		require.Equal(t, 1, s.Mtree.SettledLeaves)
+
+		t.Run("a difference already there", func(t *testing.T) {
+			e.Node("n2").Exec(t, `UPDATE public.t SET v = 'changed' WHERE id = 15`)
+			s, sink := e.diff()
+			require.Equal(t, []string{"[10]", "[15]"}, sink.Keys())
+			require.Zero(t, s.Mtree.SettledLeaves)
+		})
+		t.Run("keys a compaction folded into stale marks", func(t *testing.T) {
+			e.Node("n3").Exec(t, `UPDATE public.t SET v = 'compacted' WHERE id = 510`)
+			require.Eventually(t, func() bool {
+				moved, err := mtree.Compact(t.Context(), e.nodes[2].Agent, 1)
+				require.NoError(t, err)
+				return moved > 0
+			}, time.Minute, 50*time.Millisecond, "n3's change reaches a stale mark")
+			e.Node("n3").Exec(t, `UPDATE public.t SET v = 'streamed' WHERE id = 520`)
+			_, sink := e.diff()
+			require.Equal(t, []string{"[10]", "[15]", "[510]", "[520]"}, sink.Keys())
+		})
+		t.Run("a TRUNCATE", func(t *testing.T) {
+			e.Node("n1").Exec(t, `CREATE TEMP TABLE s AS SELECT * FROM public.t; TRUNCATE public.t;
+				INSERT INTO public.t SELECT * FROM s WHERE id <> 800`)
+			_, sink := e.diff()
+			require.Equal(t, []string{"[10]", "[15]", "[510]", "[520]", "[800]"}, sink.Keys())
+		})
+	})
+}

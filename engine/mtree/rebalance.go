@@ -81,6 +81,10 @@ func (d *differ) rebalance(ctx context.Context, refreshed [][]int) error {
 			}
 			changed = true
 			d.stats.Splits++
+			d.markReshaped(l.ID)
+			for _, p := range pieces {
+				d.markReshaped(p.ID)
+			}
 			for _, p := range pieces {
 				leaves[p.ID] = p
 			}
@@ -95,6 +99,8 @@ func (d *differ) rebalance(ctx context.Context, refreshed [][]int) error {
 			}
 			used[left.ID], used[right.ID], changed = true, true, true
 			d.stats.Merges++
+			d.markReshaped(left.ID)
+			d.markReshaped(right.ID)
 		}
 	}
 	if !changed {
@@ -105,6 +111,15 @@ func (d *differ) rebalance(ctx context.Context, refreshed [][]int) error {
 			d.trees[i].ID, next)
 		return err
 	})
+}
+
+// markReshaped records that leaf id's range changed in this diff: what its summaries were
+// before says nothing of it now.
+func (d *differ) markReshaped(id int) {
+	if d.reshaped == nil {
+		d.reshaped = map[int]bool{}
+	}
+	d.reshaped[id] = true
 }
 
 // outOfBounds returns the leaves among ids that hold more than twice limit rows, or fewer than

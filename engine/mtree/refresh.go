@@ -9,7 +9,6 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/ace-agent/ace-agent/engine"
-	"github.com/ace-agent/ace-agent/engine/diff"
 )
 
 // mapPendingSQL moves a tree's pending keys ($1 = tree id) onto the leaves that hold them, as
@@ -115,10 +114,11 @@ func treeKeyOrder(ctx context.Context, n *engine.Node, t *tree) (engine.KeyOrder
 // runs in tx, which holds the tree's lock, and returns the ids of the leaves it hashed.
 func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
 	tx, t := d.txs[i], d.trees[i]
-	if d.sub.leaves != diff.SummaryOrdered { // only lanes settle leaves by their changed keys
-		if err := d.readCandidates(ctx, i); err != nil {
-			return nil, err
-		}
+	if err := d.readCandidates(ctx, i); err != nil {
+		return nil, err
+	}
+	if err := d.readUnknownChanges(ctx, i); err != nil {
+		return nil, err
 	}
 	if _, err := tx.Exec(ctx, mapPendingSQL(d.sub.keys), t.ID, d.snaps[i]); err != nil {
 		return nil, fmt.Errorf("assign the pending changes to leaves: %w", err)
@@ -126,20 +126,24 @@ func (d *differ) refreshNode(ctx context.Context, i int) ([]int, error) {
 	// The dirty ids are collected first (an init plan), so the leaves are read by their key
 	// whatever the planner believes of a tree just built: joined, a nested loop over every leaf
 	// once cost a second at 40,000 leaves.
-	rows, err := tx.Query(ctx, `SELECT l.leaf_id, l.lo, l.hi FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.leaf_id = ANY(ARRAY(
+	// Their summaries as stored are what the leaves were before the changes now applied.
+	rows, err := tx.Query(ctx, `SELECT l.leaf_id, l.lo, l.hi, l.row_count, l.lane1::text, l.lane2::text, l.digest
+		FROM ace.mtree_leaves l WHERE l.tree_id = $1 AND l.leaf_id = ANY(ARRAY(
 		SELECT x.leaf_id FROM ace.mtree_dirty x WHERE x.tree_id = $1 AND pg_visible_in_snapshot(x.xid, $2::pg_snapshot)))
 		ORDER BY l.leaf_id`, t.ID, d.snaps[i])
 	if err != nil {
 		return nil, fmt.Errorf("find the stale leaves: %w", err)
 	}
-	stale, err := pgx.CollectRows(rows, scanLeafRange)
+	stale, err := pgx.CollectRows(rows, scanStoredLeaf)
 	if err != nil {
 		return nil, fmt.Errorf("find the stale leaves: %w", err)
 	}
 	ranges := make([]engine.Range, len(stale))
 	ids := make([]int, len(stale))
+	d.history[i].before = make(map[int]summary, len(stale))
 	for j, l := range stale {
 		ranges[j], ids[j] = l.Range, l.ID
+		d.history[i].before[l.ID] = l.sum
 	}
 	ids, sums, err := d.hashStale(ctx, i, ids, ranges)
 	if err != nil {
@@ -173,9 +177,14 @@ func (d *differ) hashStale(ctx context.Context, i int, ids []int, ranges []engin
 	return ids, sums, err
 }
 
-func scanLeafRange(r pgx.CollectableRow) (leaf, error) {
+func scanStoredLeaf(r pgx.CollectableRow) (leaf, error) {
 	var l leaf
-	return l, r.Scan(&l.ID, &l.Range.Lo, &l.Range.Hi)
+	var count int64
+	var lane1, lane2 *string
+	var digest []byte
+	err := r.Scan(&l.ID, &l.Range.Lo, &l.Range.Hi, &count, &lane1, &lane2, &digest)
+	l.sum = storedSummary(count, lane1, lane2, digest)
+	return l, err
 }
 
 func updateLeaves(ctx context.Context, tx pgx.Tx, treeID int64, ids []int, sums []summary) error {
