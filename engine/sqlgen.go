@@ -302,27 +302,53 @@ func (k KeyOrder) Indexable() bool {
 // j+1, and the last key starts no leaf. where selects the rows of the current leaf, for a
 // LATERAL subquery: a range the key's index serves.
 func (k KeyOrder) LeafBounds(n int) (from, where string) {
-	var arrays, names, leads, lo, hi []string
+	var arrays, names, leads []string
+	for i := range k.cols {
+		arrays = append(arrays, k.paramArray(i, n+i))
+		names = append(names, fmt.Sprintf(`"?ace_lo%d?"`, i))
+		leads = append(leads, fmt.Sprintf(`lead("?ace_lo%d?") OVER (ORDER BY "?ace_k?") AS "?ace_hi%d?"`, i, i))
+	}
+	from = fmt.Sprintf(`(SELECT * FROM (SELECT *, %s FROM unnest(%s) WITH ORDINALITY AS "?ace_u?"(%s, "?ace_k?")) "?ace_b?"
+		WHERE "?ace_hi0?" IS NOT NULL) AS "?ace_l?"`, strings.Join(leads, ", "), strings.Join(arrays, ", "), strings.Join(names, ", "))
+	return from, k.boundsWhere()
+}
+
+// RangeList is a FROM item, "?ace_l?", of closed ranges given as one text[] of lower bounds per
+// key column from $n, then one text[] of upper bounds per key column: range j ("?ace_k?", from
+// 1) runs from lower bound j up to upper bound j. where selects the rows of the current range,
+// for a LATERAL subquery: a range the key's index serves. One query plans one index scan for
+// any number of ranges, where a UNION of one branch a range is planned branch by branch.
+func (k KeyOrder) RangeList(n int) (from, where string) {
+	var arrays, names []string
+	for _, end := range []string{"lo", "hi"} {
+		for i := range k.cols {
+			arrays = append(arrays, k.paramArray(i, n+len(arrays)))
+			names = append(names, fmt.Sprintf(`"?ace_%s%d?"`, end, i))
+		}
+	}
+	from = fmt.Sprintf(`unnest(%s) WITH ORDINALITY AS "?ace_l?"(%s, "?ace_k?")`, strings.Join(arrays, ", "), strings.Join(names, ", "))
+	return from, k.boundsWhere()
+}
+
+// boundsWhere selects the rows from "?ace_l?"'s lower bound ("?ace_lo0?"…) up to its upper bound
+// ("?ace_hi0?"…), compared as the key's order compares them.
+func (k KeyOrder) boundsWhere() string {
+	var lo, hi []string
 	for i := range k.cols {
 		collate := k.collate[i]
 		if !k.native[i] {
 			collate = ` COLLATE "C"`
 		}
-		arrays = append(arrays, k.paramArray(i, n+i))
-		names = append(names, fmt.Sprintf(`"?ace_lo%d?"`, i))
-		leads = append(leads, fmt.Sprintf(`lead("?ace_lo%d?") OVER (ORDER BY "?ace_k?") AS "?ace_hi%d?"`, i, i))
 		lo = append(lo, fmt.Sprintf(`"?ace_l?"."?ace_lo%d?"%s`, i, collate))
 		hi = append(hi, fmt.Sprintf(`"?ace_l?"."?ace_hi%d?"%s`, i, collate))
 	}
-	from = fmt.Sprintf(`(SELECT * FROM (SELECT *, %s FROM unnest(%s) WITH ORDINALITY AS "?ace_u?"(%s, "?ace_k?")) "?ace_b?"
-		WHERE "?ace_hi0?" IS NOT NULL) AS "?ace_l?"`, strings.Join(leads, ", "), strings.Join(arrays, ", "), strings.Join(names, ", "))
 	row := func(parts []string) string {
 		if len(parts) == 1 {
 			return parts[0]
 		}
 		return "ROW(" + strings.Join(parts, ", ") + ")"
 	}
-	return from, k.KeyExpr() + " >= " + row(lo) + " AND " + k.KeyExpr() + " < " + row(hi)
+	return k.KeyExpr() + " >= " + row(lo) + " AND " + k.KeyExpr() + " < " + row(hi)
 }
 
 // Columns is the key's columns, in key order.

@@ -75,6 +75,13 @@ func (s *subject) orderedSummaries(ctx context.Context, session *engine.Session,
 		step = &engine.IntStep{Lo: lo - w, W: w}
 	}
 	sql := engine.OrderedLeavesSQL(s.hash, s.keys, s.table.Qualified(), r, bounds, step, "true", s.leafCap, &args)
+	err := s.readOrdered(ctx, session, sql, args, out)
+	return engine.WithKeys(err, fmt.Sprintf("hash range %s", r), fmt.Sprintf("hash a range of %d leaves", len(bounds)+1))
+}
+
+// readOrdered runs a query of (leaf number, count, ordered digest) rows on the session, and
+// writes them into out.
+func (s *subject) readOrdered(ctx context.Context, session *engine.Session, sql string, args []any, out []summary) error {
 	return session.Read(ctx, func(tx pgx.Tx) error {
 		// The estimated cost of thousands of index scans crosses jit_optimize_above_cost, and
 		// optimising the query costs more than JIT saves here (as in the table-diff's).
@@ -83,7 +90,7 @@ func (s *subject) orderedSummaries(ctx context.Context, session *engine.Session,
 		}
 		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
-			return engine.WithKeys(err, fmt.Sprintf("hash range %s", r), fmt.Sprintf("hash a range of %d leaves", len(bounds)+1))
+			return err
 		}
 		return s.collectOrdered(rows, out)
 	})
@@ -309,11 +316,12 @@ func piecesOf(r engine.Range, bounds [][]string) []engine.Range {
 	return out
 }
 
-// rangeSummaries reads the summaries of ranges from a session, up to maxBranches ranges a query
-// and every query in one batch: one branch per range, each reading its range by the key's index
-// and naming its bucket, so that a query is planned and run once for many ranges instead of once
-// per range. A refresh after a few scattered changes hashes many small leaves, and then the plan
-// and start-up of a query per leaf cost more than hashing its rows.
+// rangeSummaries reads the summaries of ranges from a session: ordered digests in one query
+// (orderedRanges); lanes up to maxBranches ranges a query and every query in one batch, one
+// branch per range, each reading its range by the key's index and naming its bucket. Either way
+// a query is planned and run once for many ranges instead of once per range: a refresh after a
+// few scattered changes hashes many small leaves, and then the plan and start-up of a query per
+// leaf cost more than hashing its rows.
 func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, ranges []engine.Range) ([]summary, error) {
 	out := make([]summary, len(ranges))
 	for i := range out {
@@ -321,6 +329,9 @@ func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, r
 	}
 	if len(ranges) == 0 {
 		return out, nil
+	}
+	if s.leaves == diff.SummaryOrdered {
+		return out, s.orderedRanges(ctx, session, ranges, out)
 	}
 	batch := &pgx.Batch{}
 	for first := 0; first < len(ranges); first += maxBranches {
@@ -348,11 +359,35 @@ func (s *subject) rangeSummaries(ctx context.Context, session *engine.Session, r
 // maxBranches is the most ranges one query of rangeSummaries reads: its plan grows with them.
 const maxBranches = 64
 
+// orderedRanges writes the ordered digests of ranges into out, in one query: the closed ranges
+// as a LATERAL over their list (engine.KeyOrder.RangeList), each open one (the first or the
+// last leaf) on its own.
+func (s *subject) orderedRanges(ctx context.Context, session *engine.Session, ranges []engine.Range, out []summary) error {
+	var args []any
+	var parts []string
+	var los, his [][]string
+	var closed []int64
+	for j, r := range ranges {
+		if r.Lo != nil && r.Hi != nil {
+			los, his, closed = append(los, r.Lo), append(his, r.Hi), append(closed, int64(j))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf(`SELECT %d::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, j,
+			engine.LeafDigestSQL(s.hash, s.hash.Source(s.table.Qualified(), s.keys.Where(r, &args)), s.leafCap)))
+	}
+	if len(closed) > 0 {
+		from, where := s.keys.RangeList(len(args) + 1)
+		args = engine.AppendKeyArrays(engine.AppendKeyArrays(args, los, s.keys.Len()), his, s.keys.Len())
+		args = append(args, closed)
+		parts = append(parts, fmt.Sprintf(`SELECT ($%d::int8[])["?ace_l?"."?ace_k?"], "?ace_x?".* FROM %s, LATERAL (%s) "?ace_x?"`,
+			len(args), from, engine.LeafDigestSQL(s.hash, s.hash.Source(s.table.Qualified(), where), s.leafCap)))
+	}
+	err := s.readOrdered(ctx, session, strings.Join(parts, "\nUNION ALL\n"), args, out)
+	return engine.WithKeys(err, fmt.Sprintf("hash %d ranges from %s", len(ranges), ranges[0]), fmt.Sprintf("hash %d ranges", len(ranges)))
+}
+
 // collectBranches reads the summaries of a branchesSQL query into out, by bucket.
 func (s *subject) collectBranches(rows pgx.Rows, out []summary) error {
-	if s.leaves == diff.SummaryOrdered {
-		return s.collectOrdered(rows, out)
-	}
 	var b int
 	var sum summary
 	_, err := pgx.ForEachRow(rows, []any{&b, &sum.Count, &sum.Lane1, &sum.Lane2}, func() error {
@@ -366,13 +401,6 @@ func (s *subject) collectBranches(rows pgx.Rows, out []summary) error {
 func (s *subject) branchesSQL(ranges []engine.Range, first int) (string, []any) {
 	var args []any
 	branches := make([]string, len(ranges))
-	if s.leaves == diff.SummaryOrdered {
-		for j, r := range ranges {
-			branches[j] = fmt.Sprintf(`SELECT %d::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, first+j,
-				engine.LeafDigestSQL(s.hash, s.hash.Source(s.table.Qualified(), s.keys.Where(r, &args)), s.leafCap))
-		}
-		return strings.Join(branches, "\nUNION ALL\n"), args
-	}
 	for j, r := range ranges {
 		src := s.hash.SourceWith(s.table.Qualified(), s.keys.Where(r, &args), fmt.Sprintf(`%d AS "?ace_leaf?"`, first+j))
 		branches[j] = strings.TrimSuffix(src, ` AS "?ace_r?"`)
