@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -215,4 +216,67 @@ func TestConcurrentTreeDiffsComplete(t *testing.T) {
 	for _, n := range e.Nodes {
 		require.LessOrEqual(t, len(treeSessions(t, n)), len(tables)*3, "at most one pool of 3 connections per diff run at once on %s", n.Name)
 	}
+}
+
+// BenchmarkTreeDiffSessions times a tree diff after an update on a secure cluster (TLS, and
+// the agent's certificate), with the agent's own sessions kept between diffs and, as before
+// they were, opened by every diff. The two alternate, so that they share the machine's load;
+// the metrics are the medians of each, from the claim to the end ("run") and outside the engine
+// ("around").
+func BenchmarkTreeDiffSessions(b *testing.B) {
+	e := testcluster.NewSecure(b)
+	alice := e.AddSubmitter("alice", true)
+	e.ExecAll(fmt.Sprintf(`GRANT CREATE ON SCHEMA public TO %s; GRANT CREATE ON DATABASE %s TO %[1]s`, alice, e.DB))
+	e.DropSlotsAtEnd()
+	n1 := e.Node("n1")
+	a := n1.StartAgent(b)
+	for _, n := range e.Nodes[1:] {
+		n.StartAgent(b)
+	}
+	for _, n := range e.Nodes {
+		_, err := n.ConnectAs(b, alice).Exec(context.Background(), `CREATE TABLE t (id int PRIMARY KEY, v text);
+			INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 10000) g`)
+		require.NoError(b, err)
+	}
+	submitter := n1.ConnectAs(b, alice)
+	run := func(sql string) sqlapi.Task {
+		var id uuid.UUID
+		require.NoError(b, submitter.QueryRow(context.Background(), sql).Scan(&id))
+		task := n1.Wait(b, id)
+		require.Equal(b, sqlapi.StatusCompleted, task.Status, "%s: %v", sql, task.Error)
+		return task
+	}
+	run(`SELECT ace.mtree_build('public.t')`)
+	runs := map[bool][]float64{}
+	arounds := map[bool][]float64{}
+	b.ResetTimer()
+	for i := range b.N {
+		// In fours: a diff that keeps its sessions, one that runs on them, and two that open and
+		// close their own.
+		keep := i%4 < 2
+		a.KeepTreePools(keep)
+		// The diff before takes the update in, so that each diff has one changed row to find.
+		e.Node("n2").Exec(b, `UPDATE public.t SET v = 'changed' WHERE id = $1`, i+1)
+		task := run(`SELECT ace.mtree_diff('public.t')`)
+		var ran, engine float64
+		require.NoError(b, n1.Pool.QueryRow(context.Background(), `SELECT extract(epoch FROM finished_at - started_at)::float8,
+			(result->>'time_taken_seconds')::float8 FROM ace.tasks WHERE task_id = $1`, task.ID).Scan(&ran, &engine))
+		if i%4 != 0 {
+			runs[keep] = append(runs[keep], ran)
+			arounds[keep] = append(arounds[keep], ran-engine)
+		}
+	}
+	b.StopTimer()
+	for keep, name := range map[bool]string{true: "kept", false: "opened"} {
+		if len(runs[keep]) > 0 {
+			b.ReportMetric(medianOf(runs[keep])*1000, "ms-run-"+name)
+			b.ReportMetric(medianOf(arounds[keep])*1000, "ms-around-"+name)
+		}
+	}
+}
+
+func medianOf(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
