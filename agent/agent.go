@@ -41,6 +41,9 @@ type Agent struct {
 	running map[uuid.UUID]*runningTask
 	shared  map[uuid.UUID]*childNodes // by parent task: the node pools its children share
 	stop    <-chan struct{}           // closed when the agent starts shutting down
+
+	// trees keeps the node pools of the agent's own login between tree tasks.
+	trees *treePools
 }
 
 type runningTask struct {
@@ -62,13 +65,15 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	host, _ := os.Hostname()
 	suffix := make([]byte, 3)
 	_, _ = rand.Read(suffix)
-	return &Agent{
+	a := &Agent{
 		cfg:     cfg,
 		id:      fmt.Sprintf("%s@%s:%d:%s", cfg.Node, host, os.Getpid(), hex.EncodeToString(suffix)),
 		log:     log,
 		running: map[uuid.UUID]*runningTask{},
 		shared:  map[uuid.UUID]*childNodes{},
 	}
+	a.trees = newTreePools(a)
+	return a
 }
 
 // Run works until ctx is cancelled, then stops claiming, lets running tasks finish for
@@ -143,6 +148,7 @@ func (a *Agent) services(wake chan struct{}) []service {
 		&clusterStatusCollector{a: a},
 		&retention{a: a},
 		&scheduler{a: a},
+		a.trees,
 	}
 }
 

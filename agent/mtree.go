@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/ace-agent/ace-agent/engine"
 	"github.com/ace-agent/ace-agent/engine/mtree"
@@ -11,19 +10,19 @@ import (
 )
 
 // mtreeBuild runs an mtree-build task: the tree of a table on the chosen nodes.
-func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeBuildArgs) (any, error) {
-	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, 4)
+func (a *Agent) mtreeBuild(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeBuildArgs) (_ any, err error) {
+	nodes, done, err := a.openTreeNodes(ctx, run, args.Nodes, 4)
 	if err != nil {
 		return nil, err
 	}
-	defer closeTreeNodes(nodes)
+	defer func() { done(err) }()
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
 	return mtree.Build(ctx, nodes, args.Options(run.Task, a.cfg.TreeTxWait), progress)
 }
 
 // mtreeDiff runs an mtree-diff task; its result and rows are those of a table-diff.
-func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeDiffArgs) (any, error) {
+func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeDiffArgs) (_ any, err error) {
 	if err := run.ResetResults(ctx); err != nil {
 		return nil, err
 	}
@@ -31,11 +30,11 @@ func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Mtr
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, int32(opts.Diff.Workers+2))
+	nodes, done, err := a.openTreeNodes(ctx, run, args.Nodes, int32(opts.Diff.Workers+2))
 	if err != nil {
 		return nil, err
 	}
-	defer closeTreeNodes(nodes)
+	defer func() { done(err) }()
 	progress, stop := a.progressReporter(ctx, run)
 	defer stop()
 	summary, err := mtree.Diff(ctx, nodes, opts, run, progress)
@@ -49,29 +48,30 @@ func (a *Agent) mtreeDiff(ctx context.Context, run *sqlapi.Run, args *sqlapi.Mtr
 }
 
 // mtreeTeardown runs an mtree-teardown task: one table's tree, or all of them.
-func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeTeardownArgs) (any, error) {
-	nodes, err := a.openTreeNodes(ctx, run, args.Nodes, 2)
+func (a *Agent) mtreeTeardown(ctx context.Context, run *sqlapi.Run, args *sqlapi.MtreeTeardownArgs) (_ any, err error) {
+	nodes, done, err := a.openTreeNodes(ctx, run, args.Nodes, 2)
 	if err != nil {
 		return nil, err
 	}
-	defer closeTreeNodes(nodes)
+	defer func() { done(err) }()
 	return mtree.Teardown(ctx, nodes, args.TableName)
 }
 
 // openTreeNodes connects to the named nodes twice: as the submitter, who reads the table, and
 // as this agent, which writes the trees in the ace schema it owns. The submitter's sessions run
 // with mtree.DataSettings: what they hash goes into trees every user of the table shares. The
-// tasks wake each node's tree keeper with wakeTreeKeeper.
+// tasks wake each node's tree keeper with wakeTreeKeeper. done ends the task's sessions, given
+// how the task ended: the submitter's close, the agent's go back to a.trees (see treePools).
 //
 // Both logins connect at once: a diff after a few changes is over in a few hundred milliseconds,
 // of which the connections are a good part.
-func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) ([]mtree.NodeLogins, error) {
-	var agents []*engine.Node
+func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []string, maxConns int32) (_ []mtree.NodeLogins, done func(taskErr error), _ error) {
+	var agents *treeLease
 	var agentsErr error
 	opened := make(chan struct{})
 	go func() {
 		defer close(opened)
-		agents, agentsErr = a.openAgentNodes(ctx, names)
+		agents, agentsErr = a.trees.lease(ctx, names)
 	}()
 	data, err := a.openEach(ctx, names, func(o engine.NodeOptions) engine.NodeOptions {
 		o.MaxConns, o.Settings = maxConns, mtree.DataSettings
@@ -80,32 +80,17 @@ func (a *Agent) openTreeNodes(ctx context.Context, run *sqlapi.Run, names []stri
 	<-opened
 	if err != nil || agentsErr != nil {
 		closeNodes(data)
-		closeNodes(agents)
-		return nil, errors.Join(err, agentsErr)
+		if agents != nil {
+			a.trees.release(agents, nil)
+		}
+		return nil, nil, errors.Join(err, agentsErr)
 	}
 	nodes := make([]mtree.NodeLogins, len(names))
-	for i := range names {
-		nodes[i] = mtree.NodeLogins{Data: data[i], Agent: agents[i], Wake: wakeTreeKeeper}
+	for i, agent := range agents.nodes() {
+		nodes[i] = mtree.NodeLogins{Data: data[i], Agent: agent, Wake: wakeTreeKeeper}
 	}
-	return nodes, nil
-}
-
-// openAgentNodes connects to the named nodes with this agent's own login: its certificate,
-// and ACE_DSN's user.
-func (a *Agent) openAgentNodes(ctx context.Context, names []string) ([]*engine.Node, error) {
-	nodes, err := a.openEach(ctx, names, func(o engine.NodeOptions) engine.NodeOptions {
-		o.User, o.ClientCerts, o.MaxConns = a.user, a.clientCerts, 3
-		return o
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w (the agent logs in to every node as %s to keep its Merkle trees)", err, a.user)
-	}
-	return nodes, nil
-}
-
-func closeTreeNodes(nodes []mtree.NodeLogins) {
-	for _, n := range nodes {
-		n.Data.Close()
-		n.Agent.Close()
-	}
+	return nodes, func(taskErr error) {
+		closeNodes(data)
+		a.trees.release(agents, taskErr)
+	}, nil
 }

@@ -11,7 +11,7 @@ import (
 
 // service is one piece of the agent's background work: the heartbeat, the recovery sweep, the
 // listener, the tree keeper, the collection of every node's tree status, the retention job, the
-// scheduler.
+// scheduler, the tree tasks' kept pools.
 // Agent.Run starts them from one list (Agent.services) and stops them in reverse order. Each
 // lives in a file named for it; a new one needs a type that embeds startStop, and a place in
 // that list.
