@@ -69,6 +69,8 @@ type Cluster struct {
 	Local *localpg.Cluster // the PostgreSQL instances; stopped when the test ends
 	DB    string           // the database replicated on every instance
 	Nodes []*Node          // n1..nN, in order
+
+	downSince map[string]time.Time // new subscriptions seen down, by node/name (restartIfStuck)
 }
 
 // Node is the replicated database on one instance.
@@ -151,6 +153,9 @@ func Start(t testing.TB, n int, db string, setupSQL string) *Cluster {
 	}
 	subscribed := time.Now()
 	c.waitStatus(t, startTimeout, "after creating the subscriptions", func(sub subStatus) bool {
+		if sub.status == "down" && sub.enabled {
+			c.restartIfStuck(sub)
+		}
 		return sub.status == "replicating"
 	})
 	replicating := time.Now()
@@ -443,6 +448,35 @@ func (c *Cluster) waitStatus(t testing.TB, timeout time.Duration, when string, o
 		}
 		time.Sleep(pollInterval)
 	}
+}
+
+// stuckAfter is how long a new subscription may stay down before restartIfStuck restarts it.
+const stuckAfter = 10 * time.Second
+
+// restartIfStuck disables and enables again a new subscription that has been down for
+// stuckAfter. Under load, pglogical's manager can start a second apply worker for a
+// subscription whose first is still starting; the second fails on the replication origin the
+// first holds ("replication origin with ID … is already active"), and the subscription can then
+// stay down.
+func (c *Cluster) restartIfStuck(sub subStatus) {
+	key := sub.node + "/" + sub.name
+	if c.downSince == nil {
+		c.downSince = map[string]time.Time{}
+	}
+	since, seen := c.downSince[key]
+	if !seen {
+		c.downSince[key] = time.Now()
+		return
+	}
+	if time.Since(since) < stuckAfter {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Errors are left to the wait, which reports the subscriptions as they end up.
+	_, _ = c.Node(sub.node).Pool.Exec(ctx, `SELECT pglogical.alter_subscription_disable($1, true)`, sub.name)
+	_, _ = c.Node(sub.node).Pool.Exec(ctx, `SELECT pglogical.alter_subscription_enable($1, true)`, sub.name)
+	delete(c.downSince, key)
 }
 
 // diagnostics describes the subscriptions and shows the end of every server log.
