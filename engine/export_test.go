@@ -41,7 +41,7 @@ func LeafDigests(ctx context.Context, n *Node, table string) (map[string]string,
 	}
 	sql := fmt.Sprintf(`SELECT "?ace_o?".k, x."?ace_c?", encode(x."?ace_d?", 'hex')
 		FROM (SELECT %s AS k, ctid AS c FROM %s) "?ace_o?", LATERAL (%s) x`,
-		keys.KeyText(), t.Qualified(), LeafDigestSQL(h, h.Source(t.Qualified(), `ctid = "?ace_o?".c`), 1))
+		keys.KeyText(), t.Qualified(), LeafDigestSQL(h, h.Source(t.Qualified(), `ctid = "?ace_o?".c`), keys.OrderBy(), 1))
 	rows, err := n.Pool.Query(ctx, sql)
 	if err != nil {
 		return nil, err
@@ -62,13 +62,13 @@ func LeafDigests(ctx context.Context, n *Node, table string) (map[string]string,
 // TableDigest summarises all of table on node n as one leaf (LeafDigestSQL) of at most maxRows
 // rows: its row count and ordered digest.
 func TableDigest(ctx context.Context, n *Node, table string, maxRows int64) (string, error) {
-	t, h, _, err := loadForSummary(ctx, n, table)
+	t, h, keys, err := loadForSummary(ctx, n, table)
 	if err != nil {
 		return "", err
 	}
 	var count int64
 	var digest string
-	err = n.Pool.QueryRow(ctx, `SELECT "?ace_c?", encode("?ace_d?", 'hex') FROM (`+LeafDigestSQL(h, h.Source(t.Qualified(), "true"), maxRows)+`) x`).Scan(&count, &digest)
+	err = n.Pool.QueryRow(ctx, `SELECT "?ace_c?", encode("?ace_d?", 'hex') FROM (`+LeafDigestSQL(h, h.Source(t.Qualified(), "true"), keys.OrderBy(), maxRows)+`) x`).Scan(&count, &digest)
 	return fmt.Sprintf("%d/%s", count, digest), err
 }
 

@@ -25,7 +25,7 @@ const (
 	// (engine.SummarySQL) that read the block's rows in any order: its cost does not depend on
 	// how rows are stored.
 	SummaryLanes SummaryKind = "lanes"
-	// SummaryOrdered takes one SHA-256 per leaf over the leaf's row encodings in byte order
+	// SummaryOrdered takes one SHA-256 per leaf over the leaf's row encodings in key order
 	// (engine.LeafDigestSQL), each leaf an index range scan: about half the hashing, and rows
 	// stream back leaf by leaf, but a range scan of rows stored out of key order reads a page per row.
 	SummaryOrdered SummaryKind = "ordered"

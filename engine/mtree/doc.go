@@ -11,7 +11,7 @@
 // there and a summary of its rows, made as a table-diff makes its own (engine.RowHash), so trees
 // and diffs share one encoding and one hash version. The build chooses the summary once for the
 // tree (diff.OrderedKeyRanges): where every node stores the table in about key order, one
-// SHA-256 over the leaf's row encodings in byte order (engine.LeafDigestSQL), about half the
+// SHA-256 over the leaf's row encodings in key order (engine.LeafDigestSQL), about half the
 // hashing of a build; otherwise the exact sums of two 64-bit lanes of the rows' digests, which
 // add up, so that a leaf that differs can be settled by its changed keys alone. Parents are never
 // stored: they are sums of leaves (lanes added with their counts, never XORed), or a SHA-256 of
