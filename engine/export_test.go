@@ -41,7 +41,7 @@ func LeafDigests(ctx context.Context, n *Node, table string) (map[string]string,
 	}
 	sql := fmt.Sprintf(`SELECT "?ace_o?".k, x."?ace_c?", encode(x."?ace_d?", 'hex')
 		FROM (SELECT %s AS k, ctid AS c FROM %s) "?ace_o?", LATERAL (%s) x`,
-		keys.KeyText(), t.Qualified(), LeafDigestSQL(h, h.Source(t.Qualified(), `ctid = "?ace_o?".c`), keys.OrderBy(), 1))
+		keys.KeyText(), t.Qualified(), LeafDigestSQL(h, t.Qualified(), `ctid = "?ace_o?".c`, keys.OrderBy(), 1))
 	rows, err := n.Pool.Query(ctx, sql)
 	if err != nil {
 		return nil, err
@@ -68,7 +68,7 @@ func TableDigest(ctx context.Context, n *Node, table string, maxRows int64) (str
 	}
 	var count int64
 	var digest string
-	err = n.Pool.QueryRow(ctx, `SELECT "?ace_c?", encode("?ace_d?", 'hex') FROM (`+LeafDigestSQL(h, h.Source(t.Qualified(), "true"), keys.OrderBy(), maxRows)+`) x`).Scan(&count, &digest)
+	err = n.Pool.QueryRow(ctx, `SELECT "?ace_c?", encode("?ace_d?", 'hex') FROM (`+LeafDigestSQL(h, t.Qualified(), "true", keys.OrderBy(), maxRows)+`) x`).Scan(&count, &digest)
 	return fmt.Sprintf("%d/%s", count, digest), err
 }
 

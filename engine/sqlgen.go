@@ -80,13 +80,27 @@ func (h RowHash) Source(table, where string) string {
 // SourceWith is Source whose rows carry the extra columns too (expressions with their aliases,
 // such as "xmin AS xmin", which names the row's system column as a column of the source).
 func (h RowHash) SourceWith(table, where string, extra ...string) string {
+	return h.source(table, where, "", extra)
+}
+
+// OrderedSource is Source whose rows come in the order orderBy gives them. The order is the
+// subquery's own: a parent's ORDER BY could not see through the subquery that is not flattened,
+// and would sort what the index scan already yields in order.
+func (h RowHash) OrderedSource(table, where, orderBy string) string {
+	return h.source(table, where, orderBy, nil)
+}
+
+func (h RowHash) source(table, where, orderBy string, extra []string) string {
 	cols := append([]string{"*"}, extra...)
-	if len(h.pre) == 0 {
-		return "(SELECT " + strings.Join(cols, ", ") + " FROM " + table + " WHERE " + where + `) AS "?ace_r?"`
+	fence := ""
+	if len(h.pre) > 0 {
+		cols = append(cols, h.pre...)
+		fence = `, clock_timestamp() AS "?ace_f?"`
 	}
-	cols = append(cols, h.pre...)
-	return "(SELECT " + strings.Join(cols, ", ") + `, clock_timestamp() AS "?ace_f?" FROM ` + table +
-		" WHERE " + where + `) AS "?ace_r?"`
+	if orderBy != "" {
+		where += " ORDER BY " + orderBy
+	}
+	return "(SELECT " + strings.Join(cols, ", ") + fence + " FROM " + table + " WHERE " + where + `) AS "?ace_r?"`
 }
 
 // byteSums are the aggregates a summary adds up per row of its digest column "?ace_h?": the
@@ -517,9 +531,9 @@ func SummarySQL(bucket string, h RowHash, source string) string {
 		laneFromBytes(0), laneFromBytes(8), byteSums(), bucket, h.Digest, source)
 }
 
-// LeafDigestSQL summarises the rows of source, one leaf, by their count ("?ace_c?") and one
-// SHA-256 over their encodings concatenated in the order orderBy gives them ("?ace_d?", NULL for
-// no rows): the key's, on which every node agrees where the key is compared in its own type's
+// LeafDigestSQL summarises the rows of table matching where, one leaf, by their count
+// ("?ace_c?") and one SHA-256 over their encodings concatenated in the order orderBy gives them
+// ("?ace_d?", NULL for no rows): the key's, on which every node agrees where the key is compared in its own type's
 // order (KeyOrder.Indexable), and which the key's index scan yields without a sort. record_send's
 // output is self-delimiting (a field count, then each field's type, length and bytes), so the
 // concatenation determines the leaf's rows and their order: two leaves of different rows get the
@@ -527,10 +541,10 @@ func SummarySQL(bucket string, h RowHash, source string) string {
 // (a key collation that changed under one of them) only see a difference that the comparison of
 // the rows then finds is none. One digest a leaf instead of one a row halves the hashing's cost.
 //
-// The order is the subquery's, not the aggregate's: PostgreSQL 15 sorts an ordered aggregate's
-// input itself even when it comes sorted (measured on the benchmark table: a sixth of the
-// digest's cost), and the LIMIT between the two keeps a parallel plan from aggregating parts in
-// another order.
+// The order is the source's (RowHash.OrderedSource), not the aggregate's: PostgreSQL 15 sorts an
+// ordered aggregate's input itself even when it comes sorted (measured on the benchmark table: a
+// sixth of the digest's cost), and the LIMIT between the two keeps a parallel plan from
+// aggregating parts in another order.
 //
 // Leaves are not additive: a leaf's digest cannot be updated by a row's change, only taken
 // again, and two leaves' digests do not make the digest of the two together.
@@ -539,9 +553,9 @@ func SummarySQL(bucket string, h RowHash, source string) string {
 // in a leaf than the node its bounds were cut at (or in an open first or last leaf): at most
 // maxRows+1 rows are read, and a count over maxRows means the leaf overflowed, its digest
 // standing for only its first rows. The caller must then treat the leaf as differing.
-func LeafDigestSQL(h RowHash, source, orderBy string, maxRows int64) string {
+func LeafDigestSQL(h RowHash, table, where, orderBy string, maxRows int64) string {
 	return fmt.Sprintf(`SELECT count(*) AS "?ace_c?", sha256(string_agg("?ace_e?", ''::bytea)) AS "?ace_d?"
-		FROM (SELECT %s AS "?ace_e?" FROM %s ORDER BY %s LIMIT %d) "?ace_s?"`, h.Encoding, source, orderBy, maxRows+1)
+		FROM (SELECT %s AS "?ace_e?" FROM %s LIMIT %d) "?ace_s?"`, h.Encoding, h.OrderedSource(table, where, orderBy), maxRows+1)
 }
 
 // IntStep says that a span's leaf bounds are Lo+W, Lo+2W, … of an integer key, so a leaf's range
@@ -567,7 +581,7 @@ func OrderedLeavesSQL(h RowHash, keys KeyOrder, table string, r Range, bounds []
 	}
 	leaf := func(n int, where string) string {
 		return fmt.Sprintf(`SELECT %d::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, n,
-			LeafDigestSQL(h, h.Source(table, where+" AND "+filter), keys.OrderBy(), maxRows))
+			LeafDigestSQL(h, table, where+" AND "+filter, keys.OrderBy(), maxRows))
 	}
 	n := len(bounds)
 	parts := []string{leaf(0, keys.Where(leafRange(0), args))}
@@ -588,7 +602,7 @@ func OrderedLeavesSQL(h RowHash, keys KeyOrder, table string, r Range, bounds []
 			*args = AppendKeyArrays(*args, bounds, keys.Len())
 		}
 		parts = append(parts, fmt.Sprintf(`SELECT "?ace_l?"."?ace_k?"::int8, "?ace_x?".* FROM %s, LATERAL (%s) "?ace_x?"`,
-			from, LeafDigestSQL(h, h.Source(table, where+" AND "+filter), keys.OrderBy(), maxRows)))
+			from, LeafDigestSQL(h, table, where+" AND "+filter, keys.OrderBy(), maxRows)))
 	}
 	parts = append(parts, leaf(n, keys.Where(leafRange(n), args)))
 	return strings.Join(parts, "\nUNION ALL\n")

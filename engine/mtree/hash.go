@@ -373,14 +373,14 @@ func (s *subject) orderedRanges(ctx context.Context, session *engine.Session, ra
 			continue
 		}
 		parts = append(parts, fmt.Sprintf(`SELECT %d::int8, "?ace_x?".* FROM (%s) "?ace_x?"`, j,
-			engine.LeafDigestSQL(s.hash, s.hash.Source(s.table.Qualified(), s.keys.Where(r, &args)), s.keys.OrderBy(), s.leafCap)))
+			engine.LeafDigestSQL(s.hash, s.table.Qualified(), s.keys.Where(r, &args), s.keys.OrderBy(), s.leafCap)))
 	}
 	if len(closed) > 0 {
 		from, where := s.keys.RangeList(len(args) + 1)
 		args = engine.AppendKeyArrays(engine.AppendKeyArrays(args, los, s.keys.Len()), his, s.keys.Len())
 		args = append(args, closed)
 		parts = append(parts, fmt.Sprintf(`SELECT ($%d::int8[])["?ace_l?"."?ace_k?"], "?ace_x?".* FROM %s, LATERAL (%s) "?ace_x?"`,
-			len(args), from, engine.LeafDigestSQL(s.hash, s.hash.Source(s.table.Qualified(), where), s.keys.OrderBy(), s.leafCap)))
+			len(args), from, engine.LeafDigestSQL(s.hash, s.table.Qualified(), where, s.keys.OrderBy(), s.leafCap)))
 	}
 	err := s.readOrdered(ctx, session, strings.Join(parts, "\nUNION ALL\n"), args, out)
 	return engine.WithKeys(err, fmt.Sprintf("hash %d ranges from %s", len(ranges), ranges[0]), fmt.Sprintf("hash %d ranges", len(ranges)))
