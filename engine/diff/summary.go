@@ -38,14 +38,15 @@ const (
 // 0; 0.8 keeps a margin for tables not all in memory, where a page out of order is a read.
 const orderedCorrelation = 0.8
 
-// maxOrderedLeafRows bounds, in compare units, the rows one arithmetic leaf can hold for the
-// ordered summary: a leaf's encodings are concatenated in the node's memory before they are
-// hashed, so leaves of sparse integer keys (wide, and possibly dense somewhere) keep the lanes.
-const maxOrderedLeafRows = 64
+// MaxOrderedLeafUnits bounds the rows an ordered leaf's digest reads, in the leaf's planned size
+// (a diff's compare units, a tree's leaf_rows): a leaf's encodings are concatenated in the node's
+// memory before they are hashed. Leaves of sparse integer keys (wide, and possibly dense
+// somewhere) keep the lanes; a leaf found holding more is marked and compared row by row.
+const MaxOrderedLeafUnits = 64
 
 // orderedLeafCap is the most rows a leaf's ordered digest reads (engine.LeafDigestSQL): a leaf
 // holding more is narrowed row by row instead.
-func (d *differ) orderedLeafCap() int64 { return int64(maxOrderedLeafRows * d.opts.CompareUnitSize) }
+func (d *differ) orderedLeafCap() int64 { return int64(MaxOrderedLeafUnits * d.opts.CompareUnitSize) }
 
 // leafProgressEvery is how many leaves of a streamed block pass between progress reports.
 const leafProgressEvery = 16
@@ -97,7 +98,7 @@ func (d *differ) orderedFits(blocks []block) bool {
 		if len(b.bounds) == 0 && b.rng.Lo == nil && b.rng.Hi == nil {
 			return false // the whole table in one leaf: no bound on the leaf's size
 		}
-		if b.step != nil && b.step.W > int64(maxOrderedLeafRows*d.opts.CompareUnitSize) {
+		if b.step != nil && b.step.W > int64(MaxOrderedLeafUnits*d.opts.CompareUnitSize) {
 			return false
 		}
 	}

@@ -27,15 +27,11 @@ type subject struct {
 	leafCap int64
 }
 
-// maxOrderedLeafRows bounds, in leaf_rows, the rows an ordered leaf's digest reads: a leaf's
-// encodings are concatenated in the node's memory. A leaf holding more is marked as overflowed,
-// compared row by row, and split by the next rebalance (which splits leaves past twice
+// useLeaves sets how the subject's leaves are summarised, for a tree of leafRows rows a leaf. A
+// leaf over the cap is split by the next rebalance that refreshes it (it splits leaves past twice
 // leaf_rows), so only a node far from the others ever reaches it.
-const maxOrderedLeafRows = 64
-
-// useLeaves sets how the subject's leaves are summarised, for a tree of leafRows rows a leaf.
 func (s *subject) useLeaves(kind diff.SummaryKind, leafRows int) {
-	s.leaves, s.leafCap = kind, int64(maxOrderedLeafRows)*int64(leafRows)
+	s.leaves, s.leafCap = kind, int64(diff.MaxOrderedLeafUnits)*int64(leafRows)
 }
 
 // summaries hashes r cut at bounds (ascending, strictly inside r) into len(bounds)+1 pieces, on
