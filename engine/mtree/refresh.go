@@ -232,8 +232,8 @@ func (d *differ) parallelSummaries(ctx context.Context, i int, ranges []engine.R
 // costs less than a range scan per leaf.
 const wholePassShare = 4
 
-// rehashAll hashes every leaf of node i's tree in one pass over the table (ordered leaves cut
-// into Workers ranges hashed at once), and returns the leaf ids with their summaries.
+// rehashAll hashes every leaf of node i's tree in one pass over the table, cut into Workers
+// ranges hashed at once, and returns the leaf ids with their summaries.
 func (d *differ) rehashAll(ctx context.Context, i int) ([]int, []summary, error) {
 	k := d.sub.keys
 	rows, err := d.txs[i].Query(ctx, fmt.Sprintf(`SELECT leaf_id, lo FROM ace.mtree_leaves WHERE tree_id = $1 ORDER BY lo IS NOT NULL, %s`,
