@@ -104,6 +104,11 @@ func TestMtreeAgreesWithTableDiff(t *testing.T) {
 				var built map[string]any
 				e.completed(&built, `ace.mtree_build('public.t', leaf_rows => 100)`)
 				require.Equal(t, l.summary, built["leaf_summary"])
+				for _, n := range e.Nodes {
+					var shown string
+					require.NoError(t, n.Pool.QueryRow(context.Background(), `SELECT leaf_summary FROM ace.mtree_local_status('public.t')`).Scan(&shown))
+					require.Equal(t, l.summary, shown, "ace.mtree_local_status on %s", n.Name)
+				}
 				for round := 0; round < 6; round++ {
 					applyMutations(t, e.Env, randomMutations(r, c.keyExpr, round))
 					var tree engine.DiffSummary

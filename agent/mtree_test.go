@@ -53,6 +53,12 @@ func TestMtreeFindsWhatTableDiffFinds(t *testing.T) {
 	e.completed(&built, `ace.mtree_build('public.t', leaf_rows => 100)`)
 	require.EqualValues(t, 50, built["leaves"])
 	require.Equal(t, "lanes", built["leaf_summary"])
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, e.Node("n1").Pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM ace.mtree_status('public.t') WHERE leaf_summary = 'lanes'`).Scan(&n))
+		return n == 3
+	}, time.Minute, 50*time.Millisecond, "every node's tree status shows its leaf summary")
 
 	var s engine.DiffSummary
 	e.completed(&s, `ace.mtree_diff('public.t')`)

@@ -83,3 +83,16 @@ END $$;
 -- Issue 20: the schedules' owner check became ace.check_acts_for(owner, what), which the repair
 -- policies share.
 DROP FUNCTION IF EXISTS ace.check_schedule_owner(name);
+
+-- Issue 21: a tree's status shows how its leaves are summarised; the earlier mtree_local_status
+-- and mtree_status lack the leaf_summary column.
+DO $$
+DECLARE
+    p regprocedure;
+BEGIN
+    FOR p IN SELECT oid::regprocedure FROM pg_proc
+             WHERE pronamespace = 'ace'::regnamespace AND proname IN ('mtree_local_status', 'mtree_status')
+               AND NOT 'leaf_summary' = ANY(proargnames) LOOP
+        EXECUTE format('DROP FUNCTION %s', p);
+    END LOOP;
+END $$;

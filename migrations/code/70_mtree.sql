@@ -360,7 +360,7 @@ RETURNS TABLE (
     table_name text, status text, leaves bigint, row_count bigint, largest_leaf_rows bigint, dirty_leaves bigint,
     pending_changes bigint, leaf_rows int, built_at timestamptz, refreshed_at timestamptz, hash_version int,
     slot_name text, slot_status text, confirmed_lsn pg_lsn, lag_bytes numeric, retained_wal_bytes numeric,
-    safe_wal_bytes bigint, heartbeat_at timestamptz, stream_error text, warning text)
+    safe_wal_bytes bigint, heartbeat_at timestamptz, stream_error text, warning text, leaf_summary text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
     SELECT m.table_name, m.status, l.leaves, l.row_count, l.largest, d.dirty, p.pending, m.leaf_rows, m.built_at,
            m.refreshed_at, m.hash_version, s.slot_name, r.wal_status, s.confirmed_lsn,
@@ -373,7 +373,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
                 WHEN r.wal_status = 'unreserved' THEN 'the slot is about to lose WAL it needs: is the agent running?'
                 WHEN s.heartbeat_at < now() - interval '1 minute' THEN 'the agent''s stream has not reported for over a minute'
                 WHEN pg_current_wal_insert_lsn() - r.restart_lsn > 1073741824 THEN 'the slot retains over 1 GB of WAL'
-           END
+           END,
+           m.leaf_summary
     FROM ace.mtrees m
     LEFT JOIN LATERAL (SELECT count(*) AS leaves, coalesce(sum(x.row_count), 0)::bigint AS row_count,
                               max(x.row_count) AS largest FROM ace.mtree_leaves x WHERE x.tree_id = m.tree_id) l ON true
@@ -397,12 +398,12 @@ CREATE OR REPLACE VIEW ace.mtree_status_rows AS
            CASE WHEN r.readable THEN j.pending_changes END AS pending_changes,
            j.leaf_rows, j.confirmed_lsn, j.lag_bytes, j.retained_wal_bytes, j.safe_wal_bytes,
            j.slot_status, j.heartbeat_at, j.built_at, j.hash_version,
-           coalesce(s.status->>'error', j.warning) AS warning, s.reported_at
+           coalesce(s.status->>'error', j.warning) AS warning, s.reported_at, j.leaf_summary
     FROM ace.mtree_node_status s
     CROSS JOIN LATERAL jsonb_to_record(s.status) AS j(status text, leaves bigint, row_count bigint, largest_leaf_rows bigint,
         dirty_leaves bigint, pending_changes bigint, leaf_rows int, confirmed_lsn pg_lsn, lag_bytes numeric,
         retained_wal_bytes numeric, safe_wal_bytes bigint, slot_status text, heartbeat_at timestamptz,
-        built_at timestamptz, hash_version int, warning text)
+        built_at timestamptz, hash_version int, warning text, leaf_summary text)
     -- The table as this node's tree recorded it, by OID: resolving the name could raise for a
     -- schema the role may not use, and a table dropped since has no privileges to test. The
     -- agents (the ace schema's owner, who write the trees) see every count.
@@ -418,7 +419,7 @@ RETURNS TABLE (
     table_name text, node_name text, status text, leaves bigint, row_count bigint, largest_leaf_rows bigint,
     dirty_leaves bigint, pending_changes bigint, leaf_rows int, confirmed_lsn pg_lsn, lag_bytes numeric,
     retained_wal_bytes numeric, safe_wal_bytes bigint, slot_status text, heartbeat_at timestamptz,
-    built_at timestamptz, hash_version int, warning text, reported_at timestamptz)
+    built_at timestamptz, hash_version int, warning text, reported_at timestamptz, leaf_summary text)
 LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
     SELECT s.* FROM ace.mtree_status_rows s
     WHERE mtree_status.table_name IS NULL OR s.table_name = mtree_status.table_name
