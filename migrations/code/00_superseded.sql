@@ -2,6 +2,20 @@
 -- overload, so each one is dropped here by name; a function whose signature changes adds its old
 -- signature to this list.
 
+-- drop_lacking drops the ace routines named in names whose argument names (OUT columns
+-- included) lack arg: the earlier signatures of routines that gained an argument or a column,
+-- found by what they lack. It lives for this installation only.
+CREATE OR REPLACE FUNCTION pg_temp.drop_lacking(names text[], arg text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    p regprocedure;
+BEGIN
+    FOR p IN SELECT oid::regprocedure FROM pg_proc
+             WHERE pronamespace = 'ace'::regnamespace AND proname = ANY(names) AND NOT arg = ANY(proargnames) LOOP
+        EXECUTE format('DROP ROUTINE %s', p);
+    END LOOP;
+END $$;
+
 -- Migration 001's table_diff and run_table_diff, before the options of migration 003.
 DROP PROCEDURE IF EXISTS ace.run_table_diff(text, text[], int, text, bigint, int, uuid, text, bigint, jsonb);
 DROP FUNCTION IF EXISTS ace.table_diff(text, text[], int, text, bigint, int);
@@ -50,18 +64,9 @@ DROP FUNCTION IF EXISTS ace.ready_mtree(text);
 DROP FUNCTION IF EXISTS ace.add_node(text, text, text);
 
 -- Issue 20: table_repair and run_table_repair took repair_plan and plan, and repair_rows returns
--- the plan's rule. The earlier signatures are found by what they lack.
-DO $$
-DECLARE
-    p regprocedure;
-BEGIN
-    FOR p IN SELECT oid::regprocedure FROM pg_proc
-             WHERE pronamespace = 'ace'::regnamespace
-               AND ((proname IN ('table_repair', 'run_table_repair') AND NOT 'repair_plan' = ANY(proargnames))
-                    OR (proname = 'repair_rows' AND NOT 'rule' = ANY(proargnames))) LOOP
-        EXECUTE format('DROP ROUTINE %s', p);
-    END LOOP;
-END $$;
+-- the plan's rule.
+SELECT pg_temp.drop_lacking('{table_repair,run_table_repair}', 'repair_plan');
+SELECT pg_temp.drop_lacking('{repair_rows}', 'rule');
 
 -- Issue 18: table_diff and run_table_diff took columns (the compared columns).
 DROP PROCEDURE IF EXISTS ace.run_table_diff(text, text[], int, text, bigint, int, float8, int, text, timestamptz, text, interval, boolean,
@@ -69,16 +74,7 @@ DROP PROCEDURE IF EXISTS ace.run_table_diff(text, text[], int, text, bigint, int
 DROP FUNCTION IF EXISTS ace.table_diff(text, text[], int, text, bigint, int, float8, int, text, timestamptz, text, interval, boolean);
 
 -- Issue 20 (recovery): table_repair and run_table_repair took recovery_mode and preserve_origin.
-DO $$
-DECLARE
-    p regprocedure;
-BEGIN
-    FOR p IN SELECT oid::regprocedure FROM pg_proc
-             WHERE pronamespace = 'ace'::regnamespace AND proname IN ('table_repair', 'run_table_repair')
-               AND NOT 'preserve_origin' = ANY(proargnames) LOOP
-        EXECUTE format('DROP ROUTINE %s', p);
-    END LOOP;
-END $$;
+SELECT pg_temp.drop_lacking('{table_repair,run_table_repair}', 'preserve_origin');
 
 -- Issue 20: the schedules' owner check became ace.check_acts_for(owner, what), which the repair
 -- policies share.
@@ -86,13 +82,6 @@ DROP FUNCTION IF EXISTS ace.check_schedule_owner(name);
 
 -- Issue 21: a tree's status shows how its leaves are summarised; the earlier mtree_local_status
 -- and mtree_status lack the leaf_summary column.
-DO $$
-DECLARE
-    p regprocedure;
-BEGIN
-    FOR p IN SELECT oid::regprocedure FROM pg_proc
-             WHERE pronamespace = 'ace'::regnamespace AND proname IN ('mtree_local_status', 'mtree_status')
-               AND NOT 'leaf_summary' = ANY(proargnames) LOOP
-        EXECUTE format('DROP FUNCTION %s', p);
-    END LOOP;
-END $$;
+SELECT pg_temp.drop_lacking('{mtree_local_status,mtree_status}', 'leaf_summary');
+
+DROP FUNCTION pg_temp.drop_lacking(text[], text);
